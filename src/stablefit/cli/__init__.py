@@ -1,0 +1,1 @@
+"""The ``stablefit`` command line: one module per command group."""

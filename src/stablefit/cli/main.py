@@ -1,0 +1,48 @@
+"""Entry point of the ``stablefit`` command.
+
+Each command module exposes ``register(subparsers)``; it adds its parser and sets
+``handler`` to a function ``(args) -> int`` returning the exit code. Bad input raises
+:class:`~stablefit.errors.StablefitInputError`, which becomes a one-line message on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+from stablefit import __version__
+from stablefit.errors import StablefitInputError
+
+COMMAND_MODULES = ("fit", "doctor", "train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stablefit",
+        description="Why is my loss NaN? Predict it, guard against it, and fit exactly.",
+    )
+    parser.add_argument("--version", action="version", version=f"stablefit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        import_module(f"stablefit.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except StablefitInputError as error:
+        print(f"stablefit {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stablefit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
