@@ -1,0 +1,49 @@
+"""Centered cross-products of the complete rows, mergeable.
+
+Each block is centered at its own mean before its cross-product is formed, and blocks are
+combined with the pairwise update of Chan, Golub and LeVeque (1979), so that a column's
+offset (a timestamp near 1.7e9, say) never cancels away the digits of its spread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class CoMoments:
+    """``n`` complete rows, their ``mean`` (p,) and ``comoment`` sum (z - mean)(z - mean)ᵀ."""
+
+    n: int
+    mean: np.ndarray
+    comoment: np.ndarray
+
+    @classmethod
+    def empty(cls, p: int) -> CoMoments:
+        return cls(0, np.zeros(p), np.zeros((p, p)))
+
+    @classmethod
+    def of_block(cls, Z: np.ndarray) -> CoMoments:
+        """Co-moments of the rows of ``Z`` (rows, p); every value must be finite."""
+        n = Z.shape[0]
+        if n == 0:
+            return cls.empty(Z.shape[1])
+        mean = Z.mean(axis=0)
+        centered = Z - mean
+        # The rounded mean leaves a small column sum; removing its outer product keeps the
+        # result equal to centering at the exact mean, to first order.
+        residual_sum = centered.sum(axis=0)
+        comoment = centered.T @ centered - np.outer(residual_sum, residual_sum) / n
+        mean = mean + residual_sum / n
+        return cls(n, mean, comoment)
+
+    def merge(self, other: CoMoments) -> CoMoments:
+        n = self.n + other.n
+        if n == 0:
+            return CoMoments.empty(self.mean.size)
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.n / n)
+        comoment = self.comoment + other.comoment + np.outer(delta, delta) * (self.n * other.n / n)
+        return CoMoments(n, mean, comoment)

@@ -1,0 +1,200 @@
+"""The Summary: everything the later stages need, gathered in one pass over the batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stablefit.io.schema import ArraySource, Batch, Schema, Source
+from stablefit.summary.columns import ColumnStats
+from stablefit.summary.comoments import CoMoments
+from stablefit.summary.sketch import DEFAULT_CAPACITY, QuantileSketch
+
+SKETCH_BUDGET = 1 << 23
+
+
+@dataclass
+class Summary:
+    """One-pass, mergeable statistics of a design matrix X and, optionally, a target y.
+
+    The p "columns" are the features followed by the target (when there is one).
+    ``columns`` holds per-column moments over the finite values; ``complete`` the
+    centered co-moments of the complete rows (every feature and the target finite), which
+    is what least squares and training see. ``a.merge(b)`` equals summarizing the rows of
+    ``a`` followed by those of ``b``, to rounding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stablefit.summary import Summary
+    >>> s = Summary.from_arrays(np.array([[1.0], [2.0], [3.0]]), np.array([2.0, 4.0, 6.0]))
+    >>> s.n_complete, float(s.complete_mean[1])
+    (3, 4.0)
+    """
+
+    schema: Schema
+    has_target: bool
+    n_rows: int = 0
+    columns: ColumnStats = field(default=None)  # type: ignore[assignment]
+    complete: CoMoments = field(default=None)  # type: ignore[assignment]
+    sketches: list[QuantileSketch] | None = None
+
+    def __post_init__(self) -> None:
+        p = self.p
+        if self.columns is None:
+            self.columns = ColumnStats(p)
+        if self.complete is None:
+            self.complete = CoMoments.empty(p)
+
+    @property
+    def n_features(self) -> int:
+        return self.schema.n_features
+
+    @property
+    def p(self) -> int:
+        return self.n_features + int(self.has_target)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        target = (self.schema.target_name or "y",) if self.has_target else ()
+        return self.schema.feature_names + target
+
+    @property
+    def n_complete(self) -> int:
+        return self.complete.n
+
+    @property
+    def complete_mean(self) -> np.ndarray:
+        return self.complete.mean
+
+    @property
+    def comoment(self) -> np.ndarray:
+        return self.complete.comoment
+
+    @property
+    def robust_exact(self) -> bool:
+        return self.sketches is not None and all(s.exact for s in self.sketches)
+
+    # -- building ---------------------------------------------------------------------
+
+    def update(self, batch: Batch, *, detail: bool = True) -> None:
+        """Add a batch's rows (they must follow the rows already seen)."""
+        self.merge_in(Summary.of_batch(batch, self.schema, detail=detail))
+
+    @classmethod
+    def of_batch(cls, batch: Batch, schema: Schema, *, detail: bool = True) -> Summary:
+        Z = batch.X if batch.y is None else np.column_stack([batch.X, batch.y])
+        summary = cls(schema=schema, has_target=batch.y is not None, n_rows=batch.n_rows)
+        summary.columns = ColumnStats.of_block(Z, batch.first_row, extremes=detail)
+        complete = np.isfinite(Z).all(axis=1)
+        summary.complete = CoMoments.of_block(Z if complete.all() else Z[complete])
+        if detail:
+            capacity = max(1 << 12, min(DEFAULT_CAPACITY, SKETCH_BUDGET // max(Z.shape[1], 1)))
+            summary.sketches = []
+            for j in range(Z.shape[1]):
+                sketch = QuantileSketch(capacity=capacity)
+                column = Z[:, j]
+                sketch.update(column[np.isfinite(column)])
+                summary.sketches.append(sketch)
+        return summary
+
+    def merge(self, other: Summary) -> Summary:
+        """A new Summary of ``self``'s rows followed by ``other``'s."""
+        if self.names != other.names:
+            raise ValueError(f"cannot merge summaries of {self.names} and {other.names}")
+        sketches = None
+        if self.sketches is not None and other.sketches is not None:
+            sketches = [a.merge(b) for a, b in zip(self.sketches, other.sketches, strict=True)]
+        return Summary(
+            schema=self.schema,
+            has_target=self.has_target,
+            n_rows=self.n_rows + other.n_rows,
+            columns=self.columns.merge(other.columns),
+            complete=self.complete.merge(other.complete),
+            sketches=sketches
+            if self.n_rows and other.n_rows
+            else (self.sketches if other.n_rows == 0 else other.sketches),
+        )
+
+    def merge_in(self, other: Summary) -> None:
+        merged = self.merge(other) if self.n_rows else other
+        self.n_rows, self.columns = merged.n_rows, merged.columns
+        self.complete, self.sketches = merged.complete, merged.sketches
+
+    @classmethod
+    def from_arrays(
+        cls,
+        X: np.ndarray,
+        y: np.ndarray | None = None,
+        *,
+        feature_names: Sequence[str] | None = None,
+        detail: bool = True,
+    ) -> Summary:
+        """Summarize in-memory arrays (X is (n, d), y is (n,) or None)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        y = None if y is None else np.asarray(y, dtype=np.float64).ravel()
+        names = (
+            tuple(feature_names)
+            if feature_names is not None
+            else tuple(f"x{j}" for j in range(X.shape[1]))
+        )
+        schema = Schema(feature_names=names, target_name=None if y is None else "y")
+        return summarize(ArraySource(X, y, schema), detail=detail)
+
+    # -- derived quantities -------------------------------------------------------------
+
+    def quantile(self, q: float) -> np.ndarray:
+        if self.sketches is None:
+            raise ValueError("this Summary was built with detail=False: no quantiles")
+        return np.array([s.quantile(q) for s in self.sketches])
+
+    def median(self) -> np.ndarray:
+        return self.quantile(0.5)
+
+    def mad(self) -> np.ndarray:
+        """Median absolute deviation from the median, per column (not scaled by 1.4826)."""
+        medians = self.median()
+        assert self.sketches is not None
+        return np.array(
+            [s.absolute_deviation_quantile(m) for s, m in zip(self.sketches, medians, strict=True)]
+        )
+
+    def gram(self, intercept: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+        """``(AᵀA, Aᵀy, yᵀy)`` over the complete rows, A = [X, 1] (bias column last)."""
+        if not self.has_target:
+            raise ValueError("this Summary has no target")
+        d, n = self.n_features, self.n_complete
+        mean, C = self.complete.mean, self.complete.comoment
+        raw = C + n * np.outer(mean, mean)
+        G, g, yy = raw[:d, :d], raw[:d, d], float(raw[d, d])
+        if intercept:
+            ones = n * mean[: d + 1]
+            G = np.block([[G, ones[:d, None]], [ones[None, :d], np.array([[float(n)]])]])
+            g = np.append(g, ones[d])
+        return G, g, yy
+
+
+def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summary:
+    """One pass over a source's batches.
+
+    Parameters
+    ----------
+    source : Source
+        Anything with a ``schema`` and a ``batches()`` method (see :mod:`stablefit.io`).
+    detail : bool, default True
+        Also gather what diagnostics need (quantile sketches, extreme values with rows);
+        the solver needs only the moments and co-moments.
+    """
+    schema = source.schema
+    summary: Summary | None = None
+    for batch in source.batches():
+        part = Summary.of_batch(batch, schema, detail=detail)
+        summary = part if summary is None else summary.merge(part)
+    if summary is None:
+        has_target = getattr(source, "y", None) is not None or schema.target_name is not None
+        summary = Summary(schema=schema, has_target=has_target)
+    return summary
