@@ -220,8 +220,8 @@ def check_collinearity(summary: Summary, options: CheckOptions | None = None) ->
                 code="SF113",
                 severity="warning",
                 title="Exactly collinear features",
-                message=f"{combination.equation()} on every complete row (R² = 1 to "
-                f"{format_number(1 - EXACT_TOLERANCE, 13)}): the weights of "
+                message=f"{combination.equation()} on every complete row (1 - R² < "
+                f"{format_number(EXACT_TOLERANCE)}): the weights of "
                 f"{join_names([combination.column, *combination.others])} are not "
                 "determined — any mix that keeps the combination gives the same loss.",
                 evidence=evidence,

@@ -1,0 +1,213 @@
+"""Diagnosis: every numeric hazard in the data, and what training on it will do.
+
+``stablefit.diagnose`` reads the data once (a :class:`~stablefit.summary.Summary`), runs
+the data checks (:mod:`stablefit.diagnose.checks`) and forecasts the training of a Keras
+``Dense(1)`` model with the mean squared error (:mod:`stablefit.diagnose.training`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from stablefit.diagnose.checks import CheckOptions, run_checks
+from stablefit.diagnose.checks.common import DTYPES
+from stablefit.diagnose.checks.forecast import forecast_findings
+from stablefit.diagnose.findings import DataFacts, Diagnosis, Finding
+from stablefit.errors import StablefitInputError
+from stablefit.summary import Summary, summarize
+
+#: What is forecast when no optimizer is named: Adam at Keras's default learning rate (the
+#: seed's and most tutorials' choice) is the forecast that counts, and plain SGD at its
+#: default is shown beside it, since its stability bound is the sharpest sign of trouble.
+DEFAULT_OPTIMIZER = "adam"
+COMPARISON_OPTIMIZER = "sgd"
+
+
+def diagnose(
+    X: Any,
+    y: Any = None,
+    *,
+    target: str | None = None,
+    optimizer: str | None = None,
+    learning_rate: float | None = None,
+    batch_size: int = 32,
+    epochs: int = 100,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    dtype: str = "float32",
+    intercept: bool = True,
+    feature_names: list[str] | tuple[str, ...] | None = None,
+) -> Diagnosis:
+    """Find the numeric hazards in ``X`` (and ``y``) and forecast training on them.
+
+    NaN and inf in the data never raise: they are findings (SF101, SF102), and training on
+    the rows that hold them is forecast to give a non-finite loss at epoch 1.
+
+    Parameters
+    ----------
+    X : array-like, DataFrame, pyarrow Table, path to a CSV or Parquet file, or Summary
+        The features (and the target, when ``target`` names one of its columns). A
+        :class:`~stablefit.summary.Summary` is used as is.
+    y : array-like, optional
+        The target, when it is not a column of ``X``.
+    target : str, optional
+        The name of the target column in ``X``.
+    optimizer : {"sgd", "adam", "adamw", "rmsprop", "adagrad"}, optional
+        The Keras optimizer to forecast. When None, Adam is forecast and plain SGD is
+        shown beside it (``Diagnosis.other_forecasts``), both at Keras's default
+        learning rates; ``learning_rate`` then applies to Adam, ``momentum`` to SGD.
+    learning_rate : float, optional
+        Keras's default for the optimizer when None.
+    batch_size, epochs : int
+        As given to ``model.fit`` (Keras's defaults: 32 and, here, 100 epochs).
+    momentum : float
+        SGD's (or RMSprop's) momentum; ``nesterov`` for Nesterov's variant of SGD.
+    dtype : {"float32", "float16", "float64"}
+        The precision the model trains in (Keras's default: float32).
+    intercept : bool
+        Whether the model has a bias (``Dense`` has one by default).
+    feature_names : sequence of str, optional
+        Names for the columns of an array ``X``.
+
+    Returns
+    -------
+    Diagnosis
+        Findings most severe first, the training forecast, and what was read.
+
+    Examples
+    --------
+    >>> import numpy as np, stablefit
+    >>> X = np.array([[1, 1e6], [2, 2e6], [3, 3e6]])
+    >>> d = stablefit.diagnose(X, np.array([10.0, 20.0, 30.0]), optimizer="sgd")
+    >>> d.training.outcome, d.training.first_nonfinite_epoch      # doctest: +SKIP
+    ('diverges', 3)
+    """
+    options = _validate(batch_size, epochs, dtype, intercept)
+    summary = X if isinstance(X, Summary) else _summarize(X, y, target, feature_names)
+    findings = run_checks(summary, options)
+    settings = {
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "momentum": momentum,
+        "nesterov": nesterov,
+        "dtype": dtype,
+        "intercept": intercept,
+    }
+    training, others = _forecasts(summary, findings, settings)
+    if training is not None:
+        findings += forecast_findings(training, settings)
+    facts = DataFacts(
+        origin=summary.schema.origin,
+        feature_names=summary.schema.feature_names,
+        target_name=summary.names[-1] if summary.has_target else None,
+        n_rows=summary.n_rows,
+        n_complete=summary.n_complete,
+    )
+    return Diagnosis(
+        findings=tuple(findings),
+        training=training,
+        facts=facts,
+        settings=settings,
+        other_forecasts=tuple(others),
+    )
+
+
+def _validate(batch_size: int, epochs: int, dtype: str, intercept: bool) -> CheckOptions:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise StablefitInputError(f"batch_size={batch_size!r} must be an integer >= 1 (e.g. 32)")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise StablefitInputError(f"epochs={epochs!r} must be an integer >= 1 (e.g. 100)")
+    if dtype not in DTYPES:
+        raise StablefitInputError(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
+    return CheckOptions(dtype=dtype, batch_size=batch_size, intercept=bool(intercept))
+
+
+def _summarize(X: Any, y: Any, target: str | None, feature_names: Any) -> Summary:
+    from stablefit.io import open_source
+
+    return summarize(open_source(X, y, target=target, feature_names=feature_names))
+
+
+def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> Any:
+    try:
+        from stablefit.diagnose.training import forecast_training
+    except ImportError:  # the training forecast is optional until its module is installed
+        return None
+    chosen = settings | overrides
+    return forecast_training(
+        summary,
+        optimizer=chosen["optimizer"],
+        learning_rate=chosen["learning_rate"],
+        batch_size=chosen["batch_size"],
+        epochs=chosen["epochs"],
+        momentum=chosen["momentum"],
+        nesterov=chosen["nesterov"],
+        dtype=chosen["dtype"],
+        intercept=chosen["intercept"],
+    )
+
+
+def _forecasts(
+    summary: Summary, findings: list[Finding], settings: dict[str, Any]
+) -> tuple[Any, list[Any]]:
+    """The forecast on the data as given, and the ones shown beside it."""
+    if not summary.has_target or summary.n_complete == 0:
+        return None, []
+    others = []
+    if settings["optimizer"] is None:
+        training = _forecast(
+            summary, settings, optimizer=DEFAULT_OPTIMIZER, momentum=0.0, nesterov=False
+        )
+        comparison = _forecast(
+            summary, settings, optimizer=COMPARISON_OPTIMIZER, learning_rate=None
+        )
+        if comparison is not None:
+            others.append(comparison)
+    else:
+        training = _forecast(summary, settings)
+    if training is None:
+        return None, others
+    cause = _first_epoch_cause(summary, findings, settings["dtype"])
+    if cause is not None:
+        others.insert(0, training)
+        training = _nonfinite_at_first_epoch(training, cause)
+    return training, others
+
+
+def _first_epoch_cause(summary: Summary, findings: list[Finding], dtype: str) -> str | None:
+    """Why the first epoch's loss is non-finite whatever the optimizer, or None."""
+    codes = {f.code for f in findings}
+    if "SF101" in codes or "SF102" in codes:
+        bad = summary.n_rows - summary.n_complete
+        return (
+            f"{bad} of {summary.n_rows} rows hold NaN or inf: the first batch that contains one "
+            "has a non-finite loss, and its update makes every weight NaN"
+        )
+    if "SF131" in codes:
+        return (
+            f"values beyond the {dtype} range become inf when Keras casts the data: the "
+            "loss is non-finite from the first batch on"
+        )
+    return None
+
+
+def _nonfinite_at_first_epoch(forecast: Any, cause: str) -> Any:
+    """``forecast`` (made on the complete rows) turned into what training on all rows does."""
+    nan = math.nan
+    return dataclasses.replace(
+        forecast,
+        outcome="diverges",
+        first_nonfinite_epoch=1,
+        first_nonfinite_epoch_range=(1, 1),
+        predicted_final_loss=nan,
+        predicted_final_loss_range=(nan, nan),
+        exact=True,
+        approximation=cause,
+    )
+
+
+__all__ = ["DataFacts", "Diagnosis", "Finding", "diagnose"]

@@ -1,0 +1,127 @@
+"""Findings from the training forecast (SF201, SF202), and how a forecast reads in a sentence.
+
+Unlike the data checks these read a :class:`~stablefit.diagnose.training.TrainingForecast`,
+not the Summary: they turn "the simulated loss turns inf at epoch 3" into a finding with a
+code, so that a pipeline can gate on it like on any data hazard.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from stablefit.diagnose.findings import Finding, format_number
+
+OPTIMIZER_NAMES = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+}
+
+
+def optimizer_label(forecast: Any, *, momentum: float = 0.0, nesterov: bool = False) -> str:
+    """``"SGD lr 0.01"``, ``"SGD (Nesterov momentum 0.9) lr 0.001"``, ``"Adam lr 0.001"``."""
+    name = OPTIMIZER_NAMES.get(forecast.optimizer, forecast.optimizer)
+    if momentum:
+        name += f" ({'Nesterov ' if nesterov else ''}momentum {format_number(momentum)})"
+    return f"{name} lr {format_number(forecast.learning_rate)}"
+
+
+def _epochs(first: int, span: Any) -> str:
+    low, high = tuple(span) if span else (first, first)
+    if low != high:
+        return f"epoch {low}–{high}"
+    return f"epoch {first}"
+
+
+def _loss(value: float, span: Any) -> str:
+    if span and all(math.isfinite(v) for v in span) and span[0] != span[1]:
+        return f"{format_number(span[0])}–{format_number(span[1])}"
+    return format_number(value)
+
+
+def describe_forecast(forecast: Any, *, momentum: float = 0.0, nesterov: bool = False) -> str:
+    """One sentence: what training will do, e.g. "SGD lr 0.01 diverges: loss non-finite at
+    epoch 3; stable only for lr < 2.14e-13 (λmax 9.3e12, dominated by x2)"."""
+    label = optimizer_label(forecast, momentum=momentum, nesterov=nesterov)
+    if forecast.outcome == "diverges":
+        text = (
+            f"{label} diverges: the loss is non-finite (inf or NaN) from "
+            f"{_epochs(forecast.first_nonfinite_epoch, forecast.first_nonfinite_epoch_range)}"
+        )
+    else:
+        verb = "stalls" if forecast.outcome == "stalls" else "converges"
+        text = (
+            f"{label} {verb}: loss "
+            f"{_loss(forecast.predicted_final_loss, forecast.predicted_final_loss_range)} "
+            f"after the last epoch (optimum {format_number(forecast.optimal_loss)})"
+        )
+    bound = forecast.max_stable_learning_rate
+    if bound is not None and math.isfinite(bound):
+        text += (
+            f"; stable only for lr < {format_number(bound)} (λmax "
+            f"{format_number(forecast.lambda_max)}, dominated by {forecast.dominant_feature})"
+        )
+    return text
+
+
+def _recommendation(forecast: Any) -> tuple[str, str | None]:
+    rec = forecast.recommended
+    if rec is None:
+        return "No simulated configuration converged: use the exact fit, stablefit.fit.", None
+    scaling = "" if rec.scaling in (None, "none") else f"{rec.scaling} scaling, "
+    sentence = (
+        f"Train with {scaling}{OPTIMIZER_NAMES.get(rec.optimizer, rec.optimizer)} at "
+        f"lr {format_number(rec.learning_rate)} for {rec.epochs} epochs (batch size "
+        f"{rec.batch_size}): the same simulation reaches loss "
+        f"{format_number(rec.predicted_final_loss)} ({rec.outcome})."
+    )
+    return sentence, rec.code
+
+
+def forecast_findings(forecast: Any, settings: dict[str, Any]) -> list[Finding]:
+    """SF201 when the forecast diverges, SF202 when it stalls; nothing when it converges."""
+    momentum = float(settings.get("momentum") or 0.0) if settings.get("optimizer") else 0.0
+    nesterov = bool(settings.get("nesterov")) if settings.get("optimizer") else False
+    headline = describe_forecast(forecast, momentum=momentum, nesterov=nesterov)
+    evidence = {
+        "optimizer": forecast.optimizer,
+        "learning_rate": forecast.learning_rate,
+        "outcome": forecast.outcome,
+        "first_nonfinite_epoch": forecast.first_nonfinite_epoch,
+        "predicted_final_loss": forecast.predicted_final_loss,
+        "optimal_loss": forecast.optimal_loss,
+        "lambda_max": forecast.lambda_max,
+        "max_stable_learning_rate": forecast.max_stable_learning_rate,
+        "dominant_feature": forecast.dominant_feature,
+    }
+    fix, fix_code = _recommendation(forecast)
+    why = f" ({forecast.approximation})" if forecast.approximation else ""
+    if forecast.outcome == "diverges":
+        return [
+            Finding(
+                code="SF201",
+                severity="error",
+                title="Training diverges to a non-finite loss",
+                message=headline + why + ".",
+                evidence=evidence,
+                fix=fix,
+                fix_code=fix_code,
+            )
+        ]
+    if forecast.outcome == "stalls":
+        return [
+            Finding(
+                code="SF202",
+                severity="warning",
+                title="Training stalls far from the optimum",
+                message=headline + ": the excess loss over the optimum stays above 1% of its "
+                f"initial value ({format_number(forecast.initial_loss)}).",
+                evidence=evidence | {"initial_loss": forecast.initial_loss},
+                fix=fix,
+                fix_code=fix_code,
+            )
+        ]
+    return []
