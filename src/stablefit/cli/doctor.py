@@ -1,9 +1,297 @@
-"""``stablefit doctor``: placeholder until its command lands."""
+"""``stablefit doctor`` (predict a NaN loss before training, and say why) and ``stablefit demo``.
+
+``doctor`` exits with 1 when the forecast training reaches a non-finite loss or the data
+holds an error-level hazard (so that it can gate a pipeline), 0 otherwise, and 2 for input
+it cannot read. ``demo`` runs the seed's three examples from the bundled CSV files: the
+forecast, then (when Keras is installed) the real Keras outcome beside it, then the exact fit.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from stablefit.diagnose import diagnose
+from stablefit.diagnose.checks.common import DTYPES
+from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
+from stablefit.diagnose.findings import Diagnosis, format_number
+from stablefit.errors import StablefitInputError
+from stablefit.report.diagnosis import print_diagnosis
+
+EPOCHS = 100
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add nothing yet."""
+    """Add ``doctor`` and ``demo``."""
+    doctor = subparsers.add_parser(
+        "doctor",
+        help="predict a NaN loss before training, and say why",
+        description="Read the data once, report every numeric hazard, and forecast what "
+        "training a Keras Dense(1) model with the mean squared error will do. Exit code: "
+        "1 when a non-finite loss or an error-level hazard is predicted, 0 otherwise, "
+        "2 for unusable input.",
+    )
+    doctor.add_argument("data", metavar="DATA", help="CSV or Parquet file")
+    doctor.add_argument("--target", metavar="COL", help="the target column")
+    doctor.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZER_NAMES),
+        type=str.lower,
+        help="the Keras optimizer (default: forecast Adam, with plain SGD beside it)",
+    )
+    doctor.add_argument(
+        "--learning-rate", type=float, metavar="LR", help="default: Keras's for the optimizer"
+    )
+    doctor.add_argument("--batch-size", type=int, default=32, metavar="N")
+    doctor.add_argument("--epochs", type=int, default=EPOCHS, metavar="N")
+    doctor.add_argument("--momentum", type=float, default=0.0, help="SGD or RMSprop momentum")
+    doctor.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    doctor.add_argument("--dtype", choices=DTYPES, default="float32")
+    doctor.add_argument(
+        "--no-intercept", dest="intercept", action="store_false", help="a model without bias"
+    )
+    doctor.add_argument(
+        "--json", metavar="PATH", help="also write the diagnosis as JSON ('-' for stdout only)"
+    )
+    doctor.set_defaults(handler=run_doctor)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="the seed's three examples: forecast, real Keras, exact fit",
+        description="Run stablefit on the three examples of 'Why is TensorFlow's simple "
+        "linear fit producing NaN loss?' (bundled CSV files): the forecast for each, the "
+        "real Keras outcome beside it when Keras is installed, then the exact fit.",
+    )
+    demo.add_argument("--no-keras", action="store_true", help="do not train with Keras")
+    demo.set_defaults(handler=run_demo)
+
+
+def exit_code(diagnosis: Diagnosis) -> int:
+    """1 when a non-finite loss or an error-level hazard is predicted, else 0."""
+    return 1 if diagnosis.has_errors or diagnosis.diverges else 0
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    path = Path(args.data)
+    if not path.is_file():
+        raise StablefitInputError(f"{args.data}: no such file; give a CSV or Parquet file")
+    diagnosis = diagnose(
+        str(path),
+        target=args.target,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        momentum=args.momentum,
+        nesterov=args.nesterov,
+        dtype=args.dtype,
+        intercept=args.intercept,
+    )
+    if args.json == "-":
+        sys.stdout.write(diagnosis.to_json() + "\n")
+        return exit_code(diagnosis)
+    print_diagnosis(diagnosis)
+    if args.json:
+        from stablefit.report.files import write_text_atomic
+
+        write_text_atomic(Path(args.json), diagnosis.to_json() + "\n")
+    return exit_code(diagnosis)
+
+
+# -- demo -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    """One of the seed's examples with the optimizer settings it uses."""
+
+    title: str
+    file: str
+    scaling: str | None  # None, "standard" (StandardScaler) or "robust" (RobustScaler)
+    optimizer: str
+    learning_rate: float | None = None
+
+    @property
+    def setting(self) -> str:
+        scaler = {None: "no scaling", "standard": "StandardScaler", "robust": "RobustScaler"}
+        lr = "" if self.learning_rate is None else f"({format_number(self.learning_rate)})"
+        return f"{scaler[self.scaling]}, {OPTIMIZER_NAMES[self.optimizer]}{lr}"
+
+
+DEMO_CASES = (
+    DemoCase("Example 1 as written", "seed_example1.csv", None, "adam"),
+    DemoCase("Example 1 with 'sgd'", "seed_example1.csv", None, "sgd"),
+    DemoCase("Example 2", "seed_example2.csv", "standard", "adam", 0.01),
+    DemoCase("Example 3", "seed_example3.csv", "robust", "sgd"),
+    DemoCase("Example 3 unscaled", "seed_example3.csv", None, "sgd"),
+)
+
+
+def bundled_csv(name: str) -> Path:
+    """Path of a CSV file shipped in ``stablefit/data``."""
+    return Path(str(resources.files("stablefit") / "data" / name))
+
+
+def load_example(case: DemoCase) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The example's X (scaled as the seed scales it), y and feature names."""
+    path = bundled_csv(case.file)
+    header = path.read_text().splitlines()[0].split(",")
+    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    X, y = table[:, :-1], table[:, -1]
+    return scale(X, case.scaling), y, tuple(header[:-1])
+
+
+def scale(X: np.ndarray, scaling: str | None) -> np.ndarray:
+    """What scikit-learn's StandardScaler or RobustScaler (default settings) return."""
+    if scaling is None:
+        return X
+    if scaling == "standard":
+        center, spread = X.mean(axis=0), X.std(axis=0)
+    else:
+        q25, center, q75 = np.percentile(X, [25, 50, 75], axis=0)
+        spread = q75 - q25
+    return (X - center) / np.where(spread == 0, 1.0, spread)
+
+
+@dataclass(frozen=True)
+class KerasOutcome:
+    first_nonfinite_epoch: int | None
+    final_loss: float
+
+
+def train_with_keras(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    optimizer: str,
+    learning_rate: float | None,
+    epochs: int = EPOCHS,
+    seed: int = 0,
+) -> KerasOutcome:
+    """Train the seed's model for real: Dense(1), MSE, float32, CPU, fixed seed, quiet."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input(shape=(X.shape[1],)), keras.layers.Dense(1)])
+    options: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
+    optimizer_class = getattr(keras.optimizers, OPTIMIZER_NAMES[optimizer])
+    model.compile(optimizer=optimizer_class(**options), loss="mse")
+    history = model.fit(X, y, epochs=epochs, batch_size=32, verbose=0)
+    losses = np.asarray(history.history["loss"], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(losses))
+    return KerasOutcome(
+        first_nonfinite_epoch=int(bad[0]) + 1 if bad.size else None,
+        final_loss=float(losses[-1]),
+    )
+
+
+def _forecast_cell(diagnosis: Diagnosis) -> str:
+    training = diagnosis.training
+    if training is None:
+        return "no forecast"
+    if training.outcome == "diverges":
+        low, high = training.first_nonfinite_epoch_range or (training.first_nonfinite_epoch,) * 2
+        epochs = str(low) if low == high else f"{low}–{high}"
+        return f"diverges: non-finite at epoch {epochs}"
+    return f"{training.outcome}: loss {format_number(training.predicted_final_loss)}"
+
+
+def _keras_cell(outcome: KerasOutcome) -> str:
+    if outcome.first_nonfinite_epoch is not None:
+        return f"non-finite at epoch {outcome.first_nonfinite_epoch}"
+    return f"loss {format_number(outcome.final_loss)}"
+
+
+def keras_available() -> bool:
+    return importlib.util.find_spec("keras") is not None and (
+        importlib.util.find_spec("tensorflow") is not None
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    console = Console(highlight=False)
+    use_keras = not args.no_keras and keras_available()
+    console.print(
+        "[bold]stablefit demo[/]: the three examples of “Why is TensorFlow's simple linear "
+        "fit producing NaN loss?”, each with its own optimizer settings, "
+        f"{EPOCHS} epochs, batch size 32, float32.\n"
+    )
+    table = Table(show_lines=False)
+    for column in ("example", "setting", "stablefit forecast (ms)", "optimum"):
+        table.add_column(column)
+    if use_keras:
+        table.add_column("real Keras (seed 0)")
+    diagnoses = []
+    started = time.perf_counter()
+    for case in DEMO_CASES:
+        X, y, names = load_example(case)
+        tick = time.perf_counter()
+        diagnosis = diagnose(
+            X,
+            y,
+            feature_names=names,
+            optimizer=case.optimizer,
+            learning_rate=case.learning_rate,
+            epochs=EPOCHS,
+        )
+        elapsed_ms = (time.perf_counter() - tick) * 1e3
+        diagnoses.append(diagnosis)
+        optimum = diagnosis.training.optimal_loss if diagnosis.training is not None else np.nan
+        row = [
+            case.title,
+            case.setting,
+            f"{_forecast_cell(diagnosis)} ({elapsed_ms:.0f})",
+            format_number(optimum),
+        ]
+        if use_keras:
+            outcome = train_with_keras(
+                X, y, optimizer=case.optimizer, learning_rate=case.learning_rate
+            )
+            row.append(_keras_cell(outcome))
+        table.add_row(*row)
+    console.print(table)
+    if not use_keras:
+        reason = "--no-keras" if args.no_keras else "Keras is not installed"
+        console.print(f"[dim]Real Keras runs skipped ({reason}).[/]")
+    else:
+        console.print(
+            f"[dim]Forecasts and Keras runs took {time.perf_counter() - started:.1f} s.[/]"
+        )
+    console.print()
+    _print_why(console, diagnoses[1])
+    _print_exact_fit(console)
+    return 0
+
+
+def _print_why(console: Console, diagnosis: Diagnosis) -> None:
+    console.print("[bold underline]Why Example 1 fails with SGD[/]")
+    for finding in diagnosis.findings:
+        console.print(f"  [bold]{finding.code}[/] {finding.title}: {finding.message}")
+    console.print()
+
+
+def _print_exact_fit(console: Console) -> None:
+    import stablefit
+
+    fit = getattr(stablefit, "fit", None)
+    if not callable(fit):
+        return
+    console.print("[bold underline]The exact fit of Example 1 (stablefit.fit)[/]")
+    result = fit(str(bundled_csv("seed_example1.csv")), target="y")
+    console.print(result.summary())
+    console.print(
+        "[dim]Try it on your data: stablefit doctor DATA.csv --target COL --optimizer sgd[/]"
+    )
