@@ -1,0 +1,440 @@
+"""The pipeline: read -> summarize -> solve -> FitResult."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import scipy.linalg
+
+from stablefit.errors import StablefitInputError
+from stablefit.io import Source, open_source
+from stablefit.solve.certificate import Certificate, trusted_digits
+from stablefit.solve.dd import dd_mul
+from stablefit.solve.design import ScaledDesign, power_of_two_scale
+from stablefit.solve.lstsq import (
+    GRAM_REFINEMENT_CONDITION,
+    UNIT_ROUNDOFF,
+    Refinement,
+    dependent_columns,
+    refine,
+    triangular_factor_from_comoments,
+    triangular_factor_qr,
+    unscaled_covariance,
+)
+from stablefit.solve.result import DroppedFeature, FitResult
+from stablefit.summary import Summary, summarize
+
+Missing = Literal["error", "drop", "impute"]
+MISSING_CHOICES = ("error", "drop", "impute")
+# A column is left out as collinear when the sine of its angle to the span of the columns
+# before it is below this; Householder QR resolves that sine to about 1e-15.
+COLLINEAR_SINE = 1e-13
+# Squares of larger values overflow float64: such entries are corrupt or need rescaling.
+LARGEST_USABLE = 1e150
+
+
+def fit(
+    X: Any,
+    y: Any = None,
+    *,
+    target: str | None = None,
+    intercept: bool = True,
+    missing: Missing = "error",
+    feature_names: Sequence[str] | None = None,
+    drop_non_numeric: bool = False,
+) -> FitResult:
+    """Least-squares fit of y on X, exact to the digits the certificate states.
+
+    Parameters
+    ----------
+    X : array-like, DataFrame, pyarrow Table, or path to a CSV/Parquet file
+        The features (and, for tables and files, the target column named by ``target``).
+    y : array-like, optional
+        The target when it is not a column of ``X``.
+    target : str, optional
+        Name of the target column in ``X``.
+    intercept : bool, default True
+        Fit a constant term.
+    missing : {"error", "drop", "impute"}, default "error"
+        What to do with NaN and inf: raise an error naming columns and rows; leave those
+        rows out (counted in ``n_dropped_rows``); or replace non-finite feature values by
+        the column's median (rows with a non-finite target are left out).
+    feature_names : sequence of str, optional
+        Names for array columns.
+    drop_non_numeric : bool, default False
+        Leave out text columns of tables and files instead of raising an error.
+
+    Returns
+    -------
+    FitResult
+
+    Examples
+    --------
+    >>> import numpy as np, stablefit
+    >>> X = np.array([[1.0], [2.0], [3.0], [4.0]])
+    >>> result = stablefit.fit(X, np.array([3.0, 5.0, 7.1, 8.9]))
+    >>> round(float(result.coef[0]), 6), round(result.intercept, 6)
+    (1.98, 1.05)
+    """
+    if missing not in MISSING_CHOICES:
+        raise StablefitInputError(
+            f"missing={missing!r} is not an option; use one of {', '.join(MISSING_CHOICES)}"
+        )
+    source = open_source(
+        X, y, target=target, feature_names=feature_names, drop_non_numeric=drop_non_numeric
+    )
+    return fit_source(source, intercept=intercept, missing=missing)
+
+
+def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "error") -> FitResult:
+    """Fit from an opened :class:`~stablefit.io.Source` (two or more passes over it)."""
+    summary = summarize(source, detail=missing == "impute")
+    _validate(summary, missing)
+    schema = summary.schema
+    d = summary.n_features
+    medians = summary.median()[:d] if missing == "impute" else None
+
+    def raw_blocks() -> Iterator[tuple[np.ndarray, None, np.ndarray]]:
+        for batch in source.batches():
+            X, y = batch.X, batch.y
+            assert y is not None
+            if medians is not None:
+                keep = np.isfinite(y)
+                X = np.where(np.isfinite(X[keep]), X[keep], medians)
+                y = y[keep]
+            else:
+                keep = np.isfinite(X).all(axis=1) & np.isfinite(y)
+                if not keep.all():
+                    X, y = X[keep], y[keep]
+            yield X, None, y
+
+    y_column = summary.columns
+    n_dropped = summary.n_rows - (
+        int(y_column.count[d]) if medians is not None else summary.n_complete
+    )
+    n_imputed = 0
+    if medians is not None:
+        n_imputed = int(np.sum(summary.n_rows - y_column.count[:d]))
+    notes = []
+    if n_dropped:
+        notes.append(f"{n_dropped} rows with NaN or inf were left out (missing='{missing}').")
+    if n_imputed:
+        notes.append(
+            f"{n_imputed} non-finite feature values were replaced by their column's median."
+        )
+    mean = summary.complete_mean[:d]
+    std = np.sqrt(np.diag(summary.comoment)[:d] / max(summary.n_complete, 1))
+    if not intercept:
+        std = np.sqrt(std**2 + mean**2)
+    design = ScaledDesign(
+        raw_blocks,
+        shift=mean if intercept else np.zeros(d),
+        scale=power_of_two_scale(std),
+        intercept=intercept,
+    )
+    R = None
+    if medians is None and intercept:
+        scaled = summary.comoment[:d, :d] / np.outer(design.scale, design.scale)
+        R = triangular_factor_from_comoments(summary.n_complete, scaled, intercept)
+    if R is None:
+        R = triangular_factor_qr(design)
+    return _solve(
+        design,
+        R,
+        names=schema.feature_names,
+        target_name=schema.target_name or "y",
+        sst=_total_sum_of_squares(summary, intercept, imputed=medians is not None),
+        n_dropped_rows=n_dropped,
+        n_imputed=n_imputed,
+        notes=notes,
+    )
+
+
+def _validate(summary: Summary, missing: str) -> None:
+    schema, cols, d = summary.schema, summary.columns, summary.n_features
+    names = summary.names
+    if summary.n_rows == 0:
+        raise StablefitInputError("the data has no rows: nothing to fit")
+    for j in range(summary.p):
+        if cols.count[j] and cols.max_abs[j] > LARGEST_USABLE:
+            values, rows = cols.extremes[j] if cols.extremes[j][0].size else (None, None)
+            where = ""
+            if values is not None:
+                big = np.abs(values) > LARGEST_USABLE
+                where = f" at {schema.format_rows(rows[big])}"
+            raise StablefitInputError(
+                f"column '{names[j]}' holds {cols.max_abs[j]:.3g}{where}: its square overflows "
+                "float64. Such a value is usually a sentinel or a parsing error; remove those "
+                "rows or rescale the column."
+            )
+    bad = [j for j in range(summary.p) if cols.n_nan[j] or cols.n_inf[j]]
+    if missing == "error" and bad:
+        parts = []
+        for j in bad:
+            kinds = [
+                f"{count} {kind} ({schema.format_rows(rows, total=int(count))})"
+                for kind, count, rows in (
+                    ("NaN", cols.n_nan[j], cols.nan_rows[j]),
+                    ("inf", cols.n_inf[j], cols.inf_rows[j]),
+                )
+                if count
+            ]
+            parts.append(f"'{names[j]}' has {' and '.join(kinds)}")
+        raise StablefitInputError(
+            "non-finite values: "
+            + "; ".join(parts)
+            + ". Use missing='drop' (--missing drop) to leave those rows out, or "
+            "missing='impute' to fill features with their column median."
+        )
+    if summary.has_target and cols.count[d] == 0:
+        raise StablefitInputError(f"the target '{names[d]}' has no finite value")
+    usable = int(cols.count[d]) if missing == "impute" else summary.n_complete
+    if usable < 2:
+        raise StablefitInputError(
+            f"{usable} usable row{'s' if usable != 1 else ''}: a linear fit needs at least 2 "
+            "rows with finite values (and more rows than coefficients for standard errors)"
+        )
+
+
+def _total_sum_of_squares(summary: Summary, intercept: bool, *, imputed: bool) -> float:
+    d = summary.n_features
+    if imputed:
+        n, mean, m2 = summary.columns.count[d], summary.columns.mean[d], summary.columns.m2[d]
+    else:
+        n, mean, m2 = summary.n_complete, summary.complete_mean[d], summary.comoment[d, d]
+    return float(m2) if intercept else float(m2 + n * mean**2)
+
+
+def _solve(
+    design: ScaledDesign,
+    R: np.ndarray,
+    *,
+    names: Sequence[str],
+    target_name: str,
+    sst: float,
+    n_dropped_rows: int = 0,
+    n_imputed: int = 0,
+    notes: list[str] | None = None,
+) -> FitResult:
+    """Leave out collinear columns, refine, and assemble the FitResult."""
+    notes = list(notes or [])
+    offset = int(design.intercept)
+    dependent = [k for k in dependent_columns(R, tolerance=COLLINEAR_SINE) if k >= offset]
+    dropped = tuple(
+        DroppedFeature(names[k - offset], _relation(R, design, names, k, dependent))
+        for k in dependent
+    )
+    keep_features = [j for j in range(len(names)) if j + offset not in dependent]
+    for feature in dropped:
+        notes.append(
+            f"'{feature.name}' is exactly collinear ({feature.relation}): it was left out "
+            "(coefficient 0, no standard error); its effect is carried by the others."
+        )
+    if dependent:
+        design, R = _restrict(design, R, keep_features)
+    condition = _condition(R)
+    refinement = refine(design, R, want_gram=condition > GRAM_REFINEMENT_CONDITION)
+    n, k = refinement.n_obs, R.shape[1]
+    df_resid = n - k
+    if df_resid <= 0:
+        notes.append(
+            f"{n} rows for {k} coefficients: the fit is exact and standard errors are "
+            "undefined (NaN)."
+        )
+    kept_coef, intercept_value = design.to_original(refinement.theta_hi, refinement.theta_lo)
+    T = design.transform()
+    sigma2 = refinement.sse / df_resid if df_resid > 0 else float("nan")
+    covariance = sigma2 * unscaled_covariance(R, refinement.gram, T)
+    certificate = _certificate(R, refinement, condition, T)
+    if certificate.digits < 6:
+        notes.append(
+            f"Only {certificate.digits} significant digits of the coefficients can be "
+            f"trusted (condition number {certificate.condition_number:.3g} after scaling)."
+        )
+    d = len(names)
+    coef = np.zeros(d)
+    coef[keep_features] = kept_coef
+    full_cov = np.full((d + offset, d + offset), np.nan)
+    kept = ([0] if offset else []) + [j + offset for j in keep_features]
+    full_cov[np.ix_(kept, kept)] = covariance
+    digits = np.zeros(d + offset, dtype=int)
+    digits[kept] = certificate.digits_per_coef
+    certificate = Certificate(
+        condition_number=certificate.condition_number,
+        condition_number_raw=certificate.condition_number_raw,
+        backward_error=certificate.backward_error,
+        digits=certificate.digits,
+        digits_per_coef=tuple(int(x) for x in digits),
+        refinement_steps=certificate.refinement_steps,
+        converged=certificate.converged,
+    )
+    return FitResult(
+        feature_names=tuple(names),
+        target_name=target_name,
+        coef=coef,
+        intercept=intercept_value,
+        has_intercept=design.intercept,
+        covariance=full_cov,
+        n_obs=n,
+        df_resid=df_resid,
+        sse=refinement.sse,
+        sst=sst,
+        certificate=certificate,
+        n_dropped_rows=n_dropped_rows,
+        n_imputed_values=n_imputed,
+        dropped=dropped,
+        notes=[f"[{i}] {text}" for i, text in enumerate(notes, start=1)],
+    )
+
+
+def _condition(R: np.ndarray) -> float:
+    singular = np.linalg.svd(R, compute_uv=False)
+    return float(singular[0] / singular[-1]) if singular[-1] > 0 else float("inf")
+
+
+def _restrict(
+    design: ScaledDesign, R: np.ndarray, keep_features: list[int]
+) -> tuple[ScaledDesign, np.ndarray]:
+    raw = design.raw_blocks
+    offset = int(design.intercept)
+
+    def kept_blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+        for Z_hi, Z_lo, y in raw():
+            yield Z_hi[:, keep_features], None if Z_lo is None else Z_lo[:, keep_features], y
+
+    columns = list(range(offset)) + [j + offset for j in keep_features]
+
+    R_kept = scipy.linalg.qr(R[:, columns], mode="r", check_finite=False)[0][: len(columns)]
+    R_kept = R_kept * np.where(np.diag(R_kept) < 0, -1.0, 1.0)[:, None]
+    restricted = ScaledDesign(
+        kept_blocks,
+        shift=design.shift[keep_features],
+        scale=design.scale[keep_features],
+        intercept=design.intercept,
+    )
+    return restricted, R_kept
+
+
+def _relation(
+    R: np.ndarray, design: ScaledDesign, names: Sequence[str], k: int, dependent: list[int]
+) -> str:
+    """'x2 = 1e+06·x1 + 0' — the column as a combination of the kept columns before it."""
+    offset = int(design.intercept)
+    before = [i for i in range(k) if i not in dependent]
+    if not before:
+        return f"{names[k - offset]} is zero"
+    Qt_col = scipy.linalg.lstsq(R[:, before], R[:, k], check_finite=False)[0]
+    scale_k = design.scale[k - offset]
+    terms, constant = [], design.shift[k - offset]
+    for c, i in zip(Qt_col, before, strict=True):
+        if i < offset:
+            constant += c * scale_k
+            continue
+        factor = c * scale_k / design.scale[i - offset]
+        constant -= factor * design.shift[i - offset]
+        if abs(factor) > 1e-12 * max(1.0, np.max(np.abs(Qt_col))):
+            terms.append(f"{factor:.6g}·{names[i - offset]}")
+    if abs(constant) > 1e-9 * max(1.0, abs(design.shift[k - offset])):
+        terms.append(f"{constant:.6g}")
+    return f"{names[k - offset]} = " + (" + ".join(terms) if terms else "0")
+
+
+def _certificate(
+    R: np.ndarray, refinement: Refinement, condition: float, T: np.ndarray
+) -> Certificate:
+    theta = refinement.theta_hi
+    delta = refinement.last_correction if refinement.last_correction is not None else theta
+    rho = refinement.contraction
+    converged = rho < 0.5
+    # Remaining error after the last step, by the observed geometric contraction; a
+    # stalled refinement gets no credit beyond its last correction.
+    remaining = np.abs(delta) + (rho / (1.0 - rho) if converged else 1.0) * np.max(np.abs(delta))
+    # Floor: what double-double residuals can resolve.
+    remaining = remaining + condition * UNIT_ROUNDOFF**2 * np.max(np.abs(theta)) * 16
+    original_error = np.abs(T) @ remaining
+    values = T @ theta
+    digits = trusted_digits(values, original_error)
+    kept = digits
+    backward = (
+        refinement.gradient_norm / (refinement.design_norm * refinement.residual_norm)
+        if refinement.residual_norm > 0
+        else 0.0
+    )
+    with np.errstate(divide="ignore"):
+        raw_R = np.linalg.solve(T.T, R.T).T
+    return Certificate(
+        condition_number=condition,
+        condition_number_raw=_condition(raw_R),
+        backward_error=float(backward),
+        digits=int(min(kept)) if kept else 0,
+        digits_per_coef=kept,
+        refinement_steps=refinement.steps,
+        converged=converged,
+    )
+
+
+def fit_polynomial(
+    x: Any, y: Any, degree: int, *, intercept: bool = True, name: str = "x"
+) -> FitResult:
+    """Least-squares polynomial ``y = b0 + b1 x + ... + b_degree x^degree``.
+
+    The powers of x are formed in double-double, so the design holds them exactly (to
+    about 32 digits): a float64 table of powers is itself a perturbation of the problem
+    that, for ill-conditioned polynomials such as NIST's Filip, limits any solver to about
+    8 correct digits.
+
+    Parameters
+    ----------
+    x, y : array-like of shape (n,)
+    degree : int, at least 1
+    intercept : bool, default True
+    name : str, default "x"
+        Feature names become ``x``, ``x^2``, ...
+
+    Examples
+    --------
+    >>> import numpy as np, stablefit
+    >>> x = np.arange(6.0)
+    >>> result = stablefit.fit_polynomial(x, 1 + 2 * x + 3 * x**2, degree=2)
+    >>> np.round(result.params, 9).tolist()
+    [1.0, 2.0, 3.0]
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if not isinstance(degree, int | np.integer) or degree < 1:
+        raise StablefitInputError(f"degree must be a whole number >= 1, got {degree!r}")
+    if x.size != y.size:
+        raise StablefitInputError(f"x has {x.size} values and y has {y.size}: they must match")
+    finite = np.isfinite(x) & np.isfinite(y)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)
+        raise StablefitInputError(
+            f"x or y is NaN or inf at rows {', '.join(map(str, rows[:5]))}"
+            + (f" and {rows.size - 5} more" if rows.size > 5 else "")
+            + "; remove those rows first"
+        )
+    if x.size < 2:
+        raise StablefitInputError(f"{x.size} rows: a polynomial fit needs at least 2")
+    powers_hi, powers_lo = [x], [np.zeros_like(x)]
+    for _ in range(degree - 1):
+        hi, lo = dd_mul(powers_hi[-1], powers_lo[-1], x, np.zeros_like(x))
+        powers_hi.append(hi)
+        powers_lo.append(lo)
+    Z_hi, Z_lo = np.column_stack(powers_hi), np.column_stack(powers_lo)
+
+    def raw_blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+        yield Z_hi, Z_lo, y
+
+    mean = Z_hi.mean(axis=0)
+    spread = Z_hi.std(axis=0) if intercept else np.sqrt(np.mean(Z_hi**2, axis=0))
+    design = ScaledDesign(
+        raw_blocks,
+        shift=mean if intercept else np.zeros(degree),
+        scale=power_of_two_scale(spread),
+        intercept=intercept,
+    )
+    names = [name] + [f"{name}^{k}" for k in range(2, degree + 1)]
+    sst = float(np.sum((y - y.mean()) ** 2)) if intercept else float(np.sum(y**2))
+    return _solve(design, triangular_factor_qr(design), names=names, target_name="y", sst=sst)

@@ -1,0 +1,1 @@
+"""Rendering: a Diagnosis or a FitResult as terminal text, plain text or JSON."""

@@ -1,0 +1,69 @@
+"""How far the returned coefficients can be trusted, stated conservatively."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_DIGITS = 15
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Accuracy statement of a least-squares fit.
+
+    Attributes
+    ----------
+    condition_number : float
+        2-norm condition number of the design after centering and equilibration, the
+        one that governs the accuracy of the solve.
+    condition_number_raw : float
+        Condition number of ``[1, X]`` (or ``X``) as given, for comparison with tools that
+        do not center or scale.
+    backward_error : float
+        ‖Ãᵀr‖ / (‖Ã‖_F ‖r‖): how far the returned solution is from satisfying the normal
+        equations of the scaled design exactly (0 for an exact fit).
+    digits : int
+        Significant decimal digits that every reported coefficient (and the intercept)
+        carries for the data as given, never overstated; at most 15.
+    digits_per_coef : tuple[int, ...]
+        The same per coefficient (intercept first when there is one).
+    refinement_steps : int
+        Passes of iterative refinement performed.
+    converged : bool
+        Whether refinement reached double-double level.
+    """
+
+    condition_number: float
+    condition_number_raw: float
+    backward_error: float
+    digits: int
+    digits_per_coef: tuple[int, ...]
+    refinement_steps: int
+    converged: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "condition_number": _finite_or_none(self.condition_number),
+            "condition_number_raw": _finite_or_none(self.condition_number_raw),
+            "backward_error": _finite_or_none(self.backward_error),
+            "digits": self.digits,
+            "digits_per_coef": list(self.digits_per_coef),
+            "refinement_steps": self.refinement_steps,
+            "converged": self.converged,
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def trusted_digits(values: np.ndarray, error_bounds: np.ndarray) -> tuple[int, ...]:
+    """Digits d such that the relative error is below 10**-d, counting the final rounding."""
+    values = np.abs(np.asarray(values, dtype=float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = np.asarray(error_bounds) / values + 2.0**-53
+        digits = np.floor(-np.log10(relative))
+    digits = np.where(values == 0, 0, digits)
+    return tuple(int(min(MAX_DIGITS, max(0, d))) for d in np.nan_to_num(digits, nan=0.0))

@@ -1,0 +1,90 @@
+"""The scaled design matrix the solver works on, built exactly in double-double.
+
+For data columns Z (features, or powers of x held as double-double), the solver sees
+``Ã = [1, (Z - shift) / scale]`` (without the leading ones when there is no intercept).
+``scale`` is a power of two and the subtraction is error-free (``two_sum``), so Ã holds
+the user's data exactly: refinement converges to the least-squares solution of the data
+as given, not of a rounded copy. Centering removes the offset that makes ``[1, X]``
+ill-conditioned (a timestamp column near 1.7e9), and scaling equilibrates the columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from stablefit.solve.dd import dd_mul, dd_sum, two_sum
+
+SUB_BLOCK_ROWS = 8192
+
+RawBlocks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class DesignBlock:
+    """Rows of Ã as ``hi + lo`` (lo may be None when exact in double) and their targets."""
+
+    hi: np.ndarray
+    lo: np.ndarray | None
+    y: np.ndarray
+
+
+def power_of_two_scale(spread: np.ndarray) -> np.ndarray:
+    """The power of two nearest each positive spread (1 where the spread is 0 or not finite)."""
+    safe = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
+    return np.exp2(np.round(np.log2(safe)))
+
+
+@dataclass(frozen=True)
+class ScaledDesign:
+    """Serves passes of Ã built from raw blocks ``(Z_hi, Z_lo or None, y)``."""
+
+    raw_blocks: RawBlocks
+    shift: np.ndarray
+    scale: np.ndarray
+    intercept: bool
+
+    @property
+    def n_params(self) -> int:
+        return self.shift.size + int(self.intercept)
+
+    def blocks(self) -> Iterator[DesignBlock]:
+        for Z_hi, Z_lo, y in self.raw_blocks():
+            for start in range(0, Z_hi.shape[0], SUB_BLOCK_ROWS):
+                rows = slice(start, start + SUB_BLOCK_ROWS)
+                yield self._scaled(Z_hi[rows], None if Z_lo is None else Z_lo[rows], y[rows])
+
+    def _scaled(self, Z_hi: np.ndarray, Z_lo: np.ndarray | None, y: np.ndarray) -> DesignBlock:
+        hi, lo = two_sum(Z_hi, -self.shift[None, :])
+        if Z_lo is not None:
+            hi, lo = two_sum(hi, lo + Z_lo)
+        hi, lo = hi / self.scale, lo / self.scale
+        exact = Z_lo is None and not np.any(lo)
+        if self.intercept:
+            ones = np.ones((hi.shape[0], 1))
+            hi = np.hstack([ones, hi])
+            lo = np.hstack([np.zeros_like(ones), lo])
+        return DesignBlock(hi, None if exact else lo, y)
+
+    def to_original(self, theta_hi: np.ndarray, theta_lo: np.ndarray) -> tuple[np.ndarray, float]:
+        """(coef, intercept) in the units of the data, each rounded once from double-double."""
+        offset = int(self.intercept)
+        coef = theta_hi[offset:] / self.scale
+        if not self.intercept:
+            return coef, 0.0
+        coef_lo = theta_lo[offset:] / self.scale
+        p_hi, p_lo = dd_mul(coef, coef_lo, self.shift, np.zeros_like(self.shift))
+        s_hi, s_lo = dd_sum(np.append(-p_hi, theta_hi[0]), np.append(-p_lo, theta_lo[0]), 0)
+        return coef, float(s_hi + s_lo)
+
+    def transform(self) -> np.ndarray:
+        """T with θ_original = T θ̃ (original order: intercept first, then coefficients)."""
+        k, offset = self.n_params, int(self.intercept)
+        T = np.zeros((k, k))
+        T[np.arange(offset, k), np.arange(offset, k)] = 1.0 / self.scale
+        if self.intercept:
+            T[0, 0] = 1.0
+            T[0, 1:] = -self.shift / self.scale
+        return T
