@@ -1,0 +1,145 @@
+"""Choosing the target and the feature columns of a table, with errors that say the fix.
+
+Every table-like source (files, data frames, Arrow tables) goes through
+:func:`select_columns`, so the rules are the same everywhere: names must be unique, the
+target must exist and be numeric, and a non-numeric feature is an error unless the caller
+asked to drop such columns, in which case the schema records them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from stablefit.errors import StablefitInputError
+from stablefit.io.schema import DroppedColumn
+
+# How many column names an error message lists before saying "and N more".
+LISTED_NAMES = 20
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Positions of the features and the target among a table's columns."""
+
+    feature_positions: tuple[int, ...]
+    target_position: int | None
+    feature_names: tuple[str, ...]
+    target_name: str | None
+    dropped: tuple[DroppedColumn, ...]
+
+
+def quote_names(names: Sequence[str], limit: int = LISTED_NAMES) -> str:
+    """``'a', 'b' and 3 more`` for a list of column names."""
+    shown = ", ".join(repr(name) for name in names[:limit])
+    more = len(names) - limit
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def check_unique(names: Sequence[str], origin: str) -> None:
+    """Raise when a column name appears more than once: a name must say which column."""
+    positions: dict[str, list[int]] = {}
+    for position, name in enumerate(names):
+        positions.setdefault(name, []).append(position)
+    repeated = {name: where for name, where in positions.items() if len(where) > 1}
+    if repeated:
+        detail = "; ".join(
+            f"{name!r} at positions {', '.join(str(p + 1) for p in where)}"
+            for name, where in repeated.items()
+        )
+        raise StablefitInputError(
+            f"{origin}: duplicate column names ({detail}); rename the columns so that each "
+            "name is unique."
+        )
+
+
+def missing_target_error(target: str, names: Sequence[str], origin: str) -> StablefitInputError:
+    """The error for a target name that is not a column, suggesting the closest one."""
+    lowered = {name.lower(): name for name in names}
+    close = [lowered[target.lower()]] if target.lower() in lowered else []
+    close = close or difflib.get_close_matches(target, list(names), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return StablefitInputError(
+        f"{origin}: no column named {target!r} to use as the target.{hint} "
+        f"Available columns: {quote_names(list(names))}."
+    )
+
+
+def select_columns(
+    names: Sequence[str],
+    numeric: Sequence[bool],
+    *,
+    target: str | None,
+    drop_non_numeric: bool,
+    origin: str,
+    describe: Callable[[int], str],
+) -> Selection:
+    """Split a table's columns into features and target.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Column names in table order.
+    numeric : sequence of bool
+        Whether each column holds numbers (booleans count as numbers).
+    target : str or None
+        Name of the target column, or None when the table holds features only.
+    drop_non_numeric : bool
+        Leave out non-numeric feature columns (recorded in ``dropped``) instead of raising.
+    origin : str
+        How the table is named in messages (a file path, ``"pandas DataFrame"``).
+    describe : callable
+        ``describe(position)`` says what a non-numeric column holds, e.g.
+        ``"text such as 'abc'"``; only called to build error messages and drop reasons.
+
+    Returns
+    -------
+    Selection
+
+    Raises
+    ------
+    StablefitInputError
+        Duplicate names, a missing or non-numeric target, non-numeric features (unless
+        dropped), or no feature column left.
+    """
+    check_unique(names, origin)
+    target_position = None
+    if target is not None:
+        if target not in names:
+            raise missing_target_error(target, names, origin)
+        target_position = list(names).index(target)
+        if not numeric[target_position]:
+            raise StablefitInputError(
+                f"{origin}: the target column {target!r} is not numeric "
+                f"({describe(target_position)}); choose a numeric target column or convert "
+                "its values to numbers."
+            )
+    candidates = [p for p in range(len(names)) if p != target_position]
+    text_columns = [p for p in candidates if not numeric[p]]
+    if text_columns and not drop_non_numeric:
+        detail = "; ".join(f"{names[p]!r}: {describe(p)}" for p in text_columns[:LISTED_NAMES])
+        more = len(text_columns) - LISTED_NAMES
+        raise StablefitInputError(
+            f"{origin}: {len(text_columns)} feature column(s) are not numeric ({detail}"
+            + (f"; and {more} more" if more > 0 else "")
+            + "). Convert them to numbers, or leave them out with drop_non_numeric=True "
+            "(command line: --drop-non-numeric)."
+        )
+    dropped = tuple(DroppedColumn(names[p], f"not numeric: {describe(p)}") for p in text_columns)
+    features = tuple(p for p in candidates if numeric[p])
+    if not features:
+        left_out = f" ({quote_names([d.name for d in dropped])} dropped as non-numeric)"
+        raise StablefitInputError(
+            f"{origin}: no feature columns"
+            + (left_out if dropped else "")
+            + (f" besides the target {target!r}" if target is not None else "")
+            + "; a fit needs at least one numeric feature column."
+        )
+    return Selection(
+        feature_positions=features,
+        target_position=target_position,
+        feature_names=tuple(names[p] for p in features),
+        target_name=target,
+        dropped=dropped,
+    )

@@ -1,0 +1,293 @@
+"""CSV and TSV files (optionally gzip-compressed) read in bounded, parallel chunks.
+
+The header and the column types come from the first block, read with
+:func:`pyarrow.csv.open_csv`. Each pass then cuts the byte stream at line breaks into
+chunks of a few MiB and parses them with :func:`pyarrow.csv.read_csv` on a small thread
+pool, with every numeric column read straight into float64. At most ``workers + 1``
+chunks are in flight, so memory does not grow with the file, and the chunks are handed
+on in file order so row numbers stay exact. Parsing chunks in parallel this way is about
+1.5 times as fast as pyarrow's single-threaded streaming reader.
+
+Blank lines are kept as rows of missing values rather than skipped: that keeps every
+row's file line number right, and a blank line shows up as missing values at its line
+instead of vanishing silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from stablefit.errors import StablefitInputError
+from stablefit.io.arrow import (
+    batch_from_arrow,
+    first_unparsable,
+    schema_of,
+    select_arrow_columns,
+)
+from stablefit.io.columns import Selection
+from stablefit.io.schema import Batch, Schema
+
+# Bytes of the file's start used to read the header and infer column types.
+SNIFF_BYTES = 4 << 20
+# Block size of pyarrow's parser inside a chunk; larger blocks parse more slowly.
+PARSE_BLOCK_BYTES = 1 << 20
+# Chunk sizes: about batch_rows rows, within these bounds.
+MIN_CHUNK_BYTES = 1 << 20
+MAX_CHUNK_BYTES = 8 << 20
+# A line longer than this (or a file without "\n" line breaks) is refused, not buffered.
+MAX_LINE_BYTES = 64 << 20
+MAX_WORKERS = 4
+# The header is line 1, so data row i (0-based) is on line i + 2.
+FIRST_DATA_LINE = 2
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A run of whole lines of the file; the first chunk starts with the header line."""
+
+    data: bytes
+    has_header: bool
+
+
+class ChunkParseError(Exception):
+    """Raised in a worker; the reader turns it into a message naming the line."""
+
+    def __init__(self, error: pa.ArrowInvalid, invalid_row: pa_csv.InvalidRow | None):
+        super().__init__(str(error))
+        self.error = error
+        self.invalid_row = invalid_row
+
+
+def read_error(path: Path, message: str) -> StablefitInputError:
+    return StablefitInputError(f"{path}: {message}")
+
+
+def ragged_row_error(path: Path, line: int, row: pa_csv.InvalidRow) -> StablefitInputError:
+    text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
+    return read_error(
+        path,
+        f"line {line} has {row.actual_columns} fields where the header has "
+        f"{row.expected_columns}: {text!r}. Fix that line (a stray or missing delimiter, "
+        "or an unquoted delimiter inside a value).",
+    )
+
+
+def parse_options(delimiter: str, invalid: list[pa_csv.InvalidRow]) -> pa_csv.ParseOptions:
+    def keep_first(row: pa_csv.InvalidRow) -> str:
+        invalid.append(row)
+        return "error"
+
+    return pa_csv.ParseOptions(
+        delimiter=delimiter, ignore_empty_lines=False, invalid_row_handler=keep_first
+    )
+
+
+@dataclass
+class CsvSource:
+    """A delimited text file with a header line, read in passes of float64 batches."""
+
+    path: Path
+    delimiter: str
+    file_names: tuple[str, ...]
+    column_types: dict[str, pa.DataType]
+    selection: Selection
+    schema: Schema
+    batch_rows: int = 65536
+    chunk_bytes: int = MAX_CHUNK_BYTES
+    workers: int = 2
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        delimiter: str,
+        target: str | None,
+        drop_non_numeric: bool,
+        batch_rows: int,
+    ) -> CsvSource:
+        """Read the header and the first block, choose the columns and their types."""
+        if path.stat().st_size == 0:
+            raise read_error(path, "the file is empty (0 bytes); expected a header line and rows.")
+        invalid: list[pa_csv.InvalidRow] = []
+        try:
+            reader = pa_csv.open_csv(
+                str(path),
+                read_options=pa_csv.ReadOptions(block_size=SNIFF_BYTES, use_threads=False),
+                parse_options=parse_options(delimiter, invalid),
+            )
+            sample = reader.read_next_batch()
+        except StopIteration:
+            raise read_error(
+                path, "the file has a header line but no data rows; nothing to read."
+            ) from None
+        except pa.ArrowInvalid as error:
+            if invalid:
+                raise ragged_row_error(path, invalid[0].number, invalid[0]) from None
+            if "Empty CSV file" in str(error):
+                raise read_error(path, "the file holds no header line and no rows.") from None
+            raise read_error(path, f"cannot read the file as CSV: {error}") from None
+        finally:
+            if "reader" in locals():
+                reader.close()
+        selection = select_arrow_columns(
+            sample.schema,
+            sample,
+            target=target,
+            drop_non_numeric=drop_non_numeric,
+            origin=str(path),
+            row_label="line",
+            row_offset=FIRST_DATA_LINE,
+        )
+        column_types = {}
+        for position in (*selection.feature_positions, selection.target_position):
+            if position is not None:
+                field = sample.schema.field(position)
+                column_types[field.name] = (
+                    pa.bool_() if pa.types.is_boolean(field.type) else pa.float64()
+                )
+        bytes_per_row = max(sample.nbytes / max(sample.num_rows, 1), 1.0)
+        return cls(
+            path=path,
+            delimiter=delimiter,
+            file_names=tuple(sample.schema.names),
+            column_types=column_types,
+            selection=selection,
+            schema=schema_of(selection, str(path), row_label="line", row_offset=FIRST_DATA_LINE),
+            batch_rows=batch_rows,
+            chunk_bytes=int(min(max(batch_rows * bytes_per_row, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)),
+            workers=max(1, min(MAX_WORKERS, os.cpu_count() or 1)),
+        )
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def batches(self) -> Iterator[Batch]:
+        rows = 0
+        with pa.input_stream(str(self.path)) as stream, ThreadPoolExecutor(self.workers) as pool:
+            pending: deque[tuple[Chunk, Future[Batch]]] = deque()
+            try:
+                for chunk in self._chunks(stream):
+                    pending.append((chunk, pool.submit(self._parse, chunk)))
+                    if len(pending) > self.workers:
+                        block = self._result(*pending.popleft(), rows)
+                        yield from self._split(block, rows)
+                        rows += block.n_rows
+                while pending:
+                    block = self._result(*pending.popleft(), rows)
+                    yield from self._split(block, rows)
+                    rows += block.n_rows
+            finally:
+                for _, future in pending:
+                    future.cancel()
+
+    def _chunks(self, stream: IO[bytes]) -> Iterator[Chunk]:
+        """Whole lines, about ``chunk_bytes`` at a time; line numbers are filled in later."""
+        rest = b""
+        first = True
+        while True:
+            data = stream.read(self.chunk_bytes)
+            if not data:
+                if rest:
+                    yield Chunk(rest, first)
+                return
+            buffer = rest + data if rest else data
+            cut = buffer.rfind(b"\n") + 1
+            if cut == 0:
+                if len(buffer) > MAX_LINE_BYTES:
+                    raise read_error(
+                        self.path,
+                        f"no line break in {len(buffer) >> 20} MiB; lines must end with "
+                        "'\\n' (or '\\r\\n') and be shorter than that.",
+                    )
+                rest = buffer
+                continue
+            yield Chunk(buffer[:cut], first)
+            rest = buffer[cut:]
+            first = False
+
+    def _read_options(self, chunk: Chunk, column_types: dict[str, pa.DataType]) -> dict:
+        return {
+            "read_options": pa_csv.ReadOptions(
+                column_names=list(self.file_names),
+                skip_rows=1 if chunk.has_header else 0,
+                use_threads=False,
+                block_size=PARSE_BLOCK_BYTES,
+            ),
+            "convert_options": pa_csv.ConvertOptions(
+                column_types=column_types,
+                include_columns=list(column_types),
+                strings_can_be_null=True,
+            ),
+        }
+
+    def _parse(self, chunk: Chunk) -> Batch:
+        """A chunk's rows as float64 (in a worker thread; ``first_row`` is set later)."""
+        invalid: list[pa_csv.InvalidRow] = []
+        try:
+            table = pa_csv.read_csv(
+                pa.py_buffer(chunk.data),
+                parse_options=parse_options(self.delimiter, invalid),
+                **self._read_options(chunk, self.column_types),
+            )
+        except pa.ArrowInvalid as error:
+            raise ChunkParseError(error, invalid[0] if invalid else None) from None
+        target_name = self.schema.target_name
+        return batch_from_arrow(
+            [table.column(name) for name in self.schema.feature_names],
+            None if target_name is None else table.column(target_name),
+            0,
+        )
+
+    def _result(self, chunk: Chunk, future: Future[Batch], rows_before: int) -> Batch:
+        """The chunk's rows, or an error naming the file line at fault."""
+        try:
+            return future.result()
+        except ChunkParseError as failure:
+            first_line = 1 if chunk.has_header else rows_before + FIRST_DATA_LINE
+            if failure.invalid_row is not None:
+                line = first_line + failure.invalid_row.number - 1
+                raise ragged_row_error(self.path, line, failure.invalid_row) from None
+            raise self._conversion_error(chunk, first_line, failure.error) from None
+
+    def _conversion_error(
+        self, chunk: Chunk, first_line: int, error: pa.ArrowInvalid
+    ) -> StablefitInputError:
+        """Find the first cell of the chunk that is not a number, by re-reading it as text."""
+        as_text = dict.fromkeys(self.column_types, pa.string())
+        table = pa_csv.read_csv(
+            pa.py_buffer(chunk.data),
+            parse_options=pa_csv.ParseOptions(delimiter=self.delimiter, ignore_empty_lines=False),
+            **self._read_options(chunk, as_text),
+        )
+        found = []
+        for name, arrow_type in self.column_types.items():
+            bad = first_unparsable(table.column(name), arrow_type)
+            if bad is not None:
+                found.append((bad[0], name, bad[1]))
+        if not found:
+            return read_error(self.path, f"cannot read the file as CSV: {error}")
+        position, name, text = min(found)
+        line = first_line + (1 if chunk.has_header else 0) + position
+        kind = "true/false" if self.column_types[name] == pa.bool_() else "a number"
+        return read_error(
+            self.path,
+            f"column {name!r} holds {text!r} at line {line}, where {kind} was expected (its "
+            "first rows are numeric). Fix that value; write missing values as an empty cell "
+            "or NA.",
+        )
+
+    def _split(self, block: Batch, first_row: int) -> Iterator[Batch]:
+        """Views of at most ``batch_rows`` rows each."""
+        for start in range(0, block.n_rows, self.batch_rows):
+            stop = start + self.batch_rows
+            y = None if block.y is None else block.y[start:stop]
+            yield Batch(block.X[start:stop], y, first_row + start)

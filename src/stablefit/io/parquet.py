@@ -1,0 +1,71 @@
+"""Parquet files, read batch by batch with :meth:`pyarrow.parquet.ParquetFile.iter_batches`.
+
+Only the selected columns are read, and only one batch of them (plus the row group being
+decoded) is in memory at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stablefit.errors import StablefitInputError
+from stablefit.io.arrow import batch_from_arrow, schema_of, select_arrow_columns
+from stablefit.io.schema import Batch, Schema
+
+# Rows read up front to describe non-numeric columns in messages.
+SAMPLE_ROWS = 1000
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    if path.stat().st_size == 0:
+        raise StablefitInputError(f"{path}: the file is empty (0 bytes); expected Parquet data.")
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise StablefitInputError(f"{path}: not a readable Parquet file ({error}).") from None
+
+
+@dataclass
+class ParquetSource:
+    """A Parquet file, read in passes of float64 batches (rows are 0-based "row" numbers)."""
+
+    path: Path
+    schema: Schema
+    batch_rows: int = 65536
+
+    @classmethod
+    def open(
+        cls, path: Path, *, target: str | None, drop_non_numeric: bool, batch_rows: int
+    ) -> ParquetSource:
+        with open_parquet(path) as parquet:
+            if parquet.metadata.num_rows == 0:
+                raise StablefitInputError(f"{path}: the file has columns but no rows.")
+            sample = next(parquet.iter_batches(batch_size=SAMPLE_ROWS))
+        selection = select_arrow_columns(
+            sample.schema,
+            sample,
+            target=target,
+            drop_non_numeric=drop_non_numeric,
+            origin=str(path),
+        )
+        return cls(path=path, schema=schema_of(selection, str(path)), batch_rows=batch_rows)
+
+    def batches(self) -> Iterator[Batch]:
+        names = list(self.schema.feature_names)
+        target = self.schema.target_name
+        columns = names if target is None else [*names, target]
+        rows = 0
+        with open_parquet(self.path) as parquet:
+            for record_batch in parquet.iter_batches(batch_size=self.batch_rows, columns=columns):
+                batch = batch_from_arrow(
+                    [record_batch.column(name) for name in names],
+                    None if target is None else record_batch.column(target),
+                    rows,
+                )
+                rows += batch.n_rows
+                yield batch

@@ -1,0 +1,162 @@
+"""``open_source``: any supported input -> a :class:`~stablefit.io.schema.Source`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from stablefit.errors import StablefitInputError
+from stablefit.io.csv import CsvSource
+from stablefit.io.memory import (
+    array_source,
+    is_arrow,
+    is_pandas,
+    is_polars,
+    pandas_source,
+    table_source,
+)
+from stablefit.io.parquet import ParquetSource
+from stablefit.io.schema import Source
+
+# File name endings and the field delimiter they imply (None: Parquet).
+FILE_KINDS: dict[str, str | None] = {
+    ".csv": ",",
+    ".csv.gz": ",",
+    ".tsv": "\t",
+    ".tsv.gz": "\t",
+    ".parquet": None,
+    ".pq": None,
+}
+
+
+def open_source(
+    data: Any,
+    y: Any = None,
+    *,
+    target: str | None = None,
+    feature_names: Sequence[str] | None = None,
+    drop_non_numeric: bool = False,
+    batch_rows: int = 65536,
+) -> Source:
+    """Read any supported input as float64 batches plus a schema.
+
+    Parameters
+    ----------
+    data : path, array-like, DataFrame, Series or Arrow table
+        A CSV (``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``) or Parquet (``.parquet``,
+        ``.pq``) file with a header; a NumPy array (2-D, or 1-D for one feature); a pandas
+        or polars DataFrame or Series; a pyarrow Table, RecordBatch or Array.
+    y : array-like, optional
+        The target as its own array (or Series), one value per row of ``data``.
+    target : str, optional
+        Name of the target column of a file or table (or of an array whose columns are
+        named by ``feature_names``). Without ``target`` or ``y`` there is no target.
+    feature_names : sequence of str, optional
+        Names of an array's columns; default ``x0, x1, ...``. Tables use their own names.
+    drop_non_numeric : bool, default False
+        Leave out non-numeric feature columns (recorded in ``schema.dropped`` with the
+        reason) instead of raising an error. Booleans count as numeric.
+    batch_rows : int, default 65536
+        Largest number of rows in one batch.
+
+    Returns
+    -------
+    Source
+        ``source.schema`` names the features, the target and the dropped columns;
+        every ``source.batches()`` call is a new pass over the data. Files are read in
+        bounded chunks, never whole. Missing cells come out as NaN, infinities as inf.
+
+    Raises
+    ------
+    StablefitInputError
+        A missing or unreadable file, an unsupported file type, an empty file or table,
+        a malformed CSV line, a missing or non-numeric target, non-numeric features,
+        duplicate column names, or X and y of different lengths. The message names the
+        column or line and the fix.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> source = open_source(np.eye(3), np.arange(3.0))
+    >>> source.schema.feature_names
+    ('x0', 'x1', 'x2')
+    >>> [batch.n_rows for batch in source.batches()]
+    [3]
+    """
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise StablefitInputError(f"batch_rows must be a positive integer, got {batch_rows!r}.")
+    if isinstance(data, str | os.PathLike):
+        return file_source(
+            Path(data),
+            y,
+            target=target,
+            feature_names=feature_names,
+            drop_non_numeric=drop_non_numeric,
+            batch_rows=batch_rows,
+        )
+    if feature_names is not None and (is_pandas(data) or is_polars(data) or is_arrow(data)):
+        raise StablefitInputError(
+            "feature_names is for arrays; tables use their own column names (rename the "
+            "columns instead)."
+        )
+    options = {"target": target, "drop_non_numeric": drop_non_numeric, "batch_rows": batch_rows}
+    if is_pandas(data):
+        return pandas_source(data, y, **options)
+    if is_polars(data) or is_arrow(data):
+        return table_source(data, y, **options)
+    if instance_of_lazy_polars(data):
+        raise StablefitInputError("got a polars LazyFrame; call .collect() on it first.")
+    return array_source(data, y, target=target, feature_names=feature_names, batch_rows=batch_rows)
+
+
+def instance_of_lazy_polars(data: Any) -> bool:
+    return type(data).__name__ == "LazyFrame" and type(data).__module__.startswith("polars")
+
+
+def file_kind(path: Path) -> str:
+    name = path.name.lower()
+    for ending in sorted(FILE_KINDS, key=len, reverse=True):
+        if name.endswith(ending):
+            return ending
+    raise StablefitInputError(
+        f"{path}: unsupported file type; stablefit reads {', '.join(FILE_KINDS)} files. "
+        "Save the data as CSV or Parquet."
+    )
+
+
+def file_source(
+    path: Path,
+    y: Any,
+    *,
+    target: str | None,
+    feature_names: Sequence[str] | None,
+    drop_non_numeric: bool,
+    batch_rows: int,
+) -> Source:
+    if y is not None:
+        raise StablefitInputError(
+            f"{path}: for a file, name the target column with target= instead of passing y."
+        )
+    if feature_names is not None:
+        raise StablefitInputError(
+            f"{path}: feature_names is for arrays; a file's header names its columns."
+        )
+    kind = file_kind(path)
+    if not path.exists():
+        raise StablefitInputError(f"{path}: file not found (working directory: {Path.cwd()}).")
+    if path.is_dir():
+        raise StablefitInputError(f"{path}: is a directory; pass a CSV or Parquet file.")
+    delimiter = FILE_KINDS[kind]
+    if delimiter is None:
+        return ParquetSource.open(
+            path, target=target, drop_non_numeric=drop_non_numeric, batch_rows=batch_rows
+        )
+    return CsvSource.open(
+        path,
+        delimiter=delimiter,
+        target=target,
+        drop_non_numeric=drop_non_numeric,
+        batch_rows=batch_rows,
+    )
