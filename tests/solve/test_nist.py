@@ -1,0 +1,87 @@
+"""Accuracy against NIST's certified values (StRD linear regression, all 11 datasets)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import stablefit
+from tests.nist import NAMES, load, lre
+
+
+def fit_case(case):
+    if case.model["type"].startswith("polynomial"):
+        return stablefit.fit_polynomial(
+            case.columns["x"], case.y, case.model["degree"], intercept=case.model["intercept"]
+        )
+    X = np.column_stack([case.columns[c] for c in case.model["predictor_columns"]])
+    return stablefit.fit(X, case.y, feature_names=case.model["predictor_columns"])
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def nist(request):
+    case = load(request.param)
+    return case, fit_case(case)
+
+
+def test_coefficients_agree_to_13_digits(nist):
+    case, result = nist
+    lres = [lre(b, ref) for b, ref in zip(result.params, case.estimates, strict=True)]
+    assert min(lres) >= 13, lres
+
+
+def test_standard_errors_agree_to_10_digits(nist):
+    case, result = nist
+    for se, ref in zip(result.bse, case.std_devs, strict=True):
+        if ref == 0:  # exact fits (Wampler1, Wampler2): the error is relative to the coefficients
+            assert se <= 1e-13 * np.max(np.abs(result.params))
+        else:
+            assert lre(se, ref) >= 10
+
+
+def test_rsquared_and_residual_sd(nist):
+    case, result = nist
+    assert lre(result.rsquared, case.r_squared) >= 10
+    if case.residual_sd == 0:
+        assert result.resid_std <= 1e-13 * np.abs(case.y).max()
+    else:
+        assert lre(result.resid_std, case.residual_sd) >= 10
+
+
+def _exact_solution(case) -> list[Fraction]:
+    """Least squares of the float64 data in exact rational arithmetic (normal equations)."""
+    if case.model["type"].startswith("polynomial"):
+        x = [Fraction(v) for v in case.columns["x"]]
+        powers = range(0 if case.model["intercept"] else 1, case.model["degree"] + 1)
+        rows = [[xi**k for k in powers] for xi in x]
+    else:
+        cols = [case.columns[c] for c in case.model["predictor_columns"]]
+        rows = [[Fraction(1)] + [Fraction(c[i]) for c in cols] for i in range(case.y.size)]
+    y = [Fraction(v) for v in case.y]
+    k = len(rows[0])
+    G = [[sum(r[a] * r[b] for r in rows) for b in range(k)] for a in range(k)]
+    g = [sum(r[a] * yi for r, yi in zip(rows, y, strict=True)) for a in range(k)]
+    for col in range(k):  # Gauss-Jordan, exact
+        pivot = next(i for i in range(col, k) if G[i][col] != 0)
+        G[col], G[pivot], g[col], g[pivot] = G[pivot], G[col], g[pivot], g[col]
+        for i in range(k):
+            if i != col and G[i][col] != 0:
+                f = G[i][col] / G[col][col]
+                G[i] = [a - f * b for a, b in zip(G[i], G[col], strict=True)]
+                g[i] -= f * g[col]
+    return [g[i] / G[i][i] for i in range(k)]
+
+
+def test_certificate_never_overstates(nist):
+    """Digits claimed <= digits achieved against the exact solution of the data as given."""
+    case, result = nist
+    exact = _exact_solution(case)
+    for claimed, estimate, reference in zip(
+        result.certificate.digits_per_coef, result.params, exact, strict=True
+    ):
+        error = abs(Fraction(float(estimate)) - reference) / abs(reference)
+        achieved = 16.0 if error == 0 else -np.log10(float(error))
+        assert claimed <= achieved, (claimed, achieved)
+    assert result.certificate.digits >= 13
