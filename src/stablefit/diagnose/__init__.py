@@ -11,6 +11,8 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
+
 from stablefit.diagnose.checks import CheckOptions, run_checks
 from stablefit.diagnose.checks.common import DTYPES
 from stablefit.diagnose.checks.forecast import forecast_findings
@@ -129,7 +131,11 @@ def _validate(batch_size: int, epochs: int, dtype: str, intercept: bool) -> Chec
 def _summarize(X: Any, y: Any, target: str | None, feature_names: Any) -> Summary:
     from stablefit.io import open_source
 
-    return summarize(open_source(X, y, target=target, feature_names=feature_names))
+    source = open_source(X, y, target=target, feature_names=feature_names)
+    # Values near the float64 limit (1e308) overflow the co-moments: that is a finding
+    # (SF131), not a reason to stop.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return summarize(source)
 
 
 def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> Any:
