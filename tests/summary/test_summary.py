@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -33,7 +35,7 @@ def test_merge_of_parts_equals_summary_of_the_whole(seed, n, d, cuts, with_nan):
     X, y = _data(seed, n, d, with_nan)
     whole = Summary.from_arrays(X, y)
     bounds = sorted({0, n, *(int(c * n) for c in cuts)})
-    parts = [Summary.from_arrays(X[a:b], y[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    parts = [Summary.from_arrays(X[a:b], y[a:b]) for a, b in itertools.pairwise(bounds)]
     merged = parts[0]
     for part in parts[1:]:
         merged = merged.merge(part)
