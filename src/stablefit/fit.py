@@ -193,8 +193,8 @@ def _validate(summary: Summary, missing: str) -> None:
     usable = int(cols.count[d]) if missing == "impute" else summary.n_complete
     if usable < 2:
         raise StablefitInputError(
-            f"{usable} usable row{'s' if usable != 1 else ''}: a linear fit needs at least 2 "
-            "rows with finite values (and more rows than coefficients for standard errors)"
+            f"only {usable} sample{'s' if usable != 1 else ''} (rows with finite values): "
+            "a linear fit needs at least 2, and more rows than coefficients for standard errors"
         )
 
 
