@@ -7,8 +7,6 @@ the data checks (:mod:`stablefit.diagnose.checks`) and forecasts the training of
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -66,7 +64,7 @@ def diagnose(
         As given to ``model.fit`` (Keras's defaults: 32 and, here, 100 epochs).
     momentum : float
         SGD's (or RMSprop's) momentum; ``nesterov`` for Nesterov's variant of SGD.
-    dtype : {"float32", "float16", "float64"}
+    dtype : {"float32", "float64"}
         The precision the model trains in (Keras's default: float32).
     intercept : bool
         Whether the model has a bias (``Dense`` has one by default).
@@ -99,9 +97,10 @@ def diagnose(
         "dtype": dtype,
         "intercept": intercept,
     }
-    training, others = _forecasts(summary, findings, settings)
+    cause = _first_epoch_cause(summary, findings, dtype)
+    training, others = _forecasts(summary, settings)
     if training is not None:
-        findings += forecast_findings(training, settings)
+        findings += forecast_findings(training, settings, cause=cause)
     facts = DataFacts(
         origin=summary.schema.origin,
         feature_names=summary.schema.feature_names,
@@ -157,10 +156,12 @@ def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> A
     )
 
 
-def _forecasts(
-    summary: Summary, findings: list[Finding], settings: dict[str, Any]
-) -> tuple[Any, list[Any]]:
-    """The forecast on the data as given, and the ones shown beside it."""
+def _forecasts(summary: Summary, settings: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """The forecast on the data as given, and the ones shown beside it.
+
+    Rows holding NaN or inf (or values beyond the dtype's range) make the forecast
+    "diverges" at epoch 1: Keras trains on every row it is given.
+    """
     if not summary.has_target or summary.n_complete == 0:
         return None, []
     others = []
@@ -175,12 +176,6 @@ def _forecasts(
             others.append(comparison)
     else:
         training = _forecast(summary, settings)
-    if training is None:
-        return None, others
-    cause = _first_epoch_cause(summary, findings, settings["dtype"])
-    if cause is not None:
-        others.insert(0, training)
-        training = _nonfinite_at_first_epoch(training, cause)
     return training, others
 
 
@@ -199,21 +194,6 @@ def _first_epoch_cause(summary: Summary, findings: list[Finding], dtype: str) ->
             "loss is non-finite from the first batch on"
         )
     return None
-
-
-def _nonfinite_at_first_epoch(forecast: Any, cause: str) -> Any:
-    """``forecast`` (made on the complete rows) turned into what training on all rows does."""
-    nan = math.nan
-    return dataclasses.replace(
-        forecast,
-        outcome="diverges",
-        first_nonfinite_epoch=1,
-        first_nonfinite_epoch_range=(1, 1),
-        predicted_final_loss=nan,
-        predicted_final_loss_range=(nan, nan),
-        exact=True,
-        approximation=cause,
-    )
 
 
 __all__ = ["DataFacts", "Diagnosis", "Finding", "diagnose"]

@@ -159,9 +159,8 @@ class Diagnosis:
         on the data as given: rows holding NaN or inf make the loss non-finite at epoch 1.
         None when there is no target or no complete row.
     other_forecasts : tuple of TrainingForecast
-        Further forecasts shown for comparison: plain SGD at Keras's defaults when no
-        optimizer was asked for, and the forecast on the complete rows alone when some
-        rows hold NaN or inf.
+        Forecasts shown for comparison: plain SGD at Keras's default learning rate when no
+        optimizer was asked for.
     facts : DataFacts
         What was read.
     settings : dict

@@ -65,15 +65,18 @@ def _what_will_happen(diagnosis: Diagnosis) -> list[RenderableType]:
     batch = settings.get("batch_size")
     lines: list[RenderableType] = [
         _forecast_line(training, settings),
-        Text(
-            f"  {epochs} epochs, batch size {batch}, {settings.get('dtype')}; initial loss "
-            f"{format_number(training.initial_loss)}, optimum "
-            f"{format_number(training.optimal_loss)}",
-            style="dim",
+        _indent(
+            Text(
+                f"{epochs} epochs, batch size {batch}, {settings.get('dtype')}; initial loss "
+                f"{format_number(training.initial_loss)}, optimum "
+                f"{format_number(training.optimal_loss)}",
+                style="dim",
+            ),
+            2,
         ),
     ]
     if training.approximation:
-        lines.append(Text(f"  {training.approximation}", style="dim"))
+        lines.append(_indent(Text(training.approximation, style="dim"), 2))
     for other in diagnosis.other_forecasts:
         line = Text("beside it: ", style="dim")
         line.append_text(_forecast_line(other, settings))

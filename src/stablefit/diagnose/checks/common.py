@@ -9,7 +9,7 @@ import numpy as np
 
 from stablefit.summary import Summary
 
-DTYPES = ("float16", "float32", "float64")
+DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ OPTIMIZER_NAMES = {
     "adagrad": "Adagrad",
 }
 
+SCALING_PHRASES = {"none": "", "standardize": "standardized features, "}
+
 
 def optimizer_label(forecast: Any, *, momentum: float = 0.0, nesterov: bool = False) -> str:
     """``"SGD lr 0.01"``, ``"SGD (Nesterov momentum 0.9) lr 0.001"``, ``"Adam lr 0.001"``."""
@@ -36,7 +38,9 @@ def _epochs(first: int, span: Any) -> str:
     return f"epoch {first}"
 
 
-def _loss(value: float, span: Any) -> str:
+def _loss(value: float | None, span: Any) -> str:
+    if value is None:
+        return "unknown"
     if span and all(math.isfinite(v) for v in span) and span[0] != span[1]:
         return f"{format_number(span[0])}–{format_number(span[1])}"
     return format_number(value)
@@ -47,10 +51,13 @@ def describe_forecast(forecast: Any, *, momentum: float = 0.0, nesterov: bool = 
     epoch 3; stable only for lr < 2.14e-13 (λmax 9.3e12, dominated by x2)"."""
     label = optimizer_label(forecast, momentum=momentum, nesterov=nesterov)
     if forecast.outcome == "diverges":
-        text = (
-            f"{label} diverges: the loss is non-finite (inf or NaN) from "
-            f"{_epochs(forecast.first_nonfinite_epoch, forecast.first_nonfinite_epoch_range)}"
-        )
+        first = _epochs(forecast.first_nonfinite_epoch, forecast.first_nonfinite_epoch_range)
+        nan_epoch = getattr(forecast, "first_nan_epoch", None)
+        if nan_epoch is None or nan_epoch == forecast.first_nonfinite_epoch:
+            kind = "NaN" if nan_epoch is not None else "non-finite"
+            text = f"{label} diverges: loss {kind} at {first}"
+        else:
+            text = f"{label} diverges: loss inf at {first}, NaN by epoch {nan_epoch}"
     else:
         verb = "stalls" if forecast.outcome == "stalls" else "converges"
         text = (
@@ -71,7 +78,7 @@ def _recommendation(forecast: Any) -> tuple[str, str | None]:
     rec = forecast.recommended
     if rec is None:
         return "No simulated configuration converged: use the exact fit, stablefit.fit.", None
-    scaling = "" if rec.scaling in (None, "none") else f"{rec.scaling} scaling, "
+    scaling = SCALING_PHRASES.get(rec.scaling, f"{rec.scaling} scaling, ")
     sentence = (
         f"Train with {scaling}{OPTIMIZER_NAMES.get(rec.optimizer, rec.optimizer)} at "
         f"lr {format_number(rec.learning_rate)} for {rec.epochs} epochs (batch size "
@@ -81,8 +88,14 @@ def _recommendation(forecast: Any) -> tuple[str, str | None]:
     return sentence, rec.code
 
 
-def forecast_findings(forecast: Any, settings: dict[str, Any]) -> list[Finding]:
-    """SF201 when the forecast diverges, SF202 when it stalls; nothing when it converges."""
+def forecast_findings(
+    forecast: Any, settings: dict[str, Any], *, cause: str | None = None
+) -> list[Finding]:
+    """SF201 when the forecast diverges, SF202 when it stalls; nothing when it converges.
+
+    ``cause`` says why the loss is non-finite from the first epoch whatever the optimizer
+    (NaN or inf rows, values beyond the dtype's range), when that is the reason.
+    """
     momentum = float(settings.get("momentum") or 0.0) if settings.get("optimizer") else 0.0
     nesterov = bool(settings.get("nesterov")) if settings.get("optimizer") else False
     headline = describe_forecast(forecast, momentum=momentum, nesterov=nesterov)
@@ -98,7 +111,9 @@ def forecast_findings(forecast: Any, settings: dict[str, Any]) -> list[Finding]:
         "dominant_feature": forecast.dominant_feature,
     }
     fix, fix_code = _recommendation(forecast)
-    why = f" ({forecast.approximation})" if forecast.approximation else ""
+    why = f": {cause}" if cause else ""
+    if not cause and not forecast.exact and forecast.approximation:
+        why = f" ({forecast.approximation})"
     if forecast.outcome == "diverges":
         return [
             Finding(
