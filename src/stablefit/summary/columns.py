@@ -87,12 +87,13 @@ class ColumnStats:
             stats.inf_rows = _first_rows(inf, row_ids, ROWS_KEPT)
             values = np.where(finite, Z, 0.0)
         has = stats.count > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
+        # Sums and squares of values near 1e308 overflow to inf; max_abs keeps the evidence.
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             stats.mean = np.where(has, values.sum(axis=0) / np.maximum(stats.count, 1), 0.0)
-        deviations = values - stats.mean
-        if not all_finite:
-            deviations = np.where(finite, deviations, 0.0)
-        stats.m2 = np.einsum("ij,ij->j", deviations, deviations)
+            deviations = values - stats.mean
+            if not all_finite:
+                deviations = np.where(finite, deviations, 0.0)
+            stats.m2 = np.einsum("ij,ij->j", deviations, deviations)
         low = Z if all_finite else np.where(finite, Z, np.inf)
         high = Z if all_finite else np.where(finite, Z, -np.inf)
         if Z.shape[0]:
@@ -117,9 +118,10 @@ class ColumnStats:
         out.n_nan = self.n_nan + other.n_nan
         out.n_inf = self.n_inf + other.n_inf
         total = np.maximum(out.count, 1)
-        delta = other.mean - self.mean
-        out.mean = self.mean + delta * (n_b / total)
-        out.m2 = self.m2 + other.m2 + delta**2 * (n_a * n_b / total)
+        with np.errstate(invalid="ignore", over="ignore"):
+            delta = other.mean - self.mean
+            out.mean = self.mean + delta * (n_b / total)
+            out.m2 = self.m2 + other.m2 + delta**2 * (n_a * n_b / total)
         out.min = np.fmin(self.min, other.min)
         out.max = np.fmax(self.max, other.max)
         out.max_abs = np.fmax(self.max_abs, other.max_abs)

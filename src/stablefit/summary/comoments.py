@@ -30,20 +30,26 @@ class CoMoments:
         n = Z.shape[0]
         if n == 0:
             return cls.empty(Z.shape[1])
-        mean = Z.mean(axis=0)
-        centered = Z - mean
-        # The rounded mean leaves a small column sum; removing its outer product keeps the
-        # result equal to centering at the exact mean, to first order.
-        residual_sum = centered.sum(axis=0)
-        comoment = centered.T @ centered - np.outer(residual_sum, residual_sum) / n
-        mean = mean + residual_sum / n
+        # Values beyond about 1e154 overflow their squares: the co-moments become inf, which
+        # the checks downstream report (max_abs names the column and the rows).
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = Z.mean(axis=0)
+            centered = Z - mean
+            # The rounded mean leaves a small column sum; removing its outer product keeps
+            # the result equal to centering at the exact mean, to first order.
+            residual_sum = centered.sum(axis=0)
+            comoment = centered.T @ centered - np.outer(residual_sum, residual_sum) / n
+            mean = mean + residual_sum / n
         return cls(n, mean, comoment)
 
     def merge(self, other: CoMoments) -> CoMoments:
         n = self.n + other.n
         if n == 0:
             return CoMoments.empty(self.mean.size)
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n / n)
-        comoment = self.comoment + other.comoment + np.outer(delta, delta) * (self.n * other.n / n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = other.mean - self.mean
+            mean = self.mean + delta * (other.n / n)
+            comoment = (
+                self.comoment + other.comoment + np.outer(delta, delta) * (self.n * other.n / n)
+            )
         return CoMoments(n, mean, comoment)

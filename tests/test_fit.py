@@ -1,0 +1,175 @@
+"""stablefit.fit: agreement with statsmodels, missing values, collinearity, bad input."""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+import stablefit
+from stablefit.errors import StablefitInputError
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("intercept", [True, False])
+def test_agrees_with_statsmodels_ols(seed, intercept):
+    rng = np.random.default_rng(seed)
+    n, d = rng.integers(30, 400), rng.integers(1, 8)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=d) + rng.normal(size=d)
+    y = X @ rng.normal(size=d) + rng.normal(size=n) + (3.0 if intercept else 0.0)
+    ours = stablefit.fit(X, y, intercept=intercept)
+    theirs = sm.OLS(y, sm.add_constant(X) if intercept else X).fit()
+    np.testing.assert_allclose(ours.params, theirs.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.bse, theirs.bse, rtol=1e-10)
+    np.testing.assert_allclose(
+        ours.pvalues, theirs.pvalues[int(intercept) :], rtol=1e-8, atol=1e-300
+    )
+    np.testing.assert_allclose(
+        ours.conf_int(include_intercept=True), theirs.conf_int(), rtol=1e-10, atol=1e-12
+    )
+    assert ours.rsquared == pytest.approx(theirs.rsquared, rel=1e-10)
+    assert ours.resid_std == pytest.approx(np.sqrt(theirs.scale), rel=1e-10)
+    assert ours.df_resid == theirs.df_resid
+
+
+def test_seed_example_collinearity_is_named_and_exact_fit_found():
+    X = np.array([[1.0, 1e6], [2.0, 2e6], [3.0, 3e6]])
+    result = stablefit.fit(X, [10.0, 20.0, 30.0], feature_names=["x1", "x2"])
+    assert [d.name for d in result.dropped] == ["x2"]
+    assert result.dropped[0].relation == "x2 = 1e+06·x1"
+    assert result.coef[0] == pytest.approx(10.0, rel=1e-15)
+    assert result.intercept == pytest.approx(0.0, abs=1e-13)
+    assert any("x2" in note and "collinear" in note for note in result.notes)
+    assert result.to_dict()["dropped_features"] == {"x2": "x2 = 1e+06·x1"}
+
+
+def test_constant_column_is_left_out_with_its_value():
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.normal(size=50), np.full(50, 7.0)])
+    result = stablefit.fit(X, X[:, 0] * 2 + 1, feature_names=["a", "k"])
+    assert result.dropped[0].relation == "k = 7"
+
+
+def test_near_collinear_but_identifiable_columns_are_kept():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=200)
+    b = a + 1e-7 * rng.normal(size=200)
+    y = a + 2 * b + 0.01 * rng.normal(size=200)
+    result = stablefit.fit(np.column_stack([a, b]), y)
+    assert result.dropped == ()
+    mpmath.mp.dps = 60  # the reference: normal equations in 60-digit arithmetic
+    A = mpmath.matrix(np.column_stack([np.ones(200), a, b]).tolist())
+    exact = mpmath.lu_solve(A.T * A, A.T * mpmath.matrix(y.tolist()))
+    assert result.certificate.condition_number > 1e6
+    for estimate, reference, digits in zip(
+        result.params, exact, result.certificate.digits_per_coef, strict=True
+    ):
+        assert digits >= 13
+        assert abs(estimate - reference) <= 10.0**-digits * abs(reference)
+
+
+def test_large_offset_timestamp_column():
+    rng = np.random.default_rng(3)
+    t = 1.7e9 + np.sort(rng.uniform(0, 86400, size=500))
+    y = 3e-4 * (t - 1.7e9) + 5 + rng.normal(size=500)
+    result = stablefit.fit(t[:, None], y)
+    theirs = sm.OLS(y, sm.add_constant(t - 1.7e9)).fit()
+    assert result.coef[0] == pytest.approx(theirs.params[1], rel=1e-11)
+    assert result.intercept == pytest.approx(theirs.params[0] - theirs.params[1] * 1.7e9, rel=1e-9)
+
+
+def test_missing_error_names_columns_rows_and_options():
+    X = np.arange(20.0).reshape(10, 2)
+    X[[2, 5], 1] = np.nan
+    y = np.arange(10.0)
+    y[7] = np.inf
+    with pytest.raises(StablefitInputError) as error:
+        stablefit.fit(X, y, feature_names=["a", "b"])
+    message = str(error.value)
+    assert "'b' has 2 NaN (rows 2, 5)" in message
+    assert "'y' has 1 inf (row 7)" in message
+    assert "missing='drop'" in message and "missing='impute'" in message
+
+
+def test_missing_drop_counts_rows_and_matches_clean_fit():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(100, 2))
+    y = X @ [1.0, 2.0] + rng.normal(size=100)
+    Xn = X.copy()
+    Xn[[3, 50], 0] = np.nan
+    result = stablefit.fit(Xn, y, missing="drop")
+    keep = np.ones(100, bool)
+    keep[[3, 50]] = False
+    clean = stablefit.fit(X[keep], y[keep])
+    assert result.n_dropped_rows == 2 and result.n_obs == 98
+    np.testing.assert_allclose(result.params, clean.params, rtol=1e-13)
+    assert any("2 rows" in note for note in result.notes)
+
+
+def test_missing_impute_uses_column_median():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(60, 2))
+    y = X @ [1.0, 2.0] + rng.normal(size=60)
+    Xn = X.copy()
+    Xn[[1, 2], 1] = np.nan
+    result = stablefit.fit(Xn, y, missing="impute")
+    filled = Xn.copy()
+    filled[[1, 2], 1] = np.median(X[np.isfinite(Xn[:, 1]), 1])
+    np.testing.assert_allclose(result.params, stablefit.fit(filled, y).params, rtol=1e-12)
+    assert result.n_imputed_values == 2
+
+
+def test_input_is_not_modified():
+    X = np.array([[1.0, np.nan], [2.0, 1.0], [3.0, 4.0], [4.0, 2.0]])
+    y = np.array([1.0, 2.0, 3.0, 5.0])
+    before_X, before_y = X.copy(), y.copy()
+    stablefit.fit(X, y, missing="impute")
+    np.testing.assert_array_equal(X, before_X)
+    np.testing.assert_array_equal(y, before_y)
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "match"),
+    [
+        (np.ones((1, 1)), np.ones(1), "only 1 sample"),
+        (np.array([[1.0], [1e308], [2.0]]), np.ones(3), "overflows float64"),
+        (np.ones((3, 1)), np.ones(3), None),
+    ],
+)
+def test_bad_input_gets_a_precise_error(X, y, match):
+    if match is None:
+        result = stablefit.fit(X, y)  # a constant feature: reported, not an error
+        assert result.dropped and result.dropped[0].name == "x0"
+        return
+    with pytest.raises(StablefitInputError, match=match):
+        stablefit.fit(X, y)
+
+
+def test_fit_from_csv_file_by_target_name(tmp_path):
+    rng = np.random.default_rng(6)
+    frame = pd.DataFrame({"size": rng.uniform(50, 200, 80), "rooms": rng.integers(1, 6, 80)})
+    frame["price"] = 1000 * frame["size"] + 5000 * frame["rooms"] + rng.normal(0, 100, 80)
+    path = tmp_path / "houses.csv"
+    frame.to_csv(path, index=False)
+    result = stablefit.fit(path, target="price")
+    theirs = sm.OLS(frame["price"], sm.add_constant(frame[["size", "rooms"]])).fit()
+    assert result.feature_names == ("size", "rooms")
+    np.testing.assert_allclose(result.params, theirs.params, rtol=1e-10)
+    assert set(result.to_dict()["features"]) == {"size", "rooms"}
+
+
+def test_summary_text_lists_every_feature_and_the_certificate():
+    X = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 5.0], [4.0, 3.0], [5.0, 8.0]])
+    result = stablefit.fit(X, [1.0, 2.0, 2.5, 4.0, 6.0], feature_names=["alpha", "beta"])
+    text = result.summary()
+    for word in ("intercept", "alpha", "beta", "trusted digits", "R²"):
+        assert word in text
+
+
+def test_polynomial_rejects_bad_degree_and_nan():
+    with pytest.raises(StablefitInputError, match="degree"):
+        stablefit.fit_polynomial([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], degree=0)
+    with pytest.raises(StablefitInputError, match="rows 1"):
+        stablefit.fit_polynomial([1.0, np.nan, 3.0], [1.0, 2.0, 3.0], degree=1)
