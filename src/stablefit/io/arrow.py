@@ -18,6 +18,9 @@ from stablefit.io.schema import Batch, Schema
 
 ArrowColumn = pa.Array | pa.ChunkedArray
 
+# Cells that read as a number or a boolean; used only to pick an example for messages.
+NUMBER_OR_BOOLEAN = r"^\s*([+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf(inity)?|nan)|true|false)\s*$"
+
 
 def is_numeric_type(arrow_type: pa.DataType) -> bool:
     """Integers, floats, decimals and booleans are numbers; an all-null column is too."""
@@ -83,10 +86,17 @@ def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) ->
     if pa.types.is_dictionary(arrow_type):
         arrow_type = arrow_type.value_type
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        found = first_unparsable(column)
+        readable = pc.match_substring_regex(column, NUMBER_OR_BOOLEAN, ignore_case=True)
+        text = pc.fill_null(pc.invert(readable), False)
+        if isinstance(text, pa.ChunkedArray):
+            text = text.combine_chunks()
+        positions = np.flatnonzero(text.to_numpy(zero_copy_only=False))
+        found = first_unparsable(column) if positions.size == 0 else None
+        if positions.size:
+            found = int(positions[0]), str(column[int(positions[0])].as_py())
         if found is not None:
-            position, text = found
-            return f"text such as {text!r} at {label} {position + offset}"
+            position, value = found
+            return f"text such as {value!r} at {label} {position + offset}"
         return "text"
     values = column.drop_null()
     example = f" such as {values[0].as_py()!s}" if len(values) else ""

@@ -1,0 +1,243 @@
+"""Bad input: each error names the file, column or line and says the fix."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stablefit.errors import StablefitInputError
+from stablefit.io import open_source
+from stablefit.io.csv import SNIFF_BYTES
+
+# Enough rows that the last lines are past the block used to infer the column types.
+LATE_ROWS = SNIFF_BYTES // len("1.5,2,3\n") + 10_000
+LATE_LINE = LATE_ROWS + 2
+
+
+def read_all(*args, **kwargs) -> None:
+    for _ in open_source(*args, **kwargs).batches():
+        pass
+
+
+def late_file(tmp_path, last_line: str, name: str = "late.csv") -> str:
+    path = tmp_path / name
+    body = "a,b,price\n" + "1.5,2,3\n" * LATE_ROWS + last_line + "\n" + "1,2,3\n" * 5
+    if name.endswith(".gz"):
+        path.write_bytes(gzip.compress(body.encode()))
+    else:
+        path.write_text(body)
+    return str(path)
+
+
+def test_file_not_found(tmp_path):
+    with pytest.raises(StablefitInputError, match=r"missing\.csv: file not found"):
+        open_source(tmp_path / "missing.csv", target="y")
+
+
+@pytest.mark.parametrize("name", ["data.xlsx", "data.json", "data"])
+def test_unsupported_file_type_lists_the_supported_ones(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("a\n1\n")
+    with pytest.raises(StablefitInputError, match=r"unsupported file type.*\.csv.*\.parquet"):
+        open_source(path)
+
+
+def test_directory(tmp_path):
+    (tmp_path / "data.parquet").mkdir()
+    with pytest.raises(StablefitInputError, match="is a directory"):
+        open_source(tmp_path / "data.parquet")
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.parquet"])
+def test_empty_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(StablefitInputError, match=r"empty \(0 bytes\)"):
+        open_source(path)
+
+
+def test_compressed_file_with_nothing_in_it(tmp_path):
+    path = tmp_path / "nothing.csv.gz"
+    path.write_bytes(gzip.compress(b""))
+    with pytest.raises(StablefitInputError, match="no header line and no rows"):
+        open_source(path)
+
+
+def test_header_without_rows(tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text("a,b,price\n")
+    with pytest.raises(StablefitInputError, match="header line but no data rows"):
+        open_source(path, target="price")
+
+
+def test_parquet_without_rows(tmp_path):
+    path = tmp_path / "none.parquet"
+    pq.write_table(pa.table({"a": pa.array([], pa.float64())}), path)
+    with pytest.raises(StablefitInputError, match="no rows"):
+        open_source(path)
+
+
+def test_not_a_parquet_file(tmp_path):
+    path = tmp_path / "fake.parquet"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(StablefitInputError, match="not a readable Parquet file"):
+        open_source(path)
+
+
+def test_ragged_row_names_its_line(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n6,7\n")
+    with pytest.raises(StablefitInputError, match=r"line 3 has 3 fields where the header has 2"):
+        open_source(path)
+
+
+@pytest.mark.parametrize("name", ["late.csv", "late.csv.gz"])
+def test_ragged_row_late_in_the_file_names_its_line(tmp_path, name):
+    path = late_file(tmp_path, "1,2", name)
+    source = open_source(path, target="price")  # the first block is fine
+    with pytest.raises(StablefitInputError, match=rf"line {LATE_LINE} has 2 fields.*'1,2'"):
+        read_all(path, target="price")
+    assert source.schema.feature_names == ("a", "b")
+
+
+@pytest.mark.parametrize("name", ["late.csv", "late.csv.gz"])
+def test_text_late_in_a_numeric_column_names_column_line_and_value(tmp_path, name):
+    path = late_file(tmp_path, "1,oops,3", name)
+    with pytest.raises(
+        StablefitInputError, match=rf"column 'b' holds 'oops' at line {LATE_LINE}.*empty cell or NA"
+    ):
+        read_all(path, target="price")
+
+
+def test_bad_value_in_a_boolean_column(tmp_path):
+    path = tmp_path / "flags.csv"
+    path.write_text("flag,y\n" + "true,1\n" * (SNIFF_BYTES // 7 + 100) + "maybe,1\n")
+    line = SNIFF_BYTES // 7 + 102
+    with pytest.raises(StablefitInputError, match=rf"'flag' holds 'maybe' at line {line}"):
+        read_all(path, target="y")
+
+
+def test_missing_target_suggests_the_closest_name(tmp_path):
+    path = tmp_path / "houses.csv"
+    path.write_text("rooms,area,price\n3,70,100\n")
+    with pytest.raises(StablefitInputError) as error:
+        open_source(path, target="prices")
+    message = str(error.value)
+    assert "no column named 'prices'" in message
+    assert "Did you mean 'price'?" in message
+    assert "'rooms', 'area', 'price'" in message
+
+
+def test_missing_target_matches_case(tmp_path):
+    frame = pd.DataFrame({"Price": [1.0], "x": [2.0]})
+    with pytest.raises(StablefitInputError, match="Did you mean 'Price'"):
+        open_source(frame, target="price")
+
+
+def test_non_numeric_target(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("x,label\n1,cat\n2,dog\n")
+    with pytest.raises(
+        StablefitInputError, match=r"target column 'label' is not numeric.*'cat' at line 2"
+    ):
+        open_source(path, target="label")
+
+
+def test_non_numeric_features_are_named_and_the_flag_offered(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("city,x,when,y\nParis,1,2024-01-01,2\n")
+    with pytest.raises(StablefitInputError) as error:
+        open_source(path, target="y")
+    message = str(error.value)
+    assert "'city': text such as 'Paris' at line 2" in message
+    assert "'when': date32[day] values" in message
+    assert "drop_non_numeric=True" in message and "--drop-non-numeric" in message
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "arrow"])
+def test_non_numeric_features_in_frames(kind):
+    frame = pd.DataFrame({"x": [1.0, 2.0], "city": ["Oslo", "Rome"], "y": [1.0, 2.0]})
+    data = {"pandas": frame, "polars": pl.from_pandas(frame), "arrow": pa.Table.from_pandas(frame)}
+    with pytest.raises(StablefitInputError, match=r"'city'.*'Oslo' at row 0.*drop_non_numeric"):
+        open_source(data[kind], target="y")
+
+
+def test_duplicate_column_names(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,b,a,y\n1,2,3,4\n")
+    with pytest.raises(
+        StablefitInputError, match=r"duplicate column names \('a' at positions 1, 3\)"
+    ):
+        open_source(path, target="y")
+    frame = pd.DataFrame([[1.0, 2.0]], columns=["a", "a"])
+    with pytest.raises(StablefitInputError, match="duplicate column names"):
+        open_source(frame)
+
+
+def test_X_and_y_of_different_lengths():
+    with pytest.raises(StablefitInputError, match="X has 3 rows but y has 4"):
+        open_source(np.ones((3, 2)), np.ones(4))
+    with pytest.raises(StablefitInputError, match="X has 2 rows but y has 3"):
+        open_source(pd.DataFrame({"a": [1.0, 2.0]}), pd.Series([1.0, 2.0, 3.0]))
+
+
+def test_no_feature_columns(tmp_path):
+    with pytest.raises(StablefitInputError, match="no feature columns"):
+        open_source(np.ones((3, 0)), np.ones(3))
+    path = tmp_path / "only_target.csv"
+    path.write_text("name,y\nbob,1\n")
+    with pytest.raises(StablefitInputError, match=r"no feature columns \('name' dropped"):
+        open_source(path, target="y", drop_non_numeric=True)
+
+
+def test_three_dimensional_array():
+    with pytest.raises(StablefitInputError, match=r"3 dimensions.*reshape"):
+        open_source(np.ones((4, 2, 2)))
+
+
+def test_empty_array():
+    with pytest.raises(StablefitInputError, match="X has no rows"):
+        open_source(np.ones((0, 2)))
+
+
+@pytest.mark.parametrize(
+    ("X", "match"),
+    [
+        (np.array([["a", "b"]]), "X holds text"),
+        (np.array([[1.0 + 1j]]), "complex"),
+        (np.array([[1, "b"]], dtype=object), r"non-numeric value 'b' at index \(0, 1\)"),
+    ],
+)
+def test_non_numeric_arrays(X, match):
+    with pytest.raises(StablefitInputError, match=match):
+        open_source(X)
+
+
+def test_target_must_be_one_dimensional_and_numeric():
+    with pytest.raises(StablefitInputError, match=r"y has shape \(3, 2\)"):
+        open_source(np.ones((3, 2)), np.ones((3, 2)))
+    with pytest.raises(StablefitInputError, match=r"target 'y' is not numeric.*'a'"):
+        open_source(np.ones((2, 2)), pd.Series(["a", "b"]))
+
+
+def test_target_given_twice_or_for_an_unnamed_array():
+    with pytest.raises(StablefitInputError, match="both y and target"):
+        open_source(np.ones((3, 2)), np.ones(3), target="y")
+    with pytest.raises(StablefitInputError, match="pass the target as y"):
+        open_source(np.ones((3, 2)), target="y")
+
+
+def test_feature_names_must_match_the_columns():
+    with pytest.raises(StablefitInputError, match="2 names but X has 3 columns"):
+        open_source(np.ones((2, 3)), feature_names=["a", "b"])
+
+
+def test_batch_rows_must_be_positive():
+    with pytest.raises(StablefitInputError, match="batch_rows must be a positive integer"):
+        open_source(np.ones(3), batch_rows=0)

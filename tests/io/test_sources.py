@@ -1,0 +1,251 @@
+"""Every kind of source yields the same float64 batches for the same data."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stablefit.io import ArraySource, open_source
+
+N_ROWS = 1037  # not a multiple of any batch size used below
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    """Floats with NaN and inf, integers, booleans, and the target ``price``."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(N_ROWS) * 1e3
+    a[[3, 500]] = np.nan
+    a[10] = np.inf
+    a[11] = -np.inf
+    return pd.DataFrame(
+        {
+            "a": a,
+            "count": rng.integers(-50, 50, N_ROWS),
+            "flag": rng.random(N_ROWS) < 0.5,
+            "price": rng.standard_normal(N_ROWS),
+        }
+    )
+
+
+def expected(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    X = np.column_stack([frame["a"], frame["count"], frame["flag"]]).astype(np.float64)
+    return X, frame["price"].to_numpy(np.float64)
+
+
+def gather(source) -> tuple[np.ndarray, np.ndarray | None, list[int], list[int]]:
+    batches = list(source.batches())
+    X = np.vstack([b.X for b in batches])
+    y = None if batches[0].y is None else np.concatenate([b.y for b in batches])
+    return X, y, [b.first_row for b in batches], [b.n_rows for b in batches]
+
+
+def write_csv(frame: pd.DataFrame, path, sep: str = ",") -> None:
+    # inf is written as "inf" and NaN as an empty cell, as spreadsheets and pandas do.
+    frame.to_csv(path, index=False, sep=sep, na_rep="")
+
+
+def all_sources(frame: pd.DataFrame, tmp_path, batch_rows: int) -> dict[str, object]:
+    X, y = expected(frame)
+    csv_path = tmp_path / "data.csv"
+    write_csv(frame, csv_path)
+    gz_path = tmp_path / "data.csv.gz"
+    gz_path.write_bytes(gzip.compress(csv_path.read_bytes()))
+    tsv_path = tmp_path / "data.tsv"
+    write_csv(frame, tsv_path, sep="\t")
+    parquet_path = tmp_path / "data.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), parquet_path)
+    by_name = {"target": "price", "batch_rows": batch_rows}
+    names = ["a", "count", "flag"]
+    return {
+        "numpy": open_source(X, y, feature_names=names, batch_rows=batch_rows),
+        "numpy target column": open_source(
+            np.column_stack([X, y]), feature_names=[*names, "price"], **by_name
+        ),
+        "pandas": open_source(frame, **by_name),
+        "pandas + y": open_source(frame[names], frame["price"], batch_rows=batch_rows),
+        "pandas nullable": open_source(frame.convert_dtypes(), **by_name),
+        "polars": open_source(pl.from_pandas(frame), **by_name),
+        "arrow table": open_source(pa.Table.from_pandas(frame), **by_name),
+        "arrow batch": open_source(pa.RecordBatch.from_pandas(frame), **by_name),
+        "csv": open_source(csv_path, **by_name),
+        "csv str path": open_source(str(csv_path), **by_name),
+        "csv.gz": open_source(gz_path, **by_name),
+        "tsv": open_source(tsv_path, **by_name),
+        "parquet": open_source(parquet_path, **by_name),
+    }
+
+
+@pytest.mark.parametrize("batch_rows", [1, 100, 65536])
+def test_every_source_yields_the_same_batches(frame, tmp_path, batch_rows):
+    X, y = expected(frame)
+    for kind, source in all_sources(frame, tmp_path, batch_rows).items():
+        got_X, got_y, first_rows, sizes = gather(source)
+        assert source.schema.feature_names == ("a", "count", "flag"), kind
+        assert source.schema.target_name == ("y" if kind == "numpy" else "price"), kind
+        assert got_X.dtype == np.float64 and got_y.dtype == np.float64, kind
+        np.testing.assert_array_equal(got_X, X, err_msg=kind)
+        np.testing.assert_array_equal(got_y, y, err_msg=kind)
+        assert max(sizes) <= batch_rows, kind
+        assert first_rows == list(np.cumsum([0, *sizes[:-1]])), kind
+        assert sum(sizes) == N_ROWS, kind
+
+
+def test_missing_and_infinite_values_are_kept(tmp_path):
+    path = tmp_path / "messy.csv"
+    path.write_text("x,y\n1,2\n,3\nNA,4\nnan,5\ninf,6\n-inf,7\n1e400,8\n")
+    X, y, _, _ = gather(open_source(path, target="y"))
+    np.testing.assert_array_equal(X[:, 0], [1, np.nan, np.nan, np.nan, np.inf, -np.inf, np.inf])
+    np.testing.assert_array_equal(y, [2, 3, 4, 5, 6, 7, 8])
+
+
+def test_csv_rows_are_named_by_file_line(tmp_path):
+    path = tmp_path / "lines.csv"
+    path.write_text("x,y\n1,2\n3,4\n")
+    schema = open_source(path, target="y").schema
+    assert (schema.row_label, schema.row_offset) == ("line", 2)
+    assert schema.format_rows([0]) == "line 2"
+    assert open_source(np.ones((2, 1))).schema.format_rows([0]) == "row 0"
+
+
+def test_blank_line_is_a_row_of_missing_values_so_line_numbers_stay_right(tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text("x,y\n1,2\n\n3,4\n")
+    X, y, _, _ = gather(open_source(path, target="y"))
+    np.testing.assert_array_equal(X[:, 0], [1, np.nan, 3])
+    np.testing.assert_array_equal(y, [2, np.nan, 4])
+
+
+def test_csv_types_come_from_all_rows_not_just_the_first_block(tmp_path):
+    # Integers in the first blocks, a decimal and an empty cell far later.
+    lines = ["n,y"] + [f"{i},1" for i in range(700_000)] + ["2.5,1", ",1"]
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(lines) + "\n")
+    X, _, _, _ = gather(open_source(path, target="y"))
+    assert X.shape == (700_002, 1)
+    assert X[-2, 0] == 2.5 and np.isnan(X[-1, 0])
+    np.testing.assert_array_equal(X[:700_000, 0], np.arange(700_000.0))
+
+
+def test_windows_line_endings_and_no_final_newline(tmp_path):
+    path = tmp_path / "crlf.csv"
+    path.write_bytes(b"x,y\r\n1,2\r\n3,4")
+    X, y, _, _ = gather(open_source(path, target="y"))
+    np.testing.assert_array_equal(X[:, 0], [1, 3])
+    np.testing.assert_array_equal(y, [2, 4])
+
+
+def test_without_target_there_is_no_y(tmp_path):
+    path = tmp_path / "features.csv"
+    path.write_text("a,b\n1,2\n3,4\n")
+    source = open_source(path)
+    X, y, _, _ = gather(source)
+    assert y is None and source.schema.target_name is None
+    np.testing.assert_array_equal(X, [[1, 2], [3, 4]])
+
+
+def test_drop_non_numeric_records_the_columns_and_why(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("city,day,x,y\nParis,2024-01-01,1,2\nOslo,2024-01-02,3,4\n")
+    source = open_source(path, target="y", drop_non_numeric=True)
+    assert source.schema.feature_names == ("x",)
+    dropped = {d.name: d.reason for d in source.schema.dropped}
+    assert set(dropped) == {"city", "day"}
+    assert "Paris" in dropped["city"] and "line 2" in dropped["city"]
+    assert "date" in dropped["day"]
+    X, _, _, _ = gather(source)
+    np.testing.assert_array_equal(X[:, 0], [1, 3])
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "arrow"])
+def test_drop_non_numeric_in_frames(kind):
+    frame = pd.DataFrame({"name": ["a", "b"], "when": pd.to_datetime(["2024-01-01"] * 2)})
+    frame["x"] = [1.0, 2.0]
+    frame["y"] = [3.0, 4.0]
+    data = {"pandas": frame, "polars": pl.from_pandas(frame), "arrow": pa.Table.from_pandas(frame)}
+    source = open_source(data[kind], target="y", drop_non_numeric=True)
+    assert source.schema.feature_names == ("x",)
+    assert [d.name for d in source.schema.dropped] == ["name", "when"]
+
+
+def test_one_dimensional_inputs_are_one_feature():
+    X, _, _, _ = gather(open_source(np.arange(5), np.zeros(5)))
+    assert X.shape == (5, 1)
+    series_source = open_source(pd.Series(np.arange(5.0), name="size"), np.zeros(5))
+    assert series_source.schema.feature_names == ("size",)
+    polars_source = open_source(pl.Series("size", np.arange(5.0)), np.zeros(5))
+    assert polars_source.schema.feature_names == ("size",)
+
+
+def test_target_name_comes_from_a_series():
+    source = open_source(np.ones((3, 2)), pd.Series([1.0, 2.0, 3.0], name="price"))
+    assert source.schema.target_name == "price"
+    _, y, _, _ = gather(source)
+    np.testing.assert_array_equal(y, [1, 2, 3])
+
+
+def test_object_array_of_numbers_is_accepted():
+    X, _, _, _ = gather(open_source(np.array([[1, 2.5], [None, 3]], dtype=object)))
+    np.testing.assert_array_equal(X, [[1, 2.5], [np.nan, 3]])
+
+
+def test_reiteration_gives_identical_passes(frame, tmp_path):
+    for kind, source in all_sources(frame, tmp_path, 100).items():
+        first, second = gather(source), gather(source)
+        np.testing.assert_array_equal(first[0], second[0], err_msg=kind)
+        np.testing.assert_array_equal(first[1], second[1], err_msg=kind)
+        assert first[2] == second[2], kind
+
+
+def test_stopping_a_pass_early_leaves_the_next_pass_whole(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("x,y\n" + "1,2\n" * 300_000)
+    source = open_source(path, target="y", batch_rows=1000)
+    next(iter(source.batches()))
+    X, _, _, _ = gather(source)
+    assert X.shape == (300_000, 1)
+
+
+def test_numpy_input_is_never_written_to():
+    X = np.arange(12.0).reshape(4, 3)
+    y = np.arange(4.0)
+    X_before, y_before = X.copy(), y.copy()
+    source = open_source(X, y, batch_rows=3)
+    assert isinstance(source, ArraySource)
+    for batch in source.batches():
+        with pytest.raises(ValueError, match="read-only"):
+            batch.X[0, 0] = -1.0
+        with pytest.raises(ValueError, match="read-only"):
+            batch.y[0] = -1.0
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+    assert X.flags.writeable and y.flags.writeable
+
+
+def test_frames_are_not_modified(frame):
+    before = frame.copy()
+    for data in (frame, pa.Table.from_pandas(frame)):
+        list(open_source(data, target="price", drop_non_numeric=True).batches())
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_files_are_not_modified(frame, tmp_path):
+    path = tmp_path / "data.csv"
+    write_csv(frame, path)
+    content, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    list(open_source(path, target="price").batches())
+    assert path.read_bytes() == content and path.stat().st_mtime_ns == mtime
+
+
+def test_large_integers_become_the_nearest_double():
+    big = np.array([[2**60 + 1], [1]], dtype=np.int64)
+    table = pa.table({"n": big[:, 0]})
+    for data in (big, table):
+        X, _, _, _ = gather(open_source(data))
+        assert X[0, 0] == float(2**60)
