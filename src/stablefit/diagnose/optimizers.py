@@ -1,0 +1,183 @@
+"""Keras's optimizer update rules, step for step, in the model's floating-point type.
+
+Each rule mirrors ``keras/src/optimizers/<name>.py`` (Keras 3): the same operations in
+the same order, on NumPy arrays of the variable dtype, so that the simulated weights round,
+overflow to ``inf`` and turn ``NaN`` where Keras's would. Every array has a leading axis of
+independent runs (one per initialization seed), so one call advances all of them.
+
+The weights are one vector ``theta`` per run: the Dense kernel followed by the bias.
+Weight decay (AdamW) applies to both, as Keras does unless told to exclude variables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stablefit.errors import StablefitInputError
+
+#: Keras's default learning rate of each optimizer (``keras.optimizers.<Name>()``).
+DEFAULT_LEARNING_RATE: dict[str, float] = {
+    "sgd": 0.01,
+    "adam": 0.001,
+    "adamw": 0.001,
+    "rmsprop": 0.001,
+    "adagrad": 0.001,
+}
+OPTIMIZERS: tuple[str, ...] = tuple(DEFAULT_LEARNING_RATE)
+#: The optimizers whose step is divided by a running gradient magnitude.
+ADAPTIVE: frozenset[str] = frozenset({"adam", "adamw", "rmsprop", "adagrad"})
+
+# Keras's own defaults for the hyperparameters the forecast does not expose.
+ADAM_BETA_1 = 0.9
+ADAM_BETA_2 = 0.999
+EPSILON = 1e-7
+ADAMW_WEIGHT_DECAY = 0.004
+RMSPROP_RHO = 0.9
+ADAGRAD_INITIAL_ACCUMULATOR = 0.1
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """An optimizer as ``model.compile`` would get it.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`OPTIMIZERS` (lower case).
+    learning_rate : float
+        The learning rate (already resolved from Keras's default).
+    momentum : float
+        SGD's or RMSprop's momentum (0 = none, Keras's default).
+    nesterov : bool
+        SGD's Nesterov momentum.
+    """
+
+    name: str
+    learning_rate: float
+    momentum: float = 0.0
+    nesterov: bool = False
+
+    @classmethod
+    def resolve(
+        cls, optimizer: str, learning_rate: float | None, momentum: float, nesterov: bool
+    ) -> OptimizerConfig:
+        """Validate the user's choice and fill in Keras's default learning rate."""
+        name = str(optimizer).strip().lower()
+        if name not in DEFAULT_LEARNING_RATE:
+            raise StablefitInputError(
+                f"optimizer={optimizer!r} is not one stablefit simulates; "
+                f"use one of {', '.join(OPTIMIZERS)}"
+            )
+        lr = DEFAULT_LEARNING_RATE[name] if learning_rate is None else float(learning_rate)
+        if not np.isfinite(lr) or lr <= 0:
+            raise StablefitInputError(
+                f"learning_rate={learning_rate!r} must be a finite number > 0 (e.g. 0.001)"
+            )
+        momentum = float(momentum)
+        if not 0.0 <= momentum <= 1.0:
+            raise StablefitInputError(
+                f"momentum={momentum!r} must lie in [0, 1], as Keras requires (e.g. 0.9)"
+            )
+        if momentum and name not in ("sgd", "rmsprop"):
+            raise StablefitInputError(
+                f"momentum={momentum} applies to 'sgd' and 'rmsprop' only, not to {name!r}; "
+                "drop it or change the optimizer"
+            )
+        if nesterov and name != "sgd":
+            raise StablefitInputError(
+                f"nesterov=True applies to 'sgd' only, not to {name!r}; drop it"
+            )
+        return cls(name=name, learning_rate=lr, momentum=momentum, nesterov=bool(nesterov))
+
+    def keras_expression(self) -> str:
+        """The Python expression that builds this optimizer in tf.keras."""
+        class_name = {
+            "sgd": "SGD",
+            "adam": "Adam",
+            "adamw": "AdamW",
+            "rmsprop": "RMSprop",
+            "adagrad": "Adagrad",
+        }[self.name]
+        args = [f"learning_rate={self.learning_rate:g}"]
+        if self.momentum:
+            args.append(f"momentum={self.momentum:g}")
+        if self.nesterov:
+            args.append("nesterov=True")
+        return f"tf.keras.optimizers.{class_name}({', '.join(args)})"
+
+
+class UpdateRule:
+    """State and update of one optimizer for ``runs`` independent weight vectors."""
+
+    def __init__(self, config: OptimizerConfig, shape: tuple[int, int], dtype: np.dtype):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.lr = self.dtype.type(config.learning_rate)
+        self.iterations = 0
+        zeros = np.zeros(shape, dtype=self.dtype)
+        name = config.name
+        if name == "sgd":
+            self.slots = {"momentum": zeros.copy()} if config.momentum else {}
+        elif name in ("adam", "adamw"):
+            self.slots = {"m": zeros.copy(), "v": zeros.copy()}
+        elif name == "rmsprop":
+            self.slots = {"velocity": zeros.copy()}
+            if config.momentum:
+                self.slots["momentum"] = zeros.copy()
+        else:
+            self.slots = {"accumulator": np.full(shape, ADAGRAD_INITIAL_ACCUMULATOR, self.dtype)}
+
+    def _c(self, value: float) -> np.generic:
+        # Keras casts each Python constant to the variable dtype before using it.
+        return self.dtype.type(value)
+
+    def apply(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """Return the weights after one optimizer step (the caller's arrays stay intact)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            name = self.config.name
+            if name == "adamw":
+                # base_optimizer._apply_weight_decay: runs before update_step.
+                theta = theta - theta * self._c(ADAMW_WEIGHT_DECAY) * self.lr
+            step = getattr(self, f"_{'adam' if name == 'adamw' else name}")
+            theta = step(theta, grad.astype(self.dtype, copy=False))
+        self.iterations += 1
+        return theta
+
+    def _sgd(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        if not self.config.momentum:
+            return theta - grad * self.lr
+        beta = self._c(self.config.momentum)
+        m = self.slots["momentum"] = self.slots["momentum"] * beta - grad * self.lr
+        if self.config.nesterov:
+            return theta + (m * beta - grad * self.lr)
+        return theta + m
+
+    def _adam(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        local_step = self._c(self.iterations + 1)
+        beta_1_power = np.power(self._c(ADAM_BETA_1), local_step)
+        beta_2_power = np.power(self._c(ADAM_BETA_2), local_step)
+        one = self._c(1.0)
+        alpha = self.lr * np.sqrt(one - beta_2_power) / (one - beta_1_power)
+        m, v = self.slots["m"], self.slots["v"]
+        m = self.slots["m"] = m + (grad - m) * self._c(1 - ADAM_BETA_1)
+        v = self.slots["v"] = v + (np.square(grad) - v) * self._c(1 - ADAM_BETA_2)
+        return theta - (m * alpha) / (np.sqrt(v) + self._c(EPSILON))
+
+    def _rmsprop(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        rho = self._c(RMSPROP_RHO)
+        velocity = self.slots["velocity"] = self.slots["velocity"] * rho + np.square(
+            grad
+        ) * self._c(1 - RMSPROP_RHO)
+        increment = (self.lr * grad) / np.sqrt(velocity + self._c(EPSILON))
+        if not self.config.momentum:
+            return theta - increment
+        momentum = self.slots["momentum"] = (
+            self.slots["momentum"] * self._c(self.config.momentum) + increment
+        )
+        return theta - momentum
+
+    def _adagrad(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        accumulator = self.slots["accumulator"] = self.slots["accumulator"] + np.square(grad)
+        return theta - (self.lr * grad) / np.sqrt(accumulator + self._c(EPSILON))
