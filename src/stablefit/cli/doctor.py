@@ -9,10 +9,12 @@ forecast, then (when Keras is installed) the real Keras outcome beside it, then 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,7 +22,9 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.common import DTYPES
@@ -166,7 +170,10 @@ def scale(X: np.ndarray, scaling: str | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class KerasOutcome:
+    """What Keras's History shows: the first non-finite and first NaN epoch (1-based)."""
+
     first_nonfinite_epoch: int | None
+    first_nan_epoch: int | None
     final_loss: float
 
 
@@ -179,23 +186,44 @@ def train_with_keras(
     epochs: int = EPOCHS,
     seed: int = 0,
 ) -> KerasOutcome:
-    """Train the seed's model for real: Dense(1), MSE, float32, CPU, fixed seed, quiet."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
-    import keras
+    """Train the seed's model for real: Dense(1), MSE, float32, CPU, fixed seed, quiet.
 
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([keras.Input(shape=(X.shape[1],)), keras.layers.Dense(1)])
-    options: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
-    optimizer_class = getattr(keras.optimizers, OPTIMIZER_NAMES[optimizer])
-    model.compile(optimizer=optimizer_class(**options), loss="mse")
-    history = model.fit(X, y, epochs=epochs, batch_size=32, verbose=0)
-    losses = np.asarray(history.history["loss"], dtype=np.float64)
+    The examples fit in one batch of 32, so each epoch is one ``train_on_batch`` call: the
+    same update and the same loss ``model.fit`` records, without its per-epoch overhead.
+    """
+    if X.shape[0] > 32:
+        raise ValueError("train_with_keras runs one batch per epoch: at most 32 rows")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _quiet_native_stderr():
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential([keras.Input(shape=(X.shape[1],)), keras.layers.Dense(1)])
+        options: dict[str, Any] = {} if learning_rate is None else {"learning_rate": learning_rate}
+        optimizer_class = getattr(keras.optimizers, OPTIMIZER_NAMES[optimizer])
+        model.compile(optimizer=optimizer_class(**options), loss="mse")
+        losses = np.array([float(model.train_on_batch(X, y)) for _ in range(epochs)])
     bad = np.flatnonzero(~np.isfinite(losses))
+    nan = np.flatnonzero(np.isnan(losses))
     return KerasOutcome(
         first_nonfinite_epoch=int(bad[0]) + 1 if bad.size else None,
+        first_nan_epoch=int(nan[0]) + 1 if nan.size else None,
         final_loss=float(losses[-1]),
     )
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what TensorFlow's C++ side prints on stderr (oneDNN and absl banners)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _forecast_cell(diagnosis: Diagnosis) -> str:
@@ -204,15 +232,20 @@ def _forecast_cell(diagnosis: Diagnosis) -> str:
         return "no forecast"
     if training.outcome == "diverges":
         low, high = training.first_nonfinite_epoch_range or (training.first_nonfinite_epoch,) * 2
-        epochs = str(low) if low == high else f"{low}–{high}"
-        return f"diverges: non-finite at epoch {epochs}"
+        text = f"inf at epoch {low}" if low == high else f"inf at epoch {low}–{high}"
+        if training.first_nan_epoch is not None:
+            text += f", NaN at {training.first_nan_epoch}"
+        return text
     return f"{training.outcome}: loss {format_number(training.predicted_final_loss)}"
 
 
 def _keras_cell(outcome: KerasOutcome) -> str:
-    if outcome.first_nonfinite_epoch is not None:
-        return f"non-finite at epoch {outcome.first_nonfinite_epoch}"
-    return f"loss {format_number(outcome.final_loss)}"
+    if outcome.first_nonfinite_epoch is None:
+        return f"loss {format_number(outcome.final_loss)}"
+    text = f"inf at epoch {outcome.first_nonfinite_epoch}"
+    if outcome.first_nan_epoch is not None:
+        text += f", NaN at {outcome.first_nan_epoch}"
+    return text
 
 
 def keras_available() -> bool:
@@ -223,6 +256,8 @@ def keras_available() -> bool:
 
 def run_demo(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=110)
     use_keras = not args.no_keras and keras_available()
     console.print(
         "[bold]stablefit demo[/]: the three examples of “Why is TensorFlow's simple linear "
@@ -230,10 +265,10 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{EPOCHS} epochs, batch size 32, float32.\n"
     )
     table = Table(show_lines=False)
-    for column in ("example", "setting", "stablefit forecast (ms)", "optimum"):
-        table.add_column(column)
+    for column in ("example", "setting", "stablefit forecast", "ms", "optimum"):
+        table.add_column(column, no_wrap=column != "setting")
     if use_keras:
-        table.add_column("real Keras (seed 0)")
+        table.add_column("real Keras (seed 0)", no_wrap=True)
     diagnoses = []
     started = time.perf_counter()
     for case in DEMO_CASES:
@@ -253,7 +288,8 @@ def run_demo(args: argparse.Namespace) -> int:
         row = [
             case.title,
             case.setting,
-            f"{_forecast_cell(diagnosis)} ({elapsed_ms:.0f})",
+            _forecast_cell(diagnosis),
+            f"{elapsed_ms:.0f}",
             format_number(optimum),
         ]
         if use_keras:
@@ -279,7 +315,9 @@ def run_demo(args: argparse.Namespace) -> int:
 def _print_why(console: Console, diagnosis: Diagnosis) -> None:
     console.print("[bold underline]Why Example 1 fails with SGD[/]")
     for finding in diagnosis.findings:
-        console.print(f"  [bold]{finding.code}[/] {finding.title}: {finding.message}")
+        line = Text(f"{finding.code} {finding.title}: ", style="bold")
+        line.append(finding.message, style="")
+        console.print(Padding(line, (0, 0, 0, 2)))
     console.print()
 
 
