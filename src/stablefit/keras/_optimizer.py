@@ -80,7 +80,8 @@ def learning_rate_object(optimizer: keras.optimizers.Optimizer) -> Any:
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     """The learning rate the next update will use, as a float."""
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    rate = optimizer.learning_rate
+    return float(rate.numpy() if hasattr(rate, "numpy") else rate)
 
 
 def scale_learning_rate(optimizer: keras.optimizers.Optimizer, factor: float) -> bool:

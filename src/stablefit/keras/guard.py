@@ -34,6 +34,10 @@ _SAVE_METHODS = ("save_weights", "save")
 # Snapshots whose loss was confirmed finite, newest last. Two are enough to step back
 # once when the newest one is itself on a diverging path.
 _GOOD_SNAPSHOTS_KEPT = 2
+# A snapshot whose loss is this many times the best loss of the run is not kept as good:
+# a diverging run passes through huge but finite losses before it overflows, and rolling
+# back to one of those would only diverge again.
+_DIVERGING_GROWTH = 1e4
 
 
 @dataclass
@@ -93,8 +97,11 @@ class NanGuard(keras.callbacks.Callback):
     -----
     Keras reports the running mean of the epoch's loss to callbacks; after a rollback the
     guard resets the model's metrics, so an epoch's reported loss covers the batches
-    trained after its last rollback. With ``steps_per_execution > 1`` the guard sees, and
-    snapshots at, the end of each execution rather than each batch.
+    trained after its last rollback. A snapshot whose loss exceeds 1e4 times the best loss
+    of the run is not kept as good: a diverging run passes through huge finite losses
+    before it overflows, and rolling back there would only diverge again. With
+    ``steps_per_execution > 1`` the guard sees, and snapshots at, the end of each execution
+    rather than each batch.
     """
 
     def __init__(
@@ -130,6 +137,9 @@ class NanGuard(keras.callbacks.Callback):
         self._epoch = 0
         self._batch = -1
         self._failed_in_epoch: float | None = None
+        self._recovered_in_batch = False
+        self._trained_since = True
+        self._best_loss = math.inf
         self._stopped = False
         self._first_learning_rate = current_learning_rate(self.model.optimizer)
         self._install_save_guard()
@@ -138,26 +148,47 @@ class NanGuard(keras.callbacks.Callback):
         self._epoch = epoch
         self._batch = -1
         self._failed_in_epoch = None
-        if not self._good:
+        if not self._good and self.model.built:
+            optimizer = self.model.optimizer
+            if not optimizer.built:
+                # Keras builds it at the first update; building it now (identically) lets
+                # the first snapshot hold the optimizer's fresh state.
+                optimizer.build(self.model.trainable_variables)
             self._take_initial_snapshot()
 
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._stopped:
-            return
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # Callbacks earlier in the list may save (and so trigger a check) before this
+        # guard's on_train_batch_end: events must name the batch being trained.
         self._batch = batch
+        self._recovered_in_batch = False
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._stopped or self._recovered_in_batch:
+            return
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             self._recover(kind="loss", value=float(loss), variable=self._first_nonfinite())
             return
-        self._confirm_pending()
+        self._confirm_pending(None if loss is None else float(loss))
         self._batches_since_snapshot += 1
-        snapshot_due = self._batches_since_snapshot >= self.snapshot_every
+        first = not self._good  # the model was built by the first batch itself
+        snapshot_due = first or self._batches_since_snapshot >= self.snapshot_every
         if not snapshot_due and self.check_weights != "batch":
             return
         weights = _host_copy(self.model.weights)
-        if self.check_weights != "never" and self._recover_if_nonfinite(weights):
+        if (first or self.check_weights != "never") and self._recover_if_nonfinite(weights):
             return
-        if snapshot_due:
+        if first:
+            self._good.append(
+                _Snapshot(
+                    epoch=self._epoch,
+                    batch=batch,
+                    weights=weights,
+                    optimizer=_host_copy(self._optimizer_variables()),
+                )
+            )
+            self._batches_since_snapshot = 0
+        elif snapshot_due:
             self._pending = _Snapshot(
                 epoch=self._epoch,
                 batch=batch,
@@ -204,9 +235,14 @@ class NanGuard(keras.callbacks.Callback):
             )
         )
 
-    def _confirm_pending(self) -> None:
+    def _confirm_pending(self, loss: float | None) -> None:
         self._trained_since = True
+        if loss is not None:
+            self._best_loss = min(self._best_loss, loss)
         if self._pending is None:
+            return
+        if loss is not None and loss > _DIVERGING_GROWTH * self._best_loss:
+            self._pending = None
             return
         self._good = [*self._good, self._pending][-_GOOD_SNAPSHOTS_KEPT:]
         self._pending = None
@@ -217,6 +253,15 @@ class NanGuard(keras.callbacks.Callback):
             # Training failed again from the newest good snapshot without confirming a
             # new one: it lies on the diverging path, so step back one more.
             self._good.pop()
+        if not self._good:
+            self._stopped = True
+            self.model.stop_training = True
+            self._uninstall_save_guard()
+            raise NonFiniteTrainingError(
+                f"NanGuard: the first batch of epoch {self._epoch + 1} already produced a "
+                "non-finite value, before the model was built and a snapshot could be taken; "
+                "build the model first (keras.Input or model.build) so the guard can restore it."
+            )
         snapshot = self._good[-1]
         for variable, value in zip(self.model.weights, snapshot.weights, strict=True):
             variable.assign(value)
@@ -242,11 +287,13 @@ class NanGuard(keras.callbacks.Callback):
 
     def _recover(self, *, kind: str, value: float, variable: tuple[str, float] | None) -> None:
         self._rollbacks += 1
+        self._recovered_in_batch = True
         self._trained_since = False
         self._failed_in_epoch = value if kind == "loss" else float("nan")
         optimizer = self.model.optimizer
-        before = current_learning_rate(optimizer)
         snapshot = self._restore()
+        # Measured after the restore: a schedule's value depends on the restored step.
+        before = current_learning_rate(optimizer)
         stop = self._rollbacks > self.max_retries
         remedy = "none: stopped" if stop else self._apply_remedy()
         event = GuardEvent(

@@ -1,0 +1,65 @@
+"""Shared pieces of the Keras tests: the seed's examples and tiny real models."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+keras = pytest.importorskip("keras")
+
+
+def seed_example_1() -> tuple[np.ndarray, np.ndarray]:
+    """The seed's Example 1: two exactly collinear features, y = 10 * x1."""
+    x = np.array([[1, 1_000_000], [2, 2_000_000], [3, 3_000_000]], dtype="float32")
+    y = np.array([10, 20, 30], dtype="float32")
+    return x, y
+
+
+def seed_example_3() -> tuple[np.ndarray, np.ndarray]:
+    """The seed's Example 3 without scaling: one outlier row."""
+    x = np.array([[1, 10], [2, 20], [3, 30], [4, 1_000_000]], dtype="float32")
+    y = np.array([10, 20, 30, 40], dtype="float32")
+    return x, y
+
+
+def well_conditioned(rows: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Standard-normal features, y = x @ [1, -2, 0.5] + 3 + noise(0.1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 3)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 3.0 + 0.1 * rng.standard_normal(rows)).astype("float32")
+    return x, y
+
+
+def linear_model(features: int, optimizer: object, *, seed: int = 0) -> keras.Model:
+    """``Dense(1)`` on ``features`` inputs, compiled with MSE, from a fixed seed."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((features,)), keras.layers.Dense(1)])
+    model.compile(optimizer=optimizer, loss="mse")
+    return model
+
+
+def all_finite(model: keras.Model) -> bool:
+    return all(np.isfinite(w).all() for w in model.get_weights())
+
+
+class OneBadBatch(keras.utils.PyDataset):
+    """Batches of (x, y) in order; batch ``bad_index`` has a NaN in x the first time only."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, bad_index: int) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.bad_index = x, y, batch_size, bad_index
+        self.served_bad = False
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch_size
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        x = self.x[rows].copy()
+        if index == self.bad_index and not self.served_bad:
+            x[0, 0] = np.nan
+            self.served_bad = True
+        return x, self.y[rows]
