@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -37,12 +36,12 @@ from stablefit.io.columns import Selection
 from stablefit.io.schema import Batch, Schema
 
 # Bytes of the file's start used to read the header and infer column types.
-SNIFF_BYTES = 4 << 20
+SNIFF_BYTES = 1 << 20
 # Block size of pyarrow's parser inside a chunk; larger blocks parse more slowly.
 PARSE_BLOCK_BYTES = 1 << 20
 # Chunk sizes: about batch_rows rows, within these bounds.
 MIN_CHUNK_BYTES = 1 << 20
-MAX_CHUNK_BYTES = 8 << 20
+MAX_CHUNK_BYTES = 4 << 20
 # A line longer than this (or a file without "\n" line breaks) is refused, not buffered.
 MAX_LINE_BYTES = 64 << 20
 MAX_WORKERS = 4
@@ -54,7 +53,7 @@ FIRST_DATA_LINE = 2
 class Chunk:
     """A run of whole lines of the file; the first chunk starts with the header line."""
 
-    data: bytes
+    data: pa.Buffer
     has_header: bool
 
 
@@ -79,6 +78,17 @@ def ragged_row_error(path: Path, line: int, row: pa_csv.InvalidRow) -> Stablefit
         f"{row.expected_columns}: {text!r}. Fix that line (a stray or missing delimiter, "
         "or an unquoted delimiter inside a value).",
     )
+
+
+def read_into(stream: pa.NativeFile, view: memoryview) -> int:
+    """Fill ``view`` from ``stream``; fewer bytes only at the end of the stream."""
+    filled = 0
+    while filled < len(view):
+        count = stream.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
 
 
 def parse_options(delimiter: str, invalid: list[pa_csv.InvalidRow]) -> pa_csv.ParseOptions:
@@ -189,29 +199,34 @@ class CsvSource:
                 for _, future in pending:
                     future.cancel()
 
-    def _chunks(self, stream: IO[bytes]) -> Iterator[Chunk]:
-        """Whole lines, about ``chunk_bytes`` at a time; line numbers are filled in later."""
+    def _chunks(self, stream: pa.NativeFile) -> Iterator[Chunk]:
+        """Whole lines, about ``chunk_bytes`` at a time, each in its own buffer.
+
+        Each buffer is filled in place and handed to the parser without a copy; only the
+        partial line at its end is copied into the next one.
+        """
         rest = b""
         first = True
         while True:
-            data = stream.read(self.chunk_bytes)
-            if not data:
-                if rest:
-                    yield Chunk(rest, first)
+            buffer = bytearray(len(rest) + self.chunk_bytes)
+            buffer[: len(rest)] = rest
+            filled = len(rest) + read_into(stream, memoryview(buffer)[len(rest) :])
+            if filled < len(buffer):  # the end of the file
+                if filled:
+                    yield Chunk(pa.py_buffer(memoryview(buffer)[:filled]), first)
                 return
-            buffer = rest + data if rest else data
             cut = buffer.rfind(b"\n") + 1
             if cut == 0:
-                if len(buffer) > MAX_LINE_BYTES:
+                if filled > MAX_LINE_BYTES:
                     raise read_error(
                         self.path,
-                        f"no line break in {len(buffer) >> 20} MiB; lines must end with "
+                        f"no line break in {filled >> 20} MiB; lines must end with "
                         "'\\n' (or '\\r\\n') and be shorter than that.",
                     )
-                rest = buffer
+                rest = bytes(buffer)
                 continue
-            yield Chunk(buffer[:cut], first)
-            rest = buffer[cut:]
+            yield Chunk(pa.py_buffer(memoryview(buffer)[:cut]), first)
+            rest = bytes(memoryview(buffer)[cut:])
             first = False
 
     def _read_options(self, chunk: Chunk, column_types: dict[str, pa.DataType]) -> dict:
@@ -234,7 +249,7 @@ class CsvSource:
         invalid: list[pa_csv.InvalidRow] = []
         try:
             table = pa_csv.read_csv(
-                pa.py_buffer(chunk.data),
+                chunk.data,
                 parse_options=parse_options(self.delimiter, invalid),
                 **self._read_options(chunk, self.column_types),
             )
@@ -264,7 +279,7 @@ class CsvSource:
         """Find the first cell of the chunk that is not a number, by re-reading it as text."""
         as_text = dict.fromkeys(self.column_types, pa.string())
         table = pa_csv.read_csv(
-            pa.py_buffer(chunk.data),
+            chunk.data,
             parse_options=pa_csv.ParseOptions(delimiter=self.delimiter, ignore_empty_lines=False),
             **self._read_options(chunk, as_text),
         )

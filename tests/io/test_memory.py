@@ -1,0 +1,85 @@
+"""Reading a large CSV file keeps memory bounded: the file is streamed, never loaded whole."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+FILE_MB = 400
+COLUMNS = 10
+# What reading may add to the interpreter's memory, whatever the file size: a few chunks
+# in flight on the thread pool plus the Summary's sketches.
+GROWTH_LIMIT_MB = 200
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import psutil
+    from stablefit.io import open_source
+    from stablefit.summary import summarize
+
+    before = psutil.Process().memory_info().rss
+    summary = summarize(open_source(sys.argv[1], target="y"))
+    peak = None
+    try:
+        import resource
+        # ru_maxrss is in KiB on Linux, in bytes on macOS.
+        scale = 1 if sys.platform == "darwin" else 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    except ImportError:
+        pass
+    print(json.dumps({"rows": summary.n_rows, "before": before, "peak": peak}))
+    """
+)
+
+
+def write_large_csv(path, megabytes: int) -> int:
+    """A CSV of about ``megabytes`` MB made of one random block repeated; returns its rows."""
+    rng = np.random.default_rng(0)
+    block = rng.standard_normal((20_000, COLUMNS))
+    text = "\n".join(",".join(f"{v:.15g}" for v in row) for row in block) + "\n"
+    repeats = max(1, megabytes * 10**6 // len(text))
+    with path.open("w") as stream:
+        stream.write(",".join([*(f"x{j}" for j in range(COLUMNS - 1)), "y"]) + "\n")
+        for _ in range(repeats):
+            stream.write(text)
+    return repeats * block.shape[0]
+
+
+@pytest.mark.slow
+def test_summarizing_a_large_csv_does_not_load_it(tmp_path):
+    path = tmp_path / "large.csv"
+    rows = write_large_csv(path, FILE_MB)
+    file_bytes = path.stat().st_size
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    watched = psutil.Process(child.pid)
+    polled_peak = 0
+    while child.poll() is None:
+        try:
+            polled_peak = max(polled_peak, watched.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.005)
+    output, _ = child.communicate()
+    assert child.returncode == 0
+    report = json.loads(output)
+    assert report["rows"] == rows
+    peak = max(polled_peak, report["peak"] or 0)
+    growth_mb = (peak - report["before"]) / 2**20
+    print(
+        f"file {file_bytes / 2**20:.0f} MiB, peak RSS {peak / 2**20:.0f} MiB, "
+        f"growth {growth_mb:.0f} MiB"
+    )
+    assert growth_mb < GROWTH_LIMIT_MB
+    # Loading the file would take more than its size; streaming takes a fraction of it.
+    assert peak - report["before"] < file_bytes / 3
+    assert peak < 2**30
