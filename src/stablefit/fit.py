@@ -355,15 +355,16 @@ def _certificate(
     remaining = remaining + condition * UNIT_ROUNDOFF**2 * np.max(np.abs(theta)) * 16
     original_error = np.abs(T) @ remaining
     values = T @ theta
-    digits = trusted_digits(values, original_error)
-    kept = digits
-    backward = (
-        refinement.gradient_norm / (refinement.design_norm * refinement.residual_norm)
-        if refinement.residual_norm > 0
-        else 0.0
-    )
+    raw_R = np.linalg.solve(T.T, R.T).T
+    # A coefficient that is exactly 0 has no relative error; its digits are counted
+    # relative to the size at which it would explain the whole target, ‖y‖ / ‖A e_j‖.
     with np.errstate(divide="ignore"):
-        raw_R = np.linalg.solve(T.T, R.T).T
+        natural = refinement.target_norm / np.linalg.norm(raw_R, axis=0)
+    kept = trusted_digits(np.where(values == 0, natural, values), original_error)
+    # For a (nearly) exact fit r is rounding noise; measure it against ‖y‖ instead.
+    floor = UNIT_ROUNDOFF * refinement.target_norm
+    denominator = refinement.design_norm * max(refinement.residual_norm, floor)
+    backward = refinement.gradient_norm / denominator if denominator > 0 else 0.0
     return Certificate(
         condition_number=condition,
         condition_number_raw=_condition(raw_R),

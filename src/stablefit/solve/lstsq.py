@@ -107,6 +107,7 @@ class Refinement:
     gradient_norm: float = float("nan")
     design_norm: float = float("nan")
     residual_norm: float = float("nan")
+    target_norm: float = float("nan")
     gram: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -120,11 +121,11 @@ class Refinement:
 
 def _pass(
     design: ScaledDesign, theta_hi: np.ndarray, theta_lo: np.ndarray, want_gram: bool
-) -> tuple[np.ndarray, float, int, float, tuple[np.ndarray, np.ndarray] | None]:
-    """One pass: g = Ãᵀ(y - Ãθ) in double-double, ‖r‖², rows, ‖Ã‖_F², and optionally ÃᵀÃ."""
+) -> tuple[np.ndarray, float, int, float, float, tuple[np.ndarray, np.ndarray] | None]:
+    """One pass: g = Ãᵀ(y - Ãθ) in double-double, ‖r‖², rows, ‖Ã‖_F², ‖y‖², optionally ÃᵀÃ."""
     k = theta_hi.size
     g_hi, g_lo = np.zeros(k), np.zeros(k)
-    sse, n, frob = 0.0, 0, 0.0
+    sse, n, frob, yy = 0.0, 0, 0.0, 0.0
     G = (np.zeros((k, k)), np.zeros((k, k))) if want_gram else None
     for block in design.blocks():
         p_hi, p_lo = dd_matvec(block.hi, block.lo, theta_hi, theta_lo)
@@ -133,12 +134,13 @@ def _pass(
         b_hi, b_lo = dd_rmatvec(block.hi, block.lo, r_hi, r_lo)
         g_hi, g_lo = dd_add(g_hi, g_lo, b_hi, b_lo)
         sse += float(r_hi @ r_hi)
+        yy += float(block.y @ block.y)
         frob += float(np.einsum("ij,ij->", block.hi, block.hi))
         n += block.y.size
         if G is not None:
             B_hi, B_lo = dd_gram(block.hi, block.lo)
             G = dd_add(G[0], G[1], B_hi, B_lo)
-    return g_hi + g_lo, sse, n, frob, G
+    return g_hi + g_lo, sse, n, frob, yy, G
 
 
 def refine(
@@ -153,7 +155,10 @@ def refine(
     theta_hi, theta_lo = np.zeros(k), np.zeros(k)
     result = Refinement(theta_hi, theta_lo, float("nan"), 0, 0)
     for step in range(1, max_steps + 1):
-        g, sse, n, frob, G = _pass(design, theta_hi, theta_lo, want_gram and result.gram is None)
+        g, sse, n, frob, yy, G = _pass(
+            design, theta_hi, theta_lo, want_gram and result.gram is None
+        )
+        result.target_norm = float(np.sqrt(yy))
         if G is not None:
             result.gram = G
         delta = _solve_normal(R, g)
