@@ -241,3 +241,25 @@ def test_feature_names_must_match_the_columns():
 def test_batch_rows_must_be_positive():
     with pytest.raises(StablefitInputError, match="batch_rows must be a positive integer"):
         open_source(np.ones(3), batch_rows=0)
+
+
+def test_requested_columns_that_are_missing_are_named_with_a_suggestion(tmp_path):
+    path = tmp_path / "new.csv"
+    path.write_text("rooms,area_m2,price\n3,70,100\n")
+    with pytest.raises(
+        StablefitInputError, match=r"missing column\(s\) 'area' \(did you mean 'area_m2'\?\)"
+    ):
+        open_source(path, columns=["rooms", "area"])
+
+
+def test_requested_column_that_is_not_numeric(tmp_path):
+    path = tmp_path / "new.csv"
+    path.write_text("rooms,city\n3,Oslo\n")
+    with pytest.raises(StablefitInputError, match=r"'city': text such as 'Oslo'") as error:
+        open_source(path, columns=["rooms", "city"])
+    assert "drop_non_numeric" not in str(error.value)
+
+
+def test_columns_are_for_tables():
+    with pytest.raises(StablefitInputError, match=r"X\[:, \[...\]\]"):
+        open_source(np.ones((2, 2)), columns=["x0"])

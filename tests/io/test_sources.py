@@ -249,3 +249,25 @@ def test_large_integers_become_the_nearest_double():
     for data in (big, table):
         X, _, _, _ = gather(open_source(data))
         assert X[0, 0] == float(2**60)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "pandas", "polars", "arrow"])
+def test_columns_selects_features_in_the_given_order(tmp_path, kind):
+    frame = pd.DataFrame({"city": ["Oslo", "Rome"], "a": [1.0, 2.0], "b": [3, 4], "y": [5.0, 6.0]})
+    data = {
+        "pandas": frame,
+        "polars": pl.from_pandas(frame),
+        "arrow": pa.Table.from_pandas(frame),
+    }.get(kind)
+    if data is None:
+        data = tmp_path / f"data.{kind}"
+        if kind == "csv":
+            frame.to_csv(data, index=False)
+        else:
+            frame.to_parquet(data)
+    source = open_source(data, columns=["b", "a"])
+    assert source.schema.feature_names == ("b", "a")
+    assert source.schema.target_name is None and source.schema.dropped == ()
+    X, y, _, _ = gather(source)
+    assert y is None
+    np.testing.assert_array_equal(X, [[3, 1], [4, 2]])

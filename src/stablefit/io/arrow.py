@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stablefit.io.columns import Selection, select_columns
+from stablefit.io.columns import ColumnChoice, Selection, select_columns
 from stablefit.io.schema import Batch, Schema
 
 ArrowColumn = pa.Array | pa.ChunkedArray
@@ -106,9 +106,8 @@ def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) ->
 def select_arrow_columns(
     schema: pa.Schema,
     sample: pa.RecordBatch | pa.Table,
+    choice: ColumnChoice,
     *,
-    target: str | None,
-    drop_non_numeric: bool,
     origin: str,
     row_label: str = "row",
     row_offset: int = 0,
@@ -118,8 +117,7 @@ def select_arrow_columns(
     return select_columns(
         names,
         [is_numeric_type(field.type) for field in schema],
-        target=target,
-        drop_non_numeric=drop_non_numeric,
+        choice,
         origin=origin,
         describe=lambda p: describe_column(sample.column(p), row_label, row_offset),
     )

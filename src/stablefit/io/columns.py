@@ -20,6 +20,19 @@ LISTED_NAMES = 20
 
 
 @dataclass(frozen=True)
+class ColumnChoice:
+    """What the caller asked for: the target, the feature columns, and what to drop.
+
+    ``columns`` names the feature columns to read, in that order; every other column is
+    ignored. Without it, every numeric column except the target is a feature.
+    """
+
+    target: str | None = None
+    drop_non_numeric: bool = False
+    columns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Selection:
     """Positions of the features and the target among a table's columns."""
 
@@ -54,14 +67,35 @@ def check_unique(names: Sequence[str], origin: str) -> None:
         )
 
 
+def closest_name(wanted: str, names: Sequence[str]) -> str | None:
+    """The column name the user probably meant: same letters in another case, or similar."""
+    lowered = {name.lower(): name for name in names}
+    if wanted.lower() in lowered:
+        return lowered[wanted.lower()]
+    close = difflib.get_close_matches(wanted, list(names), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def missing_target_error(target: str, names: Sequence[str], origin: str) -> StablefitInputError:
     """The error for a target name that is not a column, suggesting the closest one."""
-    lowered = {name.lower(): name for name in names}
-    close = [lowered[target.lower()]] if target.lower() in lowered else []
-    close = close or difflib.get_close_matches(target, list(names), n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    close = closest_name(target, names)
+    hint = f" Did you mean {close!r}?" if close else ""
     return StablefitInputError(
         f"{origin}: no column named {target!r} to use as the target.{hint} "
+        f"Available columns: {quote_names(list(names))}."
+    )
+
+
+def missing_columns_error(
+    wanted: Sequence[str], names: Sequence[str], origin: str
+) -> StablefitInputError:
+    """The error for requested feature columns that the table lacks."""
+    parts = []
+    for name in wanted:
+        close = closest_name(name, names)
+        parts.append(repr(name) + (f" (did you mean {close!r}?)" if close else ""))
+    return StablefitInputError(
+        f"{origin}: missing column(s) {', '.join(parts)}. "
         f"Available columns: {quote_names(list(names))}."
     )
 
@@ -69,9 +103,8 @@ def missing_target_error(target: str, names: Sequence[str], origin: str) -> Stab
 def select_columns(
     names: Sequence[str],
     numeric: Sequence[bool],
+    choice: ColumnChoice,
     *,
-    target: str | None,
-    drop_non_numeric: bool,
     origin: str,
     describe: Callable[[int], str],
 ) -> Selection:
@@ -83,10 +116,10 @@ def select_columns(
         Column names in table order.
     numeric : sequence of bool
         Whether each column holds numbers (booleans count as numbers).
-    target : str or None
-        Name of the target column, or None when the table holds features only.
-    drop_non_numeric : bool
-        Leave out non-numeric feature columns (recorded in ``dropped``) instead of raising.
+    choice : ColumnChoice
+        The target (or None when the table holds features only), the feature columns to
+        read (or None for all numeric ones), and whether to leave out non-numeric feature
+        columns (recorded in ``dropped``) instead of raising.
     origin : str
         How the table is named in messages (a file path, ``"pandas DataFrame"``).
     describe : callable
@@ -100,10 +133,11 @@ def select_columns(
     Raises
     ------
     StablefitInputError
-        Duplicate names, a missing or non-numeric target, non-numeric features (unless
-        dropped), or no feature column left.
+        Duplicate names, a missing or non-numeric target, missing requested columns,
+        non-numeric features (unless dropped), or no feature column left.
     """
     check_unique(names, origin)
+    target, drop_non_numeric = choice.target, choice.drop_non_numeric
     target_position = None
     if target is not None:
         if target not in names:
@@ -116,15 +150,26 @@ def select_columns(
                 "its values to numbers."
             )
     candidates = [p for p in range(len(names)) if p != target_position]
+    if choice.columns is not None:
+        absent = [name for name in choice.columns if name not in names]
+        if absent:
+            raise missing_columns_error(absent, names, origin)
+        candidates = [list(names).index(name) for name in choice.columns]
+        drop_non_numeric = False
     text_columns = [p for p in candidates if not numeric[p]]
     if text_columns and not drop_non_numeric:
         detail = "; ".join(f"{names[p]!r}: {describe(p)}" for p in text_columns[:LISTED_NAMES])
         more = len(text_columns) - LISTED_NAMES
+        fix = (
+            "Convert them to numbers."
+            if choice.columns is not None
+            else "Convert them to numbers, or leave them out with drop_non_numeric=True "
+            "(command line: --drop-non-numeric)."
+        )
         raise StablefitInputError(
             f"{origin}: {len(text_columns)} feature column(s) are not numeric ({detail}"
             + (f"; and {more} more" if more > 0 else "")
-            + "). Convert them to numbers, or leave them out with drop_non_numeric=True "
-            "(command line: --drop-non-numeric)."
+            + f"). {fix}"
         )
     dropped = tuple(DroppedColumn(names[p], f"not numeric: {describe(p)}") for p in text_columns)
     features = tuple(p for p in candidates if numeric[p])

@@ -32,7 +32,7 @@ from stablefit.io.arrow import (
     schema_of,
     select_arrow_columns,
 )
-from stablefit.io.columns import Selection
+from stablefit.io.columns import ColumnChoice, Selection
 from stablefit.io.schema import Batch, Schema
 
 # Bytes of the file's start used to read the header and infer column types.
@@ -121,8 +121,7 @@ class CsvSource:
         path: Path,
         *,
         delimiter: str,
-        target: str | None,
-        drop_non_numeric: bool,
+        choice: ColumnChoice,
         batch_rows: int,
     ) -> CsvSource:
         """Read the header and the first block, choose the columns and their types."""
@@ -152,8 +151,7 @@ class CsvSource:
         selection = select_arrow_columns(
             sample.schema,
             sample,
-            target=target,
-            drop_non_numeric=drop_non_numeric,
+            choice,
             origin=str(path),
             row_label="line",
             row_offset=FIRST_DATA_LINE,

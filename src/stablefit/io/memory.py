@@ -24,7 +24,13 @@ from stablefit.io.arrow import (
     select_arrow_columns,
     to_float64,
 )
-from stablefit.io.columns import Selection, check_unique, missing_target_error, select_columns
+from stablefit.io.columns import (
+    ColumnChoice,
+    Selection,
+    check_unique,
+    missing_target_error,
+    select_columns,
+)
 from stablefit.io.schema import ArraySource, Batch, Schema
 
 # NumPy dtype kinds that are numbers: bool, signed and unsigned integers, floats.
@@ -273,10 +279,8 @@ class PandasSource:
             yield Batch(X, y, start)
 
 
-def pandas_source(
-    frame: Any, y: Any, *, target: str | None, drop_non_numeric: bool, batch_rows: int
-) -> PandasSource:
-    check_target_args(y, target)
+def pandas_source(frame: Any, y: Any, *, choice: ColumnChoice, batch_rows: int) -> PandasSource:
+    check_target_args(y, choice.target)
     if instance_of(frame, "pandas", "Series"):
         frame = frame.to_frame(name="x0" if frame.name is None else frame.name)
     check_rows(len(frame), "the DataFrame")
@@ -285,12 +289,11 @@ def pandas_source(
     selection = select_columns(
         names,
         [pandas_is_numeric(column) for column in columns],
-        target=target,
-        drop_non_numeric=drop_non_numeric,
+        choice,
         origin="DataFrame",
         describe=lambda p: describe_pandas(columns[p]),
     )
-    y_values, target_name = (None, target) if y is None else target_values(y, len(frame))
+    y_values, target_name = (None, choice.target) if y is None else target_values(y, len(frame))
     return PandasSource(
         columns=[columns[p] for p in selection.feature_positions],
         target=None if selection.target_position is None else columns[selection.target_position],
@@ -328,16 +331,12 @@ def arrow_table(data: Any) -> tuple[pa.Table, str]:
     return data, "Arrow Table"
 
 
-def table_source(
-    data: Any, y: Any, *, target: str | None, drop_non_numeric: bool, batch_rows: int
-) -> ArrowTableSource:
-    check_target_args(y, target)
+def table_source(data: Any, y: Any, *, choice: ColumnChoice, batch_rows: int) -> ArrowTableSource:
+    check_target_args(y, choice.target)
     table, origin = arrow_table(data)
     check_rows(table.num_rows, f"the {origin}")
-    selection = select_arrow_columns(
-        table.schema, table, target=target, drop_non_numeric=drop_non_numeric, origin=origin
-    )
-    y_values, target_name = (None, target) if y is None else target_values(y, table.num_rows)
+    selection = select_arrow_columns(table.schema, table, choice, origin=origin)
+    y_values, target_name = (None, choice.target) if y is None else target_values(y, table.num_rows)
     return ArrowTableSource(
         table=table,
         selection=selection,

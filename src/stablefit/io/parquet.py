@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from stablefit.errors import StablefitInputError
 from stablefit.io.arrow import batch_from_arrow, schema_of, select_arrow_columns
+from stablefit.io.columns import ColumnChoice
 from stablefit.io.schema import Batch, Schema
 
 # Rows read up front to describe non-numeric columns in messages.
@@ -39,9 +40,7 @@ class ParquetSource:
     batch_rows: int = 65536
 
     @classmethod
-    def open(
-        cls, path: Path, *, target: str | None, drop_non_numeric: bool, batch_rows: int
-    ) -> ParquetSource:
+    def open(cls, path: Path, *, choice: ColumnChoice, batch_rows: int) -> ParquetSource:
         with open_parquet(path) as parquet:
             if parquet.metadata.num_rows == 0:
                 raise StablefitInputError(f"{path}: the file has columns but no rows.")
@@ -49,8 +48,7 @@ class ParquetSource:
         selection = select_arrow_columns(
             sample.schema,
             sample,
-            target=target,
-            drop_non_numeric=drop_non_numeric,
+            choice,
             origin=str(path),
         )
         return cls(path=path, schema=schema_of(selection, str(path)), batch_rows=batch_rows)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stablefit.errors import StablefitInputError
+from stablefit.io.columns import ColumnChoice
 from stablefit.io.csv import CsvSource
 from stablefit.io.memory import (
     array_source,
@@ -38,6 +39,7 @@ def open_source(
     target: str | None = None,
     feature_names: Sequence[str] | None = None,
     drop_non_numeric: bool = False,
+    columns: Sequence[str] | None = None,
     batch_rows: int = 65536,
 ) -> Source:
     """Read any supported input as float64 batches plus a schema.
@@ -58,6 +60,9 @@ def open_source(
     drop_non_numeric : bool, default False
         Leave out non-numeric feature columns (recorded in ``schema.dropped`` with the
         reason) instead of raising an error. Booleans count as numeric.
+    columns : sequence of str, optional
+        The feature columns of a file or table to read, in this order; every other column
+        (text or not) is ignored. Default: every numeric column except the target.
     batch_rows : int, default 65536
         Largest number of rows in one batch.
 
@@ -87,27 +92,33 @@ def open_source(
     """
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise StablefitInputError(f"batch_rows must be a positive integer, got {batch_rows!r}.")
+    if isinstance(columns, str):
+        raise StablefitInputError(f"columns must be a sequence of names, not {columns!r}.")
+    choice = ColumnChoice(
+        target=target,
+        drop_non_numeric=drop_non_numeric,
+        columns=None if columns is None else tuple(str(name) for name in columns),
+    )
     if isinstance(data, str | os.PathLike):
         return file_source(
-            Path(data),
-            y,
-            target=target,
-            feature_names=feature_names,
-            drop_non_numeric=drop_non_numeric,
-            batch_rows=batch_rows,
+            Path(data), y, choice=choice, feature_names=feature_names, batch_rows=batch_rows
         )
     if feature_names is not None and (is_pandas(data) or is_polars(data) or is_arrow(data)):
         raise StablefitInputError(
             "feature_names is for arrays; tables use their own column names (rename the "
             "columns instead)."
         )
-    options = {"target": target, "drop_non_numeric": drop_non_numeric, "batch_rows": batch_rows}
     if is_pandas(data):
-        return pandas_source(data, y, **options)
+        return pandas_source(data, y, choice=choice, batch_rows=batch_rows)
     if is_polars(data) or is_arrow(data):
-        return table_source(data, y, **options)
+        return table_source(data, y, choice=choice, batch_rows=batch_rows)
     if instance_of_lazy_polars(data):
         raise StablefitInputError("got a polars LazyFrame; call .collect() on it first.")
+    if columns is not None:
+        raise StablefitInputError(
+            "columns= selects columns of files and tables; for an array, select the "
+            "columns with X[:, [...]] instead."
+        )
     return array_source(data, y, target=target, feature_names=feature_names, batch_rows=batch_rows)
 
 
@@ -130,9 +141,8 @@ def file_source(
     path: Path,
     y: Any,
     *,
-    target: str | None,
+    choice: ColumnChoice,
     feature_names: Sequence[str] | None,
-    drop_non_numeric: bool,
     batch_rows: int,
 ) -> Source:
     if y is not None:
@@ -150,13 +160,5 @@ def file_source(
         raise StablefitInputError(f"{path}: is a directory; pass a CSV or Parquet file.")
     delimiter = FILE_KINDS[kind]
     if delimiter is None:
-        return ParquetSource.open(
-            path, target=target, drop_non_numeric=drop_non_numeric, batch_rows=batch_rows
-        )
-    return CsvSource.open(
-        path,
-        delimiter=delimiter,
-        target=target,
-        drop_non_numeric=drop_non_numeric,
-        batch_rows=batch_rows,
-    )
+        return ParquetSource.open(path, choice=choice, batch_rows=batch_rows)
+    return CsvSource.open(path, delimiter=delimiter, choice=choice, batch_rows=batch_rows)
