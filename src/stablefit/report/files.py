@@ -1,9 +1,9 @@
 """Atomic output files: a reader sees the old file or the complete new one, never a part.
 
-Every file stablefit writes goes through :func:`write_bytes_atomic`: the data go to a
-temporary file in the same directory, are flushed to disk, and the temporary file then
-replaces the target in one ``os.replace``. On any error the temporary file is removed and
-an existing target is left as it was.
+Every file stablefit writes goes through :func:`open_atomic`: the data go to a temporary
+file in the same directory, are flushed to disk, and the temporary file then replaces the
+target in one ``os.replace``. On any error the temporary file is removed and an existing
+target is left as it was.
 """
 
 from __future__ import annotations
@@ -11,13 +11,22 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from stablefit.errors import StablefitInputError
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and return the path.
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def open_atomic(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary stream whose content replaces ``path`` only once the block completes.
 
     Raises
     ------
@@ -39,13 +48,11 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         raise StablefitInputError(f"{target}: cannot write ({error.strerror}).") from None
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
-        # mkstemp creates the file readable by its owner only; give it the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
+        # mkstemp makes the file private to its owner; give it the mode of any new file.
+        os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, target)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -53,9 +60,15 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
         if isinstance(error, OSError):
             raise StablefitInputError(f"{target}: cannot write ({error.strerror}).") from None
         raise
-    return target
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`open_atomic`) and return the path."""
+    with open_atomic(path) as stream:
+        stream.write(data)
+    return Path(path)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`write_bytes_atomic`)."""
+    """Write ``text`` to ``path`` atomically (see :func:`open_atomic`) and return the path."""
     return write_bytes_atomic(path, text.encode(encoding))

@@ -1,0 +1,57 @@
+"""Output files are replaced whole or not at all (stablefit.report.files)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from stablefit.errors import StablefitInputError
+from stablefit.report.files import open_atomic, write_bytes_atomic, write_text_atomic
+
+
+def test_writes_and_replaces(tmp_path):
+    path = tmp_path / "out.json"
+    write_text_atomic(path, "first")
+    write_text_atomic(path, "second ✓")
+    assert path.read_text(encoding="utf-8") == "second ✓"
+    assert os.listdir(tmp_path) == ["out.json"]
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_an_error_midway_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "out.csv"
+    write_bytes_atomic(path, b"old")
+    with pytest.raises(RuntimeError), open_atomic(path) as stream:
+        stream.write(b"partial")
+        raise RuntimeError("failed while writing")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.csv"]
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(StablefitInputError, match="does not exist"):
+        write_text_atomic(tmp_path / "nowhere" / "out.json", "x")
+
+
+def test_target_is_a_directory(tmp_path):
+    with pytest.raises(StablefitInputError, match="is a directory"):
+        write_text_atomic(tmp_path, "x")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+def test_unwritable_directory(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(StablefitInputError, match="cannot write"):
+            write_text_atomic(locked / "out.json", "x")
+    finally:
+        locked.chmod(0o700)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
