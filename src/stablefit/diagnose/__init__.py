@@ -16,6 +16,7 @@ from stablefit.diagnose.checks import CheckOptions, run_checks
 from stablefit.diagnose.checks.common import DTYPES
 from stablefit.diagnose.checks.forecast import forecast_findings
 from stablefit.diagnose.findings import DataFacts, Diagnosis, Finding
+from stablefit.diagnose.training import forecast_training
 from stablefit.errors import StablefitInputError
 from stablefit.summary import Summary, summarize
 
@@ -139,10 +140,6 @@ def _summarize(X: Any, y: Any, target: str | None, feature_names: Any) -> Summar
 
 
 def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> Any:
-    try:
-        from stablefit.diagnose.training import forecast_training
-    except ImportError:  # the training forecast is optional until its module is installed
-        return None
     chosen = settings | overrides
     # Squares of values beyond ~1.3e154 overflow float64 in the sufficient statistics; the
     # forecast then reports a non-finite loss at epoch 1 (SF131), which is the answer.
@@ -175,16 +172,14 @@ def _forecasts(summary: Summary, settings: dict[str, Any]) -> tuple[Any, list[An
     """
     if not summary.has_target or summary.n_complete == 0:
         return None, []
-    others = []
+    others: list[Any] = []
     if settings["optimizer"] is None:
         training = _forecast(
             summary, settings, optimizer=DEFAULT_OPTIMIZER, momentum=0.0, nesterov=False
         )
-        comparison = _forecast(
-            summary, settings, optimizer=COMPARISON_OPTIMIZER, learning_rate=None
+        others.append(
+            _forecast(summary, settings, optimizer=COMPARISON_OPTIMIZER, learning_rate=None)
         )
-        if comparison is not None:
-            others.append(comparison)
     else:
         training = _forecast(summary, settings)
     return training, others

@@ -37,7 +37,8 @@ def _header(diagnosis: Diagnosis) -> Text:
     names = ", ".join(facts.feature_names[:8])
     if len(facts.feature_names) > 8:
         names += f", … ({len(facts.feature_names)} in all)"
-    text = Text(f"{facts.origin}: ", style="bold")
+    text = Text()
+    text.append(f"{facts.origin}: ", style="bold")
     text.append(f"{facts.n_rows} rows ({facts.n_complete} complete), ")
     text.append(f"{len(facts.feature_names)} features ({names})")
     text.append(f", target {facts.target_name}" if facts.target_name else ", no target")
@@ -49,7 +50,8 @@ def _forecast_line(forecast: Any, settings: dict[str, Any]) -> Text:
     nesterov = bool(settings.get("nesterov"))
     if settings.get("optimizer") is None and forecast.optimizer != COMPARISON_OPTIMIZER:
         momentum, nesterov = 0.0, False  # momentum went to the SGD comparison only
-    line = Text(f"{OUTCOME_MARK[forecast.outcome]} ", style=OUTCOME_STYLE[forecast.outcome])
+    line = Text()
+    line.append(f"{OUTCOME_MARK[forecast.outcome]} ", style=OUTCOME_STYLE[forecast.outcome])
     line.append(describe_forecast(forecast, momentum=momentum, nesterov=nesterov))
     return line
 
@@ -78,7 +80,8 @@ def _what_will_happen(diagnosis: Diagnosis) -> list[RenderableType]:
     if training.approximation:
         lines.append(_indent(Text(training.approximation, style="dim"), 2))
     for other in diagnosis.other_forecasts:
-        line = Text("beside it: ", style="dim")
+        line = Text()
+        line.append("beside it: ", style="dim")
         line.append_text(_forecast_line(other, settings))
         lines.append(line)
     parts.append(_indent(Group(*lines), 2))
@@ -86,11 +89,13 @@ def _what_will_happen(diagnosis: Diagnosis) -> list[RenderableType]:
 
 
 def _finding(finding: Finding) -> RenderableType:
-    title = Text(f"{finding.code} ", style="bold")
+    title = Text()
+    title.append(f"{finding.code} ", style="bold")
     title.append(f"{finding.severity:<7} ", style=SEVERITY_STYLE[finding.severity])
     title.append(finding.title, style="bold")
     body = Text(finding.message)
-    fix = Text("Fix: ", style="bold green")
+    fix = Text()
+    fix.append("Fix: ", style="bold green")
     fix.append(finding.fix)
     return Group(title, _indent(Group(body, fix), 4))
 
