@@ -1,0 +1,202 @@
+"""``stablefit fit`` and ``stablefit predict`` on real files: output, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+import stablefit
+from stablefit.io.csv import SNIFF_BYTES
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def fitted(path, **options) -> stablefit.FitResult:
+    return stablefit.fit(str(path), target="price", **options)
+
+
+# -- fit: success -----------------------------------------------------------------------------
+
+
+def test_fit_prints_a_table_per_feature_with_the_certificate(numeric_houses_csv, run_cli):
+    run = run_cli("fit", numeric_houses_csv, "--target", "price")
+    assert run.code == 0, run.err
+    assert run.err == ""
+    expected = fitted(numeric_houses_csv)
+    text = flat(run.out)
+    for name, coef in zip(expected.feature_names, expected.coef, strict=True):
+        row = next(line for line in run.out.splitlines() if line.startswith(name))
+        assert float(row.split()[1]) == pytest.approx(coef, rel=1e-5)
+    assert "R² =" in text and "residual SD" in text
+    assert f"certificate: {expected.certificate.digits} trusted digits" in text
+    for heading in ("coef", "std err", "P>|t|", "[0.025", "0.975]"):
+        assert heading in text
+
+
+def test_fit_json_has_feature_names_as_keys_and_matches_the_library(
+    numeric_houses_csv, tmp_path, run_cli, true_coef
+):
+    out = tmp_path / "fit.json"
+    run = run_cli("fit", numeric_houses_csv, "--target", "price", "--json", out)
+    assert run.code == 0, run.err
+    report = json.loads(out.read_text())
+    expected = fitted(numeric_houses_csv)
+    assert list(report["features"]) == ["rooms", "area_m2"]
+    for j, name in enumerate(expected.feature_names):
+        feature = report["features"][name]
+        assert feature["coef"] == expected.coef[j]
+        assert feature["stderr"] == expected.stderr[j]
+        assert feature["ci95"] == list(expected.conf_int()[j])
+        assert abs(feature["coef"] - true_coef[name]) < 5 * feature["stderr"]
+    assert report["intercept"]["coef"] == expected.intercept
+    assert report["n_obs"] == expected.n_obs == 300
+    assert report["certificate"]["digits"] == expected.certificate.digits
+    assert report["dropped_columns"] == {}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_fit_json_to_stdout_is_only_json(numeric_houses_csv, run_cli):
+    run = run_cli("fit", numeric_houses_csv, "--target", "price", "--json", "-")
+    assert run.code == 0, run.err
+    report = json.loads(run.out)
+    assert set(report["features"]) == {"rooms", "area_m2"}
+
+
+def test_drop_non_numeric_fits_and_reports_the_dropped_column(houses_csv, tmp_path, run_cli):
+    out = tmp_path / "fit.json"
+    run = run_cli("fit", houses_csv, "--target", "price", "--drop-non-numeric", "--json", out)
+    assert run.code == 0, run.err
+    assert "'city' was left out (not numeric: text such as" in flat(run.out)
+    report = json.loads(out.read_text())
+    assert list(report["features"]) == ["rooms", "area_m2"]
+    assert "not numeric" in report["dropped_columns"]["city"]
+
+
+def test_no_intercept(numeric_houses_csv, tmp_path, run_cli):
+    out = tmp_path / "fit.json"
+    run = run_cli("fit", numeric_houses_csv, "--target", "price", "--no-intercept", "--json", out)
+    assert run.code == 0, run.err
+    report = json.loads(out.read_text())
+    assert report["intercept"] is None
+    expected = fitted(numeric_houses_csv, intercept=False)
+    assert [report["features"][n]["coef"] for n in expected.feature_names] == list(expected.coef)
+
+
+@pytest.fixture
+def holes_csv(tmp_path, houses_writer):
+    """Houses with an empty cell on line 5 and 'inf' on line 9."""
+    path = houses_writer(tmp_path / "holes.csv", rows=40)
+    lines = path.read_text().splitlines()
+    lines = [",".join(line.split(",")[i] for i in (0, 2, 3)) for line in lines]
+    lines[4] = "," + lines[4].split(",", 1)[1]
+    lines[8] = lines[8].rsplit(",", 1)[0] + ",inf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_missing_values_are_an_error_naming_column_and_line(holes_csv, run_cli):
+    run = run_cli("fit", holes_csv, "--target", "price")
+    assert run.code == 2
+    message = flat(run.err)
+    assert "'rooms' has 1 NaN (line 5)" in message
+    assert "'price' has 1 inf (line 9)" in message
+    assert "--missing drop" in message
+    assert "Traceback" not in run.err and run.out == ""
+
+
+@pytest.mark.parametrize("missing", ["drop", "impute"])
+def test_missing_drop_and_impute(holes_csv, tmp_path, run_cli, missing):
+    out = tmp_path / "fit.json"
+    run = run_cli("fit", holes_csv, "--target", "price", "--missing", missing, "--json", out)
+    assert run.code == 0, run.err
+    report = json.loads(out.read_text())
+    assert report["n_dropped_rows"] == (2 if missing == "drop" else 1)
+    assert report["n_obs"] == 40 - report["n_dropped_rows"]
+    assert report["notes"]
+    assert report["notes"][0].split()[0] in run.out
+
+
+# -- fit: bad input ---------------------------------------------------------------------------
+
+
+def bad_files(tmp_path):
+    """(file, extra arguments, phrase the message must hold) per class of bad input."""
+    late_text = "a,b,price\n" + "1.5,2,3\n" * (SNIFF_BYTES // 8 + 1000) + "1,oops,3\n"
+    late_line = SNIFF_BYTES // 8 + 1002
+    files = {
+        "empty.csv": ("", "empty (0 bytes)"),
+        "header.csv": ("a,price\n", "no data rows"),
+        "ragged.csv": ("a,price\n1,2\n3,4,5\n", "line 3 has 3 fields"),
+        "typo.csv": ("rooms,prices\n1,2\n", "Did you mean 'prices'?"),
+        "labels.csv": ("a,price\n1,cheap\n", "target column 'price' is not numeric"),
+        "late.csv": (late_text, f"'b' holds 'oops' at line {late_line}"),
+        "dup.csv": ("a,a,price\n1,2,3\n", "duplicate column names"),
+        "onlytarget.csv": ("price\n1\n2\n", "no feature columns"),
+        "text.csv": ("city,price\nOslo,1\n", "--drop-non-numeric"),
+        "data.xlsx": ("a,b\n", "unsupported file type"),
+    }
+    cases = []
+    for name, (content, phrase) in files.items():
+        path = tmp_path / name
+        path.write_text(content)
+        cases.append((path, phrase))
+    cases.append((tmp_path / "absent.csv", "file not found"))
+    return cases
+
+
+def test_every_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, run_cli):
+    for path, phrase in bad_files(tmp_path):
+        before = path.read_bytes() if path.exists() else None
+        run = run_cli("fit", path, "--target", "price")
+        assert run.code == 2, (path.name, run)
+        assert run.err.startswith("stablefit fit: error: "), path.name
+        assert phrase in run.err, (path.name, run.err)
+        assert run.err.count("\n") == 1 and "Traceback" not in run.err, path.name
+        assert run.out == ""
+        if before is not None:
+            assert path.read_bytes() == before
+
+
+def test_usage_errors_exit_2(numeric_houses_csv, run_cli):
+    assert run_cli("fit", numeric_houses_csv).code == 2  # --target is required
+    run = run_cli("fit", numeric_houses_csv, "--target", "price", "--missing", "guess")
+    assert run.code == 2 and "invalid choice" in run.err
+
+
+def test_unwritable_json_path_exits_2(numeric_houses_csv, tmp_path, run_cli):
+    run = run_cli(
+        "fit", numeric_houses_csv, "--target", "price", "--json", tmp_path / "no" / "fit.json"
+    )
+    assert run.code == 2 and "does not exist" in run.err
+
+
+@pytest.mark.parametrize("command", ["fit", "predict"])
+def test_help(command, run_cli):
+    run = run_cli(command, "--help")
+    assert run.code == 0 and "usage: stablefit " + command in run.out
+
+
+def test_the_installed_command_runs_as_a_real_process(numeric_houses_csv, tmp_path):
+    command = [sys.executable, "-m", "stablefit.cli.main", "fit", str(numeric_houses_csv)]
+    done = subprocess.run([*command, "--target", "price"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "area_m2" in done.stdout
+    done = subprocess.run([*command, "--target", "cost"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "no column named 'cost'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_parquet_files_fit_like_csv(numeric_houses_csv, tmp_path, run_cli):
+    parquet = tmp_path / "houses.parquet"
+    pd.read_csv(numeric_houses_csv).to_parquet(parquet)
+    from_csv = run_cli("fit", numeric_houses_csv, "--target", "price", "--json", "-")
+    from_parquet = run_cli("fit", parquet, "--target", "price", "--json", "-")
+    assert from_parquet.code == 0
+    csv_report, parquet_report = json.loads(from_csv.out), json.loads(from_parquet.out)
+    assert csv_report["features"] == parquet_report["features"]
