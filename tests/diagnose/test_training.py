@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from stablefit.diagnose.optimizers import OptimizerConfig, UpdateRule
+from stablefit.diagnose.simulation import Problem, simulate
 from stablefit.diagnose.training import forecast_training
 from stablefit.errors import StablefitInputError
 from stablefit.summary import Summary
@@ -201,6 +202,67 @@ def test_minibatches_are_approximate_and_say_so() -> None:
     assert "full-data gradient" in forecast.approximation
     lo, hi = forecast.predicted_final_loss_range
     assert lo <= forecast.predicted_final_loss <= hi
+
+
+@pytest.mark.parametrize(
+    ("momentum", "nesterov", "rate"),
+    [(0.0, False, 0.01), (0.0, False, 0.04), (0.9, False, 0.005), (0.9, True, 0.005)],
+)
+def test_closed_form_epochs_match_step_by_step_simulation(
+    momentum: float, nesterov: bool, rate: float
+) -> None:
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((2000, 3)) * np.array([1.0, 2.0, 5.0])
+    y = X @ np.array([1.0, 2.0, 3.0]) + 4.0 + rng.standard_normal(2000)
+    problem = Problem.of_summary(summary_of(X, y), intercept=True)
+    config = OptimizerConfig("sgd", rate, momentum, nesterov)
+    common = dict(batch_size=32, epochs=30, dtype=np.float32, seeds=(0, 1))
+    stepped = simulate(problem, config, **common)
+    closed = simulate(problem, config, max_steps=100, **common)
+    assert not stepped.closed_form and closed.closed_form and closed.stepped_epochs == 1
+    # Equal up to float32 rounding and the smaller last batch (closed form weighs all equally).
+    np.testing.assert_allclose(closed.epoch_loss, stepped.epoch_loss, rtol=5e-3)
+
+
+def test_closed_form_finds_the_overflow_epoch_of_a_diverging_run() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((2000, 3)) * np.array([1.0, 2.0, 5.0])
+    y = X @ np.array([1.0, 2.0, 3.0]) + rng.standard_normal(2000)
+    problem = Problem.of_summary(summary_of(X, y), intercept=True)
+    config = OptimizerConfig("sgd", 0.09)
+    common = dict(batch_size=32, epochs=10, dtype=np.float32, seeds=(0,))
+    stepped = simulate(problem, config, **common).epoch_loss[0]
+    closed = simulate(problem, config, max_steps=10, **common).epoch_loss[0]
+    first = np.flatnonzero(~np.isfinite(stepped))[0]
+    assert np.flatnonzero(~np.isfinite(closed))[0] == first
+    assert np.isnan(closed[first + 1 :]).all()
+
+
+def test_a_loss_that_grows_tenfold_diverges_even_while_finite() -> None:
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 2))
+    y = X @ np.array([1.0, -1.0]) + rng.standard_normal(50)
+    summary = summary_of(X, y)
+    bound = forecast_training(summary, optimizer="sgd").max_stable_learning_rate
+    forecast = forecast_training(
+        summary, optimizer="sgd", learning_rate=1.5 * bound, batch_size=50, epochs=20
+    )
+    assert forecast.outcome == "diverges"
+    assert forecast.first_nonfinite_epoch is None
+    assert forecast.predicted_final_loss > 10 * forecast.initial_loss
+
+
+def test_minibatch_rates_between_batch_and_full_bounds_are_flagged() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((400, 4))
+    y = X @ np.array([1.0, -1.0, 2.0, 0.5]) + rng.standard_normal(400)
+    summary = summary_of(X, y)
+    bound = forecast_training(summary, optimizer="sgd").max_stable_learning_rate
+    forecast = forecast_training(
+        summary, optimizer="sgd", learning_rate=0.8 * bound, batch_size=8, epochs=5
+    )
+    assert any("minibatch steps may diverge" in note for note in forecast.notes)
+    assert forecast.recommended.learning_rate < 0.8 * bound
 
 
 def test_to_dict_is_strict_json_with_nulls_for_missing_numbers() -> None:

@@ -111,10 +111,20 @@ class OptimizerConfig:
 class UpdateRule:
     """State and update of one optimizer for ``runs`` independent weight vectors."""
 
-    def __init__(self, config: OptimizerConfig, shape: tuple[int, int], dtype: np.dtype):
+    def __init__(
+        self,
+        config: OptimizerConfig,
+        shape: tuple[int, int],
+        dtype: np.dtype,
+        learning_rates: np.ndarray | None = None,
+    ):
+        """``learning_rates`` (one per run) overrides ``config.learning_rate``."""
         self.config = config
         self.dtype = np.dtype(dtype)
-        self.lr = self.dtype.type(config.learning_rate)
+        if learning_rates is None:
+            self.lr = self.dtype.type(config.learning_rate)
+        else:
+            self.lr = np.asarray(learning_rates, dtype=self.dtype).reshape(-1, 1)
         self.iterations = 0
         zeros = np.zeros(shape, dtype=self.dtype)
         name = config.name

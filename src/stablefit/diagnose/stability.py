@@ -102,6 +102,16 @@ class Quadratic:
             mean_residual = theta @ self.a - self.a0
             return 2.0 / self.n * (theta @ self.Q - self.q) + 2.0 * mean_residual[:, None] * self.a
 
+    def loss_and_gradient(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`loss` and :meth:`gradient` together, sharing ``θQ`` (the hot path)."""
+        theta = np.asarray(theta, dtype=np.float64)
+        theta_Q = theta @ self.Q
+        mean_residual = theta @ self.a - self.a0
+        quad = np.einsum("rp,rp->r", theta_Q, theta) - 2.0 * (theta @ self.q)
+        loss = np.maximum((quad + self.c) / self.n, 0.0) + np.square(mean_residual)
+        grad = (2.0 / self.n) * (theta_Q - self.q) + (2.0 * mean_residual)[:, None] * self.a
+        return loss, grad
+
     def optimum(self) -> tuple[np.ndarray, float]:
         """A least-squares minimizer (minimum norm in scaled units) and the minimum MSE."""
         p = len(self.q)

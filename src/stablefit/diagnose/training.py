@@ -1,19 +1,14 @@
 """Forecast what ``model.fit`` will do with a Dense(1) model, without running TensorFlow.
 
-The loss of a linear model is a quadratic in its weights, fixed by the sufficient
-statistics of the data (:mod:`stablefit.diagnose.stability`). The forecast runs Keras's own
-optimizer updates (:mod:`stablefit.diagnose.optimizers`) on that quadratic, in the model's
-float type, from several draws of Keras's ``glorot_uniform`` initialization, and reports
-the loss history Keras would print: where it first turns ``inf``/``NaN``, or where it ends.
-One step costs O(d²) whatever the number of rows.
+:func:`forecast_training` simulates Keras's training on the data's sufficient statistics
+(:mod:`stablefit.diagnose.simulation`), reads the loss history it would print — where it
+first turns ``inf``/``NaN``, or where it ends — adds the stability bound of the optimizer
+(:mod:`stablefit.diagnose.stability`), and searches for a configuration that converges.
 
 What is exact and what is not
 -----------------------------
 Full batch (``batch_size >= n``): one step per epoch on the exact gradient, so the
-simulation is Keras's computation up to float32 summation order. Where float32 overflows
-(a squared residual beyond 3.4e38 makes the loss ``inf``; an ``inf`` weight makes the next
-predictions ``inf``; ``inf - inf`` makes ``NaN``), the signs of the data columns, from
-their minimum and maximum, decide which ``inf`` meets which.
+simulation is Keras's computation up to float32 summation order.
 
 Minibatches: Keras takes ``ceil(n / batch_size)`` steps per epoch on shuffled batches and
 reports the mean of the batch losses. The simulation takes as many steps, each on the
@@ -26,260 +21,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from stablefit.diagnose.optimizers import (
-    ADAPTIVE,
-    DEFAULT_LEARNING_RATE,
-    OptimizerConfig,
-    UpdateRule,
+from stablefit.diagnose.optimizers import ADAPTIVE, DEFAULT_LEARNING_RATE, OptimizerConfig
+from stablefit.diagnose.simulation import (
+    BIAS,
+    CONVERGED_SHARE,
+    MAX_STEPS,
+    Outcome,
+    Problem,
+    Run,
+    judge,
+    loss_resolution,
+    simulate,
 )
-from stablefit.diagnose.stability import Quadratic, Spectrum, max_stable_learning_rate
+from stablefit.diagnose.stability import Spectrum, max_stable_learning_rate
 from stablefit.errors import StablefitInputError
 
-Outcome = Literal["diverges", "stalls", "converges"]
-
-#: "Converges": the excess loss over the optimum falls to this share of its initial value.
-CONVERGED_SHARE = 0.01
-#: A loss that ends this many times above where it started counts as diverging.
-GROWTH_DIVERGES = 10.0
-#: Most optimizer steps one simulation takes; beyond it the rest is extrapolated.
-MAX_STEPS = 20_000
 #: The recommendation tries at most this many epochs before saying nothing converges.
 MAX_RECOMMENDED_EPOCHS = 1000
 _FLOAT_TYPES = {"float32": np.float32, "float64": np.float64}
-_BIAS = "(bias)"
-
-
-# -- the problem the simulation runs on ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Problem:
-    """A quadratic loss plus what float overflow needs: column magnitudes and signs."""
-
-    quadratic: Quadratic
-    max_abs: np.ndarray  # per weight: the largest |value| of its column (1 for the bias)
-    sign: np.ndarray  # per weight: +1 / -1 when every value has that sign, 0 otherwise
-    has_zero: np.ndarray  # per weight: the column holds an exact zero
-    scales: np.ndarray | None = None  # standardized copy: the feature std devs
-
-    @property
-    def n(self) -> int:
-        return self.quadratic.n
-
-    @property
-    def p(self) -> int:
-        return len(self.quadratic.q)
-
-    @classmethod
-    def of_summary(cls, summary: Any, *, intercept: bool) -> _Problem:
-        d = summary.n_features
-        names = tuple(summary.names[:d])
-        quadratic = Quadratic.from_moments(
-            summary.complete_mean, summary.comoment, summary.n_complete, names, intercept=intercept
-        )
-        lo = np.asarray(summary.columns.min[:d], dtype=np.float64)
-        hi = np.asarray(summary.columns.max[:d], dtype=np.float64)
-        integer = np.asarray(summary.columns.is_integer[:d], dtype=bool)
-        sign = np.where(lo > 0, 1.0, np.where(hi < 0, -1.0, 0.0))
-        # An integer column that crosses zero almost surely holds a zero; a real one may not.
-        has_zero = (lo == 0) | (hi == 0) | ((lo < 0) & (hi > 0) & integer)
-        max_abs = np.nan_to_num(np.asarray(summary.columns.max_abs[:d], dtype=np.float64))
-        if intercept:
-            sign, has_zero = np.append(sign, 1.0), np.append(has_zero, False)
-            max_abs = np.append(max_abs, 1.0)
-        return cls(quadratic, max_abs, sign, has_zero)
-
-    def standardized(self) -> _Problem:
-        """The same data after ``(x - mean) / std`` per feature (what Normalization does).
-
-        Only defined with an intercept: without a bias the model cannot absorb the means.
-        """
-        quad = self.quadratic
-        if _BIAS not in quad.names:
-            raise ValueError("standardized features need a model with a bias")
-        d, n = self.p - 1, quad.n
-        Cxx, Cxy, Cyy, mean, ybar = quad.Q[:d, :d], quad.q[:d], quad.c, quad.a[:d], quad.a0
-        std = np.sqrt(np.maximum(np.diag(Cxx), 0.0) / n)
-        scale = np.where(std > 0, std, 1.0)
-        comoment = np.zeros((d + 1, d + 1))
-        comoment[:d, :d] = Cxx / np.outer(scale, scale)
-        comoment[:d, d] = comoment[d, :d] = Cxy / scale
-        comoment[d, d] = Cyy
-        standardized = Quadratic.from_moments(
-            np.append(np.zeros(d), ybar), comoment, n, quad.names[:d], intercept=True
-        )
-        spread = (self.max_abs[:d] + np.abs(mean)) / scale
-        return _Problem(
-            standardized,
-            max_abs=np.append(spread, 1.0),
-            sign=np.append(np.zeros(d), 1.0),
-            has_zero=np.zeros(d + 1, dtype=bool),
-            scales=scale,
-        )
-
-
-# -- the simulation --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Run:
-    """Loss histories of one configuration over several initializations."""
-
-    epoch_loss: np.ndarray  # (runs, epochs), as Keras's History would hold them
-    initial_loss: np.ndarray  # (runs,) exact loss at the initialization
-    simulated_epochs: int  # epochs actually simulated (the rest held at the last value)
-    steps_per_epoch: int
-
-
-def _glorot_uniform(p: int, intercept: bool, seeds: Sequence[int], dtype: type) -> np.ndarray:
-    """Keras's Dense init: kernel ~ U(±sqrt(6 / (fan_in + 1))), bias = 0."""
-    d = p - int(intercept)
-    limit = math.sqrt(6.0 / (d + 1))
-    theta = np.zeros((len(seeds), p), dtype=dtype)
-    for row, seed in enumerate(seeds):
-        theta[row, :d] = np.random.default_rng(seed).uniform(-limit, limit, size=d)
-    return theta
-
-
-def _step_loss_and_gradient(
-    problem: _Problem, theta: np.ndarray, dtype: type
-) -> tuple[np.ndarray, np.ndarray]:
-    """Loss (float64, with inf/NaN) and gradient (model dtype) as Keras would compute them."""
-    fmax = float(np.finfo(dtype).max)
-    runs, p = theta.shape
-    loss = np.full(runs, np.nan)
-    grad = np.full((runs, p), np.nan, dtype=dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        term_bound = np.abs(theta.astype(np.float64)) * problem.max_abs
-        finite = np.isfinite(theta).all(axis=1)
-        regular = finite & (term_bound.sum(axis=1) <= fmax)
-        if regular.any():
-            loss[regular] = problem.quadratic.loss(theta[regular])
-            grad[regular] = problem.quadratic.gradient(theta[regular]).astype(dtype)
-    for run in np.flatnonzero(~regular):
-        loss[run], grad[run] = _overflowed(problem, theta[run], term_bound[run], fmax)
-    return loss, grad
-
-
-def _overflowed(
-    problem: _Problem, theta: np.ndarray, term_bound: np.ndarray, fmax: float
-) -> tuple[float, np.ndarray]:
-    """Loss and gradient once some prediction overflows to ±inf (or a weight is NaN).
-
-    A prediction is a sum of terms ``x_ij θ_j``. Terms of one sign sum to ``±inf``; terms
-    of both signs, or ``0 · inf``, give ``NaN``. Only the columns' signs are known, so a
-    column of mixed signs whose ``inf`` meets another ``inf`` counts as ``NaN``.
-    """
-    p = len(theta)
-    nan = np.full(p, np.nan, dtype=theta.dtype)
-    if np.isnan(theta).any():
-        return math.nan, nan
-    huge = np.flatnonzero(term_bound > fmax)
-    if huge.size == 0:
-        huge = np.array([int(np.argmax(term_bound))])
-    if np.any(np.isinf(theta[huge]) & problem.has_zero[huge]):
-        return math.nan, nan
-    term_signs = problem.sign[huge] * np.sign(theta[huge])
-    if huge.size > 1 and (np.any(term_signs == 0) or np.unique(term_signs).size > 1):
-        return math.nan, nan
-    grad = nan.copy()
-    if term_signs[0] == 0:
-        # One overflowing column of mixed signs: each row's inf takes that row's sign, so
-        # only that column's gradient has terms of a single sign.
-        j = huge[0]
-        if not problem.has_zero[j]:
-            grad[j] = np.sign(theta[j]) * np.inf
-        return math.inf, grad
-    definite = (problem.sign != 0) & ~problem.has_zero
-    grad[definite] = problem.sign[definite] * term_signs[0] * np.inf
-    return math.inf, grad
-
-
-def _simulate(
-    problem: _Problem,
-    config: OptimizerConfig,
-    *,
-    batch_size: int,
-    epochs: int,
-    dtype: type,
-    seeds: Sequence[int],
-    max_steps: int = MAX_STEPS,
-) -> _Run:
-    intercept = _BIAS in problem.quadratic.names
-    theta = _glorot_uniform(problem.p, intercept, seeds, dtype)
-    n = problem.n
-    steps = max(1, math.ceil(n / batch_size))
-    batch_rows = np.full(steps, batch_size, dtype=np.float64)
-    batch_rows[-1] = n - batch_size * (steps - 1)
-    fmax = float(np.finfo(dtype).max)
-    simulated = min(epochs, max(1, max_steps // steps))
-    rule = UpdateRule(config, theta.shape, dtype)
-    history = np.full((len(seeds), epochs), np.nan)
-    initial = problem.quadratic.loss(theta)
-    alive = np.ones(len(seeds), dtype=bool)  # runs whose weights are not all NaN yet
-    for epoch in range(simulated):
-        total = np.zeros(len(seeds))
-        for rows in batch_rows:
-            loss, grad = _step_loss_and_gradient(problem, theta, dtype)
-            with np.errstate(over="ignore", invalid="ignore"):
-                total += loss * rows
-            theta = np.where(alive[:, None], rule.apply(theta, grad), theta)
-            alive &= ~np.isnan(theta).all(axis=1)
-        # Keras's Mean tracker sums loss * batch rows in float: it overflows past fmax.
-        with np.errstate(invalid="ignore"):
-            history[:, epoch] = np.where(np.abs(total) > fmax, np.inf, total / n)
-        if not alive.any():
-            history[:, epoch + 1 :] = np.nan
-            return _Run(history, initial, epochs, steps)
-    if simulated < epochs:
-        history[:, simulated:] = history[:, simulated - 1 : simulated]
-    return _Run(history, initial, simulated, steps)
-
-
-# -- summarizing the runs --------------------------------------------------------------------
-
-
-def _first_true(mask: np.ndarray) -> np.ndarray:
-    """Per row, the 1-based index of the first True (0 when none)."""
-    return np.where(mask.any(axis=1), mask.argmax(axis=1) + 1, 0)
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    outcome: Outcome
-    first_nonfinite: np.ndarray  # per run, 0 = stays finite
-    first_nan: np.ndarray
-    final_loss: np.ndarray  # per run
-
-
-def _judge(run: _Run, optimal_loss: float, resolution: float) -> _Verdict:
-    """Diverges (a loss turns inf/NaN or grows tenfold), converges (every run's excess
-    falls to 1% of its initial value, or to the float resolution) or stalls."""
-    history = run.epoch_loss
-    nonfinite = _first_true(~np.isfinite(history))
-    first_nan = _first_true(np.isnan(history))
-    final = history[:, -1]
-    if np.any(nonfinite) or np.any(final > GROWTH_DIVERGES * run.initial_loss):
-        return _Verdict("diverges", nonfinite, first_nan, final)
-    initial_excess = np.maximum(run.initial_loss - optimal_loss, 0.0)
-    excess = np.maximum(final - optimal_loss, 0.0)
-    converged = excess <= CONVERGED_SHARE * initial_excess + resolution
-    outcome: Outcome = "converges" if converged.all() else "stalls"
-    return _Verdict(outcome, nonfinite, first_nan, final)
-
-
-def _loss_resolution(quadratic: Quadratic, dtype: type) -> float:
-    """The loss a model in ``dtype`` cannot resolve: one rounding unit of the target, squared.
-
-    Predictions carry a relative rounding error of ``eps``, so losses below
-    ``eps² · mean(y²)`` are rounding noise (Keras may even print an exact 0 there).
-    """
-    mean_square_target = float(quadratic.loss(np.zeros((1, len(quadratic.q))))[0])
-    return float(np.finfo(dtype).eps) ** 2 * mean_square_target
 
 
 # -- the public result -----------------------------------------------------------------------
@@ -451,16 +214,16 @@ def forecast_training(
     float_type = _validate(summary, batch_size, epochs, dtype, seeds)
     config = OptimizerConfig.resolve(optimizer, learning_rate, momentum, nesterov)
     seeds = tuple(int(s) for s in seeds)
-    problem = _Problem.of_summary(summary, intercept=intercept)
+    problem = Problem.of_summary(summary, intercept=intercept)
     _, optimal_loss = problem.quadratic.optimum()
     spectrum = Spectrum.of(problem.quadratic)
     bound, stability_note = max_stable_learning_rate(config, spectrum.lambda_max)
 
-    run = _simulate(
+    run = simulate(
         problem, config, batch_size=batch_size, epochs=epochs, dtype=float_type, seeds=seeds
     )
-    resolution = _loss_resolution(problem.quadratic, float_type)
-    verdict = _judge(run, optimal_loss, resolution)
+    resolution = loss_resolution(problem.quadratic, float_type)
+    verdict = judge(run, optimal_loss, resolution)
     notes: list[str] = []
     outcome = verdict.outcome
     nonfinite = verdict.first_nonfinite[verdict.first_nonfinite > 0]
@@ -475,14 +238,23 @@ def forecast_training(
         )
 
     finite_final = verdict.final_loss[np.isfinite(verdict.final_loss)]
-    if outcome == "diverges":
+    if nonfinite.size:
         predicted, predicted_range = None, None
         notes.append("predicted_final_loss is null: the loss turns inf/NaN before the last epoch")
     else:
         predicted = float(np.median(finite_final))
         predicted_range = (float(finite_final.min()), float(finite_final.max()))
 
-    exact = run.steps_per_epoch == 1 and run.simulated_epochs == epochs
+    exact = run.steps_per_epoch == 1 and run.stepped_epochs == epochs
+    factor = _batch_curvature_factor(problem.p, batch_size, problem.n)
+    risky = bound is not None and factor > 1 and bound / factor < config.learning_rate < bound
+    if risky:
+        notes.append(
+            f"lr {config.learning_rate:g} is below the full-data bound {bound:.3g} but above "
+            f"{bound / factor:.3g}: a batch of {batch_size} rows typically curves up to "
+            f"{factor:.2g} times more than the whole data, so Keras's minibatch steps may "
+            "diverge where the full-gradient simulation does not"
+        )
     if bound is None:
         notes.append(f"max_stable_learning_rate is null: {stability_note}")
     return TrainingForecast(
@@ -518,15 +290,16 @@ def forecast_training(
         recommended=_recommend(
             problem,
             config,
-            user_outcome=outcome,
-            user_final=predicted,
+            user_outcome=verdict.outcome,
+            user_final=float(np.median(verdict.final_loss)),
             batch_size=batch_size,
             epochs=epochs,
             dtype=float_type,
             seeds=seeds,
             optimal_loss=optimal_loss,
             resolution=resolution,
-            unusable_rows=bool(unusable),
+            drop_rows=bool(unusable),
+            risky=risky,
         ),
         notes=tuple(notes),
     )
@@ -551,7 +324,7 @@ def _rows_keras_cannot_train(summary: Any, float_type: type) -> str:
     return "; ".join(problems)
 
 
-def _approximation_text(run: _Run, epochs: int, n: int, batch_size: int) -> str:
+def _approximation_text(run: Run, epochs: int, n: int, batch_size: int) -> str:
     parts = []
     if run.steps_per_epoch == 1:
         parts.append(
@@ -566,11 +339,18 @@ def _approximation_text(run: _Run, epochs: int, n: int, batch_size: int) -> str:
             "the first inf/NaN can come a few epochs earlier in Keras and final losses are "
             "approximate (read the ranges)"
         )
-    if run.simulated_epochs < epochs:
+    if run.closed_form:
         parts.append(
-            f"only the first {run.simulated_epochs} of {epochs} epochs were simulated "
-            f"(at most {MAX_STEPS} steps); later epochs are held at the last simulated loss, "
-            "which overstates the final loss of a run still improving"
+            f"epochs after the first {run.stepped_epochs} (the budget of {MAX_STEPS} "
+            "simulated steps) follow in closed form on the Hessian's eigenmodes, in float64 "
+            "without float32 rounding"
+        )
+    elif run.stepped_epochs < epochs or run.steps_per_epoch > MAX_STEPS:
+        simulated = min(run.steps_per_epoch, MAX_STEPS) * run.stepped_epochs
+        parts.append(
+            f"only the first {simulated} of {run.steps_per_epoch * epochs} steps were "
+            "simulated; later epochs are held at the last simulated loss, which overstates "
+            "the final loss of a run still improving"
         )
     return "; ".join(parts)
 
@@ -590,15 +370,31 @@ def _nice_rates_below(bound: float, count: int = 6) -> list[float]:
     return rates[:count]
 
 
-def _candidate_rates(config: OptimizerConfig, lambda_max: float) -> list[float]:
+def _candidate_rates(
+    config: OptimizerConfig, lambda_max: float, batch_factor: float
+) -> list[float]:
     if config.name in ADAPTIVE:
         return [1.0, 0.3, 0.1, 0.03, 0.01, 0.003]
     bound, _ = max_stable_learning_rate(config, lambda_max)
-    return _nice_rates_below(bound) if bound else [DEFAULT_LEARNING_RATE[config.name]]
+    if not bound:
+        return [DEFAULT_LEARNING_RATE[config.name]]
+    return _nice_rates_below(bound / batch_factor)
+
+
+def _batch_curvature_factor(p: int, batch_size: int, n: int) -> float:
+    """How far a typical minibatch's largest curvature exceeds the full data's.
+
+    For rows like Gaussian noise, the largest eigenvalue of a ``b``-row batch's Gram matrix
+    sits near ``(1 + sqrt(p/b))²`` times the population's (the Marchenko-Pastur edge); it
+    can never exceed ``n/b`` times the full data's. Heavy-tailed rows can reach the latter.
+    """
+    if batch_size >= n:
+        return 1.0
+    return min((1.0 + math.sqrt(p / batch_size)) ** 2, n / batch_size)
 
 
 def _recommend(
-    problem: _Problem,
+    problem: Problem,
     config: OptimizerConfig,
     *,
     user_outcome: Outcome,
@@ -609,25 +405,34 @@ def _recommend(
     seeds: tuple[int, ...],
     optimal_loss: float,
     resolution: float,
-    unusable_rows: bool,
+    drop_rows: bool,
+    risky: bool,
 ) -> Recommendation | None:
     """Find a configuration that converges: the user's own, else scaled data and a rate."""
-    if user_outcome == "converges" and not unusable_rows:
+    drop = "drop the rows with NaN/inf, then " if drop_rows else ""
+    if user_outcome == "converges" and not risky:
+        note = "the configuration as given converges" + (
+            " once those rows are dropped" if drop_rows else ""
+        )
+        scaling = "drop the rows with NaN/inf" if drop_rows else "none"
         return _recommendation(
-            "none", config, epochs, batch_size, user_final, "converges", problem,
-            "the configuration as given converges",
-        )  # fmt: skip
-    intercept = _BIAS in problem.quadratic.names
+            scaling, config, epochs, batch_size, user_final, "converges", problem, note
+        )
+    intercept = BIAS in problem.quadratic.names
     scaled = problem.standardized() if intercept else problem
-    scaling = "standardize" if intercept else "none"
+    scaling = drop + ("standardize" if intercept else "none")
     lambda_max = Spectrum.of(scaled.quadratic).lambda_max
+    batch_factor = _batch_curvature_factor(scaled.p, batch_size, scaled.n)
     optimizers = [config.name] + [name for name in ("adam", "sgd") if name != config.name]
     best: tuple[float, OptimizerConfig, int, Outcome] | None = None
     budget = MAX_RECOMMENDED_EPOCHS
+    capped: set[str] = set()
     for tries in sorted({min(epochs * f, budget) for f in (1, 2, 5, 10)} | {budget}):
         if tries < epochs:
             continue
         for name in optimizers:
+            if name in capped:
+                continue  # its last try already hit the step budget: more epochs add nothing
             keep_momentum = name == config.name
             base = OptimizerConfig(
                 name,
@@ -635,16 +440,19 @@ def _recommend(
                 config.momentum if keep_momentum else 0.0,
                 config.nesterov if keep_momentum else False,
             )
+            rates = _candidate_rates(base, lambda_max, batch_factor)
+            runs = simulate(
+                scaled, base, batch_size=batch_size, epochs=tries, dtype=dtype, seeds=seeds,
+                learning_rates=rates, max_steps=MAX_STEPS // 4,
+            )  # fmt: skip
+            if runs.stepped_epochs < tries and not runs.closed_form:
+                capped.add(name)
             converging = []
-            for rate in _candidate_rates(base, lambda_max):
-                candidate = OptimizerConfig(base.name, rate, base.momentum, base.nesterov)
-                run = _simulate(
-                    scaled, candidate, batch_size=batch_size, epochs=tries, dtype=dtype,
-                    seeds=seeds, max_steps=MAX_STEPS // 4,
-                )  # fmt: skip
-                verdict = _judge(run, optimal_loss, resolution)
+            for index, rate in enumerate(rates):
+                verdict = judge(runs.of_rate(index, len(seeds)), optimal_loss, resolution)
                 if verdict.outcome == "diverges":
                     continue
+                candidate = OptimizerConfig(base.name, rate, base.momentum, base.nesterov)
                 final = float(np.median(verdict.final_loss))
                 if verdict.outcome == "converges":
                     converging.append((final, candidate))
@@ -653,8 +461,9 @@ def _recommend(
             if converging:
                 final, chosen = min(converging, key=lambda item: item[0])
                 note = (
-                    f"the simulation on {scaling}d features shows it converging in {tries} "
-                    f"epochs (excess loss <= {CONVERGED_SHARE:.0%} of its initial value)"
+                    f"the simulation on {scaling.split()[-1]}d features shows it converging "
+                    f"in {tries} epochs (excess loss <= {CONVERGED_SHARE:.0%} of its initial "
+                    "value); of the converging learning rates tried, this one ends lowest"
                 )
                 return _recommendation(
                     scaling, chosen, tries, batch_size, final, "converges", problem, note
@@ -663,7 +472,7 @@ def _recommend(
         return None
     final, chosen, tries, outcome = best
     note = (
-        f"no configuration tried (standardized features; {', '.join(optimizers)}; "
+        f"no configuration tried ({scaling}; {', '.join(optimizers)}; "
         f"learning rates on a 1-2-5 grid; up to {budget} epochs) converges; this one "
         "gets closest"
     )
@@ -677,7 +486,7 @@ def _recommendation(
     batch_size: int,
     final: float | None,
     outcome: Outcome,
-    problem: _Problem,
+    problem: Problem,
     note: str,
 ) -> Recommendation:
     return Recommendation(
@@ -694,11 +503,11 @@ def _recommendation(
 
 
 def _code(
-    scaling: str, config: OptimizerConfig, epochs: int, batch_size: int, problem: _Problem
+    scaling: str, config: OptimizerConfig, epochs: int, batch_size: int, problem: Problem
 ) -> str:
     """A tf.keras snippet that trains the recommended configuration."""
     quad = problem.quadratic
-    d = problem.p - int(_BIAS in quad.names)
+    d = problem.p - int(BIAS in quad.names)
     means = quad.a[:d]
     std = np.sqrt(np.maximum(np.diag(quad.Q[:d, :d]), 0.0) / quad.n)
     # float32 cannot resolve small deviations from a large offset: center in float64 first.

@@ -1,0 +1,373 @@
+"""Keras training of a Dense(1) model, simulated on the sufficient statistics.
+
+The loss of a linear model is a quadratic in its weights, fixed by the sufficient
+statistics of the data (:mod:`stablefit.diagnose.stability`). The simulation runs Keras's
+own optimizer updates (:mod:`stablefit.diagnose.optimizers`) on that quadratic, in the
+model's float type, from several draws of Keras's ``glorot_uniform`` initialization, and
+records the loss history Keras would print. One step costs O(d²) whatever the number of
+rows; all runs (seeds × learning rates) advance together.
+
+Where float32 overflows (a squared residual beyond 3.4e38 makes the loss ``inf``; an
+``inf`` weight makes the next predictions ``inf``; ``inf - inf`` makes ``NaN``), the signs
+of the data columns, from their minimum and maximum, decide which ``inf`` meets which.
+
+Minibatches take ``ceil(n / batch_size)`` steps per epoch, each on the full-data gradient.
+Beyond :data:`MAX_STEPS` steps, SGD (with or without momentum) continues in closed form
+on the eigenmodes of the Hessian; the adaptive optimizers hold their last simulated loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from stablefit.diagnose.optimizers import ADAPTIVE, OptimizerConfig, UpdateRule
+from stablefit.diagnose.stability import Quadratic
+
+Outcome = Literal["diverges", "stalls", "converges"]
+
+#: "Converges": the excess loss over the optimum falls to this share of its initial value.
+CONVERGED_SHARE = 0.01
+#: A loss that ends this many times above where it started counts as diverging.
+GROWTH_DIVERGES = 10.0
+#: Most optimizer steps one simulation takes step by step.
+MAX_STEPS = 10_000
+BIAS = "(bias)"
+
+
+# -- the problem the simulation runs on ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A quadratic loss plus what float overflow needs: column magnitudes and signs."""
+
+    quadratic: Quadratic
+    max_abs: np.ndarray  # per weight: the largest |value| of its column (1 for the bias)
+    sign: np.ndarray  # per weight: +1 / -1 when every value has that sign, 0 otherwise
+    has_zero: np.ndarray  # per weight: the column holds an exact zero
+    scales: np.ndarray | None = None  # standardized copy: the feature std devs
+
+    @property
+    def n(self) -> int:
+        return self.quadratic.n
+
+    @property
+    def p(self) -> int:
+        return len(self.quadratic.q)
+
+    @classmethod
+    def of_summary(cls, summary: Any, *, intercept: bool) -> Problem:
+        d = summary.n_features
+        names = tuple(summary.names[:d])
+        quadratic = Quadratic.from_moments(
+            summary.complete_mean, summary.comoment, summary.n_complete, names, intercept=intercept
+        )
+        lo = np.asarray(summary.columns.min[:d], dtype=np.float64)
+        hi = np.asarray(summary.columns.max[:d], dtype=np.float64)
+        integer = np.asarray(summary.columns.is_integer[:d], dtype=bool)
+        sign = np.where(lo > 0, 1.0, np.where(hi < 0, -1.0, 0.0))
+        # An integer column that crosses zero almost surely holds a zero; a real one may not.
+        has_zero = (lo == 0) | (hi == 0) | ((lo < 0) & (hi > 0) & integer)
+        max_abs = np.nan_to_num(np.asarray(summary.columns.max_abs[:d], dtype=np.float64))
+        if intercept:
+            sign, has_zero = np.append(sign, 1.0), np.append(has_zero, False)
+            max_abs = np.append(max_abs, 1.0)
+        return cls(quadratic, max_abs, sign, has_zero)
+
+    def standardized(self) -> Problem:
+        """The same data after ``(x - mean) / std`` per feature (what Normalization does).
+
+        Only defined with an intercept: without a bias the model cannot absorb the means.
+        """
+        quad = self.quadratic
+        if BIAS not in quad.names:
+            raise ValueError("standardized features need a model with a bias")
+        d, n = self.p - 1, quad.n
+        Cxx, Cxy, Cyy, mean, ybar = quad.Q[:d, :d], quad.q[:d], quad.c, quad.a[:d], quad.a0
+        std = np.sqrt(np.maximum(np.diag(Cxx), 0.0) / n)
+        scale = np.where(std > 0, std, 1.0)
+        comoment = np.zeros((d + 1, d + 1))
+        comoment[:d, :d] = Cxx / np.outer(scale, scale)
+        comoment[:d, d] = comoment[d, :d] = Cxy / scale
+        comoment[d, d] = Cyy
+        standardized = Quadratic.from_moments(
+            np.append(np.zeros(d), ybar), comoment, n, quad.names[:d], intercept=True
+        )
+        spread = (self.max_abs[:d] + np.abs(mean)) / scale
+        return Problem(
+            standardized,
+            max_abs=np.append(spread, 1.0),
+            sign=np.append(np.zeros(d), 1.0),
+            has_zero=np.zeros(d + 1, dtype=bool),
+            scales=scale,
+        )
+
+
+# -- the simulation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """Loss histories of several runs (learning rates × seeds, rate-major)."""
+
+    epoch_loss: np.ndarray  # (runs, epochs), as Keras's History would hold them
+    initial_loss: np.ndarray  # (runs,) exact loss at the initialization
+    steps_per_epoch: int
+    stepped_epochs: int  # epochs simulated step by step (all of them, unless over budget)
+    closed_form: bool  # the epochs after ``stepped_epochs`` were computed in closed form
+
+    def of_rate(self, index: int, seeds: int) -> Run:
+        """The runs of the ``index``-th learning rate."""
+        rows = slice(index * seeds, (index + 1) * seeds)
+        return Run(
+            self.epoch_loss[rows],
+            self.initial_loss[rows],
+            self.steps_per_epoch,
+            self.stepped_epochs,
+            self.closed_form,
+        )
+
+
+def _glorot_uniform(p: int, intercept: bool, seeds: Sequence[int], dtype: type) -> np.ndarray:
+    """Keras's Dense init: kernel ~ U(±sqrt(6 / (fan_in + 1))), bias = 0."""
+    d = p - int(intercept)
+    limit = math.sqrt(6.0 / (d + 1))
+    theta = np.zeros((len(seeds), p), dtype=dtype)
+    for row, seed in enumerate(seeds):
+        theta[row, :d] = np.random.default_rng(seed).uniform(-limit, limit, size=d)
+    return theta
+
+
+def _step_loss_and_gradient(
+    problem: Problem, theta: np.ndarray, dtype: type
+) -> tuple[np.ndarray, np.ndarray]:
+    """Loss (float64, with inf/NaN) and gradient (model dtype) as Keras would compute them.
+
+    Call under ``np.errstate(over="ignore", invalid="ignore")``: overflow is the point.
+    """
+    fmax = float(np.finfo(dtype).max)
+    term_bound = np.abs(theta.astype(np.float64)) * problem.max_abs
+    # Finite weights whose every prediction stays finite (NaN/inf weights fail the test).
+    regular = term_bound.sum(axis=1) <= fmax
+    if regular.all():
+        loss, grad = problem.quadratic.loss_and_gradient(theta)
+        return loss, grad.astype(dtype)
+    loss = np.full(len(theta), np.nan)
+    grad = np.full(theta.shape, np.nan, dtype=dtype)
+    if regular.any():
+        loss[regular], regular_grad = problem.quadratic.loss_and_gradient(theta[regular])
+        grad[regular] = regular_grad.astype(dtype)
+    for run in np.flatnonzero(~regular):
+        loss[run], grad[run] = _overflowed(problem, theta[run], term_bound[run], fmax)
+    return loss, grad
+
+
+def _overflowed(
+    problem: Problem, theta: np.ndarray, term_bound: np.ndarray, fmax: float
+) -> tuple[float, np.ndarray]:
+    """Loss and gradient once some prediction overflows to ±inf (or a weight is NaN).
+
+    A prediction is a sum of terms ``x_ij θ_j``. Terms of one sign sum to ``±inf``; terms
+    of both signs, or ``0 · inf``, give ``NaN``. Only the columns' signs are known, so a
+    column of mixed signs whose ``inf`` meets another ``inf`` counts as ``NaN``.
+    """
+    p = len(theta)
+    nan = np.full(p, np.nan, dtype=theta.dtype)
+    if np.isnan(theta).any():
+        return math.nan, nan
+    huge = np.flatnonzero(term_bound > fmax)
+    if huge.size == 0:
+        huge = np.array([int(np.argmax(term_bound))])
+    if np.any(np.isinf(theta[huge]) & problem.has_zero[huge]):
+        return math.nan, nan
+    term_signs = problem.sign[huge] * np.sign(theta[huge])
+    if huge.size > 1 and (np.any(term_signs == 0) or np.unique(term_signs).size > 1):
+        return math.nan, nan
+    grad = nan.copy()
+    if term_signs[0] == 0:
+        # One overflowing column of mixed signs: each row's inf takes that row's sign, so
+        # only that column's gradient has terms of a single sign.
+        j = huge[0]
+        if not problem.has_zero[j]:
+            grad[j] = np.sign(theta[j]) * np.inf
+        return math.inf, grad
+    definite = (problem.sign != 0) & ~problem.has_zero
+    grad[definite] = problem.sign[definite] * term_signs[0] * np.inf
+    return math.inf, grad
+
+
+def simulate(
+    problem: Problem,
+    config: OptimizerConfig,
+    *,
+    batch_size: int,
+    epochs: int,
+    dtype: type,
+    seeds: Sequence[int],
+    learning_rates: Sequence[float] | None = None,
+    max_steps: int = MAX_STEPS,
+) -> Run:
+    """Simulate ``model.fit`` for every learning rate (default: the config's) and seed."""
+    rates = np.asarray(
+        [config.learning_rate] if learning_rates is None else learning_rates, dtype=np.float64
+    )
+    intercept = BIAS in problem.quadratic.names
+    theta = np.tile(_glorot_uniform(problem.p, intercept, seeds, dtype), (len(rates), 1))
+    runs = len(theta)
+    n = problem.n
+    steps = max(1, math.ceil(n / batch_size))
+    batch_rows = np.full(steps, batch_size, dtype=np.float64)
+    batch_rows[-1] = n - batch_size * (steps - 1)
+    fmax = float(np.finfo(dtype).max)
+    linear = config.name not in ADAPTIVE
+    # SGD continues in closed form past the budget; the others need at least one epoch, of
+    # which only the first max_steps batches are simulated when it is longer.
+    stepped = min(epochs, max_steps // steps if linear else max(1, max_steps // steps))
+    epoch_batches = batch_rows[:max_steps]
+    rule = UpdateRule(config, theta.shape, dtype, np.repeat(rates, len(seeds)))
+    history = np.full((runs, epochs), np.nan)
+    initial = problem.quadratic.loss(theta)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for epoch in range(stepped):
+            total, rows_seen = np.zeros(runs), 0.0
+            for rows in epoch_batches:
+                loss, grad = _step_loss_and_gradient(problem, theta, dtype)
+                total += loss * rows
+                rows_seen += rows
+                theta = rule.apply(theta, grad)
+            # Keras's Mean tracker sums loss * batch rows in float: it overflows past fmax.
+            history[:, epoch] = np.where(total * (n / rows_seen) > fmax, np.inf, total / rows_seen)
+            if np.isnan(theta).all():
+                history[:, epoch + 1 :] = np.nan
+                return Run(history, initial, steps, epochs, False)
+    closed_form = stepped < epochs and linear
+    if closed_form:
+        history[:, stepped:] = _sgd_epochs_closed_form(
+            problem, config, rates, len(seeds), theta, rule, steps, epochs - stepped, fmax
+        )
+        # Thousands of steps per epoch: once the loss overflows, the weights turn inf and
+        # then NaN within a few steps, so every later epoch reports NaN.
+        history[np.cumsum(~np.isfinite(history), axis=1) > 1] = np.nan
+    elif stepped < epochs:
+        history[:, stepped:] = history[:, stepped - 1 : stepped]
+    return Run(history, initial, steps, stepped, closed_form)
+
+
+def _sgd_epochs_closed_form(
+    problem: Problem,
+    config: OptimizerConfig,
+    rates: np.ndarray,
+    seeds: int,
+    theta: np.ndarray,
+    rule: UpdateRule,
+    steps: int,
+    epochs: int,
+    fmax: float,
+) -> np.ndarray:
+    """Epoch losses of SGD (heavy-ball or Nesterov momentum β ≥ 0) on the quadratic.
+
+    On each eigenmode (λ, v) of the Hessian the error c = vᵀ(θ - θ*) and the momentum
+    μ = vᵀm follow a linear 2×2 recurrence z ← M z (float64, without float32 rounding).
+    An epoch of k steps maps z to Mᵏz and adds ½ λ Σ_{t<k} c_t² = ½ λ zᵀ P_k z to the
+    summed loss; Mᵏ and P_k come from O(log k) doublings.
+    """
+    values, vectors = np.linalg.eigh(problem.quadratic.hessian)
+    values = np.maximum(values, 0.0)
+    optimum, optimal_loss = problem.quadratic.optimum()
+    runs = len(theta)
+    momentum_slot = rule.slots.get("momentum")
+    error = (theta.astype(np.float64) - optimum) @ vectors  # (runs, p)
+    velocity = (
+        np.zeros_like(error)
+        if momentum_slot is None
+        else momentum_slot.astype(np.float64) @ vectors
+    )
+    beta = config.momentum
+    h = np.repeat(rates, seeds)[:, None] * values[None, :]  # (runs, p)
+    M = np.empty((runs, len(values), 2, 2))
+    if config.nesterov:
+        M[..., 0, 0], M[..., 0, 1] = 1 - h * (1 + beta), beta * beta
+    else:
+        M[..., 0, 0], M[..., 0, 1] = 1 - h, beta
+    M[..., 1, 0], M[..., 1, 1] = -h, beta
+    power, summed = _power_and_sum(M, steps)
+    z = np.stack([error, velocity], axis=-1)  # (runs, p, 2)
+    history = np.empty((runs, epochs))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for epoch in range(epochs):
+            squares = np.einsum("rpi,rpij,rpj->rp", z, summed, z)
+            mean = optimal_loss + 0.5 * (squares @ values) / steps
+            history[:, epoch] = np.where(mean * problem.n > fmax, np.inf, mean)
+            z = np.einsum("rpij,rpj->rpi", power, z)
+    return history
+
+
+def _power_and_sum(M: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``Mᵏ`` and ``Σ_{t<k} (Mᵗ)ᵀ E Mᵗ`` (E picks the first coordinate), by doubling."""
+    E = np.zeros(M.shape)
+    E[..., 0, 0] = 1.0
+    identity = np.broadcast_to(np.eye(2), M.shape).copy()
+    power, summed = identity, np.zeros(M.shape)  # the product of zero steps
+    block_power, block_sum = M.copy(), E  # one step
+    with np.errstate(over="ignore", invalid="ignore"):
+        while k:
+            if k & 1:
+                # First the steps done so far, then this block after them.
+                summed = summed + _congruence(power, block_sum)
+                power = block_power @ power
+            block_sum = block_sum + _congruence(block_power, block_sum)
+            block_power = block_power @ block_power
+            k >>= 1
+    return power, summed
+
+
+def _congruence(A: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """``Aᵀ S A`` over the leading axes."""
+    return np.swapaxes(A, -1, -2) @ S @ A
+
+
+# -- summarizing the runs --------------------------------------------------------------------
+
+
+def _first_true(mask: np.ndarray) -> np.ndarray:
+    """Per row, the 1-based index of the first True (0 when none)."""
+    return np.where(mask.any(axis=1), mask.argmax(axis=1) + 1, 0)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    first_nonfinite: np.ndarray  # per run, 0 = stays finite
+    first_nan: np.ndarray
+    final_loss: np.ndarray  # per run
+
+
+def judge(run: Run, optimal_loss: float, resolution: float) -> Verdict:
+    """Diverges (a loss turns inf/NaN or grows tenfold), converges (every run's excess
+    falls to 1% of its initial value, or to the float resolution) or stalls."""
+    history = run.epoch_loss
+    nonfinite = _first_true(~np.isfinite(history))
+    first_nan = _first_true(np.isnan(history))
+    final = history[:, -1]
+    if np.any(nonfinite) or np.any(final > GROWTH_DIVERGES * run.initial_loss):
+        return Verdict("diverges", nonfinite, first_nan, final)
+    initial_excess = np.maximum(run.initial_loss - optimal_loss, 0.0)
+    excess = np.maximum(final - optimal_loss, 0.0)
+    converged = excess <= CONVERGED_SHARE * initial_excess + resolution
+    outcome: Outcome = "converges" if converged.all() else "stalls"
+    return Verdict(outcome, nonfinite, first_nan, final)
+
+
+def loss_resolution(quadratic: Quadratic, dtype: type) -> float:
+    """The loss a model in ``dtype`` cannot resolve: one rounding unit of the target, squared.
+
+    Predictions carry a relative rounding error of ``eps``, so losses below
+    ``eps² · mean(y²)`` are rounding noise (Keras may even print an exact 0 there).
+    """
+    mean_square_target = float(quadratic.loss(np.zeros((1, len(quadratic.q))))[0])
+    return float(np.finfo(dtype).eps) ** 2 * mean_square_target
