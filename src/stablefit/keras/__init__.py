@@ -17,7 +17,7 @@ __all__ = ["GuardEvent", "NanGuard", "NonFiniteTrainingError", "ScaledSchedule",
 _LAZY = {
     "NanGuard": "stablefit.keras.guard",
     "ScaledSchedule": "stablefit.keras._optimizer",
-    "preflight": "stablefit.keras.preflight",
+    "preflight": "stablefit.keras._preflight",
 }
 
 

@@ -81,7 +81,11 @@ def learning_rate_object(optimizer: keras.optimizers.Optimizer) -> Any:
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     """The learning rate the next update will use, as a float."""
     rate = optimizer.learning_rate
-    return float(rate.numpy() if hasattr(rate, "numpy") else rate)
+    value = np.asarray(rate.numpy() if hasattr(rate, "numpy") else rate)
+    if value.dtype == np.float32:
+        # The shortest decimal that rounds to this float32: 0.01, not 0.009999999776.
+        return float(str(np.float32(value)))
+    return float(value)
 
 
 def scale_learning_rate(optimizer: keras.optimizers.Optimizer, factor: float) -> bool:

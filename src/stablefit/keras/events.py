@@ -62,13 +62,22 @@ class GuardEvent:
     def describe(self) -> str:
         """One line for people: where, what, and what the guard did."""
         what = "loss" if self.kind == "loss" else f"weight {self.variable}"
-        if self.restored_from is None:
-            restored = "no snapshot to restore"
-        else:
-            epoch, batch = self.restored_from
-            position = "start" if batch < 0 else f"batch {batch + 1}"
-            restored = f"restored the weights of epoch {epoch + 1}, {position}"
+        restored = (
+            "no snapshot to restore"
+            if self.restored_from is None
+            else f"restored the weights {snapshot_position(self.restored_from)}"
+        )
         return (
             f"epoch {self.epoch + 1}, batch {self.batch + 1}: {what} = {self.value:g}; "
             f"{restored}; {self.remedy}"
         )
+
+
+def snapshot_position(position: tuple[int, int] | None) -> str:
+    """Where a snapshot was taken, in Keras's 1-based progress-bar numbering."""
+    if position is None:
+        return "(none taken)"
+    epoch, batch = position
+    if batch < 0:
+        return f"from the start of epoch {epoch + 1}"
+    return f"from after epoch {epoch + 1}, batch {batch + 1}"

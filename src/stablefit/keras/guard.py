@@ -26,7 +26,7 @@ from stablefit.keras._optimizer import (
     learning_rate_object,
     scale_learning_rate,
 )
-from stablefit.keras.events import GuardEvent, NonFiniteTrainingError
+from stablefit.keras.events import GuardEvent, NonFiniteTrainingError, snapshot_position
 
 _CHECK_WEIGHTS = ("snapshot", "batch", "never")
 _ON_FAILURE = ("raise", "warn")
@@ -345,15 +345,14 @@ class NanGuard(keras.callbacks.Callback):
         where = f"epoch {event.epoch + 1}" + (f"/{epochs}" if epochs else "")
         where += f", batch {event.batch + 1}" + (f"/{steps}" if steps else "")
         what = "the loss" if event.kind == "loss" else f"weight {event.variable}"
-        position = "start" if snapshot.batch < 0 else f"batch {snapshot.batch + 1}"
         tried = [e.describe() for e in self.events[-(self._rollbacks) :]]
         lines = [
             f"NanGuard stopped training at {where}: {what} was {event.value:g} again after "
             f"{self._rollbacks - 1} rollback(s) (max_retries={self.max_retries}).",
             "What happened and what was tried:",
             *(f"  - {line}" for line in tried),
-            f"The model holds the last good weights, from epoch {snapshot.epoch + 1}, "
-            f"{position} (learning rate now {event.learning_rate_after:.3g}, "
+            f"The model holds the last good weights, {snapshot_position(event.restored_from)} "
+            f"(learning rate now {event.learning_rate_after:.3g}, "
             f"first {self._first_learning_rate:.3g}).",
             self._diagnosis_text(),
         ]
