@@ -26,6 +26,8 @@ VIF_WARNING = 1e3
 # A standardized coefficient below this contributes nothing a float64 sum can resolve.
 NEGLIGIBLE = 1e-8
 TIE = 1e-9
+# Near-collinear columns listed in the evidence (worst first); the count covers them all.
+MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -77,32 +79,34 @@ def _analyse(summary: Summary, intercept: bool) -> _Analysis | None:
     n = summary.n_complete
     if n < 2 or summary.n_features == 0:
         return None
-    mean = summary.complete_mean
+    mean, d = summary.complete_mean, summary.n_features
     with np.errstate(over="ignore", invalid="ignore"):
         moments = summary.comoment if intercept else summary.comoment + n * np.outer(mean, mean)
         diag = np.diag(moments).copy()
         usable = [
             j
-            for j in range(summary.n_features)
-            if np.isfinite(diag[j]) and diag[j] > 0 and np.isfinite(moments[j]).all()
+            for j in range(d)
+            if np.isfinite(diag[j]) and diag[j] > 0 and np.isfinite(moments[j, :d]).all()
         ]
         scale = np.sqrt(np.where(np.isfinite(diag) & (diag > 0), diag, 1.0))
-    excluded = [j for j in range(summary.n_features) if j not in usable]
+    excluded = [j for j in range(d) if j not in usable]
     corr = moments[np.ix_(usable, usable)] / np.outer(scale[usable], scale[usable])
     schur = corr.copy()
-    remaining = list(range(len(usable)))
+    open_ = np.ones(len(usable), dtype=bool)
     chosen: list[int] = []
-    while remaining:
-        largest = max(schur[i, i] for i in remaining)
+    while open_.any():
+        residual = np.where(open_, np.diag(schur), -np.inf)
+        largest = residual.max()
         if largest <= EXACT_TOLERANCE:
             break
         # Among columns explained equally little, keep the user's order: the earlier
         # column stays, the later one is reported as the combination.
-        k = next(i for i in remaining if schur[i, i] >= largest * (1 - TIE))
+        k = int(np.argmax(residual >= largest * (1 - TIE)))
         chosen.append(k)
-        remaining.remove(k)
+        open_[k] = False
         pivot = schur[:, k] / np.sqrt(schur[k, k])
         schur -= np.outer(pivot, pivot)
+    remaining = [int(i) for i in np.flatnonzero(open_)]
     return _Analysis(
         moments=moments,
         mean=mean,
@@ -113,15 +117,23 @@ def _analyse(summary: Summary, intercept: bool) -> _Analysis | None:
     )
 
 
-def _regress(summary: Summary, a: _Analysis, j: int, basis: list[int], intercept: bool):
-    """Column j on the basis columns: (Combination, unexplained share 1 - R²)."""
+def _correlation(a: _Analysis, rows: list[int], cols: list[int]) -> np.ndarray:
     s = a.scale
-    corr_bb = a.moments[np.ix_(basis, basis)] / np.outer(s[basis], s[basis])
-    corr_bj = a.moments[basis, j] / (s[basis] * s[j])
-    beta = np.linalg.solve(corr_bb, corr_bj) if basis else np.empty(0)
-    unexplained = max(float(1.0 - corr_bj @ beta), 0.0)
-    keep = np.abs(beta) > NEGLIGIBLE
-    coef = beta * s[j] / s[basis] if basis else np.empty(0)
+    return a.moments[np.ix_(rows, cols)] / np.outer(s[rows], s[cols])
+
+
+def _combination(
+    summary: Summary,
+    a: _Analysis,
+    j: int,
+    basis: list[int],
+    beta: np.ndarray,
+    unexplained: float,
+    intercept: bool,
+) -> Combination:
+    """Column j as the combination of ``basis`` with standardized coefficients ``beta``."""
+    s = a.scale
+    coef = beta * s[j] / s[basis]
     constant = 0.0
     if intercept:
         constant = float(a.mean[j] - coef @ a.mean[basis])
@@ -130,15 +142,31 @@ def _regress(summary: Summary, a: _Analysis, j: int, basis: list[int], intercept
             constant = 0.0
     names = summary.names
     # Strongest contributors first (by standardized coefficient), so a cut list keeps them.
-    order = [i for i in np.argsort(-np.abs(beta), kind="stable") if keep[i]]
-    combination = Combination(
+    order = [i for i in np.argsort(-np.abs(beta), kind="stable") if abs(beta[i]) > NEGLIGIBLE]
+    return Combination(
         column=names[j],
         others=tuple(names[basis[i]] for i in order),
         coef=tuple(float(coef[i]) for i in order),
         constant=constant,
-        r_squared=1.0 - unexplained,
+        r_squared=1.0 - max(unexplained, 0.0),
     )
-    return combination, unexplained
+
+
+def _regress(
+    summary: Summary, a: _Analysis, columns: list[int], intercept: bool
+) -> list[tuple[Combination, float]]:
+    """Each of ``columns`` on the independent columns: (Combination, 1 - R²)."""
+    basis = a.independent
+    cross = _correlation(a, basis, columns)
+    beta = np.linalg.solve(_correlation(a, basis, basis), cross) if basis else cross
+    unexplained = 1.0 - np.einsum("ij,ij->j", cross, beta)
+    return [
+        (
+            _combination(summary, a, j, basis, beta[:, m], float(unexplained[m]), intercept),
+            float(unexplained[m]),
+        )
+        for m, j in enumerate(columns)
+    ]
 
 
 def check_constant(summary: Summary, options: CheckOptions | None = None) -> list[Finding]:
@@ -193,8 +221,7 @@ def check_collinearity(summary: Summary, options: CheckOptions | None = None) ->
         return []
     findings = []
     basis = analysis.independent
-    for j in analysis.dependent:
-        combination, _ = _regress(summary, analysis, j, basis, options.intercept)
+    for combination, _ in _regress(summary, analysis, analysis.dependent, options.intercept):
         is_copy = (
             len(combination.coef) == 1
             and abs(combination.coef[0] - 1) < 1e-9
@@ -235,17 +262,26 @@ def check_collinearity(summary: Summary, options: CheckOptions | None = None) ->
 
 def _near_collinearity(summary: Summary, analysis: _Analysis, intercept: bool) -> list[Finding]:
     basis = analysis.independent
-    s = analysis.scale
-    corr = analysis.moments[np.ix_(basis, basis)] / np.outer(s[basis], s[basis])
-    vif = np.diag(np.linalg.inv(corr))
-    flagged = [i for i in np.argsort(-vif) if vif[i] >= VIF_INFO]
+    inverse = np.linalg.inv(_correlation(analysis, basis, basis))
+    vif = np.diag(inverse)
+    flagged = [int(i) for i in np.argsort(-vif, kind="stable") if vif[i] >= VIF_INFO]
     if not flagged:
         return []
     items = []
-    for i in flagged:
-        j = basis[i]
-        others = [k for k in basis if k != j]
-        combination, _ = _regress(summary, analysis, j, others, intercept)
+    # Row i of the inverse correlation gives column i's regression on all the others:
+    # beta = -inverse[i, others] / inverse[i, i], and 1 - R² = 1 / inverse[i, i].
+    for i in flagged[:MAX_LISTED]:
+        others = [k for k in range(len(basis)) if k != i]
+        beta = -inverse[i, others] / inverse[i, i]
+        combination = _combination(
+            summary,
+            analysis,
+            basis[i],
+            [basis[k] for k in others],
+            beta,
+            1.0 / vif[i],
+            intercept,
+        )
         items.append(combination.to_evidence() | {"vif": float(vif[i])})
     worst = float(vif[flagged[0]])
     shown = "; ".join(
@@ -253,15 +289,18 @@ def _near_collinearity(summary: Summary, analysis: _Analysis, intercept: bool) -
         f"{_equation_head(item['equation'])}, 1 - R² = {format_number(1 / item['vif'])})"
         for item in items[:5]
     )
+    more = (
+        f"; and {len(flagged) - 5} more columns with VIF ≥ {VIF_INFO:g}" if len(flagged) > 5 else ""
+    )
     return [
         Finding(
             code="SF114",
             severity="warning" if worst >= VIF_WARNING else "info",
             title="Nearly collinear features",
-            message=f"{shown}. A variance inflation factor (VIF) of v means the weight's "
+            message=f"{shown}{more}. A variance inflation factor (VIF) of v means the weight's "
             "uncertainty is √v times what it would be without the other features; training "
             "moves slowly along such directions.",
-            evidence={"columns": items, "max_vif": worst},
+            evidence={"columns": items, "max_vif": worst, "n_columns": len(flagged)},
             fix="Drop or combine the columns that the others explain, or add a little L2 "
             "regularization.",
         )
@@ -315,7 +354,7 @@ def check_exact_target(summary: Summary, options: CheckOptions | None = None) ->
         return []
     if summary.n_complete <= len(basis) + int(options.intercept):
         return []  # SF105: with so few rows every target is fitted exactly
-    combination, unexplained = _regress(summary, analysis, t, basis, options.intercept)
+    ((combination, unexplained),) = _regress(summary, analysis, [t], options.intercept)
     if unexplained > EXACT_TOLERANCE:
         return []
     return [
