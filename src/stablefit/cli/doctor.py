@@ -317,7 +317,7 @@ def _print_why(console: Console, diagnosis: Diagnosis) -> None:
     for finding in diagnosis.findings:
         line = Text(f"{finding.code} {finding.title}: ", style="bold")
         line.append(finding.message, style="")
-        console.print(Padding(line, (0, 0, 0, 2)))
+        console.print(Padding(line, (0, 0, 0, 2), expand=False))
     console.print()
 
 
