@@ -17,6 +17,7 @@ from stablefit.solve.lstsq import (
     GRAM_REFINEMENT_CONDITION,
     UNIT_ROUNDOFF,
     Refinement,
+    cholesky_contraction_bound,
     dependent_columns,
     refine,
     triangular_factor_from_comoments,
@@ -134,15 +135,22 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
         scale=power_of_two_scale(std),
         intercept=intercept,
     )
-    R = None
+    R, start, bound = None, None, None
     if medians is None and intercept:
         scaled = summary.comoment[:d, :d] / np.outer(design.scale, design.scale)
         R = triangular_factor_from_comoments(summary.n_complete, scaled, intercept)
-    if R is None:
+    if R is not None:
+        # The co-moments with the target give the normal-equations solution for free.
+        slopes = scipy.linalg.cho_solve((R[1:, 1:], False), summary.comoment[:d, d] / design.scale)
+        start = np.concatenate([[summary.complete_mean[d]], slopes])
+        bound = cholesky_contraction_bound(R)
+    else:
         R = triangular_factor_qr(design)
     return _solve(
         design,
         R,
+        start=start,
+        contraction_bound=bound,
         names=schema.feature_names,
         target_name=schema.target_name or "y",
         sst=_total_sum_of_squares(summary, intercept, imputed=medians is not None),
@@ -217,6 +225,8 @@ def _solve(
     n_dropped_rows: int = 0,
     n_imputed: int = 0,
     notes: list[str] | None = None,
+    start: np.ndarray | None = None,
+    contraction_bound: float | None = None,
 ) -> FitResult:
     """Leave out collinear columns, refine, and assemble the FitResult."""
     notes = list(notes or [])
@@ -235,7 +245,13 @@ def _solve(
     if dependent:
         design, R = _restrict(design, R, keep_features)
     condition = _condition(R)
-    refinement = refine(design, R, want_gram=condition > GRAM_REFINEMENT_CONDITION)
+    refinement = refine(
+        design,
+        R,
+        want_gram=condition > GRAM_REFINEMENT_CONDITION,
+        start=None if dependent else start,
+        contraction_bound=None if dependent else contraction_bound,
+    )
     n, k = refinement.n_obs, R.shape[1]
     df_resid = n - k
     if df_resid <= 0:
@@ -348,9 +364,14 @@ def _certificate(
     delta = refinement.last_correction if refinement.last_correction is not None else theta
     rho = refinement.contraction
     converged = rho < 0.5
-    # Remaining error after the last step, by the observed geometric contraction; a
-    # stalled refinement gets no credit beyond its last correction.
-    remaining = np.abs(delta) + (rho / (1.0 - rho) if converged else 1.0) * np.max(np.abs(delta))
+    # After a step with contraction ρ (in the norm ‖R·‖), the remaining error is at most
+    # ρ/(1-ρ) times the step; κ(R) converts that norm to the plain one. A stalled
+    # refinement gets no credit beyond its last correction.
+    step = float(np.linalg.norm(delta))
+    if converged:
+        remaining = np.full(theta.size, condition * rho / (1.0 - rho) * step)
+    else:
+        remaining = np.abs(delta) + step
     # Floor: what double-double residuals can resolve.
     remaining = remaining + condition * UNIT_ROUNDOFF**2 * np.max(np.abs(theta)) * 16
     original_error = np.abs(T) @ remaining

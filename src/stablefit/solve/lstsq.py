@@ -68,6 +68,16 @@ def triangular_factor_from_comoments(
     return R
 
 
+def cholesky_contraction_bound(R: np.ndarray) -> float:
+    """A-priori error reduction per refinement step with a Cholesky factor of ÃᵀÃ.
+
+    The factor is exact for ÃᵀÃ + E with ‖E‖ ≲ k·u‖ÃᵀÃ‖ (Higham, *Accuracy and Stability
+    of Numerical Algorithms*, Thm. 10.3), so each step multiplies the error by at most
+    about k·κ(Ã)²·u; a factor 8 keeps the bound on the safe side of that estimate.
+    """
+    return 8.0 * R.shape[0] * _condition(R) ** 2 * UNIT_ROUNDOFF
+
+
 def _positive_diagonal(R: np.ndarray, k: int) -> np.ndarray:
     if R.shape[0] < k:
         R = np.vstack([R, np.zeros((k - R.shape[0], k))])
@@ -108,15 +118,20 @@ class Refinement:
     design_norm: float = float("nan")
     residual_norm: float = float("nan")
     target_norm: float = float("nan")
+    contraction_bound: float | None = None
     gram: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def contraction(self) -> float:
-        """Observed ratio of successive corrections (small when refinement converges)."""
+        """Error reduction per step: the a-priori bound, or the ratio of the last two
+        corrections, whichever is larger (1 when neither is known)."""
         c = [x for x in self.corrections if x > 0]
-        if len(c) < 2:
-            return 0.0 if self.corrections and self.corrections[-1] == 0 else 1.0
-        return min(1.0, c[-1] / c[-2])
+        if self.corrections and self.corrections[-1] == 0:
+            return 0.0
+        observed = min(1.0, c[-1] / c[-2]) if len(c) >= 2 else None
+        if self.contraction_bound is None:
+            return 1.0 if observed is None else observed
+        return max(self.contraction_bound, observed or 0.0)
 
 
 def _pass(
@@ -148,12 +163,21 @@ def refine(
     R: np.ndarray,
     *,
     want_gram: bool = False,
+    start: np.ndarray | None = None,
+    contraction_bound: float | None = None,
     max_steps: int = MAX_REFINEMENT_STEPS,
 ) -> Refinement:
-    """Iterate θ += R⁻¹R⁻ᵀ Ãᵀ(y - Ãθ) until the corrections reach double-double level."""
+    """Iterate θ += R⁻¹R⁻ᵀ Ãᵀ(y - Ãθ) until the corrections reach double-double level.
+
+    ``start`` is a first solution when one is known without a pass (from the co-moments);
+    ``contraction_bound`` an a-priori bound on the error reduction per step. With it, a
+    single step whose correction, times the bound, lies far below the last digit is enough.
+    """
     k = R.shape[1]
-    theta_hi, theta_lo = np.zeros(k), np.zeros(k)
+    theta_hi = np.zeros(k) if start is None else start.astype(float)
+    theta_lo = np.zeros(k)
     result = Refinement(theta_hi, theta_lo, float("nan"), 0, 0)
+    result.contraction_bound = contraction_bound
     for step in range(1, max_steps + 1):
         g, sse, n, frob, yy, G = _pass(
             design, theta_hi, theta_lo, want_gram and result.gram is None
@@ -171,6 +195,8 @@ def refine(
         result.last_correction = delta
         scale = float(np.linalg.norm(theta_hi))
         converged = size <= 1e-30 * scale or size == 0.0
+        if contraction_bound is not None:
+            converged = converged or contraction_bound * size <= 1e-20 * scale
         stalled = len(result.corrections) > 2 and size > 0.5 * result.corrections[-2]
         if converged or stalled:
             break

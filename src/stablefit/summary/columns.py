@@ -68,8 +68,11 @@ class ColumnStats:
         return np.sqrt(self.var)
 
     @classmethod
-    def of_block(cls, Z: np.ndarray, first_row: int, *, extremes: bool = True) -> ColumnStats:
-        """Statistics of one block ``Z`` (rows, p) whose first row has index ``first_row``."""
+    def of_block(cls, Z: np.ndarray, first_row: int, *, detail: bool = True) -> ColumnStats:
+        """Statistics of one block ``Z`` (rows, p) whose first row has index ``first_row``.
+
+        ``detail=False`` leaves out what only diagnostics need (extremes, integrality).
+        """
         stats = cls(Z.shape[1])
         finite = np.isfinite(Z)
         all_finite = bool(finite.all())
@@ -100,8 +103,10 @@ class ColumnStats:
             stats.min = np.where(has, low.min(axis=0), np.nan)
             stats.max = np.where(has, high.max(axis=0), np.nan)
             stats.max_abs = np.where(has, np.maximum(np.abs(stats.min), np.abs(stats.max)), np.nan)
+        if not detail:
+            return stats
         stats.is_integer = np.all(np.equal(np.floor(values), values), axis=0)
-        if extremes and Z.shape[0]:
+        if Z.shape[0]:
             stats.extremes = [
                 _column_extremes(Z[finite[:, j], j], row_ids[finite[:, j]])
                 if not all_finite

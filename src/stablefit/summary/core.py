@@ -87,7 +87,7 @@ class Summary:
     def of_batch(cls, batch: Batch, schema: Schema, *, detail: bool = True) -> Summary:
         Z = batch.X if batch.y is None else np.column_stack([batch.X, batch.y])
         summary = cls(schema=schema, has_target=batch.y is not None, n_rows=batch.n_rows)
-        summary.columns = ColumnStats.of_block(Z, batch.first_row, extremes=detail)
+        summary.columns = ColumnStats.of_block(Z, batch.first_row, detail=detail)
         complete = np.isfinite(Z).all(axis=1)
         summary.complete = CoMoments.of_block(Z if complete.all() else Z[complete])
         if detail:
