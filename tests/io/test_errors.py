@@ -263,3 +263,10 @@ def test_requested_column_that_is_not_numeric(tmp_path):
 def test_columns_are_for_tables():
     with pytest.raises(StablefitInputError, match=r"X\[:, \[...\]\]"):
         open_source(np.ones((2, 2)), columns=["x0"])
+
+
+def test_text_that_is_not_utf8_says_so(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("city,x,y\nMünchen,1,2\n".encode("latin-1"))
+    with pytest.raises(StablefitInputError, match=r"'city': text that is not UTF-8.*save the file"):
+        open_source(path, target="y")

@@ -100,6 +100,8 @@ def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) ->
         return "text"
     values = column.drop_null()
     example = f" such as {values[0].as_py()!s}" if len(values) else ""
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        return f"text that is not UTF-8{example} (save the file as UTF-8)"
     return f"{arrow_type} values{example}"
 
 

@@ -10,7 +10,8 @@ on in file order so row numbers stay exact. Parsing chunks in parallel this way 
 
 Blank lines are kept as rows of missing values rather than skipped: that keeps every
 row's file line number right, and a blank line shows up as missing values at its line
-instead of vanishing silently.
+instead of vanishing silently. Quoted values must not contain line breaks: the file is
+cut into chunks at line breaks.
 """
 
 from __future__ import annotations
