@@ -151,3 +151,9 @@ def test_keras_agrees_with_the_forecast_on_example1_sgd():
     outcome = train_with_keras(X, y, optimizer="adam", learning_rate=0.01)
     assert outcome.first_nonfinite_epoch is None
     assert 100 < outcome.final_loss < 1000
+
+
+def test_doctor_without_target_runs_the_data_checks(example1, capsys):
+    assert main(["doctor", example1]) == 0
+    text = flat(capsys.readouterr().out)
+    assert "SF106" in text and "No training forecast" in text

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.findings import SCHEMA_VERSION, severity_rank
 from stablefit.errors import StablefitInputError
+from stablefit.report.diagnosis import renderables
 
 X1 = np.array([[1.0, 1e6], [2.0, 2e6], [3.0, 3e6]])
 Y1 = np.array([10.0, 20.0, 30.0])
@@ -165,3 +168,12 @@ def test_reads_a_csv_file_and_names_its_lines(tmp_path):
 def test_bad_settings_raise_input_errors(kwargs, match):
     with pytest.raises(StablefitInputError, match=match):
         diagnose(X1, Y1, **kwargs)
+
+
+def test_terminal_report_has_colour_and_the_same_words():
+    d = diagnose(X1, Y1, feature_names=NAMES, optimizer="sgd")
+    buffer = io.StringIO()
+    Console(file=buffer, force_terminal=True, width=100).print(renderables(d))
+    coloured = buffer.getvalue()
+    assert "\x1b[" in coloured
+    assert "SF201" in coloured and "Fix (paste this)" in coloured
