@@ -69,8 +69,8 @@ def _describe(summary: Summary, item: dict) -> str:
 
 def check_outliers(summary: Summary, options: CheckOptions | None = None) -> list[Finding]:
     """SF141 (features) and SF142 (target): values with robust z above ``ROBUST_Z``."""
-    if summary.n_rows < 3 or summary.p == 0:
-        return []
+    if summary.n_rows < 3 or summary.p == 0 or summary.sketches is None:
+        return []  # too few rows, or a Summary built without detail (no medians)
     medians, mads = summary.median(), summary.mad()
     t = target_index(summary)
     features, target = [], []
