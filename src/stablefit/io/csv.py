@@ -33,7 +33,7 @@ from stablefit.io.arrow import (
     schema_of,
     select_arrow_columns,
 )
-from stablefit.io.columns import ColumnChoice, Selection
+from stablefit.io.columns import ColumnChoice
 from stablefit.io.schema import Batch, Schema
 
 # Bytes of the file's start used to read the header and infer column types.
@@ -92,6 +92,29 @@ def read_into(stream: pa.NativeFile, view: memoryview) -> int:
     return filled
 
 
+def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
+    """The header and the first rows, with the column types pyarrow infers from them."""
+    invalid: list[pa_csv.InvalidRow] = []
+    try:
+        reader = pa_csv.open_csv(
+            str(path),
+            read_options=pa_csv.ReadOptions(block_size=SNIFF_BYTES, use_threads=False),
+            parse_options=parse_options(delimiter, invalid),
+        )
+        with reader:
+            return reader.read_next_batch()
+    except StopIteration:
+        raise read_error(
+            path, "the file has a header line but no data rows; nothing to read."
+        ) from None
+    except pa.ArrowInvalid as error:
+        if invalid:
+            raise ragged_row_error(path, invalid[0].number, invalid[0]) from None
+        if "Empty CSV file" in str(error):
+            raise read_error(path, "the file holds no header line and no rows.") from None
+        raise read_error(path, f"cannot read the file as CSV: {error}") from None
+
+
 def parse_options(delimiter: str, invalid: list[pa_csv.InvalidRow]) -> pa_csv.ParseOptions:
     def keep_first(row: pa_csv.InvalidRow) -> str:
         invalid.append(row)
@@ -110,7 +133,6 @@ class CsvSource:
     delimiter: str
     file_names: tuple[str, ...]
     column_types: dict[str, pa.DataType]
-    selection: Selection
     schema: Schema
     batch_rows: int = 65536
     chunk_bytes: int = MAX_CHUNK_BYTES
@@ -128,27 +150,7 @@ class CsvSource:
         """Read the header and the first block, choose the columns and their types."""
         if path.stat().st_size == 0:
             raise read_error(path, "the file is empty (0 bytes); expected a header line and rows.")
-        invalid: list[pa_csv.InvalidRow] = []
-        try:
-            reader = pa_csv.open_csv(
-                str(path),
-                read_options=pa_csv.ReadOptions(block_size=SNIFF_BYTES, use_threads=False),
-                parse_options=parse_options(delimiter, invalid),
-            )
-            sample = reader.read_next_batch()
-        except StopIteration:
-            raise read_error(
-                path, "the file has a header line but no data rows; nothing to read."
-            ) from None
-        except pa.ArrowInvalid as error:
-            if invalid:
-                raise ragged_row_error(path, invalid[0].number, invalid[0]) from None
-            if "Empty CSV file" in str(error):
-                raise read_error(path, "the file holds no header line and no rows.") from None
-            raise read_error(path, f"cannot read the file as CSV: {error}") from None
-        finally:
-            if "reader" in locals():
-                reader.close()
+        sample = read_first_block(path, delimiter)
         selection = select_arrow_columns(
             sample.schema,
             sample,
@@ -164,13 +166,14 @@ class CsvSource:
                 column_types[field.name] = (
                     pa.bool_() if pa.types.is_boolean(field.type) else pa.float64()
                 )
+        # Chunks of about batch_rows rows; the first block's size in memory stands in for
+        # its size as text (within a factor of about two for numbers).
         bytes_per_row = max(sample.nbytes / max(sample.num_rows, 1), 1.0)
         return cls(
             path=path,
             delimiter=delimiter,
             file_names=tuple(sample.schema.names),
             column_types=column_types,
-            selection=selection,
             schema=schema_of(selection, str(path), row_label="line", row_offset=FIRST_DATA_LINE),
             batch_rows=batch_rows,
             chunk_bytes=int(min(max(batch_rows * bytes_per_row, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)),
