@@ -194,6 +194,7 @@ def train_with_keras(
     if X.shape[0] > 32:
         raise ValueError("train_with_keras runs one batch per epoch: at most 32 rows")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # the seed's facts are CPU runs
     with _quiet_native_stderr():
         import keras
 
