@@ -1,9 +1,300 @@
-"""``stablefit train``: placeholder until its command lands."""
+"""``stablefit train``: train a real Keras linear model on a file, guarded, and compare.
+
+Reads the file, forecasts the run (``stablefit.diagnose``), trains ``Dense(1)`` with the
+mean squared error under :class:`~stablefit.keras.NanGuard` (unless ``--no-guard``), then
+prints the trained coefficients in the data's units beside the exact least-squares fit and
+what the guard did. ``--auto`` trains doctor's recommended configuration instead, with the
+scaling inside the model (a Normalization layer). Exit code 0 when training ends with
+finite weights and loss, 1 when it does not (or the guard had to stop it), 2 for bad input.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stablefit.diagnose import diagnose
+from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
+from stablefit.diagnose.findings import format_number
+from stablefit.errors import StablefitInputError
+
+DEFAULT_OPTIMIZER = "adam"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add nothing yet."""
+    """Add ``train``."""
+    train = subparsers.add_parser(
+        "train",
+        help="train a Keras linear model on a file, guarded against NaN",
+        description="Train a real Keras Dense(1) model (mean squared error) on a CSV or "
+        "Parquet file with stablefit's NanGuard, then print the coefficients in the data's "
+        "units beside the exact least-squares fit. Exit code: 0 when training ends finite, "
+        "1 when it does not, 2 for unusable input.",
+    )
+    train.add_argument("data", metavar="DATA", help="CSV or Parquet file")
+    train.add_argument("--target", metavar="COL", required=True, help="the target column")
+    train.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZER_NAMES),
+        type=str.lower,
+        default=DEFAULT_OPTIMIZER,
+        help=f"the Keras optimizer (default: {DEFAULT_OPTIMIZER})",
+    )
+    train.add_argument(
+        "--learning-rate", type=float, metavar="LR", help="default: Keras's for the optimizer"
+    )
+    train.add_argument("--epochs", type=int, default=100, metavar="N")
+    train.add_argument("--batch-size", type=int, default=32, metavar="N")
+    train.add_argument(
+        "--no-guard", dest="guard", action="store_false", help="train without NanGuard"
+    )
+    train.add_argument(
+        "--auto",
+        action="store_true",
+        help="train doctor's recommended configuration (scaling inside the model, optimizer, "
+        "learning rate, epochs) instead of the one given",
+    )
+    train.add_argument("--seed", type=int, default=0, help="Keras's random seed (default 0)")
+    train.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    _validate(args)
+    X, y, names = _read(args.data, args.target)
+    console = Console(highlight=False)
+    settings = _settings(args, X, y, names, console)
+    try:
+        import keras
+
+        from stablefit.keras import NanGuard, NonFiniteTrainingError
+        from stablefit.keras.linear import linear_model, mse, original_units
+    except ImportError as error:
+        raise StablefitInputError(
+            f"stablefit train needs Keras with TensorFlow ({error}); "
+            "install it with: pip install 'stablefit[keras]'"
+        ) from error
+
+    keras.utils.set_random_seed(args.seed)
+    model = linear_model(
+        X,
+        optimizer=settings["optimizer"],
+        learning_rate=settings["learning_rate"],
+        standardize=settings["standardize"],
+    )
+    initial_loss = mse(X, y, *original_units(model))
+    guard = NanGuard(data=(X, y)) if args.guard else None
+    stopped_by_guard = None
+    with _EpochProgress(console, settings["epochs"]) as progress:
+        callbacks = [progress] if guard is None else [guard, progress]
+        try:
+            model.fit(
+                X.astype("float32"),
+                y.astype("float32"),
+                epochs=settings["epochs"],
+                batch_size=settings["batch_size"],
+                verbose=0,
+                callbacks=callbacks,
+            )
+        except NonFiniteTrainingError as error:
+            stopped_by_guard = str(error)
+
+    coef, intercept = original_units(model)
+    final_loss = mse(X, y, coef, intercept)
+    _print_comparison(console, X, y, names, coef, intercept, initial_loss, final_loss)
+    _print_guard(console, guard, stopped_by_guard)
+    finite = math.isfinite(final_loss) and bool(np.isfinite(coef).all())
+    if not finite:
+        console.print(
+            "Training ended with non-finite weights or loss. Run `stablefit doctor` on the "
+            "data for why, or train with the guard (drop --no-guard) or --auto."
+        )
+    return 0 if finite and stopped_by_guard is None else 1
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if args.epochs < 1:
+        raise StablefitInputError(f"--epochs {args.epochs}: give at least 1 epoch (e.g. 100)")
+    if args.batch_size < 1:
+        raise StablefitInputError(f"--batch-size {args.batch_size}: give at least 1 (e.g. 32)")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        raise StablefitInputError(
+            f"--learning-rate {args.learning_rate}: give a positive learning rate (e.g. 0.01)"
+        )
+
+
+def _read(path: str, target: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The whole file as float64 arrays; rows with NaN/inf are an error naming them."""
+    from stablefit.io import open_source
+
+    if not Path(path).is_file():
+        raise StablefitInputError(f"{path}: no such file; give a CSV or Parquet file")
+    source = open_source(path, target=target)
+    batches = list(source.batches())
+    if not batches:
+        raise StablefitInputError(f"{path}: no data rows to train on")
+    X = np.concatenate([batch.X for batch in batches])
+    y = np.concatenate([batch.y for batch in batches])
+    bad = np.flatnonzero(~(np.isfinite(X).all(axis=1) & np.isfinite(y)))
+    if bad.size:
+        raise StablefitInputError(
+            f"{path}: {source.schema.format_rows(bad, total=bad.size)} hold NaN, inf or "
+            "missing values, and Keras would train on them (loss NaN from the first batch "
+            "that holds one); drop or fix those rows (`stablefit doctor` names the columns)"
+        )
+    return X, y, source.schema.feature_names
+
+
+def _settings(
+    args: argparse.Namespace,
+    X: np.ndarray,
+    y: np.ndarray,
+    names: tuple[str, ...],
+    console: Console,
+) -> dict[str, Any]:
+    """The configuration to train: as given, or doctor's recommendation with --auto."""
+    diagnosis = diagnose(
+        X,
+        y,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        feature_names=names,
+    )
+    forecast = diagnosis.training
+    given = (
+        f"{OPTIMIZER_NAMES[forecast.optimizer]} lr {format_number(forecast.learning_rate)}, "
+        f"{args.epochs} epochs, batch {args.batch_size}"
+    )
+    console.print(
+        f"[bold]stablefit train[/bold] {args.data}: {len(y)} rows, features "
+        f"{', '.join(diagnosis.facts.feature_names)}, target {args.target}"
+    )
+    console.print(f"forecast for {given}: {_outcome(forecast)}")
+    if not args.auto:
+        return {
+            "optimizer": args.optimizer,
+            "learning_rate": args.learning_rate,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "standardize": False,
+        }
+    recommended = forecast.recommended
+    if recommended is None:
+        raise StablefitInputError(
+            "--auto: stablefit found no configuration to recommend for these data "
+            "(see `stablefit doctor`); train without --auto"
+        )
+    standardize = recommended.scaling.endswith("standardize")
+    console.print(
+        f"--auto: {'standardized inside the model (Normalization layer), ' if standardize else ''}"
+        f"{OPTIMIZER_NAMES[recommended.optimizer]} lr {format_number(recommended.learning_rate)}, "
+        f"{recommended.epochs} epochs, batch {recommended.batch_size} ({recommended.note})"
+    )
+    return {
+        "optimizer": recommended.optimizer,
+        "learning_rate": recommended.learning_rate,
+        "epochs": recommended.epochs,
+        "batch_size": recommended.batch_size,
+        "standardize": standardize,
+    }
+
+
+def _outcome(forecast: Any) -> str:
+    if forecast.outcome == "diverges":
+        return (
+            f"diverges (non-finite loss at epoch {forecast.first_nonfinite_epoch}; stable for "
+            f"lr < {format_number(forecast.max_stable_learning_rate or float('nan'))})"
+        )
+    final = forecast.predicted_final_loss
+    loss = "" if final is None else f", final loss about {format_number(final)}"
+    return f"{forecast.outcome}{loss}"
+
+
+class _EpochProgress:
+    """A rich progress bar advanced by a Keras callback at each epoch's end."""
+
+    def __init__(self, console: Console, epochs: int) -> None:
+        self.progress = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("train", total=epochs, loss="-")
+
+    def __enter__(self) -> Any:
+        import keras
+
+        self.progress.start()
+        progress, task = self.progress, self.task
+
+        class Advance(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                loss = (logs or {}).get("loss")
+                shown = "-" if loss is None else format_number(float(loss))
+                progress.update(task, completed=epoch + 1, loss=shown)
+
+        return Advance()
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def _print_comparison(
+    console: Console,
+    X: np.ndarray,
+    y: np.ndarray,
+    names: tuple[str, ...],
+    coef: np.ndarray,
+    intercept: float,
+    initial_loss: float,
+    final_loss: float,
+) -> None:
+    import stablefit
+    from stablefit.keras.linear import mse
+
+    exact = stablefit.fit(X, y, feature_names=list(names))
+    optimal_loss = mse(X, y, exact.coef, exact.intercept)
+    table = Table(title="coefficients in the data's units", title_justify="left")
+    table.add_column("term")
+    table.add_column("trained (Keras)", justify="right")
+    table.add_column("exact (stablefit.fit)", justify="right")
+    for name, trained, best in zip(names, coef, exact.coef, strict=True):
+        table.add_row(name, format_number(trained, 6), format_number(best, 6))
+    table.add_row("intercept", format_number(intercept, 6), format_number(exact.intercept, 6))
+    table.add_row("loss (MSE)", format_number(final_loss, 4), format_number(optimal_loss, 4))
+    console.print(table)
+    for note in exact.notes:
+        console.print(f"exact fit: {note}")
+    if math.isfinite(final_loss) and math.isfinite(initial_loss) and initial_loss > optimal_loss:
+        share = max(final_loss - optimal_loss, 0.0) / (initial_loss - optimal_loss)
+        console.print(
+            f"excess loss over the optimum: {format_number(100 * share, 3)}% of its initial "
+            f"value ({format_number(initial_loss, 4)} before training)"
+        )
+
+
+def _print_guard(console: Console, guard: Any, stopped: str | None) -> None:
+    if guard is None:
+        console.print("NanGuard: off (--no-guard)")
+        return
+    if stopped is not None:
+        console.print(stopped, markup=False)
+        return
+    if not guard.events:
+        console.print("NanGuard: no non-finite loss or weight during training")
+        return
+    console.print(f"NanGuard caught {len(guard.events)} non-finite value(s) and recovered:")
+    for event in guard.events:
+        console.print(f"  - {event.describe()}", markup=False)

@@ -1,0 +1,75 @@
+"""``stablefit train`` end to end: real files, real Keras, the exact fit beside it."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from stablefit.cli.main import main
+
+pytestmark = pytest.mark.keras
+
+
+def bundled(name: str) -> str:
+    return str(resources.files("stablefit") / "data" / name)
+
+
+def excess_percent(output: str) -> float:
+    match = re.search(r"excess loss over the optimum: ([0-9.e+-]+)% of its initial", output)
+    assert match, output
+    return float(match.group(1))
+
+
+def test_auto_on_example_1_reaches_the_optimum(capsys) -> None:
+    code = main(["train", bundled("seed_example1.csv"), "--target", "y", "--auto"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "Normalization layer" in output
+    # "Converges" as stablefit defines it: the excess loss over the optimum (0 here,
+    # y = 10 x1 exactly) falls to at most 1% of its value before training.
+    assert excess_percent(output) <= 1.0
+    assert "NanGuard: no non-finite" in output
+    assert "x2 = 1e+06·x1" in output  # the exact fit reports the collinearity
+
+
+def test_sgd_on_example_1_is_stopped_by_the_guard_with_the_reason(capsys) -> None:
+    args = ["train", bundled("seed_example1.csv"), "--target", "y", "--optimizer", "sgd",
+            "--learning-rate", "0.01", "--epochs", "30"]  # fmt: skip
+    code = main(args)
+    output = capsys.readouterr().out
+    assert code == 1
+    assert "NanGuard stopped training" in output
+    assert "epoch 3, batch 1: loss = inf" in output
+    assert "SF201" in output  # the diagnosis says why
+    # The model holds the last good weights: finite coefficients are printed.
+    trained = re.search(r"│ x1\s+│\s+(\S+)", output)
+    assert trained and np.isfinite(float(trained.group(1)))
+
+
+def test_without_the_guard_sgd_on_example_1_ends_in_nan(capsys) -> None:
+    args = ["train", bundled("seed_example1.csv"), "--target", "y", "--optimizer", "sgd",
+            "--learning-rate", "0.01", "--epochs", "10", "--no-guard"]  # fmt: skip
+    code = main(args)
+    output = capsys.readouterr().out
+    assert code == 1
+    assert "NanGuard: off" in output
+    assert "non-finite weights or loss" in output
+    assert re.search(r"│ loss \(MSE\)\s+│\s+(NaN|inf)", output)
+
+
+def test_rows_with_nan_are_refused_naming_the_line(tmp_path, capsys) -> None:
+    path = tmp_path / "holes.csv"
+    path.write_text("a,b,y\n1,2,3\n4,,6\n7,8,9\n")
+    code = main(["train", str(path), "--target", "y"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "line 3" in error and "NaN" in error
+
+
+def test_a_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:
+    code = main(["train", str(tmp_path / "nope.csv"), "--target", "y"])
+    assert code == 2
+    assert "no such file" in capsys.readouterr().err
