@@ -1,7 +1,7 @@
 """In-memory inputs: NumPy arrays, pandas and polars frames and series, Arrow tables.
 
 pandas and polars are optional: an object is recognized as theirs only when the module
-is already imported, so neither is ever imported here. Nothing the user passed is
+is already imported, so stablefit never imports them itself. Nothing the user passed is
 written to: NumPy batches are read-only views, everything else is converted batch by
 batch into new arrays.
 """
@@ -238,16 +238,12 @@ def describe_pandas(series: Any) -> str:
     """What a non-numeric pandas column holds: its dtype and a value that is not a number."""
     import pandas as pd
 
-    present = series.notna().to_numpy()
-    numbers = (
-        pd.to_numeric(series, errors="coerce").notna().to_numpy()
-        if not (
-            pd.api.types.is_datetime64_any_dtype(series.dtype)
-            or pd.api.types.is_timedelta64_dtype(series.dtype)
-        )
-        else np.zeros(len(series), dtype=bool)
-    )
-    bad = np.flatnonzero(present & ~numbers)
+    kind = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(kind) or pd.api.types.is_timedelta64_dtype(kind):
+        present = series.dropna()
+        return f"dtype {kind}" + (f", e.g. {present.iloc[0]!s}" if len(present) else "")
+    numbers = pd.to_numeric(series, errors="coerce").notna().to_numpy()
+    bad = np.flatnonzero(series.notna().to_numpy() & ~numbers)
     if bad.size == 0:
         return f"dtype {series.dtype}"
     return f"dtype {series.dtype}, e.g. {series.iloc[bad[0]]!r} at row {bad[0]}"
