@@ -11,6 +11,7 @@ import pytest
 
 from stablefit.cli.doctor import DEMO_CASES, bundled_csv, load_example, scale, train_with_keras
 from stablefit.cli.main import main
+from stablefit.diagnose import diagnose
 
 
 def flat(text: str) -> str:
@@ -157,3 +158,18 @@ def test_doctor_without_target_runs_the_data_checks(example1, capsys):
     assert main(["doctor", example1]) == 0
     text = flat(capsys.readouterr().out)
     assert "SF106" in text and "No training forecast" in text
+
+
+@pytest.mark.parametrize(
+    ("index", "low", "high"),
+    [(2, 300.0, 500.0), (3, 30.0, 80.0)],  # Example 2 stalls near 400, Example 3 near 50
+)
+def test_demo_forecasts_for_the_scaled_examples_stall(index, low, high):
+    case = DEMO_CASES[index]
+    X, y, names = load_example(case)
+    d = diagnose(
+        X, y, feature_names=names, optimizer=case.optimizer, learning_rate=case.learning_rate
+    )
+    assert d.training.outcome == "stalls"
+    assert d.training.first_nonfinite_epoch is None
+    assert low < d.training.predicted_final_loss < high
