@@ -14,6 +14,7 @@ from stablefit.solve.certificate import Certificate, trusted_digits
 from stablefit.solve.dd import dd_mul
 from stablefit.solve.design import ScaledDesign, power_of_two_scale
 from stablefit.solve.lstsq import (
+    GRAM_BUDGET,
     GRAM_REFINEMENT_CONDITION,
     UNIT_ROUNDOFF,
     Refinement,
@@ -149,6 +150,7 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     return _solve(
         design,
         R,
+        rows=summary.n_rows,
         start=start,
         contraction_bound=bound,
         names=schema.feature_names,
@@ -225,6 +227,7 @@ def _solve(
     n_dropped_rows: int = 0,
     n_imputed: int = 0,
     notes: list[str] | None = None,
+    rows: int,
     start: np.ndarray | None = None,
     contraction_bound: float | None = None,
 ) -> FitResult:
@@ -245,13 +248,21 @@ def _solve(
     if dependent:
         design, R = _restrict(design, R, keep_features)
     condition = _condition(R)
+    k_params = R.shape[1]
     refinement = refine(
         design,
         R,
-        want_gram=condition > GRAM_REFINEMENT_CONDITION,
+        want_gram=condition > GRAM_REFINEMENT_CONDITION and rows * k_params**2 <= GRAM_BUDGET,
         start=None if dependent else start,
         contraction_bound=None if dependent else contraction_bound,
     )
+    if condition > GRAM_REFINEMENT_CONDITION and refinement.gram is None:
+        stderr_digits = max(0, int(-np.log10(8 * k_params * condition * UNIT_ROUNDOFF)))
+        notes.append(
+            f"Standard errors carry about {stderr_digits} significant digits: with "
+            f"{rows} rows the double-double Gram matrix that would sharpen them "
+            f"(condition number {condition:.3g}) was not formed."
+        )
     n, k = refinement.n_obs, R.shape[1]
     df_resid = n - k
     if df_resid <= 0:
@@ -363,13 +374,14 @@ def _certificate(
     theta = refinement.theta_hi
     delta = refinement.last_correction if refinement.last_correction is not None else theta
     rho = refinement.contraction
-    converged = rho < 0.5
-    # After a step with contraction ρ (in the norm ‖R·‖), the remaining error is at most
-    # ρ/(1-ρ) times the step; κ(R) converts that norm to the plain one. A stalled
-    # refinement gets no credit beyond its last correction.
+    converged = refinement.converged
+    # The error left after a step is the next correction, about ρ times this one; summed
+    # over all further steps, ρ/(1-ρ) times it. Otherwise (the last correction was
+    # rounding noise, or refinement stopped early) the error is credited with no more
+    # than its last correction.
     step = float(np.linalg.norm(delta))
-    if converged:
-        remaining = np.full(theta.size, condition * rho / (1.0 - rho) * step)
+    if converged and rho < 0.5:
+        remaining = np.full(theta.size, rho / (1.0 - rho) * step)
     else:
         remaining = np.abs(delta) + step
     # Floor: what double-double residuals can resolve.
@@ -459,4 +471,6 @@ def fit_polynomial(
     )
     names = [name] + [f"{name}^{k}" for k in range(2, degree + 1)]
     sst = float(np.sum((y - y.mean()) ** 2)) if intercept else float(np.sum(y**2))
-    return _solve(design, triangular_factor_qr(design), names=names, target_name="y", sst=sst)
+    return _solve(
+        design, triangular_factor_qr(design), names=names, target_name="y", sst=sst, rows=x.size
+    )

@@ -38,6 +38,9 @@ UNIT_ROUNDOFF = 2.0**-53
 CHOLESKY_CONDITION_LIMIT = 1e4
 MAX_REFINEMENT_STEPS = 12
 GRAM_REFINEMENT_CONDITION = 1e4
+# The double-double Gram matrix costs about 30 n k² flops: worth it for standard errors of
+# ill-conditioned problems of moderate size (all of NIST's), not for millions of rows.
+GRAM_BUDGET = 5e7
 
 
 def triangular_factor_qr(design: ScaledDesign) -> np.ndarray:
@@ -119,6 +122,7 @@ class Refinement:
     residual_norm: float = float("nan")
     target_norm: float = float("nan")
     contraction_bound: float | None = None
+    converged: bool = False
     gram: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -178,6 +182,7 @@ def refine(
     theta_lo = np.zeros(k)
     result = Refinement(theta_hi, theta_lo, float("nan"), 0, 0)
     result.contraction_bound = contraction_bound
+    noise_floor = max(1e-30, 64 * _condition(R) * UNIT_ROUNDOFF**2)
     for step in range(1, max_steps + 1):
         g, sse, n, frob, yy, G = _pass(
             design, theta_hi, theta_lo, want_gram and result.gram is None
@@ -194,9 +199,11 @@ def refine(
         result.corrections.append(size)
         result.last_correction = delta
         scale = float(np.linalg.norm(theta_hi))
-        converged = size <= 1e-30 * scale or size == 0.0
+        # Below noise_floor a correction is rounding noise of the double-double residuals.
+        converged = size <= noise_floor * scale or size == 0.0
         if contraction_bound is not None:
             converged = converged or contraction_bound * size <= 1e-20 * scale
+        result.converged = converged
         stalled = len(result.corrections) > 2 and size > 0.5 * result.corrections[-2]
         if converged or stalled:
             break

@@ -1,0 +1,114 @@
+"""stablefit.fit against numpy, scikit-learn and statsmodels: time and accuracy.
+
+Time is a ratio to one ``X.T @ X`` product timed in the same process (interleaved
+repeats, median), since these machines are shared and noisy. Accuracy is the log
+relative error (LRE, digits) against the exact least-squares solution, known by
+construction: integer data whose rows come in identical pairs with opposite noise, so
+the noise is exactly orthogonal to every column and the exact solution is the integer
+vector the data were made from.
+
+    python benchmarks/bench_fit.py                 # 1e6 x 100, both problems
+    python benchmarks/bench_fit.py --rows 200000   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+
+def exact_problem(
+    rows: int, cols: int, *, condition: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, [b0, coef...]) with the exact least-squares solution known."""
+    rng = np.random.default_rng(seed)
+    half = rows // 2
+    if condition == "well":
+        X = rng.integers(-(2**20), 2**20, size=(half, cols)).astype(float)
+    else:
+        # Neighbouring columns differ by -1, 0 or 1 on a scale of 2^30: near collinear,
+        # condition number ~1e10 after centering and equilibration.
+        base = rng.integers(-(2**30), 2**30, size=(half, cols // 2)).astype(float)
+        noise = rng.integers(-1, 2, size=(half, cols - cols // 2)).astype(float)
+        X = np.empty((half, cols))
+        X[:, 0::2] = base
+        X[:, 1::2] = base[:, : cols - cols // 2] + noise
+    coef = rng.integers(-100, 101, size=cols).astype(float)
+    intercept = float(rng.integers(-1000, 1001))
+    signal = X @ coef + intercept
+    noise = rng.integers(-(2**20), 2**20, size=half).astype(float)
+    X = np.repeat(X, 2, axis=0)
+    y = np.repeat(signal, 2) + np.column_stack([noise, -noise]).ravel()
+    assert np.abs(y).max() < 2**53
+    return X, y, np.concatenate([[intercept], coef])
+
+
+def lre(estimate: np.ndarray, exact: np.ndarray) -> float:
+    with np.errstate(divide="ignore"):
+        errors = np.abs(estimate - exact) / np.abs(exact)
+    digits = -np.log10(np.maximum(errors, 1e-17))
+    return float(np.min(np.minimum(digits, 16.0)))
+
+
+def solvers() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    import statsmodels.api as sm
+    from sklearn.linear_model import LinearRegression
+
+    import stablefit
+
+    def with_ones(X: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.ones(len(X)), X])
+
+    return {
+        "stablefit.fit": lambda X, y: stablefit.fit(X, y).params,
+        "numpy.linalg.lstsq": lambda X, y: np.linalg.lstsq(with_ones(X), y, rcond=None)[0],
+        "sklearn LinearRegression": lambda X, y: (
+            lambda m: np.concatenate([[m.intercept_], m.coef_])
+        )(LinearRegression().fit(X, y)),
+        "statsmodels OLS": lambda X, y: sm.OLS(y, sm.add_constant(X, has_constant="add"))
+        .fit()
+        .params,
+    }
+
+
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = function()
+    return time.perf_counter() - start, value
+
+
+def run(rows: int, cols: int, repeats: int) -> None:
+    for condition in ("well", "ill"):
+        X, y, exact = exact_problem(rows, cols, condition=condition)
+        print(f"\n{condition}-conditioned problem, {rows} x {cols}")
+        ratios: dict[str, list[float]] = {}
+        accuracy: dict[str, float] = {}
+        for _ in range(repeats):
+            for name, solve in solvers().items():
+                baseline, _ = timed(lambda: X.T @ X)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    seconds, estimate = timed(lambda solve=solve: solve(X, y))
+                ratios.setdefault(name, []).append(seconds / baseline)
+                accuracy[name] = lre(np.asarray(estimate), exact)
+        print(f"{'solver':<26} {'time / (X.T @ X)':>18} {'LRE (digits)':>13}")
+        for name in ratios:
+            print(f"{name:<26} {statistics.median(ratios[name]):>18.2f} {accuracy[name]:>13.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--cols", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    run(args.rows, args.cols, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
