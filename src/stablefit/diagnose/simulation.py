@@ -245,17 +245,52 @@ def simulate(
             if np.isnan(theta).all():
                 history[:, epoch + 1 :] = np.nan
                 return Run(history, initial, steps, epochs, False)
+    if linear and steps > 1:
+        with np.errstate(invalid="ignore", over="ignore"):
+            history += _minibatch_noise_loss(problem, config, rates, batch_size)[
+                np.repeat(np.arange(len(rates)), len(seeds))
+            ][:, None]
     closed_form = stepped < epochs and linear
     if closed_form:
         history[:, stepped:] = _sgd_epochs_closed_form(
             problem, config, rates, len(seeds), theta, rule, steps, epochs - stepped, fmax
         )
+        if steps > 1:
+            with np.errstate(invalid="ignore", over="ignore"):
+                history[:, stepped:] += _minibatch_noise_loss(problem, config, rates, batch_size)[
+                    np.repeat(np.arange(len(rates)), len(seeds))
+                ][:, None]
         # Thousands of steps per epoch: once the loss overflows, the weights turn inf and
         # then NaN within a few steps, so every later epoch reports NaN.
         history[np.cumsum(~np.isfinite(history), axis=1) > 1] = np.nan
     elif stepped < epochs:
         history[:, stepped:] = history[:, stepped - 1 : stepped]
     return Run(history, initial, steps, stepped, closed_form)
+
+
+def _minibatch_noise_loss(
+    problem: Problem, config: OptimizerConfig, rates: np.ndarray, batch_size: int
+) -> np.ndarray:
+    """The excess loss the noise of minibatch gradients keeps SGD at, per learning rate.
+
+    At the optimum a batch gradient has covariance ≈ (2σ²/b)·H·(n-b)/(n-1), σ² the optimal
+    MSE (rows taken as Gaussian-like, residuals independent of the features). On an
+    eigenmode λ, heavy-ball SGD (β, h = lr·λ) then settles at a variance
+    ``lr² c (1+β) / ((1-β) h (2(1+β) - h))`` with c = 2σ²λ/b, which adds λ/2 times that to
+    the loss. Modes at or beyond the stability edge add ``inf`` (the loss diverges anyway).
+    """
+    n = problem.n
+    _, sigma2 = problem.quadratic.optimum()
+    values = np.maximum(np.linalg.eigvalsh(problem.quadratic.hessian), 0.0)
+    beta = config.momentum
+    without_replacement = max(n - batch_size, 0) / max(n - 1, 1)
+    h = rates[:, None] * values[None, :]
+    c = 2.0 * sigma2 * values / batch_size * without_replacement
+    margin = 2.0 * (1.0 + beta) - h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = rates[:, None] ** 2 * c * (1 + beta) / ((1 - beta) * h * margin)
+        per_mode = np.where(values > 0, np.where(margin > 0, 0.5 * values * variance, np.inf), 0)
+    return per_mode.sum(axis=1)
 
 
 def _sgd_epochs_closed_form(

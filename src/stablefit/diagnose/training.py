@@ -246,15 +246,6 @@ def forecast_training(
         predicted_range = (float(finite_final.min()), float(finite_final.max()))
 
     exact = run.steps_per_epoch == 1 and run.stepped_epochs == epochs
-    factor = _batch_curvature_factor(problem.p, batch_size, problem.n)
-    risky = bound is not None and factor > 1 and bound / factor < config.learning_rate < bound
-    if risky:
-        notes.append(
-            f"lr {config.learning_rate:g} is below the full-data bound {bound:.3g} but above "
-            f"{bound / factor:.3g}: a batch of {batch_size} rows typically curves up to "
-            f"{factor:.2g} times more than the whole data, so Keras's minibatch steps may "
-            "diverge where the full-gradient simulation does not"
-        )
     if bound is None:
         notes.append(f"max_stable_learning_rate is null: {stability_note}")
     return TrainingForecast(
@@ -299,7 +290,6 @@ def forecast_training(
             optimal_loss=optimal_loss,
             resolution=resolution,
             drop_rows=bool(unusable),
-            risky=risky,
         ),
         notes=tuple(notes),
     )
@@ -335,9 +325,10 @@ def _approximation_text(run: Run, epochs: int, n: int, batch_size: int) -> str:
         parts.append(
             f"minibatches ({run.steps_per_epoch} steps of {batch_size} rows per epoch, "
             f"n = {n}): each step is simulated on the full-data gradient, which Keras's "
-            "shuffled batch gradients average to; their noise is left out, so the epoch of "
-            "the first inf/NaN can come a few epochs earlier in Keras and final losses are "
-            "approximate (read the ranges)"
+            "shuffled batch gradients average to; for SGD the loss their noise adds at a "
+            "constant learning rate is added from the optimal residual variance (rows taken "
+            "as Gaussian-like), for the adaptive optimizers it is left out; the epoch of the "
+            "first inf/NaN can differ by a few epochs and final losses are approximate"
         )
     if run.closed_form:
         parts.append(
@@ -370,27 +361,13 @@ def _nice_rates_below(bound: float, count: int = 6) -> list[float]:
     return rates[:count]
 
 
-def _candidate_rates(
-    config: OptimizerConfig, lambda_max: float, batch_factor: float
-) -> list[float]:
+def _candidate_rates(config: OptimizerConfig, lambda_max: float) -> list[float]:
     if config.name in ADAPTIVE:
         return [1.0, 0.3, 0.1, 0.03, 0.01, 0.003]
     bound, _ = max_stable_learning_rate(config, lambda_max)
     if not bound:
         return [DEFAULT_LEARNING_RATE[config.name]]
-    return _nice_rates_below(bound / batch_factor)
-
-
-def _batch_curvature_factor(p: int, batch_size: int, n: int) -> float:
-    """How far a typical minibatch's largest curvature exceeds the full data's.
-
-    For rows like Gaussian noise, the largest eigenvalue of a ``b``-row batch's Gram matrix
-    sits near ``(1 + sqrt(p/b))²`` times the population's (the Marchenko-Pastur edge); it
-    can never exceed ``n/b`` times the full data's. Heavy-tailed rows can reach the latter.
-    """
-    if batch_size >= n:
-        return 1.0
-    return min((1.0 + math.sqrt(p / batch_size)) ** 2, n / batch_size)
+    return _nice_rates_below(bound)
 
 
 def _recommend(
@@ -406,11 +383,10 @@ def _recommend(
     optimal_loss: float,
     resolution: float,
     drop_rows: bool,
-    risky: bool,
 ) -> Recommendation | None:
     """Find a configuration that converges: the user's own, else scaled data and a rate."""
     drop = "drop the rows with NaN/inf, then " if drop_rows else ""
-    if user_outcome == "converges" and not risky:
+    if user_outcome == "converges":
         note = "the configuration as given converges" + (
             " once those rows are dropped" if drop_rows else ""
         )
@@ -422,7 +398,6 @@ def _recommend(
     scaled = problem.standardized() if intercept else problem
     scaling = drop + ("standardize" if intercept else "none")
     lambda_max = Spectrum.of(scaled.quadratic).lambda_max
-    batch_factor = _batch_curvature_factor(scaled.p, batch_size, scaled.n)
     optimizers = [config.name] + [name for name in ("adam", "sgd") if name != config.name]
     best: tuple[float, OptimizerConfig, int, Outcome] | None = None
     budget = MAX_RECOMMENDED_EPOCHS
@@ -440,7 +415,7 @@ def _recommend(
                 config.momentum if keep_momentum else 0.0,
                 config.nesterov if keep_momentum else False,
             )
-            rates = _candidate_rates(base, lambda_max, batch_factor)
+            rates = _candidate_rates(base, lambda_max)
             runs = simulate(
                 scaled, base, batch_size=batch_size, epochs=tries, dtype=dtype, seeds=seeds,
                 learning_rates=rates, max_steps=MAX_STEPS // 4,
