@@ -127,18 +127,16 @@ class DemoCase:
     learning_rate: float | None = None
 
     @property
-    def setting(self) -> str:
-        scaler = {None: "no scaling", "standard": "StandardScaler", "robust": "RobustScaler"}
-        lr = "" if self.learning_rate is None else f"({format_number(self.learning_rate)})"
-        return f"{scaler[self.scaling]}, {OPTIMIZER_NAMES[self.optimizer]}{lr}"
+    def scaler(self) -> str:
+        return {None: "none", "standard": "StandardScaler", "robust": "RobustScaler"}[self.scaling]
 
 
 DEMO_CASES = (
-    DemoCase("Example 1 as written", "seed_example1.csv", None, "adam"),
-    DemoCase("Example 1 with 'sgd'", "seed_example1.csv", None, "sgd"),
-    DemoCase("Example 2", "seed_example2.csv", "standard", "adam", 0.01),
-    DemoCase("Example 3", "seed_example3.csv", "robust", "sgd"),
-    DemoCase("Example 3 unscaled", "seed_example3.csv", None, "sgd"),
+    DemoCase("1", "seed_example1.csv", None, "adam"),
+    DemoCase("1, with 'sgd'", "seed_example1.csv", None, "sgd"),
+    DemoCase("2", "seed_example2.csv", "standard", "adam", 0.01),
+    DemoCase("3", "seed_example3.csv", "robust", "sgd"),
+    DemoCase("3, unscaled", "seed_example3.csv", None, "sgd"),
 )
 
 
@@ -240,6 +238,14 @@ def _forecast_cell(diagnosis: Diagnosis) -> str:
     return f"{training.outcome}: loss {format_number(training.predicted_final_loss)}"
 
 
+def _optimizer_cell(diagnosis: Diagnosis) -> str:
+    training = diagnosis.training
+    if training is None:
+        return str(diagnosis.settings["optimizer"])
+    name = OPTIMIZER_NAMES[training.optimizer]
+    return f"{name}, lr {format_number(training.learning_rate)}"
+
+
 def _keras_cell(outcome: KerasOutcome) -> str:
     if outcome.first_nonfinite_epoch is None:
         return f"loss {format_number(outcome.final_loss)}"
@@ -258,7 +264,7 @@ def keras_available() -> bool:
 def run_demo(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     if not console.is_terminal:
-        console = Console(highlight=False, width=110)
+        console = Console(highlight=False, width=120)
     use_keras = not args.no_keras and keras_available()
     console.print(
         "[bold]stablefit demo[/]: the three examples of “Why is TensorFlow's simple linear "
@@ -266,8 +272,8 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{EPOCHS} epochs, batch size 32, float32.\n"
     )
     table = Table(show_lines=False)
-    for column in ("example", "setting", "stablefit forecast", "ms", "optimum"):
-        table.add_column(column, no_wrap=column != "setting")
+    for column in ("example", "scaling", "optimizer", "stablefit forecast", "ms", "optimum"):
+        table.add_column(column, no_wrap=True)
     if use_keras:
         table.add_column("real Keras (seed 0)", no_wrap=True)
     diagnoses = []
@@ -288,7 +294,8 @@ def run_demo(args: argparse.Namespace) -> int:
         optimum = diagnosis.training.optimal_loss if diagnosis.training is not None else np.nan
         row = [
             case.title,
-            case.setting,
+            case.scaler,
+            _optimizer_cell(diagnosis),
             _forecast_cell(diagnosis),
             f"{elapsed_ms:.0f}",
             format_number(optimum),
