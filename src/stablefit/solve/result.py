@@ -9,6 +9,7 @@ import numpy as np
 from scipy import stats
 
 from stablefit.errors import StablefitInputError
+from stablefit.model import LinearModel
 from stablefit.solve.certificate import Certificate
 
 
@@ -179,6 +180,10 @@ class FitResult:
             "certificate": self.certificate.to_dict(),
             "notes": list(self.notes),
         }
+
+    def to_model(self) -> LinearModel:
+        """The fitted equation alone, to save as JSON and predict with later."""
+        return LinearModel(self.feature_names, self.target_name, self.coef.copy(), self.intercept)
 
     def summary(self) -> str:
         """The fit as a plain-text table (see :mod:`stablefit.report` for rich and HTML)."""
