@@ -189,6 +189,16 @@ def test_values_beyond_float32_range_make_the_loss_nonfinite_at_epoch_1() -> Non
     assert any("exceed the float32 range" in note for note in forecast.notes)
 
 
+def test_squares_beyond_float64_give_nonfinite_at_epoch_1_and_strict_json() -> None:
+    X = np.array([[1.0], [2.0], [1e200]])
+    forecast = forecast_training(summary_of(X, np.array([1.0, 2.0, 3.0])))
+    assert forecast.outcome == "diverges"
+    assert forecast.first_nonfinite_epoch == 1
+    assert forecast.dominant_feature == "x0"
+    data = json.loads(json.dumps(forecast.to_dict(), allow_nan=False))
+    assert data["lambda_max"] is None and data["optimal_loss"] is None
+
+
 # -- minibatches and the result's shape -------------------------------------------------------
 
 

@@ -21,12 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from stablefit.diagnose.optimizers import ADAPTIVE, OptimizerConfig, UpdateRule
 from stablefit.diagnose.stability import Quadratic
+
+if TYPE_CHECKING:
+    from stablefit.summary import Summary
 
 Outcome = Literal["diverges", "stalls", "converges"]
 
@@ -61,7 +64,7 @@ class Problem:
         return len(self.quadratic.q)
 
     @classmethod
-    def of_summary(cls, summary: Any, *, intercept: bool) -> Problem:
+    def of_summary(cls, summary: Summary, *, intercept: bool) -> Problem:
         d = summary.n_features
         names = tuple(summary.names[:d])
         quadratic = Quadratic.from_moments(

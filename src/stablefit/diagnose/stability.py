@@ -82,6 +82,12 @@ class Quadratic:
         )
 
     @property
+    def is_finite(self) -> bool:
+        """False when the data's sums of squares overflowed float64."""
+        parts = (self.Q, self.q, self.a, np.array([self.c, self.a0]))
+        return all(np.isfinite(part).all() for part in parts)
+
+    @property
     def hessian(self) -> np.ndarray:
         """``H = (2/n) AᵀA``."""
         return 2.0 / self.n * self.Q + 2.0 * np.outer(self.a, self.a)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from stablefit.diagnose.simulation import (
 )
 from stablefit.diagnose.stability import Spectrum, max_stable_learning_rate
 from stablefit.errors import StablefitInputError
+
+if TYPE_CHECKING:
+    from stablefit.summary import Summary
 
 #: The recommendation tries at most this many epochs before saying nothing converges.
 MAX_RECOMMENDED_EPOCHS = 1000
@@ -130,7 +133,9 @@ def _jsonable(value: Any) -> Any:
 # -- the forecast ----------------------------------------------------------------------------
 
 
-def _validate(summary: Any, batch_size: int, epochs: int, dtype: str, seeds: Sequence[int]) -> type:
+def _validate(
+    summary: Summary, batch_size: int, epochs: int, dtype: str, seeds: Sequence[int]
+) -> type:
     if not getattr(summary, "has_target", False):
         raise StablefitInputError(
             "the training forecast needs a target: summarize the data with y (e.g. --target COL)"
@@ -156,7 +161,7 @@ def _validate(summary: Any, batch_size: int, epochs: int, dtype: str, seeds: Seq
 
 
 def forecast_training(
-    summary: Any,
+    summary: Summary,
     *,
     optimizer: str = "adam",
     learning_rate: float | None = None,
@@ -215,6 +220,8 @@ def forecast_training(
     config = OptimizerConfig.resolve(optimizer, learning_rate, momentum, nesterov)
     seeds = tuple(int(s) for s in seeds)
     problem = Problem.of_summary(summary, intercept=intercept)
+    if not problem.quadratic.is_finite:
+        return _unrepresentable(summary, config, batch_size, epochs, dtype, seeds)
     _, optimal_loss = problem.quadratic.optimum()
     spectrum = Spectrum.of(problem.quadratic)
     bound, stability_note = max_stable_learning_rate(config, spectrum.lambda_max)
@@ -295,7 +302,61 @@ def forecast_training(
     )
 
 
-def _rows_keras_cannot_train(summary: Any, float_type: type) -> str:
+def _unrepresentable(
+    summary: Summary,
+    config: OptimizerConfig,
+    batch_size: int,
+    epochs: int,
+    dtype: str,
+    seeds: tuple[int, ...],
+) -> TrainingForecast:
+    """The forecast when even float64 sums of squares overflow: inf/NaN from epoch 1."""
+    too_big = [
+        name
+        for name, value in zip(summary.names, summary.columns.max_abs, strict=True)
+        if np.isfinite(value) and value > math.sqrt(np.finfo(np.float64).max)
+    ]
+    reason = (
+        f"values of {', '.join(too_big) or 'some column'} are so large (> 1.3e154) that "
+        "their squares overflow even float64: Keras's float32 model sees inf from epoch 1, "
+        "and nothing else can be computed; rescale those columns"
+    )
+    return TrainingForecast(
+        optimizer=config.name,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        batch_size=int(batch_size),
+        epochs=int(epochs),
+        dtype=dtype,
+        outcome="diverges",
+        first_nonfinite_epoch=1,
+        first_nonfinite_epoch_range=(1, 1),
+        first_nan_epoch=1,
+        seeds_nonfinite=len(seeds),
+        seeds=seeds,
+        predicted_final_loss=None,
+        predicted_final_loss_range=None,
+        optimal_loss=math.nan,
+        loss_resolution=math.nan,
+        initial_loss=math.inf,
+        lambda_max=math.inf,
+        max_stable_learning_rate=None,
+        stability_note=reason,
+        dominant_feature=too_big[0] if too_big else None,
+        steps_per_epoch=max(1, math.ceil(summary.n_complete / batch_size)),
+        exact=False,
+        approximation="nothing simulated: " + reason,
+        recommended=None,
+        notes=(
+            reason,
+            "optimal_loss, loss_resolution, initial_loss and lambda_max are null: they "
+            "overflow float64",
+        ),
+    )
+
+
+def _rows_keras_cannot_train(summary: Summary, float_type: type) -> str:
     """Describe rows whose values are NaN/inf in the model's float type (empty if none)."""
     problems = []
     if summary.n_complete < summary.n_rows:
