@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from stablefit.diagnose import diagnose
 from stablefit.fit import fit, fit_polynomial
 from stablefit.solve.result import FitResult
 
 __version__ = "0.1.0"
 
-__all__ = ["FitResult", "StableLinearRegression", "__version__", "fit", "fit_polynomial"]
+__all__ = [
+    "FitResult",
+    "StableLinearRegression",
+    "__version__",
+    "diagnose",
+    "fit",
+    "fit_polynomial",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-from scipy import stats
 
 from stablefit.errors import StablefitInputError
 from stablefit.model import LinearModel
@@ -81,6 +80,8 @@ class FitResult:
 
     @cached_property
     def _pvalues_all(self) -> np.ndarray:
+        from scipy import stats  # imported on use: it costs half a second at start-up
+
         return 2.0 * stats.t.sf(np.abs(self._tvalues_all), self.df_resid)
 
     @property
@@ -95,6 +96,8 @@ class FitResult:
         """
         if not 0.0 < alpha < 1.0:
             raise StablefitInputError(f"alpha must lie in (0, 1), got {alpha}")
+        from scipy import stats
+
         half = stats.t.ppf(1.0 - alpha / 2.0, self.df_resid) * self.bse
         intervals = np.column_stack([self.params - half, self.params + half])
         return intervals if include_intercept else intervals[int(self.has_intercept) :]
