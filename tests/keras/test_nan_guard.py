@@ -264,3 +264,20 @@ def test_bad_parameters_are_named(option: str, value: object) -> None:
     model = sgd_on_example_1()
     with pytest.raises(StablefitInputError, match=rf"NanGuard\({option}="):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[NanGuard(**{option: value})])
+
+
+def test_weights_overflowing_behind_a_finite_loss_are_caught_at_that_batch() -> None:
+    # |x| = 1.58e19: the squared error (2.5e38) still fits in float32, its gradient
+    # (5e38) does not, so the update makes the kernel infinite while the loss is finite.
+    x = np.array([[1.58e19]], dtype="float32")
+    y = np.array([0.0], dtype="float32")
+    model = linear_model(1, keras.optimizers.SGD(0.01))
+    model.layers[-1].kernel.assign(np.ones((1, 1), dtype="float32"))
+    guard = NanGuard(check_weights="batch", max_retries=1, on_failure="warn")
+    with pytest.warns(StablefitWarning, match=r"weight sequential/dense/kernel"):
+        history = model.fit(x, y, epochs=3, verbose=0, callbacks=[guard])
+    assert np.isfinite(history.history["loss"][0])
+    first = guard.events[0]
+    assert (first.epoch, first.batch, first.kind) == (0, 0, "weights")
+    assert first.variable == "sequential/dense/kernel" and np.isinf(first.value)
+    assert all_finite(model)

@@ -137,6 +137,7 @@ class NanGuard(keras.callbacks.Callback):
         self._epoch = 0
         self._batch = -1
         self._failed_in_epoch: float | None = None
+        self._batch_loss = math.nan
         self._recovered_in_batch = False
         self._trained_since = True
         self._best_loss = math.inf
@@ -160,12 +161,15 @@ class NanGuard(keras.callbacks.Callback):
         # Callbacks earlier in the list may save (and so trigger a check) before this
         # guard's on_train_batch_end: events must name the batch being trained.
         self._batch = batch
+        self._batch_loss = math.nan
         self._recovered_in_batch = False
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._stopped or self._recovered_in_batch:
             return
         loss = (logs or {}).get("loss")
+        if loss is not None:
+            self._batch_loss = float(loss)
         if loss is not None and not math.isfinite(float(loss)):
             self._recover(kind="loss", value=float(loss), variable=self._first_nonfinite())
             return
@@ -202,8 +206,8 @@ class NanGuard(keras.callbacks.Callback):
             return
         self._recover_if_nonfinite(_host_copy(self.model.weights))
         if self._failed_in_epoch is not None and logs is not None and not self._trained_since:
-            # Every update of this epoch after its last rollback was discarded: its loss is
-            # the non-finite one, not the 0 of a freshly reset metric.
+            # Every update of this epoch after its last rollback was discarded: report the
+            # loss of the failed batch, not the 0 of a freshly reset metric.
             logs["loss"] = self._failed_in_epoch
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -289,7 +293,9 @@ class NanGuard(keras.callbacks.Callback):
         self._rollbacks += 1
         self._recovered_in_batch = True
         self._trained_since = False
-        self._failed_in_epoch = value if kind == "loss" else float("nan")
+        # A weight that overflowed behind a finite loss: the epoch's loss is that batch's
+        # (NaN when a save checked the weights before the batch's loss was seen).
+        self._failed_in_epoch = value if kind == "loss" else self._batch_loss
         optimizer = self.model.optimizer
         snapshot = self._restore()
         # Measured after the restore: a schedule's value depends on the restored step.
