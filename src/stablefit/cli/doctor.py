@@ -128,15 +128,16 @@ class DemoCase:
 
     @property
     def scaler(self) -> str:
-        return {None: "none", "standard": "StandardScaler", "robust": "RobustScaler"}[self.scaling]
+        names = {None: "unscaled", "standard": "StandardScaler", "robust": "RobustScaler"}
+        return names[self.scaling]
 
 
 DEMO_CASES = (
     DemoCase("1", "seed_example1.csv", None, "adam"),
-    DemoCase("1, with 'sgd'", "seed_example1.csv", None, "sgd"),
+    DemoCase("1, sgd", "seed_example1.csv", None, "sgd"),
     DemoCase("2", "seed_example2.csv", "standard", "adam", 0.01),
     DemoCase("3", "seed_example3.csv", "robust", "sgd"),
-    DemoCase("3, unscaled", "seed_example3.csv", None, "sgd"),
+    DemoCase("3 raw", "seed_example3.csv", None, "sgd"),
 )
 
 
@@ -243,7 +244,7 @@ def _optimizer_cell(diagnosis: Diagnosis) -> str:
     if training is None:
         return str(diagnosis.settings["optimizer"])
     name = OPTIMIZER_NAMES[training.optimizer]
-    return f"{name}, lr {format_number(training.learning_rate)}"
+    return f"{name} lr {format_number(training.learning_rate)}"
 
 
 def _keras_cell(outcome: KerasOutcome) -> str:
@@ -272,10 +273,12 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{EPOCHS} epochs, batch size 32, float32.\n"
     )
     table = Table(show_lines=False)
-    for column in ("example", "scaling", "optimizer", "stablefit forecast", "ms", "optimum"):
-        table.add_column(column, no_wrap=True)
+    table.add_column("example", no_wrap=True)
+    table.add_column("setting", overflow="fold")
+    table.add_column("stablefit forecast", no_wrap=True)
+    table.add_column("ms", no_wrap=True, justify="right")
     if use_keras:
-        table.add_column("real Keras (seed 0)", no_wrap=True)
+        table.add_column("Keras (seed 0)", no_wrap=True)
     diagnoses = []
     started = time.perf_counter()
     for case in DEMO_CASES:
@@ -291,14 +294,11 @@ def run_demo(args: argparse.Namespace) -> int:
         )
         elapsed_ms = (time.perf_counter() - tick) * 1e3
         diagnoses.append(diagnosis)
-        optimum = diagnosis.training.optimal_loss if diagnosis.training is not None else np.nan
         row = [
             case.title,
-            case.scaler,
-            _optimizer_cell(diagnosis),
+            f"{case.scaler}, {_optimizer_cell(diagnosis)}",
             _forecast_cell(diagnosis),
             f"{elapsed_ms:.0f}",
-            format_number(optimum),
         ]
         if use_keras:
             outcome = train_with_keras(
@@ -307,13 +307,17 @@ def run_demo(args: argparse.Namespace) -> int:
             row.append(_keras_cell(outcome))
         table.add_row(*row)
     console.print(table)
+    optima = [d.training.optimal_loss for d in diagnoses if d.training is not None]
+    console.print(
+        f"The best loss possible (the least-squares optimum) is at most "
+        f"{format_number(max(optima))} in every example: y = 10·x1 exactly."
+    )
     if not use_keras:
         reason = "--no-keras" if args.no_keras else "Keras is not installed"
         console.print(f"[dim]Real Keras runs skipped ({reason}).[/]")
     else:
-        console.print(
-            f"[dim]Forecasts and Keras runs took {time.perf_counter() - started:.1f} s.[/]"
-        )
+        seconds = time.perf_counter() - started
+        console.print(f"[dim]Forecasts and Keras runs took {seconds:.1f} s.[/]")
     console.print()
     _print_why(console, diagnoses[1])
     _print_exact_fit(console)
