@@ -65,14 +65,16 @@ class Combination:
 
 @dataclass(frozen=True)
 class _Analysis:
-    """The standardized second moments of the usable features, pivoted."""
+    """The second moments, and the usable features split by the pivoted factorization.
+
+    Features with no spread (constant, SF111) or overflowing moments are in neither list.
+    """
 
     moments: np.ndarray  # second-moment matrix of all p columns
     mean: np.ndarray
     scale: np.ndarray  # sqrt of the diagonal
     independent: list[int]  # column indices, in pivot order
     dependent: list[int]
-    excluded: list[int]  # features that could not be analysed (constant or overflowing)
 
 
 def _analyse(summary: Summary, intercept: bool) -> _Analysis | None:
@@ -89,7 +91,6 @@ def _analyse(summary: Summary, intercept: bool) -> _Analysis | None:
             if np.isfinite(diag[j]) and diag[j] > 0 and np.isfinite(moments[j, :d]).all()
         ]
         scale = np.sqrt(np.where(np.isfinite(diag) & (diag > 0), diag, 1.0))
-    excluded = [j for j in range(d) if j not in usable]
     corr = moments[np.ix_(usable, usable)] / np.outer(scale[usable], scale[usable])
     schur = corr.copy()
     open_ = np.ones(len(usable), dtype=bool)
@@ -113,7 +114,6 @@ def _analyse(summary: Summary, intercept: bool) -> _Analysis | None:
         scale=scale,
         independent=[usable[k] for k in chosen],
         dependent=[usable[k] for k in remaining],
-        excluded=excluded,
     )
 
 
@@ -154,17 +154,14 @@ def _combination(
 
 def _regress(
     summary: Summary, a: _Analysis, columns: list[int], intercept: bool
-) -> list[tuple[Combination, float]]:
-    """Each of ``columns`` on the independent columns: (Combination, 1 - R²)."""
+) -> list[Combination]:
+    """Each of ``columns`` as a combination of the independent columns."""
     basis = a.independent
     cross = _correlation(a, basis, columns)
     beta = np.linalg.solve(_correlation(a, basis, basis), cross) if basis else cross
     unexplained = 1.0 - np.einsum("ij,ij->j", cross, beta)
     return [
-        (
-            _combination(summary, a, j, basis, beta[:, m], float(unexplained[m]), intercept),
-            float(unexplained[m]),
-        )
+        _combination(summary, a, j, basis, beta[:, m], float(unexplained[m]), intercept)
         for m, j in enumerate(columns)
     ]
 
@@ -221,7 +218,7 @@ def check_collinearity(summary: Summary, options: CheckOptions | None = None) ->
         return []
     findings = []
     basis = analysis.independent
-    for combination, _ in _regress(summary, analysis, analysis.dependent, options.intercept):
+    for combination in _regress(summary, analysis, analysis.dependent, options.intercept):
         is_copy = (
             len(combination.coef) == 1
             and abs(combination.coef[0] - 1) < 1e-9
@@ -354,8 +351,8 @@ def check_exact_target(summary: Summary, options: CheckOptions | None = None) ->
         return []
     if summary.n_complete <= len(basis) + int(options.intercept):
         return []  # SF105: with so few rows every target is fitted exactly
-    ((combination, unexplained),) = _regress(summary, analysis, [t], options.intercept)
-    if unexplained > EXACT_TOLERANCE:
+    (combination,) = _regress(summary, analysis, [t], options.intercept)
+    if 1.0 - combination.r_squared > EXACT_TOLERANCE:
         return []
     return [
         Finding(
