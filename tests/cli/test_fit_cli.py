@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -200,3 +201,93 @@ def test_parquet_files_fit_like_csv(numeric_houses_csv, tmp_path, run_cli):
     assert from_parquet.code == 0
     csv_report, parquet_report = json.loads(from_csv.out), json.loads(from_parquet.out)
     assert csv_report["features"] == parquet_report["features"]
+
+
+# -- predict ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def model_json(numeric_houses_csv, tmp_path, run_cli):
+    path = tmp_path / "model.json"
+    run = run_cli("fit", numeric_houses_csv, "--target", "price", "--save", path)
+    assert run.code == 0, run.err
+    return path
+
+
+def new_houses(tmp_path, name="new.csv", *, columns=("area_m2", "city", "rooms")):
+    frame = pd.DataFrame(
+        {"area_m2": [50.0, 120.5, 80.0], "city": ["Oslo", "Rome", "Lima"], "rooms": [2, 4, 3]}
+    )
+    path = tmp_path / name
+    frame[list(columns)].to_csv(path, index=False)
+    return path, frame
+
+
+def expected_predictions(numeric_houses_csv, frame) -> np.ndarray:
+    result = fitted(numeric_houses_csv)
+    return result.predict(frame[list(result.feature_names)].to_numpy(dtype=float))
+
+
+def test_save_writes_a_json_model(model_json):
+    saved = json.loads(model_json.read_text())
+    assert "rooms" in json.dumps(saved) and "area_m2" in json.dumps(saved)
+
+
+def test_predict_to_a_file(model_json, numeric_houses_csv, tmp_path, run_cli):
+    data, frame = new_houses(tmp_path)  # columns in another order, and a text column
+    before = data.read_bytes()
+    out = tmp_path / "predictions.csv"
+    run = run_cli("predict", model_json, data, "-o", out)
+    assert run.code == 0, run.err
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["prediction"]
+    np.testing.assert_allclose(
+        written["prediction"], expected_predictions(numeric_houses_csv, frame), rtol=1e-14
+    )
+    assert data.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_predict_to_stdout(model_json, numeric_houses_csv, tmp_path, run_cli):
+    data, frame = new_houses(tmp_path)
+    run = run_cli("predict", model_json, data)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0] == "prediction" and len(lines) == 4
+    np.testing.assert_allclose(
+        [float(v) for v in lines[1:]], expected_predictions(numeric_houses_csv, frame), rtol=1e-14
+    )
+
+
+def test_predict_leaves_rows_with_missing_features_empty_and_says_so(model_json, tmp_path, run_cli):
+    data = tmp_path / "gaps.csv"
+    data.write_text("rooms,area_m2\n2,50\n,60\n3,80\n")
+    out = tmp_path / "predictions.csv"
+    run = run_cli("predict", model_json, data, "-o", out)
+    assert run.code == 0, run.err
+    assert "1 row(s)" in run.err and "line 3" in run.err
+    lines = out.read_text().splitlines()
+    assert lines[0] == "prediction" and lines[2] == "" and len(lines) == 4
+
+
+def test_predict_names_a_missing_model_feature(model_json, tmp_path, run_cli):
+    data, _ = new_houses(tmp_path, columns=("area_m2", "city"))
+    run = run_cli("predict", model_json, data, "-o", tmp_path / "p.csv")
+    assert run.code == 2
+    assert "missing column(s) 'rooms'" in run.err and "Traceback" not in run.err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_bad_model_files(tmp_path, run_cli):
+    data, _ = new_houses(tmp_path)
+    not_json = tmp_path / "broken.json"
+    not_json.write_text("{not json")
+    cases = (
+        (tmp_path / "none.json", "model file not found"),
+        (not_json, "not a JSON model file"),
+        (tmp_path, "cannot read the model file"),
+    )
+    for model, phrase in cases:
+        run = run_cli("predict", model, data)
+        assert run.code == 2, run
+        assert phrase in run.err and "Traceback" not in run.err

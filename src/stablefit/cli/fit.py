@@ -12,7 +12,6 @@ import json
 import math
 import sys
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -143,21 +142,15 @@ def finite(value: Any) -> Any:
 
 
 def load_model(path: str) -> Any:
+    """The model saved by ``stablefit fit --save`` (format errors are input errors)."""
     from stablefit.model import LinearModel
 
-    if not Path(path).is_file():
-        raise StablefitInputError(
-            f"{path}: model file not found; save one with 'stablefit fit "
-            "DATA --target COL --save MODEL.json'."
-        )
     try:
         return LinearModel.load(path)
-    except StablefitInputError:
-        raise
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise StablefitInputError(
-            f"{path}: not a stablefit model file ({error}); save one with 'stablefit fit "
-            "DATA --target COL --save MODEL.json'."
+            f"{path}: cannot read the model file ({error.strerror}); save one with "
+            "'stablefit fit DATA --target COL --save MODEL.json'."
         ) from None
 
 
@@ -193,7 +186,9 @@ class PredictionWriter:
     def __init__(self, stream: BinaryIO):
         self.schema = pa.schema([("prediction", pa.float64())])
         self.writer = pa_csv.CSVWriter(
-            stream, self.schema, write_options=pa_csv.WriteOptions(quoting_style="none")
+            stream,
+            self.schema,
+            write_options=pa_csv.WriteOptions(quoting_style="none", quoting_header="none"),
         )
 
     def write(self, predictions: np.ndarray) -> None:
