@@ -70,9 +70,9 @@ def solvers() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
         "sklearn LinearRegression": lambda X, y: (
             lambda m: np.concatenate([[m.intercept_], m.coef_])
         )(LinearRegression().fit(X, y)),
-        "statsmodels OLS": lambda X, y: sm.OLS(y, sm.add_constant(X, has_constant="add"))
-        .fit()
-        .params,
+        "statsmodels OLS": lambda X, y: (
+            sm.OLS(y, sm.add_constant(X, has_constant="add")).fit().params
+        ),
     }
 
 
@@ -82,23 +82,27 @@ def timed(function: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, value
 
 
+def compare(X: np.ndarray, y: np.ndarray, exact: np.ndarray, repeats: int) -> None:
+    ratios: dict[str, list[float]] = {}
+    accuracy: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, solve in solvers().items():
+            baseline, _ = timed(lambda: X.T @ X)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                seconds, estimate = timed(lambda solve=solve: solve(X, y))
+            ratios.setdefault(name, []).append(seconds / baseline)
+            accuracy[name] = lre(np.asarray(estimate), exact)
+    print(f"{'solver':<26} {'time / (X.T @ X)':>18} {'LRE (digits)':>13}")
+    for name, values in ratios.items():
+        print(f"{name:<26} {statistics.median(values):>18.2f} {accuracy[name]:>13.1f}")
+
+
 def run(rows: int, cols: int, repeats: int) -> None:
     for condition in ("well", "ill"):
         X, y, exact = exact_problem(rows, cols, condition=condition)
         print(f"\n{condition}-conditioned problem, {rows} x {cols}")
-        ratios: dict[str, list[float]] = {}
-        accuracy: dict[str, float] = {}
-        for _ in range(repeats):
-            for name, solve in solvers().items():
-                baseline, _ = timed(lambda: X.T @ X)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    seconds, estimate = timed(lambda solve=solve: solve(X, y))
-                ratios.setdefault(name, []).append(seconds / baseline)
-                accuracy[name] = lre(np.asarray(estimate), exact)
-        print(f"{'solver':<26} {'time / (X.T @ X)':>18} {'LRE (digits)':>13}")
-        for name in ratios:
-            print(f"{name:<26} {statistics.median(ratios[name]):>18.2f} {accuracy[name]:>13.1f}")
+        compare(X, y, exact, repeats)
 
 
 def main() -> None:
