@@ -32,6 +32,7 @@ from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
 from stablefit.diagnose.findings import Diagnosis, format_number
 from stablefit.errors import StablefitInputError
 from stablefit.report.diagnosis import print_diagnosis
+from stablefit.report.files import write_text_atomic
 
 EPOCHS = 100
 
@@ -105,11 +106,9 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.json == "-":
         sys.stdout.write(diagnosis.to_json() + "\n")
         return exit_code(diagnosis)
-    print_diagnosis(diagnosis)
-    if args.json:
-        from stablefit.report.files import write_text_atomic
-
+    if args.json:  # before the report, so that an unwritable path fails alone (exit 2)
         write_text_atomic(Path(args.json), diagnosis.to_json() + "\n")
+    print_diagnosis(diagnosis)
     return exit_code(diagnosis)
 
 
