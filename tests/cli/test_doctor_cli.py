@@ -112,6 +112,9 @@ def test_doctor_bad_json_directory_exits_2(example1, tmp_path, capsys):
     target = tmp_path / "missing" / "d.json"
     assert main(["doctor", example1, "--target", "y", "--json", str(target)]) == 2
     assert not target.exists()
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no report before the failure
+    assert "missing" in captured.err
 
 
 def test_doctor_nan_file_exits_1(tmp_path, capsys):
