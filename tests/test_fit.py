@@ -134,7 +134,8 @@ def test_input_is_not_modified():
     ("X", "y", "match"),
     [
         (np.ones((1, 1)), np.ones(1), "only 1 sample"),
-        (np.array([[1.0], [1e308], [2.0]]), np.ones(3), "overflows float64"),
+        (np.array([[1.0], [1e308], [2.0]]), np.ones(3), "'x0' holds 1e\\+308 at row 1: its square"),
+        (np.ones((3, 2)), None, "no target"),
         (np.ones((3, 1)), np.ones(3), None),
     ],
 )

@@ -93,15 +93,14 @@ def fit(
 def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "error") -> FitResult:
     """Fit from an opened :class:`~stablefit.io.Source` (two or more passes over it)."""
     summary = summarize(source, detail=missing == "impute")
-    _validate(summary, missing)
+    _validate(summary, source, missing)
     schema = summary.schema
     d = summary.n_features
     medians = summary.median()[:d] if missing == "impute" else None
 
     def raw_blocks() -> Iterator[tuple[np.ndarray, None, np.ndarray]]:
-        for batch in source.batches():
+        for batch in source.batches():  # every batch has a target: checked above
             X, y = batch.X, batch.y
-            assert y is not None
             if medians is not None:
                 keep = np.isfinite(y)
                 X = np.where(np.isfinite(X[keep]), X[keep], medians)
@@ -162,22 +161,23 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     )
 
 
-def _validate(summary: Summary, missing: str) -> None:
+def _validate(summary: Summary, source: Source, missing: str) -> None:
     schema, cols, d = summary.schema, summary.columns, summary.n_features
     names = summary.names
+    if not summary.has_target:
+        raise StablefitInputError(
+            "no target: pass y, or name the target column with target= (--target COL)"
+        )
     if summary.n_rows == 0:
         raise StablefitInputError("the data has no rows: nothing to fit")
     for j in range(summary.p):
         if cols.count[j] and cols.max_abs[j] > LARGEST_USABLE:
-            values, rows = cols.extremes[j] if cols.extremes[j][0].size else (None, None)
-            where = ""
-            if values is not None:
-                big = np.abs(values) > LARGEST_USABLE
-                where = f" at {schema.format_rows(rows[big])}"
+            rows, total = _rows_beyond(source, j, LARGEST_USABLE)
             raise StablefitInputError(
-                f"column '{names[j]}' holds {cols.max_abs[j]:.3g}{where}: its square overflows "
-                "float64. Such a value is usually a sentinel or a parsing error; remove those "
-                "rows or rescale the column."
+                f"column '{names[j]}' holds {cols.max_abs[j]:.3g} at "
+                f"{schema.format_rows(rows, total=total)}: its square overflows float64. Such "
+                "a value is usually a sentinel or a parsing error; remove those rows or "
+                "rescale the column."
             )
     bad = [j for j in range(summary.p) if cols.n_nan[j] or cols.n_inf[j]]
     if missing == "error" and bad:
@@ -206,6 +206,18 @@ def _validate(summary: Summary, missing: str) -> None:
             f"only {usable} sample{'s' if usable != 1 else ''} (rows with finite values): "
             "a linear fit needs at least 2, and more rows than coefficients for standard errors"
         )
+
+
+def _rows_beyond(source: Source, column: int, limit: float) -> tuple[list[int], int]:
+    """First rows (0-based) where |value| > limit in a column, and how many there are."""
+    rows: list[int] = []
+    total = 0
+    for batch in source.batches():
+        values = batch.X[:, column] if column < batch.X.shape[1] else batch.y
+        hits = np.flatnonzero(np.abs(values) > limit)
+        total += hits.size
+        rows.extend((hits[: 20 - len(rows)] + batch.first_row).tolist())
+    return rows, total
 
 
 def _total_sum_of_squares(summary: Summary, intercept: bool, *, imputed: bool) -> float:
