@@ -59,7 +59,10 @@ def test_summarizing_a_large_csv_does_not_load_it(tmp_path):
     rows = write_large_csv(path, FILE_MB)
     file_bytes = path.stat().st_size
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     watched = psutil.Process(child.pid)
     polled_peak = 0
@@ -69,8 +72,8 @@ def test_summarizing_a_large_csv_does_not_load_it(tmp_path):
         except psutil.NoSuchProcess:
             break
         time.sleep(0.005)
-    output, _ = child.communicate()
-    assert child.returncode == 0
+    output, errors = child.communicate()
+    assert child.returncode == 0, errors
     report = json.loads(output)
     assert report["rows"] == rows
     peak = max(polled_peak, report["peak"] or 0)
