@@ -105,7 +105,11 @@ def dropped_columns(schema: Schema) -> dict[str, dict[str, str]]:
 
 def print_result(result: Any, schema: Schema) -> None:
     """The fit's table: rich on a terminal, plain fixed-width text otherwise."""
-    dropped = [f"Column {c.name!r} was left out ({c.reason})." for c in schema.dropped]
+    first = len(result.notes) + 1  # the fit's notes are numbered [1], [2], ...
+    dropped = [
+        f"[{first + k}] Column {column.name!r} was left out ({column.reason})."
+        for k, column in enumerate(schema.dropped)
+    ]
     console = Console(highlight=False)
     if console.is_terminal:
         from stablefit.report.fit import print_fit
@@ -117,7 +121,7 @@ def print_result(result: Any, schema: Schema) -> None:
         return
     lines = [schema.origin, result.summary()]
     if dropped:
-        lines += ["" if result.notes else "\nNotes:", *dropped]
+        lines += [*([] if result.notes else ["", "Notes:"]), *dropped]
     print("\n".join(lines))
 
 
