@@ -1,0 +1,94 @@
+"""`stablefit fit` and `stablefit doctor` on a large CSV, against pandas.read_csv alone.
+
+Writes a CSV of about the requested size (random well-conditioned data, 10 significant
+digits per value), then times in the same process, interleaved:
+
+- ``pandas.read_csv`` of the file (the baseline: what reading it alone costs),
+- ``stablefit fit FILE --target y`` and ``stablefit doctor FILE --target y`` as
+  subprocesses, with their peak memory (resident set size).
+
+    python benchmarks/bench_csv.py --megabytes 1000
+    python benchmarks/bench_csv.py --megabytes 3000 --no-pandas   # beyond the memory budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+COLUMNS = 20
+
+
+def write_csv(path: Path, megabytes: float, seed: int = 0) -> int:
+    """Write about `megabytes` of CSV in chunks; return the number of rows."""
+    rng = np.random.default_rng(seed)
+    coef = rng.normal(size=COLUMNS)
+    bytes_per_row = COLUMNS * 17 + 18
+    rows_total = int(megabytes * 1e6 / bytes_per_row)
+    names = [f"x{j}" for j in range(COLUMNS)] + ["y"]
+    with pa_csv.CSVWriter(path, pa.schema([(n, pa.float64()) for n in names])) as writer:
+        for start in range(0, rows_total, 200_000):
+            rows = min(200_000, rows_total - start)
+            X = rng.normal(size=(rows, COLUMNS)) * 100
+            y = X @ coef + rng.normal(size=rows)
+            table = pa.table({n: np.round(c, 10) for n, c in zip(names, [*X.T, y], strict=True)})
+            writer.write_table(table)
+    return rows_total
+
+
+def peak_rss_of(command: list[str]) -> tuple[float, float]:
+    """(seconds, peak resident megabytes) of a subprocess."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run(command, check=False, capture_output=True)
+    seconds = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the largest over all of them so far: report it when it grew.
+    return seconds, max(peak_kb, before) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=float, default=1000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.csv"
+        rows = write_csv(path, args.megabytes)
+        size = path.stat().st_size / 1e6
+        print(f"{path.name}: {size:.0f} MB, {rows} rows x {COLUMNS + 1} columns")
+        stablefit = [sys.executable, "-m", "stablefit.cli.main"]
+        times: dict[str, list[float]] = {}
+        peaks: dict[str, float] = {}
+        for _ in range(args.repeats):
+            if not args.no_pandas:
+                import pandas as pd
+
+                start = time.perf_counter()
+                pd.read_csv(path)
+                times.setdefault("pandas.read_csv", []).append(time.perf_counter() - start)
+            for command in ("fit", "doctor"):
+                seconds, peak = peak_rss_of([*stablefit, command, str(path), "--target", "y"])
+                times.setdefault(f"stablefit {command}", []).append(seconds)
+                peaks[f"stablefit {command}"] = peak
+        baseline = statistics.median(times["pandas.read_csv"]) if not args.no_pandas else None
+        for name, values in times.items():
+            seconds = statistics.median(values)
+            ratio = f"{seconds / baseline:.2f}x read_csv" if baseline else ""
+            peak = f"peak RSS so far {peaks[name]:.0f} MB" if name in peaks else ""
+            print(f"{name:<18} {seconds:8.2f} s  {ratio:>16}  {peak}")
+
+
+if __name__ == "__main__":
+    main()
