@@ -282,3 +282,26 @@ def test_weights_overflowing_behind_a_finite_loss_are_caught_at_that_batch() -> 
     assert (first.epoch, first.batch, first.kind) == (0, 0, "weights")
     assert first.variable == kernel.path and np.isinf(first.value)
     assert all_finite(model)
+
+
+def test_backups_survive_a_stopped_run_with_finite_weights(tmp_path) -> None:
+    # TerminateOnNaN ends training normally, so BackupAndRestore deletes its backup; the
+    # guard raises instead, so the backup (always finite) stays for the next run.
+    x, y = seed_example_1()
+    terminated = sgd_on_example_1()
+    terminated.fit(x, y, epochs=10, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(str(tmp_path / "terminated")),
+        keras.callbacks.TerminateOnNaN(),
+    ])  # fmt: skip
+    assert not (tmp_path / "terminated").exists()
+
+    model = sgd_on_example_1()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "guarded"))
+    with pytest.raises(NonFiniteTrainingError):
+        model.fit(x, y, epochs=30, verbose=0,
+                  callbacks=[backup, NanGuard(snapshot_every=1, max_retries=1)])  # fmt: skip
+    saved = tmp_path / "guarded" / "latest.weights.h5"
+    assert saved.exists()
+    restored = sgd_on_example_1()
+    restored.load_weights(str(saved))
+    assert all_finite(restored)
