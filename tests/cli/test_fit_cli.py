@@ -291,3 +291,16 @@ def test_predict_bad_model_files(tmp_path, run_cli):
         run = run_cli("predict", model, data)
         assert run.code == 2, run
         assert phrase in run.err and "Traceback" not in run.err
+
+
+def test_predict_into_a_pipe_closed_early_is_not_an_error(model_json, tmp_path):
+    data = tmp_path / "many.csv"
+    rows = "\n".join(f"{1 + i % 5},{20 + i % 180}" for i in range(50_000))
+    data.write_text("rooms,area_m2\n" + rows + "\n")
+    command = [sys.executable, "-m", "stablefit.cli.main", "predict", str(model_json), str(data)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "prediction\n"
+    process.stdout.close()  # like `| head -1`
+    errors = process.stderr.read()
+    assert process.wait() == 0, errors
+    assert "Traceback" not in errors and "Broken pipe" not in errors

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
-from contextlib import nullcontext
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -20,12 +20,12 @@ import pyarrow.csv as pa_csv
 from rich.console import Console
 
 from stablefit.errors import StablefitInputError
-from stablefit.io import Schema, open_source
+from stablefit.io import Schema, Source, open_source
 from stablefit.report.files import open_atomic, write_text_atomic
 
 MISSING_CHOICES = ("error", "drop", "impute")
-# Width of the table when the output is not a terminal (a file, a pipe, a CI log).
-PLAIN_WIDTH = 120
+# Rows without a prediction named in the warning.
+LISTED_ROWS = 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -161,27 +161,39 @@ def load_model(path: str) -> Any:
 def run_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     source = open_source(args.data, columns=list(model.feature_names))
-    schema = source.schema
-    no_prediction: list[int] = []
-    n_missing = 0
-    output = open_atomic(args.output) if args.output else nullcontext(sys.stdout.buffer)
-    with output as stream:
-        writer = PredictionWriter(stream)
-        for batch in source.batches():
-            predictions = np.asarray(model.predict(batch.X), dtype=np.float64)
-            missing = np.flatnonzero(~np.isfinite(predictions))
-            n_missing += missing.size
-            no_prediction.extend((missing[: 20 - len(no_prediction)] + batch.first_row).tolist())
-            writer.write(predictions)
-        writer.close()
+    if args.output:
+        with open_atomic(args.output) as stream:
+            n_missing, first_rows = write_predictions(model, source, stream)
+    else:
+        try:
+            n_missing, first_rows = write_predictions(model, source, sys.stdout.buffer)
+        except BrokenPipeError:
+            # The reader of the pipe (``head``, say) stopped early: its choice, not an error.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     if n_missing:
+        rows = source.schema.format_rows(first_rows, total=n_missing)
         print(
             f"stablefit predict: warning: {n_missing} row(s) have a missing or infinite "
-            f"feature value, so no prediction ({schema.format_rows(no_prediction, total=n_missing)}"
-            "); their prediction is left empty.",
+            f"feature value, so no prediction ({rows}); their prediction is left empty.",
             file=sys.stderr,
         )
     return 0
+
+
+def write_predictions(model: Any, source: Source, stream: BinaryIO) -> tuple[int, list[int]]:
+    """Write one prediction per row; return how many are missing and the first such rows."""
+    n_missing = 0
+    first_rows: list[int] = []
+    writer = PredictionWriter(stream)
+    for batch in source.batches():
+        predictions = np.asarray(model.predict(batch.X), dtype=np.float64)
+        missing = np.flatnonzero(~np.isfinite(predictions))
+        n_missing += missing.size
+        first_rows.extend((missing[: LISTED_ROWS - len(first_rows)] + batch.first_row).tolist())
+        writer.write(predictions)
+    writer.close()
+    return n_missing, first_rows
 
 
 class PredictionWriter:
