@@ -53,7 +53,6 @@ class Problem:
     max_abs: np.ndarray  # per weight: the largest |value| of its column (1 for the bias)
     sign: np.ndarray  # per weight: +1 / -1 when every value has that sign, 0 otherwise
     has_zero: np.ndarray  # per weight: the column holds an exact zero
-    scales: np.ndarray | None = None  # standardized copy: the feature std devs
 
     @property
     def n(self) -> int:
@@ -107,7 +106,6 @@ class Problem:
             max_abs=np.append(spread, 1.0),
             sign=np.append(np.zeros(d), 1.0),
             has_zero=np.zeros(d + 1, dtype=bool),
-            scales=scale,
         )
 
 
