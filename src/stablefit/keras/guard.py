@@ -183,28 +183,15 @@ class NanGuard(keras.callbacks.Callback):
         if (first or self.check_weights != "never") and self._recover_if_nonfinite(weights):
             return
         if first:
-            self._good.append(
-                _Snapshot(
-                    epoch=self._epoch,
-                    batch=batch,
-                    weights=weights,
-                    optimizer=_host_copy(self._optimizer_variables()),
-                )
-            )
-            self._batches_since_snapshot = 0
+            self._good.append(self._snapshot(batch, weights))
         elif snapshot_due:
-            self._pending = _Snapshot(
-                epoch=self._epoch,
-                batch=batch,
-                weights=weights,
-                optimizer=_host_copy(self._optimizer_variables()),
-            )
-            self._batches_since_snapshot = 0
+            self._pending = self._snapshot(batch, weights)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._stopped:
             return
-        self._recover_if_nonfinite(_host_copy(self.model.weights))
+        if self.check_weights != "never":
+            self._recover_if_nonfinite(_host_copy(self.model.weights))
         if self._failed_in_epoch is not None and logs is not None and not self._trained_since:
             # Every update of this epoch after its last rollback was discarded: report the
             # loss of the failed batch, not the 0 of a freshly reset metric.
@@ -230,14 +217,12 @@ class NanGuard(keras.callbacks.Callback):
                 f"NanGuard: the model's weight {bad[0]} is already {bad[1]:g} before training "
                 "starts; re-initialize the model (or load finite weights) before fit()."
             )
-        self._good.append(
-            _Snapshot(
-                epoch=self._epoch,
-                batch=-1,
-                weights=weights,
-                optimizer=_host_copy(self._optimizer_variables()),
-            )
-        )
+        self._good.append(self._snapshot(-1, weights))
+
+    def _snapshot(self, batch: int, weights: list[np.ndarray]) -> _Snapshot:
+        self._batches_since_snapshot = 0
+        optimizer = _host_copy(self._optimizer_variables())
+        return _Snapshot(epoch=self._epoch, batch=batch, weights=weights, optimizer=optimizer)
 
     def _confirm_pending(self, loss: float | None) -> None:
         self._trained_since = True
