@@ -144,3 +144,13 @@ def test_a_column_count_mismatch_is_named() -> None:
     model = linear_model(3, "sgd")
     with pytest.raises(StablefitInputError, match=r"x has 2 feature columns but the model takes 3"):
         preflight(model, x, y)
+
+
+def test_a_schedule_is_forecast_at_its_current_value_and_says_so() -> None:
+    x, y = seed_example_1()
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=100,
+                                                           decay_rate=0.9)  # fmt: skip
+    ours = preflight(linear_model(2, keras.optimizers.SGD(schedule)), x, y)
+    assert ours.training.learning_rate == 0.01
+    assert any("schedule" in note for note in ours.training.notes)
+    assert_same_forecast(ours, diagnose(x, y, optimizer="sgd", learning_rate=0.01))

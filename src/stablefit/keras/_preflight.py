@@ -20,7 +20,7 @@ import tensorflow as tf
 from stablefit.diagnose import Diagnosis, Finding, diagnose
 from stablefit.diagnose.findings import format_number
 from stablefit.errors import StablefitInputError
-from stablefit.keras._optimizer import forecast_settings
+from stablefit.keras._optimizer import forecast_settings, learning_rate_object
 
 #: Rows used for the Hessian estimate of a non-linear model (a random subset beyond this).
 HESSIAN_ROWS = 4096
@@ -80,12 +80,17 @@ def preflight(
             **settings,
         )
         if diagnosis.training is not None:
-            note = (
+            notes = [
                 "preflight: simulated from Keras's glorot_uniform initialization; the model's "
                 f"current weights give loss {format_number(_current_loss(model, x, y))}"
-            )
+            ]
+            if not isinstance(learning_rate_object(model.optimizer), keras.Variable):
+                notes.append(
+                    "preflight: the learning rate is a schedule; forecast at its current "
+                    f"value {format_number(settings['learning_rate'])}, held constant"
+                )
             training = dataclasses.replace(
-                diagnosis.training, notes=(*diagnosis.training.notes, note)
+                diagnosis.training, notes=(*diagnosis.training.notes, *notes)
             )
             diagnosis = dataclasses.replace(diagnosis, training=training)
         return _with_findings(diagnosis, weight_findings)
