@@ -50,13 +50,18 @@ class ScaledDesign:
     def n_params(self) -> int:
         return self.shift.size + int(self.intercept)
 
-    def blocks(self) -> Iterator[DesignBlock]:
+    def raw_sub_blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+        """The raw blocks cut to at most SUB_BLOCK_ROWS rows (cache-sized work units)."""
         for Z_hi, Z_lo, y in self.raw_blocks():
             for start in range(0, Z_hi.shape[0], SUB_BLOCK_ROWS):
                 rows = slice(start, start + SUB_BLOCK_ROWS)
-                yield self._scaled(Z_hi[rows], None if Z_lo is None else Z_lo[rows], y[rows])
+                yield Z_hi[rows], None if Z_lo is None else Z_lo[rows], y[rows]
 
-    def _scaled(self, Z_hi: np.ndarray, Z_lo: np.ndarray | None, y: np.ndarray) -> DesignBlock:
+    def blocks(self) -> Iterator[DesignBlock]:
+        return (self.scaled(*raw) for raw in self.raw_sub_blocks())
+
+    def scaled(self, Z_hi: np.ndarray, Z_lo: np.ndarray | None, y: np.ndarray) -> DesignBlock:
+        """Rows of Ã from raw rows: exact centering (two_sum) and power-of-two scaling."""
         hi, lo = two_sum(Z_hi, -self.shift[None, :])
         if Z_lo is not None:
             hi, lo = two_sum(hi, lo + Z_lo)

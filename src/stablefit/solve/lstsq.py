@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
+from stablefit.parallel import ordered_map
 from stablefit.solve.dd import (
     dd_add,
     dd_cholesky,
@@ -44,11 +45,20 @@ GRAM_BUDGET = 5e7
 
 
 def triangular_factor_qr(design: ScaledDesign) -> np.ndarray:
-    """R of Ã by Householder QR, one block at a time (TSQR): memory O(k²), not O(n)."""
+    """R of Ã by Householder QR, block by block (TSQR): memory O(k²), not O(n).
+
+    Each block's R is computed on its own (in parallel threads), then stacked pairs of
+    triangles are reduced by one more QR, as in a TSQR tree.
+    """
     k = design.n_params
+
+    def block_factor(raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> np.ndarray:
+        hi = design.scaled(*raw).hi
+        return scipy.linalg.qr(hi, mode="r", check_finite=False)[0][:k]
+
     R = np.zeros((0, k))
-    for block in design.blocks():
-        R = scipy.linalg.qr(np.vstack([R, block.hi]), mode="r", check_finite=False)[0][:k]
+    for block_R in ordered_map(block_factor, design.raw_sub_blocks()):
+        R = scipy.linalg.qr(np.vstack([R, block_R]), mode="r", check_finite=False)[0][:k]
     return _positive_diagonal(R, k)
 
 
@@ -138,28 +148,54 @@ class Refinement:
         return max(self.contraction_bound, observed or 0.0)
 
 
+@dataclass
+class _PassTotals:
+    """What one pass adds up: g = Ãᵀr in double-double, ‖r‖², rows, ‖y‖², optionally ÃᵀÃ."""
+
+    g_hi: np.ndarray
+    g_lo: np.ndarray
+    sse: float
+    n: int
+    yy: float
+    gram: tuple[np.ndarray, np.ndarray] | None
+
+    def add(self, other: _PassTotals) -> None:
+        self.g_hi, self.g_lo = dd_add(self.g_hi, self.g_lo, other.g_hi, other.g_lo)
+        self.sse += other.sse
+        self.n += other.n
+        self.yy += other.yy
+        if self.gram is not None and other.gram is not None:
+            self.gram = dd_add(*self.gram, *other.gram)
+
+
 def _pass(
     design: ScaledDesign, theta_hi: np.ndarray, theta_lo: np.ndarray, want_gram: bool
-) -> tuple[np.ndarray, float, int, float, float, tuple[np.ndarray, np.ndarray] | None]:
-    """One pass: g = Ãᵀ(y - Ãθ) in double-double, ‖r‖², rows, ‖Ã‖_F², ‖y‖², optionally ÃᵀÃ."""
+) -> _PassTotals:
+    """One pass over the data at θ: the residual and gradient in double-double."""
     k = theta_hi.size
-    g_hi, g_lo = np.zeros(k), np.zeros(k)
-    sse, n, frob, yy = 0.0, 0, 0.0, 0.0
-    G = (np.zeros((k, k)), np.zeros((k, k))) if want_gram else None
-    for block in design.blocks():
+
+    def block_totals(raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> _PassTotals:
+        block = design.scaled(*raw)
         p_hi, p_lo = dd_matvec(block.hi, block.lo, theta_hi, theta_lo)
         r_hi, r_lo = two_sum(block.y, -p_hi)
         r_hi, r_lo = two_sum(r_hi, r_lo - p_lo)
-        b_hi, b_lo = dd_rmatvec(block.hi, block.lo, r_hi, r_lo)
-        g_hi, g_lo = dd_add(g_hi, g_lo, b_hi, b_lo)
-        sse += float(r_hi @ r_hi)
-        yy += float(block.y @ block.y)
-        frob += float(np.einsum("ij,ij->", block.hi, block.hi))
-        n += block.y.size
-        if G is not None:
-            B_hi, B_lo = dd_gram(block.hi, block.lo)
-            G = dd_add(G[0], G[1], B_hi, B_lo)
-    return g_hi + g_lo, sse, n, frob, yy, G
+        g_hi, g_lo = dd_rmatvec(block.hi, block.lo, r_hi, r_lo)
+        gram = dd_gram(block.hi, block.lo) if want_gram else None
+        return _PassTotals(
+            g_hi, g_lo, float(r_hi @ r_hi), block.y.size, float(block.y @ block.y), gram
+        )
+
+    totals = _PassTotals(
+        np.zeros(k),
+        np.zeros(k),
+        0.0,
+        0,
+        0.0,
+        (np.zeros((k, k)), np.zeros((k, k))) if want_gram else None,
+    )
+    for part in ordered_map(block_totals, design.raw_sub_blocks()):
+        totals.add(part)
+    return totals
 
 
 def refine(
@@ -184,17 +220,17 @@ def refine(
     result.contraction_bound = contraction_bound
     noise_floor = max(1e-30, 64 * _condition(R) * UNIT_ROUNDOFF**2)
     for step in range(1, max_steps + 1):
-        g, sse, n, frob, yy, G = _pass(
-            design, theta_hi, theta_lo, want_gram and result.gram is None
-        )
-        result.target_norm = float(np.sqrt(yy))
-        if G is not None:
-            result.gram = G
+        totals = _pass(design, theta_hi, theta_lo, want_gram and result.gram is None)
+        g, sse, n = totals.g_hi + totals.g_lo, totals.sse, totals.n
+        result.target_norm = float(np.sqrt(totals.yy))
+        if totals.gram is not None:
+            result.gram = totals.gram
         delta = _solve_normal(R, g)
         size = float(np.linalg.norm(delta))
         result.sse, result.n_obs, result.steps = sse, n, step
         result.gradient_norm = float(np.linalg.norm(g))
-        result.design_norm, result.residual_norm = float(np.sqrt(frob)), float(np.sqrt(sse))
+        # ÃᵀÃ = RᵀR, so ‖Ã‖_F = ‖R‖_F without another sum over the data.
+        result.design_norm, result.residual_norm = float(np.linalg.norm(R)), float(np.sqrt(sse))
         theta_hi, theta_lo = dd_add(theta_hi, theta_lo, delta, np.zeros(k))
         result.corrections.append(size)
         result.last_correction = delta

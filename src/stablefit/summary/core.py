@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stablefit.io.schema import ArraySource, Batch, Schema, Source
+from stablefit.parallel import ordered_map
 from stablefit.summary.columns import ColumnStats
 from stablefit.summary.comoments import CoMoments
 from stablefit.summary.sketch import DEFAULT_CAPACITY, QuantileSketch
@@ -191,8 +192,10 @@ def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summa
     """
     schema = source.schema
     summary: Summary | None = None
-    for batch in source.batches():
-        part = Summary.of_batch(batch, schema, detail=detail)
+    parts = ordered_map(
+        lambda batch: Summary.of_batch(batch, schema, detail=detail), source.batches()
+    )
+    for part in parts:
         summary = part if summary is None else summary.merge(part)
     if summary is None:
         has_target = getattr(source, "y", None) is not None or schema.target_name is not None

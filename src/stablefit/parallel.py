@@ -1,0 +1,43 @@
+"""Work on consecutive batches in parallel threads, in order, with bounded memory.
+
+NumPy releases the GIL inside its array operations, so per-batch work (summaries, the
+double-double products of refinement) runs on several cores from plain threads. At most
+``2 * workers`` batches are in flight, so reading a file stays bounded in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+def default_workers() -> int:
+    """Threads to use: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def ordered_map(
+    function: Callable[[In], Out], items: Iterable[In], *, workers: int | None = None
+) -> Iterator[Out]:
+    """``map(function, items)`` on a thread pool, results in input order."""
+    workers = default_workers() if workers is None else workers
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[Out]] = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
