@@ -112,7 +112,7 @@ def test_recommendation_converges_when_re_forecast_on_scaled_data(optimizer: str
     assert recommended.outcome == "converges"
     assert recommended.scaling == "standardize"
     assert "Normalization" in recommended.code
-    assert f"learning_rate={recommended.learning_rate:g}" in recommended.code
+    assert f"learning_rate={recommended.learning_rate!r}" in recommended.code
     again = forecast_training(
         summary_of(standard_scaled(X), y),
         optimizer=recommended.optimizer,

@@ -287,6 +287,25 @@ def test_final_loss_within_factor_of_ten(comparisons: list[Comparison]) -> None:
     assert 1 - len(wrong) / len(checked) >= 0.95, "\n".join(wrong)
 
 
+@pytest.mark.keras
+@pytest.mark.parametrize(
+    ("data", "optimizer"), [("example1", "adam"), ("example1", "sgd"), ("example3", "sgd")]
+)
+def test_recommended_code_converges_in_keras(data: str, optimizer: str) -> None:
+    X, y = DATASETS[data]
+    forecast = forecast_training(Summary.from_arrays(X, y), optimizer=optimizer)
+    recommended = forecast.recommended
+    assert recommended.outcome == "converges"
+    keras.utils.set_random_seed(0)
+    namespace = {"X": X, "y": y}
+    exec(recommended.code, namespace)  # the snippet exactly as the user would paste it
+    losses = np.asarray(namespace["model"].history.history["loss"])
+    assert len(losses) == recommended.epochs
+    excess = losses - forecast.optimal_loss
+    assert np.isfinite(losses).all()
+    assert excess[-1] <= 0.01 * excess[0] + forecast.loss_resolution
+
+
 def _main() -> None:
     start = time.perf_counter()
     results = [c for config in CONFIGS for c in compare(config)]

@@ -100,9 +100,10 @@ class OptimizerConfig:
             "rmsprop": "RMSprop",
             "adagrad": "Adagrad",
         }[self.name]
-        args = [f"learning_rate={self.learning_rate:g}"]
+        # Keras rejects an int learning rate or momentum: always write a float literal.
+        args = [f"learning_rate={float(self.learning_rate)!r}"]
         if self.momentum:
-            args.append(f"momentum={self.momentum:g}")
+            args.append(f"momentum={float(self.momentum)!r}")
         if self.nesterov:
             args.append("nesterov=True")
         return f"tf.keras.optimizers.{class_name}({', '.join(args)})"
