@@ -289,7 +289,8 @@ def test_final_loss_within_factor_of_ten(comparisons: list[Comparison]) -> None:
 
 @pytest.mark.keras
 @pytest.mark.parametrize(
-    ("data", "optimizer"), [("example1", "adam"), ("example1", "sgd"), ("example3", "sgd")]
+    ("data", "optimizer"),
+    [("example1", "adam"), ("example1", "sgd"), ("example3", "sgd"), ("timestamps50", "adam")],
 )
 def test_recommended_code_converges_in_keras(data: str, optimizer: str) -> None:
     X, y = DATASETS[data]

@@ -558,6 +558,7 @@ def _code(
             "# offsets float32 cannot resolve.",
             "scaler = StandardScaler()",
             "X = scaler.fit_transform(np.asarray(X, dtype=np.float64))",
+            "# Later: model.predict(scaler.transform(X_new))",
             "",
         ]
     elif scaling == "standardize":
