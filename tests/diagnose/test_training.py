@@ -281,6 +281,19 @@ def test_minibatch_noise_raises_the_final_loss_more_for_larger_rates_and_smaller
     assert final(0.8 * bound, 8) > final(0.4 * bound, 8) > final(0.1 * bound, 8)
 
 
+def test_minibatches_past_the_bound_overflow_after_a_few_epochs_not_at_once() -> None:
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((200, 3))
+    y = X @ np.array([1.5, -2.0, 0.5]) + 5.0 + 0.3 * rng.standard_normal(200)
+    summary = summary_of(X, y)
+    bound = forecast_training(summary, optimizer="sgd").max_stable_learning_rate
+    forecast = forecast_training(
+        summary, optimizer="sgd", learning_rate=1.9 * bound, batch_size=50, epochs=20
+    )
+    assert forecast.outcome == "diverges"
+    assert 5 <= forecast.first_nonfinite_epoch <= 15
+
+
 def test_to_dict_is_strict_json_with_nulls_for_missing_numbers() -> None:
     forecast = forecast_training(summary_of(*EXAMPLE_1), optimizer="sgd")
     data = json.loads(json.dumps(forecast.to_dict(), allow_nan=False))

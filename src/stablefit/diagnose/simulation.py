@@ -246,26 +246,20 @@ def simulate(
             if np.isnan(theta).all():
                 history[:, epoch + 1 :] = np.nan
                 return Run(history, initial, steps, epochs, False)
-    if linear and steps > 1:
-        with np.errstate(invalid="ignore", over="ignore"):
-            history += _minibatch_noise_loss(problem, config, rates, batch_size)[
-                np.repeat(np.arange(len(rates)), len(seeds))
-            ][:, None]
     closed_form = stepped < epochs and linear
     if closed_form:
         history[:, stepped:] = _sgd_epochs_closed_form(
             problem, config, rates, len(seeds), theta, rule, steps, epochs - stepped, fmax
         )
-        if steps > 1:
-            with np.errstate(invalid="ignore", over="ignore"):
-                history[:, stepped:] += _minibatch_noise_loss(problem, config, rates, batch_size)[
-                    np.repeat(np.arange(len(rates)), len(seeds))
-                ][:, None]
         # Thousands of steps per epoch: once the loss overflows, the weights turn inf and
         # then NaN within a few steps, so every later epoch reports NaN.
         history[np.cumsum(~np.isfinite(history), axis=1) > 1] = np.nan
     elif stepped < epochs:
         history[:, stepped:] = history[:, stepped - 1 : stepped]
+    if linear and steps > 1:
+        noise = _minibatch_noise_loss(problem, config, rates, batch_size)
+        with np.errstate(invalid="ignore"):
+            history += np.repeat(noise, len(seeds))[:, None]
     return Run(history, initial, steps, stepped, closed_form)
 
 
@@ -278,7 +272,7 @@ def _minibatch_noise_loss(
     MSE (rows taken as Gaussian-like, residuals independent of the features). On an
     eigenmode λ, heavy-ball SGD (β, h = lr·λ) then settles at a variance
     ``lr² c (1+β) / ((1-β) h (2(1+β) - h))`` with c = 2σ²λ/b, which adds λ/2 times that to
-    the loss. Modes at or beyond the stability edge add ``inf`` (the loss diverges anyway).
+    the loss. Modes at or beyond the stability edge add nothing here: they diverge.
     """
     n = problem.n
     _, sigma2 = problem.quadratic.optimum()
@@ -290,7 +284,8 @@ def _minibatch_noise_loss(
     margin = 2.0 * (1.0 + beta) - h
     with np.errstate(divide="ignore", invalid="ignore"):
         variance = rates[:, None] ** 2 * c * (1 + beta) / ((1 - beta) * h * margin)
-        per_mode = np.where(values > 0, np.where(margin > 0, 0.5 * values * variance, np.inf), 0)
+        # A mode past the stability edge diverges deterministically: that is simulated.
+        per_mode = np.where((values > 0) & (margin > 0), 0.5 * values * variance, 0.0)
     return per_mode.sum(axis=1)
 
 
