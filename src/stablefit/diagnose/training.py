@@ -79,6 +79,51 @@ class TrainingForecast:
 
     Losses are the mean squared error Keras reports. Ranges are (min, max) over the
     initialization seeds; ``None`` means "does not apply" and ``notes`` says why.
+
+    Attributes
+    ----------
+    optimizer, learning_rate, momentum, nesterov, batch_size, epochs, dtype
+        The configuration forecast (the learning rate resolved to Keras's default).
+    outcome : {"diverges", "stalls", "converges"}
+        "diverges": some seed's loss turns inf/NaN, or ends 10x above where it started;
+        "converges": every seed's excess loss over the optimum falls to <= 1% of its
+        initial value (or to ``loss_resolution``) by the last epoch; "stalls" otherwise.
+    first_nonfinite_epoch : int or None
+        The first epoch (1-based, as in Keras's History) whose loss is inf or NaN, earliest
+        over the seeds; None when every loss stays finite.
+    first_nonfinite_epoch_range : (int, int) or None
+        Min and max of that epoch over the seeds that go non-finite.
+    first_nan_epoch : int or None
+        The first epoch whose loss is NaN (an inf loss usually comes a few epochs earlier).
+    seeds_nonfinite : int
+        How many of ``seeds`` go non-finite.
+    predicted_final_loss, predicted_final_loss_range : float, (float, float) or None
+        The last epoch's loss: median and range over the seeds (None once a loss is
+        non-finite).
+    optimal_loss : float
+        The least-squares minimum of the MSE.
+    loss_resolution : float
+        ``eps² · mean(y²)`` of the dtype: losses below it are rounding noise.
+    initial_loss : float
+        The loss at Keras's initialization (median over the seeds).
+    lambda_max : float
+        The largest eigenvalue of the Hessian ``H = (2/n) AᵀA``.
+    max_stable_learning_rate : float or None
+        The optimizer's divergence threshold on this loss (None for the adaptive ones).
+    stability_note : str
+        Where that bound comes from, or why there is none.
+    dominant_feature : str or None
+        The weight with the largest share of λmax's eigenvector (``"(bias)"`` possible).
+    steps_per_epoch : int
+        ``ceil(n / batch_size)``, as Keras takes them.
+    exact : bool
+        True when the simulation is Keras's computation (full batch, every step simulated).
+    approximation : str
+        What the simulation approximates, and how.
+    recommended : Recommendation or None
+        A configuration the same simulation shows converging, or the closest one found.
+    notes : tuple of str
+        Why a field is None, and warnings about the data.
     """
 
     optimizer: str
