@@ -260,6 +260,12 @@ def test_a_loss_that_grows_tenfold_diverges_even_while_finite() -> None:
     assert forecast.outcome == "diverges"
     assert forecast.first_nonfinite_epoch is None
     assert forecast.predicted_final_loss > 10 * forecast.initial_loss
+    assert any("turns inf around epoch" in note for note in forecast.notes)
+    later = forecast_training(
+        summary, optimizer="sgd", learning_rate=1.5 * bound, batch_size=50, epochs=400
+    )
+    estimate = int(next(n for n in forecast.notes if "around epoch" in n).split()[-1])
+    assert abs(later.first_nonfinite_epoch - estimate) <= 0.1 * estimate
 
 
 def test_minibatch_noise_raises_the_final_loss_more_for_larger_rates_and_smaller_batches() -> None:

@@ -289,6 +289,8 @@ def forecast_training(
             f"of this forecast is for the {summary.n_complete} complete rows"
         )
 
+    if outcome == "diverges" and not nonfinite.size:
+        notes.append(_growth_note(run, epochs, problem.n, float_type))
     finite_final = verdict.final_loss[np.isfinite(verdict.final_loss)]
     if nonfinite.size:
         predicted, predicted_range = None, None
@@ -345,6 +347,21 @@ def forecast_training(
         ),
         notes=tuple(notes),
     )
+
+
+def _growth_note(run: Run, epochs: int, n: int, float_type: type) -> str:
+    """Say how fast a still-finite diverging loss grows, and when it would overflow."""
+    history = run.epoch_loss
+    worst = int(np.argmax(history[:, -1] / run.initial_loss))
+    growth = history[worst, -1] / run.initial_loss[worst]
+    text = f"the loss grows {growth:.3g}-fold over {epochs} epochs but stays finite within them"
+    if epochs >= 2 and history[worst, -2] > 0:
+        rate = history[worst, -1] / history[worst, -2]
+        limit = float(np.finfo(float_type).max) / n
+        if rate > 1 and history[worst, -1] < limit:
+            more = math.log(limit / history[worst, -1]) / math.log(rate)
+            text += f"; at its last rate it turns inf around epoch {epochs + math.ceil(more)}"
+    return text
 
 
 def _unrepresentable(
