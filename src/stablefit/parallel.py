@@ -2,7 +2,7 @@
 
 NumPy releases the GIL inside its array operations, so per-batch work (summaries, the
 double-double products of refinement) runs on several cores from plain threads. At most
-``2 * workers`` batches are in flight, so reading a file stays bounded in memory.
+``workers + 1`` batches are in flight, so reading a file stays bounded in memory.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def ordered_map(
         pending: deque[Future[Out]] = deque()
         for item in items:
             pending.append(pool.submit(function, item))
-            if len(pending) >= 2 * workers:
+            if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
