@@ -118,7 +118,7 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     n_imputed = 0
     if medians is not None:
         n_imputed = int(np.sum(summary.n_rows - y_column.count[:d]))
-    notes = []
+    notes = [f"Column '{c.name}' was left out ({c.reason})." for c in schema.dropped]
     if n_dropped:
         notes.append(f"{n_dropped} rows with NaN or inf were left out (missing='{missing}').")
     if n_imputed:

@@ -105,24 +105,14 @@ def dropped_columns(schema: Schema) -> dict[str, dict[str, str]]:
 
 def print_result(result: Any, schema: Schema) -> None:
     """The fit's table: rich on a terminal, plain fixed-width text otherwise."""
-    first = len(result.notes) + 1  # the fit's notes are numbered [1], [2], ...
-    dropped = [
-        f"[{first + k}] Column {column.name!r} was left out ({column.reason})."
-        for k, column in enumerate(schema.dropped)
-    ]
     console = Console(highlight=False)
     if console.is_terminal:
         from stablefit.report.fit import print_fit
 
         console.print(f"[bold]{schema.origin}[/]")
         print_fit(result, console)
-        for line in dropped:
-            console.print(line, style="yellow")
         return
-    lines = [schema.origin, result.summary()]
-    if dropped:
-        lines += [*([] if result.notes else ["", "Notes:"]), *dropped]
-    print("\n".join(lines))
+    print(f"{schema.origin}\n{result.summary()}")
 
 
 def to_json(payload: dict) -> str:
