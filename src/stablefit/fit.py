@@ -9,7 +9,7 @@ import numpy as np
 import scipy.linalg
 
 from stablefit.errors import StablefitInputError
-from stablefit.io import Source, open_source
+from stablefit.io import ArraySource, CachingSource, Source, open_source
 from stablefit.solve.certificate import Certificate, trusted_digits
 from stablefit.solve.dd import dd_mul
 from stablefit.solve.design import ScaledDesign, power_of_two_scale
@@ -91,7 +91,13 @@ def fit(
 
 
 def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "error") -> FitResult:
-    """Fit from an opened :class:`~stablefit.io.Source` (two or more passes over it)."""
+    """Fit from an opened :class:`~stablefit.io.Source` (two or more passes over it).
+
+    Files and tables are parsed once when their float64 data fit the cache budget
+    (:data:`~stablefit.io.cache.DEFAULT_CACHE_BYTES`), and read again per pass otherwise.
+    """
+    if not isinstance(source, ArraySource):
+        source = CachingSource(source)
     summary = summarize(source, detail=missing == "impute")
     _validate(summary, source, missing)
     schema = summary.schema
