@@ -43,7 +43,8 @@ def test_sgd_on_example_1_is_stopped_by_the_guard_with_the_reason(capsys) -> Non
     assert code == 1
     assert "NanGuard stopped training" in output
     assert "epoch 3, batch 1: loss = inf" in output
-    assert "SF201" in output  # the diagnosis says why
+    assert "SF201" in output  # the diagnosis says why, in the file's column names
+    assert "dominated by x2" in output and "x2 = 1e6·x1" in output
     # The model holds the last good weights: finite coefficients are printed.
     trained = re.search(r"│ x1\s+│\s+(\S+)", output)
     assert trained and np.isfinite(float(trained.group(1)))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -89,7 +90,9 @@ def run_train(args: argparse.Namespace) -> int:
         standardize=settings["standardize"],
     )
     initial_loss = mse(X, y, *original_units(model))
-    guard = NanGuard(data=(X, y)) if args.guard else None
+    # An Arrow table keeps the column names in the guard's diagnosis.
+    named = pa.table({name: X[:, j] for j, name in enumerate(names)})
+    guard = NanGuard(data=(named, y)) if args.guard else None
     stopped_by_guard = None
     with _EpochProgress(console, settings["epochs"]) as progress:
         callbacks = [progress] if guard is None else [guard, progress]

@@ -86,7 +86,8 @@ class NanGuard(keras.callbacks.Callback):
         a :class:`~stablefit.errors.StablefitWarning` and let ``fit`` return.
     data : tuple (x, y) or None, default=None
         The training data; when given, the failure message includes
-        :func:`stablefit.diagnose`'s explanation of why training diverges.
+        :func:`stablefit.diagnose`'s explanation of why training diverges. ``x`` may be
+        anything ``diagnose`` reads (a DataFrame or Arrow table keeps its column names).
 
     Attributes
     ----------
@@ -458,9 +459,7 @@ def _explain_with_diagnosis(
     except ImportError:
         return "Why: stablefit.diagnose is not available in this installation."
     try:
-        diagnosis = diagnose(
-            np.asarray(x), np.asarray(y), batch_size=batch_size, epochs=epochs, **settings
-        )
+        diagnosis = diagnose(x, np.asarray(y), batch_size=batch_size, epochs=epochs, **settings)
     except Exception as error:  # the failure message must survive a diagnosis failure
         return f"Why: stablefit.diagnose could not analyse the data ({error})."
     return "Why (stablefit.diagnose on the data given to NanGuard):\n" + describe_diagnosis(
