@@ -121,6 +121,7 @@ class Run:
     steps_per_epoch: int
     stepped_epochs: int  # epochs simulated step by step (all of them, unless over budget)
     closed_form: bool  # the epochs after ``stepped_epochs`` were computed in closed form
+    noise_std: np.ndarray  # (runs,) spread of a loss around its value from minibatch noise
 
     def of_rate(self, index: int, seeds: int) -> Run:
         """The runs of the ``index``-th learning rate."""
@@ -131,6 +132,7 @@ class Run:
             self.steps_per_epoch,
             self.stepped_epochs,
             self.closed_form,
+            self.noise_std[rows],
         )
 
 
@@ -245,7 +247,7 @@ def simulate(
             history[:, epoch] = np.where(total * (n / rows_seen) > fmax, np.inf, total / rows_seen)
             if np.isnan(theta).all():
                 history[:, epoch + 1 :] = np.nan
-                return Run(history, initial, steps, epochs, False)
+                return Run(history, initial, steps, epochs, False, np.zeros(runs))
     closed_form = stepped < epochs and linear
     if closed_form:
         history[:, stepped:] = _sgd_epochs_closed_form(
@@ -256,17 +258,19 @@ def simulate(
         history[np.cumsum(~np.isfinite(history), axis=1) > 1] = np.nan
     elif stepped < epochs:
         history[:, stepped:] = history[:, stepped - 1 : stepped]
+    noise_std = np.zeros(runs)
     if linear and steps > 1:
-        noise = _minibatch_noise_loss(problem, config, rates, batch_size)
+        noise, spread = _minibatch_noise_loss(problem, config, rates, batch_size)
+        noise_std = np.repeat(spread, len(seeds))
         with np.errstate(invalid="ignore"):
             history += np.repeat(noise, len(seeds))[:, None]
-    return Run(history, initial, steps, stepped, closed_form)
+    return Run(history, initial, steps, stepped, closed_form, noise_std)
 
 
 def _minibatch_noise_loss(
     problem: Problem, config: OptimizerConfig, rates: np.ndarray, batch_size: int
-) -> np.ndarray:
-    """The excess loss the noise of minibatch gradients keeps SGD at, per learning rate.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the excess loss minibatch noise keeps SGD at.
 
     At the optimum a batch gradient has covariance ≈ (2σ²/b)·H·(n-b)/(n-1), σ² the optimal
     MSE (rows taken as Gaussian-like, residuals independent of the features). On an
@@ -285,8 +289,11 @@ def _minibatch_noise_loss(
     with np.errstate(divide="ignore", invalid="ignore"):
         variance = rates[:, None] ** 2 * c * (1 + beta) / ((1 - beta) * h * margin)
         # A mode past the stability edge diverges deterministically: that is simulated.
-        per_mode = np.where((values > 0) & (margin > 0), 0.5 * values * variance, 0.0)
-    return per_mode.sum(axis=1)
+        # Undamped momentum (β = 1) has no stationary variance: nothing to add.
+        settles = (values > 0) & (margin > 0) & (beta < 1)
+        per_mode = np.where(settles, 0.5 * values * variance, 0.0)
+    # Each mode's share is (λ/2)·(a Gaussian)², a scaled χ²₁: mean m, variance 2m².
+    return per_mode.sum(axis=1), np.sqrt(2.0 * np.square(per_mode).sum(axis=1))
 
 
 def _sgd_epochs_closed_form(

@@ -297,7 +297,12 @@ def forecast_training(
         notes.append("predicted_final_loss is null: the loss turns inf/NaN before the last epoch")
     else:
         predicted = float(np.median(finite_final))
-        predicted_range = (float(finite_final.min()), float(finite_final.max()))
+        # Minibatch noise scatters a final loss by about ±2 standard deviations.
+        spread = 2.0 * float(run.noise_std.max())
+        predicted_range = (
+            max(float(finite_final.min()) - spread, optimal_loss),
+            float(finite_final.max()) + spread,
+        )
 
     exact = run.steps_per_epoch == 1 and run.stepped_epochs == epochs
     if bound is None:
@@ -450,7 +455,8 @@ def _approximation_text(run: Run, epochs: int, n: int, batch_size: int) -> str:
             f"n = {n}): each step is simulated on the full-data gradient, which Keras's "
             "shuffled batch gradients average to; for SGD the loss their noise adds at a "
             "constant learning rate is added from the optimal residual variance (rows taken "
-            "as Gaussian-like), for the adaptive optimizers it is left out; the epoch of the "
+            "as Gaussian-like) and the range widened by twice its spread, for the adaptive "
+            "optimizers it is left out; the epoch of the "
             "first inf/NaN can differ by a few epochs and final losses are approximate"
         )
     if run.closed_form:
