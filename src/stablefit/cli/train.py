@@ -69,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     _validate(args)
     X, y, names = _read(args.data, args.target)
-    console = Console(highlight=False)
+    # Markup off: paths, column names and notes may hold brackets.
+    console = Console(highlight=False, markup=False)
     settings = _settings(args, X, y, names, console)
     try:
         import keras
@@ -177,7 +178,7 @@ def _settings(
         f"{args.epochs} epochs, batch {args.batch_size}"
     )
     console.print(
-        f"[bold]stablefit train[/bold] {args.data}: {len(y)} rows, features "
+        f"stablefit train {args.data}: {len(y)} rows, features "
         f"{', '.join(diagnosis.facts.feature_names)}, target {args.target}"
     )
     console.print(f"forecast for {given}: {_outcome(forecast)}")
@@ -293,11 +294,11 @@ def _print_guard(console: Console, guard: Any, stopped: str | None) -> None:
         console.print("NanGuard: off (--no-guard)")
         return
     if stopped is not None:
-        console.print(stopped, markup=False)
+        console.print(stopped)
         return
     if not guard.events:
         console.print("NanGuard: no non-finite loss or weight during training")
         return
     console.print(f"NanGuard caught {len(guard.events)} non-finite value(s) and recovered:")
     for event in guard.events:
-        console.print(f"  - {event.describe()}", markup=False)
+        console.print(f"  - {event.describe()}")
