@@ -288,7 +288,8 @@ def _solve(
             f"{n} rows for {k} coefficients: the fit is exact and standard errors are "
             "undefined (NaN)."
         )
-    kept_coef, intercept_value = design.to_original(refinement.theta_hi, refinement.theta_lo)
+    kept_coef = refinement.params_hi[offset:]
+    intercept_value = float(refinement.params_hi[0]) if offset else 0.0
     T = design.transform()
     sigma2 = refinement.sse / df_resid if df_resid > 0 else float("nan")
     covariance = sigma2 * unscaled_covariance(R, refinement.gram, T)
@@ -389,7 +390,8 @@ def _relation(
 def _certificate(
     R: np.ndarray, refinement: Refinement, condition: float, T: np.ndarray
 ) -> Certificate:
-    theta = refinement.theta_hi
+    values = refinement.params_hi
+    theta = np.linalg.solve(T, values)
     delta = refinement.last_correction if refinement.last_correction is not None else theta
     rho = refinement.contraction
     converged = refinement.converged
@@ -405,7 +407,6 @@ def _certificate(
     # Floor: what double-double residuals can resolve.
     remaining = remaining + condition * UNIT_ROUNDOFF**2 * np.max(np.abs(theta)) * 16
     original_error = np.abs(T) @ remaining
-    values = T @ theta
     raw_R = np.linalg.solve(T.T, R.T).T
     # A coefficient that is exactly 0 has no relative error; its digits are counted
     # relative to the size at which it would explain the whole target, ‖y‖ / ‖A e_j‖.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stablefit.solve.dd import dd_mul, dd_sum, two_sum
+from stablefit.solve.dd import dd_add, dd_mul, two_sum
 
 SUB_BLOCK_ROWS = 8192
 
@@ -73,16 +73,31 @@ class ScaledDesign:
             lo = np.hstack([np.zeros_like(ones), lo])
         return DesignBlock(hi, None if exact else lo, y)
 
-    def to_original(self, theta_hi: np.ndarray, theta_lo: np.ndarray) -> tuple[np.ndarray, float]:
-        """(coef, intercept) in the units of the data, each rounded once from double-double."""
+    def from_scaled(self, theta: np.ndarray) -> np.ndarray:
+        """Parameters in the data's units (intercept first) from θ̃ of Ã."""
+        return self.transform() @ theta
+
+    def to_scaled(self, params: np.ndarray) -> np.ndarray:
+        """θ̃ of Ã from parameters in the data's units (intercept first)."""
         offset = int(self.intercept)
-        coef = theta_hi[offset:] / self.scale
-        if not self.intercept:
-            return coef, 0.0
-        coef_lo = theta_lo[offset:] / self.scale
-        p_hi, p_lo = dd_mul(coef, coef_lo, self.shift, np.zeros_like(self.shift))
-        s_hi, s_lo = dd_sum(np.append(-p_hi, theta_hi[0]), np.append(-p_lo, theta_lo[0]), 0)
-        return coef, float(s_hi + s_lo)
+        theta = params * np.concatenate([np.ones(offset), self.scale])
+        if self.intercept:
+            theta[0] = params[0] + float(self.shift @ params[1:])
+        return theta
+
+    def scaled_gradient(self, g_hi: np.ndarray, g_lo: np.ndarray) -> np.ndarray:
+        """Ãᵀr from Aᵀr (A = [1, Z] as given), as Tᵀ(Aᵀr) in double-double.
+
+        Column j of Ã is (z_j - shift_j)/scale_j, so its product with r is
+        (z_jᵀr - shift_j·1ᵀr)/scale_j: a cancellation that double-double resolves.
+        """
+        offset = int(self.intercept)
+        hi, lo = g_hi[offset:], g_lo[offset:]
+        if self.intercept:
+            p_hi, p_lo = dd_mul(self.shift, np.zeros_like(self.shift), g_hi[0], g_lo[0])
+            hi, lo = dd_add(hi, lo, -p_hi, -p_lo)
+        scaled = (hi + lo) / self.scale
+        return np.concatenate([g_hi[:offset] + g_lo[:offset], scaled])
 
     def transform(self) -> np.ndarray:
         """T with θ_original = T θ̃ (original order: intercept first, then coefficients)."""

@@ -27,11 +27,9 @@ from stablefit.solve.dd import (
     dd_cholesky,
     dd_forward_solve,
     dd_gram,
-    dd_matvec,
     dd_mul,
-    dd_rmatvec,
+    dd_residual_gradient,
     dd_sum,
-    two_sum,
 )
 from stablefit.solve.design import ScaledDesign
 
@@ -118,10 +116,11 @@ def dependent_columns(R: np.ndarray, *, tolerance: float) -> list[int]:
 
 @dataclass
 class Refinement:
-    """The outcome of refinement, in the scaled coordinates θ̃ of Ã."""
+    """The outcome of refinement: parameters in the data's units (intercept first) as
+    double-double; corrections in the scaled coordinates θ̃ of Ã."""
 
-    theta_hi: np.ndarray
-    theta_lo: np.ndarray
+    params_hi: np.ndarray
+    params_lo: np.ndarray
     sse: float
     n_obs: int
     steps: int
@@ -169,21 +168,27 @@ class _PassTotals:
 
 
 def _pass(
-    design: ScaledDesign, theta_hi: np.ndarray, theta_lo: np.ndarray, want_gram: bool
+    design: ScaledDesign, params_hi: np.ndarray, params_lo: np.ndarray, want_gram: bool
 ) -> _PassTotals:
-    """One pass over the data at θ: the residual and gradient in double-double."""
-    k = theta_hi.size
+    """One pass over the raw data at the original parameters (intercept first).
+
+    The residual and Zᵀr are formed in double-double on the data as given; the gradient
+    in the coordinates of Ã follows exactly from them (``design.scaled_gradient``), so
+    the data need no centering or scaling on this path.
+    """
+    k = params_hi.size
+    offset = int(design.intercept)
+    c_hi, c_lo = (params_hi[0], params_lo[0]) if offset else (0.0, 0.0)
+    b_hi, b_lo = params_hi[offset:], params_lo[offset:]
 
     def block_totals(raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> _PassTotals:
-        block = design.scaled(*raw)
-        p_hi, p_lo = dd_matvec(block.hi, block.lo, theta_hi, theta_lo)
-        r_hi, r_lo = two_sum(block.y, -p_hi)
-        r_hi, r_lo = two_sum(r_hi, r_lo - p_lo)
-        g_hi, g_lo = dd_rmatvec(block.hi, block.lo, r_hi, r_lo)
-        gram = dd_gram(block.hi, block.lo) if want_gram else None
-        return _PassTotals(
-            g_hi, g_lo, float(r_hi @ r_hi), block.y.size, float(block.y @ block.y), gram
-        )
+        Z_hi, Z_lo, y = raw
+        r_hi, r_lo, g_hi, g_lo = dd_residual_gradient(Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo)
+        if offset:
+            s_hi, s_lo = dd_sum(r_hi, r_lo, axis=0)
+            g_hi, g_lo = np.append(s_hi, g_hi), np.append(s_lo, g_lo)
+        gram = dd_gram(*_scaled_parts(design, raw)) if want_gram else None
+        return _PassTotals(g_hi, g_lo, float(r_hi @ r_hi), y.size, float(y @ y), gram)
 
     totals = _PassTotals(
         np.zeros(k),
@@ -198,6 +203,13 @@ def _pass(
     return totals
 
 
+def _scaled_parts(
+    design: ScaledDesign, raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    block = design.scaled(*raw)
+    return block.hi, block.lo
+
+
 def refine(
     design: ScaledDesign,
     R: np.ndarray,
@@ -207,21 +219,22 @@ def refine(
     contraction_bound: float | None = None,
     max_steps: int = MAX_REFINEMENT_STEPS,
 ) -> Refinement:
-    """Iterate θ += R⁻¹R⁻ᵀ Ãᵀ(y - Ãθ) until the corrections reach double-double level.
+    """Iterate θ̃ += R⁻¹R⁻ᵀ Ãᵀ(y - Ãθ̃) until the corrections reach double-double level.
 
-    ``start`` is a first solution when one is known without a pass (from the co-moments);
+    ``start`` is a first solution θ̃ when one is known without a pass (from the co-moments);
     ``contraction_bound`` an a-priori bound on the error reduction per step. With it, a
     single step whose correction, times the bound, lies far below the last digit is enough.
     """
     k = R.shape[1]
-    theta_hi = np.zeros(k) if start is None else start.astype(float)
-    theta_lo = np.zeros(k)
-    result = Refinement(theta_hi, theta_lo, float("nan"), 0, 0)
+    params_hi = np.zeros(k) if start is None else design.from_scaled(start)
+    params_lo = np.zeros(k)
+    result = Refinement(params_hi, params_lo, float("nan"), 0, 0)
     result.contraction_bound = contraction_bound
     noise_floor = max(1e-30, 64 * _condition(R) * UNIT_ROUNDOFF**2)
     for step in range(1, max_steps + 1):
-        totals = _pass(design, theta_hi, theta_lo, want_gram and result.gram is None)
-        g, sse, n = totals.g_hi + totals.g_lo, totals.sse, totals.n
+        totals = _pass(design, params_hi, params_lo, want_gram and result.gram is None)
+        g = design.scaled_gradient(totals.g_hi, totals.g_lo)
+        sse, n = totals.sse, totals.n
         result.target_norm = float(np.sqrt(totals.yy))
         if totals.gram is not None:
             result.gram = totals.gram
@@ -231,10 +244,10 @@ def refine(
         result.gradient_norm = float(np.linalg.norm(g))
         # ÃᵀÃ = RᵀR, so ‖Ã‖_F = ‖R‖_F without another sum over the data.
         result.design_norm, result.residual_norm = float(np.linalg.norm(R)), float(np.sqrt(sse))
-        theta_hi, theta_lo = dd_add(theta_hi, theta_lo, delta, np.zeros(k))
+        params_hi, params_lo = dd_add(params_hi, params_lo, design.from_scaled(delta), np.zeros(k))
         result.corrections.append(size)
         result.last_correction = delta
-        scale = float(np.linalg.norm(theta_hi))
+        scale = float(np.linalg.norm(design.to_scaled(params_hi)))
         # Below noise_floor a correction is rounding noise of the double-double residuals.
         converged = size <= noise_floor * scale or size == 0.0
         if contraction_bound is not None:
@@ -243,7 +256,7 @@ def refine(
         stalled = len(result.corrections) > 2 and size > 0.5 * result.corrections[-2]
         if converged or stalled:
             break
-    result.theta_hi, result.theta_lo = theta_hi, theta_lo
+    result.params_hi, result.params_lo = params_hi, params_lo
     return result
 
 
