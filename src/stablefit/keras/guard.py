@@ -68,8 +68,8 @@ class NanGuard(keras.callbacks.Callback):
     ----------
     snapshot_every : int, default=50
         Batches between snapshots. A snapshot costs one host copy of the weights and
-        optimizer state (about 0.3 ms for the 20 variables of a small MLP with Adam, as
-        much as its training step), so the default amortizes it; a rollback loses at most
+        optimizer state (about 0.6 ms for the 20 variables of a small MLP with Adam, more
+        than its training step), so the default amortizes it; a rollback loses at most
         this many batches of progress.
     check_weights : {"snapshot", "batch", "never"}, default="snapshot"
         When to check the weights for non-finite values besides the loss: when taking a
@@ -144,8 +144,6 @@ class NanGuard(keras.callbacks.Callback):
         self._best_loss = math.inf
         self._stopped = False
         self._first_learning_rate = current_learning_rate(self.model.optimizer)
-        self._copy_weights = _HostCopier()
-        self._copy_optimizer = _HostCopier()
         self._install_save_guard()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -182,7 +180,7 @@ class NanGuard(keras.callbacks.Callback):
         snapshot_due = first or self._batches_since_snapshot >= self.snapshot_every
         if not snapshot_due and self.check_weights != "batch":
             return
-        weights = self._copy_weights(self.model.weights)
+        weights = _host_copy(self.model.weights)
         if (first or self.check_weights != "never") and self._recover_if_nonfinite(weights):
             return
         if first:
@@ -194,7 +192,7 @@ class NanGuard(keras.callbacks.Callback):
         if self._stopped:
             return
         if self.check_weights != "never":
-            self._recover_if_nonfinite(self._copy_weights(self.model.weights))
+            self._recover_if_nonfinite(_host_copy(self.model.weights))
         if self._failed_in_epoch is not None and logs is not None and not self._trained_since:
             # Every update of this epoch after its last rollback was discarded: report the
             # loss of the failed batch, not the 0 of a freshly reset metric.
@@ -212,7 +210,7 @@ class NanGuard(keras.callbacks.Callback):
         return [v for v in self.model.optimizer.variables if v is not rate]
 
     def _take_initial_snapshot(self) -> None:
-        weights = self._copy_weights(self.model.weights)
+        weights = _host_copy(self.model.weights)
         bad = _first_nonfinite(self.model.weights, weights)
         if bad is not None:
             self._uninstall_save_guard()
@@ -224,7 +222,7 @@ class NanGuard(keras.callbacks.Callback):
 
     def _snapshot(self, batch: int, weights: list[np.ndarray]) -> _Snapshot:
         self._batches_since_snapshot = 0
-        optimizer = self._copy_optimizer(self._optimizer_variables())
+        optimizer = _host_copy(self._optimizer_variables())
         return _Snapshot(epoch=self._epoch, batch=batch, weights=weights, optimizer=optimizer)
 
     def _confirm_pending(self, loss: float | None) -> None:
@@ -268,7 +266,7 @@ class NanGuard(keras.callbacks.Callback):
     # -- detection and recovery --------------------------------------------------------
 
     def _first_nonfinite(self) -> tuple[str, float] | None:
-        return _first_nonfinite(self.model.weights, self._copy_weights(self.model.weights))
+        return _first_nonfinite(self.model.weights, _host_copy(self.model.weights))
 
     def _recover_if_nonfinite(self, weights: list[np.ndarray]) -> bool:
         bad = _first_nonfinite(self.model.weights, weights)
@@ -376,7 +374,7 @@ class NanGuard(keras.callbacks.Callback):
 
             def guarded(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
                 if not self._stopped:
-                    self._recover_if_nonfinite(self._copy_weights(model.weights))
+                    self._recover_if_nonfinite(_host_copy(model.weights))
                 return _original(model, *args, **kwargs)
 
             # An instance attribute shadows the method for this model only, so
@@ -438,37 +436,8 @@ class NanGuard(keras.callbacks.Callback):
             )
 
 
-class _HostCopier:
-    """Copies a list of variables to NumPy arrays, in one TensorFlow call when it can.
-
-    Reading TensorFlow variables one by one costs an eager op dispatch each (tens of
-    microseconds), which for small models adds up to more than a training step; one traced
-    function reading them all costs a single dispatch. Rebuilt when the list changes.
-    """
-
-    def __init__(self) -> None:
-        self._key: tuple[int, ...] | None = None
-        self._read: Any = None
-
-    def __call__(self, variables: Sequence[Any]) -> list[np.ndarray]:
-        key = tuple(id(v) for v in variables)
-        if key != self._key:
-            self._read = _reader(list(variables))
-            self._key = key
-        return self._read()
-
-
-def _reader(variables: list[Any]) -> Any:
-    if keras.backend.backend() != "tensorflow" or not variables:
-        return lambda: [np.array(v.numpy(), copy=True) for v in variables]
-    import tensorflow as tf
-
-    @tf.function(autograph=False)
-    def read() -> list[Any]:
-        return [tf.identity(v.value) for v in variables]
-
-    # Copied: the tensors' buffers belong to TensorFlow.
-    return lambda: [np.array(t.numpy(), copy=True) for t in read()]
+def _host_copy(variables: Sequence[Any]) -> list[np.ndarray]:
+    return [np.array(v.numpy(), copy=True) for v in variables]
 
 
 def _first_nonfinite(
