@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from threadpoolctl import threadpool_limits
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -33,7 +35,8 @@ def ordered_map(
     if workers <= 1:
         yield from map(function, items)
         return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    # Each thread calls BLAS on its own block: BLAS's own threads would only compete.
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         pending: deque[Future[Out]] = deque()
         for item in items:
             pending.append(pool.submit(function, item))

@@ -160,37 +160,3 @@ def dd_forward_solve(
             c_hi, c_lo, np.full_like(c_hi, L_hi[i, i]), np.full_like(c_hi, L_lo[i, i])
         )
     return X_hi, X_lo
-
-
-def dd_residual_gradient(
-    Z_hi: np.ndarray,
-    Z_lo: np.ndarray | None,
-    y: np.ndarray,
-    b_hi: np.ndarray,
-    b_lo: np.ndarray,
-    c_hi: float,
-    c_lo: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """r = y - c - Z b and g = Zᵀ r, both in double-double, Z of shape (n, k).
-
-    The products with Z share one Dekker split of Z, which is most of what an
-    error-free product costs.
-    """
-    Zh, Zl = split(Z_hi)
-    bh, bl = split(b_hi)
-    P = Z_hi * b_hi
-    E = ((Zh * bh - P) + Zh * bl + Zl * bh) + Zl * bl + Z_hi * b_lo
-    if Z_lo is not None:
-        E += Z_lo * b_hi
-    s_hi, s_lo = dd_sum(P, E, axis=1)
-    r_hi, r_lo = two_sum(y, -s_hi)
-    r_hi, e = two_sum(r_hi, np.full_like(r_hi, -c_hi))
-    r_hi, r_lo = two_sum(r_hi, (r_lo + e) - (s_lo + c_lo))
-    rh, rl = split(r_hi)
-    P = Z_hi * r_hi[:, None]
-    E = ((Zh * rh[:, None] - P) + Zh * rl[:, None] + Zl * rh[:, None]) + Zl * rl[:, None]
-    E += Z_hi * r_lo[:, None]
-    if Z_lo is not None:
-        E += Z_lo * r_hi[:, None]
-    g_hi, g_lo = dd_sum(P, E, axis=0)
-    return r_hi, r_lo, g_hi, g_lo

@@ -28,10 +28,10 @@ from stablefit.solve.dd import (
     dd_forward_solve,
     dd_gram,
     dd_mul,
-    dd_residual_gradient,
     dd_sum,
 )
 from stablefit.solve.design import ScaledDesign
+from stablefit.solve.kernels import residual_gradient
 
 UNIT_ROUNDOFF = 2.0**-53
 CHOLESKY_CONDITION_LIMIT = 1e4
@@ -183,7 +183,7 @@ def _pass(
 
     def block_totals(raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> _PassTotals:
         Z_hi, Z_lo, y = raw
-        r_hi, r_lo, g_hi, g_lo = dd_residual_gradient(Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo)
+        r_hi, r_lo, g_hi, g_lo = residual_gradient(Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo)
         if offset:
             s_hi, s_lo = dd_sum(r_hi, r_lo, axis=0)
             g_hi, g_lo = np.append(s_hi, g_hi), np.append(s_lo, g_lo)
