@@ -151,7 +151,7 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
         start = np.concatenate([[summary.complete_mean[d]], slopes])
         bound = cholesky_contraction_bound(R)
     else:
-        R = triangular_factor_qr(design)
+        R, start = triangular_factor_qr(design)
     return _solve(
         design,
         R,
@@ -490,6 +490,5 @@ def fit_polynomial(
     )
     names = [name] + [f"{name}^{k}" for k in range(2, degree + 1)]
     sst = float(np.sum((y - y.mean()) ** 2)) if intercept else float(np.sum(y**2))
-    return _solve(
-        design, triangular_factor_qr(design), names=names, target_name="y", sst=sst, rows=x.size
-    )
+    R, start = triangular_factor_qr(design)
+    return _solve(design, R, names=names, target_name="y", sst=sst, rows=x.size, start=start)

@@ -42,22 +42,30 @@ GRAM_REFINEMENT_CONDITION = 1e4
 GRAM_BUDGET = 5e7
 
 
-def triangular_factor_qr(design: ScaledDesign) -> np.ndarray:
+def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray | None]:
     """R of Ã by Householder QR, block by block (TSQR): memory O(k²), not O(n).
 
-    Each block's R is computed on its own (in parallel threads), then stacked pairs of
-    triangles are reduced by one more QR, as in a TSQR tree.
+    The target rides along as one more column, so the same factorization gives Qᵀy and
+    with it the QR solution θ̃ = R⁻¹Qᵀy: backward stable, a far better start for
+    refinement than the semi-normal equations. Each block's factor is computed on its
+    own (in parallel threads), then stacked pairs of triangles are reduced by one more
+    QR, as in a TSQR tree. Returns (R, θ̃), θ̃ None when R is singular.
     """
     k = design.n_params
 
     def block_factor(raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> np.ndarray:
-        hi = design.scaled(*raw).hi
-        return scipy.linalg.qr(hi, mode="r", check_finite=False)[0][:k]
+        augmented = np.column_stack([design.scaled(*raw).hi, raw[2]])
+        return scipy.linalg.qr(augmented, mode="r", check_finite=False)[0][: k + 1]
 
-    R = np.zeros((0, k))
+    factor = np.zeros((0, k + 1))
     for block_R in ordered_map(block_factor, design.raw_sub_blocks()):
-        R = scipy.linalg.qr(np.vstack([R, block_R]), mode="r", check_finite=False)[0][:k]
-    return _positive_diagonal(R, k)
+        stacked = np.vstack([factor, block_R])
+        factor = scipy.linalg.qr(stacked, mode="r", check_finite=False)[0][: k + 1]
+    factor = _positive_diagonal(factor, k + 1)
+    R, qty = factor[:k, :k], factor[:k, k]
+    if not np.all(np.abs(np.diag(R)) > 0):
+        return R, None
+    return R, scipy.linalg.solve_triangular(R, qty, check_finite=False)
 
 
 def triangular_factor_from_comoments(
