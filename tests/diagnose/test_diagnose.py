@@ -177,3 +177,15 @@ def test_terminal_report_has_colour_and_the_same_words():
     coloured = buffer.getvalue()
     assert "\x1b[" in coloured
     assert "SF201" in coloured and "Fix (paste this)" in coloured
+
+
+def test_divergence_that_stays_finite_is_described_not_printed_as_epoch_none():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    y = X @ [1.0, 2.0] + rng.normal(size=200)
+    diagnosis = diagnose(X, y, optimizer="sgd", learning_rate=1.2, batch_size=200, epochs=20)
+    assert diagnosis.training.outcome == "diverges"
+    assert diagnosis.training.first_nonfinite_epoch is None
+    message = next(f.message for f in diagnosis.findings if f.code == "SF201")
+    assert "None" not in message
+    assert "grows" in message and "turns inf around epoch" in message

@@ -229,6 +229,8 @@ def _forecast_cell(diagnosis: Diagnosis) -> str:
     training = diagnosis.training
     if training is None:
         return "no forecast"
+    if training.outcome == "diverges" and training.first_nonfinite_epoch is None:
+        return "diverges (loss still finite at the end)"
     if training.outcome == "diverges":
         low, high = training.first_nonfinite_epoch_range or (training.first_nonfinite_epoch,) * 2
         text = f"inf at epoch {low}" if low == high else f"inf at epoch {low}–{high}"

@@ -50,7 +50,10 @@ def describe_forecast(forecast: Any, *, momentum: float = 0.0, nesterov: bool = 
     """One sentence: what training will do, e.g. "SGD lr 0.01 diverges: loss non-finite at
     epoch 3; stable only for lr < 2.14e-13 (λmax 9.3e12, dominated by x2)"."""
     label = optimizer_label(forecast, momentum=momentum, nesterov=nesterov)
-    if forecast.outcome == "diverges":
+    if forecast.outcome == "diverges" and forecast.first_nonfinite_epoch is None:
+        growth = next((n for n in forecast.notes if n.startswith("the loss grows")), None)
+        text = f"{label} diverges: {growth or 'the loss grows but stays finite'}"
+    elif forecast.outcome == "diverges":
         first = _epochs(forecast.first_nonfinite_epoch, forecast.first_nonfinite_epoch_range)
         nan_epoch = getattr(forecast, "first_nan_epoch", None)
         if nan_epoch is None or nan_epoch == forecast.first_nonfinite_epoch:
