@@ -31,7 +31,7 @@ def _header_facts(result: FitResult) -> list[str]:
         f"R² = {result.rsquared:.10g}   residual SD = {result.resid_std:.10g}",
         f"certificate: {cert.digits} trusted digits   condition number {cert.condition_number:.3g} "
         f"(raw {cert.condition_number_raw:.3g})   backward error {cert.backward_error:.2g}   "
-        f"{cert.refinement_steps} refinement passes",
+        f"{cert.refinement_steps} refinement pass{'es' if cert.refinement_steps != 1 else ''}",
     ]
 
 
