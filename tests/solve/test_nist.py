@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 import stablefit
-from tests.nist import NAMES, load, lre
+from tests.nist import CERTIFIED, NAMES, NIST_DIR, load, lre
 
 
 def fit_case(case):
@@ -85,3 +86,10 @@ def test_certificate_never_overstates(nist):
         achieved = 16.0 if error == 0 else -np.log10(float(error))
         assert claimed <= achieved, (claimed, achieved)
     assert result.certificate.digits >= 13
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nist_files_are_intact(name):
+    entry = CERTIFIED[name]
+    digest = hashlib.sha256((NIST_DIR / entry["file"]).read_bytes()).hexdigest()
+    assert digest == entry["sha256"]
