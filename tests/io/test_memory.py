@@ -27,13 +27,14 @@ CHILD = textwrap.dedent(
 
     before = psutil.Process().memory_info().rss
     summary = summarize(open_source(sys.argv[1], target="y"))
+    # The high-water mark of this process image. (ru_maxrss would not do: it keeps the
+    # resident size of the parent that forked us, a whole test session with Keras in it.)
     peak = None
     try:
-        import resource
-        # ru_maxrss is in KiB on Linux, in bytes on macOS.
-        scale = 1 if sys.platform == "darwin" else 1024
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-    except ImportError:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        peak = int(line.split()[1]) * 1024
+    except (OSError, StopIteration):
         pass
     print(json.dumps({"rows": summary.n_rows, "before": before, "peak": peak}))
     """
