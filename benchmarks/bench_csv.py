@@ -5,7 +5,7 @@ digits per value), then times in the same process, interleaved:
 
 - ``pandas.read_csv`` of the file (the baseline: what reading it alone costs),
 - ``stablefit fit FILE --target y`` and ``stablefit doctor FILE --target y`` as
-  subprocesses, with their peak memory (resident set size).
+  subprocesses, with their peak memory (resident set size, Linux).
 
     python benchmarks/bench_csv.py --megabytes 1000
     python benchmarks/bench_csv.py --megabytes 3000 --no-pandas   # beyond the memory budget
@@ -14,7 +14,6 @@ digits per value), then times in the same process, interleaved:
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,14 +46,24 @@ def write_csv(path: Path, megabytes: float, seed: int = 0) -> int:
 
 
 def peak_rss_of(command: list[str]) -> tuple[float, float]:
-    """(seconds, peak resident megabytes) of a subprocess."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """(seconds, peak resident megabytes) of a subprocess, from its own high-water mark.
+
+    (``RUSAGE_CHILDREN`` would not do: a forked child starts out counting the resident
+    pages of this process, which may hold a DataFrame of the whole file.)
+    """
     start = time.perf_counter()
-    subprocess.run(command, check=False, capture_output=True)
-    seconds = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest over all of them so far: report it when it grew.
-    return seconds, max(peak_kb, before) / 1024
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak_kb = 0
+    status = Path(f"/proc/{child.pid}/status")
+    while child.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak_kb = max(peak_kb, int(line.split()[1]))
+        except OSError:
+            break
+        time.sleep(0.01)
+    return time.perf_counter() - start, peak_kb / 1024
 
 
 def main() -> None:
@@ -86,7 +95,7 @@ def main() -> None:
         for name, values in times.items():
             seconds = statistics.median(values)
             ratio = f"{seconds / baseline:.2f}x read_csv" if baseline else ""
-            peak = f"peak RSS so far {peaks[name]:.0f} MB" if name in peaks else ""
+            peak = f"peak RSS {peaks[name]:.0f} MB" if name in peaks else ""
             print(f"{name:<18} {seconds:8.2f} s  {ratio:>16}  {peak}")
 
 
