@@ -20,10 +20,10 @@ import pyarrow.csv as pa_csv
 from rich.console import Console
 
 from stablefit.errors import StablefitInputError
+from stablefit.fit import MISSING_CHOICES
 from stablefit.io import Schema, Source, open_source
 from stablefit.report.files import open_atomic, write_text_atomic
 
-MISSING_CHOICES = ("error", "drop", "impute")
 # Rows without a prediction named in the warning.
 LISTED_ROWS = 20
 
