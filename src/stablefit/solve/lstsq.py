@@ -239,6 +239,7 @@ def refine(
     result = Refinement(params_hi, params_lo, float("nan"), 0, 0)
     result.contraction_bound = contraction_bound
     noise_floor = max(1e-30, 64 * _condition(R) * UNIT_ROUNDOFF**2)
+    transform = design.transform()
     for step in range(1, max_steps + 1):
         totals = _pass(design, params_hi, params_lo, want_gram and result.gram is None)
         g = design.scaled_gradient(totals.g_hi, totals.g_lo)
@@ -260,6 +261,12 @@ def refine(
         converged = size <= noise_floor * scale or size == 0.0
         if contraction_bound is not None:
             converged = converged or contraction_bound * size <= 1e-20 * scale
+        # Or when what remains, by the observed contraction, is below a quarter of a unit
+        # in the last place of every coefficient: another pass could not change the answer.
+        rho = result.contraction
+        if not converged and rho < 0.5:
+            remaining = np.abs(transform).sum(axis=1) * (rho / (1 - rho) * size)
+            converged = bool(np.all(remaining <= 2.0**-55 * np.abs(params_hi)))
         result.converged = converged
         stalled = len(result.corrections) > 2 and size > 0.5 * result.corrections[-2]
         if converged or stalled:
