@@ -68,13 +68,22 @@ class ColumnStats:
         return np.sqrt(self.var)
 
     @classmethod
-    def of_block(cls, Z: np.ndarray, first_row: int, *, detail: bool = True) -> ColumnStats:
+    def of_block(
+        cls,
+        Z: np.ndarray,
+        first_row: int,
+        *,
+        finite: np.ndarray,
+        moments: tuple[np.ndarray, np.ndarray] | None = None,
+        detail: bool = True,
+    ) -> ColumnStats:
         """Statistics of one block ``Z`` (rows, p) whose first row has index ``first_row``.
 
-        ``detail=False`` leaves out what only diagnostics need (extremes, integrality).
+        ``finite`` is ``np.isfinite(Z)``. ``moments`` (mean, m2), when the caller already
+        has them for an all-finite block, saves two passes over it. ``detail=False``
+        leaves out what only diagnostics need (extremes, integrality).
         """
         stats = cls(Z.shape[1])
-        finite = np.isfinite(Z)
         all_finite = bool(finite.all())
         row_ids = np.arange(first_row, first_row + Z.shape[0])
         if all_finite:
@@ -90,13 +99,18 @@ class ColumnStats:
             stats.inf_rows = _first_rows(inf, row_ids, ROWS_KEPT)
             values = np.where(finite, Z, 0.0)
         has = stats.count > 0
-        # Sums and squares of values near 1e308 overflow to inf; max_abs keeps the evidence.
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            stats.mean = np.where(has, values.sum(axis=0) / np.maximum(stats.count, 1), 0.0)
-            deviations = values - stats.mean
-            if not all_finite:
-                deviations = np.where(finite, deviations, 0.0)
-            stats.m2 = np.einsum("ij,ij->j", deviations, deviations)
+        if all_finite and moments is not None:
+            stats.mean, stats.m2 = moments
+        else:
+            # Sums and squares of values near 1e308 overflow to inf; max_abs keeps the
+            # evidence.
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                total = values.sum(axis=0)
+                stats.mean = np.where(has, total / np.maximum(stats.count, 1), 0.0)
+                deviations = values - stats.mean
+                if not all_finite:
+                    deviations = np.where(finite, deviations, 0.0)
+                stats.m2 = np.einsum("ij,ij->j", deviations, deviations)
         low = Z if all_finite else np.where(finite, Z, np.inf)
         high = Z if all_finite else np.where(finite, Z, -np.inf)
         if Z.shape[0]:

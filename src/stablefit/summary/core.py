@@ -14,6 +14,8 @@ from stablefit.summary.comoments import CoMoments
 from stablefit.summary.sketch import DEFAULT_CAPACITY, QuantileSketch
 
 SKETCH_BUDGET = 1 << 23
+# Rows gathered at a time: the temporaries of a piece stay in the processor's cache.
+PIECE_ROWS = 8192
 
 
 @dataclass
@@ -86,11 +88,33 @@ class Summary:
 
     @classmethod
     def of_batch(cls, batch: Batch, schema: Schema, *, detail: bool = True) -> Summary:
+        """Summary of one batch, gathered in cache-sized pieces and merged."""
+        summary: Summary | None = None
+        for start in range(0, max(batch.n_rows, 1), PIECE_ROWS):
+            rows = slice(start, start + PIECE_ROWS)
+            y = None if batch.y is None else batch.y[rows]
+            piece = cls._of_piece(Batch(batch.X[rows], y, batch.first_row + start), schema, detail)
+            summary = piece if summary is None else summary.merge(piece)
+        assert summary is not None
+        return summary
+
+    @classmethod
+    def _of_piece(cls, batch: Batch, schema: Schema, detail: bool) -> Summary:
         Z = batch.X if batch.y is None else np.column_stack([batch.X, batch.y])
         summary = cls(schema=schema, has_target=batch.y is not None, n_rows=batch.n_rows)
-        summary.columns = ColumnStats.of_block(Z, batch.first_row, detail=detail)
-        complete = np.isfinite(Z).all(axis=1)
-        summary.complete = CoMoments.of_block(Z if complete.all() else Z[complete])
+        finite = np.isfinite(Z)
+        complete = finite.all(axis=1)
+        all_complete = bool(complete.all())
+        summary.complete = CoMoments.of_block(Z if all_complete else Z[complete])
+        # In a block without NaN or inf the co-moments already hold each column's moments.
+        moments = (summary.complete.mean, np.diag(summary.complete.comoment).copy())
+        summary.columns = ColumnStats.of_block(
+            Z,
+            batch.first_row,
+            finite=finite,
+            moments=moments if all_complete else None,
+            detail=detail,
+        )
         if detail:
             capacity = max(1 << 12, min(DEFAULT_CAPACITY, SKETCH_BUDGET // max(Z.shape[1], 1)))
             summary.sketches = []
