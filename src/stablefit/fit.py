@@ -103,6 +103,13 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     schema = summary.schema
     d = summary.n_features
     medians = summary.median()[:d] if missing == "impute" else None
+    y_column = summary.columns
+    n_dropped = summary.n_rows - (
+        int(y_column.count[d]) if medians is not None else summary.n_complete
+    )
+    n_imputed = 0
+    if medians is not None:
+        n_imputed = int(np.sum(summary.n_rows - y_column.count[:d]))
 
     def raw_blocks() -> Iterator[tuple[np.ndarray, None, np.ndarray]]:
         for batch in source.batches():  # every batch has a target: checked above
@@ -111,19 +118,11 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
                 keep = np.isfinite(y)
                 X = np.where(np.isfinite(X[keep]), X[keep], medians)
                 y = y[keep]
-            else:
+            elif n_dropped:
                 keep = np.isfinite(X).all(axis=1) & np.isfinite(y)
-                if not keep.all():
-                    X, y = X[keep], y[keep]
+                X, y = X[keep], y[keep]
             yield X, None, y
 
-    y_column = summary.columns
-    n_dropped = summary.n_rows - (
-        int(y_column.count[d]) if medians is not None else summary.n_complete
-    )
-    n_imputed = 0
-    if medians is not None:
-        n_imputed = int(np.sum(summary.n_rows - y_column.count[:d]))
     notes = [f"Column '{c.name}' was left out ({c.reason})." for c in schema.dropped]
     if n_dropped:
         notes.append(f"{n_dropped} rows with NaN or inf were left out (missing='{missing}').")
