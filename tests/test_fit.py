@@ -164,9 +164,12 @@ def test_fit_from_csv_file_by_target_name(tmp_path):
 def test_summary_text_lists_every_feature_and_the_certificate():
     X = np.array([[1.0, 2.0], [2.0, 1.0], [3.0, 5.0], [4.0, 3.0], [5.0, 8.0]])
     result = stablefit.fit(X, [1.0, 2.0, 2.5, 4.0, 6.0], feature_names=["alpha", "beta"])
-    text = result.summary()
+    text = str(result.summary())
+    html = result.summary().as_html()
     for word in ("intercept", "alpha", "beta", "trusted digits", "R²"):
         assert word in text
+        assert word in html
+    assert html.count("<tr>") == 4  # the header and three parameters
 
 
 def test_polynomial_rejects_bad_degree_and_nan():

@@ -342,7 +342,7 @@ def _print_exact_fit(console: Console) -> None:
         return
     console.print("[bold underline]The exact fit of Example 1 (stablefit.fit)[/]")
     result = fit(str(bundled_csv("seed_example1.csv")), target="y")
-    console.print(result.summary())
+    console.print(str(result.summary()), highlight=False)
     console.print(
         "[dim]Try it on your data: stablefit doctor DATA.csv --target COL --optimizer sgd[/]"
     )

@@ -1,7 +1,8 @@
-"""A FitResult as a table: plain text, or rich on a terminal."""
+"""A FitResult as a table: plain text, rich on a terminal, or HTML."""
 
 from __future__ import annotations
 
+from html import escape
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,3 +74,57 @@ def print_fit(result: FitResult, console: Console) -> None:
     console.print(table)
     for note in result.notes:
         console.print(note, style="yellow", highlight=False)
+
+
+class FitSummary:
+    """The fit as a document: ``str()`` / ``as_text()`` for a terminal or a file,
+    ``as_html()`` for a page (and Jupyter, through ``_repr_html_``), as in statsmodels."""
+
+    def __init__(self, result: FitResult) -> None:
+        self.result = result
+
+    def as_text(self) -> str:
+        return render_fit_text(self.result)
+
+    def __str__(self) -> str:
+        return self.as_text()
+
+    def __repr__(self) -> str:
+        return self.as_text()
+
+    def as_html(self) -> str:
+        """A self-contained HTML fragment: the facts, the coefficient table, the notes."""
+        result = self.result
+        facts = "".join(f"<p>{escape(line)}</p>" for line in _header_facts(result))
+        head = "".join(
+            f"<th>{escape(c)}</th>"
+            for c in ("", "coef", "std err", "t", "P>|t|", "[0.025", "0.975]")
+        )
+        body = "".join(
+            "<tr><th>"
+            + escape(name)
+            + "</th>"
+            + "".join(
+                f"<td>{escape(cell.strip())}</td>"
+                for cell in (
+                    _number(coef),
+                    _number(se),
+                    _number(t),
+                    _p_value(p),
+                    _number(low),
+                    _number(high),
+                )
+            )
+            + "</tr>"
+            for name, coef, se, t, p, low, high in result.table()
+        )
+        notes = "".join(f"<li>{escape(note)}</li>" for note in result.notes)
+        return (
+            f'<div class="stablefit-fit">{facts}'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            + (f"<ol>{notes}</ol>" if notes else "")
+            + "</div>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.as_html()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stablefit.errors import StablefitInputError
 from stablefit.model import LinearModel
+
+if TYPE_CHECKING:
+    from stablefit.report.fit import FitSummary
 from stablefit.solve.certificate import Certificate
 
 
@@ -188,11 +192,11 @@ class FitResult:
         """The fitted equation alone, to save as JSON and predict with later."""
         return LinearModel(self.feature_names, self.target_name, self.coef.copy(), self.intercept)
 
-    def summary(self) -> str:
-        """The fit as a plain-text table (see :mod:`stablefit.report` for rich and HTML)."""
-        from stablefit.report.fit import render_fit_text
+    def summary(self) -> FitSummary:
+        """The fit as text (``str()``) or HTML (``as_html()``), with numbered notes."""
+        from stablefit.report.fit import FitSummary
 
-        return render_fit_text(self)
+        return FitSummary(self)
 
     def __repr__(self) -> str:
         return (
