@@ -19,6 +19,7 @@ from stablefit.solve.lstsq import (
     UNIT_ROUNDOFF,
     Refinement,
     cholesky_contraction_bound,
+    condition_number,
     dependent_columns,
     refine,
     triangular_factor_from_comoments,
@@ -264,7 +265,7 @@ def _solve(
         )
     if dependent:
         design, R = _restrict(design, R, keep_features)
-    condition = _condition(R)
+    condition = condition_number(R)
     k_params = R.shape[1]
     refinement = refine(
         design,
@@ -332,11 +333,6 @@ def _solve(
         dropped=dropped,
         notes=[f"[{i}] {text}" for i, text in enumerate(notes, start=1)],
     )
-
-
-def _condition(R: np.ndarray) -> float:
-    singular = np.linalg.svd(R, compute_uv=False)
-    return float(singular[0] / singular[-1]) if singular[-1] > 0 else float("inf")
 
 
 def _restrict(
@@ -418,7 +414,7 @@ def _certificate(
     backward = refinement.gradient_norm / denominator if denominator > 0 else 0.0
     return Certificate(
         condition_number=condition,
-        condition_number_raw=_condition(raw_R),
+        condition_number_raw=condition_number(raw_R),
         backward_error=float(backward),
         digits=int(min(kept)) if kept else 0,
         digits_per_coef=kept,

@@ -76,17 +76,6 @@ def dd_mul(
     return two_sum(p, e)
 
 
-def dd_matvec(
-    A_hi: np.ndarray, A_lo: np.ndarray | None, x_hi: np.ndarray, x_lo: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """(A_hi + A_lo) @ (x_hi + x_lo) in double-double, A of shape (n, k)."""
-    p, e = two_prod(A_hi, x_hi[None, :])
-    e = e + A_hi * x_lo[None, :]
-    if A_lo is not None:
-        e = e + A_lo * x_hi[None, :]
-    return dd_sum(p, e, axis=1)
-
-
 def dd_rmatvec(
     A_hi: np.ndarray, A_lo: np.ndarray | None, r_hi: np.ndarray, r_lo: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

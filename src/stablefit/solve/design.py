@@ -57,9 +57,6 @@ class ScaledDesign:
                 rows = slice(start, start + SUB_BLOCK_ROWS)
                 yield Z_hi[rows], None if Z_lo is None else Z_lo[rows], y[rows]
 
-    def blocks(self) -> Iterator[DesignBlock]:
-        return (self.scaled(*raw) for raw in self.raw_sub_blocks())
-
     def scaled(self, Z_hi: np.ndarray, Z_lo: np.ndarray | None, y: np.ndarray) -> DesignBlock:
         """Rows of Ã from raw rows: exact centering (two_sum) and power-of-two scaling."""
         hi, lo = two_sum(Z_hi, -self.shift[None, :])

@@ -80,7 +80,7 @@ def triangular_factor_from_comoments(
         R = scipy.linalg.cholesky(scaled_comoment, lower=False, check_finite=False)
     except np.linalg.LinAlgError:
         return None
-    if not np.all(np.isfinite(R)) or _condition(R) > CHOLESKY_CONDITION_LIMIT:
+    if not np.all(np.isfinite(R)) or condition_number(R) > CHOLESKY_CONDITION_LIMIT:
         return None
     if intercept:
         R = scipy.linalg.block_diag(np.sqrt(float(n)), R)
@@ -94,7 +94,7 @@ def cholesky_contraction_bound(R: np.ndarray) -> float:
     of Numerical Algorithms*, Thm. 10.3), so each step multiplies the error by at most
     about k·κ(Ã)²·u; a factor 8 keeps the bound on the safe side of that estimate.
     """
-    return 8.0 * R.shape[0] * _condition(R) ** 2 * UNIT_ROUNDOFF
+    return 8.0 * R.shape[0] * condition_number(R) ** 2 * UNIT_ROUNDOFF
 
 
 def _positive_diagonal(R: np.ndarray, k: int) -> np.ndarray:
@@ -104,7 +104,8 @@ def _positive_diagonal(R: np.ndarray, k: int) -> np.ndarray:
     return R * signs[:, None]
 
 
-def _condition(R: np.ndarray) -> float:
+def condition_number(R: np.ndarray) -> float:
+    """2-norm condition number of a triangular factor (inf when singular)."""
     singular = np.linalg.svd(R, compute_uv=False)
     return float(singular[0] / singular[-1]) if singular[-1] > 0 else float("inf")
 
@@ -238,7 +239,7 @@ def refine(
     params_lo = np.zeros(k)
     result = Refinement(params_hi, params_lo, float("nan"), 0, 0)
     result.contraction_bound = contraction_bound
-    noise_floor = max(1e-30, 64 * _condition(R) * UNIT_ROUNDOFF**2)
+    noise_floor = max(1e-30, 64 * condition_number(R) * UNIT_ROUNDOFF**2)
     transform = design.transform()
     for step in range(1, max_steps + 1):
         totals = _pass(design, params_hi, params_lo, want_gram and result.gram is None)
