@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
@@ -307,15 +308,8 @@ def _solve(
     full_cov[np.ix_(kept, kept)] = covariance
     digits = np.zeros(d + offset, dtype=int)
     digits[kept] = certificate.digits_per_coef
-    certificate = Certificate(
-        condition_number=certificate.condition_number,
-        condition_number_raw=certificate.condition_number_raw,
-        backward_error=certificate.backward_error,
-        digits=certificate.digits,
-        digits_per_coef=tuple(int(x) for x in digits),
-        refinement_steps=certificate.refinement_steps,
-        converged=certificate.converged,
-    )
+    # Per-coefficient digits for every feature: 0 for those left out.
+    certificate = dataclasses.replace(certificate, digits_per_coef=tuple(int(x) for x in digits))
     return FitResult(
         feature_names=tuple(names),
         target_name=target_name,
