@@ -9,12 +9,10 @@ forecast, then (when Keras is installed) the real Keras outcome beside it, then 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +24,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.common import DTYPES
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
@@ -191,9 +190,8 @@ def train_with_keras(
     """
     if X.shape[0] > 32:
         raise ValueError("train_with_keras runs one batch per epoch: at most 32 rows")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # the seed's facts are CPU runs
-    with _quiet_native_stderr():
+    with quiet_tensorflow():
         import keras
 
         keras.utils.set_random_seed(seed)
@@ -209,20 +207,6 @@ def train_with_keras(
         first_nan_epoch=int(nan[0]) + 1 if nan.size else None,
         final_loss=float(losses[-1]),
     )
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence what TensorFlow's C++ side prints on stderr (oneDNN and absl banners)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _forecast_cell(diagnosis: Diagnosis) -> str:

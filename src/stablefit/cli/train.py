@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
 from stablefit.diagnose.findings import format_number
@@ -63,33 +64,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "learning rate, epochs) instead of the one given",
     )
     train.add_argument("--seed", type=int, default=0, help="Keras's random seed (default 0)")
+    train.add_argument(
+        "--drop-non-numeric",
+        action="store_true",
+        help="leave out text columns instead of stopping with an error",
+    )
     train.set_defaults(handler=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     _validate(args)
-    X, y, names = _read(args.data, args.target)
+    X, y, names = _read(args.data, args.target, drop_non_numeric=args.drop_non_numeric)
     # Markup off: paths, column names and notes may hold brackets.
     console = Console(highlight=False, markup=False)
     settings = _settings(args, X, y, names, console)
-    try:
-        import keras
+    with quiet_tensorflow():
+        try:
+            import keras
 
-        from stablefit.keras import NanGuard, NonFiniteTrainingError
-        from stablefit.keras.linear import linear_model, mse, original_units
-    except ImportError as error:
-        raise StablefitInputError(
-            f"stablefit train needs Keras with TensorFlow ({error}); "
-            "install it with: pip install 'stablefit[keras]'"
-        ) from error
+            from stablefit.keras import NanGuard, NonFiniteTrainingError
+            from stablefit.keras.linear import linear_model, mse, original_units
+        except ImportError as error:
+            raise StablefitInputError(
+                f"stablefit train needs Keras with TensorFlow ({error}); "
+                "install it with: pip install 'stablefit[keras]'"
+            ) from error
 
-    keras.utils.set_random_seed(args.seed)
-    model = linear_model(
-        X,
-        optimizer=settings["optimizer"],
-        learning_rate=settings["learning_rate"],
-        standardize=settings["standardize"],
-    )
+        keras.utils.set_random_seed(args.seed)
+        model = linear_model(
+            X,
+            optimizer=settings["optimizer"],
+            learning_rate=settings["learning_rate"],
+            standardize=settings["standardize"],
+        )
     initial_loss = mse(X, y, *original_units(model))
     # An Arrow table keeps the column names in the guard's diagnosis.
     named = pa.table({name: X[:, j] for j, name in enumerate(names)})
@@ -133,13 +140,15 @@ def _validate(args: argparse.Namespace) -> None:
         )
 
 
-def _read(path: str, target: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _read(
+    path: str, target: str, *, drop_non_numeric: bool
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """The whole file as float64 arrays; rows with NaN/inf are an error naming them."""
     from stablefit.io import open_source
 
     if not Path(path).is_file():
         raise StablefitInputError(f"{path}: no such file; give a CSV or Parquet file")
-    source = open_source(path, target=target)
+    source = open_source(path, target=target, drop_non_numeric=drop_non_numeric)
     batches = list(source.batches())
     if not batches:
         raise StablefitInputError(f"{path}: no data rows to train on")
