@@ -74,3 +74,17 @@ def test_a_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:
     code = main(["train", str(tmp_path / "nope.csv"), "--target", "y"])
     assert code == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_text_columns_are_an_error_unless_dropped(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=64)
+    lines = ["x,city,y", *(f"{v},{'ab'[i % 2]},{2 * v + 1}" for i, v in enumerate(x))]
+    path = tmp_path / "data.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["train", str(path), "--target", "y", "--epochs", "2"]) == 2
+    assert "--drop-non-numeric" in capsys.readouterr().err
+    code = main(["train", str(path), "--target", "y", "--epochs", "2", "--drop-non-numeric"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "│ x " in output and "│ city" not in output  # the coefficient table's rows
