@@ -120,3 +120,19 @@ def test_quantile_sketch_is_exact_within_capacity_and_close_beyond():
     for q in (0.01, 0.25, 0.5, 0.75, 0.99):
         rank = np.mean(values <= sketch.quantile(q))
         assert abs(rank - q) < 0.01, (q, rank)
+
+
+@pytest.mark.parametrize("with_nan", [False, True])
+def test_the_compiled_path_agrees_with_the_general_one(with_nan):
+    """detail=False takes a compiled one-pass path for blocks without NaN or inf."""
+    X, y = _data(13, 20_000, 4, with_nan)
+    fast, general = Summary.from_arrays(X, y, detail=False), Summary.from_arrays(X, y)
+    assert fast.n_complete == general.n_complete
+    np.testing.assert_array_equal(fast.columns.count, general.columns.count)
+    np.testing.assert_array_equal(fast.columns.min, general.columns.min)
+    np.testing.assert_array_equal(fast.columns.max, general.columns.max)
+    np.testing.assert_array_equal(fast.columns.max_abs, general.columns.max_abs)
+    np.testing.assert_allclose(fast.columns.mean, general.columns.mean, rtol=1e-13)
+    np.testing.assert_allclose(fast.columns.m2, general.columns.m2, rtol=1e-12)
+    np.testing.assert_allclose(fast.comoment, general.comoment, rtol=1e-12, atol=1e-6)
+    np.testing.assert_allclose(fast.complete_mean, general.complete_mean, rtol=1e-13)

@@ -129,6 +129,17 @@ class ColumnStats:
             ]
         return stats
 
+    @classmethod
+    def of_finite_block(
+        cls, n: int, mean: np.ndarray, m2: np.ndarray, low: np.ndarray, high: np.ndarray
+    ) -> ColumnStats:
+        """Statistics of a block of n rows without NaN or inf, from its moments and range."""
+        stats = cls(mean.size)
+        stats.count[:] = n
+        stats.mean, stats.m2, stats.min, stats.max = mean, m2, low, high
+        stats.max_abs = np.maximum(np.abs(low), np.abs(high))
+        return stats
+
     def merge(self, other: ColumnStats) -> ColumnStats:
         """Statistics of both sets of rows (``self``'s rows come first)."""
         out = ColumnStats(self.p)

@@ -34,13 +34,20 @@ class CoMoments:
         # the checks downstream report (max_abs names the column and the rows).
         with np.errstate(over="ignore", invalid="ignore"):
             mean = Z.mean(axis=0)
-            centered = Z - mean
-            # The rounded mean leaves a small column sum; removing its outer product keeps
-            # the result equal to centering at the exact mean, to first order.
+            return cls.of_centered(Z - mean, mean)
+
+    @classmethod
+    def of_centered(cls, centered: np.ndarray, mean: np.ndarray) -> CoMoments:
+        """Co-moments from a block already centered at ``mean`` (finite values).
+
+        The rounded mean leaves a small column sum; removing its outer product keeps the
+        result equal to centering at the exact mean, to first order.
+        """
+        n = centered.shape[0]
+        with np.errstate(over="ignore", invalid="ignore"):
             residual_sum = centered.sum(axis=0)
             comoment = centered.T @ centered - np.outer(residual_sum, residual_sum) / n
-            mean = mean + residual_sum / n
-        return cls(n, mean, comoment)
+        return cls(n, mean + residual_sum / n, comoment)
 
     def merge(self, other: CoMoments) -> CoMoments:
         n = self.n + other.n

@@ -11,6 +11,7 @@ from stablefit.io.schema import ArraySource, Batch, Schema, Source
 from stablefit.parallel import ordered_map
 from stablefit.summary.columns import ColumnStats
 from stablefit.summary.comoments import CoMoments
+from stablefit.summary.scan import centered_block, scan_block
 from stablefit.summary.sketch import DEFAULT_CAPACITY, QuantileSketch
 
 SKETCH_BUDGET = 1 << 23
@@ -100,8 +101,19 @@ class Summary:
 
     @classmethod
     def _of_piece(cls, batch: Batch, schema: Schema, detail: bool) -> Summary:
-        Z = batch.X if batch.y is None else np.column_stack([batch.X, batch.y])
         summary = cls(schema=schema, has_target=batch.y is not None, n_rows=batch.n_rows)
+        if not detail and batch.n_rows:
+            all_finite, total, low, high = scan_block(batch.X, batch.y)
+            if all_finite and np.all(np.isfinite(total)):
+                mean = total / batch.n_rows
+                centered = centered_block(batch.X, batch.y, mean)
+                summary.complete = CoMoments.of_centered(centered, mean)
+                m2 = np.diag(summary.complete.comoment).copy()
+                summary.columns = ColumnStats.of_finite_block(
+                    batch.n_rows, summary.complete.mean, m2, low, high
+                )
+                return summary
+        Z = batch.X if batch.y is None else np.column_stack([batch.X, batch.y])
         finite = np.isfinite(Z)
         complete = finite.all(axis=1)
         all_complete = bool(complete.all())
