@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 
 from stablefit.parallel import ordered_map
 from stablefit.solve.dd import (
@@ -54,8 +55,13 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
     k = design.n_params
 
     def block_factor(raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> np.ndarray:
-        augmented = np.column_stack([design.scaled(*raw).hi, raw[2]])
-        return scipy.linalg.qr(augmented, mode="r", check_finite=False)[0][: k + 1]
+        # LAPACK's own layout (column-major) and dgeqrf itself: scipy.linalg.qr would copy
+        # the block and form R with more passes.
+        augmented = np.empty((raw[2].size, k + 1), order="F")
+        augmented[:, :k] = design.scaled(*raw).hi
+        augmented[:, k] = raw[2]
+        packed = scipy.linalg.lapack.dgeqrf(augmented, overwrite_a=True)[0]
+        return np.triu(packed[: k + 1])
 
     factor = np.zeros((0, k + 1))
     for block_R in ordered_map(block_factor, design.raw_sub_blocks()):
