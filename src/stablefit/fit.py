@@ -145,7 +145,7 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     R, start, bound = None, None, None
     if medians is None and intercept:
         scaled = summary.comoment[:d, :d] / np.outer(design.scale, design.scale)
-        R = triangular_factor_from_comoments(summary.n_complete, scaled, intercept)
+        R = triangular_factor_from_comoments(summary.n_complete, scaled)
     if R is not None:
         # The co-moments with the target give the normal-equations solution for free.
         slopes = scipy.linalg.cho_solve((R[1:, 1:], False), summary.comoment[:d, d] / design.scale)

@@ -74,10 +74,9 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
     return R, scipy.linalg.solve_triangular(R, qty, check_finite=False)
 
 
-def triangular_factor_from_comoments(
-    n: int, scaled_comoment: np.ndarray, intercept: bool
-) -> np.ndarray | None:
-    """R of Ã from centered co-moments (columns already divided by their scale).
+def triangular_factor_from_comoments(n: int, scaled_comoment: np.ndarray) -> np.ndarray | None:
+    """R of Ã = [1, (Z - mean) / scale] from the centered co-moments of Z (already divided
+    by the scales): the ones column is orthogonal to the centered ones, hence R's √n.
 
     Returns None when the Cholesky factor is not accurate enough to precondition: its
     error grows like κ(Ã)², against κ(Ã) for QR.
@@ -88,9 +87,7 @@ def triangular_factor_from_comoments(
         return None
     if not np.all(np.isfinite(R)) or condition_number(R) > CHOLESKY_CONDITION_LIMIT:
         return None
-    if intercept:
-        R = scipy.linalg.block_diag(np.sqrt(float(n)), R)
-    return R
+    return scipy.linalg.block_diag(np.sqrt(float(n)), R)
 
 
 def cholesky_contraction_bound(R: np.ndarray) -> float:

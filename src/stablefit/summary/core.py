@@ -83,10 +83,6 @@ class Summary:
 
     # -- building ---------------------------------------------------------------------
 
-    def update(self, batch: Batch, *, detail: bool = True) -> None:
-        """Add a batch's rows (they must follow the rows already seen)."""
-        self.merge_in(Summary.of_batch(batch, self.schema, detail=detail))
-
     @classmethod
     def of_batch(cls, batch: Batch, schema: Schema, *, detail: bool = True) -> Summary:
         """Summary of one batch, gathered in cache-sized pieces and merged."""
@@ -154,11 +150,6 @@ class Summary:
             if self.n_rows and other.n_rows
             else (self.sketches if other.n_rows == 0 else other.sketches),
         )
-
-    def merge_in(self, other: Summary) -> None:
-        merged = self.merge(other) if self.n_rows else other
-        self.n_rows, self.columns = merged.n_rows, merged.columns
-        self.complete, self.sketches = merged.complete, merged.sketches
 
     @classmethod
     def from_arrays(
