@@ -199,7 +199,10 @@ def _pass(
         if offset:
             s_hi, s_lo = dd_sum(r_hi, r_lo, axis=0)
             g_hi, g_lo = np.append(s_hi, g_hi), np.append(s_lo, g_lo)
-        gram = dd_gram(*_scaled_parts(design, raw)) if want_gram else None
+        gram = None
+        if want_gram:
+            block = design.scaled(*raw)
+            gram = dd_gram(block.hi, block.lo)
         return _PassTotals(g_hi, g_lo, float(r_hi @ r_hi), y.size, float(y @ y), gram)
 
     totals = _PassTotals(
@@ -213,13 +216,6 @@ def _pass(
     for part in ordered_map(block_totals, design.raw_sub_blocks()):
         totals.add(part)
     return totals
-
-
-def _scaled_parts(
-    design: ScaledDesign, raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray | None]:
-    block = design.scaled(*raw)
-    return block.hi, block.lo
 
 
 def refine(
