@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
@@ -33,7 +34,8 @@ from stablefit.io.arrow import (
     schema_of,
     select_arrow_columns,
 )
-from stablefit.io.columns import ColumnChoice
+from stablefit.io.columns import ColumnChoice, Selection
+from stablefit.io.csv_numbers import SKIP, TARGET, parse_plain_numbers
 from stablefit.io.schema import Batch, Schema
 
 # Bytes of the file's start used to read the header and infer column types.
@@ -125,6 +127,21 @@ def parse_options(delimiter: str, invalid: list[pa_csv.InvalidRow]) -> pa_csv.Pa
     )
 
 
+def plain_number_destinations(
+    file_names: list[str], selection: Selection, column_types: dict[str, pa.DataType]
+) -> np.ndarray | None:
+    """Field -> feature column, TARGET or SKIP, when every chosen column is read as float64."""
+    if any(t != pa.float64() for t in column_types.values()):
+        return None
+    if len(set(file_names)) < len(file_names):  # pyarrow's choice among equal names rules
+        return None
+    destinations = np.full(len(file_names), SKIP, dtype=np.int64)
+    destinations[list(selection.feature_positions)] = np.arange(len(selection.feature_positions))
+    if selection.target_position is not None:
+        destinations[selection.target_position] = TARGET
+    return destinations
+
+
 @dataclass
 class CsvSource:
     """A delimited text file with a header line, read in passes of float64 batches."""
@@ -137,6 +154,8 @@ class CsvSource:
     batch_rows: int = 65536
     chunk_bytes: int = MAX_CHUNK_BYTES
     workers: int = 2
+    # Where each field of a line goes, for the compiled parser; None when it cannot serve.
+    destinations: np.ndarray | None = None
 
     @classmethod
     def open(
@@ -178,6 +197,9 @@ class CsvSource:
             batch_rows=batch_rows,
             chunk_bytes=int(min(max(batch_rows * bytes_per_row, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)),
             workers=max(1, min(MAX_WORKERS, os.cpu_count() or 1)),
+            destinations=plain_number_destinations(sample.schema.names, selection, column_types)
+            if len(delimiter.encode()) == 1
+            else None,
         )
 
     # -- one pass -------------------------------------------------------------------------
@@ -248,6 +270,17 @@ class CsvSource:
 
     def _parse(self, chunk: Chunk) -> Batch:
         """A chunk's rows as float64 (in a worker thread; ``first_row`` is set later)."""
+        if self.destinations is not None:
+            batch = parse_plain_numbers(
+                chunk.data,
+                has_header=chunk.has_header,
+                destinations=self.destinations,
+                n_features=self.schema.n_features,
+                has_target=self.schema.target_name is not None,
+                delimiter=self.delimiter,
+            )
+            if batch is not None:
+                return batch
         invalid: list[pa_csv.InvalidRow] = []
         try:
             table = pa_csv.read_csv(

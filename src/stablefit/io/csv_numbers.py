@@ -1,0 +1,176 @@
+"""A compiled parser for the common CSV chunk: plain decimal numbers, nothing else.
+
+Most numeric CSV files hold only cells such as ``-12.8534662944``, ``3e-05`` or ``42``. This
+parser reads such a chunk in one pass, straight into the row-major float64 arrays the
+Summary consumes, without the GIL, about three times as fast per core as pyarrow's
+general parser. It gives up (and the chunk goes to pyarrow, which then decides what the
+cells mean or which error to report) at the first thing it does not handle: quotes
+anywhere in skipped columns, a blank line, a wrong number of fields, null markers such as
+``NA``, ``inf`` or ``nan``, spaces, or any other text.
+
+Every value it does return is the correctly rounded double, exactly as pyarrow's parser
+gives it: a decimal ``w · 10^e`` with an integer ``w ≤ 2^53`` and ``|e| ≤ 22`` is one
+IEEE multiplication or division of two exactly representable doubles (Clinger's fast
+path, 1990). Numbers outside that range — more than 19 digits, ``w > 2^53``, large
+exponents — also make the chunk go to pyarrow. An empty cell is a missing value (NaN), as
+in pyarrow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from stablefit.io.schema import Batch
+
+# Exact powers of ten: 10^22 is the largest that a double holds exactly.
+POWERS_OF_TEN = np.array([10.0**k for k in range(23)])
+LARGEST_EXACT_MANTISSA = np.uint64(1 << 53)  # uint64: a comparison with int64 goes through float
+NEWLINE, CARRIAGE_RETURN, QUOTE = 10, 13, 34
+MINUS, PLUS, POINT, ZERO, NINE, LOWER_E, UPPER_E = 45, 43, 46, 48, 57, 101, 69
+# A field destination: features are 0..d-1, the target is TARGET, the rest are skipped.
+SKIP, TARGET = -1, -2
+GIVE_UP = -1
+
+
+@njit(cache=True, nogil=True, boundscheck=False)
+def _parse(data, skip_header, destinations, delimiter, X, y):  # pragma: no cover
+    """Rows parsed into X and y, or GIVE_UP. ``data`` must end with a line break.
+
+    The final line break is the sentinel that ends every inner loop, so they test bytes,
+    not positions.
+    """
+    pos = 0
+    end = data.shape[0]
+    if skip_header:
+        while data[pos] != NEWLINE:
+            pos += 1
+        pos += 1
+    n_fields = destinations.shape[0]
+    row = 0
+    c = NEWLINE
+    while pos < end:
+        if row >= X.shape[0]:
+            return GIVE_UP
+        for field in range(n_fields):
+            destination = destinations[field]
+            c = data[pos]
+            if destination == SKIP:
+                while c != delimiter and c != NEWLINE and c != CARRIAGE_RETURN:
+                    if c == QUOTE:
+                        return GIVE_UP
+                    pos += 1
+                    c = data[pos]
+            else:
+                cell_start = pos
+                negative = c == MINUS
+                if negative or c == PLUS:
+                    pos += 1
+                    c = data[pos]
+                start = pos
+                mantissa = np.uint64(0)
+                while ZERO <= c <= NINE:
+                    mantissa = mantissa * np.uint64(10) + np.uint64(c - ZERO)
+                    pos += 1
+                    c = data[pos]
+                digits = pos - start
+                exponent = 0
+                if c == POINT:
+                    pos += 1
+                    c = data[pos]
+                    fraction = pos
+                    while ZERO <= c <= NINE:
+                        mantissa = mantissa * np.uint64(10) + np.uint64(c - ZERO)
+                        pos += 1
+                        c = data[pos]
+                    exponent = fraction - pos
+                    digits += pos - fraction
+                if c in (LOWER_E, UPPER_E) and digits:
+                    pos += 1
+                    c = data[pos]
+                    negative_exponent = c == MINUS
+                    if negative_exponent or c == PLUS:
+                        pos += 1
+                        c = data[pos]
+                    written = 0
+                    power = 0
+                    while ZERO <= c <= NINE:
+                        if power < 100000:
+                            power = power * 10 + (c - ZERO)
+                        written += 1
+                        pos += 1
+                        c = data[pos]
+                    if not written:
+                        return GIVE_UP
+                    exponent += -power if negative_exponent else power
+                if digits == 0:
+                    # Only a truly empty cell is a missing value.
+                    if pos != cell_start or (
+                        c != delimiter and c != NEWLINE and c != CARRIAGE_RETURN
+                    ):
+                        return GIVE_UP
+                    value = np.nan
+                else:
+                    # 19 digits cannot overflow the 64-bit mantissa.
+                    if digits > 19 or mantissa > LARGEST_EXACT_MANTISSA:
+                        return GIVE_UP
+                    if mantissa == 0:
+                        value = 0.0
+                    elif 0 <= exponent <= 22:
+                        value = float(mantissa) * POWERS_OF_TEN[exponent]
+                    elif -22 <= exponent < 0:
+                        value = float(mantissa) / POWERS_OF_TEN[-exponent]
+                    else:
+                        return GIVE_UP
+                    if negative:
+                        value = -value
+                if destination == TARGET:
+                    y[row] = value
+                else:
+                    X[row, destination] = value
+            if field < n_fields - 1:
+                if c != delimiter:
+                    return GIVE_UP
+                pos += 1
+        if c == CARRIAGE_RETURN:
+            pos += 1
+            c = data[pos]
+        if c != NEWLINE:
+            return GIVE_UP
+        pos += 1
+        row += 1
+    return row
+
+
+@njit(cache=True, nogil=True)
+def _count_line_breaks(data):  # pragma: no cover
+    count = 0
+    for byte in data:
+        count += byte == NEWLINE
+    return count
+
+
+def parse_plain_numbers(
+    data: memoryview,
+    *,
+    has_header: bool,
+    destinations: np.ndarray,
+    n_features: int,
+    has_target: bool,
+    delimiter: str,
+) -> Batch | None:
+    """A chunk of whole lines as a Batch (``first_row`` 0), or None when pyarrow must read it.
+
+    ``destinations[i]`` says where field i of each line goes: a feature's column, TARGET,
+    or SKIP.
+    """
+    text = np.frombuffer(data, dtype=np.uint8)
+    if text.size == 0 or text[-1] != NEWLINE:
+        return None
+    rows = _count_line_breaks(text) - int(has_header)
+    X = np.empty((rows, n_features))
+    y = np.empty(rows if has_target else 0)
+    parsed = _parse(text, has_header, destinations, ord(delimiter), X, y)
+    if parsed != rows:
+        return None
+    return Batch(X, y if has_target else None, 0)

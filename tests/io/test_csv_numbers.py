@@ -1,0 +1,180 @@
+"""The compiled plain-number CSV parser gives pyarrow's values exactly, or steps aside."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stablefit.io import open_source
+from stablefit.io.csv_numbers import SKIP, TARGET, parse_plain_numbers
+
+
+def pyarrow_values(text: bytes, n_columns: int) -> np.ndarray | None:
+    """The float64 matrix pyarrow reads from headerless ``text``, or None if it refuses."""
+    names = [f"c{j}" for j in range(n_columns)]
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(text),
+            read_options=pa_csv.ReadOptions(column_names=names),
+            parse_options=pa_csv.ParseOptions(ignore_empty_lines=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.float64()), strings_can_be_null=True
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    return np.column_stack([c.to_numpy(zero_copy_only=False) for c in table.columns])
+
+
+def compiled_values(text: bytes, n_columns: int) -> np.ndarray | None:
+    batch = parse_plain_numbers(
+        memoryview(text),
+        has_header=False,
+        destinations=np.arange(n_columns),
+        n_features=n_columns,
+        has_target=False,
+        delimiter=",",
+    )
+    return None if batch is None else batch.X
+
+
+def same_doubles(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit-for-bit equal, so that -0.0 differs from 0.0 and NaN equals NaN."""
+    return a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+decimal_numbers = st.builds(
+    lambda sign, whole, fraction, exponent: f"{sign}{whole}{fraction}{exponent}",
+    st.sampled_from(["", "-", "+"]),
+    st.from_regex(r"[0-9]{0,20}", fullmatch=True),
+    st.sampled_from(["", "."]).flatmap(
+        lambda point: (
+            st.from_regex(r"[0-9]{0,20}", fullmatch=True).map(lambda d: point + d)
+            if point
+            else st.just("")
+        )
+    ),
+    st.sampled_from(["", "e", "E"]).flatmap(
+        lambda e: (
+            st.from_regex(r"[+-]?[0-9]{0,3}", fullmatch=True).map(lambda d: e + d)
+            if e
+            else st.just("")
+        )
+    ),
+)
+float_reprs = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    .map(lambda v: st.sampled_from([repr(v), f"{v:.17g}", f"{v:.6e}", f"{v:.3f}"]))
+    .flatmap(lambda s: s)
+)
+odd_cells = st.sampled_from(
+    ["", "NA", "nan", "inf", "-inf", "null", " 1", "1 ", "0x1A", '"3"', "1,5", "--1", ".", "e3"]
+)
+near_two_to_53 = st.integers(2**53 - 4, 2**53 + 4).map(str)
+cells = st.one_of(decimal_numbers, float_reprs, near_two_to_53, odd_cells)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda k: st.lists(st.lists(cells, min_size=k, max_size=k))))
+def test_values_are_pyarrows_or_the_chunk_is_declined(rows: list[list[str]]) -> None:
+    if not rows:
+        return
+    text = "".join(",".join(row) + "\n" for row in rows).encode()
+    n_columns = len(rows[0])
+    compiled = compiled_values(text, n_columns)
+    if compiled is None:
+        return
+    expected = pyarrow_values(text, n_columns)
+    assert expected is not None, f"pyarrow refuses {text!r}, the compiled parser did not"
+    assert same_doubles(compiled, expected), text
+
+
+@pytest.mark.parametrize(
+    ("cell", "value"),
+    [
+        ("0.1", 0.1),
+        ("-0", -0.0),
+        ("-0.000", -0.0),
+        ("1e22", 1e22),
+        ("9007199254740992", 2.0**53),
+        ("-12.8534662944", -12.8534662944),
+        ("5e-22", 5e-22),
+        ("1.5E+3", 1500.0),
+        ("", math.nan),
+    ],
+)
+def test_cells_it_reads(cell: str, value: float) -> None:
+    got = compiled_values(f"{cell}\n".encode(), 1)
+    assert got is not None
+    assert same_doubles(got, np.array([[value]]))
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "9007199254740993",  # 2^53 + 1: not exact as a double, so not one rounding away
+        "1e23",  # 10^23 is not a double
+        "0.30000000000000004",  # 17 digits, mantissa beyond 2^53
+        "123456789012345678901",  # more than 19 digits
+        "NA",
+        "inf",
+        " 1",
+        "1e",
+    ],
+)
+def test_cells_it_leaves_to_pyarrow(cell: str) -> None:
+    assert compiled_values(f"{cell}\n".encode(), 1) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"1,2\n3\n", b"1,2\n3,4,5\n", b"1,2\n\n3,4\n", b"1,2\r3,4\n", b"1,2\n3,4"],
+    ids=["short line", "long line", "blank line", "bare CR", "no final line break"],
+)
+def test_irregular_chunks_are_declined(text: bytes) -> None:
+    assert compiled_values(text, 2) is None
+
+
+def test_destinations_route_fields_and_skip_quoted_text_only_through_pyarrow() -> None:
+    destinations = np.array([1, SKIP, TARGET, 0])
+    batch = parse_plain_numbers(
+        memoryview(b"a,b,c,d\n1,text,2,3\r\n4,more,5,6\r\n"),
+        has_header=True,
+        destinations=destinations,
+        n_features=2,
+        has_target=True,
+        delimiter=",",
+    )
+    assert batch is not None
+    np.testing.assert_array_equal(batch.X, [[3.0, 1.0], [6.0, 4.0]])
+    np.testing.assert_array_equal(batch.y, [2.0, 5.0])
+    quoted = memoryview(b'1,"te,xt",2,3\n')
+    shape = {"n_features": 2, "has_target": True, "delimiter": ","}
+    assert parse_plain_numbers(quoted, has_header=False, destinations=destinations, **shape) is None
+
+
+def test_files_with_declined_chunks_read_the_same(tmp_path) -> None:
+    """A file mixing plain chunks and chunks pyarrow must read gives pyarrow's values."""
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(size=(30_000, 3)) * 1e3, 7)
+    lines = [",".join(repr(float(v)) for v in row) for row in values]
+    lines[20_000] = 'NA,"7",1e400'  # a null marker, a quoted number, an overflow to inf
+    path = tmp_path / "mixed.csv"
+    path.write_text("a,b,y\r\n" + "\r\n".join(lines))  # CRLF, no final line break
+    source = open_source(path, target="y")
+    source.chunk_bytes = 1 << 17  # many chunks, only one of them irregular
+    batches = list(source.batches())
+    X = np.concatenate([b.X for b in batches])
+    y = np.concatenate([b.y for b in batches])
+    expected = values.copy()
+    expected[20_000] = [np.nan, 7.0, np.inf]
+    assert same_doubles(X, expected[:, :2])
+    assert same_doubles(y, expected[:, 2])
+    assert [b.first_row for b in batches] == list(np.cumsum([0] + [b.n_rows for b in batches])[:-1])
