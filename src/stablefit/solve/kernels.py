@@ -1,11 +1,12 @@
 """Compiled double-double kernels for the passes over the data (numba).
 
 One pass of refinement forms r = y - c - Z b and g = Zᵀ r in double-double for every row:
-about 40 floating-point operations per entry of Z. As NumPy array expressions that means
+about 25 floating-point operations per entry of Z. As NumPy array expressions that means
 dozens of temporaries per block; compiled, it runs in registers at the speed of a
 matrix-vector product. The arithmetic is the same error-free transformations as
-:mod:`stablefit.solve.dd` (Knuth's two-sum, Dekker's split and product), compiled without
-fast-math so that nothing is reassociated or fused.
+:mod:`stablefit.solve.dd` (Knuth's two-sum; the product's error from one fused
+multiply-add, which is exact, where :mod:`stablefit.solve.dd` uses Dekker's split),
+compiled without fast-math so that nothing else is reassociated or fused.
 
 The kernels release the GIL: :func:`stablefit.parallel.ordered_map` runs them on several
 blocks at once.
@@ -14,59 +15,93 @@ blocks at once.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-_SPLITTER = 134217729.0  # 2**27 + 1
+
+@intrinsic
+def _fma(typingctx, a, b, c):  # pragma: no cover
+    """a·b + c with one rounding (LLVM's fma: the instruction, or libm's exact fma)."""
+    signature = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        double = ir.DoubleType()
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(double, [double] * 3), "llvm.fma.f64"
+        )
+        return builder.call(function, args)
+
+    return signature, codegen
+
+
+@njit(inline="always")
+def _minus_product(s, e, a, a_lo, b_hi, b_lo):  # pragma: no cover
+    """(s, e) - a·(b_hi + b_lo) - a_lo·b_hi: two-sum of the product, its error into e."""
+    p = a * b_hi
+    p_err = _fma(a, b_lo, _fma(a, b_hi, -p)) + a_lo * b_hi
+    s_new = s - p
+    v = s_new - s
+    return s_new, e + (((s - (s_new - v)) + (-p - v)) - p_err)
+
+
+@njit(inline="always")
+def _plus_pair(s, e, t, f):  # pragma: no cover
+    s_new = s + t
+    v = s_new - s
+    return s_new, e + ((s - (s_new - v)) + (t - v)) + f
 
 
 @njit(cache=True, nogil=True)
 def _residual_gradient(Z_hi, Z_lo, has_lo, y, b_hi, b_lo, c_hi, c_lo):  # pragma: no cover
     n, k = Z_hi.shape
-    b_head = np.empty(k)
-    b_tail = np.empty(k)
-    for j in range(k):
-        t = _SPLITTER * b_hi[j]
-        b_head[j] = t - (t - b_hi[j])
-        b_tail[j] = b_hi[j] - b_head[j]
     r_hi = np.empty(n)
     r_lo = np.empty(n)
     g_sum = np.zeros(k)
     g_err = np.zeros(k)
+    # Four running sums over the four quarters of a row: one sum's chain of dependent
+    # additions would leave the processor idle three cycles in four. (Quarters, not
+    # interleaved columns: those get packed into vectors and run no faster than one sum.)
+    q = k // 4
     for i in range(n):
-        # s + e accumulates y_i - c - Σ_j z_ij b_j exactly (to double-double).
-        s = y[i] - c_hi
-        v = s - y[i]
-        e = (y[i] - (s - v)) + (-c_hi - v) - c_lo
-        for j in range(k):
-            a = Z_hi[i, j]
-            p = a * b_hi[j]
-            t = _SPLITTER * a
-            a_head = t - (t - a)
-            a_tail = a - a_head
-            p_err = (a_head * b_head[j] - p) + a_head * b_tail[j] + a_tail * b_head[j]
-            p_err += a_tail * b_tail[j] + a * b_lo[j]
-            if has_lo:
-                p_err += Z_lo[i, j] * b_hi[j]
-            s_new = s - p
-            v = s_new - s
-            e += ((s - (s_new - v)) + (-p - v)) - p_err
-            s = s_new
-        h = s + e
-        r_hi[i] = h
-        r_lo[i] = e - (h - s)
-        # g += z_i r_i, exactly to double-double.
-        r = r_hi[i]
-        t = _SPLITTER * r
-        r_head = t - (t - r)
-        r_tail = r - r_head
+        # (s0, e0) accumulates y_i - c - Σ_j z_ij b_j exactly (to double-double).
+        s0 = y[i] - c_hi
+        v = s0 - y[i]
+        e0 = (y[i] - (s0 - v)) + (-c_hi - v) - c_lo
+        s1 = s2 = s3 = e1 = e2 = e3 = 0.0
+        for j in range(q):
+            s0, e0 = _minus_product(
+                s0, e0, Z_hi[i, j], Z_lo[i, j] if has_lo else 0.0, b_hi[j], b_lo[j]
+            )
+            m = j + q
+            s1, e1 = _minus_product(
+                s1, e1, Z_hi[i, m], Z_lo[i, m] if has_lo else 0.0, b_hi[m], b_lo[m]
+            )
+            m += q
+            s2, e2 = _minus_product(
+                s2, e2, Z_hi[i, m], Z_lo[i, m] if has_lo else 0.0, b_hi[m], b_lo[m]
+            )
+            m += q
+            s3, e3 = _minus_product(
+                s3, e3, Z_hi[i, m], Z_lo[i, m] if has_lo else 0.0, b_hi[m], b_lo[m]
+            )
+        for j in range(4 * q, k):
+            s0, e0 = _minus_product(
+                s0, e0, Z_hi[i, j], Z_lo[i, j] if has_lo else 0.0, b_hi[j], b_lo[j]
+            )
+        s0, e0 = _plus_pair(s0, e0, s1, e1)
+        s2, e2 = _plus_pair(s2, e2, s3, e3)
+        s, e = _plus_pair(s0, e0, s2, e2)
+        r = s + e
+        r_tail = e - (r - s)
+        r_hi[i] = r
+        r_lo[i] = r_tail
+        # g += z_i r_i, exactly to double-double; independent across j, so it vectorizes.
         for j in range(k):
             a = Z_hi[i, j]
             p = a * r
-            t = _SPLITTER * a
-            a_head = t - (t - a)
-            a_tail = a - a_head
-            p_err = (a_head * r_head - p) + a_head * r_tail + a_tail * r_head
-            p_err += a_tail * r_tail + a * r_lo[i]
+            p_err = _fma(a, r_tail, _fma(a, r, -p))
             if has_lo:
                 p_err += Z_lo[i, j] * r
             s_old = g_sum[j]
