@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stablefit.summary import extremes
+
 ROWS_KEPT = 20
 
 
@@ -122,9 +124,9 @@ class ColumnStats:
         stats.is_integer = np.all(np.equal(np.floor(values), values), axis=0)
         if Z.shape[0]:
             stats.extremes = [
-                _column_extremes(Z[finite[:, j], j], row_ids[finite[:, j]])
+                extremes.select(Z[finite[:, j], j], row_ids[finite[:, j]], ROWS_KEPT)
                 if not all_finite
-                else _column_extremes(Z[:, j], row_ids)
+                else extremes.select(Z[:, j], row_ids, ROWS_KEPT)
                 for j in range(Z.shape[1])
             ]
         return stats
@@ -159,17 +161,11 @@ class ColumnStats:
         out.nan_rows = _join_rows(self.nan_rows, other.nan_rows, ROWS_KEPT)
         out.inf_rows = _join_rows(self.inf_rows, other.inf_rows, ROWS_KEPT)
         out.extremes = [
-            _column_extremes(np.concatenate([va, vb]), np.concatenate([ra, rb]))
+            (va, ra)
+            if not vb.size
+            else (vb, rb)
+            if not va.size
+            else extremes.select(np.concatenate([va, vb]), np.concatenate([ra, rb]), ROWS_KEPT)
             for (va, ra), (vb, rb) in zip(self.extremes, other.extremes, strict=True)
         ]
         return out
-
-
-def _column_extremes(values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ROWS_KEPT smallest and ROWS_KEPT largest values, sorted, with their rows."""
-    if values.size > 2 * ROWS_KEPT:
-        order = np.argpartition(values, (ROWS_KEPT - 1, values.size - ROWS_KEPT))
-        keep = np.concatenate([order[:ROWS_KEPT], order[-ROWS_KEPT:]])
-        values, rows = values[keep], rows[keep]
-    order = np.lexsort((rows, values))
-    return values[order], rows[order]

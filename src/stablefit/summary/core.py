@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import reduce
 
 import numpy as np
 
 from stablefit.io.schema import ArraySource, Batch, Schema, Source
-from stablefit.parallel import ordered_map
-from stablefit.summary.columns import ColumnStats
+from stablefit.parallel import default_workers, ordered_map
+from stablefit.summary import extremes
+from stablefit.summary.columns import ROWS_KEPT, ColumnStats
 from stablefit.summary.comoments import CoMoments
-from stablefit.summary.scan import centered_block, scan_block
+from stablefit.summary.scan import DetailScan, centered_block, scan_block
 from stablefit.summary.sketch import DEFAULT_CAPACITY, QuantileSketch
 
 SKETCH_BUDGET = 1 << 23
 # Rows gathered at a time: the temporaries of a piece stay in the processor's cache.
 PIECE_ROWS = 8192
+# Values of the groups of batches in flight at most (see _groups), 256 MiB of float64.
+GROUP_BUDGET = 4 * SKETCH_BUDGET
+
+
+def sketch_capacity(p: int) -> int:
+    """Values each of p columns' quantile sketches keeps exactly (SKETCH_BUDGET in all)."""
+    return max(1 << 12, min(DEFAULT_CAPACITY, SKETCH_BUDGET // max(p, 1)))
 
 
 @dataclass
@@ -84,8 +93,23 @@ class Summary:
     # -- building ---------------------------------------------------------------------
 
     @classmethod
+    def of_batches(
+        cls, batches: Sequence[Batch], schema: Schema, *, detail: bool = True
+    ) -> Summary:
+        """Summary of consecutive batches (at least one), as if they were one batch."""
+        if detail:
+            finite = cls._of_finite_batches(batches, schema)
+            if finite is not None:
+                return finite
+        return reduce(Summary.merge, (cls.of_batch(b, schema, detail=detail) for b in batches))
+
+    @classmethod
     def of_batch(cls, batch: Batch, schema: Schema, *, detail: bool = True) -> Summary:
         """Summary of one batch, gathered in cache-sized pieces and merged."""
+        if detail:
+            finite = cls._of_finite_batches([batch], schema)
+            if finite is not None:
+                return finite
         summary: Summary | None = None
         for start in range(0, max(batch.n_rows, 1), PIECE_ROWS):
             rows = slice(start, start + PIECE_ROWS)
@@ -93,6 +117,36 @@ class Summary:
             piece = cls._of_piece(Batch(batch.X[rows], y, batch.first_row + start), schema, detail)
             summary = piece if summary is None else summary.merge(piece)
         assert summary is not None
+        return summary
+
+    @classmethod
+    def _of_finite_batches(cls, batches: Sequence[Batch], schema: Schema) -> Summary | None:
+        """The detailed Summary of batches without NaN or inf, from compiled passes over
+        their columns (None when a value is NaN or inf: the general path takes them)."""
+        n = sum(batch.n_rows for batch in batches)
+        has_target = batches[0].y is not None
+        p = batches[0].X.shape[1] + int(has_target)
+        if n == 0:
+            return None
+        scan = DetailScan(p, n, ROWS_KEPT)
+        for batch in batches:
+            if not scan.add(batch.X, batch.y, batch.first_row):
+                return None
+        summary = cls(schema=schema, has_target=has_target, n_rows=n)
+        summary.complete = CoMoments(n, scan.mean, scan.comoment)
+        summary.columns = ColumnStats.of_finite_block(
+            n, scan.mean, np.diag(scan.comoment).copy(), scan.low, scan.high
+        )
+        summary.columns.is_integer = scan.is_integer
+        summary.columns.extremes = extremes.kept(scan.buffers)
+        columns = scan.columns
+        # Sorted in place, once for all columns; the sketches need not sort them again.
+        columns.sort(axis=1)
+        summary.sketches = []
+        for column in columns:
+            sketch = QuantileSketch(capacity=sketch_capacity(p))
+            sketch.update(column, is_sorted=True)
+            summary.sketches.append(sketch)
         return summary
 
     @classmethod
@@ -124,10 +178,9 @@ class Summary:
             detail=detail,
         )
         if detail:
-            capacity = max(1 << 12, min(DEFAULT_CAPACITY, SKETCH_BUDGET // max(Z.shape[1], 1)))
             summary.sketches = []
             for j in range(Z.shape[1]):
-                sketch = QuantileSketch(capacity=capacity)
+                sketch = QuantileSketch(capacity=sketch_capacity(Z.shape[1]))
                 column = Z[:, j]
                 sketch.update(column[np.isfinite(column)])
                 summary.sketches.append(sketch)
@@ -218,9 +271,12 @@ def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summa
         the solver needs only the moments and co-moments.
     """
     schema = source.schema
+    workers = default_workers()
+
     summary: Summary | None = None
+    groups = _groups(source.batches(), workers) if detail else ([b] for b in source.batches())
     parts = ordered_map(
-        lambda batch: Summary.of_batch(batch, schema, detail=detail), source.batches()
+        lambda group: Summary.of_batches(group, schema, detail=detail), groups, workers=workers
     )
     for part in parts:
         summary = part if summary is None else summary.merge(part)
@@ -228,3 +284,26 @@ def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summa
         has_target = getattr(source, "y", None) is not None or schema.target_name is not None
         summary = Summary(schema=schema, has_target=has_target)
     return summary
+
+
+def _groups(batches: Iterable[Batch], workers: int) -> Iterator[list[Batch]]:
+    """Consecutive batches, gathered until they hold more rows than a quantile sketch keeps
+    exactly.
+
+    The worker that summarizes a group then compacts its sketches itself, and the main
+    thread, which merges the groups' summaries one after the other, only halves sorted runs.
+    Groups are left single batches when ``workers + 1`` of them (the most in flight) would
+    exceed ``GROUP_BUDGET`` values.
+    """
+    group: list[Batch] = []
+    rows = 0
+    for batch in batches:
+        group.append(batch)
+        rows += batch.n_rows
+        p = batch.X.shape[1] + int(batch.y is not None)
+        wanted = sketch_capacity(p) + 1
+        if rows >= wanted or wanted * p * (workers + 1) > GROUP_BUDGET:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group

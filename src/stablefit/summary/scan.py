@@ -4,12 +4,17 @@ The common case — a block without NaN or inf — needs per-column sums, minima
 and a centered copy of the block for the cross-product. As NumPy expressions those are
 half a dozen passes over the block (stacking X and y, isfinite, mean, min, max, the
 subtraction); compiled, it is one pass that reads the block and one that writes the copy.
+
+With detail, one pass writes the block column by column — the layout the extremes, the
+cross-product and the quantile sketches then read — and checks integrality on the way.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from stablefit.summary import extremes
 
 
 @njit(cache=True, nogil=True)
@@ -67,3 +72,158 @@ def centered_block(X: np.ndarray, y: np.ndarray | None, mean: np.ndarray) -> np.
         y is not None,
         mean,
     )
+
+
+# Rows scanned at a time: a piece of every column stays in the processor's cache while the
+# extremes and the cross-product read it again.
+SCAN_ROWS = 8192
+# Rows transposed at a time: the rows read stay in the first-level cache.
+TRANSPOSE_ROWS = 64
+# Rows centered at a time for the cross-product.
+PRODUCT_ROWS = 256
+
+
+@njit(cache=True, nogil=True)
+def _center(columns, start, m, mean, centered):  # pragma: no cover
+    """Write ``columns[:, start:start + m] - mean`` into ``centered``; return its column
+    sums (kept in order: reassociating them would reintroduce the offset)."""
+    p = columns.shape[0]
+    residual_sum = np.zeros(p)
+    for a in range(p):
+        total = 0.0
+        for i in range(m):
+            v = columns[a, start + i] - mean[a]
+            centered[a, i] = v
+            total += v
+        residual_sum[a] = total
+    return residual_sum
+
+
+# Reassociating the sums lets the compiler vectorize them; they hold centered values only.
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _add_products(centered, m, products):  # pragma: no cover
+    p = centered.shape[0]
+    for a in range(p):
+        for b in range(a + 1):
+            total = 0.0
+            for i in range(m):
+                total += centered[a, i] * centered[b, i]
+            products[a, b] += total
+
+
+@njit(cache=True, nogil=True)
+def _centered_products(columns, mean, centered):  # pragma: no cover
+    p, n = columns.shape
+    products = np.zeros((p, p))
+    residual_sum = np.zeros(p)
+    for start in range(0, n, PRODUCT_ROWS):
+        m = min(n - start, PRODUCT_ROWS)
+        residual_sum += _center(columns, start, m, mean, centered)
+        _add_products(centered, m, products)
+    for a in range(p):
+        for b in range(a):
+            products[b, a] = products[a, b]
+    return products, residual_sum
+
+
+@njit(cache=True, nogil=True)
+def _scan_detail(
+    X, y, has_y, rows, out, low, high, fraction, moments, keys, kept_rows, counts
+):  # pragma: no cover
+    n, d = X.shape
+    p = d + 1 if has_y else d
+    count, mean, comoment = moments
+    centered = np.empty((p, PRODUCT_ROWS))
+    for piece in range(0, n, SCAN_ROWS):
+        piece_end = min(n, piece + SCAN_ROWS)
+        m = piece_end - piece
+        total = np.zeros(p)
+        # Column by column within a few rows: the inner loop has no branch, so it stays fast.
+        for start in range(piece, piece_end, TRANSPOSE_ROWS):
+            stop = min(piece_end, start + TRANSPOSE_ROWS)
+            for j in range(p):
+                source = X[:, j] if j < d else y
+                column_total, column_low, column_high = total[j], low[j], high[j]
+                column_fraction = fraction[j]
+                for i in range(start, stop):
+                    v = source[i]
+                    out[j, i] = v
+                    column_total += v
+                    column_low = min(column_low, v)
+                    column_high = max(column_high, v)
+                    column_fraction += abs(v - np.floor(v))
+                total[j], low[j], high[j] = column_total, column_low, column_high
+                fraction[j] = column_fraction
+        # A NaN or inf makes its column's total non-finite (so does an overflowing sum).
+        for j in range(p):
+            if not np.isfinite(total[j]):
+                return False
+        columns = out[:, piece:piece_end]
+        extremes.offer(keys, kept_rows, counts, columns, rows[piece:piece_end])
+        # The piece's co-moments about its own mean, merged into the running ones
+        # (Chan, Golub and LeVeque's update, as CoMoments.merge does).
+        piece_mean = total / m
+        products, residual_sum = _centered_products(columns, piece_mean, centered)
+        for a in range(p):
+            piece_mean[a] += residual_sum[a] / m
+        seen = count[0]
+        both = seen + m
+        for a in range(p):
+            delta_a = piece_mean[a] - mean[a]
+            for b in range(p):
+                delta_b = piece_mean[b] - mean[b]
+                comoment[a, b] += (
+                    products[a, b]
+                    - residual_sum[a] * residual_sum[b] / m
+                    + delta_a * delta_b * (seen * m / both)
+                )
+        for a in range(p):
+            mean[a] += (piece_mean[a] - mean[a]) * (m / both)
+        count[0] = both
+    return True
+
+
+class DetailScan:
+    """Compiled passes over consecutive all-finite blocks, gathering what a detailed
+    Summary needs.
+
+    :meth:`add` writes each block column by column into ``columns`` (p, rows), keeping
+    per-column minima, maxima and integrality, the extremes with their rows
+    (:mod:`stablefit.summary.extremes`) and the co-moments on the way. A piece of the
+    block is centered at its own mean while still in the cache and merged into the running
+    co-moments.
+    """
+
+    def __init__(self, p: int, n: int, k: int) -> None:
+        self.columns = np.empty((p, n))
+        self.low = np.full(p, np.inf)
+        self.high = np.full(p, -np.inf)
+        self._fraction = np.zeros(p)
+        self.count = np.zeros(1, dtype=np.int64)
+        self.mean = np.zeros(p)
+        self.comoment = np.zeros((p, p))
+        self.buffers = extremes.new_buffers(p, k)
+        self._filled = 0
+
+    @property
+    def is_integer(self) -> np.ndarray:
+        return self._fraction == 0.0
+
+    def add(self, X: np.ndarray, y: np.ndarray | None, first_row: int) -> bool:
+        """Scan the block [X, y] whose rows are numbered from ``first_row``; False (and the
+        scan of no use) if a value is NaN or inf or a column sum overflows."""
+        n = X.shape[0]
+        out = self.columns[:, self._filled : self._filled + n]
+        self._filled += n
+        return _scan_detail(
+            np.ascontiguousarray(X, dtype=np.float64),
+            np.zeros(1) if y is None else np.ascontiguousarray(y, dtype=np.float64),
+            y is not None,
+            np.arange(first_row, first_row + n),
+            out,
+            self.low,
+            self.high,
+            self._fraction,
+            (self.count, self.mean, self.comoment),
+            *self.buffers,
+        )
