@@ -85,30 +85,42 @@ PRODUCT_ROWS = 256
 
 @njit(cache=True, nogil=True)
 def _center(columns, start, m, mean, centered):  # pragma: no cover
-    """Write ``columns[:, start:start + m] - mean`` into ``centered``; return its column
-    sums (kept in order: reassociating them would reintroduce the offset)."""
-    p = columns.shape[0]
-    residual_sum = np.zeros(p)
+    """``centered[:, :m] = columns[:, start:start + m] - mean``."""
+    for a in range(columns.shape[0]):
+        for i in range(m):
+            centered[a, i] = columns[a, start + i] - mean[a]
+
+
+# Reassociating the sums lets the compiler vectorize them. They add up values already
+# centered, in their own function: reassociation cannot reach back into the subtraction.
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _add_products(centered, m, products, residual_sum):  # pragma: no cover
+    p = centered.shape[0]
     for a in range(p):
         total = 0.0
         for i in range(m):
-            v = columns[a, start + i] - mean[a]
-            centered[a, i] = v
-            total += v
-        residual_sum[a] = total
-    return residual_sum
-
-
-# Reassociating the sums lets the compiler vectorize them; they hold centered values only.
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _add_products(centered, m, products):  # pragma: no cover
-    p = centered.shape[0]
-    for a in range(p):
-        for b in range(a + 1):
+            total += centered[a, i]
+        residual_sum[a] += total
+        # Four products at a time share the loads of column a.
+        b = 0
+        while b + 4 <= a + 1:
+            t0 = t1 = t2 = t3 = 0.0
+            for i in range(m):
+                v = centered[a, i]
+                t0 += v * centered[b, i]
+                t1 += v * centered[b + 1, i]
+                t2 += v * centered[b + 2, i]
+                t3 += v * centered[b + 3, i]
+            products[a, b] += t0
+            products[a, b + 1] += t1
+            products[a, b + 2] += t2
+            products[a, b + 3] += t3
+            b += 4
+        for c in range(b, a + 1):
             total = 0.0
             for i in range(m):
-                total += centered[a, i] * centered[b, i]
-            products[a, b] += total
+                total += centered[a, i] * centered[c, i]
+            products[a, c] += total
 
 
 @njit(cache=True, nogil=True)
@@ -118,8 +130,8 @@ def _centered_products(columns, mean, centered):  # pragma: no cover
     residual_sum = np.zeros(p)
     for start in range(0, n, PRODUCT_ROWS):
         m = min(n - start, PRODUCT_ROWS)
-        residual_sum += _center(columns, start, m, mean, centered)
-        _add_products(centered, m, products)
+        _center(columns, start, m, mean, centered)
+        _add_products(centered, m, products, residual_sum)
     for a in range(p):
         for b in range(a):
             products[b, a] = products[a, b]
