@@ -3,7 +3,9 @@
 Each rule mirrors ``keras/src/optimizers/<name>.py`` (Keras 3): the same operations in
 the same order, on NumPy arrays of the variable dtype, so that the simulated weights round,
 overflow to ``inf`` and turn ``NaN`` where Keras's would. Every array has a leading axis of
-independent runs (one per initialization seed), so one call advances all of them.
+independent runs (one per initialization seed), so one call advances all of them. The
+simulation's compiled steps (:mod:`stablefit.diagnose.kernels`) repeat these rules and must
+agree with them bit for bit.
 
 The weights are one vector ``theta`` per run: the Dense kernel followed by the bias.
 Weight decay (AdamW) applies to both, as Keras does unless told to exclude variables.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stablefit.diagnose import kernels
 from stablefit.errors import StablefitInputError
 
 #: Keras's default learning rate of each optimizer (``keras.optimizers.<Name>()``).
@@ -126,6 +129,7 @@ class UpdateRule:
             self.lr = self.dtype.type(config.learning_rate)
         else:
             self.lr = np.asarray(learning_rates, dtype=self.dtype).reshape(-1, 1)
+        self.shape = shape
         self.iterations = 0
         zeros = np.zeros(shape, dtype=self.dtype)
         name = config.name
@@ -156,6 +160,54 @@ class UpdateRule:
         self.iterations += 1
         return theta
 
+    def kernel_arguments(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """This rule as :func:`~stablefit.diagnose.kernels.regular_steps` takes it.
+
+        The kernel updates the slots in place and leaves :attr:`iterations` to the caller.
+
+        Returns
+        -------
+        rule : int
+            The kernel's code for the optimizer with its options.
+        lr : ndarray
+            The learning rate of each run, in the variable dtype.
+        first, second : ndarray
+            The slots the kernel updates in place (empty where the rule has fewer).
+        constants : ndarray
+            The hyperparameters, cast to the variable dtype, in the kernel's order.
+        """
+        c, config, slots = self._c, self.config, self.slots
+        empty = np.empty((0, 0), dtype=self.dtype)
+        lr = np.ascontiguousarray(np.broadcast_to(self.lr, (self.shape[0], 1))[:, 0])
+        if config.name == "sgd":
+            if not config.momentum:
+                rule = kernels.SGD
+            else:
+                rule = kernels.NESTEROV if config.nesterov else kernels.MOMENTUM
+            first, second = slots.get("momentum", empty), empty
+            constants = [c(config.momentum)]
+        elif config.name in ("adam", "adamw"):
+            rule = kernels.ADAMW if config.name == "adamw" else kernels.ADAM
+            first, second = slots["m"], slots["v"]
+            constants = [
+                c(ADAM_BETA_1),
+                c(ADAM_BETA_2),
+                c(1.0),
+                c(1 - ADAM_BETA_1),
+                c(1 - ADAM_BETA_2),
+                c(EPSILON),
+                c(ADAMW_WEIGHT_DECAY),
+            ]
+        elif config.name == "rmsprop":
+            rule = kernels.RMSPROP_MOMENTUM if config.momentum else kernels.RMSPROP
+            first, second = slots["velocity"], slots.get("momentum", empty)
+            constants = [c(RMSPROP_RHO), c(1 - RMSPROP_RHO), c(EPSILON), c(config.momentum)]
+        else:
+            rule = kernels.ADAGRAD
+            first, second = slots["accumulator"], empty
+            constants = [c(EPSILON)]
+        return rule, lr, first, second, np.array(constants, dtype=self.dtype)
+
     def _sgd(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
         if not self.config.momentum:
             return theta - grad * self.lr
@@ -167,8 +219,10 @@ class UpdateRule:
 
     def _adam(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
         local_step = self._c(self.iterations + 1)
-        beta_1_power = np.power(self._c(ADAM_BETA_1), local_step)
-        beta_2_power = np.power(self._c(ADAM_BETA_2), local_step)
+        # libm's pow, as in the compiled steps (NumPy's SIMD power rounds differently).
+        beta_1_power, beta_2_power = map(
+            self._c, kernels.bias_powers(self._c(ADAM_BETA_1), self._c(ADAM_BETA_2), local_step)
+        )
         one = self._c(1.0)
         alpha = self.lr * np.sqrt(one - beta_2_power) / (one - beta_1_power)
         m, v = self.slots["m"], self.slots["v"]

@@ -5,7 +5,9 @@ statistics of the data (:mod:`stablefit.diagnose.stability`). The simulation run
 own optimizer updates (:mod:`stablefit.diagnose.optimizers`) on that quadratic, in the
 model's float type, from several draws of Keras's ``glorot_uniform`` initialization, and
 records the loss history Keras would print. One step costs O(d²) whatever the number of
-rows; all runs (seeds × learning rates) advance together.
+rows; all runs (seeds × learning rates) advance together, compiled
+(:mod:`stablefit.diagnose.kernels`) while every weight and prediction is finite, in NumPy
+at the steps where something overflows, with the same result bit for bit.
 
 Where float32 overflows (a squared residual beyond 3.4e38 makes the loss ``inf``; an
 ``inf`` weight makes the next predictions ``inf``; ``inf - inf`` makes ``NaN``), the signs
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from stablefit.diagnose import kernels
 from stablefit.diagnose.optimizers import ADAPTIVE, OptimizerConfig, UpdateRule
 from stablefit.diagnose.stability import Quadratic
 
@@ -154,17 +157,19 @@ def _step_loss_and_gradient(
     Call under ``np.errstate(over="ignore", invalid="ignore")``: overflow is the point.
     """
     fmax = float(np.finfo(dtype).max)
-    term_bound = np.abs(theta.astype(np.float64)) * problem.max_abs
+    wide = theta.astype(np.float64)
     # Finite weights whose every prediction stays finite (NaN/inf weights fail the test).
-    regular = term_bound.sum(axis=1) <= fmax
+    regular = np.empty(len(theta), dtype=bool)
+    kernels.regular_rows(wide, problem.max_abs, fmax, regular)
     if regular.all():
-        loss, grad = problem.quadratic.loss_and_gradient(theta)
+        loss, grad = problem.quadratic.loss_and_gradient(wide)
         return loss, grad.astype(dtype)
     loss = np.full(len(theta), np.nan)
     grad = np.full(theta.shape, np.nan, dtype=dtype)
     if regular.any():
-        loss[regular], regular_grad = problem.quadratic.loss_and_gradient(theta[regular])
+        loss[regular], regular_grad = problem.quadratic.loss_and_gradient(wide[regular])
         grad[regular] = regular_grad.astype(dtype)
+    term_bound = np.abs(wide) * problem.max_abs
     for run in np.flatnonzero(~regular):
         loss[run], grad[run] = _overflowed(problem, theta[run], term_bound[run], fmax)
     return loss, grad
@@ -235,19 +240,16 @@ def simulate(
     rule = UpdateRule(config, theta.shape, dtype, np.repeat(rates, len(seeds)))
     history = np.full((runs, epochs), np.nan)
     initial = problem.quadratic.loss(theta)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for epoch in range(stepped):
-            total, rows_seen = np.zeros(runs), 0.0
-            for rows in epoch_batches:
-                loss, grad = _step_loss_and_gradient(problem, theta, dtype)
-                total += loss * rows
-                rows_seen += rows
-                theta = rule.apply(theta, grad)
-            # Keras's Mean tracker sums loss * batch rows in float: it overflows past fmax.
-            history[:, epoch] = np.where(total * (n / rows_seen) > fmax, np.inf, total / rows_seen)
-            if np.isnan(theta).all():
-                history[:, epoch + 1 :] = np.nan
-                return Run(history, initial, steps, epochs, False, np.zeros(runs))
+    losses, theta = _step_losses(problem, rule, theta, len(epoch_batches), stepped, dtype)
+    done = losses.shape[1] // len(epoch_batches)
+    with np.errstate(over="ignore", invalid="ignore"):
+        # Keras's Mean tracker sums loss * batch rows in float, batch after batch (as
+        # cumsum adds): the sum overflows past fmax.
+        weighted = losses.reshape(runs, done, len(epoch_batches)) * epoch_batches
+        total, rows_seen = np.cumsum(weighted, axis=2)[:, :, -1], float(epoch_batches.sum())
+        history[:, :done] = np.where(total * (n / rows_seen) > fmax, np.inf, total / rows_seen)
+    if done and np.isnan(theta).all():  # so is every later loss
+        return Run(history, initial, steps, epochs, False, np.zeros(runs))
     closed_form = stepped < epochs and linear
     if closed_form:
         history[:, stepped:] = _sgd_epochs_closed_form(
@@ -265,6 +267,61 @@ def simulate(
         with np.errstate(invalid="ignore"):
             history += np.repeat(noise, len(seeds))[:, None]
     return Run(history, initial, steps, stepped, closed_form, noise_std)
+
+
+def _step_losses(
+    problem: Problem, rule: UpdateRule, theta: np.ndarray, batches: int, epochs: int, dtype: type
+) -> tuple[np.ndarray, np.ndarray]:
+    """The loss of every run at the start of each step of ``epochs`` epochs of ``batches``
+    steps, and the weights after them.
+
+    Regular steps run compiled (:func:`_regular_steps`); a step at which some run is not
+    regular is taken here, in NumPy, and the compiled steps resume after it. A NaN weight
+    stays NaN whatever the update, and its run's loss with it: once every weight is NaN,
+    the losses are NaN to the end of that epoch and stop there.
+    """
+    fmax = float(np.finfo(dtype).max)
+    end = batches * epochs
+    losses = np.empty((len(theta), end))
+    theta = theta.copy()  # the compiled steps update it in place
+    step = 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        while step < end:
+            nan = np.isnan(theta)
+            if step and nan.all():
+                epoch_end = -(-step // batches) * batches
+                losses[:, step:epoch_end] = np.nan
+                return losses[:, :epoch_end], theta
+            # A run with a NaN weight is not regular now, nor will it be again.
+            if not nan.any():
+                step = _regular_steps(problem, rule, theta, losses, step, end, fmax)
+                if step == end:
+                    break
+            loss, grad = _step_loss_and_gradient(problem, theta, dtype)
+            losses[:, step] = loss
+            theta = rule.apply(theta, grad)
+            step += 1
+    return losses, theta
+
+
+def _regular_steps(
+    problem: Problem,
+    rule: UpdateRule,
+    theta: np.ndarray,
+    losses: np.ndarray,
+    start: int,
+    end: int,
+    fmax: float,
+) -> int:
+    """Compiled steps from ``start`` while every run is regular; the step it stopped at."""
+    quad = problem.quadratic
+    parts = (quad.Q, quad.q, quad.c, quad.a, quad.a0, quad.n)
+    stop = kernels.regular_steps(
+        theta, losses, start, end, parts, problem.max_abs, fmax, rule.kernel_arguments(),
+        rule.iterations,
+    )  # fmt: skip
+    rule.iterations += stop - start
+    return stop
 
 
 def _minibatch_noise_loss(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stablefit.diagnose import kernels
 from stablefit.diagnose.optimizers import ADAPTIVE, OptimizerConfig
 
 
@@ -71,9 +72,10 @@ class Quadratic:
                 names=(*feature_names, "(bias)"),
             )
         raw = C + n * np.outer(mean, mean)
+        # Contiguous slices: the compiled kernels take them without a copy per call.
         return cls(
-            Q=raw[:d, :d],
-            q=raw[:d, d],
+            Q=np.ascontiguousarray(raw[:d, :d]),
+            q=np.ascontiguousarray(raw[:d, d]),
             c=float(raw[d, d]),
             a=np.zeros(d),
             a0=0.0,
@@ -109,13 +111,16 @@ class Quadratic:
             return 2.0 / self.n * (theta @ self.Q - self.q) + 2.0 * mean_residual[:, None] * self.a
 
     def loss_and_gradient(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`loss` and :meth:`gradient` together, sharing ``θQ`` (the hot path)."""
-        theta = np.asarray(theta, dtype=np.float64)
-        theta_Q = theta @ self.Q
-        mean_residual = theta @ self.a - self.a0
-        quad = np.einsum("rp,rp->r", theta_Q, theta) - 2.0 * (theta @ self.q)
-        loss = np.maximum((quad + self.c) / self.n, 0.0) + np.square(mean_residual)
-        grad = (2.0 / self.n) * (theta_Q - self.q) + (2.0 * mean_residual)[:, None] * self.a
+        """:meth:`loss` and :meth:`gradient` together, sharing ``θQ`` (the hot path).
+
+        Compiled (:func:`stablefit.diagnose.kernels.loss_and_gradient`), so that the
+        simulation's compiled steps and its NumPy steps get the same bits.
+        """
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        loss, grad = np.empty(len(theta)), np.empty(theta.shape)
+        kernels.loss_and_gradient(
+            theta, self.Q, self.q, self.c, self.a, self.a0, self.n, loss, grad
+        )
         return loss, grad
 
     def optimum(self) -> tuple[np.ndarray, float]:
