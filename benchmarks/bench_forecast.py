@@ -35,6 +35,7 @@ def data(rows: int, features: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 CASES = [
     ("seed example 1, sgd, full batch", None, 2, "sgd", 32, 100, True),
     ("1k x 100, adam, full batch", 1_000, 100, "adam", 1_000, 100, True),
+    ("1k x 20, adam, batch 32", 1_000, 20, "adam", 32, 100, True),
     ("10k x 10, sgd, batch 32", 10_000, 10, "sgd", 32, 10, True),
     ("10k x 10, adam, batch 32", 10_000, 10, "adam", 32, 10, True),
     ("1M x 10, sgd, batch 32", 1_000_000, 10, "sgd", 32, 100, False),
