@@ -119,7 +119,7 @@ def assert_matches_reference(summary: Summary, expected: dict) -> None:
     np.testing.assert_array_equal(columns.min, expected["min"])
     np.testing.assert_array_equal(columns.max, expected["max"])
     np.testing.assert_array_equal(columns.is_integer, expected["is_integer"])
-    np.testing.assert_allclose(columns.mean, expected["mean"], rtol=1e-13)
+    np.testing.assert_allclose(columns.mean, expected["mean"], rtol=1e-13, atol=1e-12)
     np.testing.assert_allclose(columns.m2, expected["m2"], rtol=1e-10)
     for j in range(summary.p):
         np.testing.assert_array_equal(columns.nan_rows[j], expected["nan_rows"][j])
@@ -128,35 +128,58 @@ def assert_matches_reference(summary: Summary, expected: dict) -> None:
         np.testing.assert_array_equal(columns.extremes[j][1], expected["extremes"][j][1])
     assert summary.robust_exact
     np.testing.assert_array_equal(summary.median(), expected["median"])
-    np.testing.assert_allclose(summary.complete_mean, expected["complete_mean"], rtol=1e-13)
+    np.testing.assert_allclose(
+        summary.complete_mean, expected["complete_mean"], rtol=1e-13, atol=1e-12
+    )
     np.testing.assert_allclose(summary.comoment, expected["comoment"], rtol=1e-9, atol=1e-6)
 
 
 @pytest.mark.parametrize("nonfinite", [False, True])
 @pytest.mark.parametrize("batch_rows", [1, 7, 1000, 20_000])
 def test_detailed_summary_matches_numpy(nonfinite, batch_rows):
-    """Compiled blocks (all finite) and NumPy blocks (with NaN or inf) give the same."""
+    """Pieces with and without NaN or inf, compiled, in batches of any size."""
     X, y = mixed_data(3, 12_345 if batch_rows > 1 else 300, nonfinite)
     schema = Schema(feature_names=("a", "b", "c", "d"), target_name="y")
     summary = summarize(ArraySource(X, y, schema, batch_rows=batch_rows))
     assert_matches_reference(summary, reference_summary(X, y))
 
 
-def test_compiled_block_matches_the_numpy_block_path():
-    X, y = mixed_data(5, 9_000, nonfinite=False)
+@pytest.mark.parametrize("nonfinite", [False, True])
+def test_compiled_batch_matches_the_numpy_block_path(nonfinite):
+    X, y = mixed_data(5, 9_000, nonfinite)
     Z = np.column_stack([X, y])
     compiled = Summary.from_arrays(X, y)
-    numpy_columns = ColumnStats.of_block(Z, 0, finite=np.isfinite(Z))
-    numpy_complete = CoMoments.of_block(Z)
-    np.testing.assert_array_equal(compiled.columns.is_integer, numpy_columns.is_integer)
-    np.testing.assert_array_equal(compiled.columns.min, numpy_columns.min)
-    np.testing.assert_array_equal(compiled.columns.max, numpy_columns.max)
-    np.testing.assert_allclose(compiled.columns.mean, numpy_columns.mean, rtol=1e-14)
+    finite = np.isfinite(Z)
+    numpy_columns = ColumnStats.of_block(Z, 0, finite=finite)
+    numpy_complete = CoMoments.of_block(Z[finite.all(axis=1)])
+    for name in ("count", "n_nan", "n_inf", "is_integer", "min", "max", "max_abs"):
+        np.testing.assert_array_equal(getattr(compiled.columns, name), getattr(numpy_columns, name))
+    # Means near 0 of values near 1e3: rounding is relative to the values, not the mean.
+    np.testing.assert_allclose(compiled.columns.mean, numpy_columns.mean, rtol=1e-14, atol=1e-12)
     np.testing.assert_allclose(compiled.columns.m2, numpy_columns.m2, rtol=1e-11)
+    assert compiled.n_complete == numpy_complete.n
+    np.testing.assert_allclose(compiled.complete_mean, numpy_complete.mean, rtol=1e-14, atol=1e-12)
     np.testing.assert_allclose(compiled.comoment, numpy_complete.comoment, rtol=1e-11, atol=1e-6)
     for j in range(Z.shape[1]):
-        np.testing.assert_array_equal(compiled.columns.extremes[j][0], numpy_columns.extremes[j][0])
-        np.testing.assert_array_equal(compiled.columns.extremes[j][1], numpy_columns.extremes[j][1])
+        for mine, theirs in [
+            (compiled.columns.extremes[j], numpy_columns.extremes[j]),
+            (compiled.columns.nan_rows[j], numpy_columns.nan_rows[j]),
+            (compiled.columns.inf_rows[j], numpy_columns.inf_rows[j]),
+        ]:
+            np.testing.assert_array_equal(mine, theirs)
+
+
+def test_overflowing_sums_take_the_numpy_path():
+    """Two values of 1e308 overflow a column's sum: the NumPy path, which allows for it."""
+    X = np.array([[1e308], [1e308], [-3.0], [np.nan], [2.0]])
+    summary = Summary.from_arrays(X, np.arange(5.0))
+    np.testing.assert_array_equal(summary.columns.count, [4, 5])
+    np.testing.assert_array_equal(summary.columns.max_abs, [1e308, 4.0])
+    np.testing.assert_array_equal(summary.columns.nan_rows[0], [3])
+    np.testing.assert_array_equal(summary.columns.extremes[0][0], [-3.0, 2.0, 1e308, 1e308])
+    np.testing.assert_array_equal(summary.columns.extremes[0][1], [2, 4, 0, 1])
+    assert summary.robust_exact
+    assert summary.median()[0] == np.quantile([1e308, 1e308, -3.0, 2.0], 0.5)
 
 
 def test_summaries_of_many_groups_keep_every_exact_guarantee():

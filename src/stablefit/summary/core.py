@@ -98,18 +98,19 @@ class Summary:
     ) -> Summary:
         """Summary of consecutive batches (at least one), as if they were one batch."""
         if detail:
-            finite = cls._of_finite_batches(batches, schema)
-            if finite is not None:
-                return finite
+            compiled = cls._of_detailed_batches(batches, schema)
+            if compiled is not None:
+                return compiled
         return reduce(Summary.merge, (cls.of_batch(b, schema, detail=detail) for b in batches))
 
     @classmethod
     def of_batch(cls, batch: Batch, schema: Schema, *, detail: bool = True) -> Summary:
-        """Summary of one batch, gathered in cache-sized pieces and merged."""
+        """Summary of one batch: with detail, from compiled passes over it; without, or
+        when a column's sum overflows, gathered in cache-sized pieces and merged."""
         if detail:
-            finite = cls._of_finite_batches([batch], schema)
-            if finite is not None:
-                return finite
+            compiled = cls._of_detailed_batches([batch], schema)
+            if compiled is not None:
+                return compiled
         summary: Summary | None = None
         for start in range(0, max(batch.n_rows, 1), PIECE_ROWS):
             rows = slice(start, start + PIECE_ROWS)
@@ -120,9 +121,10 @@ class Summary:
         return summary
 
     @classmethod
-    def _of_finite_batches(cls, batches: Sequence[Batch], schema: Schema) -> Summary | None:
-        """The detailed Summary of batches without NaN or inf, from compiled passes over
-        their columns (None when a value is NaN or inf: the general path takes them)."""
+    def _of_detailed_batches(cls, batches: Sequence[Batch], schema: Schema) -> Summary | None:
+        """The detailed Summary of consecutive batches from compiled passes over their
+        columns (:class:`DetailScan`); None when a column's sum overflows, which the NumPy
+        path handles."""
         n = sum(batch.n_rows for batch in batches)
         has_target = batches[0].y is not None
         p = batches[0].X.shape[1] + int(has_target)
@@ -133,19 +135,34 @@ class Summary:
             if not scan.add(batch.X, batch.y, batch.first_row):
                 return None
         summary = cls(schema=schema, has_target=has_target, n_rows=n)
-        summary.complete = CoMoments(n, scan.mean, scan.comoment)
-        summary.columns = ColumnStats.of_finite_block(
-            n, scan.mean, np.diag(scan.comoment).copy(), scan.low, scan.high
-        )
-        summary.columns.is_integer = scan.is_integer
-        summary.columns.extremes = extremes.kept(scan.buffers)
-        columns = scan.columns
-        # Sorted in place, once for all columns; the sketches need not sort them again.
-        columns.sort(axis=1)
+        n_complete, mean, comoment = scan.moments
+        summary.complete = CoMoments(int(n_complete[0]), mean, comoment)
+        columns = summary.columns
+        columns.count, columns.mean, columns.m2 = scan.column_moments
+        has = columns.count > 0
+        columns.min = np.where(has, scan.low, np.nan)
+        columns.max = np.where(has, scan.high, np.nan)
+        columns.max_abs = np.where(has, np.maximum(np.abs(scan.low), np.abs(scan.high)), np.nan)
+        columns.is_integer = scan.is_integer
+        n_nan, nan_rows, n_inf, inf_rows = scan.nonfinite
+        columns.n_nan, columns.n_inf = n_nan, n_inf
+        columns.nan_rows = [
+            rows[: min(c, ROWS_KEPT)] for rows, c in zip(nan_rows, n_nan, strict=True)
+        ]
+        columns.inf_rows = [
+            rows[: min(c, ROWS_KEPT)] for rows, c in zip(inf_rows, n_inf, strict=True)
+        ]
+        columns.extremes = extremes.kept(scan.buffers)
+        # Sorted in place, once for all columns (NaN, after a column's values, goes last);
+        # the sketches need not sort them again.
+        values = scan.columns
+        for j, count in enumerate(scan.fill):
+            values[j, count:] = np.nan
+        values.sort(axis=1)
         summary.sketches = []
-        for column in columns:
+        for row, count in zip(values, scan.fill, strict=True):
             sketch = QuantileSketch(capacity=sketch_capacity(p))
-            sketch.update(column, is_sorted=True)
+            sketch.update(row[:count], is_sorted=True)
             summary.sketches.append(sketch)
         return summary
 

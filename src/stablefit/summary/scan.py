@@ -1,4 +1,4 @@
-"""One compiled pass over a block of all-finite rows: sums, ranges and the centered copy.
+"""Compiled passes over a block: sums, ranges, the centered copy and, with detail, more.
 
 The common case — a block without NaN or inf — needs per-column sums, minima and maxima
 and a centered copy of the block for the cross-product. As NumPy expressions those are
@@ -6,7 +6,8 @@ half a dozen passes over the block (stacking X and y, isfinite, mean, min, max, 
 subtraction); compiled, it is one pass that reads the block and one that writes the copy.
 
 With detail, one pass writes the block column by column — the layout the extremes, the
-cross-product and the quantile sketches then read — and checks integrality on the way.
+cross-product and the quantile sketches then read — and gathers everything else on the
+way, NaN and inf included (:class:`DetailScan`).
 """
 
 from __future__ import annotations
@@ -84,18 +85,19 @@ PRODUCT_ROWS = 256
 
 
 @njit(cache=True, nogil=True)
-def _center(columns, start, m, mean, centered):  # pragma: no cover
-    """``centered[:, :m] = columns[:, start:start + m] - mean``."""
+def _center(columns, bases, start, m, mean, centered):  # pragma: no cover
+    """``centered[a, :m] = columns[a, bases[a] + start:][:m] - mean[a]``."""
     for a in range(columns.shape[0]):
+        base = bases[a] + start
         for i in range(m):
-            centered[a, i] = columns[a, start + i] - mean[a]
+            centered[a, i] = columns[a, base + i] - mean[a]
 
 
 # Reassociating the sums lets the compiler vectorize them. They add up values already
 # centered, in their own function: reassociation cannot reach back into the subtraction.
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _add_products(centered, m, products, residual_sum):  # pragma: no cover
-    p = centered.shape[0]
+    p = products.shape[0]
     for a in range(p):
         total = 0.0
         for i in range(m):
@@ -124,98 +126,240 @@ def _add_products(centered, m, products, residual_sum):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def _centered_products(columns, mean, centered):  # pragma: no cover
-    p, n = columns.shape
+def _piece_moments(columns, bases, m, total, centered):  # pragma: no cover
+    """Mean and co-moment of m rows, ``columns[a, bases[a]:][:m]``, every value finite.
+
+    The rows are centered at their own mean; the residual sum corrects for its rounding,
+    as in CoMoments.of_centered.
+    """
+    p = columns.shape[0]
     products = np.zeros((p, p))
     residual_sum = np.zeros(p)
-    for start in range(0, n, PRODUCT_ROWS):
-        m = min(n - start, PRODUCT_ROWS)
-        _center(columns, start, m, mean, centered)
-        _add_products(centered, m, products, residual_sum)
+    mean = total / m
+    for start in range(0, m, PRODUCT_ROWS):
+        size = min(m - start, PRODUCT_ROWS)
+        _center(columns, bases, start, size, mean, centered)
+        _add_products(centered, size, products, residual_sum)
     for a in range(p):
-        for b in range(a):
+        for b in range(a + 1):
+            products[a, b] -= residual_sum[a] * residual_sum[b] / m
             products[b, a] = products[a, b]
-    return products, residual_sum
+        mean[a] += residual_sum[a] / m
+    return mean, products
 
 
 @njit(cache=True, nogil=True)
-def _scan_detail(
-    X, y, has_y, rows, out, low, high, fraction, moments, keys, kept_rows, counts
+def _merge_moments(moments, m, mean, comoment):  # pragma: no cover
+    """Merge m rows' mean and co-moment into the running ones (Chan, Golub and LeVeque's
+    update, as CoMoments.merge does)."""
+    count, running_mean, running_comoment = moments
+    seen = count[0]
+    both = seen + m
+    p = mean.size
+    for a in range(p):
+        delta_a = mean[a] - running_mean[a]
+        for b in range(p):
+            running_comoment[a, b] += comoment[a, b] + delta_a * (mean[b] - running_mean[b]) * (
+                seen * m / both
+            )
+    for a in range(p):
+        running_mean[a] += (mean[a] - running_mean[a]) * (m / both)
+    count[0] = both
+
+
+@njit(cache=True, nogil=True)
+def _merge_column(column_moments, a, m, mean, m2):  # pragma: no cover
+    """Merge m values of column a with this mean and m2 into its running moments."""
+    count, running_mean, running_m2 = column_moments
+    seen = count[a]
+    both = seen + m
+    delta = mean - running_mean[a]
+    running_mean[a] += delta * (m / both)
+    running_m2[a] += m2 + delta * delta * (seen * m / both)
+    count[a] = both
+
+
+@njit(cache=True, nogil=True)
+def _record(rows, counts, j, row):  # pragma: no cover
+    """Count a NaN or inf of column j; keep its row among the first few."""
+    if counts[j] < rows.shape[1]:
+        rows[j, counts[j]] = row
+    counts[j] += 1
+
+
+@njit(cache=True, nogil=True)
+def _nonfinite_piece(
+    columns, fill, m, first_row, piece, state, centered, gathered
 ):  # pragma: no cover
+    """Merge m rows, written at ``columns[j, fill[j]:]``, some of whose values are NaN or
+    inf: count and place those, move each column's finite values together and merge their
+    statistics; the co-moments take the complete rows. False if a sum overflows.
+
+    ``piece`` holds the columns' sums, minima, maxima and fractional parts over the m rows:
+    right for the columns whose sum is finite, which therefore take the fast way.
+    """
+    piece_total, piece_low, piece_high, piece_fraction = piece
+    low, high, fraction, moments, column_moments, nonfinite, extreme_buffers = state
+    nan_counts, nan_rows, inf_counts, inf_rows = nonfinite
+    keys, kept_rows, counts = extreme_buffers
+    p = columns.shape[0]
+    complete = np.ones(m, dtype=np.bool_)
+    for j in range(p):
+        if not np.isfinite(piece_total[j]):
+            for i in range(m):
+                if not np.isfinite(columns[j, fill[j] + i]):
+                    complete[i] = False
+    complete_rows = np.flatnonzero(complete)
+    n_complete = complete_rows.size
+    for j in range(p):
+        for c in range(n_complete):
+            gathered[j, c] = columns[j, fill[j] + complete_rows[c]]
+    rows = np.arange(first_row, first_row + m)
+    for j in range(p):
+        base = fill[j]
+        keep = (keys[:, j : j + 1], kept_rows[:, j : j + 1], counts[:, j : j + 1])
+        if np.isfinite(piece_total[j]):
+            low[j] = min(low[j], piece_low[j])
+            high[j] = max(high[j], piece_high[j])
+            fraction[j] += piece_fraction[j]
+            extremes.offer(*keep, columns[j : j + 1, base : base + m], rows)
+            mean, comoment = _piece_moments(
+                columns[j : j + 1], fill[j : j + 1], m, piece_total[j : j + 1], centered
+            )
+            _merge_column(column_moments, j, m, mean[0], comoment[0, 0])
+            fill[j] = base + m
+            continue
+        n_finite = 0
+        total = 0.0
+        for i in range(m):
+            v = columns[j, base + i]
+            if np.isnan(v):
+                _record(nan_rows, nan_counts, j, first_row + i)
+            elif np.isinf(v):
+                _record(inf_rows, inf_counts, j, first_row + i)
+            else:
+                columns[j, base + n_finite] = v
+                rows[n_finite] = first_row + i
+                n_finite += 1
+                total += v
+                low[j] = min(low[j], v)
+                high[j] = max(high[j], v)
+                fraction[j] += abs(v - np.floor(v))
+        if not np.isfinite(total):
+            return False
+        if n_finite:
+            extremes.offer(*keep, columns[j : j + 1, base : base + n_finite], rows[:n_finite])
+            mean, comoment = _piece_moments(
+                columns[j : j + 1], fill[j : j + 1], n_finite, np.array([total]), centered
+            )
+            _merge_column(column_moments, j, n_finite, mean[0], comoment[0, 0])
+        fill[j] = base + n_finite
+        rows[:] = np.arange(first_row, first_row + m)
+    if n_complete:
+        total = np.zeros(p)
+        for j in range(p):
+            for c in range(n_complete):
+                total[j] += gathered[j, c]
+        mean, comoment = _piece_moments(
+            gathered, np.zeros(p, dtype=np.int64), n_complete, total, centered
+        )
+        _merge_moments(moments, n_complete, mean, comoment)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _scan_detail(X, y, has_y, first_row, columns, fill, state):  # pragma: no cover
+    low, high, fraction, moments, column_moments, _, extreme_buffers = state
+    keys, kept_rows, counts = extreme_buffers
     n, d = X.shape
     p = d + 1 if has_y else d
-    count, mean, comoment = moments
     centered = np.empty((p, PRODUCT_ROWS))
+    gathered = np.empty((p, min(n, SCAN_ROWS)))
+    piece_total = np.empty(p)
+    piece_low = np.empty(p)
+    piece_high = np.empty(p)
+    piece_fraction = np.empty(p)
     for piece in range(0, n, SCAN_ROWS):
         piece_end = min(n, piece + SCAN_ROWS)
         m = piece_end - piece
-        total = np.zeros(p)
+        piece_total[:] = 0.0
+        piece_low[:] = np.inf
+        piece_high[:] = -np.inf
+        piece_fraction[:] = 0.0
         # Column by column within a few rows: the inner loop has no branch, so it stays fast.
         for start in range(piece, piece_end, TRANSPOSE_ROWS):
             stop = min(piece_end, start + TRANSPOSE_ROWS)
             for j in range(p):
                 source = X[:, j] if j < d else y
-                column_total, column_low, column_high = total[j], low[j], high[j]
-                column_fraction = fraction[j]
+                base = fill[j] - piece
+                column_total, column_low, column_high = piece_total[j], piece_low[j], piece_high[j]
+                column_fraction = piece_fraction[j]
                 for i in range(start, stop):
                     v = source[i]
-                    out[j, i] = v
+                    columns[j, base + i] = v
                     column_total += v
                     column_low = min(column_low, v)
                     column_high = max(column_high, v)
                     column_fraction += abs(v - np.floor(v))
-                total[j], low[j], high[j] = column_total, column_low, column_high
-                fraction[j] = column_fraction
+                piece_total[j], piece_low[j], piece_high[j] = column_total, column_low, column_high
+                piece_fraction[j] = column_fraction
         # A NaN or inf makes its column's total non-finite (so does an overflowing sum).
-        for j in range(p):
-            if not np.isfinite(total[j]):
+        if not np.all(np.isfinite(piece_total)):
+            statistics = (piece_total, piece_low, piece_high, piece_fraction)
+            if not _nonfinite_piece(
+                columns, fill, m, first_row + piece, statistics, state, centered, gathered
+            ):
                 return False
-        columns = out[:, piece:piece_end]
-        extremes.offer(keys, kept_rows, counts, columns, rows[piece:piece_end])
-        # The piece's co-moments about its own mean, merged into the running ones
-        # (Chan, Golub and LeVeque's update, as CoMoments.merge does).
-        piece_mean = total / m
-        products, residual_sum = _centered_products(columns, piece_mean, centered)
-        for a in range(p):
-            piece_mean[a] += residual_sum[a] / m
-        seen = count[0]
-        both = seen + m
-        for a in range(p):
-            delta_a = piece_mean[a] - mean[a]
-            for b in range(p):
-                delta_b = piece_mean[b] - mean[b]
-                comoment[a, b] += (
-                    products[a, b]
-                    - residual_sum[a] * residual_sum[b] / m
-                    + delta_a * delta_b * (seen * m / both)
-                )
-        for a in range(p):
-            mean[a] += (piece_mean[a] - mean[a]) * (m / both)
-        count[0] = both
+            continue
+        rows = np.arange(first_row + piece, first_row + piece_end)
+        for j in range(p):
+            low[j] = min(low[j], piece_low[j])
+            high[j] = max(high[j], piece_high[j])
+            fraction[j] += piece_fraction[j]
+            extremes.offer(
+                keys[:, j : j + 1],
+                kept_rows[:, j : j + 1],
+                counts[:, j : j + 1],
+                columns[j : j + 1, fill[j] : fill[j] + m],
+                rows,
+            )
+        mean, comoment = _piece_moments(columns, fill, m, piece_total, centered)
+        _merge_moments(moments, m, mean, comoment)
+        for j in range(p):
+            _merge_column(column_moments, j, m, mean[j], comoment[j, j])
+        fill += m
     return True
 
 
 class DetailScan:
-    """Compiled passes over consecutive all-finite blocks, gathering what a detailed
-    Summary needs.
+    """Compiled passes over consecutive blocks, gathering what a detailed Summary needs.
 
-    :meth:`add` writes each block column by column into ``columns`` (p, rows), keeping
-    per-column minima, maxima and integrality, the extremes with their rows
-    (:mod:`stablefit.summary.extremes`) and the co-moments on the way. A piece of the
-    block is centered at its own mean while still in the cache and merged into the running
-    co-moments.
+    :meth:`add` writes each column's finite values one after the other into row j of
+    ``columns`` (p, rows), the first ``fill[j]`` of them, and gathers on the way: per column
+    the count, minimum, maximum, moments and integrality of the finite values, how many
+    are NaN or inf and the first rows of each, the extremes with their rows
+    (:mod:`stablefit.summary.extremes`); and the co-moments of the complete rows. A piece
+    of the block is centered at its own mean while still in the cache and merged into the
+    running moments (Chan, Golub and LeVeque's update). Pieces without NaN or inf take a
+    loop without branches; the others are sorted out value by value.
     """
 
     def __init__(self, p: int, n: int, k: int) -> None:
         self.columns = np.empty((p, n))
+        self.fill = np.zeros(p, dtype=np.int64)
         self.low = np.full(p, np.inf)
         self.high = np.full(p, -np.inf)
         self._fraction = np.zeros(p)
-        self.count = np.zeros(1, dtype=np.int64)
-        self.mean = np.zeros(p)
-        self.comoment = np.zeros((p, p))
+        # Complete rows: count, mean and co-moment; then each column's finite values.
+        self.moments = (np.zeros(1, dtype=np.int64), np.zeros(p), np.zeros((p, p)))
+        self.column_moments = (np.zeros(p, dtype=np.int64), np.zeros(p), np.zeros(p))
+        self.nonfinite = (
+            np.zeros(p, dtype=np.int64),
+            np.empty((p, k), dtype=np.int64),
+            np.zeros(p, dtype=np.int64),
+            np.empty((p, k), dtype=np.int64),
+        )
         self.buffers = extremes.new_buffers(p, k)
-        self._filled = 0
 
     @property
     def is_integer(self) -> np.ndarray:
@@ -223,19 +367,21 @@ class DetailScan:
 
     def add(self, X: np.ndarray, y: np.ndarray | None, first_row: int) -> bool:
         """Scan the block [X, y] whose rows are numbered from ``first_row``; False (and the
-        scan of no use) if a value is NaN or inf or a column sum overflows."""
-        n = X.shape[0]
-        out = self.columns[:, self._filled : self._filled + n]
-        self._filled += n
+        scan of no use) if a column's sum overflows."""
         return _scan_detail(
             np.ascontiguousarray(X, dtype=np.float64),
             np.zeros(1) if y is None else np.ascontiguousarray(y, dtype=np.float64),
             y is not None,
-            np.arange(first_row, first_row + n),
-            out,
-            self.low,
-            self.high,
-            self._fraction,
-            (self.count, self.mean, self.comoment),
-            *self.buffers,
+            first_row,
+            self.columns,
+            self.fill,
+            (
+                self.low,
+                self.high,
+                self._fraction,
+                self.moments,
+                self.column_moments,
+                self.nonfinite,
+                tuple(self.buffers),
+            ),
         )
