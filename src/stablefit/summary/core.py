@@ -304,12 +304,12 @@ def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summa
 
 
 def _groups(batches: Iterable[Batch], workers: int) -> Iterator[list[Batch]]:
-    """Consecutive batches, gathered until they hold more than twice the rows a quantile
-    sketch keeps exactly.
+    """Consecutive batches, gathered until they hold more rows than a quantile sketch keeps
+    exactly.
 
-    The worker that summarizes a group then sorts and compacts its sketches itself twice,
-    and the main thread, which merges the groups' summaries one after the other, mostly
-    halves sorted runs. A group holds at most ``GROUP_BUDGET / (workers + 1)`` values, as
+    The worker that summarizes a group then sorts and compacts its sketches itself, and the
+    main thread, which merges the groups' summaries one after the other, mostly halves
+    sorted runs. A group holds at most ``GROUP_BUDGET / (workers + 1)`` values, as
     ``workers + 1`` of them may be in flight.
     """
     group: list[Batch] = []
@@ -318,7 +318,7 @@ def _groups(batches: Iterable[Batch], workers: int) -> Iterator[list[Batch]]:
         group.append(batch)
         rows += batch.n_rows
         p = batch.X.shape[1] + int(batch.y is not None)
-        if rows > min(2 * sketch_capacity(p), GROUP_BUDGET // ((workers + 1) * p)):
+        if rows > min(sketch_capacity(p), GROUP_BUDGET // ((workers + 1) * p)):
             yield group
             group, rows = [], 0
     if group:

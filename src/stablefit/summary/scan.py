@@ -341,7 +341,8 @@ class DetailScan:
     (:mod:`stablefit.summary.extremes`); and the co-moments of the complete rows. A piece
     of the block is centered at its own mean while still in the cache and merged into the
     running moments (Chan, Golub and LeVeque's update). Pieces without NaN or inf take a
-    loop without branches; the others are sorted out value by value.
+    loop without branches; in the others, the columns that hold NaN or inf are sorted out
+    value by value.
     """
 
     def __init__(self, p: int, n: int, k: int) -> None:
