@@ -103,15 +103,8 @@ class Quadratic:
             centered = np.maximum((quad + self.c) / self.n, 0.0)
             return centered + np.square(theta @ self.a - self.a0)
 
-    def gradient(self, theta: np.ndarray) -> np.ndarray:
-        """``(2/n)(Gθ - g)`` at each row of ``theta``, in float64."""
-        theta = np.asarray(theta, dtype=np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):
-            mean_residual = theta @ self.a - self.a0
-            return 2.0 / self.n * (theta @ self.Q - self.q) + 2.0 * mean_residual[:, None] * self.a
-
     def loss_and_gradient(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`loss` and :meth:`gradient` together, sharing ``θQ`` (the hot path).
+        """The MSE and its gradient ``(2/n)(Gθ - g)`` at each row of ``theta``, in float64.
 
         Compiled (:func:`stablefit.diagnose.kernels.loss_and_gradient`), so that the
         simulation's compiled steps and its NumPy steps get the same bits.
