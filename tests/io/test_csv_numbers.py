@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import math
 
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stablefit.io import open_source
+from stablefit.io.csv import separates_plain_numbers
 from stablefit.io.csv_numbers import SKIP, TARGET, parse_plain_numbers
 
 
@@ -178,3 +180,27 @@ def test_files_with_declined_chunks_read_the_same(tmp_path) -> None:
     assert same_doubles(X, expected[:, :2])
     assert same_doubles(y, expected[:, 2])
     assert [b.first_row for b in batches] == list(np.cumsum([0] + [b.n_rows for b in batches])[:-1])
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".csv.gz"])
+def test_tab_separated_and_compressed_files_read_the_same(tmp_path, suffix) -> None:
+    rng = np.random.default_rng(5)
+    values = np.round(rng.normal(size=(5_000, 2)) * 1e2, 9)
+    delimiter = "\t" if suffix == ".tsv" else ","
+    text = f"a{delimiter}y\n" + "".join(f"{float(a)!r}{delimiter}{float(b)!r}\n" for a, b in values)
+    path = tmp_path / f"data{suffix}"
+    if suffix.endswith(".gz"):
+        with gzip.open(path, "wt") as stream:
+            stream.write(text)
+    else:
+        path.write_text(text)
+    source = open_source(path, target="y")
+    assert source.destinations is not None
+    batches = list(source.batches())
+    assert same_doubles(np.concatenate([b.X for b in batches]), values[:, :1])
+    assert same_doubles(np.concatenate([b.y for b in batches]), values[:, 1])
+
+
+@pytest.mark.parametrize("delimiter", [".", "e", "-", "5", "\t", ",", ";"])
+def test_only_delimiters_that_cannot_be_in_a_number_use_the_compiled_parser(delimiter) -> None:
+    assert separates_plain_numbers(delimiter) == (delimiter in "\t,;")

@@ -127,6 +127,11 @@ def parse_options(delimiter: str, invalid: list[pa_csv.InvalidRow]) -> pa_csv.Pa
     )
 
 
+def separates_plain_numbers(delimiter: str) -> bool:
+    """One byte that cannot be part of a number or a line break (the compiled parser's terms)."""
+    return len(delimiter.encode()) == 1 and delimiter not in '0123456789+-.eE\r\n"'
+
+
 def plain_number_destinations(
     file_names: list[str], selection: Selection, column_types: dict[str, pa.DataType]
 ) -> np.ndarray | None:
@@ -198,7 +203,7 @@ class CsvSource:
             chunk_bytes=int(min(max(batch_rows * bytes_per_row, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)),
             workers=max(1, min(MAX_WORKERS, os.cpu_count() or 1)),
             destinations=plain_number_destinations(sample.schema.names, selection, column_types)
-            if len(delimiter.encode()) == 1
+            if separates_plain_numbers(delimiter)
             else None,
         )
 
