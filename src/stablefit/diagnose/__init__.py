@@ -11,6 +11,7 @@ import contextlib
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from stablefit.diagnose.checks import CheckOptions, run_checks
 from stablefit.diagnose.checks.common import DTYPES
@@ -25,6 +26,7 @@ from stablefit.summary import Summary, summarize
 #: default is shown beside it, since its stability bound is the sharpest sign of trouble.
 DEFAULT_OPTIMIZER = "adam"
 COMPARISON_OPTIMIZER = "sgd"
+ONE_THREAD_COLUMNS = 256
 
 
 def diagnose(
@@ -88,21 +90,22 @@ def diagnose(
     """
     options = _validate(batch_size, epochs, dtype, intercept)
     summary = X if isinstance(X, Summary) else _summarize(X, y, target, feature_names)
-    findings = run_checks(summary, options)
-    settings = {
-        "optimizer": optimizer,
-        "learning_rate": learning_rate,
-        "batch_size": batch_size,
-        "epochs": epochs,
-        "momentum": momentum,
-        "nesterov": nesterov,
-        "dtype": dtype,
-        "intercept": intercept,
-    }
-    cause = _first_epoch_cause(summary, findings, dtype)
-    training, others = _forecasts(summary, settings)
-    if training is not None:
-        findings += forecast_findings(training, settings, cause=cause)
+    with _blas_threads_for(summary.p):
+        findings = run_checks(summary, options)
+        settings = {
+            "optimizer": optimizer,
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "momentum": momentum,
+            "nesterov": nesterov,
+            "dtype": dtype,
+            "intercept": intercept,
+        }
+        cause = _first_epoch_cause(summary, findings, dtype)
+        training, others = _forecasts(summary, settings)
+        if training is not None:
+            findings += forecast_findings(training, settings, cause=cause)
     facts = DataFacts(
         origin=summary.schema.origin,
         feature_names=summary.schema.feature_names,
@@ -117,6 +120,17 @@ def diagnose(
         settings=settings,
         other_forecasts=tuple(others),
     )
+
+
+def _blas_threads_for(p: int) -> contextlib.AbstractContextManager[Any]:
+    """One BLAS thread for the small eigen- and singular-value problems of p columns.
+
+    Below ONE_THREAD_COLUMNS, BLAS's own threads only add hand-offs, and on a busy machine
+    their spin-waiting stalled a 101-column eigendecomposition for half a second.
+    """
+    if p <= ONE_THREAD_COLUMNS:
+        return threadpool_limits(limits=1, user_api="blas")
+    return contextlib.nullcontext()
 
 
 def _validate(batch_size: int, epochs: int, dtype: str, intercept: bool) -> CheckOptions:
