@@ -29,19 +29,25 @@ COLUMNS = 20
 
 
 def write_csv(path: Path, megabytes: float, seed: int = 0) -> int:
-    """Write about `megabytes` of CSV in chunks; return the number of rows."""
+    """Write a CSV of about ``megabytes`` MB (10⁶ bytes) in chunks; return the number of rows."""
     rng = np.random.default_rng(seed)
     coef = rng.normal(size=COLUMNS)
-    bytes_per_row = COLUMNS * 17 + 18
-    rows_total = int(megabytes * 1e6 / bytes_per_row)
     names = [f"x{j}" for j in range(COLUMNS)] + ["y"]
+    target_bytes = megabytes * 1e6
+    rows_total = 0
     with pa_csv.CSVWriter(path, pa.schema([(n, pa.float64()) for n in names])) as writer:
-        for start in range(0, rows_total, 200_000):
-            rows = min(200_000, rows_total - start)
+        written = 0
+        while written < target_bytes:
+            # Rows of this chunk: up to 200,000, fewer near the end, from the bytes per row
+            # written so far (about 300 for 21 columns of 10 significant digits).
+            per_row = written / rows_total if rows_total else 300.0
+            rows = int(min(200_000, max(1, (target_bytes - written) / per_row)))
             X = rng.normal(size=(rows, COLUMNS)) * 100
             y = X @ coef + rng.normal(size=rows)
             table = pa.table({n: np.round(c, 10) for n, c in zip(names, [*X.T, y], strict=True)})
             writer.write_table(table)
+            rows_total += rows
+            written = path.stat().st_size
     return rows_total
 
 
