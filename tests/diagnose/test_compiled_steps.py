@@ -1,9 +1,10 @@
-"""The compiled optimizer steps give the NumPy steps' results bit for bit.
+"""The compiled step loop gives the step-by-step path's results bit for bit.
 
-The simulation takes its regular steps compiled (:mod:`stablefit.diagnose.kernels`) and the
-steps where some run overflows in NumPy. Here the same simulations run both ways — with the
-compiled steps, and with every step in NumPy — and must agree exactly: loss histories, final
-weights, optimizer slots and step counts.
+The simulation takes its regular steps in one compiled loop (:mod:`stablefit.diagnose.kernels`)
+and the steps where some run overflows one at a time from Python, with NumPy's overflow
+handling. Here the same simulations run both ways — with the compiled loop, and with every
+step taken one at a time — and must agree exactly: loss histories, final weights, optimizer
+slots and step counts.
 """
 
 from __future__ import annotations

@@ -7,15 +7,11 @@ every run stays *regular* (finite weights whose every prediction is finite), whi
 where training spends nearly all of its steps; the caller takes over at the first step
 that is not (overflow to ``inf`` and ``NaN``) with its NumPy code.
 
-The two paths agree bit for bit. The loss and gradient (:func:`loss_and_gradient`), the
-regularity test (:func:`regular_rows`) and the powers in Adam's bias correction
-(:func:`bias_powers`) are these compiled functions on both paths, since NumPy's summation
-order and its SIMD ``power`` are not a loop's. Everything else in a step is one IEEE
-operation at a time in the model's float type, which a loop rounds as NumPy does: the
-update rules below repeat :class:`~stablefit.diagnose.optimizers.UpdateRule`'s operations
-in its order, with its constants (cast to the model's type, as Keras casts them). Numba
-keeps ``float32 op float32`` in float32; without fast-math nothing is reassociated or
-fused, and ``error_model="numpy"`` divides by zero to ``inf``/``NaN`` as NumPy does.
+The two paths agree bit for bit because they share these functions: the loss and gradient
+(:func:`loss_and_gradient`), the regularity test (:func:`regular_rows`) and the update rule
+(:func:`update_step`, the step of :class:`~stablefit.diagnose.optimizers.UpdateRule`).
+Numba keeps ``float32 op float32`` in float32; without fast-math nothing is reassociated
+or fused, and ``error_model="numpy"`` divides by zero to ``inf``/``NaN`` as NumPy does.
 """
 
 from __future__ import annotations
@@ -98,14 +94,6 @@ def regular_rows(
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def bias_powers(
-    beta_1: float, beta_2: float, local_step: float
-) -> tuple[float, float]:  # pragma: no cover
-    """``beta_1 ** local_step`` and ``beta_2 ** local_step`` in their float type (libm's pow)."""
-    return beta_1**local_step, beta_2**local_step
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
 def regular_steps(
     theta: np.ndarray,
     losses: np.ndarray,
@@ -166,14 +154,21 @@ def regular_steps(
             losses[r, step] = loss[r]
             for j in range(p):
                 grad[r, j] = wide_grad[r, j]  # rounded to the model's type
-        _update(rule, theta, grad, lr, first, second, constants, iterations + step - start)
+        update_step(rule, theta, grad, lr, first, second, constants, iterations + step - start)
     return end
 
 
-@njit(nogil=True, error_model="numpy")
-def _update(rule, theta, grad, lr, first, second, constants, iterations):  # pragma: no cover
-    """One step of :meth:`UpdateRule.apply <stablefit.diagnose.optimizers.UpdateRule.apply>`,
-    in place: its operations, in its order, element by element."""
+@njit(cache=True, nogil=True, error_model="numpy")
+def update_step(rule, theta, grad, lr, first, second, constants, iterations):  # pragma: no cover
+    """One optimizer step, in place, for every run: Keras's update rule
+    (``keras/src/optimizers/<name>.py``), its operations in its order, element by element.
+
+    The arguments are those of
+    :meth:`~stablefit.diagnose.optimizers.UpdateRule.kernel_arguments`, with the weights
+    and the gradient in the model's float type and ``iterations`` the step count before
+    this step. AdamW's weight decay comes first, as ``_apply_weight_decay`` runs before
+    ``update_step`` in Keras.
+    """
     runs, p = theta.shape
     if rule == SGD:
         for r in range(runs):
@@ -192,7 +187,8 @@ def _update(rule, theta, grad, lr, first, second, constants, iterations):  # pra
                     theta[r, j] = theta[r, j] + m
     elif rule in (ADAM, ADAMW):
         beta_1, beta_2, one, keep_1, keep_2, epsilon, decay = constants
-        beta_1_power, beta_2_power = bias_powers(beta_1, beta_2, theta.dtype.type(iterations + 1))
+        local_step = theta.dtype.type(iterations + 1)
+        beta_1_power, beta_2_power = beta_1**local_step, beta_2**local_step
         for r in range(runs):
             alpha = lr[r] * np.sqrt(one - beta_2_power) / (one - beta_1_power)
             for j in range(p):

@@ -1,11 +1,12 @@
-"""Keras's optimizer update rules, step for step, in the model's floating-point type.
+"""Keras's optimizers: their configuration, defaults and state, in the model's float type.
 
-Each rule mirrors ``keras/src/optimizers/<name>.py`` (Keras 3): the same operations in
-the same order, on NumPy arrays of the variable dtype, so that the simulated weights round,
-overflow to ``inf`` and turn ``NaN`` where Keras's would. Every array has a leading axis of
-independent runs (one per initialization seed), so one call advances all of them. The
-simulation's compiled steps (:mod:`stablefit.diagnose.kernels`) repeat these rules and must
-agree with them bit for bit.
+An :class:`UpdateRule` holds an optimizer's slots (momentum, Adam's moments, ...) and its
+constants cast to the variable dtype, as Keras casts them. Its step is
+:func:`stablefit.diagnose.kernels.update_step`, which mirrors
+``keras/src/optimizers/<name>.py`` (Keras 3) operation by operation, so that the simulated
+weights round, overflow to ``inf`` and turn ``NaN`` where Keras's would; the simulation's
+compiled steps take the same function. Every array has a leading axis of independent runs
+(one per initialization seed), so one call advances all of them.
 
 The weights are one vector ``theta`` per run: the Dense kernel followed by the bias.
 Weight decay (AdamW) applies to both, as Keras does unless told to exclude variables.
@@ -150,13 +151,10 @@ class UpdateRule:
 
     def apply(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
         """Return the weights after one optimizer step (the caller's arrays stay intact)."""
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            name = self.config.name
-            if name == "adamw":
-                # base_optimizer._apply_weight_decay: runs before update_step.
-                theta = theta - theta * self._c(ADAMW_WEIGHT_DECAY) * self.lr
-            step = getattr(self, f"_{'adam' if name == 'adamw' else name}")
-            theta = step(theta, grad.astype(self.dtype, copy=False))
+        theta = np.array(theta, dtype=self.dtype)  # a copy: the step updates it in place
+        rule, lr, first, second, constants = self.kernel_arguments()
+        grad = np.ascontiguousarray(grad, dtype=self.dtype)
+        kernels.update_step(rule, theta, grad, lr, first, second, constants, self.iterations)
         self.iterations += 1
         return theta
 
@@ -207,42 +205,3 @@ class UpdateRule:
             first, second = slots["accumulator"], empty
             constants = [c(EPSILON)]
         return rule, lr, first, second, np.array(constants, dtype=self.dtype)
-
-    def _sgd(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        if not self.config.momentum:
-            return theta - grad * self.lr
-        beta = self._c(self.config.momentum)
-        m = self.slots["momentum"] = self.slots["momentum"] * beta - grad * self.lr
-        if self.config.nesterov:
-            return theta + (m * beta - grad * self.lr)
-        return theta + m
-
-    def _adam(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        local_step = self._c(self.iterations + 1)
-        # libm's pow, as in the compiled steps (NumPy's SIMD power rounds differently).
-        beta_1_power, beta_2_power = map(
-            self._c, kernels.bias_powers(self._c(ADAM_BETA_1), self._c(ADAM_BETA_2), local_step)
-        )
-        one = self._c(1.0)
-        alpha = self.lr * np.sqrt(one - beta_2_power) / (one - beta_1_power)
-        m, v = self.slots["m"], self.slots["v"]
-        m = self.slots["m"] = m + (grad - m) * self._c(1 - ADAM_BETA_1)
-        v = self.slots["v"] = v + (np.square(grad) - v) * self._c(1 - ADAM_BETA_2)
-        return theta - (m * alpha) / (np.sqrt(v) + self._c(EPSILON))
-
-    def _rmsprop(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        rho = self._c(RMSPROP_RHO)
-        velocity = self.slots["velocity"] = self.slots["velocity"] * rho + np.square(
-            grad
-        ) * self._c(1 - RMSPROP_RHO)
-        increment = (self.lr * grad) / np.sqrt(velocity + self._c(EPSILON))
-        if not self.config.momentum:
-            return theta - increment
-        momentum = self.slots["momentum"] = (
-            self.slots["momentum"] * self._c(self.config.momentum) + increment
-        )
-        return theta - momentum
-
-    def _adagrad(self, theta: np.ndarray, grad: np.ndarray) -> np.ndarray:
-        accumulator = self.slots["accumulator"] = self.slots["accumulator"] + np.square(grad)
-        return theta - (self.lr * grad) / np.sqrt(accumulator + self._c(EPSILON))
