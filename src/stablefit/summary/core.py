@@ -96,21 +96,19 @@ class Summary:
     def of_batches(
         cls, batches: Sequence[Batch], schema: Schema, *, detail: bool = True
     ) -> Summary:
-        """Summary of consecutive batches (at least one), as if they were one batch."""
+        """Summary of consecutive batches (at least one), as if they were one batch.
+
+        With detail, from compiled passes over them; without, or when a column's sum
+        overflows, each batch is gathered in cache-sized pieces and merged.
+        """
         if detail:
             compiled = cls._of_detailed_batches(batches, schema)
             if compiled is not None:
                 return compiled
-        return reduce(Summary.merge, (cls.of_batch(b, schema, detail=detail) for b in batches))
+        return reduce(Summary.merge, (cls._of_batch_in_pieces(b, schema, detail) for b in batches))
 
     @classmethod
-    def of_batch(cls, batch: Batch, schema: Schema, *, detail: bool = True) -> Summary:
-        """Summary of one batch: with detail, from compiled passes over it; without, or
-        when a column's sum overflows, gathered in cache-sized pieces and merged."""
-        if detail:
-            compiled = cls._of_detailed_batches([batch], schema)
-            if compiled is not None:
-                return compiled
+    def _of_batch_in_pieces(cls, batch: Batch, schema: Schema, detail: bool) -> Summary:
         summary: Summary | None = None
         for start in range(0, max(batch.n_rows, 1), PIECE_ROWS):
             rows = slice(start, start + PIECE_ROWS)
