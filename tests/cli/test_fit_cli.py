@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -191,6 +192,21 @@ def test_the_installed_command_runs_as_a_real_process(numeric_houses_csv, tmp_pa
     done = subprocess.run([*command, "--target", "cost"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "no column named 'cost'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_process_ends_only_after_all_its_output_is_written(numeric_houses_csv, run_cli):
+    # The command leaves without Python's teardown: what it printed must be flushed first,
+    # also when stdout is buffered (as it is in a pipe, unless PYTHONUNBUFFERED is set).
+    args = ["fit", str(numeric_houses_csv), "--target", "price", "--json", "-"]
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    done = subprocess.run(
+        [sys.executable, "-m", "stablefit.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=buffered,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads(run_cli(*args).out)
 
 
 def test_parquet_files_fit_like_csv(numeric_houses_csv, tmp_path, run_cli):

@@ -144,6 +144,28 @@ def test_irregular_chunks_are_declined(text: bytes) -> None:
     assert compiled_values(text, 2) is None
 
 
+@pytest.mark.parametrize("long_lines", [0, 1, 4000, 20_000])
+def test_chunks_whose_lines_shorten_after_their_start_read_whole(long_lines: int) -> None:
+    # The arrays are sized from the lines of the chunk's first 64 KiB; shorter lines after
+    # them must still all be read, with the target where it belongs.
+    rng = np.random.default_rng(long_lines)
+    long = np.round(rng.normal(size=(long_lines, 3)) * 1e6, 9)
+    short = rng.integers(0, 10, size=(50_000, 3)).astype(float)
+    values = np.concatenate([long, short])
+    text = "".join(f"{a!r},{b!r},{c!r}\n" for a, b, c in values.tolist()).encode()
+    batch = parse_plain_numbers(
+        memoryview(b"a,y,b\n" + text),
+        has_header=True,
+        destinations=np.array([0, TARGET, 1]),
+        n_features=2,
+        has_target=True,
+        delimiter=",",
+    )
+    assert batch is not None
+    assert same_doubles(batch.X, np.ascontiguousarray(values[:, [0, 2]]))
+    assert same_doubles(batch.y, np.ascontiguousarray(values[:, 1]))
+
+
 def test_destinations_route_fields_and_skip_quoted_text_only_through_pyarrow() -> None:
     destinations = np.array([1, SKIP, TARGET, 0])
     batch = parse_plain_numbers(

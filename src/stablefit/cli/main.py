@@ -9,6 +9,10 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -44,5 +48,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The ``stablefit`` command: :func:`main` in a process of its own, which it ends.
+
+    The objects of the libraries imported by then (NumPy, SciPy, numba, pyarrow) live as
+    long as the process, so they are frozen out of the garbage collector's passes, and the
+    process ends without Python's teardown of those libraries: the two took 0.25 s, a
+    tenth of ``stablefit fit`` on a 1 GB file. Everything the command writes is flushed
+    first; its files are closed by then (written atomically).
+    """
+    gc.freeze()
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        # The reader of a pipe may have gone, as with `| head`.
+        with contextlib.suppress(BrokenPipeError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -31,34 +31,38 @@ MINUS, PLUS, POINT, ZERO, NINE, LOWER_E, UPPER_E = 45, 43, 46, 48, 57, 101, 69
 # A field destination: features are 0..d-1, the target is TARGET, the rest are skipped.
 SKIP, TARGET = -1, -2
 GIVE_UP = -1
+# Bytes of a chunk's start whose lines are counted to size its arrays, and the room kept
+# beyond that estimate.
+SAMPLE_BYTES = 1 << 16
+ROOM = 1.0625
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
-def _parse(data, skip_header, destinations, delimiter, X, y):  # pragma: no cover
-    """Rows parsed into X and y, or GIVE_UP. ``data`` must end with a line break.
+def _parse(data, pos, row, skip_header, destinations, delimiter, X, y):  # pragma: no cover
+    """The lines from byte ``pos`` on, parsed into X and y from ``row`` on.
 
-    The final line break is the sentinel that ends every inner loop, so they test bytes,
-    not positions.
+    Returns (rows filled, where it stopped): at the end of ``data``, or at the start of a
+    line when X is full. Rows filled is GIVE_UP when a line is not plain numbers.
+    ``data`` must end with a line break: that sentinel ends every inner loop, so they test
+    bytes, not positions.
     """
-    pos = 0
     end = data.shape[0]
     if skip_header:
         while data[pos] != NEWLINE:
             pos += 1
         pos += 1
     n_fields = destinations.shape[0]
-    row = 0
     c = NEWLINE
     while pos < end:
         if row >= X.shape[0]:
-            return GIVE_UP
+            return row, pos
         for field in range(n_fields):
             destination = destinations[field]
             c = data[pos]
             if destination == SKIP:
                 while c != delimiter and c != NEWLINE and c != CARRIAGE_RETURN:
                     if c == QUOTE:
-                        return GIVE_UP
+                        return GIVE_UP, pos
                     pos += 1
                     c = data[pos]
             else:
@@ -101,19 +105,19 @@ def _parse(data, skip_header, destinations, delimiter, X, y):  # pragma: no cove
                         pos += 1
                         c = data[pos]
                     if not written:
-                        return GIVE_UP
+                        return GIVE_UP, pos
                     exponent += -power if negative_exponent else power
                 if digits == 0:
                     # Only a truly empty cell is a missing value.
                     if pos != cell_start or (
                         c != delimiter and c != NEWLINE and c != CARRIAGE_RETURN
                     ):
-                        return GIVE_UP
+                        return GIVE_UP, pos
                     value = np.nan
                 else:
                     # 19 digits cannot overflow the 64-bit mantissa.
                     if digits > 19 or mantissa > LARGEST_EXACT_MANTISSA:
-                        return GIVE_UP
+                        return GIVE_UP, pos
                     if mantissa == 0:
                         value = 0.0
                     elif 0 <= exponent <= 22:
@@ -121,7 +125,7 @@ def _parse(data, skip_header, destinations, delimiter, X, y):  # pragma: no cove
                     elif -22 <= exponent < 0:
                         value = float(mantissa) / POWERS_OF_TEN[-exponent]
                     else:
-                        return GIVE_UP
+                        return GIVE_UP, pos
                     value = -value if negative else value
                 if destination == TARGET:
                     y[row] = value
@@ -129,16 +133,16 @@ def _parse(data, skip_header, destinations, delimiter, X, y):  # pragma: no cove
                     X[row, destination] = value
             if field < n_fields - 1:
                 if c != delimiter:
-                    return GIVE_UP
+                    return GIVE_UP, pos
                 pos += 1
         if c == CARRIAGE_RETURN:
             pos += 1
             c = data[pos]
         if c != NEWLINE:
-            return GIVE_UP
+            return GIVE_UP, pos
         pos += 1
         row += 1
-    return row
+    return row, pos
 
 
 @njit(cache=True, nogil=True)
@@ -166,10 +170,20 @@ def parse_plain_numbers(
     text = np.frombuffer(data, dtype=np.uint8)
     if text.size == 0 or text[-1] != NEWLINE:
         return None
-    rows = _count_line_breaks(text) - int(has_header)
-    X = np.empty((rows, n_features))
-    y = np.empty(rows if has_target else 0)
-    parsed = _parse(text, has_header, destinations, ord(delimiter), X, y)
-    if parsed != rows:
+    # Room for the lines the chunk's start promises, and some: counting them all would be
+    # one more pass over the chunk. Lines shorter than those of the start are counted
+    # when the room runs out.
+    sample = text[:SAMPLE_BYTES]
+    capacity = int(_count_line_breaks(sample) * (text.size / sample.size) * ROOM) + 1
+    X = np.empty((capacity, n_features))
+    y = np.empty(capacity if has_target else 0)
+    code = ord(delimiter)
+    rows, stop = _parse(text, 0, 0, has_header, destinations, code, X, y)
+    while rows != GIVE_UP and stop < text.size:
+        capacity = rows + _count_line_breaks(text[stop:])
+        X = np.concatenate([X[:rows], np.empty((capacity - rows, n_features))])
+        y = np.concatenate([y[:rows], np.empty(capacity - rows)]) if has_target else y
+        rows, stop = _parse(text, stop, rows, False, destinations, code, X, y)
+    if rows == GIVE_UP:
         return None
-    return Batch(X, y if has_target else None, 0)
+    return Batch(X[:rows], y[:rows] if has_target else None, 0)
