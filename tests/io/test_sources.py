@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stablefit.io import ArraySource, open_source
+from stablefit.errors import StablefitInputError
+from stablefit.io import ArraySource, csv, open_source
 
 N_ROWS = 1037  # not a multiple of any batch size used below
 
@@ -139,6 +140,40 @@ def test_windows_line_endings_and_no_final_newline(tmp_path):
     X, y, _, _ = gather(open_source(path, target="y"))
     np.testing.assert_array_equal(X[:, 0], [1, 3])
     np.testing.assert_array_equal(y, [2, 4])
+
+
+def write_text_file(path, text: str):
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt") as stream:
+            stream.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["wide.csv", "wide.csv.gz"])  # memory-mapped and streamed
+@pytest.mark.parametrize("chunk_bytes", [7, 100, 1 << 20])
+def test_chunks_cut_anywhere_read_every_line_once(tmp_path, name, chunk_bytes):
+    # Chunks shorter than a line, a few lines long, or the whole file; no final newline.
+    rng = np.random.default_rng(chunk_bytes)
+    values = np.round(rng.normal(size=(300, 6)) * 1e4, 6)
+    lines = [",".join(repr(float(v)) for v in row) for row in values]
+    path = write_text_file(tmp_path / name, "a,b,c,d,e,y\n" + "\n".join(lines))
+    source = open_source(path, target="y")
+    source.chunk_bytes = chunk_bytes
+    X, y, _, _ = gather(source)
+    np.testing.assert_array_equal(X, values[:, :5])
+    np.testing.assert_array_equal(y, values[:, 5])
+
+
+@pytest.mark.parametrize("name", ["long.csv", "long.csv.gz"])
+def test_a_line_without_end_is_refused_not_buffered(tmp_path, monkeypatch, name):
+    path = write_text_file(tmp_path / name, "x,y\n1,2\n" + "7" * 5000 + ",3\n4,5\n")
+    source = open_source(path, target="y")
+    source.chunk_bytes = 64
+    monkeypatch.setattr(csv, "MAX_LINE_BYTES", 1000)
+    with pytest.raises(StablefitInputError, match="no line break in"):
+        gather(source)
 
 
 def test_without_target_there_is_no_y(tmp_path):

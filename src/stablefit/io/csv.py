@@ -1,12 +1,15 @@
 """CSV and TSV files (optionally gzip-compressed) read in bounded, parallel chunks.
 
 The header and the column types come from the first block, read with
-:func:`pyarrow.csv.open_csv`. Each pass then cuts the byte stream at line breaks into
-chunks of a few MiB and parses them on a small thread pool: a chunk of plain decimal
+:func:`pyarrow.csv.open_csv`. Each pass then cuts the file at line breaks into chunks of a
+few MiB and parses them on a small thread pool: a chunk of plain decimal
 numbers with the compiled parser of :mod:`stablefit.io.csv_numbers` (three times as fast
 per core), any other chunk with :func:`pyarrow.csv.read_csv`, every numeric column
 straight into float64. At most ``workers + 1`` chunks are in flight, so memory does not
 grow with the file, and the chunks are handed on in file order so row numbers stay exact.
+An uncompressed file is memory-mapped: its chunks are views of the page cache rather than
+copies, and the pages of a chunk are handed back once it is parsed, so the resident memory
+does not grow with the file either. A compressed file is read as a stream.
 
 Blank lines are kept as rows of missing values rather than skipped: that keeps every
 row's file line number right, and a blank line shows up as missing values at its line
@@ -16,11 +19,14 @@ cut into chunks at line breaks.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +58,20 @@ MAX_WORKERS = 4
 FIRST_DATA_LINE = 2
 
 
+def _keep() -> None:
+    """Nothing to hand back: the chunk's buffer is freed with it."""
+
+
 @dataclass(frozen=True)
 class Chunk:
-    """A run of whole lines of the file; the first chunk starts with the header line."""
+    """A run of whole lines of the file; the first chunk starts with the header line.
+
+    ``release`` is called once the chunk is parsed.
+    """
 
     data: pa.Buffer
     has_header: bool
+    release: Callable[[], None] = _keep
 
 
 class ChunkParseError(Exception):
@@ -81,6 +95,21 @@ def ragged_row_error(path: Path, line: int, row: pa_csv.InvalidRow) -> Stablefit
         f"{row.expected_columns}: {text!r}. Fix that line (a stray or missing delimiter, "
         "or an unquoted delimiter inside a value).",
     )
+
+
+def long_line_message(size: int) -> str:
+    return (
+        f"no line break in {size >> 20} MiB; lines must end with '\\n' (or '\\r\\n') and "
+        "be shorter than that."
+    )
+
+
+def _hand_back(mapped: mmap.mmap, start: int, stop: int) -> None:
+    """Drop the pages of ``mapped[start:stop]`` from this process's memory; they stay in
+    the page cache, and a chunk that still reads one of them maps it again."""
+    if hasattr(mmap, "MADV_DONTNEED"):
+        first = start - start % mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, first, stop - first)
 
 
 def read_into(stream: pa.NativeFile, view: memoryview) -> int:
@@ -211,10 +240,10 @@ class CsvSource:
 
     def batches(self) -> Iterator[Batch]:
         rows = 0
-        with pa.input_stream(str(self.path)) as stream, ThreadPoolExecutor(self.workers) as pool:
+        with ThreadPoolExecutor(self.workers) as pool:
             pending: deque[tuple[Chunk, Future[Batch]]] = deque()
             try:
-                for chunk in self._chunks(stream):
+                for chunk in self._all_chunks():
                     pending.append((chunk, pool.submit(self._parse, chunk)))
                     if len(pending) > self.workers:
                         block = self._result(*pending.popleft(), rows)
@@ -227,6 +256,41 @@ class CsvSource:
             finally:
                 for _, future in pending:
                     future.cancel()
+
+    def _all_chunks(self) -> Iterator[Chunk]:
+        """The file's chunks: views of a memory map when the file can be mapped, else read."""
+        mapped = None
+        if not self.path.name.lower().endswith(".gz"):
+            with open(self.path, "rb") as file, contextlib.suppress(OSError, ValueError):
+                mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        if mapped is not None:
+            yield from self._mapped_chunks(mapped)
+            return
+        with pa.input_stream(str(self.path)) as stream:
+            yield from self._chunks(stream)
+
+    def _mapped_chunks(self, mapped: mmap.mmap) -> Iterator[Chunk]:
+        """Whole lines of the mapped file, about ``chunk_bytes`` at a time, without a copy.
+
+        The map is unmapped when the last view of it is gone.
+        """
+        if hasattr(mmap, "MADV_SEQUENTIAL"):
+            mapped.madvise(mmap.MADV_SEQUENTIAL)
+        view = memoryview(mapped)
+        size = len(mapped)
+        start = 0
+        while start < size:
+            cut = size
+            if start + self.chunk_bytes < size:
+                cut = mapped.rfind(b"\n", start, start + self.chunk_bytes) + 1
+                if cut == 0:  # a line longer than a chunk
+                    cut = mapped.find(b"\n", start, start + MAX_LINE_BYTES) + 1
+                    if cut == 0 and start + MAX_LINE_BYTES < size:
+                        raise read_error(self.path, long_line_message(MAX_LINE_BYTES))
+                    cut = cut or size
+            data = pa.py_buffer(view[start:cut])
+            yield Chunk(data, start == 0, partial(_hand_back, mapped, start, cut))
+            start = cut
 
     def _chunks(self, stream: pa.NativeFile) -> Iterator[Chunk]:
         """Whole lines, about ``chunk_bytes`` at a time, each in its own buffer.
@@ -247,11 +311,7 @@ class CsvSource:
             cut = buffer.rfind(b"\n") + 1
             if cut == 0:
                 if filled > MAX_LINE_BYTES:
-                    raise read_error(
-                        self.path,
-                        f"no line break in {filled >> 20} MiB; lines must end with "
-                        "'\\n' (or '\\r\\n') and be shorter than that.",
-                    )
+                    raise read_error(self.path, long_line_message(filled))
                 rest = bytes(buffer)
                 continue
             yield Chunk(pa.py_buffer(memoryview(buffer)[:cut]), first)
@@ -305,7 +365,9 @@ class CsvSource:
     def _result(self, chunk: Chunk, future: Future[Batch], rows_before: int) -> Batch:
         """The chunk's rows, or an error naming the file line at fault."""
         try:
-            return future.result()
+            block = future.result()
+            chunk.release()
+            return block
         except ChunkParseError as failure:
             first_line = 1 if chunk.has_header else rows_before + FIRST_DATA_LINE
             if failure.invalid_row is not None:
