@@ -8,7 +8,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from stablefit.fit import MISSING_CHOICES, fit
+from stablefit.missing import MISSING_CHOICES
+from stablefit.pipeline import fit
 from stablefit.solve.result import FitResult
 
 

@@ -20,8 +20,8 @@ import pyarrow.csv as pa_csv
 from rich.console import Console
 
 from stablefit.errors import StablefitInputError
-from stablefit.fit import MISSING_CHOICES
 from stablefit.io import Schema, Source, open_source
+from stablefit.missing import MISSING_CHOICES
 from stablefit.report.files import open_atomic, write_text_atomic
 
 # Rows without a prediction named in the warning.
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from stablefit.fit import fit_source
+    from stablefit.pipeline import fit_source
 
     source = open_source(args.data, target=args.target, drop_non_numeric=args.drop_non_numeric)
     result = fit_source(source, intercept=args.intercept, missing=args.missing)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from stablefit.io.columns import ColumnChoice, Selection, select_columns
 from stablefit.io.schema import Batch, Schema
@@ -42,7 +41,7 @@ def to_float64(column: ArrowColumn) -> np.ndarray:
     Summary flags such columns, and refusing them here would hide where they are.
     """
     if column.type != pa.float64():
-        column = pc.cast(column, pa.float64(), safe=False)
+        column = column.cast(pa.float64(), safe=False)
     return column.to_numpy(zero_copy_only=False)
 
 
@@ -59,11 +58,11 @@ def first_unparsable(
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        column = pc.cast(column, pa.string())
+        column = column.cast(pa.string())
 
     def parses(stop: int) -> bool:
         try:
-            pc.cast(column.slice(0, stop), to_type or pa.float64())
+            column.slice(0, stop).cast(to_type or pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return False
         return True
@@ -86,6 +85,8 @@ def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) ->
     if pa.types.is_dictionary(arrow_type):
         arrow_type = arrow_type.value_type
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        import pyarrow.compute as pc  # only to describe text: reading numbers needs none of it
+
         readable = pc.match_substring_regex(column, NUMBER_OR_BOOLEAN, ignore_case=True)
         text = pc.fill_null(pc.invert(readable), False)
         if isinstance(text, pa.ChunkedArray):

@@ -9,20 +9,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from stablefit.errors import StablefitInputError
 from stablefit.io.arrow import batch_from_arrow, schema_of, select_arrow_columns
 from stablefit.io.columns import ColumnChoice
 from stablefit.io.schema import Batch, Schema
 
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
+
 # Rows read up front to describe non-numeric columns in messages.
 SAMPLE_ROWS = 1000
 
 
 def open_parquet(path: Path) -> pq.ParquetFile:
+    import pyarrow.parquet as pq  # only for Parquet files: CSV runs start sooner without it
+
     if path.stat().st_size == 0:
         raise StablefitInputError(f"{path}: the file is empty (0 bytes); expected Parquet data.")
     try:

@@ -156,7 +156,9 @@ def _quantile(levels: list[np.ndarray], q: float | np.ndarray) -> float | np.nda
         return np.quantile(levels[0], q)
     values = np.concatenate(levels)
     weights = np.concatenate([np.full(lv.size, 2.0**h) for h, lv in enumerate(levels)])
-    order = np.argsort(values, kind="stable")
+    # Any order of equal values gives the same result: whether the target falls among
+    # them depends only on the weights below and up to them.
+    order = np.argsort(values)
     values, cumulative = values[order], np.cumsum(weights[order])
     target = np.asarray(q) * cumulative[-1]
     index = np.minimum(np.searchsorted(cumulative, target, side="left"), values.size - 1)

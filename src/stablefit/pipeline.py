@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 
 from stablefit.errors import StablefitInputError
 from stablefit.io import ArraySource, CachingSource, Source, open_source
+from stablefit.missing import MISSING_CHOICES, Missing
 from stablefit.solve.certificate import Certificate, trusted_digits
 from stablefit.solve.dd import dd_mul
 from stablefit.solve.design import ScaledDesign, power_of_two_scale
@@ -30,8 +31,6 @@ from stablefit.solve.lstsq import (
 from stablefit.solve.result import DroppedFeature, FitResult
 from stablefit.summary import Summary, summarize
 
-Missing = Literal["error", "drop", "impute"]
-MISSING_CHOICES = ("error", "drop", "impute")
 # A column is left out as collinear when the sine of its angle to the span of the columns
 # before it is below this; Householder QR resolves that sine to about 1e-15.
 COLLINEAR_SINE = 1e-13

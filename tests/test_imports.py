@@ -1,0 +1,29 @@
+"""What the package loads before it is needed: SciPy only for the fit, Parquet only for
+Parquet files, scikit-learn only for the estimator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def loaded_after(code: str) -> set[str]:
+    program = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_the_doctor_command_starts_without_scipy_parquet_or_sklearn() -> None:
+    loaded = loaded_after("import stablefit.cli.main as cli\ncli.build_parser()")
+    assert not loaded & {"scipy.linalg", "scipy.special", "pyarrow.parquet", "sklearn"}
+    assert "stablefit.diagnose" in loaded
+
+
+def test_the_fit_functions_are_the_functions_once_the_pipeline_is_imported() -> None:
+    import stablefit.pipeline
+
+    assert stablefit.fit is stablefit.pipeline.fit
+    assert stablefit.fit_polynomial is stablefit.pipeline.fit_polynomial
+    assert "fit" in dir(stablefit) and "StableLinearRegression" in dir(stablefit)
+    assert stablefit.fit([[0.0], [1.0], [2.0]], [1.0, 3.0, 5.0]).coef[0] == 2.0
