@@ -37,6 +37,14 @@ SAMPLE_BYTES = 1 << 16
 ROOM = 1.0625
 
 
+# Every index in the parser is cast to unsigned: numba then leaves out the wraparound of
+# negative indices it adds to each signed access (a comparison and a conditional move),
+# which took a fifth of the parser's time.
+@njit(inline="always")
+def _byte(data, pos):  # pragma: no cover
+    return data[np.uint64(pos)]
+
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def _parse(data, pos, row, skip_header, destinations, delimiter, X, y):  # pragma: no cover
     """The lines from byte ``pos`` on, parsed into X and y from ``row`` on.
@@ -48,7 +56,7 @@ def _parse(data, pos, row, skip_header, destinations, delimiter, X, y):  # pragm
     """
     end = data.shape[0]
     if skip_header:
-        while data[pos] != NEWLINE:
+        while _byte(data, pos) != NEWLINE:
             pos += 1
         pos += 1
     n_fields = destinations.shape[0]
@@ -57,45 +65,45 @@ def _parse(data, pos, row, skip_header, destinations, delimiter, X, y):  # pragm
         if row >= X.shape[0]:
             return row, pos
         for field in range(n_fields):
-            destination = destinations[field]
-            c = data[pos]
+            destination = destinations[np.uint64(field)]
+            c = _byte(data, pos)
             if destination == SKIP:
                 while c != delimiter and c != NEWLINE and c != CARRIAGE_RETURN:
                     if c == QUOTE:
                         return GIVE_UP, pos
                     pos += 1
-                    c = data[pos]
+                    c = _byte(data, pos)
             else:
                 cell_start = pos
                 negative = c == MINUS
                 # Without a branch: a random sign would be mispredicted half the time.
                 pos += negative | (c == PLUS)
-                c = data[pos]
+                c = _byte(data, pos)
                 start = pos
                 mantissa = np.uint64(0)
                 while ZERO <= c <= NINE:
                     mantissa = mantissa * np.uint64(10) + np.uint64(c - ZERO)
                     pos += 1
-                    c = data[pos]
+                    c = _byte(data, pos)
                 digits = pos - start
                 exponent = 0
                 if c == POINT:
                     pos += 1
-                    c = data[pos]
+                    c = _byte(data, pos)
                     fraction = pos
                     while ZERO <= c <= NINE:
                         mantissa = mantissa * np.uint64(10) + np.uint64(c - ZERO)
                         pos += 1
-                        c = data[pos]
+                        c = _byte(data, pos)
                     exponent = fraction - pos
                     digits += pos - fraction
                 if c in (LOWER_E, UPPER_E) and digits:
                     pos += 1
-                    c = data[pos]
+                    c = _byte(data, pos)
                     negative_exponent = c == MINUS
                     if negative_exponent or c == PLUS:
                         pos += 1
-                        c = data[pos]
+                        c = _byte(data, pos)
                     written = 0
                     power = 0
                     while ZERO <= c <= NINE:
@@ -103,7 +111,7 @@ def _parse(data, pos, row, skip_header, destinations, delimiter, X, y):  # pragm
                             power = power * 10 + (c - ZERO)
                         written += 1
                         pos += 1
-                        c = data[pos]
+                        c = _byte(data, pos)
                     if not written:
                         return GIVE_UP, pos
                     exponent += -power if negative_exponent else power
@@ -121,23 +129,23 @@ def _parse(data, pos, row, skip_header, destinations, delimiter, X, y):  # pragm
                     if mantissa == 0:
                         value = 0.0
                     elif 0 <= exponent <= 22:
-                        value = float(mantissa) * POWERS_OF_TEN[exponent]
+                        value = float(mantissa) * POWERS_OF_TEN[np.uint64(exponent)]
                     elif -22 <= exponent < 0:
-                        value = float(mantissa) / POWERS_OF_TEN[-exponent]
+                        value = float(mantissa) / POWERS_OF_TEN[np.uint64(-exponent)]
                     else:
                         return GIVE_UP, pos
                     value = -value if negative else value
                 if destination == TARGET:
-                    y[row] = value
+                    y[np.uint64(row)] = value
                 else:
-                    X[row, destination] = value
+                    X[np.uint64(row), np.uint64(destination)] = value
             if field < n_fields - 1:
                 if c != delimiter:
                     return GIVE_UP, pos
                 pos += 1
         if c == CARRIAGE_RETURN:
             pos += 1
-            c = data[pos]
+            c = _byte(data, pos)
         if c != NEWLINE:
             return GIVE_UP, pos
         pos += 1
