@@ -122,6 +122,30 @@ def test_quantile_sketch_is_exact_within_capacity_and_close_beyond():
         assert abs(rank - q) < 0.01, (q, rank)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(-5, 5).map(float), max_size=12), min_size=2, max_size=5).filter(
+        lambda levels: any(levels)
+    ),
+    st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.7, 0.99, 1.0]),
+)
+def test_a_sketched_quantile_is_that_of_the_values_repeated_by_their_weights(levels, q):
+    # Values at level h stand for 2**h values each: the quantile is the smallest kept value
+    # with at least q of the weight at or below it. Small integers make ties common.
+    sketch = QuantileSketch(capacity=1)
+    sketch._runs = [[] for _ in levels]
+    sketch._others = [[np.array(level)] for level in levels]
+    sketch._sizes = [len(level) for level in levels]
+    sketch.count = sum(len(level) << h for h, level in enumerate(levels))
+    repeated = np.sort(np.concatenate([np.repeat(lv, 1 << h) for h, lv in enumerate(levels)]))
+    expected = repeated[max(int(np.ceil(q * repeated.size)) - 1, 0)]
+    assert sketch.quantile(q) == expected
+    center = 0.5
+    deviations = np.sort(np.abs(repeated - center))
+    expected = deviations[max(int(np.ceil(q * deviations.size)) - 1, 0)]
+    assert sketch.absolute_deviation_quantile(center, q) == expected
+
+
 @pytest.mark.parametrize("with_nan", [False, True])
 def test_the_compiled_path_agrees_with_the_general_one(with_nan):
     """detail=False takes a compiled one-pass path for blocks without NaN or inf."""

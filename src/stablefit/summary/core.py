@@ -251,9 +251,12 @@ class Summary:
     def median(self) -> np.ndarray:
         return self.quantile(0.5)
 
-    def mad(self) -> np.ndarray:
-        """Median absolute deviation from the median, per column (not scaled by 1.4826)."""
-        medians = self.median()
+    def mad(self, medians: np.ndarray | None = None) -> np.ndarray:
+        """Median absolute deviation from the median, per column (not scaled by 1.4826).
+
+        ``medians``, when the caller has them from :meth:`median`, are not computed again.
+        """
+        medians = self.median() if medians is None else medians
         assert self.sketches is not None
         return np.array(
             [s.absolute_deviation_quantile(m) for s, m in zip(self.sketches, medians, strict=True)]

@@ -151,16 +151,31 @@ class QuantileSketch:
 
 
 def _quantile(levels: list[np.ndarray], q: float | np.ndarray) -> float | np.ndarray:
-    """Quantile(s) of values kept with weight 2**h at level h (exact with one level)."""
+    """Quantile(s) of values kept with weight 2**h at level h (exact with one level).
+
+    With several levels: the smallest kept value v whose weight at or below it, W(v),
+    reaches q times the total, found by bisection over the sorted values (W is monotone),
+    so no sort has to carry the weights along.
+    """
     if len(levels) == 1:
         return np.quantile(levels[0], q)
-    values = np.concatenate(levels)
-    weights = np.concatenate([np.full(lv.size, 2.0**h) for h, lv in enumerate(levels)])
-    # Any order of equal values gives the same result: whether the target falls among
-    # them depends only on the weights below and up to them.
-    order = np.argsort(values)
-    values, cumulative = values[order], np.cumsum(weights[order])
-    target = np.asarray(q) * cumulative[-1]
-    index = np.minimum(np.searchsorted(cumulative, target, side="left"), values.size - 1)
-    result = values[index]
-    return result if np.ndim(q) else float(result)
+    levels = [np.sort(level) for level in levels]
+    values = np.sort(np.concatenate(levels))
+
+    def weight_up_to(value: float) -> int:
+        return sum(
+            int(np.searchsorted(level, value, side="right")) << h for h, level in enumerate(levels)
+        )
+
+    total = weight_up_to(values[-1])
+    results = []
+    for fraction in np.atleast_1d(q):
+        low, high = 0, values.size - 1
+        while low < high:
+            middle = (low + high) // 2
+            if weight_up_to(values[middle]) >= fraction * total:
+                high = middle
+            else:
+                low = middle + 1
+        results.append(values[low])
+    return np.array(results) if np.ndim(q) else float(results[0])

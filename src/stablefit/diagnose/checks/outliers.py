@@ -71,7 +71,8 @@ def check_outliers(summary: Summary, options: CheckOptions | None = None) -> lis
     """SF141 (features) and SF142 (target): values with robust z above ``ROBUST_Z``."""
     if summary.n_rows < 3 or summary.p == 0 or summary.sketches is None:
         return []  # too few rows, or a Summary built without detail (no medians)
-    medians, mads = summary.median(), summary.mad()
+    medians = summary.median()
+    mads = summary.mad(medians)
     t = target_index(summary)
     features, target = [], []
     for j in range(summary.p):
