@@ -75,7 +75,7 @@ def peak_rss_of(command: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=1000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
@@ -102,7 +102,8 @@ def main() -> None:
             seconds = statistics.median(values)
             ratio = f"{seconds / baseline:.2f}x read_csv" if baseline else ""
             peak = f"peak RSS {peaks[name]:.0f} MB" if name in peaks else ""
-            print(f"{name:<18} {seconds:8.2f} s  {ratio:>16}  {peak}")
+            runs = ", ".join(f"{value:.2f}" for value in values)
+            print(f"{name:<18} {seconds:8.2f} s  {ratio:>16}  {peak:<18} runs: {runs} s")
 
 
 if __name__ == "__main__":
