@@ -83,11 +83,18 @@ near_two_to_53 = st.integers(2**53 - 4, 2**53 + 4).map(str)
 cells = st.one_of(decimal_numbers, float_reprs, near_two_to_53, odd_cells)
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.integers(1, 4).flatmap(lambda k: st.lists(st.lists(cells, min_size=k, max_size=k))))
-def test_values_are_pyarrows_or_the_chunk_is_declined(rows: list[list[str]]) -> None:
+@settings(max_examples=600, deadline=None)
+@given(
+    st.integers(1, 4).flatmap(lambda k: st.lists(st.lists(cells, min_size=k, max_size=k))),
+    st.booleans(),
+)
+def test_values_are_pyarrows_or_the_chunk_is_declined(rows: list[list[str]], padded) -> None:
     if not rows:
         return
+    # A long last line leaves eight bytes after every cell before it, where the parser
+    # reads integer parts a word at a time; the chunk's last bytes it reads one by one.
+    if padded:
+        rows = [*rows, ["-1234567890.125"] * len(rows[0])]
     text = "".join(",".join(row) + "\n" for row in rows).encode()
     n_columns = len(rows[0])
     compiled = compiled_values(text, n_columns)
@@ -116,6 +123,29 @@ def test_cells_it_reads(cell: str, value: float) -> None:
     got = compiled_values(f"{cell}\n".encode(), 1)
     assert got is not None
     assert same_doubles(got, np.array([[value]]))
+
+
+def padded_for_words(line: str) -> bytes:
+    """The line, then one of as many long cells: no cell of it is near the chunk's end."""
+    n_columns = line.count(",") + 1
+    return (line + "\n" + ",".join(["1" * 16] * n_columns) + "\n").encode()
+
+
+def test_integer_parts_of_every_length_read_a_word_at_a_time() -> None:
+    line = ",".join(
+        [str(10**k + k) for k in range(15)]
+        + ["-0.5", "+7.25", "08.5", ".5", "5.", "-.5", "1e5", "12345678e-3", "", "0"]
+    )
+    text = padded_for_words(line)
+    n_columns = line.count(",") + 1
+    compiled = compiled_values(text, n_columns)
+    assert compiled is not None
+    assert same_doubles(compiled, pyarrow_values(text, n_columns))
+
+
+@pytest.mark.parametrize("cell", ["12\u00e9", "1\u00ff", "\u00b91", "7\x00", "3:", "4/"])
+def test_a_digit_run_ends_at_any_other_byte(cell: str) -> None:
+    assert compiled_values(padded_for_words(f"1,{cell},2"), 3) is None
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,11 @@ in pyarrow.
 
 from __future__ import annotations
 
+import llvmlite.ir as ir
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from stablefit.io.schema import Batch
 
@@ -35,6 +38,56 @@ GIVE_UP = -1
 # beyond that estimate.
 SAMPLE_BYTES = 1 << 16
 ROOM = 1.0625
+
+
+# Eight bytes as one word, the first in the lowest byte.
+ZEROS = np.uint64(0x3030303030303030)
+LOW_SEVEN_BITS = np.uint64(0x7F7F7F7F7F7F7F7F)
+BELOW_TEN = np.uint64(0x7676767676767676)  # 0x80 - 10 in each byte
+HIGH_BITS = np.uint64(0x8080808080808080)
+
+
+@intrinsic
+def _trailing_zeros(typingctx, word):  # pragma: no cover
+    """Trailing zero bits of a uint64 (64 for 0): LLVM's cttz, one instruction."""
+    signature = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]), "llvm.cttz.i64"
+        )
+        return builder.call(function, [args[0], ir.Constant(ir.IntType(1), 0)])
+
+    return signature, codegen
+
+
+@njit(inline="always")
+def _digit_run(data, pos):  # pragma: no cover
+    """(k, value): how many of the 8 bytes at ``pos`` are digits before the first one that
+    is not (8 if all are), and the number those k digits spell.
+
+    Without a loop, so without the mispredicted exit that a run of 1 to 3 digits costs.
+    Bytes are tested one by one inside the word (no carry crosses a byte), and the digits
+    are converted eight at a time with three multiplications (as in simdjson).
+    """
+    at = np.uint64(pos)
+    word = np.uint64(0)
+    for i in range(8):  # LLVM merges the eight loads into one
+        word |= np.uint64(data[at + np.uint64(i)]) << np.uint64(8 * i)
+    digits = word ^ ZEROS  # 0-9 in the digit bytes
+    not_digit = (((digits & LOW_SEVEN_BITS) + BELOW_TEN) | digits) & HIGH_BITS
+    k = _trailing_zeros(not_digit) >> np.uint64(3)
+    # Shift the k digits to the top (the bytes below become leading zeros), in two steps
+    # so that k = 0 shifts all out instead of by 64 bits, which LLVM leaves undefined.
+    half = np.uint64(32) - (k << np.uint64(2))
+    value = (digits << half) << half
+    value = value * np.uint64(10) + (value >> np.uint64(8))
+    value = (
+        (value & np.uint64(0x000000FF000000FF)) * np.uint64(100 + (1000000 << 32))
+        + ((value >> np.uint64(16)) & np.uint64(0x000000FF000000FF)) * np.uint64(1 + (10000 << 32))
+    ) >> np.uint64(32)
+    return np.int64(k), value
 
 
 # Every index in the parser is cast to unsigned: numba then leaves out the wraparound of
@@ -81,6 +134,10 @@ def _parse(data, pos, row, skip_header, destinations, delimiter, X, y):  # pragm
                 c = _byte(data, pos)
                 start = pos
                 mantissa = np.uint64(0)
+                if pos + 8 <= end:  # the integer part: its length varies most
+                    k, mantissa = _digit_run(data, pos)
+                    pos += k
+                    c = _byte(data, pos)
                 while ZERO <= c <= NINE:
                     mantissa = mantissa * np.uint64(10) + np.uint64(c - ZERO)
                     pos += 1
