@@ -3,13 +3,15 @@
 The header and the column types come from the first block, read with
 :func:`pyarrow.csv.open_csv`. Each pass then cuts the file at line breaks into chunks of a
 few MiB and parses them on a small thread pool: a chunk of plain decimal
-numbers with the compiled parser of :mod:`stablefit.io.csv_numbers` (three times as fast
+numbers with the compiled parser of :mod:`stablefit.io.csv_numbers` (four times as fast
 per core), any other chunk with :func:`pyarrow.csv.read_csv`, every numeric column
 straight into float64. At most ``workers + 1`` chunks are in flight, so memory does not
 grow with the file, and the chunks are handed on in file order so row numbers stay exact.
 An uncompressed file is memory-mapped: its chunks are views of the page cache rather than
 copies, and the pages of a chunk are handed back once it is parsed, so the resident memory
-does not grow with the file either. A compressed file is read as a stream.
+does not grow with the file either. (As with any memory map, a file truncated by another
+program while it is read ends the process with SIGBUS.) A compressed file is read as a
+stream.
 
 Blank lines are kept as rows of missing values rather than skipped: that keeps every
 row's file line number right, and a blank line shows up as missing values at its line
