@@ -1,5 +1,6 @@
-"""What the package loads before it is needed: SciPy only for the fit, Parquet only for
-Parquet files, scikit-learn only for the estimator."""
+"""What a command loads before it starts work: SciPy's solvers only for the fit, Parquet
+only for Parquet files, scikit-learn only for the estimator. (numba's first compiled call
+loads SciPy's BLAS later, whatever the command.)"""
 
 from __future__ import annotations
 

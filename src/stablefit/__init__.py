@@ -23,8 +23,8 @@ __all__ = [
     "fit_polynomial",
 ]
 
-# Imported when first asked for: the fit needs SciPy, which `stablefit doctor` never loads
-# (0.15 s), and scikit-learn is an optional extra.
+# Imported when first asked for: `stablefit doctor` needs neither the fit (SciPy's solvers
+# and special functions) nor scikit-learn, an optional extra.
 _LAZY = {
     "fit": "stablefit.pipeline",
     "fit_polynomial": "stablefit.pipeline",

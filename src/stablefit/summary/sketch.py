@@ -167,7 +167,7 @@ def _quantile(levels: list[np.ndarray], q: float | np.ndarray) -> float | np.nda
             int(np.searchsorted(level, value, side="right")) << h for h, level in enumerate(levels)
         )
 
-    total = weight_up_to(values[-1])
+    total = sum(level.size << h for h, level in enumerate(levels))
     results = []
     for fraction in np.atleast_1d(q):
         low, high = 0, values.size - 1
