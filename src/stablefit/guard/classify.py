@@ -1,0 +1,284 @@
+"""Name the cause of a failed step from what replaying it showed.
+
+An adapter replays the failing batch from the weights before it, layer by layer, and
+fills a :class:`Replay`; :func:`classify` turns it, with the loss history and the
+gradient-norm median the adapter keeps, into a :class:`Verdict`: the cause (one of
+:data:`~stablefit.guard.events.CAUSES`), the evidence in numbers and words, and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stablefit.diagnose.findings import format_number
+from stablefit.guard.curvature import Curvature
+
+#: A gradient norm this many times its running median is an explosion.
+EXPLODING_FACTOR = 100.0
+
+
+@dataclass(frozen=True)
+class LayerOverflow:
+    """A layer whose output overflowed its low-precision dtype while its inputs were finite.
+
+    ``largest`` is the largest magnitude the layer's computation reaches (computed in
+    float32 by the adapter, inf when even that overflows); ``limit`` the dtype's largest
+    finite value.
+    """
+
+    layer: str
+    dtype: str
+    largest: float
+    limit: float
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What an adapter found replaying the failing batch from the weights before it.
+
+    Attributes
+    ----------
+    bad_positions : tuple of int
+        Positions in the batch of rows with a non-finite input or target.
+    bad_columns : tuple of str
+        The input/target columns holding those values (names when known, else
+        ``"x[:, j]"``/``"y"``).
+    overflow : LayerOverflow or None
+        The first float16/bfloat16 layer whose output overflowed.
+    nonfinite_layer : str or None
+        The first layer (any dtype) whose output was non-finite.
+    predictions_finite, loss_finite : bool
+        Whether the model's outputs and the loss were finite.
+    loss_name : str or None
+        The loss function's name.
+    offending_predictions : tuple of float
+        Predictions of the rows whose loss term is non-finite (a few).
+    gradient_norm : float or None
+        The global gradient norm of the batch at the weights before the step.
+    """
+
+    bad_positions: tuple[int, ...] = ()
+    bad_columns: tuple[str, ...] = ()
+    overflow: LayerOverflow | None = None
+    nonfinite_layer: str | None = None
+    predictions_finite: bool = True
+    loss_finite: bool = True
+    loss_name: str | None = None
+    loss_value: float | None = None
+    offending_predictions: tuple[float, ...] = ()
+    gradient_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the adapter knows besides the replay.
+
+    Attributes
+    ----------
+    trigger : str
+        What made the guard look (one of :data:`~stablefit.guard.events.TRIGGERS`).
+    learning_rate : float or None
+        The learning rate the failing step used.
+    optimizer : str
+        The optimizer's name in lower case (``"sgd"``, ``"adam"``, ...).
+    growth : float or None
+        The loss's growth factor per step before the event (see
+        :meth:`~stablefit.guard.history.LossHistory.growth`).
+    gradient_norm_median : float or None
+        The running median of the gradient norm over the steps before.
+    curvature : callable or None
+        Called at most once, when the learning rate is a suspect: the adapter's
+        :class:`~stablefit.guard.curvature.Curvature` estimate at the weights the guard
+        will restore, or None.
+    """
+
+    trigger: str
+    learning_rate: float | None = None
+    optimizer: str = "unknown"
+    growth: float | None = None
+    gradient_norm_median: float | None = None
+    curvature: Callable[[], Curvature | None] | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The cause of an event, the evidence in words and numbers, and the fix."""
+
+    cause: str
+    finding: str
+    fix: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    curvature: Curvature | None = None
+
+
+def classify(replay: Replay, context: Context) -> Verdict:
+    """The cause of a failed step.
+
+    In order: non-finite inputs are data; a low-precision layer overflowing on finite
+    inputs is precision; finite predictions with a non-finite loss are the loss function;
+    a loss that spiked or rose geometrically with the learning rate above the curvature's
+    bound (or with no other explanation) is the learning rate; a gradient norm far above
+    its running median is exploding gradients; anything else is unknown.
+    """
+    if replay.bad_positions:
+        return _data(replay)
+    if replay.overflow is not None:
+        return _precision(replay.overflow)
+    if replay.predictions_finite and not replay.loss_finite:
+        return _loss_function(replay)
+    exploding = _explosion_ratio(replay, context)
+    suspect_rate = context.trigger == "loss_spike" or context.growth is not None
+    if suspect_rate or exploding is None:
+        curvature = context.curvature() if context.curvature is not None else None
+        bound = None if curvature is None else curvature.stable_learning_rate
+        rate = context.learning_rate
+        if bound is not None and rate is not None and rate > bound:
+            return _learning_rate(context, curvature)
+        if suspect_rate and exploding is None:
+            return _learning_rate(context, curvature)
+    if exploding is not None:
+        return _exploding(replay, context, exploding)
+    return Verdict(
+        cause="unknown",
+        finding=(
+            "the step's loss or gradients were not finite, but the inputs, the layers' "
+            "outputs and the loss were finite when the batch was replayed, the loss was not "
+            "rising and the gradient norm was ordinary"
+        ),
+        fix="look for randomness in the model (dropout, noise layers) or a custom train step",
+        evidence={"gradient_norm": replay.gradient_norm},
+    )
+
+
+def _data(replay: Replay) -> Verdict:
+    columns = ", ".join(replay.bad_columns) or "the inputs"
+    rows = len(replay.bad_positions)
+    return Verdict(
+        cause="data",
+        finding=f"{rows} row(s) with NaN or inf in {columns}",
+        fix="drop or impute those rows before training (`stablefit doctor` lists them)",
+        evidence={
+            "batch_positions": list(replay.bad_positions),
+            "columns": list(replay.bad_columns),
+        },
+    )
+
+
+def _precision(overflow: LayerOverflow) -> Verdict:
+    return Verdict(
+        cause="precision",
+        finding=(
+            f"layer {overflow.layer!r} computes in {overflow.dtype}: its output reaches "
+            f"{format_number(overflow.largest)}, beyond {overflow.dtype}'s largest finite "
+            f"value {format_number(overflow.limit)}, on finite inputs"
+        ),
+        fix=(
+            f"run layer {overflow.layer!r} in float32 (dtype='float32' on the layer), or "
+            "scale its inputs down; a loss scale cannot fix an overflow in the forward pass"
+        ),
+        evidence={
+            "layer": overflow.layer,
+            "dtype": overflow.dtype,
+            "largest": overflow.largest,
+            "limit": overflow.limit,
+        },
+    )
+
+
+def _loss_function(replay: Replay) -> Verdict:
+    name = replay.loss_name or "the loss"
+    shown = ", ".join(format_number(p, 6) for p in replay.offending_predictions[:4])
+    saturated = bool(replay.offending_predictions) and all(
+        p in (0.0, 1.0) for p in replay.offending_predictions
+    )
+    finding = (
+        f"the predictions are finite but {name} is {format_number(replay.loss_value or math.nan)}"
+        + (f"; the rows whose loss is not finite have predictions {shown}" if shown else "")
+    )
+    if saturated:
+        finding += " (exactly 0 or 1, under a log)"
+        fix = (
+            "compute the loss from logits (from_logits=True, no sigmoid/softmax on the output), "
+            "or clip the predictions away from 0 and 1 inside the loss"
+        )
+    else:
+        fix = f"make {name} finite for these predictions (guard its log, division or sqrt)"
+    return Verdict(
+        cause="loss_function",
+        finding=finding,
+        fix=fix,
+        evidence={
+            "loss": name,
+            "predictions": list(replay.offending_predictions[:8]),
+            "loss_value": replay.loss_value,
+        },
+    )
+
+
+def _explosion_ratio(replay: Replay, context: Context) -> float | None:
+    norm, median = replay.gradient_norm, context.gradient_norm_median
+    if norm is None or median is None or not median > 0:
+        return None
+    ratio = norm / median if math.isfinite(norm) else math.inf
+    return ratio if ratio >= EXPLODING_FACTOR else None
+
+
+def _exploding(replay: Replay, context: Context, ratio: float) -> Verdict:
+    norm = replay.gradient_norm
+    median = context.gradient_norm_median
+    return Verdict(
+        cause="exploding_gradients",
+        finding=(
+            f"the gradient norm reached {format_number(norm or math.nan)}, "
+            f"{format_number(ratio)} times its running median {format_number(median or 0)}, "
+            "while the loss was not rising"
+        ),
+        fix="clip the gradients (clipnorm= on the optimizer) at a few times their usual norm",
+        evidence={"gradient_norm": norm, "gradient_norm_median": median, "ratio": ratio},
+    )
+
+
+def _learning_rate(context: Context, curvature: Curvature | None) -> Verdict:
+    rate = context.learning_rate
+    parts = []
+    if context.growth is not None:
+        parts.append(f"the loss grew {format_number(context.growth)} times a step")
+    elif context.trigger == "loss_spike":
+        parts.append("the smoothed loss rose far above its running minimum")
+    evidence: dict[str, Any] = {"learning_rate": rate, "growth_per_step": context.growth}
+    bound = None
+    if curvature is not None:
+        bound = curvature.stable_learning_rate
+        which = "preconditioned Hessian" if curvature.preconditioned else "Hessian"
+        parts.append(
+            f"the {which}'s largest eigenvalue is about {format_number(curvature.lambda_max)} "
+            f"({curvature.method})"
+            + (
+                f", so {context.optimizer} is stable only for learning rates below "
+                f"{format_number(bound)}"
+                if bound is not None
+                else ""
+            )
+        )
+        evidence.update(
+            lambda_max=curvature.lambda_max,
+            curvature_method=curvature.method,
+            stable_learning_rate=bound,
+        )
+    if rate is not None:
+        parts.append(f"the learning rate was {format_number(rate)}")
+    fix = (
+        f"train with a learning rate below {format_number(bound)}"
+        if bound is not None
+        else "lower the learning rate"
+    )
+    return Verdict(
+        cause="learning_rate",
+        finding="; ".join(parts),
+        fix=fix,
+        evidence=evidence,
+        curvature=curvature,
+    )

@@ -1,0 +1,265 @@
+"""The framework-neutral half of a training guard, shared by the Keras and PyTorch adapters.
+
+Contract for an adapter (see :class:`GuardCore`):
+
+1. In the compiled training step, on the device, every step: leave out rows whose inputs
+   or targets are not finite (sample weight 0, values zeroed), skip the update when the
+   loss or a gradient is not finite (weights, optimizer slots and iteration count
+   untouched, the step's metrics not accumulated), and count skipped steps and bad rows
+   in device variables. No host synchronisation in the common case.
+2. Per step, hand the finite loss to :meth:`GuardCore.observe` (from values the framework
+   already brings to the host, e.g. the logs); it answers ``"loss_spike"`` when the
+   smoothed loss is far above its running minimum.
+3. Offer snapshots (:meth:`GuardCore.wants_snapshot`, :meth:`GuardCore.keep`): at least at
+   every epoch end and at new best losses, copied on the device where possible.
+4. At an event (bad rows, a skipped step, a spike, non-finite weights), replay the failing
+   batch from the weights before it layer by layer into a
+   :class:`~stablefit.guard.classify.Replay`, and call :meth:`GuardCore.decide` with a
+   :class:`~stablefit.guard.classify.Context` (learning rate, optimizer, gradient-norm
+   median, a curvature callback). Apply the :class:`~stablefit.guard.policy.Remedy` it
+   returns exactly (restore :meth:`GuardCore.rollback_target`, set the learning rate on
+   the optimizer that updates the weights, set clipnorm), then call
+   :meth:`GuardCore.record` with what was really done; it returns the
+   :class:`~stablefit.guard.events.GuardEvent`.
+5. For bad rows found in the step, call :meth:`GuardCore.data_event`: a row seen again is
+   counted on its first event instead of making a new one.
+6. At each epoch end call :meth:`GuardCore.epoch_end`; when a remedy says ``"stopped"``,
+   stop training and raise :class:`~stablefit.guard.events.NonFiniteTrainingError` with
+   :meth:`GuardCore.failure_message` (or warn, as the user chose).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from stablefit.diagnose.findings import format_number
+from stablefit.guard.classify import Context, Replay, Verdict, classify
+from stablefit.guard.events import GuardEvent, position
+from stablefit.guard.history import LossHistory
+from stablefit.guard.policy import Remedy, RemedyPolicy, RetryWindow
+from stablefit.guard.snapshots import BestStates, Snapshot
+
+
+class GuardCore:
+    """Loss history, best states, retry window, remedy policy and event records.
+
+    Parameters
+    ----------
+    max_retries : int
+        Remedies allowed since the last clean epoch before the guard stops.
+    spike_factor : float
+        A smoothed loss this many times its running minimum triggers a rollback.
+    snapshot_gap : int
+        Steps between mid-epoch snapshots at new best losses.
+    policy : RemedyPolicy or None
+        The remedies (default :class:`~stablefit.guard.policy.RemedyPolicy()`).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = 5,
+        spike_factor: float = 10.0,
+        snapshot_gap: int = 100,
+        policy: RemedyPolicy | None = None,
+    ) -> None:
+        self.history = LossHistory(spike_factor=spike_factor)
+        self.states = BestStates(gap=snapshot_gap)
+        self.window = RetryWindow(max_retries)
+        self.policy = policy or RemedyPolicy()
+        self.events: list[GuardEvent] = []
+        self._data_events: dict[Hashable, int] = {}
+        self._steps_since_snapshot = 0
+
+    # -- per step --------------------------------------------------------------------
+
+    def observe(self, loss: float) -> str | None:
+        """Record a step's finite loss; ``"loss_spike"`` when the smoothed loss spiked."""
+        self.history.add(loss)
+        self._steps_since_snapshot += 1
+        return "loss_spike" if self.history.is_spike() else None
+
+    def wants_snapshot(self) -> bool:
+        """Whether a mid-epoch snapshot is worth taking now (a new best loss)."""
+        return self.states.wants(self.history.smoothed, steps_since=self._steps_since_snapshot)
+
+    def keep(self, epoch: int, batch: int, state: Any) -> None:
+        """Keep the adapter's copy ``state`` taken after ``(epoch, batch)``."""
+        self.states.add(Snapshot(epoch, batch, self.history.smoothed, state))
+        self._steps_since_snapshot = 0
+
+    def rollback_target(self) -> Snapshot | None:
+        """The snapshot a rollback restores: the lowest smoothed loss kept."""
+        return self.states.best()
+
+    def epoch_end(self) -> None:
+        """An epoch ended: the retry budget resets when it had no remedy."""
+        self.window.epoch_end()
+
+    # -- events ----------------------------------------------------------------------
+
+    def decide(
+        self, replay: Replay, context: Context, *, clipnorm: float | None = None
+    ) -> tuple[Verdict, Remedy]:
+        """The cause of a failed step and the remedy the adapter must apply."""
+        verdict = classify(replay, context)
+        remedy = self.policy.decide(
+            verdict,
+            trigger=context.trigger,
+            learning_rate=context.learning_rate,
+            clipnorm=clipnorm,
+            gradient_norm_median=context.gradient_norm_median,
+            window=self.window,
+        )
+        return verdict, remedy
+
+    def record(
+        self,
+        *,
+        epoch: int,
+        batch: int,
+        trigger: str,
+        verdict: Verdict,
+        remedy: Remedy,
+        loss: float | None,
+        restored: Snapshot | None = None,
+        learning_rate_before: float | None = None,
+        learning_rate_after: float | None = None,
+        clipnorm: float | None = None,
+    ) -> GuardEvent:
+        """The event for a remedy the adapter applied, with what it really did."""
+        if restored is not None:
+            self.states.forget_after(restored)
+            self.history.restart(restored.loss)
+            self._steps_since_snapshot = 0
+        done = _what_was_done(remedy, restored, learning_rate_before, learning_rate_after, clipnorm)
+        event = GuardEvent(
+            epoch=epoch,
+            batch=batch,
+            trigger=trigger,
+            cause=verdict.cause,
+            action=remedy.action,
+            message=f"{verdict.finding}; {done}. Fix: {verdict.fix}.",
+            fix=verdict.fix,
+            loss=loss,
+            evidence=dict(verdict.evidence),
+            restored_from=None if restored is None else (restored.epoch, restored.batch),
+            learning_rate_before=learning_rate_before,
+            learning_rate_after=learning_rate_after,
+            clipnorm=clipnorm,
+        )
+        self.events.append(event)
+        return event
+
+    def data_event(
+        self,
+        *,
+        epoch: int,
+        batch: int,
+        key: Hashable,
+        replay: Replay,
+        rows: Sequence[int] = (),
+        loss: float | None = None,
+        learning_rate: float | None = None,
+    ) -> GuardEvent | None:
+        """Bad rows left out of a step: a new event, or None when ``key`` was seen before.
+
+        ``key`` identifies the rows (their indices in the user's data, or their content),
+        so a permanently bad row makes one event whose ``count`` grows each time.
+        """
+        if key in self._data_events:
+            index = self._data_events[key]
+            self.events[index].count += 1
+            return None
+        verdict = classify(replay, Context(trigger="bad_rows"))
+        where = (
+            f"rows {_row_list(rows)} of the data" if rows else f"{len(replay.bad_positions)} row(s)"
+        )
+        event = GuardEvent(
+            epoch=epoch,
+            batch=batch,
+            trigger="bad_rows",
+            cause="data",
+            action="masked",
+            message=(
+                f"{where} with NaN or inf in {', '.join(replay.bad_columns) or 'the inputs'}; "
+                "left out of the step (the other rows trained as usual, the learning rate is "
+                f"unchanged). Fix: {verdict.fix}."
+            ),
+            fix=verdict.fix,
+            loss=loss,
+            evidence=dict(verdict.evidence),
+            rows=tuple(int(r) for r in rows),
+            columns=tuple(replay.bad_columns),
+            learning_rate_before=learning_rate,
+            learning_rate_after=learning_rate,
+        )
+        self._data_events[key] = len(self.events)
+        self.events.append(event)
+        return event
+
+    def failure_message(
+        self,
+        event: GuardEvent,
+        *,
+        reason: str,
+        epochs: int | None = None,
+        steps: int | None = None,
+        holds: str = "",
+        diagnosis: str = "",
+    ) -> str:
+        """The error (or warning) text when the guard stops training."""
+        where = f"epoch {event.epoch + 1}" + (f"/{epochs}" if epochs else "")
+        where += f", batch {event.batch + 1}" + (f"/{steps}" if steps else "")
+        earlier = [e for e in self.events if e is not event]
+        lines = [
+            f"NanGuard stopped training at {where}: cause {event.cause.replace('_', ' ')}.",
+            event.message,
+            f"Stopped because {reason}.",
+        ]
+        if holds:
+            lines.append(holds)
+        if earlier:
+            lines.append("Earlier events:")
+            lines.extend(f"  - {e.describe()}" for e in earlier[-6:])
+        if diagnosis:
+            lines.append(diagnosis)
+        return "\n".join(lines)
+
+
+def _what_was_done(
+    remedy: Remedy,
+    restored: Snapshot | None,
+    rate_before: float | None,
+    rate_after: float | None,
+    clipnorm: float | None,
+) -> str:
+    parts = []
+    if remedy.action == "stopped":
+        parts.append("training stopped")
+    elif remedy.action == "skipped":
+        parts.append("the step was skipped")
+    if restored is not None:
+        loss = "" if restored.loss is None else f", smoothed loss {format_number(restored.loss)}"
+        parts.append(f"restored the weights from {position(restored.epoch, restored.batch)}{loss}")
+    if rate_before is not None and rate_after is not None and rate_after != rate_before:
+        parts.append(f"learning rate {format_number(rate_before)} -> {format_number(rate_after)}")
+    if remedy.action == "clipped" and clipnorm is not None:
+        parts.append(f"gradients clipped at norm {format_number(clipnorm)}")
+    return "; ".join(parts) if parts else "nothing changed"
+
+
+def _row_list(rows: Sequence[int], shown: int = 8) -> str:
+    rows = list(rows)
+    text = ", ".join(str(r) for r in rows[:shown])
+    return text + (f" (and {len(rows) - shown} more)" if len(rows) > shown else "")
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite real number."""
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

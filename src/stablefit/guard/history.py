@@ -1,0 +1,85 @@
+"""The loss seen step by step: smoothed, its running minimum, spikes and growth."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from stablefit.guard.curvature import geometric_growth
+
+
+class LossHistory:
+    """Finite per-step losses, as an adapter observes them.
+
+    Parameters
+    ----------
+    smoothing : float
+        Weight of a new loss in the exponential moving average (the smoothed loss).
+    window : int
+        Recent losses kept for the growth estimate.
+    spike_factor : float
+        A smoothed loss above this many times the running minimum of the smoothed loss
+        is a spike.
+
+    Examples
+    --------
+    >>> history = LossHistory(spike_factor=10)
+    >>> for loss in [1.0, 0.5, 0.4, 0.4]:
+    ...     history.add(loss)
+    >>> history.is_spike()
+    False
+    >>> for loss in [4.0, 40.0, 400.0]:
+    ...     history.add(loss)
+    >>> history.is_spike(), round(history.growth(), 1)
+    (True, 10.0)
+    """
+
+    def __init__(
+        self, *, smoothing: float = 0.1, window: int = 8, spike_factor: float = 10.0
+    ) -> None:
+        self.smoothing = smoothing
+        self.spike_factor = spike_factor
+        self.recent: deque[float] = deque(maxlen=window)
+        self.smoothed: float | None = None
+        self.minimum = math.inf
+        self.first: float | None = None
+        self.steps = 0
+
+    def add(self, loss: float) -> None:
+        """Record a finite loss (non-finite ones are skipped steps, not history)."""
+        if not math.isfinite(loss):
+            return
+        self.steps += 1
+        self.recent.append(loss)
+        if self.first is None:
+            self.first = loss
+        if self.smoothed is None:
+            self.smoothed = loss
+        else:
+            self.smoothed += self.smoothing * (loss - self.smoothed)
+        self.minimum = min(self.minimum, self.smoothed)
+
+    def is_spike(self) -> bool:
+        """Whether the smoothed loss is ``spike_factor`` times its running minimum.
+
+        A rise that is tiny in absolute terms (below a millionth of the first loss, as
+        when the minimum is an exact 0) is not a spike.
+        """
+        if self.smoothed is None or self.steps < 2:
+            return False
+        floor = 1e-6 * abs(self.first or 0.0)
+        return (
+            self.smoothed > self.spike_factor * self.minimum
+            and self.smoothed - self.minimum > floor
+        )
+
+    def growth(self) -> float | None:
+        """The recent losses' growth factor per step when they rise geometrically."""
+        return geometric_growth(list(self.recent))
+
+    def restart(self, loss: float | None) -> None:
+        """Start again from restored weights whose smoothed loss was ``loss``."""
+        self.recent.clear()
+        if loss is not None and math.isfinite(loss):
+            self.smoothed = loss
+            self.minimum = min(self.minimum, loss)
