@@ -175,5 +175,5 @@ def test_summary_text_lists_every_feature_and_the_certificate():
 def test_polynomial_rejects_bad_degree_and_nan():
     with pytest.raises(StablefitInputError, match="degree"):
         stablefit.fit_polynomial([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], degree=0)
-    with pytest.raises(StablefitInputError, match="rows 1"):
+    with pytest.raises(StablefitInputError, match="at row 1;"):
         stablefit.fit_polynomial([1.0, np.nan, 3.0], [1.0, 2.0, 3.0], degree=1)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.linalg
 
 from stablefit.errors import StablefitInputError
-from stablefit.io import ArraySource, CachingSource, Source, open_source
+from stablefit.io import ArraySource, Batch, CachingSource, Source, open_source
+from stablefit.io.memory import is_dask_collection
 from stablefit.missing import MISSING_CHOICES, Missing
+from stablefit.solve.blocks import RawBlock, SourceBlocks
 from stablefit.solve.certificate import Certificate, trusted_digits
 from stablefit.solve.dd import dd_mul
 from stablefit.solve.design import ScaledDesign, power_of_two_scale
@@ -30,6 +33,7 @@ from stablefit.solve.lstsq import (
 )
 from stablefit.solve.result import DroppedFeature, FitResult
 from stablefit.summary import Summary, summarize
+from stablefit.summary.comoments import CoMoments
 
 # A column is left out as collinear when the sine of its angle to the span of the columns
 # before it is below this; Householder QR resolves that sine to about 1e-15.
@@ -112,18 +116,6 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     if medians is not None:
         n_imputed = int(np.sum(summary.n_rows - y_column.count[:d]))
 
-    def raw_blocks() -> Iterator[tuple[np.ndarray, None, np.ndarray]]:
-        for batch in source.batches():  # every batch has a target: checked above
-            X, y = batch.X, batch.y
-            if medians is not None:
-                keep = np.isfinite(y)
-                X = np.where(np.isfinite(X[keep]), X[keep], medians)
-                y = y[keep]
-            elif n_dropped:
-                keep = np.isfinite(X).all(axis=1) & np.isfinite(y)
-                X, y = X[keep], y[keep]
-            yield X, None, y
-
     notes = [f"Column '{c.name}' was left out ({c.reason})." for c in schema.dropped]
     if n_dropped:
         notes.append(f"{n_dropped} rows with NaN or inf were left out (missing='{missing}').")
@@ -136,7 +128,7 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     if not intercept:
         std = np.sqrt(std**2 + mean**2)
     design = ScaledDesign(
-        raw_blocks,
+        SourceBlocks(source, (FitRows(medians, drop=n_dropped > 0),)),
         shift=mean if intercept else np.zeros(d),
         scale=power_of_two_scale(std),
         intercept=intercept,
@@ -165,6 +157,30 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
         n_imputed=n_imputed,
         notes=notes,
     )
+
+
+@dataclass(frozen=True)
+class FitRows:
+    """A batch's rows as the fit uses them: a raw block ``(X, None, y)`` without the rows
+    that ``missing`` leaves out, or with features imputed by their ``medians``.
+
+    Every batch has a target (checked before the passes that use this).
+    """
+
+    medians: np.ndarray | None
+    drop: bool
+
+    def __call__(self, batch: Batch) -> RawBlock:
+        X, y = batch.X, batch.y
+        assert y is not None
+        if self.medians is not None:
+            keep = np.isfinite(y)
+            X = np.where(np.isfinite(X[keep]), X[keep], self.medians)
+            y = y[keep]
+        elif self.drop:
+            keep = np.isfinite(X).all(axis=1) & np.isfinite(y)
+            X, y = X[keep], y[keep]
+        return X, None, y
 
 
 def _validate(summary: Summary, source: Source, missing: str) -> None:
@@ -331,24 +347,31 @@ def _solve(
 def _restrict(
     design: ScaledDesign, R: np.ndarray, keep_features: list[int]
 ) -> tuple[ScaledDesign, np.ndarray]:
-    raw = design.raw_blocks
     offset = int(design.intercept)
-
-    def kept_blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-        for Z_hi, Z_lo, y in raw():
-            yield Z_hi[:, keep_features], None if Z_lo is None else Z_lo[:, keep_features], y
-
     columns = list(range(offset)) + [j + offset for j in keep_features]
 
     R_kept = scipy.linalg.qr(R[:, columns], mode="r", check_finite=False)[0][: len(columns)]
     R_kept = R_kept * np.where(np.diag(R_kept) < 0, -1.0, 1.0)[:, None]
+    assert isinstance(design.blocks, SourceBlocks)
     restricted = ScaledDesign(
-        kept_blocks,
+        design.blocks.then(KeptColumns(tuple(keep_features))),
         shift=design.shift[keep_features],
         scale=design.scale[keep_features],
         intercept=design.intercept,
     )
     return restricted, R_kept
+
+
+@dataclass(frozen=True)
+class KeptColumns:
+    """A raw block restricted to some of its data columns."""
+
+    columns: tuple[int, ...]
+
+    def __call__(self, raw: RawBlock) -> RawBlock:
+        Z_hi, Z_lo, y = raw
+        keep = list(self.columns)
+        return Z_hi[:, keep], None if Z_lo is None else Z_lo[:, keep], y
 
 
 def _relation(
@@ -442,41 +465,64 @@ def fit_polynomial(
     >>> np.round(result.params, 9).tolist()
     [1.0, 2.0, 3.0]
     """
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
     if not isinstance(degree, int | np.integer) or degree < 1:
         raise StablefitInputError(f"degree must be a whole number >= 1, got {degree!r}")
-    if x.size != y.size:
-        raise StablefitInputError(f"x has {x.size} values and y has {y.size}: they must match")
-    finite = np.isfinite(x) & np.isfinite(y)
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
-        raise StablefitInputError(
-            f"x or y is NaN or inf at rows {', '.join(map(str, rows[:5]))}"
-            + (f" and {rows.size - 5} more" if rows.size > 5 else "")
-            + "; remove those rows first"
-        )
-    if x.size < 2:
-        raise StablefitInputError(f"{x.size} rows: a polynomial fit needs at least 2")
-    powers_hi, powers_lo = [x], [np.zeros_like(x)]
-    for _ in range(degree - 1):
-        hi, lo = dd_mul(powers_hi[-1], powers_lo[-1], x, np.zeros_like(x))
-        powers_hi.append(hi)
-        powers_lo.append(lo)
-    Z_hi, Z_lo = np.column_stack(powers_hi), np.column_stack(powers_lo)
-
-    def raw_blocks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-        yield Z_hi, Z_lo, y
-
-    mean = Z_hi.mean(axis=0)
-    spread = Z_hi.std(axis=0) if intercept else np.sqrt(np.mean(Z_hi**2, axis=0))
+    source = _polynomial_source(x, y)
+    summary = summarize(source, detail=False)
+    if summary.n_complete < summary.n_rows:
+        cols = summary.columns
+        rows = sorted({int(r) for rs in (*cols.nan_rows, *cols.inf_rows) for r in rs})
+        where = source.schema.format_rows(rows, total=summary.n_rows - summary.n_complete)
+        raise StablefitInputError(f"x or y is NaN or inf at {where}; remove those rows first")
+    if summary.n_rows < 2:
+        raise StablefitInputError(f"{summary.n_rows} rows: a polynomial fit needs at least 2")
+    blocks = SourceBlocks(source, (PolynomialPowers(degree),))
+    powers = blocks.map_reduce(_power_moments, CoMoments.merge, CoMoments.empty(degree))
+    mean = powers.mean
+    variance = np.diag(powers.comoment) / powers.n
+    spread = np.sqrt(variance if intercept else variance + mean**2)
     design = ScaledDesign(
-        raw_blocks,
+        blocks,
         shift=mean if intercept else np.zeros(degree),
         scale=power_of_two_scale(spread),
         intercept=intercept,
     )
     names = [name] + [f"{name}^{k}" for k in range(2, degree + 1)]
-    sst = float(np.sum((y - y.mean()) ** 2)) if intercept else float(np.sum(y**2))
+    sst = _total_sum_of_squares(summary, intercept, imputed=False)
     R, start = triangular_factor_qr(design)
-    return _solve(design, R, names=names, target_name="y", sst=sst, rows=x.size, start=start)
+    return _solve(
+        design, R, names=names, target_name="y", sst=sst, rows=summary.n_rows, start=start
+    )
+
+
+def _polynomial_source(x: Any, y: Any) -> Source:
+    """x and y as one source of one feature: arrays, or Dask arrays on a cluster."""
+    if is_dask_collection(x) or is_dask_collection(y):
+        return open_source(x, y)
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.size != y.size:
+        raise StablefitInputError(f"x has {x.size} values and y has {y.size}: they must match")
+    return open_source(x, y, feature_names=["x"])
+
+
+@dataclass(frozen=True)
+class PolynomialPowers:
+    """A batch of (x, y) as the raw block of x, x², ..., x^degree, the powers formed in
+    double-double (hi + lo)."""
+
+    degree: int
+
+    def __call__(self, batch: Batch) -> RawBlock:
+        x = batch.X[:, 0]
+        assert batch.y is not None
+        powers_hi, powers_lo = [x], [np.zeros_like(x)]
+        for _ in range(self.degree - 1):
+            hi, lo = dd_mul(powers_hi[-1], powers_lo[-1], x, np.zeros_like(x))
+            powers_hi.append(hi)
+            powers_lo.append(lo)
+        return np.column_stack(powers_hi), np.column_stack(powers_lo), batch.y
+
+
+def _power_moments(raw: RawBlock) -> CoMoments:
+    return CoMoments.of_block(raw[0])

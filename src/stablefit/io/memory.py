@@ -51,6 +51,18 @@ def is_polars(obj: object) -> bool:
     return instance_of(obj, "polars", "DataFrame") or instance_of(obj, "polars", "Series")
 
 
+def is_dask_collection(obj: object) -> bool:
+    """A Dask DataFrame, Series or Array (recognized without importing Dask)."""
+    return any(
+        instance_of(obj, module, name)
+        for module, name in (
+            ("dask.dataframe", "DataFrame"),
+            ("dask.dataframe", "Series"),
+            ("dask.array", "Array"),
+        )
+    )
+
+
 def is_arrow(obj: object) -> bool:
     return isinstance(obj, pa.Table | pa.RecordBatch | pa.Array | pa.ChunkedArray)
 

@@ -17,13 +17,19 @@ class DroppedColumn:
     reason: str
 
 
+# Row numbers of a partitioned source: (partition << PART_BITS) + row within the partition
+# (see stablefit.io.partitions), room for 2**23 partitions of up to 2**40 rows each.
+PART_BITS = 40
+
+
 @dataclass(frozen=True)
 class Schema:
     """Feature names, the target, what was dropped, and how rows are named to the user.
 
     ``row_label`` and ``row_offset`` turn a 0-based row index into what the user sees:
     arrays keep their own 0-based indices ("row 0"); a CSV file with a header names file
-    lines ("line 2" is the first data row).
+    lines ("line 2" is the first data row). ``parts``, for a source made of partitions
+    (files), names them: a row index then says in which partition the row is.
     """
 
     feature_names: tuple[str, ...]
@@ -32,6 +38,7 @@ class Schema:
     row_label: str = "row"
     row_offset: int = 0
     origin: str = "array"
+    parts: tuple[str, ...] = ()
 
     @property
     def n_features(self) -> int:
@@ -40,15 +47,32 @@ class Schema:
     def format_rows(
         self, indices: Iterable[int], *, total: int | None = None, limit: int = 5
     ) -> str:
-        """``"lines 4, 9 and 3 more"`` for 0-based row indices; ``total`` counts all of them."""
-        shown = [int(i) + self.row_offset for i in indices]
-        count = len(shown) if total is None else total
+        """``"lines 4, 9 and 3 more"`` for 0-based row indices; ``total`` counts all of them.
+
+        With ``parts``: ``"data/a.csv lines 4, 9; data/c.csv line 2 and 3 more"``.
+        """
+        indices = [int(i) for i in indices]
+        count = len(indices) if total is None else total
         if count == 0:
             return f"no {self.row_label}s"
-        word = self.row_label if count == 1 else f"{self.row_label}s"
-        text = ", ".join(str(r) for r in shown[:limit])
-        more = count - min(len(shown), limit)
-        return f"{word} {text}" + (f" and {more} more" if more > 0 else "")
+        shown = indices[:limit]
+
+        def rows(numbers: list[int], n: int) -> str:
+            word = self.row_label if n == 1 else f"{self.row_label}s"
+            return f"{word} {', '.join(str(r + self.row_offset) for r in numbers)}"
+
+        if not self.parts:
+            text = rows(shown, count)
+        else:
+            groups: dict[int, list[int]] = {}
+            for index in shown:
+                groups.setdefault(index >> PART_BITS, []).append(index & ((1 << PART_BITS) - 1))
+            text = "; ".join(
+                f"{self.parts[part]} {rows(numbers, len(numbers))}"
+                for part, numbers in groups.items()
+            )
+        more = count - len(shown)
+        return text + (f" and {more} more" if more > 0 else "")
 
 
 @dataclass(frozen=True)

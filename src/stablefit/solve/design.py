@@ -10,16 +10,16 @@ ill-conditioned (a timestamp column near 1.7e9), and scaling equilibrates the co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
+from stablefit.solve.blocks import Blocks, RawBlock
 from stablefit.solve.dd import dd_add, dd_mul, two_sum
 
-SUB_BLOCK_ROWS = 8192
-
-RawBlocks = Callable[[], Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,23 +39,32 @@ def power_of_two_scale(spread: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ScaledDesign:
-    """Serves passes of Ã built from raw blocks ``(Z_hi, Z_lo or None, y)``."""
+    """Serves passes of Ã built from raw blocks ``(Z_hi, Z_lo or None, y)``.
 
-    raw_blocks: RawBlocks
+    ``blocks`` is None in a copy sent to where the data are read (see ``__reduce__``).
+    """
+
+    blocks: Blocks | None
     shift: np.ndarray
     scale: np.ndarray
     intercept: bool
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A pass's per-block function, shipped to a cluster's workers, may refer to the
+        # design: it travels with its scaling, not with the reference to the whole data.
+        return (ScaledDesign, (None, self.shift, self.scale, self.intercept))
 
     @property
     def n_params(self) -> int:
         return self.shift.size + int(self.intercept)
 
-    def raw_sub_blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
-        """The raw blocks cut to at most SUB_BLOCK_ROWS rows (cache-sized work units)."""
-        for Z_hi, Z_lo, y in self.raw_blocks():
-            for start in range(0, Z_hi.shape[0], SUB_BLOCK_ROWS):
-                rows = slice(start, start + SUB_BLOCK_ROWS)
-                yield Z_hi[rows], None if Z_lo is None else Z_lo[rows], y[rows]
+    def map_reduce(
+        self, function: Callable[[RawBlock], T], combine: Callable[[T, T], T], initial: T
+    ) -> T:
+        """One pass: ``function`` on each raw block, merged in order (see
+        :mod:`stablefit.solve.blocks`)."""
+        assert self.blocks is not None, "a design's copy on a worker has no data to read"
+        return self.blocks.map_reduce(function, combine, initial)
 
     def scaled(self, Z_hi: np.ndarray, Z_lo: np.ndarray | None, y: np.ndarray) -> DesignBlock:
         """Rows of Ã from raw rows: exact centering (two_sum) and power-of-two scaling."""

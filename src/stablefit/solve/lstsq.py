@@ -22,7 +22,6 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
-from stablefit.parallel import ordered_map
 from stablefit.solve.dd import (
     dd_add,
     dd_cholesky,
@@ -51,8 +50,8 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
     The target rides along as one more column, so the same factorization gives Qᵀy and
     with it the QR solution θ̃ = R⁻¹Qᵀy: backward stable, a far better start for
     refinement than the semi-normal equations. Each block's factor is computed on its
-    own (in parallel threads), then stacked pairs of triangles are reduced by one more
-    QR, as in a TSQR tree. Returns (R, θ̃), θ̃ None when R is singular.
+    own (in parallel, where the block is read), then stacked pairs of triangles are
+    reduced by one more QR, as in a TSQR tree. Returns (R, θ̃), θ̃ None when R is singular.
     """
     k = design.n_params
 
@@ -68,15 +67,18 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
             raise RuntimeError(f"LAPACK dgeqrt failed (info={info})")
         return np.triu(packed[: k + 1])
 
-    factor = np.zeros((0, k + 1))
-    for block_R in ordered_map(block_factor, design.raw_sub_blocks()):
-        stacked = np.vstack([factor, block_R])
-        factor = scipy.linalg.qr(stacked, mode="r", check_finite=False)[0][: k + 1]
+    factor = design.map_reduce(block_factor, _stacked_factor, np.zeros((0, k + 1)))
     factor = _positive_diagonal(factor, k + 1)
     R, qty = factor[:k, :k], factor[:k, k]
     if not np.all(np.abs(np.diag(R)) > 0):
         return R, None
     return R, scipy.linalg.solve_triangular(R, qty, check_finite=False)
+
+
+def _stacked_factor(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """The triangular factor of two factors stacked: one TSQR merge."""
+    stacked = np.vstack([upper, lower])
+    return scipy.linalg.qr(stacked, mode="r", check_finite=False)[0][: upper.shape[1]]
 
 
 def triangular_factor_from_comoments(n: int, scaled_comoment: np.ndarray) -> np.ndarray | None:
@@ -166,7 +168,10 @@ class Refinement:
 
 @dataclass
 class _PassTotals:
-    """What one pass adds up: g = Ãᵀr in double-double, ‖r‖², rows, ‖y‖², optionally ÃᵀÃ."""
+    """What one pass adds up: g = Ãᵀr in double-double, ‖r‖², rows, ‖y‖², optionally ÃᵀÃ.
+
+    Totals of blocks (and of a cluster's partitions) add with ``+``, which makes a new one.
+    """
 
     g_hi: np.ndarray
     g_lo: np.ndarray
@@ -175,13 +180,17 @@ class _PassTotals:
     yy: float
     gram: tuple[np.ndarray, np.ndarray] | None
 
-    def add(self, other: _PassTotals) -> None:
-        self.g_hi, self.g_lo = dd_add(self.g_hi, self.g_lo, other.g_hi, other.g_lo)
-        self.sse += other.sse
-        self.n += other.n
-        self.yy += other.yy
+    def __add__(self, other: _PassTotals) -> _PassTotals:
+        gram = None
         if self.gram is not None and other.gram is not None:
-            self.gram = dd_add(*self.gram, *other.gram)
+            gram = dd_add(*self.gram, *other.gram)
+        return _PassTotals(
+            *dd_add(self.g_hi, self.g_lo, other.g_hi, other.g_lo),
+            self.sse + other.sse,
+            self.n + other.n,
+            self.yy + other.yy,
+            gram,
+        )
 
 
 def _pass(
@@ -210,7 +219,7 @@ def _pass(
             gram = dd_gram(block.hi, block.lo)
         return _PassTotals(g_hi, g_lo, float(r_hi @ r_hi), y.size, float(y @ y), gram)
 
-    totals = _PassTotals(
+    zero = _PassTotals(
         np.zeros(k),
         np.zeros(k),
         0.0,
@@ -218,9 +227,7 @@ def _pass(
         0.0,
         (np.zeros((k, k)), np.zeros((k, k))) if want_gram else None,
     )
-    for part in ordered_map(block_totals, design.raw_sub_blocks()):
-        totals.add(part)
-    return totals
+    return design.map_reduce(block_totals, _PassTotals.__add__, zero)
 
 
 def refine(
