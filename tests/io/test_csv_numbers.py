@@ -1,4 +1,5 @@
-"""The compiled plain-number CSV parser gives pyarrow's values exactly, or steps aside."""
+"""The compiled plain-number CSV parser gives pyarrow's values exactly, or leaves the line
+(or the chunk) to pyarrow."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from stablefit.io import open_source
 from stablefit.io.csv import separates_plain_numbers
-from stablefit.io.csv_numbers import SKIP, TARGET, parse_plain_numbers
+from stablefit.io.csv_numbers import SKIP, TARGET, PlainNumbers, parse_plain_numbers
 
 
 def pyarrow_values(text: bytes, n_columns: int) -> np.ndarray | None:
@@ -35,8 +36,8 @@ def pyarrow_values(text: bytes, n_columns: int) -> np.ndarray | None:
     return np.column_stack([c.to_numpy(zero_copy_only=False) for c in table.columns])
 
 
-def compiled_values(text: bytes, n_columns: int) -> np.ndarray | None:
-    batch = parse_plain_numbers(
+def parsed(text: bytes, n_columns: int) -> PlainNumbers | None:
+    return parse_plain_numbers(
         memoryview(text),
         has_header=False,
         destinations=np.arange(n_columns),
@@ -44,7 +45,21 @@ def compiled_values(text: bytes, n_columns: int) -> np.ndarray | None:
         has_target=False,
         delimiter=",",
     )
-    return None if batch is None else batch.X
+
+
+def compiled_values(text: bytes, n_columns: int) -> np.ndarray | None:
+    """The values read as the file reader does: compiled, and the odd lines by pyarrow;
+    None if the chunk is declined or pyarrow refuses its odd lines."""
+    result = parsed(text, n_columns)
+    if result is None:
+        return None
+    X = result.batch.X
+    if result.odd_rows.size:
+        odd = pyarrow_values(result.odd_lines, n_columns)
+        if odd is None or len(odd) != result.odd_rows.size:
+            return None
+        X[result.odd_rows] = odd
+    return X
 
 
 def same_doubles(a: np.ndarray, b: np.ndarray) -> bool:
@@ -88,7 +103,7 @@ cells = st.one_of(decimal_numbers, float_reprs, near_two_to_53, odd_cells)
     st.integers(1, 4).flatmap(lambda k: st.lists(st.lists(cells, min_size=k, max_size=k))),
     st.booleans(),
 )
-def test_values_are_pyarrows_or_the_chunk_is_declined(rows: list[list[str]], padded) -> None:
+def test_values_are_pyarrows_or_pyarrow_reads_them(rows: list[list[str]], padded) -> None:
     if not rows:
         return
     # A long last line leaves eight bytes after every cell before it, where the parser
@@ -151,27 +166,58 @@ def test_a_digit_run_ends_at_any_other_byte(cell: str) -> None:
 @pytest.mark.parametrize(
     "cell",
     [
-        "9007199254740993",  # 2^53 + 1: not exact as a double, so not one rounding away
+        "9007199254740993",  # 2^53 + 1: not a double, beyond Clinger's fast path
         "1e23",  # 10^23 is not a double
         "0.30000000000000004",  # 17 digits, mantissa beyond 2^53
-        "123456789012345678901",  # more than 19 digits
+        "-1.7976931348623157e308",
+        "4.9406564584124654e-324",
+        "123456789012345678901",  # more than 19 digits, but not near halfway
+    ],
+)
+def test_full_precision_cells_it_reads(cell: str) -> None:
+    result = parsed(f"{cell}\n".encode(), 1)
+    assert result is not None and result.odd_rows.size == 0
+    assert same_doubles(result.batch.X, np.array([[float(cell)]]))
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
         "NA",
         "inf",
         " 1",
         "1e",
+        '"3"',
+        "1.00000000000000011102230246251565404236316680908203125",  # halfway, 55 digits
     ],
 )
-def test_cells_it_leaves_to_pyarrow(cell: str) -> None:
-    assert compiled_values(f"{cell}\n".encode(), 1) is None
+def test_lines_it_leaves_to_pyarrow(cell: str) -> None:
+    result = parsed(f"1,2\n3,{cell}\n4,5\n".encode(), 2)
+    assert result is not None
+    np.testing.assert_array_equal(result.odd_rows, [1])
+    assert result.odd_lines == f"3,{cell}\n".encode()
+    np.testing.assert_array_equal(result.batch.X[[0, 2]], [[1.0, 2.0], [4.0, 5.0]])
 
 
 @pytest.mark.parametrize(
-    "text",
-    [b"1,2\n3\n", b"1,2\n3,4,5\n", b"1,2\n\n3,4\n", b"1,2\r3,4\n", b"1,2\n3,4"],
-    ids=["short line", "long line", "blank line", "bare CR", "no final line break"],
+    ("text", "odd_rows"),
+    [
+        (b"1,2\n3\n5,6\n", [1]),
+        (b"1,2\n3,4,5\n5,6\n", [1]),
+        (b"1,2\n\n3,4\n", [1]),
+        (b"1,2\r3,4\n5,6\n", [0]),
+    ],
+    ids=["short line", "long line", "blank line", "bare CR"],
 )
-def test_irregular_chunks_are_declined(text: bytes) -> None:
-    assert compiled_values(text, 2) is None
+def test_irregular_lines_go_to_pyarrow(text: bytes, odd_rows: list[int]) -> None:
+    result = parsed(text, 2)
+    assert result is not None
+    np.testing.assert_array_equal(result.odd_rows, odd_rows)
+
+
+def test_chunks_without_a_final_line_break_or_mostly_odd_are_declined() -> None:
+    assert parsed(b"1,2\n3,4", 2) is None
+    assert parsed(b"1,2\n" + b"NA,1\n" * 5, 2) is None
 
 
 @pytest.mark.parametrize("long_lines", [0, 1, 4000, 20_000])
@@ -183,7 +229,7 @@ def test_chunks_whose_lines_shorten_after_their_start_read_whole(long_lines: int
     short = rng.integers(0, 10, size=(50_000, 3)).astype(float)
     values = np.concatenate([long, short])
     text = "".join(f"{a!r},{b!r},{c!r}\n" for a, b, c in values.tolist()).encode()
-    batch = parse_plain_numbers(
+    result = parse_plain_numbers(
         memoryview(b"a,y,b\n" + text),
         has_header=True,
         destinations=np.array([0, TARGET, 1]),
@@ -191,14 +237,14 @@ def test_chunks_whose_lines_shorten_after_their_start_read_whole(long_lines: int
         has_target=True,
         delimiter=",",
     )
-    assert batch is not None
-    assert same_doubles(batch.X, np.ascontiguousarray(values[:, [0, 2]]))
-    assert same_doubles(batch.y, np.ascontiguousarray(values[:, 1]))
+    assert result is not None and result.odd_rows.size == 0
+    assert same_doubles(result.batch.X, np.ascontiguousarray(values[:, [0, 2]]))
+    assert same_doubles(result.batch.y, np.ascontiguousarray(values[:, 1]))
 
 
-def test_destinations_route_fields_and_skip_quoted_text_only_through_pyarrow() -> None:
+def test_destinations_route_fields_and_leave_quoted_text_to_pyarrow() -> None:
     destinations = np.array([1, SKIP, TARGET, 0])
-    batch = parse_plain_numbers(
+    result = parse_plain_numbers(
         memoryview(b"a,b,c,d\n1,text,2,3\r\n4,more,5,6\r\n"),
         has_header=True,
         destinations=destinations,
@@ -206,12 +252,14 @@ def test_destinations_route_fields_and_skip_quoted_text_only_through_pyarrow() -
         has_target=True,
         delimiter=",",
     )
-    assert batch is not None
-    np.testing.assert_array_equal(batch.X, [[3.0, 1.0], [6.0, 4.0]])
-    np.testing.assert_array_equal(batch.y, [2.0, 5.0])
-    quoted = memoryview(b'1,"te,xt",2,3\n')
+    assert result is not None
+    np.testing.assert_array_equal(result.batch.X, [[3.0, 1.0], [6.0, 4.0]])
+    np.testing.assert_array_equal(result.batch.y, [2.0, 5.0])
+    quoted = memoryview(b'1,"te,xt",2,3\n7,text,8,9\n')
     shape = {"n_features": 2, "has_target": True, "delimiter": ","}
-    assert parse_plain_numbers(quoted, has_header=False, destinations=destinations, **shape) is None
+    result = parse_plain_numbers(quoted, has_header=False, destinations=destinations, **shape)
+    assert result is not None
+    np.testing.assert_array_equal(result.odd_rows, [0])
 
 
 def test_files_with_declined_chunks_read_the_same(tmp_path) -> None:

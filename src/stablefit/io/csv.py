@@ -338,7 +338,7 @@ class CsvSource:
     def _parse(self, chunk: Chunk) -> Batch:
         """A chunk's rows as float64 (in a worker thread; ``first_row`` is set later)."""
         if self.destinations is not None:
-            batch = parse_plain_numbers(
+            parsed = parse_plain_numbers(
                 chunk.data,
                 has_header=chunk.has_header,
                 destinations=self.destinations,
@@ -346,8 +346,19 @@ class CsvSource:
                 has_target=self.schema.target_name is not None,
                 delimiter=self.delimiter,
             )
-            if batch is not None:
-                return batch
+            if parsed is not None:
+                if not parsed.odd_rows.size:
+                    return parsed.batch
+                # The lines the compiled parser left, read by pyarrow on their own; if they
+                # do not read as one row each, the whole chunk is read again, so that an
+                # error names its line.
+                with contextlib.suppress(ChunkParseError):
+                    odd = self._parse_with_arrow(Chunk(pa.py_buffer(parsed.odd_lines), False))
+                    if odd.n_rows == parsed.odd_rows.size:
+                        return parsed.completed(odd)
+        return self._parse_with_arrow(chunk)
+
+    def _parse_with_arrow(self, chunk: Chunk) -> Batch:
         invalid: list[pa_csv.InvalidRow] = []
         try:
             table = pa_csv.read_csv(
