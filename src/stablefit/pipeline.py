@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from stablefit.solve.lstsq import (
     triangular_factor_qr,
     unscaled_covariance,
 )
+from stablefit.solve.residuals import SampledRows, residual_sample
 from stablefit.solve.result import DroppedFeature, FitResult
 from stablefit.summary import Summary, summarize
 from stablefit.summary.comoments import CoMoments
@@ -127,8 +128,9 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     std = np.sqrt(np.diag(summary.comoment)[:d] / max(summary.n_complete, 1))
     if not intercept:
         std = np.sqrt(std**2 + mean**2)
+    fit_rows = FitRows(medians, drop=n_dropped > 0)
     design = ScaledDesign(
-        SourceBlocks(source, (FitRows(medians, drop=n_dropped > 0),)),
+        SourceBlocks(source, (fit_rows,)),
         shift=mean if intercept else np.zeros(d),
         scale=power_of_two_scale(std),
         intercept=intercept,
@@ -156,6 +158,7 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
         n_dropped_rows=n_dropped,
         n_imputed=n_imputed,
         notes=notes,
+        sampled=_sampled_rows(summary, fit_rows, fit_rows.keep),
     )
 
 
@@ -170,17 +173,41 @@ class FitRows:
     medians: np.ndarray | None
     drop: bool
 
+    def keep(self, batch: Batch) -> np.ndarray | None:
+        """Which of the batch's rows the fit uses (None: all of them)."""
+        assert batch.y is not None
+        if self.medians is not None:
+            return np.isfinite(batch.y)
+        if self.drop:
+            return np.isfinite(batch.X).all(axis=1) & np.isfinite(batch.y)
+        return None
+
     def __call__(self, batch: Batch) -> RawBlock:
         X, y = batch.X, batch.y
         assert y is not None
-        if self.medians is not None:
-            keep = np.isfinite(y)
-            X = np.where(np.isfinite(X[keep]), X[keep], self.medians)
-            y = y[keep]
-        elif self.drop:
-            keep = np.isfinite(X).all(axis=1) & np.isfinite(y)
+        keep = self.keep(batch)
+        if keep is not None:
             X, y = X[keep], y[keep]
+        if self.medians is not None:
+            X = np.where(np.isfinite(X), X, self.medians)
         return X, None, y
+
+
+def _sampled_rows(
+    summary: Summary,
+    rows: Callable[[Batch], RawBlock],
+    keep: Callable[[Batch], np.ndarray | None] = lambda batch: None,
+) -> SampledRows | None:
+    """The Summary's sample of rows as the fit uses them (``rows``), with their numbers."""
+    sample = summary.sample
+    if sample is None:
+        return None
+    batch = Batch(sample.X, sample.y)
+    Z_hi, Z_lo, y = rows(batch)
+    kept = keep(batch)
+    numbers = sample.rows if kept is None else sample.rows[kept]
+    schema = summary.schema
+    return SampledRows(Z_hi, Z_lo, y, numbers + schema.row_offset, schema.row_label)
 
 
 def _validate(summary: Summary, source: Source, missing: str) -> None:
@@ -264,8 +291,10 @@ def _solve(
     rows: int,
     start: np.ndarray | None = None,
     contraction_bound: float | None = None,
+    sampled: SampledRows | None = None,
 ) -> FitResult:
-    """Leave out collinear columns, refine, and assemble the FitResult."""
+    """Leave out collinear columns, refine, and assemble the FitResult (with the residuals
+    of the ``sampled`` rows)."""
     notes = list(notes or [])
     offset = int(design.intercept)
     dependent = [k for k in dependent_columns(R, tolerance=COLLINEAR_SINE) if k >= offset]
@@ -281,6 +310,9 @@ def _solve(
         )
     if dependent:
         design, R = _restrict(design, R, keep_features)
+        if sampled is not None:
+            Z_lo = None if sampled.Z_lo is None else sampled.Z_lo[:, keep_features]
+            sampled = sampled._replace(Z_hi=sampled.Z_hi[:, keep_features], Z_lo=Z_lo)
     condition = condition_number(R)
     k_params = R.shape[1]
     refinement = refine(
@@ -325,6 +357,17 @@ def _solve(
     digits[kept] = certificate.digits_per_coef
     # Per-coefficient digits for every feature: 0 for those left out.
     certificate = dataclasses.replace(certificate, digits_per_coef=tuple(int(x) for x in digits))
+    residuals = None
+    if sampled is not None and sampled.y.size:
+        residuals = residual_sample(
+            design,
+            R,
+            refinement.params_hi,
+            refinement.params_lo,
+            sampled,
+            resid_std=float(np.sqrt(sigma2)),
+            n_obs=n,
+        )
     return FitResult(
         feature_names=tuple(names),
         target_name=target_name,
@@ -341,6 +384,7 @@ def _solve(
         n_imputed_values=n_imputed,
         dropped=dropped,
         notes=[f"[{i}] {text}" for i, text in enumerate(notes, start=1)],
+        residual_sample=residuals,
     )
 
 
@@ -491,7 +535,14 @@ def fit_polynomial(
     sst = _total_sum_of_squares(summary, intercept, imputed=False)
     R, start = triangular_factor_qr(design)
     return _solve(
-        design, R, names=names, target_name="y", sst=sst, rows=summary.n_rows, start=start
+        design,
+        R,
+        names=names,
+        target_name="y",
+        sst=sst,
+        rows=summary.n_rows,
+        start=start,
+        sampled=_sampled_rows(summary, PolynomialPowers(degree)),
     )
 
 

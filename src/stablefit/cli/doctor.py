@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -32,8 +33,11 @@ from stablefit.diagnose.findings import Diagnosis, format_number
 from stablefit.errors import StablefitInputError
 from stablefit.report.diagnosis import print_diagnosis
 from stablefit.report.files import write_text_atomic
+from stablefit.report.html.charts import ensure_matplotlib
 
 EPOCHS = 100
+#: Where ``stablefit demo`` writes its report unless told otherwise.
+DEMO_REPORT = "stablefit-demo.html"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.add_argument(
         "--json", metavar="PATH", help="also write the diagnosis as JSON ('-' for stdout only)"
     )
+    doctor.add_argument(
+        "--html", metavar="PATH", help="also write the report as one self-contained HTML page"
+    )
     doctor.set_defaults(handler=run_doctor)
 
     demo = subparsers.add_parser(
@@ -78,6 +85,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "real Keras outcome beside it when Keras is installed, then the exact fit.",
     )
     demo.add_argument("--no-keras", action="store_true", help="do not train with Keras")
+    demo.add_argument(
+        "--html",
+        metavar="PATH",
+        default=DEMO_REPORT,
+        help=f"where to write the HTML report (default: {DEMO_REPORT} in the current "
+        "directory, or in the temporary directory when that is not writable)",
+    )
     demo.set_defaults(handler=run_demo)
 
 
@@ -90,6 +104,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     path = Path(args.data)
     if not path.is_file():
         raise StablefitInputError(f"{args.data}: no such file; give a CSV or Parquet file")
+    if args.html:
+        ensure_matplotlib()
     diagnosis = diagnose(
         str(path),
         target=args.target,
@@ -102,11 +118,14 @@ def run_doctor(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         intercept=args.intercept,
     )
+    if args.json and args.json != "-":  # before the report: an unwritable path fails alone
+        write_text_atomic(Path(args.json), diagnosis.to_json() + "\n")
+    if args.html:
+        write_text_atomic(Path(args.html), diagnosis.to_html())
+        print(f"stablefit doctor: HTML report written to {args.html}", file=sys.stderr)
     if args.json == "-":
         sys.stdout.write(diagnosis.to_json() + "\n")
         return exit_code(diagnosis)
-    if args.json:  # before the report, so that an unwritable path fails alone (exit 2)
-        write_text_atomic(Path(args.json), diagnosis.to_json() + "\n")
     print_diagnosis(diagnosis)
     return exit_code(diagnosis)
 
@@ -172,6 +191,7 @@ class KerasOutcome:
     first_nonfinite_epoch: int | None
     first_nan_epoch: int | None
     final_loss: float
+    losses: tuple[float, ...] = ()
 
 
 def train_with_keras(
@@ -206,6 +226,7 @@ def train_with_keras(
         first_nonfinite_epoch=int(bad[0]) + 1 if bad.size else None,
         first_nan_epoch=int(nan[0]) + 1 if nan.size else None,
         final_loss=float(losses[-1]),
+        losses=tuple(float(v) for v in losses),
     )
 
 
@@ -264,7 +285,7 @@ def run_demo(args: argparse.Namespace) -> int:
     table.add_column("ms", no_wrap=True, justify="right")
     if use_keras:
         table.add_column("Keras (seed 0)", no_wrap=True)
-    diagnoses = []
+    diagnoses, shown = [], []
     started = time.perf_counter()
     for case in DEMO_CASES:
         X, y, names = load_example(case)
@@ -285,12 +306,14 @@ def run_demo(args: argparse.Namespace) -> int:
             _forecast_cell(diagnosis),
             f"{elapsed_ms:.0f}",
         ]
+        outcome = None
         if use_keras:
             outcome = train_with_keras(
                 X, y, optimizer=case.optimizer, learning_rate=case.learning_rate
             )
             row.append(_keras_cell(outcome))
         table.add_row(*row)
+        shown.append((row, diagnosis, outcome))
     console.print(table)
     optima = [d.training.optimal_loss for d in diagnoses if d.training is not None]
     console.print(
@@ -305,8 +328,41 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print(f"[dim]Forecasts and Keras runs took {seconds:.1f} s.[/]")
     console.print()
     _print_why(console, diagnoses[1])
-    _print_exact_fit(console)
+    fit = _print_exact_fit(console)
+    _write_demo_report(console, args.html, shown, fit)
     return 0
+
+
+def _write_demo_report(console: Console, path: str, shown: list, fit: Any) -> None:
+    """The demo's HTML report, where asked, else beside the user or in the temporary
+    directory; says where."""
+    from stablefit.report.html.demo import DemoCase as ReportCase
+    from stablefit.report.html.demo import demo_page
+
+    try:
+        ensure_matplotlib()
+    except StablefitInputError as error:
+        console.print(f"[dim]No HTML report: {error}[/]")
+        return
+    cases = [
+        ReportCase(
+            title=row[0],
+            setting=row[1],
+            forecast=row[2],
+            keras=row[4] if outcome is not None else "not run",
+            diagnosis=diagnosis,
+            keras_losses=outcome.losses if outcome is not None else None,
+        )
+        for row, diagnosis, outcome in shown
+    ]
+    page = demo_page(cases, detailed=1, fit=fit)
+    target = Path(path)
+    if path == DEMO_REPORT and not os.access(target.resolve().parent, os.W_OK):
+        target = Path(tempfile.gettempdir()) / DEMO_REPORT
+    write_text_atomic(target, page)
+    console.print(
+        f"HTML report: {target.resolve()} (open it in a browser)", highlight=False, markup=False
+    )
 
 
 def _print_why(console: Console, diagnosis: Diagnosis) -> None:
@@ -318,15 +374,13 @@ def _print_why(console: Console, diagnosis: Diagnosis) -> None:
     console.print()
 
 
-def _print_exact_fit(console: Console) -> None:
+def _print_exact_fit(console: Console) -> Any:
     import stablefit
 
-    fit = getattr(stablefit, "fit", None)
-    if not callable(fit):
-        return
     console.print("[bold underline]The exact fit of Example 1 (stablefit.fit)[/]")
-    result = fit(str(bundled_csv("seed_example1.csv")), target="y")
+    result = stablefit.fit(str(bundled_csv("seed_example1.csv")), target="y")
     console.print(str(result.summary()), highlight=False)
     console.print(
         "[dim]Try it on your data: stablefit doctor DATA.csv --target COL --optimizer sgd[/]"
     )
+    return result

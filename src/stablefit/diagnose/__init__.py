@@ -17,6 +17,7 @@ from stablefit.diagnose.checks import CheckOptions, run_checks
 from stablefit.diagnose.checks.common import DTYPES
 from stablefit.diagnose.checks.forecast import forecast_findings
 from stablefit.diagnose.findings import DataFacts, Diagnosis, Finding
+from stablefit.diagnose.profile import column_profiles
 from stablefit.diagnose.training import forecast_training
 from stablefit.errors import StablefitInputError
 from stablefit.summary import Summary, summarize
@@ -106,12 +107,14 @@ def diagnose(
         training, others = _forecasts(summary, settings)
         if training is not None:
             findings += forecast_findings(training, settings, cause=cause)
+        columns = column_profiles(summary, intercept=options.intercept)
     facts = DataFacts(
         origin=summary.schema.origin,
         feature_names=summary.schema.feature_names,
         target_name=summary.names[-1] if summary.has_target else None,
         n_rows=summary.n_rows,
         n_complete=summary.n_complete,
+        row_label=summary.schema.row_label,
     )
     return Diagnosis(
         findings=tuple(findings),
@@ -119,6 +122,7 @@ def diagnose(
         facts=facts,
         settings=settings,
         other_forecasts=tuple(others),
+        columns=columns,
     )
 
 

@@ -135,6 +135,7 @@ class DataFacts:
     target_name: str | None
     n_rows: int
     n_complete: int
+    row_label: str = "row"  # how rows are numbered for the user: "line" (a file) or "row"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +166,9 @@ class Diagnosis:
         What was read.
     settings : dict
         The training settings the forecast assumed.
+    columns : tuple of ColumnProfile
+        Each column's scale, missing values, VIF and extreme values, for the report
+        (:mod:`stablefit.diagnose.profile`).
     """
 
     findings: tuple[Finding, ...]
@@ -172,6 +176,7 @@ class Diagnosis:
     facts: DataFacts
     settings: dict[str, Any]
     other_forecasts: tuple[Any, ...] = ()
+    columns: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "findings", sort_findings(self.findings))
@@ -208,11 +213,36 @@ class Diagnosis:
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
+    @property
+    def stability_map(self) -> Any:
+        """The forecast outcome over learning rates × optimizers (computed on first use;
+        None without a forecast). See :class:`~stablefit.diagnose.stability_map.StabilityMap`."""
+        return None if self.training is None else self.training.stability_map
+
     def summary(self, *, width: int = 100) -> str:
         """The report as plain text (what ``stablefit doctor`` prints, without colour)."""
         from stablefit.report.diagnosis import render_text
 
         return render_text(self, width=width)
+
+    def to_html(self, *, keras_history: Any = None) -> str:
+        """The report as one self-contained HTML page with plots (needs matplotlib:
+        ``pip install 'stablefit[plot]'``).
+
+        Parameters
+        ----------
+        keras_history : mapping of str to sequence of float, optional
+            Real per-epoch losses (e.g. ``model.fit(...).history["loss"]``) to draw beside
+            the forecast, by label.
+        """
+        from stablefit.report.html.doctor import diagnosis_page
+
+        return diagnosis_page(self, keras_history=keras_history)
+
+    def _repr_html_(self) -> str:
+        from stablefit.report.html.doctor import diagnosis_fragment
+
+        return diagnosis_fragment(self)
 
     def __str__(self) -> str:
         return self.summary()

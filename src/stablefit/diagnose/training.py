@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,14 +42,52 @@ from stablefit.diagnose.stability import Spectrum, max_stable_learning_rate
 from stablefit.errors import StablefitInputError
 
 if TYPE_CHECKING:
+    from stablefit.diagnose.stability_map import StabilityMap
     from stablefit.summary import Summary
 
 #: The recommendation tries at most this many epochs before saying nothing converges.
 MAX_RECOMMENDED_EPOCHS = 1000
 _FLOAT_TYPES = {"float32": np.float32, "float64": np.float64}
+#: Epochs a LossHistory keeps at most: a plot needs no more, whatever ``epochs`` was.
+HISTORY_POINTS = 1000
 
 
 # -- the public result -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossHistory:
+    """The simulated loss Keras's History would hold, per initialization seed.
+
+    Attributes
+    ----------
+    epochs : ndarray of int
+        1-based epochs: all of them, or at most :data:`HISTORY_POINTS` evenly spread ones
+        that include each seed's first non-finite epoch.
+    losses : ndarray of float, shape (seeds, len(epochs))
+        The loss at the end of each of those epochs, ``inf``/``NaN`` where Keras's is.
+    """
+
+    epochs: np.ndarray
+    losses: np.ndarray
+
+    @classmethod
+    def of(cls, epoch_loss: np.ndarray, points: int = HISTORY_POINTS) -> LossHistory:
+        """From a (seeds, epochs) array of losses, thinned to about ``points`` epochs."""
+        epoch_loss = np.atleast_2d(np.asarray(epoch_loss, dtype=np.float64))
+        total = epoch_loss.shape[1]
+        keep = np.arange(total)
+        if total > points:
+            nonfinite = ~np.isfinite(epoch_loss)
+            firsts = nonfinite.argmax(axis=1)[nonfinite.any(axis=1)]
+            spread = np.round(np.linspace(0, total - 1, points)).astype(np.int64)
+            keep = np.unique(np.concatenate([spread, firsts]))
+        return cls(epochs=keep + 1, losses=epoch_loss[:, keep].copy())
+
+    @property
+    def median(self) -> np.ndarray:
+        """The median over the seeds per epoch (NaN where any seed's loss is NaN)."""
+        return np.median(self.losses, axis=0)
 
 
 @dataclass(frozen=True)
@@ -68,9 +107,11 @@ class Recommendation:
     outcome: Outcome
     code: str
     note: str
+    loss_history: LossHistory | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        """JSON-able values; the loss history is left out (it is for plots)."""
+        return _jsonable(_fields_except(self, "loss_history"))
 
 
 @dataclass(frozen=True)
@@ -124,6 +165,10 @@ class TrainingForecast:
         A configuration the same simulation shows converging, or the closest one found.
     notes : tuple of str
         Why a field is None, and warnings about the data.
+    loss_history : LossHistory or None
+        The simulated loss per epoch and seed (None when nothing could be simulated).
+    problem : Problem or None
+        The quadratic loss the simulation ran on, kept for :attr:`stability_map`.
     """
 
     optimizer: str
@@ -153,12 +198,35 @@ class TrainingForecast:
     approximation: str
     recommended: Recommendation | None
     notes: tuple[str, ...] = field(default=())
+    loss_history: LossHistory | None = field(default=None, repr=False, compare=False)
+    problem: Problem | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able values (no NaN/inf: those become ``None``, with the reason in notes)."""
-        data = _jsonable({k: v for k, v in asdict(self).items() if k != "recommended"})
+        """JSON-able values (no NaN/inf: those become ``None``, with the reason in notes).
+
+        The loss history and the problem are left out: they are for plots.
+        """
+        data = _jsonable(_fields_except(self, "recommended", "loss_history", "problem"))
         data["recommended"] = None if self.recommended is None else self.recommended.to_dict()
         return data
+
+    @cached_property
+    def stability_map(self) -> StabilityMap | None:
+        """Outcomes over a grid of learning rates for each optimizer, computed on first use.
+
+        See :func:`stablefit.diagnose.stability_map.stability_map`; None when nothing
+        could be simulated (sums of squares beyond float64).
+        """
+        if self.problem is None:
+            return None
+        from stablefit.diagnose.stability_map import stability_map
+
+        return stability_map(self)
+
+
+def _fields_except(instance: Any, *left_out: str) -> dict[str, Any]:
+    """A dataclass's fields as a dict (nested values as they are), without ``left_out``."""
+    return {f.name: getattr(instance, f.name) for f in fields(instance) if f.name not in left_out}
 
 
 def _jsonable(value: Any) -> Any:
@@ -349,8 +417,14 @@ def forecast_training(
             optimal_loss=optimal_loss,
             resolution=resolution,
             drop_rows=bool(unusable),
+            user_run=run,
         ),
         notes=tuple(notes),
+        # Keras trains on every row: with NaN/inf rows its History is NaN from epoch 1.
+        loss_history=LossHistory.of(
+            np.full_like(run.epoch_loss, np.nan) if unusable else run.epoch_loss
+        ),
+        problem=problem,
     )
 
 
@@ -512,6 +586,7 @@ def _recommend(
     optimal_loss: float,
     resolution: float,
     drop_rows: bool,
+    user_run: Run,
 ) -> Recommendation | None:
     """Find a configuration that converges: the user's own, else scaled data and a rate."""
     drop = "drop the rows with NaN/inf, then " if drop_rows else ""
@@ -521,14 +596,14 @@ def _recommend(
         )
         scaling = "drop the rows with NaN/inf" if drop_rows else "none"
         return _recommendation(
-            scaling, config, epochs, batch_size, user_final, "converges", problem, note
+            scaling, config, epochs, batch_size, user_final, "converges", problem, note, user_run
         )
     intercept = BIAS in problem.quadratic.names
     scaled = problem.standardized() if intercept else problem
     scaling = drop + ("standardize" if intercept else "none")
     lambda_max = Spectrum.of(scaled.quadratic).lambda_max
     optimizers = [config.name] + [name for name in ("adam", "sgd") if name != config.name]
-    best: tuple[float, OptimizerConfig, int, Outcome] | None = None
+    best: tuple[float, OptimizerConfig, int, Outcome, Run] | None = None
     budget = MAX_RECOMMENDED_EPOCHS
     capped: set[str] = set()
     for tries in sorted({min(epochs * f, budget) for f in (1, 2, 5, 10)} | {budget}):
@@ -553,34 +628,35 @@ def _recommend(
                 capped.add(name)
             converging = []
             for index, rate in enumerate(rates):
-                verdict = judge(runs.of_rate(index, len(seeds)), optimal_loss, resolution)
+                run = runs.of_rate(index, len(seeds))
+                verdict = judge(run, optimal_loss, resolution)
                 if verdict.outcome == "diverges":
                     continue
                 candidate = OptimizerConfig(base.name, rate, base.momentum, base.nesterov)
                 final = float(np.median(verdict.final_loss))
                 if verdict.outcome == "converges":
-                    converging.append((final, candidate))
+                    converging.append((final, candidate, run))
                 elif best is None or final < best[0]:
-                    best = (final, candidate, tries, verdict.outcome)
+                    best = (final, candidate, tries, verdict.outcome, run)
             if converging:
-                final, chosen = min(converging, key=lambda item: item[0])
+                final, chosen, run = min(converging, key=lambda item: item[0])
                 note = (
                     f"the simulation on {scaling.split()[-1]}d features shows it converging "
                     f"in {tries} epochs (excess loss <= {CONVERGED_SHARE:.0%} of its initial "
                     "value); of the converging learning rates tried, this one ends lowest"
                 )
                 return _recommendation(
-                    scaling, chosen, tries, batch_size, final, "converges", problem, note
+                    scaling, chosen, tries, batch_size, final, "converges", problem, note, run
                 )
     if best is None:
         return None
-    final, chosen, tries, outcome = best
+    final, chosen, tries, outcome, run = best
     note = (
         f"no configuration tried ({scaling}; {', '.join(optimizers)}; "
         f"learning rates on a 1-2-5 grid; up to {budget} epochs) converges; this one "
         "gets closest"
     )
-    return _recommendation(scaling, chosen, tries, batch_size, final, outcome, problem, note)
+    return _recommendation(scaling, chosen, tries, batch_size, final, outcome, problem, note, run)
 
 
 def _recommendation(
@@ -592,6 +668,7 @@ def _recommendation(
     outcome: Outcome,
     problem: Problem,
     note: str,
+    run: Run,
 ) -> Recommendation:
     return Recommendation(
         scaling=scaling,
@@ -603,6 +680,7 @@ def _recommendation(
         outcome=outcome,
         code=_code(scaling, config, epochs, batch_size, problem),
         note=note,
+        loss_history=LossHistory.of(run.epoch_loss),
     )
 
 

@@ -45,14 +45,19 @@ def _header(diagnosis: Diagnosis) -> Text:
     return text
 
 
-def _forecast_line(forecast: Any, settings: dict[str, Any]) -> Text:
+def forecast_sentence(forecast: Any, settings: dict[str, Any]) -> str:
+    """What one forecast says will happen, in a sentence."""
     momentum = float(settings.get("momentum") or 0.0)
     nesterov = bool(settings.get("nesterov"))
     if settings.get("optimizer") is None and forecast.optimizer != COMPARISON_OPTIMIZER:
         momentum, nesterov = 0.0, False  # momentum went to the SGD comparison only
+    return describe_forecast(forecast, momentum=momentum, nesterov=nesterov)
+
+
+def _forecast_line(forecast: Any, settings: dict[str, Any]) -> Text:
     line = Text()
     line.append(f"{OUTCOME_MARK[forecast.outcome]} ", style=OUTCOME_STYLE[forecast.outcome])
-    line.append(describe_forecast(forecast, momentum=momentum, nesterov=nesterov))
+    line.append(forecast_sentence(forecast, settings))
     return line
 
 
@@ -110,7 +115,8 @@ def _why(diagnosis: Diagnosis) -> list[RenderableType]:
     return [_heading("Why (findings, most severe first)"), *items]
 
 
-def _fix_snippets(diagnosis: Diagnosis) -> list[str]:
+def fix_snippets(diagnosis: Diagnosis) -> list[str]:
+    """The code to paste: the data fixes of error-level findings, then the recommended set-up."""
     snippets = []
     training = diagnosis.training
     for finding in diagnosis.findings:
@@ -124,7 +130,7 @@ def _fix_snippets(diagnosis: Diagnosis) -> list[str]:
 
 
 def _fix(diagnosis: Diagnosis) -> list[RenderableType]:
-    snippets = _fix_snippets(diagnosis)
+    snippets = fix_snippets(diagnosis)
     if not snippets:
         return []
     code = "\n\n".join(snippets)

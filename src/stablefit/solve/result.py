@@ -15,6 +15,7 @@ from stablefit.model import LinearModel
 if TYPE_CHECKING:
     from stablefit.report.fit import FitSummary
 from stablefit.solve.certificate import Certificate
+from stablefit.solve.residuals import ResidualSample
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class FitResult:
     """A least-squares fit in the units of the data (statsmodels-style results object).
 
     Coefficients of features that were left out as exactly collinear are 0 with NaN
-    standard errors; ``dropped`` and ``notes`` say which and why.
+    standard errors; ``dropped`` and ``notes`` say which and why. ``residual_sample``
+    holds the residuals and leverage of a few thousand of the fitted rows, evenly spread
+    (:class:`~stablefit.solve.residuals.ResidualSample`), for the report's plots.
     """
 
     feature_names: tuple[str, ...]
@@ -48,6 +51,7 @@ class FitResult:
     n_imputed_values: int = 0
     dropped: tuple[DroppedFeature, ...] = ()
     notes: list[str] = field(default_factory=list)
+    residual_sample: ResidualSample | None = field(default=None, repr=False)
 
     # -- inference ------------------------------------------------------------------
 
@@ -196,6 +200,19 @@ class FitResult:
         from stablefit.report.fit import FitSummary
 
         return FitSummary(self)
+
+    def to_html(self) -> str:
+        """The fit as one self-contained HTML page: the summary's numbers, a forest plot of
+        the coefficients, the certificate and residual plots (needs matplotlib:
+        ``pip install 'stablefit[plot]'``)."""
+        from stablefit.report.html.fit import fit_page
+
+        return fit_page(self)
+
+    def _repr_html_(self) -> str:
+        from stablefit.report.html.fit import fit_fragment
+
+        return fit_fragment(self)
 
     def __repr__(self) -> str:
         return (

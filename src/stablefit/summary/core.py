@@ -13,6 +13,7 @@ from stablefit.parallel import default_workers, ordered_map
 from stablefit.summary import extremes
 from stablefit.summary.columns import ROWS_KEPT, ColumnStats
 from stablefit.summary.comoments import CoMoments
+from stablefit.summary.sample import RowSample, sample_capacity
 from stablefit.summary.scan import DetailScan, centered_block, scan_block
 from stablefit.summary.sketch import DEFAULT_CAPACITY, QuantileSketch
 
@@ -35,8 +36,10 @@ class Summary:
     The p "columns" are the features followed by the target (when there is one).
     ``columns`` holds per-column moments over the finite values; ``complete`` the
     centered co-moments of the complete rows (every feature and the target finite), which
-    is what least squares and training see. ``a.merge(b)`` equals summarizing the rows of
-    ``a`` followed by those of ``b``, to rounding.
+    is what least squares and training see. ``sample`` holds a few thousand whole rows,
+    evenly spread (:class:`~stablefit.summary.sample.RowSample`), for residual plots.
+    ``a.merge(b)`` equals summarizing the rows of ``a`` followed by those of ``b``, to
+    rounding.
 
     Examples
     --------
@@ -53,6 +56,8 @@ class Summary:
     columns: ColumnStats = field(default=None)  # type: ignore[assignment]
     complete: CoMoments = field(default=None)  # type: ignore[assignment]
     sketches: list[QuantileSketch] | None = None
+    sample: RowSample | None = None
+    _robust: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         p = self.p
@@ -99,13 +104,20 @@ class Summary:
         """Summary of consecutive batches (at least one), as if they were one batch.
 
         With detail, from compiled passes over them; without, or when a column's sum
-        overflows, each batch is gathered in cache-sized pieces and merged.
+        overflows, each batch is gathered in cache-sized pieces and merged. Either way it
+        keeps a :class:`~stablefit.summary.sample.RowSample` of their rows.
         """
-        if detail:
-            compiled = cls._of_detailed_batches(batches, schema)
-            if compiled is not None:
-                return compiled
-        return reduce(Summary.merge, (cls._of_batch_in_pieces(b, schema, detail) for b in batches))
+        summary = cls._of_detailed_batches(batches, schema) if detail else None
+        if summary is None:
+            summary = reduce(
+                Summary.merge, (cls._of_batch_in_pieces(b, schema, detail) for b in batches)
+            )
+        capacity = sample_capacity(summary.p)
+        summary.sample = reduce(
+            RowSample.merge,
+            (RowSample.of_block(b.X, b.y, b.first_row, capacity) for b in batches),
+        )
+        return summary
 
     @classmethod
     def _of_batch_in_pieces(cls, batch: Batch, schema: Schema, detail: bool) -> Summary:
@@ -206,6 +218,9 @@ class Summary:
         if self.names != other.names:
             raise ValueError(f"cannot merge summaries of {self.names} and {other.names}")
         sketches = None
+        sample = self.sample if other.sample is None else other.sample
+        if self.sample is not None and other.sample is not None:
+            sample = self.sample.merge(other.sample)
         if self.sketches is not None and other.sketches is not None:
             sketches = [a.merge(b) for a, b in zip(self.sketches, other.sketches, strict=True)]
         return Summary(
@@ -217,6 +232,7 @@ class Summary:
             sketches=sketches
             if self.n_rows and other.n_rows
             else (self.sketches if other.n_rows == 0 else other.sketches),
+            sample=sample,
         )
 
     @classmethod
@@ -249,18 +265,23 @@ class Summary:
         return np.array([s.quantile(q) for s in self.sketches])
 
     def median(self) -> np.ndarray:
-        return self.quantile(0.5)
+        """The median of each column; computed once (the checks and the report share it)."""
+        if "median" not in self._robust:
+            self._robust["median"] = self.quantile(0.5)
+        return self._robust["median"].copy()
 
-    def mad(self, medians: np.ndarray | None = None) -> np.ndarray:
-        """Median absolute deviation from the median, per column (not scaled by 1.4826).
-
-        ``medians``, when the caller has them from :meth:`median`, are not computed again.
-        """
-        medians = self.median() if medians is None else medians
-        assert self.sketches is not None
-        return np.array(
-            [s.absolute_deviation_quantile(m) for s, m in zip(self.sketches, medians, strict=True)]
-        )
+    def mad(self) -> np.ndarray:
+        """Median absolute deviation from the median, per column (not scaled by 1.4826);
+        computed once."""
+        if "mad" not in self._robust:
+            assert self.sketches is not None
+            self._robust["mad"] = np.array(
+                [
+                    s.absolute_deviation_quantile(m)
+                    for s, m in zip(self.sketches, self.median(), strict=True)
+                ]
+            )
+        return self._robust["mad"].copy()
 
     def gram(self, intercept: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
         """``(AᵀA, Aᵀy, yᵀy)`` over the complete rows, A = [X, 1] (bias column last)."""

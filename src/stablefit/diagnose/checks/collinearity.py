@@ -366,3 +366,23 @@ def check_exact_target(summary: Summary, options: CheckOptions | None = None) ->
             fix="Nothing to fix; if the target was meant to be noisy, check for leakage.",
         )
     ]
+
+
+def variance_inflation(summary: Summary, intercept: bool = True) -> np.ndarray:
+    """Each feature's variance inflation factor ``1 / (1 - R²)`` on the other features.
+
+    ``inf`` for a feature the others determine exactly (SF112, SF113), ``NaN`` for a
+    constant feature or one whose moments overflow; the others are measured against the
+    features that are not exact combinations, as in SF114.
+    """
+    vif = np.full(summary.n_features, np.nan)
+    analysis = _analyse(summary, intercept)
+    if analysis is None:
+        return vif
+    basis = analysis.independent
+    vif[analysis.dependent] = np.inf
+    if len(basis) == 1:
+        vif[basis] = 1.0
+    elif basis:
+        vif[basis] = np.diag(np.linalg.inv(_correlation(analysis, basis, basis)))
+    return vif

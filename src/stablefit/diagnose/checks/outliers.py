@@ -72,7 +72,7 @@ def check_outliers(summary: Summary, options: CheckOptions | None = None) -> lis
     if summary.n_rows < 3 or summary.p == 0 or summary.sketches is None:
         return []  # too few rows, or a Summary built without detail (no medians)
     medians = summary.median()
-    mads = summary.mad(medians)
+    mads = summary.mad()
     t = target_index(summary)
     features, target = [], []
     for j in range(summary.p):
