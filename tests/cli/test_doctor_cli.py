@@ -137,9 +137,13 @@ def test_doctor_as_a_command_prints_no_traceback(tmp_path):
     assert "x.csv" in result.stderr
 
 
-def test_demo_without_keras(capsys):
+def test_demo_without_keras(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["demo", "--no-keras"]) == 0
     text = flat(capsys.readouterr().out)
+    report = tmp_path / "stablefit-demo.html"
+    assert f"HTML report: {report}" in text
+    assert report.read_text().startswith("<!DOCTYPE html>")
     assert text.count("inf at epoch 3, NaN at 6") == 2  # Example 1 and 3 with plain SGD
     assert "stalls: loss" in text
     assert "x2 = 1e6·x1" in text and "y = 10·x1" in text

@@ -23,6 +23,7 @@ from stablefit.errors import StablefitInputError
 from stablefit.io import Schema, Source, open_source
 from stablefit.missing import MISSING_CHOICES
 from stablefit.report.files import open_atomic, write_text_atomic
+from stablefit.report.html.charts import ensure_matplotlib
 
 # Rows without a prediction named in the warning.
 LISTED_ROWS = 20
@@ -61,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument(
         "--save", metavar="MODEL.json", help="save the model for 'stablefit predict' (JSON)"
     )
+    fit.add_argument(
+        "--html", metavar="PATH", help="also write the report as one self-contained HTML page"
+    )
     fit.set_defaults(handler=run_fit)
 
     predict = subparsers.add_parser(
@@ -85,6 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_fit(args: argparse.Namespace) -> int:
     from stablefit.pipeline import fit_source
 
+    if args.html:
+        ensure_matplotlib()
     source = open_source(args.data, target=args.target, drop_non_numeric=args.drop_non_numeric)
     result = fit_source(source, intercept=args.intercept, missing=args.missing)
     payload = {**result.to_dict(), "data": str(args.data), **dropped_columns(source.schema)}
@@ -96,6 +102,11 @@ def run_fit(args: argparse.Namespace) -> int:
         write_text_atomic(args.json, to_json(payload))
     if args.save:
         result.to_model().save(args.save)
+    if args.html:
+        from stablefit.report.html.fit import fit_page
+
+        write_text_atomic(args.html, fit_page(result, origin=str(args.data)))
+        print(f"stablefit fit: HTML report written to {args.html}", file=sys.stderr)
     return 0
 
 

@@ -24,8 +24,11 @@ from rich.table import Table
 from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
-from stablefit.diagnose.findings import format_number
+from stablefit.diagnose.findings import Diagnosis, format_number
 from stablefit.errors import StablefitInputError
+from stablefit.report.files import write_text_atomic
+from stablefit.report.html.charts import ensure_matplotlib
+from stablefit.report.training import TrainingRecord
 
 DEFAULT_OPTIMIZER = "adam"
 
@@ -69,15 +72,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out text columns instead of stopping with an error",
     )
+    train.add_argument(
+        "--html",
+        metavar="PATH",
+        help="also write the report (loss curve, the guard's events, the forecast beside "
+        "them) as one self-contained HTML page",
+    )
     train.set_defaults(handler=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     _validate(args)
+    if args.html:
+        ensure_matplotlib()
     X, y, names = _read(args.data, args.target, drop_non_numeric=args.drop_non_numeric)
     # Markup off: paths, column names and notes may hold brackets.
     console = Console(highlight=False, markup=False)
-    settings = _settings(args, X, y, names, console)
+    diagnosis, settings = _settings(args, X, y, names, console)
     with quiet_tensorflow():
         try:
             import keras
@@ -102,8 +113,9 @@ def run_train(args: argparse.Namespace) -> int:
     named = pa.table({name: X[:, j] for j, name in enumerate(names)})
     guard = NanGuard(data=(named, y)) if args.guard else None
     stopped_by_guard = None
-    with _EpochProgress(console, settings["epochs"]) as progress:
-        callbacks = [progress] if guard is None else [guard, progress]
+    progress = _EpochProgress(console, settings["epochs"])
+    with progress as advance:
+        callbacks = [advance] if guard is None else [guard, advance]
         try:
             model.fit(
                 X.astype("float32"),
@@ -118,7 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     coef, intercept = original_units(model)
     final_loss = mse(X, y, coef, intercept)
-    _print_comparison(console, X, y, names, coef, intercept, initial_loss, final_loss)
+    exact = _print_comparison(console, X, y, names, coef, intercept, initial_loss, final_loss)
     _print_guard(console, guard, stopped_by_guard)
     finite = math.isfinite(final_loss) and bool(np.isfinite(coef).all())
     if not finite:
@@ -126,6 +138,25 @@ def run_train(args: argparse.Namespace) -> int:
             "Training ended with non-finite weights or loss. Run `stablefit doctor` on the "
             "data for why, or train with the guard (drop --no-guard) or --auto."
         )
+    if args.html:
+        record = TrainingRecord(
+            origin=str(args.data),
+            losses=tuple(progress.losses),
+            steps_per_epoch=math.ceil(len(y) / settings["batch_size"]),
+            settings={"rows": len(y), **settings},
+            events=tuple(guard.events) if guard is not None else (),
+            guard=guard is not None,
+            stopped=stopped_by_guard,
+            diagnosis=diagnosis,
+            coefficients=(
+                *zip(names, map(float, coef), map(float, exact.coef), strict=True),
+                ("intercept", float(intercept), float(exact.intercept)),
+            ),
+            final_loss=final_loss,
+            optimal_loss=mse(X, y, exact.coef, exact.intercept),
+        )
+        write_text_atomic(args.html, record.to_html())
+        console.print(f"HTML report written to {args.html}")
     return 0 if finite and stopped_by_guard is None else 1
 
 
@@ -170,8 +201,9 @@ def _settings(
     y: np.ndarray,
     names: tuple[str, ...],
     console: Console,
-) -> dict[str, Any]:
-    """The configuration to train: as given, or doctor's recommendation with --auto."""
+) -> tuple[Diagnosis, dict[str, Any]]:
+    """The forecast, and the configuration to train: as given, or doctor's recommendation
+    with --auto."""
     diagnosis = diagnose(
         X,
         y,
@@ -192,7 +224,7 @@ def _settings(
     )
     console.print(f"forecast for {given}: {_outcome(forecast)}")
     if not args.auto:
-        return {
+        return diagnosis, {
             "optimizer": args.optimizer,
             "learning_rate": args.learning_rate,
             "epochs": args.epochs,
@@ -211,7 +243,7 @@ def _settings(
         f"{OPTIMIZER_NAMES[recommended.optimizer]} lr {format_number(recommended.learning_rate)}, "
         f"{recommended.epochs} epochs, batch {recommended.batch_size} ({recommended.note})"
     )
-    return {
+    return diagnosis, {
         "optimizer": recommended.optimizer,
         "learning_rate": recommended.learning_rate,
         "epochs": recommended.epochs,
@@ -245,16 +277,18 @@ class _EpochProgress:
             transient=True,
         )
         self.task = self.progress.add_task("train", total=epochs, loss="-")
+        self.losses: list[float] = []  # each epoch's loss, as Keras's History holds it
 
     def __enter__(self) -> Any:
         import keras
 
         self.progress.start()
-        progress, task = self.progress, self.task
+        progress, task, losses = self.progress, self.task, self.losses
 
         class Advance(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 loss = (logs or {}).get("loss")
+                losses.append(float("nan") if loss is None else float(loss))
                 shown = "-" if loss is None else format_number(float(loss))
                 progress.update(task, completed=epoch + 1, loss=shown)
 
@@ -273,7 +307,8 @@ def _print_comparison(
     intercept: float,
     initial_loss: float,
     final_loss: float,
-) -> None:
+) -> Any:
+    """Print the trained coefficients beside the exact fit; return the exact fit."""
     import stablefit
     from stablefit.keras.linear import mse
 
@@ -296,6 +331,7 @@ def _print_comparison(
             f"excess loss over the optimum: {format_number(100 * share, 3)}% of its initial "
             f"value ({format_number(initial_loss, 4)} before training)"
         )
+    return exact
 
 
 def _print_guard(console: Console, guard: Any, stopped: str | None) -> None:

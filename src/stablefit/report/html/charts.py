@@ -104,6 +104,12 @@ def log_scale(ax: Any, axis: str = "y", ticks: int = 8) -> None:
     which.set_minor_formatter(ticker.NullFormatter())
 
 
+def number_marks(artists: Any, prefix: str) -> None:
+    """Give each of ``artists`` (a bar chart's bars) the id ``{prefix}-{k}``."""
+    for k, artist in enumerate(artists):
+        artist.set_gid(f"{prefix}-{k}")
+
+
 def chart(name: str, drawing: str, caption: str) -> str:
     """A figure block: the SVG and its (already escaped) caption."""
     return (

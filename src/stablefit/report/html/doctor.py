@@ -431,7 +431,8 @@ def _collinearity(diagnosis: Diagnosis) -> str:
                 "#b3261e" if v >= VIF_WARNING else "#e0a526" if v >= VIF_INFO else "#1f5fa8"
                 for v in values
             ]
-            ax.barh(np.arange(len(with_vif)), shown, color=colours, gid="vif-bars")
+            bars = ax.barh(np.arange(len(with_vif)), shown, color=colours)
+            charts.number_marks(bars, "vif-bar")
             for k, value in enumerate(values):
                 if np.isinf(value):
                     ax.annotate(
@@ -481,13 +482,17 @@ def _missing(diagnosis: Diagnosis) -> str:
         positions = np.arange(len(shown))
         nan = np.array([c.n_nan for c in shown])
         inf = np.array([c.n_inf for c in shown])
-        ax.barh(positions, nan, color="#8e44ad", label="NaN or missing", gid="missing-nan")
-        ax.barh(positions, inf, left=nan, color="#c0392b", label="inf", gid="missing-inf")
+        charts.number_marks(
+            ax.barh(positions, nan, color="#8e44ad", label="NaN or missing"), "missing-nan"
+        )
+        charts.number_marks(
+            ax.barh(positions, inf, left=nan, color="#c0392b", label="inf"), "missing-inf"
+        )
         ax.set_yticks(positions, [c.name for c in shown])
         ax.set_ylim(len(shown) - 0.5, -0.5)
         ax.set_xlabel("values")
         ax.set_title("Non-finite values by column")
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         drawing = svg(fig)
     caption = text(
         f"Keras trains on every row it is given: one NaN or inf makes the loss NaN from the "

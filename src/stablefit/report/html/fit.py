@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.special
 
+from stablefit.report.html import charts
 from stablefit.report.html.charts import chart, figure, svg
 from stablefit.report.html.page import (
     document,
@@ -149,7 +150,8 @@ def _certificate(result: FitResult) -> str:
     shown = names[:FOREST_ROWS]
     with figure(7.5, max(1.6, 0.7 + 0.26 * len(shown))) as fig:
         ax = fig.axes[0]
-        ax.barh(np.arange(len(shown)), digits[: len(shown)], color="#2e9e4f", gid="digits-bars")
+        bars = ax.barh(np.arange(len(shown)), digits[: len(shown)], color="#2e9e4f")
+        charts.number_marks(bars, "digits-bar")
         ax.axvline(cert.digits, color="#111111", lw=1, ls="--")
         ax.set_xlim(0, MAX_DIGITS + 0.5)
         ax.set_yticks(range(len(shown)), shown)

@@ -38,14 +38,15 @@ def training_page(record: TrainingRecord) -> str:
 
 def training_body(record: TrainingRecord) -> str:
     settings = record.settings
-    finite = math.isfinite(record.final_loss) and record.stopped is None
-    verdict = (
-        "Training ended with finite weights and loss."
-        if finite
-        else "Training did not end with finite weights and loss."
-        if record.stopped is None
-        else "The guard stopped training: " + record.stopped
-    )
+    if record.stopped is not None:
+        verdict = (
+            "<p><b>The guard stopped training.</b></p>"
+            f'<pre class="note">{text(record.stopped)}</pre>'
+        )
+    elif math.isfinite(record.final_loss):
+        verdict = "<p><b>Training ended with finite weights and loss.</b></p>"
+    else:
+        verdict = "<p><b>Training did not end with finite weights and loss.</b></p>"
     facts = (
         f"{record.settings.get('rows', '?')} rows. "
         + ", ".join(f"{key} {value}" for key, value in settings.items() if key != "rows")
@@ -55,7 +56,7 @@ def training_body(record: TrainingRecord) -> str:
         [
             f"<h1>{text('stablefit train: ' + record.origin)}</h1>",
             f'<p class="facts">{text(facts)}</p>',
-            f"<p><b>{text(verdict)}</b></p>",
+            verdict,
             navigation(SECTIONS),
             section("loss", "Loss", _loss(record)),
             section("events", "Guard events", _events(record)),
