@@ -1,19 +1,23 @@
-"""`stablefit fit` and `stablefit doctor` on a large CSV, against pandas.read_csv alone.
+"""`stablefit fit` and `stablefit doctor` on large CSVs, against pandas.read_csv alone.
 
-Writes a CSV of about the requested size (random well-conditioned data, 10 significant
-digits per value), then times in the same process, interleaved:
+Writes CSVs of about the requested size (random well-conditioned data, 21 columns) of
+two kinds: numbers rounded to 10 decimals (``-12.8534662944``), and full precision as
+``pandas.to_csv``, ``numpy.savetxt`` and ``repr`` write them (17 significant digits,
+``-12.853466294412345``). Then, for each file, times in the same process, interleaved:
 
 - ``pandas.read_csv`` of the file (the baseline: what reading it alone costs),
+- ``polars.read_csv`` beside it, when polars is installed,
 - ``stablefit fit FILE --target y`` and ``stablefit doctor FILE --target y`` as
   subprocesses, with their peak memory (resident set size, Linux).
 
     python benchmarks/bench_csv.py --megabytes 1000
-    python benchmarks/bench_csv.py --megabytes 3000 --no-pandas   # beyond the memory budget
+    python benchmarks/bench_csv.py --megabytes 3000 --no-pandas --kinds full   # beyond the cache
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +32,12 @@ import pyarrow.csv as pa_csv
 COLUMNS = 20
 
 
-def write_csv(path: Path, megabytes: float, seed: int = 0) -> int:
+# How each kind of file writes its values: rounded to 10 decimals, or as they are
+# (pyarrow writes the shortest text that reads back the same double, as repr does).
+KINDS = {"10-digit": lambda values: np.round(values, 10), "full": lambda values: values}
+
+
+def write_csv(path: Path, megabytes: float, kind: str = "10-digit", seed: int = 0) -> int:
     """Write a CSV of about ``megabytes`` MB (10⁶ bytes) in chunks; return the number of rows."""
     rng = np.random.default_rng(seed)
     coef = rng.normal(size=COLUMNS)
@@ -44,7 +53,8 @@ def write_csv(path: Path, megabytes: float, seed: int = 0) -> int:
             rows = int(min(200_000, max(1, (target_bytes - written) / per_row)))
             X = rng.normal(size=(rows, COLUMNS)) * 100
             y = X @ coef + rng.normal(size=rows)
-            table = pa.table({n: np.round(c, 10) for n, c in zip(names, [*X.T, y], strict=True)})
+            columns = [KINDS[kind](c) for c in [*X.T, y]]
+            table = pa.table(dict(zip(names, columns, strict=True)))
             writer.write_table(table)
             rows_total += rows
             written = path.stat().st_size
@@ -72,38 +82,60 @@ def peak_rss_of(command: list[str]) -> tuple[float, float]:
     return time.perf_counter() - start, peak_kb / 1024
 
 
+def readers(no_pandas: bool) -> dict[str, object]:
+    """The in-process readers to time: pandas (the baseline), and polars if installed."""
+    found: dict[str, object] = {}
+    if not no_pandas:
+        import pandas as pd
+
+        found["pandas.read_csv"] = pd.read_csv
+    try:
+        import polars as pl
+    except ImportError:
+        return found
+    found["polars.read_csv"] = pl.read_csv
+    return found
+
+
+def compare(path: Path, repeats: int, no_pandas: bool) -> None:
+    stablefit = [sys.executable, "-m", "stablefit.cli.main"]
+    times: dict[str, list[float]] = {}
+    peaks: dict[str, float] = {}
+    in_process = readers(no_pandas)
+    for _ in range(repeats):
+        for name, read in in_process.items():
+            start = time.perf_counter()
+            read(path)
+            times.setdefault(name, []).append(time.perf_counter() - start)
+        for command in ("fit", "doctor"):
+            seconds, peak = peak_rss_of([*stablefit, command, str(path), "--target", "y"])
+            times.setdefault(f"stablefit {command}", []).append(seconds)
+            peaks[f"stablefit {command}"] = peak
+    baseline = statistics.median(times["pandas.read_csv"]) if not no_pandas else None
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        ratio = f"{seconds / baseline:.2f}x read_csv" if baseline else ""
+        peak = f"peak RSS {peaks[name]:.0f} MB" if name in peaks else ""
+        runs = ", ".join(f"{value:.2f}" for value in values)
+        print(f"{name:<18} {seconds:8.2f} s  {ratio:>16}  {peak:<18} runs: {runs} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=list(KINDS))
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "data.csv"
-        rows = write_csv(path, args.megabytes)
-        size = path.stat().st_size / 1e6
-        print(f"{path.name}: {size:.0f} MB, {rows} rows x {COLUMNS + 1} columns")
-        stablefit = [sys.executable, "-m", "stablefit.cli.main"]
-        times: dict[str, list[float]] = {}
-        peaks: dict[str, float] = {}
-        for _ in range(args.repeats):
-            if not args.no_pandas:
-                import pandas as pd
-
-                start = time.perf_counter()
-                pd.read_csv(path)
-                times.setdefault("pandas.read_csv", []).append(time.perf_counter() - start)
-            for command in ("fit", "doctor"):
-                seconds, peak = peak_rss_of([*stablefit, command, str(path), "--target", "y"])
-                times.setdefault(f"stablefit {command}", []).append(seconds)
-                peaks[f"stablefit {command}"] = peak
-        baseline = statistics.median(times["pandas.read_csv"]) if not args.no_pandas else None
-        for name, values in times.items():
-            seconds = statistics.median(values)
-            ratio = f"{seconds / baseline:.2f}x read_csv" if baseline else ""
-            peak = f"peak RSS {peaks[name]:.0f} MB" if name in peaks else ""
-            runs = ", ".join(f"{value:.2f}" for value in values)
-            print(f"{name:<18} {seconds:8.2f} s  {ratio:>16}  {peak:<18} runs: {runs} s")
+    print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    for kind in args.kinds:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"{kind}.csv"
+            rows = write_csv(path, args.megabytes, kind)
+            size = path.stat().st_size / 1e6
+            print(f"\n{kind} file: {size:.0f} MB, {rows} rows x {COLUMNS + 1} columns")
+            compare(path, args.repeats, args.no_pandas)
+    print(f"\nload average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from stablefit.cli.quiet import quiet_tensorflow
@@ -267,6 +266,15 @@ class _EpochProgress:
     """A rich progress bar advanced by a Keras callback at each epoch's end."""
 
     def __init__(self, console: Console, epochs: int) -> None:
+        # Only this command shows progress: the others do not load it.
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self.progress = Progress(
             TextColumn("training"),
             BarColumn(),

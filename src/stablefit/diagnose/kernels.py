@@ -17,13 +17,14 @@ or fused, and ``error_model="numpy"`` divides by zero to ``inf``/``NaN`` as NumP
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from stablefit.jit import kernel
 
 # The update rules of :func:`regular_steps`, with the optimizer's options resolved.
 SGD, MOMENTUM, NESTEROV, ADAM, ADAMW, RMSPROP, RMSPROP_MOMENTUM, ADAGRAD = range(8)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def loss_and_gradient(
     theta: np.ndarray,
     Q: np.ndarray,
@@ -76,7 +77,7 @@ def loss_and_gradient(
             grad[r, k] = scale * (grad[r, k] - q[k]) + twice * a[k]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def regular_rows(
     theta: np.ndarray, max_abs: np.ndarray, fmax: float, regular: np.ndarray
 ) -> None:  # pragma: no cover
@@ -93,7 +94,12 @@ def regular_rows(
         regular[r] = bound <= fmax
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+def _steps_work(theta: np.ndarray, losses: np.ndarray, start: int, end: int, *_: object) -> int:
+    """Work of :func:`regular_steps` as Python: each step of each run costs about p²."""
+    return (end - start) * theta.size * theta.shape[1]
+
+
+@kernel(cache=True, nogil=True, error_model="numpy", work=_steps_work)
 def regular_steps(
     theta: np.ndarray,
     losses: np.ndarray,
@@ -158,7 +164,7 @@ def regular_steps(
     return end
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def update_step(rule, theta, grad, lr, first, second, constants, iterations):  # pragma: no cover
     """One optimizer step, in place, for every run: Keras's update rule
     (``keras/src/optimizers/<name>.py``), its operations in its order, element by element.

@@ -26,15 +26,13 @@ digits exactly. An empty cell is a missing value (NaN), as in pyarrow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import llvmlite.ir as ir
 import numpy as np
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from stablefit.io.schema import Batch
+from stablefit.jit import intrinsic, kernel
 
 # Exact powers of ten: 10^22 is the largest that a double holds exactly.
 POWERS_OF_TEN = np.array([10.0**k for k in range(23)])
@@ -93,61 +91,76 @@ PRECISION_MASK = np.uint64(0x1FF)
 INFINITE_POWER = 0x7FF
 
 
-@intrinsic
-def _trailing_zeros(typingctx, word):  # pragma: no cover
-    """Trailing zero bits of a uint64 (64 for 0): LLVM's cttz, one instruction."""
-    signature = types.uint64(types.uint64)
+def _count_zero_bits(instruction: str) -> Callable:
+    """An intrinsic's definition: LLVM's cttz or ctlz of a uint64 (64 for 0)."""
 
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]), "llvm.cttz.i64"
-        )
-        return builder.call(function, [args[0], ir.Constant(ir.IntType(1), 0)])
+    def definition(typingctx, word):  # pragma: no cover
+        from llvmlite import ir
+        from numba import types
+        from numba.core import cgutils
 
-    return signature, codegen
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            function = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]), instruction
+            )
+            return builder.call(function, [args[0], ir.Constant(ir.IntType(1), 0)])
 
+        return types.uint64(types.uint64), codegen
 
-@intrinsic
-def _leading_zeros(typingctx, word):  # pragma: no cover
-    """Leading zero bits of a uint64 (64 for 0): LLVM's ctlz, one instruction."""
-    signature = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]), "llvm.ctlz.i64"
-        )
-        return builder.call(function, [args[0], ir.Constant(ir.IntType(1), 0)])
-
-    return signature, codegen
+    definition.__name__ = instruction.replace(".", "_")
+    return definition
 
 
-@intrinsic
+def _python_trailing_zeros(word: np.uint64) -> np.uint64:
+    word = int(word)
+    return np.uint64((word & -word).bit_length() - 1 if word else 64)
+
+
+def _python_leading_zeros(word: np.uint64) -> np.uint64:
+    return np.uint64(64 - int(word).bit_length())
+
+
+# Trailing and leading zero bits of a uint64 (64 for 0): one instruction each.
+_trailing_zeros = intrinsic(_python_trailing_zeros)(_count_zero_bits("llvm.cttz.i64"))
+_leading_zeros = intrinsic(_python_leading_zeros)(_count_zero_bits("llvm.ctlz.i64"))
+
+
+def _python_high_product(a: np.uint64, b: np.uint64) -> np.uint64:
+    return np.uint64((int(a) * int(b)) >> 64)
+
+
+@intrinsic(_python_high_product)
 def _high_product(typingctx, a, b):  # pragma: no cover
     """The high 64 bits of the 128-bit product of two uint64 (one multiplication)."""
-    signature = types.uint64(types.uint64, types.uint64)
+    from llvmlite import ir
+    from numba import types
 
     def codegen(context, builder, signature, args):
         i128 = ir.IntType(128)
         product = builder.mul(builder.zext(args[0], i128), builder.zext(args[1], i128))
         return builder.trunc(builder.lshr(product, ir.Constant(i128, 64)), ir.IntType(64))
 
-    return signature, codegen
+    return types.uint64(types.uint64, types.uint64), codegen
 
 
-@intrinsic
+def _python_as_double(bits: np.uint64) -> np.float64:
+    return np.array(bits, dtype=np.uint64).view(np.float64)[()]
+
+
+@intrinsic(_python_as_double)
 def _as_double(typingctx, bits):  # pragma: no cover
     """The double whose IEEE bits are ``bits``."""
-    signature = types.float64(types.uint64)
+    from llvmlite import ir
+    from numba import types
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.DoubleType())
 
-    return signature, codegen
+    return types.float64(types.uint64), codegen
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _eisel_lemire(w, q):  # pragma: no cover
     """The double nearest to w · 10^q (ties to even), for 0 < w < 2^64 (fast_float's
     ``compute_float``)."""
@@ -200,7 +213,7 @@ def _eisel_lemire(w, q):  # pragma: no cover
     return _as_double(mantissa | (np.uint64(power) << np.uint64(MANTISSA_BITS)))
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _decimal_to_double(w, q):  # pragma: no cover
     """The double nearest to w · 10^q, for w < 2^64."""
     if w == 0:
@@ -213,7 +226,7 @@ def _decimal_to_double(w, q):  # pragma: no cover
     return _eisel_lemire(w, q)
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _digit_run(data, pos):  # pragma: no cover
     """(k, value): how many of the 8 bytes at ``pos`` are digits before the first one that
     is not (8 if all are), and the number those k digits spell.
@@ -244,12 +257,12 @@ def _digit_run(data, pos):  # pragma: no cover
 # Every index in the parser is cast to unsigned: numba then leaves out the wraparound of
 # negative indices it adds to each signed access (a comparison and a conditional move),
 # which took a fifth of the parser's time.
-@njit(inline="always")
+@kernel(inline="always")
 def _byte(data, pos):  # pragma: no cover
     return data[np.uint64(pos)]
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _digits(data, pos, end, mantissa):  # pragma: no cover
     """(position after the digits at ``pos``, mantissa · 10^k + those k digits, k).
 
@@ -271,7 +284,7 @@ def _digits(data, pos, end, mantissa):  # pragma: no cover
     return pos, mantissa, pos - start
 
 
-@njit(inline="never")
+@kernel(inline="never")
 def _significant(data, pos):  # pragma: no cover
     """For the digits (and point) from ``pos`` on: (leading zeros, the first 19 significant
     digits as an integer, whether a nonzero digit follows them)."""
@@ -294,14 +307,14 @@ def _significant(data, pos):  # pragma: no cover
     return leading, w, nonzero_dropped
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _skip_line(data, pos):  # pragma: no cover
     while _byte(data, pos) != NEWLINE:
         pos += 1
     return pos + 1
 
 
-@njit(cache=True, nogil=True, boundscheck=False)
+@kernel(cache=True, nogil=True, boundscheck=False)
 def _parse(
     data, pos, row, skip_header, destinations, delimiter, X, y, odd, n_odd
 ):  # pragma: no cover
@@ -360,7 +373,7 @@ def _parse(
                     power = 0
                     while ZERO <= c <= NINE:
                         if power < 100000:
-                            power = power * 10 + (c - ZERO)
+                            power = power * 10 + np.int64(c - ZERO)
                         written += 1
                         pos += 1
                         c = _byte(data, pos)
@@ -415,7 +428,7 @@ def _parse(
     return row, pos, n_odd
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _count_line_breaks(data):  # pragma: no cover
     count = 0
     for byte in data:

@@ -12,7 +12,6 @@ from typing import IO, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.padding import Padding
-from rich.syntax import Syntax
 from rich.text import Text
 
 from stablefit.diagnose import COMPARISON_OPTIMIZER
@@ -129,28 +128,29 @@ def fix_snippets(diagnosis: Diagnosis) -> list[str]:
     return snippets
 
 
-def _fix(diagnosis: Diagnosis) -> list[RenderableType]:
+def _fix(diagnosis: Diagnosis, highlight: bool) -> list[RenderableType]:
     snippets = fix_snippets(diagnosis)
     if not snippets:
         return []
     code = "\n\n".join(snippets)
-    return [
-        _heading("Fix (paste this)"),
-        Padding(
-            Syntax(code, "python", theme="ansi_dark", background_color="default"),
-            (0, 2),
-            expand=False,
-        ),
-    ]
+    if highlight:
+        from rich.syntax import Syntax  # pygments: its Python lexer takes a while to build
+
+        block: RenderableType = Syntax(
+            code, "python", theme="ansi_dark", background_color="default"
+        )
+    else:  # as Syntax lays it out without colour
+        block = Text(code.expandtabs(4), no_wrap=True)
+    return [_heading("Fix (paste this)"), Padding(block, (0, 2), expand=False)]
 
 
-def renderables(diagnosis: Diagnosis) -> Group:
-    """The whole report as one rich renderable."""
+def renderables(diagnosis: Diagnosis, *, highlight: bool = True) -> Group:
+    """The whole report as one rich renderable (the code of the fix highlighted)."""
     parts: list[RenderableType] = [_header(diagnosis), Text()]
     parts += _what_will_happen(diagnosis)
     parts.append(Text())
     parts += _why(diagnosis)
-    parts += _fix(diagnosis)
+    parts += _fix(diagnosis, highlight)
     return Group(*parts)
 
 
@@ -169,7 +169,7 @@ def render_text(diagnosis: Diagnosis, *, width: int = 100) -> str:
     console = Console(
         file=buffer, width=width, color_system=None, force_terminal=False, highlight=False
     )
-    console.print(renderables(diagnosis))
+    console.print(renderables(diagnosis, highlight=False))
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 
 

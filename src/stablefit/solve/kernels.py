@@ -14,16 +14,29 @@ blocks at once.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+
+from stablefit.jit import intrinsic, kernel
 
 
-@intrinsic
+def _python_fma(a: float, b: float, c: float) -> float:
+    """a·b + c with one rounding, in exact rational arithmetic (Python 3.11 has no
+    math.fma); the int division that ends Fraction's float() is correctly rounded."""
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(c)):
+        return a * b + c
+    return float(Fraction(a) * Fraction(b) + Fraction(c))
+
+
+@intrinsic(_python_fma)
 def _fma(typingctx, a, b, c):  # pragma: no cover
     """a·b + c with one rounding (LLVM's fma: the instruction, or libm's exact fma)."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+
     signature = types.float64(types.float64, types.float64, types.float64)
 
     def codegen(context, builder, signature, args):
@@ -36,7 +49,7 @@ def _fma(typingctx, a, b, c):  # pragma: no cover
     return signature, codegen
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _minus_product(s, e, a, a_lo, b_hi, b_lo):  # pragma: no cover
     """(s, e) - a·(b_hi + b_lo) - a_lo·b_hi: two-sum of the product, its error into e."""
     p = a * b_hi
@@ -46,14 +59,14 @@ def _minus_product(s, e, a, a_lo, b_hi, b_lo):  # pragma: no cover
     return s_new, e + (((s - (s_new - v)) + (-p - v)) - p_err)
 
 
-@njit(inline="always")
+@kernel(inline="always")
 def _plus_pair(s, e, t, f):  # pragma: no cover
     s_new = s + t
     v = s_new - s
     return s_new, e + ((s - (s_new - v)) + (t - v)) + f
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _residual_gradient(Z_hi, Z_lo, has_lo, y, b_hi, b_lo, c_hi, c_lo):  # pragma: no cover
     n, k = Z_hi.shape
     r_hi = np.empty(n)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+
+from stablefit.jit import kernel
 
 
 class Buffers(NamedTuple):
@@ -37,7 +38,7 @@ def new_buffers(p: int, k: int) -> Buffers:
     )
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def offer(keys, kept_rows, counts, values, rows):  # pragma: no cover
     """Offer each pair (values[j, i], rows[i]) to column j's buffers (in place)."""
     k = keys.shape[2]
@@ -86,7 +87,7 @@ def offer(keys, kept_rows, counts, values, rows):  # pragma: no cover
                 high_cut = -keys[1, j, k - 1]
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _finish(keys, kept_rows, counts):  # pragma: no cover
     _, p, k = keys.shape
     values = np.empty((p, 2 * k))

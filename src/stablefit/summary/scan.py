@@ -13,12 +13,12 @@ way, NaN and inf included (:class:`DetailScan`).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from stablefit.jit import kernel
 from stablefit.summary import extremes
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _scan(X, y, has_y):  # pragma: no cover
     n, d = X.shape
     p = d + 1 if has_y else d
@@ -39,7 +39,7 @@ def _scan(X, y, has_y):  # pragma: no cover
     return finite, total, low, high
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _centered(X, y, has_y, mean):  # pragma: no cover
     n, d = X.shape
     p = d + 1 if has_y else d
@@ -84,7 +84,7 @@ TRANSPOSE_ROWS = 64
 PRODUCT_ROWS = 256
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _center(columns, bases, start, m, mean, centered):  # pragma: no cover
     """``centered[a, :m] = columns[a, bases[a] + start:][:m] - mean[a]``."""
     for a in range(columns.shape[0]):
@@ -95,7 +95,7 @@ def _center(columns, bases, start, m, mean, centered):  # pragma: no cover
 
 # Reassociating the sums lets the compiler vectorize them. They add up values already
 # centered, in their own function: reassociation cannot reach back into the subtraction.
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@kernel(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _add_products(centered, m, products, residual_sum):  # pragma: no cover
     p = products.shape[0]
     for a in range(p):
@@ -125,7 +125,7 @@ def _add_products(centered, m, products, residual_sum):  # pragma: no cover
             products[a, c] += total
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _piece_moments(columns, bases, m, total, centered):  # pragma: no cover
     """Mean and co-moment of m rows, ``columns[a, bases[a]:][:m]``, every value finite.
 
@@ -148,7 +148,7 @@ def _piece_moments(columns, bases, m, total, centered):  # pragma: no cover
     return mean, products
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _merge_moments(moments, m, mean, comoment):  # pragma: no cover
     """Merge m rows' mean and co-moment into the running ones (Chan, Golub and LeVeque's
     update, as CoMoments.merge does)."""
@@ -167,7 +167,7 @@ def _merge_moments(moments, m, mean, comoment):  # pragma: no cover
     count[0] = both
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _merge_column(column_moments, a, m, mean, m2):  # pragma: no cover
     """Merge m values of column a with this mean and m2 into its running moments."""
     count, running_mean, running_m2 = column_moments
@@ -179,7 +179,7 @@ def _merge_column(column_moments, a, m, mean, m2):  # pragma: no cover
     count[a] = both
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _record(rows, counts, j, row):  # pragma: no cover
     """Count a NaN or inf of column j; keep its row among the first few."""
     if counts[j] < rows.shape[1]:
@@ -187,7 +187,7 @@ def _record(rows, counts, j, row):  # pragma: no cover
     counts[j] += 1
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _nonfinite_piece(
     columns, fill, m, first_row, piece, state, centered, gathered
 ):  # pragma: no cover
@@ -267,7 +267,7 @@ def _nonfinite_piece(
     return True
 
 
-@njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _scan_detail(X, y, has_y, first_row, columns, fill, state):  # pragma: no cover
     low, high, fraction, moments, column_moments, _, extreme_buffers = state
     keys, kept_rows, counts = extreme_buffers
