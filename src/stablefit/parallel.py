@@ -11,6 +11,8 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -19,8 +21,25 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
+# Set inside an engine's task (one thread per task, as the engine schedules them).
+_TASK_THREADS: ContextVar[int | None] = ContextVar("stablefit_task_threads", default=None)
+
+
+@contextmanager
+def task_threads(count: int) -> Iterator[None]:
+    """Within this block, per-batch work of this thread uses ``count`` threads."""
+    token = _TASK_THREADS.set(count)
+    try:
+        yield
+    finally:
+        _TASK_THREADS.reset(token)
+
+
 def default_workers() -> int:
-    """Threads to use: the cores this process may run on."""
+    """Threads to use: the cores this process may run on, or what a task was given."""
+    given = _TASK_THREADS.get()
+    if given is not None:
+        return given
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import scipy.linalg
 from stablefit.errors import StablefitInputError
 from stablefit.io import ArraySource, Batch, CachingSource, Source, open_source
 from stablefit.io.memory import is_dask_collection
+from stablefit.io.partitions import PartitionedSource, is_distributed, over_partitions
 from stablefit.missing import MISSING_CHOICES, Missing
 from stablefit.solve.blocks import RawBlock, SourceBlocks
 from stablefit.solve.certificate import Certificate, trusted_digits
@@ -52,13 +54,16 @@ def fit(
     missing: Missing = "error",
     feature_names: Sequence[str] | None = None,
     drop_non_numeric: bool = False,
+    engine: Any = None,
 ) -> FitResult:
     """Least-squares fit of y on X, exact to the digits the certificate states.
 
     Parameters
     ----------
-    X : array-like, DataFrame, pyarrow Table, or path to a CSV/Parquet file
+    X : array-like, DataFrame, pyarrow Table, Dask DataFrame or Array, or path
         The features (and, for tables and files, the target column named by ``target``).
+        A path names a CSV or Parquet file, or a directory or glob of them read as one
+        table.
     y : array-like, optional
         The target when it is not a column of ``X``.
     target : str, optional
@@ -73,6 +78,10 @@ def fit(
         Names for array columns.
     drop_non_numeric : bool, default False
         Leave out text columns of tables and files instead of raising an error.
+    engine : distributed.Client or Engine, optional
+        Read files on this cluster's workers (see :mod:`stablefit.engines`); Dask
+        collections run on their default client without it. Only results the size of
+        the co-moment matrix travel back, and the answer is the one-machine answer.
 
     Returns
     -------
@@ -91,7 +100,12 @@ def fit(
             f"missing={missing!r} is not an option; use one of {', '.join(MISSING_CHOICES)}"
         )
     source = open_source(
-        X, y, target=target, feature_names=feature_names, drop_non_numeric=drop_non_numeric
+        X,
+        y,
+        target=target,
+        feature_names=feature_names,
+        drop_non_numeric=drop_non_numeric,
+        engine=engine,
     )
     return fit_source(source, intercept=intercept, missing=missing)
 
@@ -100,12 +114,17 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     """Fit from an opened :class:`~stablefit.io.Source` (two or more passes over it).
 
     Files and tables are parsed once when their float64 data fit the cache budget
-    (:data:`~stablefit.io.cache.DEFAULT_CACHE_BYTES`), and read again per pass otherwise.
+    (:data:`~stablefit.io.cache.DEFAULT_CACHE_BYTES`), and read again per pass otherwise;
+    on a cluster, they are held in its memory after the first pass when they fit there.
     """
-    if not isinstance(source, ArraySource):
+    on_cluster = is_distributed(source)
+    if not isinstance(source, ArraySource) and not on_cluster:
         source = CachingSource(source)
     summary = summarize(source, detail=missing == "impute")
     _validate(summary, source, missing)
+    if on_cluster:
+        assert isinstance(source, PartitionedSource)
+        source = source.kept(summary.n_rows * summary.p * 8)
     schema = summary.schema
     d = summary.n_features
     medians = summary.median()[:d] if missing == "impute" else None
@@ -259,6 +278,15 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
 
 def _rows_beyond(source: Source, column: int, limit: float) -> tuple[list[int], int]:
     """First rows (0-based) where |value| > limit in a column, and how many there are."""
+    task = partial(_rows_beyond_here, column=column, limit=limit)
+    return over_partitions(source, task, _join_rows)
+
+
+def _join_rows(a: tuple[list[int], int], b: tuple[list[int], int]) -> tuple[list[int], int]:
+    return (a[0] + b[0])[:20], a[1] + b[1]
+
+
+def _rows_beyond_here(source: Source, *, column: int, limit: float) -> tuple[list[int], int]:
     rows: list[int] = []
     total = 0
     for batch in source.batches():

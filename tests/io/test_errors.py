@@ -48,9 +48,9 @@ def test_unsupported_file_type_lists_the_supported_ones(tmp_path, name):
         open_source(path)
 
 
-def test_directory(tmp_path):
+def test_a_directory_without_data_files(tmp_path):
     (tmp_path / "data.parquet").mkdir()
-    with pytest.raises(StablefitInputError, match="is a directory"):
+    with pytest.raises(StablefitInputError, match="holds no CSV or Parquet files"):
         open_source(tmp_path / "data.parquet")
 
 

@@ -25,12 +25,14 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from stablefit.cli.engine import add_engine_arguments, run_for
 from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.common import DTYPES
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
 from stablefit.diagnose.findings import Diagnosis, format_number
 from stablefit.errors import StablefitInputError
+from stablefit.io import open_source
 from stablefit.report.diagnosis import print_diagnosis
 from stablefit.report.files import write_text_atomic
 from stablefit.report.html.charts import ensure_matplotlib
@@ -50,7 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "1 when a non-finite loss or an error-level hazard is predicted, 0 otherwise, "
         "2 for unusable input.",
     )
-    doctor.add_argument("data", metavar="DATA", help="CSV or Parquet file")
+    doctor.add_argument(
+        "data",
+        metavar="DATA",
+        help="CSV or Parquet file, or a directory or quoted glob of them read as one table",
+    )
     doctor.add_argument("--target", metavar="COL", help="the target column")
     doctor.add_argument(
         "--optimizer",
@@ -75,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.add_argument(
         "--html", metavar="PATH", help="also write the report as one self-contained HTML page"
     )
+    add_engine_arguments(doctor)
     doctor.set_defaults(handler=run_doctor)
 
     demo = subparsers.add_parser(
@@ -101,23 +108,11 @@ def exit_code(diagnosis: Diagnosis) -> int:
 
 
 def run_doctor(args: argparse.Namespace) -> int:
-    path = Path(args.data)
-    if not path.is_file():
-        raise StablefitInputError(f"{args.data}: no such file; give a CSV or Parquet file")
     if args.html:
         ensure_matplotlib()
-    diagnosis = diagnose(
-        str(path),
-        target=args.target,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        momentum=args.momentum,
-        nesterov=args.nesterov,
-        dtype=args.dtype,
-        intercept=args.intercept,
-    )
+    with run_for(args) as run:
+        source = open_source(args.data, target=args.target, engine=run.engine)
+        diagnosis = diagnose_source(run.watch(source), args)
     if args.json and args.json != "-":  # before the report: an unwritable path fails alone
         write_text_atomic(Path(args.json), diagnosis.to_json() + "\n")
     if args.html:
@@ -128,6 +123,21 @@ def run_doctor(args: argparse.Namespace) -> int:
         return exit_code(diagnosis)
     print_diagnosis(diagnosis)
     return exit_code(diagnosis)
+
+
+def diagnose_source(source: Any, args: argparse.Namespace) -> Diagnosis:
+    return diagnose(
+        source,
+        target=args.target,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        momentum=args.momentum,
+        nesterov=args.nesterov,
+        dtype=args.dtype,
+        intercept=args.intercept,
+    )
 
 
 # -- demo -----------------------------------------------------------------------------------

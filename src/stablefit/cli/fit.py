@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from rich.console import Console
 
+from stablefit.cli.engine import add_engine_arguments, run_for
 from stablefit.errors import StablefitInputError
 from stablefit.io import Schema, Source, open_source
 from stablefit.missing import MISSING_CHOICES
@@ -27,6 +28,10 @@ from stablefit.report.html.charts import ensure_matplotlib
 
 # Rows without a prediction named in the warning.
 LISTED_ROWS = 20
+DATA_HELP = (
+    "CSV (.csv, .csv.gz, .tsv) or Parquet file, or a directory or quoted glob of them "
+    "('data/part-*.parquet') read as one table"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "R², the residual SD, and a certificate of how many digits can be trusted. "
         "Exit code 0 on success, 2 for unusable input.",
     )
-    fit.add_argument("data", metavar="DATA", help="CSV (.csv, .csv.gz, .tsv) or Parquet file")
+    fit.add_argument("data", metavar="DATA", help=DATA_HELP)
     fit.add_argument("--target", required=True, metavar="COL", help="the target column")
     fit.add_argument(
         "--missing",
@@ -65,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument(
         "--html", metavar="PATH", help="also write the report as one self-contained HTML page"
     )
+    add_engine_arguments(fit)
     fit.set_defaults(handler=run_fit)
 
     predict = subparsers.add_parser(
@@ -76,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the rows' order; a row with a missing feature value gets an empty prediction.",
     )
     predict.add_argument("model", metavar="MODEL.json", help="a model saved by 'stablefit fit'")
-    predict.add_argument("data", metavar="DATA", help="CSV (.csv, .csv.gz, .tsv) or Parquet file")
+    predict.add_argument("data", metavar="DATA", help=DATA_HELP)
     predict.add_argument(
         "-o", "--output", metavar="OUT.csv", help="write here instead of to stdout"
     )
@@ -91,8 +97,14 @@ def run_fit(args: argparse.Namespace) -> int:
 
     if args.html:
         ensure_matplotlib()
-    source = open_source(args.data, target=args.target, drop_non_numeric=args.drop_non_numeric)
-    result = fit_source(source, intercept=args.intercept, missing=args.missing)
+    with run_for(args) as run:
+        source = open_source(
+            args.data,
+            target=args.target,
+            drop_non_numeric=args.drop_non_numeric,
+            engine=run.engine,
+        )
+        result = fit_source(run.watch(source), intercept=args.intercept, missing=args.missing)
     payload = {**result.to_dict(), "data": str(args.data), **dropped_columns(source.schema)}
     if args.json == "-":
         sys.stdout.write(to_json(payload))

@@ -44,6 +44,7 @@ def diagnose(
     dtype: str = "float32",
     intercept: bool = True,
     feature_names: list[str] | tuple[str, ...] | None = None,
+    engine: Any = None,
 ) -> Diagnosis:
     """Find the numeric hazards in ``X`` (and ``y``) and forecast training on them.
 
@@ -52,9 +53,11 @@ def diagnose(
 
     Parameters
     ----------
-    X : array-like, DataFrame, pyarrow Table, path to a CSV or Parquet file, or Summary
-        The features (and the target, when ``target`` names one of its columns). A
-        :class:`~stablefit.summary.Summary` is used as is.
+    X : array-like, DataFrame, pyarrow Table, Dask DataFrame or Array, path, or Summary
+        The features (and the target, when ``target`` names one of its columns). A path
+        names a CSV or Parquet file, or a directory or glob of them read as one table. A
+        :class:`~stablefit.summary.Summary` is used as is, and so is a
+        :class:`~stablefit.io.Source` (``target`` is then the source's).
     y : array-like, optional
         The target, when it is not a column of ``X``.
     target : str, optional
@@ -75,6 +78,9 @@ def diagnose(
         Whether the model has a bias (``Dense`` has one by default).
     feature_names : sequence of str, optional
         Names for the columns of an array ``X``.
+    engine : distributed.Client or Engine, optional
+        Read files on this cluster's workers (see :mod:`stablefit.engines`); Dask
+        collections run on their default client without it.
 
     Returns
     -------
@@ -90,7 +96,7 @@ def diagnose(
     ('diverges', 3)
     """
     options = _validate(batch_size, epochs, dtype, intercept)
-    summary = X if isinstance(X, Summary) else _summarize(X, y, target, feature_names)
+    summary = X if isinstance(X, Summary) else _summarize(X, y, target, feature_names, engine)
     with _blas_threads_for(summary.p):
         findings = run_checks(summary, options)
         settings = {
@@ -147,10 +153,14 @@ def _validate(batch_size: int, epochs: int, dtype: str, intercept: bool) -> Chec
     return CheckOptions(dtype=dtype, batch_size=batch_size, intercept=bool(intercept))
 
 
-def _summarize(X: Any, y: Any, target: str | None, feature_names: Any) -> Summary:
-    from stablefit.io import open_source
+def _summarize(X: Any, y: Any, target: str | None, feature_names: Any, engine: Any) -> Summary:
+    from stablefit.io import Source, open_source
 
-    source = open_source(X, y, target=target, feature_names=feature_names)
+    source = (
+        X
+        if isinstance(X, Source)
+        else open_source(X, y, target=target, feature_names=feature_names, engine=engine)
+    )
     # Values near the float64 limit (1e308) overflow the co-moments: that is a finding
     # (SF131), not a reason to stop.
     with np.errstate(over="ignore", invalid="ignore"):

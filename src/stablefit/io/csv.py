@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -45,6 +44,7 @@ from stablefit.io.arrow import (
 from stablefit.io.columns import ColumnChoice, Selection
 from stablefit.io.csv_numbers import SKIP, TARGET, parse_plain_numbers
 from stablefit.io.schema import Batch, Schema
+from stablefit.parallel import default_workers
 
 # Bytes of the file's start used to read the header and infer column types.
 SNIFF_BYTES = 1 << 20
@@ -148,6 +148,13 @@ def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
         raise read_error(path, f"cannot read the file as CSV: {error}") from None
 
 
+def read_sample(path: Path, delimiter: str) -> pa.RecordBatch:
+    """The header and the first block of a file that is not empty."""
+    if path.stat().st_size == 0:
+        raise read_error(path, "the file is empty (0 bytes); expected a header line and rows.")
+    return read_first_block(path, delimiter)
+
+
 def parse_options(delimiter: str, invalid: list[pa_csv.InvalidRow]) -> pa_csv.ParseOptions:
     def keep_first(row: pa_csv.InvalidRow) -> str:
         invalid.append(row)
@@ -201,11 +208,11 @@ class CsvSource:
         delimiter: str,
         choice: ColumnChoice,
         batch_rows: int,
+        sample: pa.RecordBatch | None = None,
     ) -> CsvSource:
-        """Read the header and the first block, choose the columns and their types."""
-        if path.stat().st_size == 0:
-            raise read_error(path, "the file is empty (0 bytes); expected a header line and rows.")
-        sample = read_first_block(path, delimiter)
+        """Choose the columns and their types from the header and the first block
+        (``sample``, from :func:`read_sample`: read here unless given)."""
+        sample = read_sample(path, delimiter) if sample is None else sample
         selection = select_arrow_columns(
             sample.schema,
             sample,
@@ -232,7 +239,7 @@ class CsvSource:
             schema=schema_of(selection, str(path), row_label="line", row_offset=FIRST_DATA_LINE),
             batch_rows=batch_rows,
             chunk_bytes=int(min(max(batch_rows * bytes_per_row, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)),
-            workers=max(1, min(MAX_WORKERS, os.cpu_count() or 1)),
+            workers=min(MAX_WORKERS, default_workers()),
             destinations=plain_number_destinations(sample.schema.names, selection, column_types)
             if separates_plain_numbers(delimiter)
             else None,

@@ -287,18 +287,21 @@ class PandasSource:
             yield Batch(X, y, start)
 
 
-def pandas_source(frame: Any, y: Any, *, choice: ColumnChoice, batch_rows: int) -> PandasSource:
+def pandas_source(
+    frame: Any, y: Any, *, choice: ColumnChoice, batch_rows: int, origin: str = "DataFrame"
+) -> PandasSource:
+    """``origin`` names the frame in messages (a partition of a Dask DataFrame, say)."""
     check_target_args(y, choice.target)
     if instance_of(frame, "pandas", "Series"):
         frame = frame.to_frame(name="x0" if frame.name is None else frame.name)
-    check_rows(len(frame), "the DataFrame")
+    check_rows(len(frame), f"the {origin}")
     names = [str(name) for name in frame.columns]
     columns = [frame.iloc[:, p] for p in range(frame.shape[1])]
     selection = select_columns(
         names,
         [pandas_is_numeric(column) for column in columns],
         choice,
-        origin="DataFrame",
+        origin=origin,
         describe=lambda p: describe_pandas(columns[p]),
     )
     y_values, target_name = (None, choice.target) if y is None else target_values(y, len(frame))

@@ -36,6 +36,14 @@ def open_parquet(path: Path) -> pq.ParquetFile:
         raise StablefitInputError(f"{path}: not a readable Parquet file ({error}).") from None
 
 
+def read_sample(path: Path) -> pa.RecordBatch:
+    """The file's first rows, with its column names and types."""
+    with open_parquet(path) as parquet:
+        if parquet.metadata.num_rows == 0:
+            raise StablefitInputError(f"{path}: the file has columns but no rows.")
+        return next(parquet.iter_batches(batch_size=SAMPLE_ROWS))
+
+
 @dataclass
 class ParquetSource:
     """A Parquet file, read in passes of float64 batches (rows are 0-based "row" numbers)."""
@@ -45,11 +53,16 @@ class ParquetSource:
     batch_rows: int = 65536
 
     @classmethod
-    def open(cls, path: Path, *, choice: ColumnChoice, batch_rows: int) -> ParquetSource:
-        with open_parquet(path) as parquet:
-            if parquet.metadata.num_rows == 0:
-                raise StablefitInputError(f"{path}: the file has columns but no rows.")
-            sample = next(parquet.iter_batches(batch_size=SAMPLE_ROWS))
+    def open(
+        cls,
+        path: Path,
+        *,
+        choice: ColumnChoice,
+        batch_rows: int,
+        sample: pa.RecordBatch | None = None,
+    ) -> ParquetSource:
+        """Choose the columns from ``sample`` (:func:`read_sample`, read here unless given)."""
+        sample = read_sample(path) if sample is None else sample
         selection = select_arrow_columns(
             sample.schema,
             sample,

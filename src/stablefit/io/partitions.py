@@ -95,6 +95,11 @@ class PartitionedSource:
         return PartitionedSource(self.schema, partitions, self.engine)
 
 
+def is_distributed(source: Source) -> bool:
+    """Whether an engine reads the source's partitions (rather than this process)."""
+    return isinstance(source, PartitionedSource) and source.engine is not None
+
+
 def over_partitions(source: Source, task: Callable[[Source], T], combine: Callable[[T, T], T]) -> T:
     """``task`` on each partition where an engine runs it, the results merged in order with
     ``combine``; for any other source, ``task(source)`` here."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -98,6 +98,7 @@ class Batch:
         return np.arange(self.first_row, self.first_row + self.n_rows)
 
 
+@runtime_checkable
 class Source(Protocol):
     """Anything that can be read in passes of batches. Each ``batches()`` call is a new pass."""
 

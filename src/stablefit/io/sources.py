@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,9 +11,11 @@ from typing import Any
 from stablefit.errors import StablefitInputError
 from stablefit.io.columns import ColumnChoice
 from stablefit.io.csv import CsvSource
+from stablefit.io.files import names_many_files, open_files
 from stablefit.io.memory import (
     array_source,
     is_arrow,
+    is_dask_collection,
     is_pandas,
     is_polars,
     pandas_source,
@@ -41,6 +44,7 @@ def open_source(
     drop_non_numeric: bool = False,
     columns: Sequence[str] | None = None,
     batch_rows: int = 65536,
+    engine: Any = None,
 ) -> Source:
     """Read any supported input as float64 batches plus a schema.
 
@@ -48,8 +52,10 @@ def open_source(
     ----------
     data : path, array-like, DataFrame, Series or Arrow table
         A CSV (``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``) or Parquet (``.parquet``,
-        ``.pq``) file with a header; a NumPy array (2-D, or 1-D for one feature); a pandas
-        or polars DataFrame or Series; a pyarrow Table, RecordBatch or Array.
+        ``.pq``) file with a header; a directory or a glob pattern (``"data/*.parquet"``)
+        of such files, read as one table (:mod:`stablefit.io.files`); a NumPy array (2-D,
+        or 1-D for one feature); a pandas or polars DataFrame or Series; a pyarrow Table,
+        RecordBatch or Array; a Dask DataFrame, Series or Array.
     y : array-like, optional
         The target as its own array (or Series), one value per row of ``data``.
     target : str, optional
@@ -65,6 +71,11 @@ def open_source(
         (text or not) is ignored. Default: every numeric column except the target.
     batch_rows : int, default 65536
         Largest number of rows in one batch.
+    engine : Engine or distributed.Client, optional
+        Where the partitions of files and Dask collections are read: an
+        :class:`~stablefit.engines.Engine`, or a ``distributed.Client`` to read them on its
+        cluster. Default: files on this machine, Dask collections with Dask (the default
+        client when there is one, else Dask's local scheduler).
 
     Returns
     -------
@@ -100,8 +111,28 @@ def open_source(
         columns=None if columns is None else tuple(str(name) for name in columns),
     )
     if isinstance(data, str | os.PathLike):
+        if engine is not None or names_many_files(str(data)):
+            check_file_args(str(data), y, feature_names)
+            table = open_files(str(data), choice=choice, batch_rows=batch_rows)
+            return dataclasses.replace(table, engine=resolve_engine(engine))
         return file_source(
             Path(data), y, choice=choice, feature_names=feature_names, batch_rows=batch_rows
+        )
+    if is_dask_collection(data) or is_dask_collection(y):
+        from stablefit.engines.dask import dask_source
+
+        return dask_source(
+            data,
+            y,
+            choice=choice,
+            feature_names=feature_names,
+            batch_rows=batch_rows,
+            engine=resolve_engine(engine, dask_default=True),
+        )
+    if engine is not None:
+        raise StablefitInputError(
+            "engine= reads files and Dask collections where they are; for data already in "
+            "memory here, leave it out."
         )
     if feature_names is not None and (is_pandas(data) or is_polars(data) or is_arrow(data)):
         raise StablefitInputError(
@@ -122,6 +153,22 @@ def open_source(
     return array_source(data, y, target=target, feature_names=feature_names, batch_rows=batch_rows)
 
 
+def resolve_engine(engine: Any, *, dask_default: bool = False) -> Any:
+    """An :class:`~stablefit.engines.Engine` for ``engine=``: itself, the Dask engine of a
+    ``distributed.Client``, or for None the Dask engine (``dask_default``) or no engine."""
+    if engine is None and not dask_default:
+        return None
+    if engine is None or type(engine).__name__ == "Client":
+        from stablefit.engines.dask import DaskEngine
+
+        return DaskEngine.default() if engine is None else DaskEngine(engine)
+    if not hasattr(engine, "map_reduce"):
+        raise StablefitInputError(
+            f"engine={engine!r} is neither a distributed.Client nor a stablefit engine."
+        )
+    return engine
+
+
 def instance_of_lazy_polars(data: Any) -> bool:
     return type(data).__name__ == "LazyFrame" and type(data).__module__.startswith("polars")
 
@@ -137,14 +184,7 @@ def file_kind(path: Path) -> str:
     )
 
 
-def file_source(
-    path: Path,
-    y: Any,
-    *,
-    choice: ColumnChoice,
-    feature_names: Sequence[str] | None,
-    batch_rows: int,
-) -> Source:
+def check_file_args(path: str, y: Any, feature_names: Sequence[str] | None) -> None:
     if y is not None:
         raise StablefitInputError(
             f"{path}: for a file, name the target column with target= instead of passing y."
@@ -153,11 +193,20 @@ def file_source(
         raise StablefitInputError(
             f"{path}: feature_names is for arrays; a file's header names its columns."
         )
+
+
+def file_source(
+    path: Path,
+    y: Any,
+    *,
+    choice: ColumnChoice,
+    feature_names: Sequence[str] | None,
+    batch_rows: int,
+) -> Source:
+    check_file_args(str(path), y, feature_names)
     kind = file_kind(path)
     if not path.exists():
         raise StablefitInputError(f"{path}: file not found (working directory: {Path.cwd()}).")
-    if path.is_dir():
-        raise StablefitInputError(f"{path}: is a directory; pass a CSV or Parquet file.")
     delimiter = FILE_KINDS[kind]
     if delimiter is None:
         return ParquetSource.open(path, choice=choice, batch_rows=batch_rows)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import reduce
+from dataclasses import dataclass, field, replace
+from functools import partial, reduce
 
 import numpy as np
 
+from stablefit.io.partitions import over_partitions
 from stablefit.io.schema import ArraySource, Batch, Schema, Source
 from stablefit.parallel import default_workers, ordered_map
 from stablefit.summary import extremes
@@ -301,6 +302,9 @@ class Summary:
 def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summary:
     """One pass over a source's batches.
 
+    A source spread over a cluster is summarized partition by partition where each is
+    read, and the partitions' Summaries merged (:func:`~stablefit.io.partitions.over_partitions`).
+
     Parameters
     ----------
     source : Source
@@ -309,6 +313,13 @@ def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summa
         Also gather what diagnostics need (quantile sketches, extreme values with rows);
         the solver needs only the moments and co-moments.
     """
+    summary = over_partitions(source, partial(_summarize_here, detail=detail), Summary.merge)
+    if summary.schema is not source.schema:  # a partition's schema names only itself
+        summary = replace(summary, schema=source.schema)
+    return summary
+
+
+def _summarize_here(source: Source, *, detail: bool) -> Summary:
     schema = source.schema
     workers = default_workers()
 

@@ -1,0 +1,281 @@
+"""Many files as one table: a directory or a glob of CSV or Parquet files.
+
+``open_source("data/part-*.parquet")``, ``open_source("data/")`` (every CSV or Parquet file
+below it, hidden files and names starting with ``_`` left out, as Spark's ``_SUCCESS``)
+read the files as one table, in natural order (``part-2`` before ``part-10``), each
+file a partition (:mod:`stablefit.io.partitions`) read on its own by the single-file
+readers: file after file with bounded memory here, or in parallel on a cluster.
+
+Directories named ``key=value`` (Hive partitioning, as Spark, Dask and pyarrow write them)
+add a column ``key`` holding each file's ``value``: a number when every file's value is
+one (``__HIVE_DEFAULT_PARTITION__`` is missing), text otherwise.
+
+The first file decides the table's columns. Every other file must have the same ones
+(any order; with ``columns=``, at least those): a file that differs is an error naming
+both files and the column, raised when that file is reached.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+
+from stablefit.errors import StablefitInputError
+from stablefit.io import csv, parquet
+from stablefit.io.arrow import describe_column, is_numeric_type
+from stablefit.io.columns import ColumnChoice, quote_names, select_columns
+from stablefit.io.partitions import OffsetSource, Partition, PartitionedSource, part_offset
+from stablefit.io.schema import Batch, Schema, Source
+
+GLOB_CHARACTERS = "*?["
+HIVE_MISSING = "__HIVE_DEFAULT_PARTITION__"
+
+
+def names_many_files(path: str) -> bool:
+    """Whether ``path`` is a directory or a glob pattern (rather than one file)."""
+    return Path(path).is_dir() or any(c in path for c in GLOB_CHARACTERS)
+
+
+def natural_key(path: Path) -> list[object]:
+    """``part-2`` before ``part-10``: runs of digits compare as numbers."""
+    return [int(run) if run.isdigit() else run for run in re.split(r"(\d+)", str(path))]
+
+
+def hidden(relative: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.parts)
+
+
+def find_files(pattern: str, kinds: Sequence[str]) -> tuple[list[Path], Path]:
+    """The data files a directory, a glob or a file's path names, in natural order, and the
+    directory below which Hive keys are read."""
+    path = Path(pattern)
+    if path.is_dir():
+        root = path
+        found = [
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and not hidden(Path(*p.parts[len(root.parts) :]))
+            and p.name.lower().endswith(tuple(kinds))
+        ]
+        if not found:
+            raise StablefitInputError(
+                f"{pattern}: the directory holds no CSV or Parquet files (looked for "
+                f"{', '.join(kinds)} below it)."
+            )
+    elif not any(c in pattern for c in GLOB_CHARACTERS):  # one file, as a table of one
+        if not path.is_file():
+            raise StablefitInputError(f"{path}: file not found (working directory: {Path.cwd()}).")
+        return [path], path.parent
+    else:
+        cut = next(i for i, p in enumerate(path.parts) if any(c in p for c in GLOB_CHARACTERS))
+        root = Path(*path.parts[:cut])
+        found = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
+        if not found:
+            raise StablefitInputError(
+                f"{pattern}: no file matches (working directory: {Path.cwd()})."
+            )
+    return sorted(found, key=natural_key), root
+
+
+def hive_keys(path: Path, root: Path) -> dict[str, str]:
+    """The ``key=value`` directories between ``root`` and the file."""
+    keys: dict[str, str] = {}
+    for part in path.parts[len(root.parts) : -1]:
+        key, equals, value = part.partition("=")
+        if equals and key:
+            keys[unquote(key)] = unquote(value)
+    return keys
+
+
+def key_number(value: str) -> float | None:
+    """A Hive value as a number (NaN for the missing marker), or None for text."""
+    if value == HIVE_MISSING:
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class FileReader:
+    """Opens one file of the table, checking that its columns match the first file's."""
+
+    path: Path
+    delimiter: str | None
+    index: int
+    reference: Path
+    reference_columns: tuple[str, ...]
+    same_columns: bool
+    feature_names: tuple[str, ...]
+    # Per feature of the table: None when the file holds it, else the file's Hive value.
+    key_values: tuple[float | None, ...]
+    target: str | None
+    batch_rows: int
+
+    def open(self, payload: object = None) -> Source:
+        sample = (
+            parquet.read_sample(self.path)
+            if self.delimiter is None
+            else csv.read_sample(self.path, self.delimiter)
+        )
+        self.check_columns([str(name) for name in sample.schema.names])
+        file_features = tuple(
+            name
+            for name, value in zip(self.feature_names, self.key_values, strict=True)
+            if value is None
+        )
+        choice = ColumnChoice(target=self.target, columns=file_features)
+        source: Source
+        if self.delimiter is None:
+            source = parquet.ParquetSource.open(
+                self.path, choice=choice, batch_rows=self.batch_rows, sample=sample
+            )
+        else:
+            source = csv.CsvSource.open(
+                self.path,
+                delimiter=self.delimiter,
+                choice=choice,
+                batch_rows=self.batch_rows,
+                sample=sample,
+            )
+        if len(file_features) < len(self.feature_names):
+            schema = replace(source.schema, feature_names=self.feature_names)
+            source = KeyColumns(source, schema, self.key_values)
+        return OffsetSource(source, part_offset(self.index))
+
+    def check_columns(self, names: list[str]) -> None:
+        """Raise when the file lacks a column the table needs, or (unless the features
+        were named) has columns other than the first file's."""
+        needed = [
+            name
+            for name, value in zip(self.feature_names, self.key_values, strict=True)
+            if value is None
+        ] + ([self.target] if self.target else [])
+        absent = [name for name in needed if name not in names]
+        if self.same_columns:
+            absent = [name for name in self.reference_columns if name not in names]
+        if absent:
+            raise StablefitInputError(
+                f"{self.path}: no column {quote_names(absent)}, which {self.reference} has; "
+                "the files of one table need the same columns."
+            )
+        extra = [name for name in names if name not in self.reference_columns]
+        if self.same_columns and extra:
+            raise StablefitInputError(
+                f"{self.path}: column {quote_names(extra)} is not in {self.reference}; the "
+                "files of one table need the same columns (or name the features with "
+                "columns=)."
+            )
+
+
+@dataclass
+class KeyColumns:
+    """A file's source with the Hive key columns put among its features."""
+
+    source: Source
+    schema: Schema
+    key_values: tuple[float | None, ...]
+
+    def batches(self) -> Iterator[Batch]:
+        from_file = [j for j, value in enumerate(self.key_values) if value is None]
+        for batch in self.source.batches():
+            X = np.empty((batch.n_rows, len(self.key_values)))
+            X[:, from_file] = batch.X
+            for j, value in enumerate(self.key_values):
+                if value is not None:
+                    X[:, j] = value
+            yield Batch(X, batch.y, batch.first_row)
+
+
+def open_files(pattern: str, *, choice: ColumnChoice, batch_rows: int) -> PartitionedSource:
+    """Every CSV or Parquet file a directory or glob names, as one table (see the module
+    docstring)."""
+    from stablefit.io.sources import FILE_KINDS, file_kind
+
+    paths, root = find_files(pattern, list(FILE_KINDS))
+    kinds = [file_kind(path) for path in paths]
+    delimiter = FILE_KINDS[kinds[0]]
+    for path, kind in zip(paths, kinds, strict=True):
+        if FILE_KINDS[kind] != delimiter:
+            raise StablefitInputError(
+                f"{pattern}: {paths[0]} and {path} are of different kinds ({kinds[0]}, "
+                f"{kind}); the files of one table must all be CSV, all TSV or all Parquet."
+            )
+    keys = [hive_keys(path, root) for path in paths]
+    for path, file_keys in zip(paths, keys, strict=True):
+        if list(file_keys) != list(keys[0]):
+            raise StablefitInputError(
+                f"{pattern}: {paths[0]} lies below the partition keys {list(keys[0])} but "
+                f"{path} below {list(file_keys)}; the files of one table need the same keys."
+            )
+    first = paths[0]
+    sample = parquet.read_sample(first) if delimiter is None else csv.read_sample(first, delimiter)
+    file_names = [str(name) for name in sample.schema.names]
+    key_names = list(keys[0])
+    clash = [name for name in key_names if name in file_names]
+    if clash:
+        raise StablefitInputError(
+            f"{first}: column {quote_names(clash)} is also a partition key of the directories "
+            "above it; rename one of them."
+        )
+    key_values = {name: [key_number(file_keys[name]) for file_keys in keys] for name in key_names}
+    label, offset = ("row", 0) if delimiter is None else ("line", csv.FIRST_DATA_LINE)
+
+    def describe(position: int) -> str:
+        if position < len(file_names):
+            return describe_column(sample.column(position), label, offset)
+        name = key_names[position - len(file_names)]
+        return f"partition key with values such as {keys[0][name]!r}"
+
+    selection = select_columns(
+        file_names + key_names,
+        [is_numeric_type(field.type) for field in sample.schema]
+        + [all(v is not None for v in key_values[name]) for name in key_names],
+        choice,
+        origin=str(first),
+        describe=describe,
+    )
+    if selection.target_name in key_names:
+        raise StablefitInputError(
+            f"{pattern}: the target {selection.target_name!r} is a partition key; a target "
+            "must be a column of the files."
+        )
+    schema = Schema(
+        feature_names=selection.feature_names,
+        target_name=selection.target_name,
+        dropped=selection.dropped,
+        row_label=label,
+        row_offset=offset,
+        origin=pattern,
+        parts=tuple(str(path) for path in paths),
+    )
+    partitions = [
+        Partition(
+            FileReader(
+                path=path,
+                delimiter=delimiter,
+                index=index,
+                reference=first,
+                reference_columns=tuple(file_names),
+                same_columns=choice.columns is None,
+                feature_names=selection.feature_names,
+                key_values=tuple(
+                    key_values[name][index] if name in key_values else None
+                    for name in selection.feature_names
+                ),
+                target=selection.target_name,
+                batch_rows=batch_rows,
+            )
+        )
+        for index, path in enumerate(paths)
+    ]
+    return PartitionedSource(schema, partitions)
