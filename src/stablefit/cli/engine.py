@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +70,8 @@ def run_for(args: argparse.Namespace) -> Iterator[Run]:
         engine = None
         if args.scheduler is not None or args.workers is not None:
             engine = stack.enter_context(dask_engine(args, progress))
-            link = engine.client.dashboard_link
-            if link:
+            if "dashboard" in engine.client.scheduler_info().get("services", {}):
+                link = engine.client.dashboard_link
                 console.print(f"Dask dashboard: {link}", highlight=False, soft_wrap=True)
         yield Run(engine, progress)
 
@@ -95,12 +96,16 @@ def dask_engine(args: argparse.Namespace, progress: Progress | None) -> Iterator
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=":0",
+                    # A partition's bad data is the command's one-line error, not a log.
+                    silence_logs=logging.CRITICAL,
                 )
             )
-            client = stack.enter_context(Client(cluster))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
         else:
             try:
-                client = stack.enter_context(Client(args.scheduler, timeout=CONNECT_TIMEOUT))
+                client = stack.enter_context(
+                    Client(args.scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
+                )
             except (OSError, TimeoutError, ValueError) as error:
                 raise StablefitInputError(
                     f"--scheduler {args.scheduler}: cannot reach a Dask scheduler there "
