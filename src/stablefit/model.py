@@ -7,12 +7,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stablefit.errors import StablefitInputError
 from stablefit.report.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from stablefit.solve.prediction import Prediction, PredictionBasis
 
 FORMAT = "stablefit.linear-model"
 VERSION = 1
@@ -23,7 +26,10 @@ class LinearModel:
     """``prediction = intercept + Σ coef[j] · feature_j``, features by name.
 
     Floats are written with Python's shortest round-trip representation, so a saved and
-    loaded model predicts exactly what the fitted one does.
+    loaded model predicts exactly what the fitted one does. A model saved from a fit also
+    holds what confidence and prediction intervals need (``prediction_basis``: the kept
+    features' means, the covariance of ``cov_type`` in centered coordinates, σ² and the
+    degrees of freedom), so :meth:`predict_intervals` gives the fit's own intervals.
 
     Examples
     --------
@@ -37,6 +43,8 @@ class LinearModel:
     target_name: str
     coef: np.ndarray
     intercept: float
+    prediction_basis: PredictionBasis | None = None
+    cov_type: str = "nonrobust"
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions for the rows of X (n, d), columns in ``feature_names`` order.
@@ -51,11 +59,26 @@ class LinearModel:
                 f"X has shape {X.shape}; the model expects {self.coef.size} columns "
                 f"({', '.join(self.feature_names)})"
             )
+        if self.prediction_basis is not None:
+            return self.prediction_basis.mean(X, self.coef)
         with np.errstate(invalid="ignore", over="ignore"):
             return X @ self.coef + self.intercept
 
+    def predict_intervals(self, X: Any) -> Prediction:
+        """Predictions with standard errors and intervals (see
+        :meth:`stablefit.FitResult.get_prediction`); rows with a missing feature get NaN."""
+        from stablefit.solve.prediction import predict_with_intervals
+
+        if self.prediction_basis is None:
+            raise StablefitInputError(
+                "this model holds no covariance for intervals; save it again with "
+                "stablefit 0.1's 'fit --save'"
+            )
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        return predict_with_intervals(X, self.coef, self.prediction_basis)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "target": self.target_name,
@@ -64,6 +87,12 @@ class LinearModel:
                 name: float(c) for name, c in zip(self.feature_names, self.coef, strict=True)
             },
         }
+        if self.prediction_basis is not None:
+            document["intervals"] = {
+                "cov_type": self.cov_type,
+                **self.prediction_basis.to_dict(self.feature_names),
+            }
+        return document
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> LinearModel:
@@ -82,11 +111,26 @@ class LinearModel:
             raise StablefitInputError(
                 "the model's coefficients and intercept must be finite numbers"
             )
+        names = tuple(str(name) for name in coefficients)
+        basis, cov_type = None, "nonrobust"
+        intervals = document.get("intervals")
+        if intervals is not None:
+            from stablefit.solve.prediction import PredictionBasis
+
+            try:
+                basis = PredictionBasis.from_dict(intervals, names)
+                cov_type = str(intervals.get("cov_type", "nonrobust"))
+            except (KeyError, TypeError, ValueError) as error:
+                raise StablefitInputError(
+                    f"the model's 'intervals' are malformed ({error!r}); save the model again"
+                ) from None
         return cls(
-            feature_names=tuple(str(name) for name in coefficients),
+            feature_names=names,
             target_name=str(document.get("target", "y")),
             coef=np.array([float(v) for v in coefficients.values()]),
             intercept=float(document["intercept"]),
+            prediction_basis=basis,
+            cov_type=cov_type,
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -11,14 +12,23 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
+from stablefit.cov_type import normalize_cov_type
 from stablefit.errors import StablefitInputError
 from stablefit.io import ArraySource, Batch, CachingSource, Source, open_source
 from stablefit.io.memory import is_dask_collection
 from stablefit.io.partitions import PartitionedSource, is_distributed, over_partitions
 from stablefit.missing import MISSING_CHOICES, Missing
+from stablefit.rowdata import RowData, WithRows, column_names, row_data
 from stablefit.solve.blocks import RawBlock, SourceBlocks
 from stablefit.solve.certificate import Certificate, trusted_digits
-from stablefit.solve.dd import dd_mul
+from stablefit.solve.covariance import (
+    ROW_MEATS,
+    Bread,
+    CovarianceBuilder,
+    RowStatistic,
+    RowStatistics,
+)
+from stablefit.solve.dd import dd_mul, dd_sum
 from stablefit.solve.design import ScaledDesign, power_of_two_scale
 from stablefit.solve.lstsq import (
     GRAM_BUDGET,
@@ -29,12 +39,13 @@ from stablefit.solve.lstsq import (
     condition_number,
     dependent_columns,
     refine,
+    statistics_pass,
     triangular_factor_from_comoments,
     triangular_factor_qr,
-    unscaled_covariance,
 )
+from stablefit.solve.prediction import PredictionBasis
 from stablefit.solve.residuals import SampledRows, residual_sample
-from stablefit.solve.result import DroppedFeature, FitResult
+from stablefit.solve.result import DroppedFeature, FitResult, covariance_notes, number_notes
 from stablefit.summary import Summary, summarize
 from stablefit.summary.comoments import CoMoments
 
@@ -55,6 +66,10 @@ def fit(
     feature_names: Sequence[str] | None = None,
     drop_non_numeric: bool = False,
     engine: Any = None,
+    weights: Any = None,
+    cov_type: str | None = None,
+    groups: Any = None,
+    use_t: bool = True,
 ) -> FitResult:
     """Least-squares fit of y on X, exact to the digits the certificate states.
 
@@ -73,7 +88,8 @@ def fit(
     missing : {"error", "drop", "impute"}, default "error"
         What to do with NaN and inf: raise an error naming columns and rows; leave those
         rows out (counted in ``n_dropped_rows``); or replace non-finite feature values by
-        the column's median (rows with a non-finite target are left out).
+        the column's median (rows with a non-finite target are left out). A row whose
+        weight or cluster key is missing counts as such a row (never imputed).
     feature_names : sequence of str, optional
         Names for array columns.
     drop_non_numeric : bool, default False
@@ -82,6 +98,20 @@ def fit(
         Read files on this cluster's workers (see :mod:`stablefit.engines`); Dask
         collections run on their default client without it. Only results the size of
         the co-moment matrix travel back, and the answer is the one-machine answer.
+    weights : array-like or str, optional
+        Weighted least squares: one positive weight per row (an array, or the name of a
+        column of ``X``, which is then not a feature). A zero, negative or infinite weight
+        is an error naming its rows.
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster"}, optional
+        The covariance of the coefficients behind standard errors, tests and intervals.
+        Default ``"cluster"`` when ``groups`` is given, else ``"nonrobust"``. Another type
+        of the same fit comes from ``result.get_robustcov(...)``.
+    groups : array-like or str or pair of str, optional
+        Cluster keys, one or two per row (two-way clustering): an array of shape (n,) or
+        (n, 2) of any type, or the names of one or two columns of ``X`` (not features).
+    use_t : bool, default True
+        Student's t and F with ``df_inference`` degrees of freedom (Stata's convention);
+        False uses the normal and χ² (statsmodels' default for robust covariances).
 
     Returns
     -------
@@ -94,11 +124,16 @@ def fit(
     >>> result = stablefit.fit(X, np.array([3.0, 5.0, 7.1, 8.9]))
     >>> round(float(result.coef[0]), 6), round(result.intercept, 6)
     (1.98, 1.05)
+    >>> robust = stablefit.fit(X, np.array([3.0, 5.0, 7.1, 8.9]), cov_type="HC1")
+    >>> bool(robust.bse[1] != result.bse[1])
+    True
     """
     if missing not in MISSING_CHOICES:
         raise StablefitInputError(
             f"missing={missing!r} is not an option; use one of {', '.join(MISSING_CHOICES)}"
         )
+    cov_type = default_cov_type(cov_type, groups)
+    weights_name, group_names = column_names(X, weights, groups)
     source = open_source(
         X,
         y,
@@ -106,18 +141,60 @@ def fit(
         feature_names=feature_names,
         drop_non_numeric=drop_non_numeric,
         engine=engine,
+        exclude=[name for name in (weights_name, *group_names) if name is not None],
     )
-    return fit_source(source, intercept=intercept, missing=missing)
+    n_rows = None if isinstance(X, str | os.PathLike) or is_dask_collection(X) else _length(X)
+    return fit_source(
+        source,
+        intercept=intercept,
+        missing=missing,
+        rows=row_data(X, weights, groups, n_rows),
+        cov_type=cov_type,
+        use_t=use_t,
+        regroup=lambda keys: row_data(X, None, keys, n_rows),
+    )
 
 
-def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "error") -> FitResult:
+def default_cov_type(cov_type: str | None, groups: Any) -> str:
+    """``cov_type`` checked; None means "cluster" with groups, "nonrobust" without."""
+    if cov_type is None:
+        return "nonrobust" if groups is None else "cluster"
+    return normalize_cov_type(cov_type)
+
+
+def _length(X: Any) -> int | None:
+    try:
+        return len(X)
+    except TypeError:
+        return None
+
+
+def fit_source(
+    source: Source,
+    *,
+    intercept: bool = True,
+    missing: Missing = "error",
+    rows: RowData | None = None,
+    cov_type: str = "nonrobust",
+    use_t: bool = True,
+    regroup: Callable[[Any], RowData | None] | None = None,
+) -> FitResult:
     """Fit from an opened :class:`~stablefit.io.Source` (two or more passes over it).
 
     Files and tables are parsed once when their float64 data fit the cache budget
     (:data:`~stablefit.io.cache.DEFAULT_CACHE_BYTES`), and read again per pass otherwise;
     on a cluster, they are held in its memory after the first pass when they fit there.
+    ``rows`` gives each row's weight and cluster keys (:func:`stablefit.rowdata.row_data`);
+    ``regroup(keys)`` reads the cluster keys of another clustering for ``get_robustcov``
+    (default: keys given as arrays).
     """
+    cov_type = normalize_cov_type(cov_type)
     on_cluster = is_distributed(source)
+    if rows is not None and isinstance(source, PartitionedSource):
+        raise StablefitInputError(
+            "weights and cluster keys work with one file or table for now, not with many "
+            "files or Dask inputs: fit one file, or a DataFrame with those columns"
+        )
     if not isinstance(source, ArraySource) and not on_cluster:
         source = CachingSource(source)
     summary = summarize(source, detail=missing == "impute")
@@ -126,10 +203,16 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
         assert isinstance(source, PartitionedSource)
         source = source.kept(summary.n_rows * summary.p * 8)
     schema = summary.schema
+    n_side_missing = 0 if rows is None else rows.check(schema, missing)
+    if cov_type == "cluster" and (rows is None or not rows.n_ways):
+        raise StablefitInputError(
+            "cov_type='cluster' needs cluster keys: pass groups= (one or two columns of "
+            "keys, or their names; --cluster COL[,COL] on the command line)"
+        )
     d = summary.n_features
     medians = summary.median()[:d] if missing == "impute" else None
     y_column = summary.columns
-    n_dropped = summary.n_rows - (
+    n_feature_dropped = summary.n_rows - (
         int(y_column.count[d]) if medians is not None else summary.n_complete
     )
     n_imputed = 0
@@ -137,8 +220,6 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
         n_imputed = int(np.sum(summary.n_rows - y_column.count[:d]))
 
     notes = [f"Column '{c.name}' was left out ({c.reason})." for c in schema.dropped]
-    if n_dropped:
-        notes.append(f"{n_dropped} rows with NaN or inf were left out (missing='{missing}').")
     if n_imputed:
         notes.append(
             f"{n_imputed} non-finite feature values were replaced by their column's median."
@@ -147,15 +228,16 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
     std = np.sqrt(np.diag(summary.comoment)[:d] / max(summary.n_complete, 1))
     if not intercept:
         std = np.sqrt(std**2 + mean**2)
-    fit_rows = FitRows(medians, drop=n_dropped > 0)
+    fit_rows = FitRows(medians, drop=n_feature_dropped > 0, drop_unweighted=n_side_missing > 0)
     design = ScaledDesign(
-        SourceBlocks(source, (fit_rows,)),
+        SourceBlocks(WithRows(source, rows), (fit_rows,)),
         shift=mean if intercept else np.zeros(d),
         scale=power_of_two_scale(std),
         intercept=intercept,
     )
     R, start, bound = None, None, None
-    if medians is None and intercept:
+    weighted = rows is not None and rows.weighted
+    if medians is None and intercept and not weighted and not n_side_missing:
         scaled = summary.comoment[:d, :d] / np.outer(design.scale, design.scale)
         R = triangular_factor_from_comoments(summary.n_complete, scaled)
     if R is not None:
@@ -165,6 +247,14 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
         bound = cholesky_contraction_bound(R)
     else:
         R, start = triangular_factor_qr(design)
+
+    def regrouped(keys: Any) -> tuple[SourceBlocks, tuple[str, ...]]:
+        other = row_data(None, None, keys, None) if regroup is None else regroup(keys)
+        if other is None or not other.n_ways:
+            raise StablefitInputError("groups= needs one or two columns of cluster keys")
+        other.check(schema, "error")
+        return SourceBlocks(WithRows(source, rows, other), (fit_rows,)), other.group_names
+
     return _solve(
         design,
         R,
@@ -173,11 +263,21 @@ def fit_source(source: Source, *, intercept: bool = True, missing: Missing = "er
         contraction_bound=bound,
         names=schema.feature_names,
         target_name=schema.target_name or "y",
-        sst=_total_sum_of_squares(summary, intercept, imputed=medians is not None),
-        n_dropped_rows=n_dropped,
+        sst=None
+        if weighted
+        else _total_sum_of_squares(summary, intercept, imputed=medians is not None),
+        missing=missing,
         n_imputed=n_imputed,
         notes=notes,
         sampled=_sampled_rows(summary, fit_rows, fit_rows.keep),
+        inference=Inference(
+            cov_type=cov_type,
+            use_t=use_t,
+            weights_name=None if rows is None else rows.weights_name,
+            group_names=() if rows is None else rows.group_names,
+            y_centre=float(summary.complete_mean[d]),
+            regroup=regrouped,
+        ),
     )
 
 
@@ -191,25 +291,29 @@ class FitRows:
 
     medians: np.ndarray | None
     drop: bool
+    drop_unweighted: bool = False
 
     def keep(self, batch: Batch) -> np.ndarray | None:
         """Which of the batch's rows the fit uses (None: all of them)."""
         assert batch.y is not None
+        keep = None
         if self.medians is not None:
-            return np.isfinite(batch.y)
-        if self.drop:
-            return np.isfinite(batch.X).all(axis=1) & np.isfinite(batch.y)
-        return None
+            keep = np.isfinite(batch.y)
+        elif self.drop:
+            keep = np.isfinite(batch.X).all(axis=1) & np.isfinite(batch.y)
+        if self.drop_unweighted:
+            usable = batch.usable()
+            keep = usable if keep is None else keep & usable
+        return keep
 
     def __call__(self, batch: Batch) -> RawBlock:
         X, y = batch.X, batch.y
         assert y is not None
-        keep = self.keep(batch)
-        if keep is not None:
-            X, y = X[keep], y[keep]
         if self.medians is not None:
             X = np.where(np.isfinite(X), X, self.medians)
-        return X, None, y
+        block = RawBlock(X, None, y, batch.weights, batch.groups)
+        keep = self.keep(batch)
+        return block if keep is None else block.rows(keep)
 
 
 def _sampled_rows(
@@ -222,11 +326,24 @@ def _sampled_rows(
     if sample is None:
         return None
     batch = Batch(sample.X, sample.y)
-    Z_hi, Z_lo, y = rows(batch)
+    Z_hi, Z_lo, y = RawBlock(*rows(batch))[:3]
     kept = keep(batch)
     numbers = sample.rows if kept is None else sample.rows[kept]
     schema = summary.schema
     return SampledRows(Z_hi, Z_lo, y, numbers + schema.row_offset, schema.row_label)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What the fit is asked for beyond the coefficients: the covariance type, t or
+    normal, the weights' and clusters' names, and how to read other cluster keys."""
+
+    cov_type: str = "nonrobust"
+    use_t: bool = True
+    weights_name: str | None = None
+    group_names: tuple[str, ...] = ()
+    y_centre: float = 0.0
+    regroup: Callable[[Any], tuple[SourceBlocks, tuple[str, ...]]] | None = None
 
 
 def _validate(summary: Summary, source: Source, missing: str) -> None:
@@ -312,17 +429,22 @@ def _solve(
     *,
     names: Sequence[str],
     target_name: str,
-    sst: float,
-    n_dropped_rows: int = 0,
+    sst: float | None,
+    missing: str = "error",
     n_imputed: int = 0,
     notes: list[str] | None = None,
     rows: int,
     start: np.ndarray | None = None,
     contraction_bound: float | None = None,
     sampled: SampledRows | None = None,
+    inference: Inference | None = None,
 ) -> FitResult:
     """Leave out collinear columns, refine, and assemble the FitResult (with the residuals
-    of the ``sampled`` rows)."""
+    of the ``sampled`` rows).
+
+    ``sst`` None: the (weighted) total sum of squares is gathered in the refinement pass.
+    """
+    inference = inference or Inference()
     notes = list(notes or [])
     offset = int(design.intercept)
     dependent = [k for k in dependent_columns(R, tolerance=COLLINEAR_SINE) if k >= offset]
@@ -343,13 +465,46 @@ def _solve(
             sampled = sampled._replace(Z_hi=sampled.Z_hi[:, keep_features], Z_lo=Z_lo)
     condition = condition_number(R)
     k_params = R.shape[1]
+    want_gram = condition > GRAM_REFINEMENT_CONDITION and rows * k_params**2 <= GRAM_BUDGET
+    weighted = inference.weights_name is not None
+
+    def statistic(
+        row_kinds: tuple[str, ...], n_ways: int, d: ScaledDesign, bread: Bread | None = None
+    ) -> RowStatistic:
+        return RowStatistic(
+            d,
+            R,
+            row_kinds,
+            n_ways,
+            precise=want_gram,
+            y_centre=inference.y_centre,
+            cholesky=None if bread is None else bread.cholesky,
+        )
+
+    # The precise path's leverages need the Gram, which the first pass forms: its HC2 and
+    # HC3 come from one more pass (a small problem: the Gram is formed only for those).
+    row_kinds = ROW_MEATS.get(inference.cov_type, ())
+    if want_gram and row_kinds:
+        row_kinds = ("HC0",)
+    needs_pass_statistic = weighted or inference.group_names or row_kinds
     refinement = refine(
         design,
         R,
-        want_gram=condition > GRAM_REFINEMENT_CONDITION and rows * k_params**2 <= GRAM_BUDGET,
+        want_gram=want_gram,
         start=None if dependent else start,
         contraction_bound=None if dependent else contraction_bound,
+        statistic=statistic(row_kinds, len(inference.group_names), design)
+        if needs_pass_statistic
+        else None,
     )
+    n, k = refinement.n_obs, R.shape[1]
+    if rows > n:
+        notes.insert(
+            len(notes) - len(dropped),
+            f"{rows - n} rows with NaN or inf"
+            + (" or a missing weight or cluster key" if weighted or inference.group_names else "")
+            + f" were left out (missing='{missing}').",
+        )
     if condition > GRAM_REFINEMENT_CONDITION and refinement.gram is None:
         stderr_digits = max(0, int(-np.log10(8 * k_params * condition * UNIT_ROUNDOFF)))
         notes.append(
@@ -357,7 +512,6 @@ def _solve(
             f"{rows} rows the double-double Gram matrix that would sharpen them "
             f"(condition number {condition:.3g}) was not formed."
         )
-    n, k = refinement.n_obs, R.shape[1]
     df_resid = n - k
     if df_resid <= 0:
         notes.append(
@@ -368,7 +522,39 @@ def _solve(
     intercept_value = float(refinement.params_hi[0]) if offset else 0.0
     T = design.transform()
     sigma2 = refinement.sse / df_resid if df_resid > 0 else float("nan")
-    covariance = sigma2 * unscaled_covariance(R, refinement.gram, T)
+    weight_totals = refinement.statistics.weights if weighted else None
+    if sst is None:
+        assert weight_totals is not None
+        sst = weight_totals.centered_tss() if offset else refinement.target_norm**2
+
+    def extra_pass(row_kinds: tuple[str, ...], keys: Any) -> tuple[RowStatistics, tuple[str, ...]]:
+        pass_design, group_names = design, inference.group_names
+        if keys is not None:
+            if inference.regroup is None:
+                raise StablefitInputError("this fit cannot read other cluster keys")
+            blocks, group_names = inference.regroup(keys)
+            if dependent:
+                blocks = blocks.then(KeptColumns(tuple(keep_features)))
+            pass_design = dataclasses.replace(design, blocks=blocks)
+        gathered = statistics_pass(
+            pass_design,
+            refinement.params_hi,
+            refinement.params_lo,
+            statistic(row_kinds, len(group_names), pass_design, covariances.bread),
+        )
+        return gathered, group_names
+
+    covariances = CovarianceBuilder(
+        design,
+        Bread(R, refinement.gram),
+        n,
+        sigma2,
+        refinement.statistics,
+        inference.group_names,
+        extra_pass,
+    )
+    covariance = covariances.covariance(inference.cov_type)
+    notes += covariance_notes(covariance, inference.use_t)
     certificate = _certificate(R, refinement, condition, T)
     if certificate.digits < 6:
         notes.append(
@@ -380,7 +566,7 @@ def _solve(
     coef[keep_features] = kept_coef
     full_cov = np.full((d + offset, d + offset), np.nan)
     kept = ([0] if offset else []) + [j + offset for j in keep_features]
-    full_cov[np.ix_(kept, kept)] = covariance
+    full_cov[np.ix_(kept, kept)] = covariance.matrix
     digits = np.zeros(d + offset, dtype=int)
     digits[kept] = certificate.digits_per_coef
     # Per-coefficient digits for every feature: 0 for those left out.
@@ -408,12 +594,40 @@ def _solve(
         sse=refinement.sse,
         sst=sst,
         certificate=certificate,
-        n_dropped_rows=n_dropped_rows,
+        n_dropped_rows=rows - n,
         n_imputed_values=n_imputed,
         dropped=dropped,
-        notes=[f"[{i}] {text}" for i, text in enumerate(notes, start=1)],
+        notes=number_notes(notes),
+        cov_type=covariance.cov_type,
+        use_t=inference.use_t,
+        df_inference=covariance.df_inference,
+        n_groups=covariance.n_groups,
+        group_names=covariance.group_names,
+        weights_name=inference.weights_name,
+        sum_log_weights=0.0 if weight_totals is None else weight_totals.sum_log_w,
+        _covariances=covariances,
+        _prediction=PredictionBasis(
+            shift=design.shift.copy(),
+            centered_intercept=_centered_intercept(refinement, design),
+            centered_covariance=covariance.centered,
+            kept=np.array(keep_features, dtype=np.int64),
+            has_intercept=design.intercept,
+            scale=sigma2,
+            df_resid=df_resid,
+            use_t=inference.use_t,
+        ),
         residual_sample=residuals,
     )
+
+
+def _centered_intercept(refinement: Refinement, design: ScaledDesign) -> float:
+    """c + shift·b in double-double (0 without an intercept): the fit at the means."""
+    if not design.intercept:
+        return 0.0
+    hi, lo = refinement.params_hi, refinement.params_lo
+    products = dd_mul(design.shift, np.zeros_like(design.shift), hi[1:], lo[1:])
+    total = dd_sum(np.append(products[0], hi[0]), np.append(products[1], lo[0]), axis=0)
+    return float(total[0] + total[1])
 
 
 def _restrict(
@@ -441,9 +655,10 @@ class KeptColumns:
     columns: tuple[int, ...]
 
     def __call__(self, raw: RawBlock) -> RawBlock:
-        Z_hi, Z_lo, y = raw
+        block = RawBlock(*raw)
         keep = list(self.columns)
-        return Z_hi[:, keep], None if Z_lo is None else Z_lo[:, keep], y
+        Z_lo = None if block.Z_lo is None else block.Z_lo[:, keep]
+        return block._replace(Z_hi=block.Z_hi[:, keep], Z_lo=Z_lo)
 
 
 def _relation(

@@ -20,6 +20,7 @@ import pyarrow.csv as pa_csv
 from rich.console import Console
 
 from stablefit.cli.engine import add_engine_arguments, run_for
+from stablefit.cov_type import COV_TYPES
 from stablefit.errors import StablefitInputError
 from stablefit.io import Schema, Source, open_source
 from stablefit.missing import MISSING_CHOICES
@@ -62,6 +63,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="leave out text and date columns instead of stopping with an error",
     )
     fit.add_argument(
+        "--cov-type",
+        type=str.lower,
+        choices=[name.lower() for name in COV_TYPES],
+        metavar="TYPE",
+        help="covariance behind standard errors, tests and intervals: nonrobust (default), "
+        "hc0, hc1 (Stata's robust), hc2, hc3, or cluster (default with --cluster)",
+    )
+    fit.add_argument(
+        "--cluster",
+        metavar="COL[,COL]",
+        help="cluster-robust standard errors by one column, or two (two-way); those "
+        "columns are not features and may hold text",
+    )
+    fit.add_argument(
+        "--weights",
+        metavar="COL",
+        help="weighted least squares with this column's positive weights (not a feature)",
+    )
+    fit.add_argument(
+        "--normal",
+        dest="use_t",
+        action="store_false",
+        help="p-values and intervals from the normal distribution (statsmodels' default "
+        "for robust covariances) instead of Student's t",
+    )
+    fit.add_argument(
         "--json", metavar="PATH", help="also write the fit as JSON ('-' for JSON on stdout only)"
     )
     fit.add_argument(
@@ -79,12 +106,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Predict the target for each row of DATA with a model saved by "
         "'stablefit fit --save'. DATA needs the model's feature columns (by name, in any "
         "order; other columns are ignored). Writes a CSV with one 'prediction' per row, in "
-        "the rows' order; a row with a missing feature value gets an empty prediction.",
+        "the rows' order; a row with a missing feature value gets an empty prediction. "
+        "With --intervals, also the standard error of each predicted mean and confidence and "
+        "prediction intervals from the fit's covariance.",
     )
     predict.add_argument("model", metavar="MODEL.json", help="a model saved by 'stablefit fit'")
     predict.add_argument("data", metavar="DATA", help=DATA_HELP)
     predict.add_argument(
         "-o", "--output", metavar="OUT.csv", help="write here instead of to stdout"
+    )
+    predict.add_argument(
+        "--intervals",
+        action="store_true",
+        help="add columns mean_se, mean_ci_lower, mean_ci_upper, obs_ci_lower, obs_ci_upper "
+        "(as statsmodels' summary_frame)",
+    )
+    predict.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="1 - confidence level of the intervals (default 0.05)",
     )
     predict.set_defaults(handler=run_predict)
 
@@ -93,18 +134,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from stablefit.pipeline import fit_source
+    from stablefit.pipeline import default_cov_type, fit_source
+    from stablefit.rowdata import row_data
 
     if args.html:
         ensure_matplotlib()
+    clusters = None
+    if args.cluster is not None:
+        clusters = [name.strip() for name in args.cluster.split(",")]
+        if not 1 <= len(clusters) <= 2 or not all(clusters):
+            raise StablefitInputError(
+                f"--cluster {args.cluster!r}: name one column, or two separated by a comma"
+            )
     with run_for(args) as run:
         source = open_source(
             args.data,
             target=args.target,
             drop_non_numeric=args.drop_non_numeric,
             engine=run.engine,
+            exclude=[name for name in (args.weights, *(clusters or ())) if name],
         )
-        result = fit_source(run.watch(source), intercept=args.intercept, missing=args.missing)
+        result = fit_source(
+            run.watch(source),
+            intercept=args.intercept,
+            missing=args.missing,
+            rows=row_data(args.data, args.weights, clusters, None),
+            cov_type=default_cov_type(args.cov_type, clusters),
+            use_t=args.use_t,
+        )
     payload = {**result.to_dict(), "data": str(args.data), **dropped_columns(source.schema)}
     if args.json == "-":
         sys.stdout.write(to_json(payload))
@@ -174,12 +231,20 @@ def load_model(path: str) -> Any:
 def run_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     source = open_source(args.data, columns=list(model.feature_names))
+    alpha = args.alpha if args.intervals else None
+    if alpha is not None and not 0.0 < alpha < 1.0:
+        raise StablefitInputError(f"--alpha {alpha}: it must lie strictly between 0 and 1")
+    if alpha is not None and model.prediction_basis is None:
+        raise StablefitInputError(
+            f"{args.model}: the model holds no covariance for intervals; save it again with "
+            "'stablefit fit DATA --target COL --save MODEL.json'"
+        )
     if args.output:
         with open_atomic(args.output) as stream:
-            n_missing, first_rows = write_predictions(model, source, stream)
+            n_missing, first_rows = write_predictions(model, source, stream, alpha)
     else:
         try:
-            n_missing, first_rows = write_predictions(model, source, sys.stdout.buffer)
+            n_missing, first_rows = write_predictions(model, source, sys.stdout.buffer, alpha)
         except BrokenPipeError:
             # The reader of the pipe (``head``, say) stopped early: its choice, not an error.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -194,35 +259,48 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_predictions(model: Any, source: Source, stream: BinaryIO) -> tuple[int, list[int]]:
-    """Write one prediction per row; return how many are missing and the first such rows."""
+def write_predictions(
+    model: Any, source: Source, stream: BinaryIO, alpha: float | None = None
+) -> tuple[int, list[int]]:
+    """Write one prediction per row (with ``alpha``, also its standard error and the
+    confidence and prediction intervals); return how many are missing and the first such
+    rows."""
+    from stablefit.solve.prediction import FRAME_COLUMNS
+
     n_missing = 0
     first_rows: list[int] = []
-    writer = PredictionWriter(stream)
+    columns = ("prediction",) if alpha is None else ("prediction", *FRAME_COLUMNS[1:])
+    writer = PredictionWriter(stream, columns)
     for batch in source.batches():
-        predictions = np.asarray(model.predict(batch.X), dtype=np.float64)
-        missing = np.flatnonzero(~np.isfinite(predictions))
+        if alpha is None:
+            values = [np.asarray(model.predict(batch.X), dtype=np.float64)]
+        else:
+            values = list(model.predict_intervals(batch.X).columns(alpha).values())
+        missing = np.flatnonzero(~np.isfinite(values[0]))
         n_missing += missing.size
         first_rows.extend((missing[: LISTED_ROWS - len(first_rows)] + batch.first_row).tolist())
-        writer.write(predictions)
+        writer.write(values)
     writer.close()
     return n_missing, first_rows
 
 
 class PredictionWriter:
-    """One ``prediction`` column written as CSV batch by batch (NaN as an empty cell)."""
+    """Columns of numbers written as CSV batch by batch (NaN as an empty cell)."""
 
-    def __init__(self, stream: BinaryIO):
-        self.schema = pa.schema([("prediction", pa.float64())])
+    def __init__(self, stream: BinaryIO, columns: tuple[str, ...] = ("prediction",)):
+        self.schema = pa.schema([(name, pa.float64()) for name in columns])
         self.writer = pa_csv.CSVWriter(
             stream,
             self.schema,
             write_options=pa_csv.WriteOptions(quoting_style="none", quoting_header="none"),
         )
 
-    def write(self, predictions: np.ndarray) -> None:
-        column = pa.array(np.where(np.isfinite(predictions), predictions, np.nan), from_pandas=True)
-        self.writer.write_batch(pa.record_batch([column], schema=self.schema))
+    def write(self, columns: list[np.ndarray]) -> None:
+        arrays = [
+            pa.array(np.where(np.isfinite(values), values, np.nan), from_pandas=True)
+            for values in columns
+        ]
+        self.writer.write_batch(pa.record_batch(arrays, schema=self.schema))
 
     def close(self) -> None:
         self.writer.close()

@@ -24,12 +24,14 @@ class ColumnChoice:
     """What the caller asked for: the target, the feature columns, and what to drop.
 
     ``columns`` names the feature columns to read, in that order; every other column is
-    ignored. Without it, every numeric column except the target is a feature.
+    ignored. Without it, every numeric column except the target and those in ``exclude``
+    (weights and cluster columns, read on their own) is a feature.
     """
 
     target: str | None = None
     drop_non_numeric: bool = False
     columns: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,12 @@ def select_columns(
                 f"({describe(target_position)}); choose a numeric target column or convert "
                 "its values to numbers."
             )
-    candidates = [p for p in range(len(names)) if p != target_position]
+    absent = [name for name in choice.exclude if name not in names]
+    if absent:
+        raise missing_columns_error(absent, names, origin)
+    candidates = [
+        p for p in range(len(names)) if p != target_position and names[p] not in choice.exclude
+    ]
     if choice.columns is not None:
         absent = [name for name in choice.columns if name not in names]
         if absent:

@@ -83,11 +83,17 @@ class Batch:
     target. Values are as read: NaN marks a missing or unparsable-as-missing cell, and
     inf stays inf, so that every later stage can see and report them. ``first_row`` is the
     0-based index of the batch's first row in the whole source.
+
+    A fit with weights or clusters also gets each row's ``weights`` (NaN where missing)
+    and cluster codes ``groups`` (rows × ways, -1 where missing), attached by
+    :class:`stablefit.rowdata.WithRows`; sources themselves leave them None.
     """
 
     X: np.ndarray
     y: np.ndarray | None
     first_row: int = 0
+    weights: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -96,6 +102,20 @@ class Batch:
     @property
     def row_indices(self) -> np.ndarray:
         return np.arange(self.first_row, self.first_row + self.n_rows)
+
+    def usable(self) -> np.ndarray:
+        """Rows whose weight and cluster keys are all present (all rows without them)."""
+        return rows_present(self.n_rows, self.weights, self.groups)
+
+
+def rows_present(n_rows: int, weights: np.ndarray | None, groups: np.ndarray | None) -> np.ndarray:
+    """Rows with a weight (not NaN) and every cluster code (not -1), of those given."""
+    ok = np.ones(n_rows, dtype=bool)
+    if weights is not None:
+        ok &= ~np.isnan(weights)
+    if groups is not None:
+        ok &= (groups >= 0).all(axis=1)
+    return ok
 
 
 @runtime_checkable

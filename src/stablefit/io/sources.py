@@ -43,6 +43,7 @@ def open_source(
     feature_names: Sequence[str] | None = None,
     drop_non_numeric: bool = False,
     columns: Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
     batch_rows: int = 65536,
     engine: Any = None,
 ) -> Source:
@@ -68,7 +69,11 @@ def open_source(
         reason) instead of raising an error. Booleans count as numeric.
     columns : sequence of str, optional
         The feature columns of a file or table to read, in this order; every other column
-        (text or not) is ignored. Default: every numeric column except the target.
+        (text or not) is ignored. Default: every numeric column except the target and
+        those named in ``exclude``.
+    exclude : sequence of str, optional
+        Columns of a file or table that are not features (weights, cluster keys); each
+        must exist.
     batch_rows : int, default 65536
         Largest number of rows in one batch.
     engine : Engine or distributed.Client, optional
@@ -109,6 +114,7 @@ def open_source(
         target=target,
         drop_non_numeric=drop_non_numeric,
         columns=None if columns is None else tuple(str(name) for name in columns),
+        exclude=tuple(str(name) for name in exclude),
     )
     if isinstance(data, str | os.PathLike):
         if engine is not None or names_many_files(str(data)):
@@ -145,10 +151,10 @@ def open_source(
         return table_source(data, y, choice=choice, batch_rows=batch_rows)
     if instance_of_lazy_polars(data):
         raise StablefitInputError("got a polars LazyFrame; call .collect() on it first.")
-    if columns is not None:
+    if columns is not None or exclude:
         raise StablefitInputError(
-            "columns= selects columns of files and tables; for an array, select the "
-            "columns with X[:, [...]] instead."
+            f"{'columns' if columns is not None else 'exclude'}= selects columns of files "
+            "and tables; for an array, select the columns with X[:, [...]] instead."
         )
     return array_source(data, y, target=target, feature_names=feature_names, batch_rows=batch_rows)
 

@@ -27,20 +27,37 @@ def _p_value(value: float) -> str:
 
 def _header_facts(result: FitResult) -> list[str]:
     cert = result.certificate
+    method = "weighted least squares" if result.weights_name else "least squares"
+    weights = f" (weights {result.weights_name!r})" if result.weights_name else ""
+    statistic = "F" if result.cov_type == "nonrobust" else "Wald F"
     return [
-        f"target {result.target_name}   n = {result.n_obs}   df = {result.df_resid}",
-        f"R² = {result.rsquared:.10g}   residual SD = {result.resid_std:.10g}",
+        f"target {result.target_name}   {method}{weights}   n = {result.n_obs}   "
+        f"df model = {result.df_model}   df resid = {result.df_resid}",
+        f"R² = {result.rsquared:.10g}   adj. R² = {result.rsquared_adj:.10g}   "
+        f"residual SD = {result.resid_std:.10g}",
+        f"{statistic} = {result.fvalue:.6g} (p = {result.f_pvalue:.3g})   "
+        f"log-likelihood = {result.llf:.8g}   AIC = {result.aic:.8g}   BIC = {result.bic:.8g}",
+        f"covariance: {result.cov_type}"
+        + (f" ({', '.join(map(str, result.n_groups))} clusters)" if result.n_groups else "")
+        + f"   {'t' if result.use_t else 'z'} on {result.df_inference} df"
+        + f"   cond. no. {result.condition_number:.4g}",
         f"certificate: {cert.digits} trusted digits   condition number {cert.condition_number:.3g} "
         f"(raw {cert.condition_number_raw:.3g})   backward error {cert.backward_error:.2g}   "
         f"{cert.refinement_steps} refinement pass{'es' if cert.refinement_steps != 1 else ''}",
     ]
 
 
+def _headings(result: FitResult) -> tuple[str, ...]:
+    t = "t" if result.use_t else "z"
+    return ("", "coef", "std err", t, f"P>|{t}|", "[0.025", "0.975]")
+
+
 def render_fit_text(result: FitResult) -> str:
     """The fit as a fixed-width plain-text table with numbered notes."""
     width = max([9, *(len(n) for n in result.feature_names)])
     lines = [*_header_facts(result), ""]
-    headings = f"{'coef':>12} {'std err':>12} {'t':>9} {'P>|t|':>8} {'[0.025':>12} {'0.975]':>12}"
+    t = "t" if result.use_t else "z"
+    headings = f"{'coef':>12} {'std err':>12} {t:>9} {f'P>|{t}|':>8} {'[0.025':>12} {'0.975]':>12}"
     lines.append(f"{'':<{width}} {headings}")
     for name, coef, se, t, p, low, high in result.table():
         lines.append(
@@ -59,7 +76,7 @@ def print_fit(result: FitResult, console: Console) -> None:
     for fact in _header_facts(result):
         console.print(fact, highlight=False)
     table = Table(show_edge=False, header_style="bold")
-    for column in ("", "coef", "std err", "t", "P>|t|", "[0.025", "0.975]"):
+    for column in _headings(result):
         table.add_column(column, justify="left" if not column else "right")
     for name, coef, se, t, p, low, high in result.table():
         table.add_row(
@@ -96,10 +113,7 @@ class FitSummary:
         """A self-contained HTML fragment: the facts, the coefficient table, the notes."""
         result = self.result
         facts = "".join(f"<p>{escape(line)}</p>" for line in _header_facts(result))
-        head = "".join(
-            f"<th>{escape(c)}</th>"
-            for c in ("", "coef", "std err", "t", "P>|t|", "[0.025", "0.975]")
-        )
+        head = "".join(f"<th>{escape(c)}</th>" for c in _headings(result))
         body = "".join(
             "<tr><th>"
             + escape(name)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -29,8 +29,26 @@ from stablefit.parallel import ordered_map
 # Rows of one work unit: its temporaries stay in the processor's cache.
 SUB_BLOCK_ROWS = 8192
 
-RawBlock = tuple[np.ndarray, np.ndarray | None, np.ndarray]
 T = TypeVar("T")
+
+
+class RawBlock(NamedTuple):
+    """Consecutive rows of the data as given: ``Z_hi + Z_lo`` (lo None when Z is exact in
+    double), the target, and optionally each row's weight and cluster codes (rows × ways).
+
+    A transform may return a plain tuple ``(Z_hi, Z_lo, y)``: it is read as a RawBlock
+    without weights or clusters.
+    """
+
+    Z_hi: np.ndarray
+    Z_lo: np.ndarray | None
+    y: np.ndarray
+    weights: np.ndarray | None = None
+    groups: np.ndarray | None = None
+
+    def rows(self, selection: slice | np.ndarray) -> RawBlock:
+        """The same columns for a subset of the rows."""
+        return RawBlock(*(None if part is None else part[selection] for part in self))
 
 
 class Blocks(Protocol):
@@ -87,7 +105,6 @@ def sub_blocks(
         raw = batch
         for transform in transforms:
             raw = transform(raw)
-        Z_hi, Z_lo, y = raw
-        for start in range(0, Z_hi.shape[0], SUB_BLOCK_ROWS):
-            rows = slice(start, start + SUB_BLOCK_ROWS)
-            yield Z_hi[rows], None if Z_lo is None else Z_lo[rows], y[rows]
+        block = RawBlock(*raw)
+        for start in range(0, block.Z_hi.shape[0], SUB_BLOCK_ROWS):
+            yield block.rows(slice(start, start + SUB_BLOCK_ROWS))

@@ -87,14 +87,19 @@ def dd_rmatvec(
     return dd_sum(p, e, axis=0)
 
 
-def dd_gram(A_hi: np.ndarray, A_lo: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(A_hi + A_lo)ᵀ (A_hi + A_lo) in double-double, shape (k, k)."""
+def dd_gram(
+    A_hi: np.ndarray, A_lo: np.ndarray | None, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A_hi + A_lo)ᵀ W (A_hi + A_lo) in double-double, shape (k, k); W = diag(weights),
+    the identity without them."""
     k = A_hi.shape[1]
     G_hi, G_lo = np.zeros((k, k)), np.zeros((k, k))
     for j in range(k):
-        lo_j = None if A_lo is None else A_lo[:, j]
-        zero = np.zeros_like(A_hi[:, j])
-        G_hi[:, j], G_lo[:, j] = dd_rmatvec(A_hi, A_lo, A_hi[:, j], zero if lo_j is None else lo_j)
+        column_hi = A_hi[:, j]
+        column_lo = np.zeros_like(column_hi) if A_lo is None else A_lo[:, j]
+        if weights is not None:
+            column_hi, column_lo = dd_mul(column_hi, column_lo, weights, np.zeros_like(weights))
+        G_hi[:, j], G_lo[:, j] = dd_rmatvec(A_hi, A_lo, column_hi, column_lo)
     return G_hi, G_lo
 
 
@@ -149,3 +154,11 @@ def dd_forward_solve(
             c_hi, c_lo, np.full_like(c_hi, L_hi[i, i]), np.full_like(c_hi, L_lo[i, i])
         )
     return X_hi, X_lo
+
+
+def dd_matmul(
+    A_hi: np.ndarray, A_lo: np.ndarray, B_hi: np.ndarray, B_lo: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A_hi + A_lo) @ (B_hi + B_lo) in double-double for small matrices (m, k) @ (k, p)."""
+    p_hi, p_lo = dd_mul(A_hi[:, :, None], A_lo[:, :, None], B_hi[None, :, :], B_lo[None, :, :])
+    return dd_sum(p_hi, p_lo, axis=1)

@@ -92,18 +92,30 @@ class ScaledDesign:
         return theta
 
     def scaled_gradient(self, g_hi: np.ndarray, g_lo: np.ndarray) -> np.ndarray:
-        """Ãᵀr from Aᵀr (A = [1, Z] as given), as Tᵀ(Aᵀr) in double-double.
+        """Ãᵀr from Aᵀr (A = [1, Z] as given), as Tᵀ(Aᵀr) in double-double, rounded."""
+        hi, lo = self.scaled_gradient_pair(g_hi, g_lo)
+        return hi + lo
+
+    def scaled_gradient_pair(
+        self, g_hi: np.ndarray, g_lo: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ãᵀr from Aᵀr (A = [1, Z] as given), as Tᵀ(Aᵀr), a double-double pair.
 
         Column j of Ã is (z_j - shift_j)/scale_j, so its product with r is
         (z_jᵀr - shift_j·1ᵀr)/scale_j: a cancellation that double-double resolves.
+        The last axis holds the parameters, so a stack of gradients (one per cluster of
+        rows, say) is transformed at once.
         """
         offset = int(self.intercept)
-        hi, lo = g_hi[offset:], g_lo[offset:]
+        hi, lo = g_hi[..., offset:], g_lo[..., offset:]
         if self.intercept:
-            p_hi, p_lo = dd_mul(self.shift, np.zeros_like(self.shift), g_hi[0], g_lo[0])
+            p_hi, p_lo = dd_mul(self.shift, np.zeros_like(self.shift), g_hi[..., :1], g_lo[..., :1])
             hi, lo = dd_add(hi, lo, -p_hi, -p_lo)
-        scaled = (hi + lo) / self.scale
-        return np.concatenate([g_hi[:offset] + g_lo[:offset], scaled])
+        first_hi, first_lo = two_sum(g_hi[..., :offset], g_lo[..., :offset])
+        return (
+            np.concatenate([first_hi, hi / self.scale], axis=-1),
+            np.concatenate([first_lo, lo / self.scale], axis=-1),
+        )
 
     def transform(self) -> np.ndarray:
         """T with θ_original = T θ̃ (original order: intercept first, then coefficients)."""

@@ -66,8 +66,18 @@ def _plus_pair(s, e, t, f):  # pragma: no cover
     return s_new, e + ((s - (s_new - v)) + (t - v)) + f
 
 
+@kernel(inline="always")
+def _times(r, r_tail, w):  # pragma: no cover
+    """(r + r_tail)·w renormalized to a double-double pair (the error of r_tail·w is
+    below its last place)."""
+    p = r * w
+    e = _fma(r, w, -p) + r_tail * w
+    s = p + e
+    return s, e - (s - p)
+
+
 @kernel(cache=True, nogil=True)
-def _residual_gradient(Z_hi, Z_lo, has_lo, y, b_hi, b_lo, c_hi, c_lo):  # pragma: no cover
+def _residual_gradient(Z_hi, Z_lo, has_lo, y, b_hi, b_lo, c_hi, c_lo, w, has_w):  # pragma: no cover
     n, k = Z_hi.shape
     r_hi = np.empty(n)
     r_lo = np.empty(n)
@@ -110,6 +120,8 @@ def _residual_gradient(Z_hi, Z_lo, has_lo, y, b_hi, b_lo, c_hi, c_lo):  # pragma
         r_tail = e - (r - s)
         r_hi[i] = r
         r_lo[i] = r_tail
+        if has_w:  # weighted least squares: g = Zᵀ W r
+            r, r_tail = _times(r, r_tail, w[i])
         # g += z_i r_i, exactly to double-double; independent across j, so it vectorizes.
         for j in range(k):
             a = Z_hi[i, j]
@@ -133,14 +145,16 @@ def residual_gradient(
     b_lo: np.ndarray,
     c_hi: float,
     c_lo: float,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """r = y - c - Z b and g = Zᵀ r, both in double-double, Z of shape (n, k).
+    """r = y - c - Z b and g = Zᵀ r (Zᵀ W r with weights), in double-double, Z of shape (n, k).
 
-    Returns (r_hi, r_lo, g_hi, g_lo); the pair sums are not renormalized beyond what
-    double-double accuracy needs.
+    Returns (r_hi, r_lo, g_hi, g_lo), r unweighted; the pair sums are not renormalized
+    beyond what double-double accuracy needs.
     """
     Z_hi = np.ascontiguousarray(Z_hi, dtype=np.float64)
     lo = np.zeros((1, 1)) if Z_lo is None else np.ascontiguousarray(Z_lo, dtype=np.float64)
+    w = np.zeros(1) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
     return _residual_gradient(
         Z_hi,
         lo,
@@ -150,4 +164,88 @@ def residual_gradient(
         np.ascontiguousarray(b_lo, dtype=np.float64),
         float(c_hi),
         float(c_lo),
+        w,
+        weights is not None,
+    )
+
+
+@kernel(cache=True, nogil=True)
+def _group_scores(Z_hi, Z_lo, has_lo, e_hi, e_lo, codes, n_groups):  # pragma: no cover
+    n, k = Z_hi.shape
+    s = np.zeros((n_groups, k + 1))
+    err = np.zeros((n_groups, k + 1))
+    for i in range(n):
+        c = codes[i]
+        r = e_hi[i]
+        r_tail = e_lo[i]
+        s_old = s[c, 0]
+        s_new = s_old + r
+        v = s_new - s_old
+        err[c, 0] += ((s_old - (s_new - v)) + (r - v)) + r_tail
+        s[c, 0] = s_new
+        for j in range(k):
+            a = Z_hi[i, j]
+            p = a * r
+            p_err = _fma(a, r_tail, _fma(a, r, -p))
+            if has_lo:
+                p_err += Z_lo[i, j] * r
+            s_old = s[c, j + 1]
+            s_new = s_old + p
+            v = s_new - s_old
+            err[c, j + 1] += ((s_old - (s_new - v)) + (p - v)) + p_err
+            s[c, j + 1] = s_new
+    return s, err
+
+
+def group_scores(
+    Z_hi: np.ndarray,
+    Z_lo: np.ndarray | None,
+    e_hi: np.ndarray,
+    e_lo: np.ndarray,
+    codes: np.ndarray,
+    n_groups: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group g, ``Σ_{i in g} e_i·[1, z_i]`` in double-double: shape (n_groups, k + 1).
+
+    ``codes`` numbers each row's group 0..n_groups-1; with ``e`` the (weighted) residuals
+    these are the groups' scores, whose outer products are the cluster-robust "meat".
+    """
+    lo = np.zeros((1, 1)) if Z_lo is None else np.ascontiguousarray(Z_lo, dtype=np.float64)
+    return _group_scores(
+        np.ascontiguousarray(Z_hi, dtype=np.float64),
+        lo,
+        Z_lo is not None,
+        np.ascontiguousarray(e_hi, dtype=np.float64),
+        np.ascontiguousarray(e_lo, dtype=np.float64),
+        np.ascontiguousarray(codes, dtype=np.int64),
+        int(n_groups),
+    )
+
+
+@kernel(cache=True, nogil=True)
+def _segment_sums(hi, lo, starts):  # pragma: no cover
+    m = starts.size - 1
+    k = hi.shape[1]
+    s = np.zeros((m, k))
+    err = np.zeros((m, k))
+    for g in range(m):
+        for i in range(starts[g], starts[g + 1]):
+            for j in range(k):
+                t = hi[i, j]
+                s_old = s[g, j]
+                s_new = s_old + t
+                v = s_new - s_old
+                err[g, j] += ((s_old - (s_new - v)) + (t - v)) + lo[i, j]
+                s[g, j] = s_new
+    return s, err
+
+
+def segment_sums(
+    hi: np.ndarray, lo: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Double-double sums of the rows ``starts[g]:starts[g+1]`` of ``hi + lo`` for each g."""
+    return _segment_sums(
+        np.ascontiguousarray(hi, dtype=np.float64),
+        np.ascontiguousarray(lo, dtype=np.float64),
+        np.ascontiguousarray(starts, dtype=np.int64),
     )

@@ -16,12 +16,15 @@ Problems*, 1996, §2.9).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
+from stablefit.solve.blocks import RawBlock
 from stablefit.solve.dd import (
     dd_add,
     dd_cholesky,
@@ -55,12 +58,14 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
     """
     k = design.n_params
 
-    def block_factor(raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> np.ndarray:
+    def block_factor(raw: RawBlock) -> np.ndarray:
         # LAPACK's own layout (column-major), and dgeqrt rather than dgeqrf: its recursive
         # panel factorization is 3.5 times as fast on these tall, narrow blocks.
-        augmented = np.empty((raw[2].size, k + 1), order="F")
-        augmented[:, :k] = design.scaled(*raw).hi
-        augmented[:, k] = raw[2]
+        augmented = np.empty((raw.y.size, k + 1), order="F")
+        augmented[:, :k] = design.scaled(raw.Z_hi, raw.Z_lo, raw.y).hi
+        augmented[:, k] = raw.y
+        if raw.weights is not None:  # R of W^½Ã: rounding √w only perturbs the preconditioner
+            augmented *= np.sqrt(raw.weights)[:, None]
         block = max(1, min(QR_PANEL_COLUMNS, *augmented.shape))
         packed, _, info = scipy.linalg.lapack.dgeqrt(block, augmented, overwrite_a=True)
         if info:
@@ -152,6 +157,7 @@ class Refinement:
     contraction_bound: float | None = None
     converged: bool = False
     gram: tuple[np.ndarray, np.ndarray] | None = None
+    statistics: Any = None
 
     @property
     def contraction(self) -> float:
@@ -166,9 +172,15 @@ class Refinement:
         return max(self.contraction_bound, observed or 0.0)
 
 
+# Per block of a pass, a statistic of the rows and their residuals (r_hi + r_lo, before
+# weighting) that adds up over blocks: its ``add(other)`` merges another block's value.
+BlockStatistic = Callable[[RawBlock, np.ndarray, np.ndarray], Any]
+
+
 @dataclass
 class _PassTotals:
-    """What one pass adds up: g = Ãᵀr in double-double, ‖r‖², rows, ‖y‖², optionally ÃᵀÃ.
+    """What one pass adds up: g = ÃᵀWr in double-double, rᵀWr, rows, yᵀWy, optionally
+    ÃᵀWÃ and a caller's statistic (W the weights, the identity without them).
 
     Totals of blocks (and of a cluster's partitions) add with ``+``, which makes a new one.
     """
@@ -179,26 +191,37 @@ class _PassTotals:
     n: int
     yy: float
     gram: tuple[np.ndarray, np.ndarray] | None
+    statistics: Any = None
 
     def __add__(self, other: _PassTotals) -> _PassTotals:
         gram = None
         if self.gram is not None and other.gram is not None:
             gram = dd_add(*self.gram, *other.gram)
+        statistics = self.statistics
+        if statistics is None:
+            statistics = other.statistics
+        elif other.statistics is not None:
+            statistics = statistics + other.statistics
         return _PassTotals(
             *dd_add(self.g_hi, self.g_lo, other.g_hi, other.g_lo),
             self.sse + other.sse,
             self.n + other.n,
             self.yy + other.yy,
             gram,
+            statistics,
         )
 
 
 def _pass(
-    design: ScaledDesign, params_hi: np.ndarray, params_lo: np.ndarray, want_gram: bool
+    design: ScaledDesign,
+    params_hi: np.ndarray,
+    params_lo: np.ndarray,
+    want_gram: bool,
+    statistic: BlockStatistic | None = None,
 ) -> _PassTotals:
     """One pass over the raw data at the original parameters (intercept first).
 
-    The residual and Zᵀr are formed in double-double on the data as given; the gradient
+    The residual and ZᵀWr are formed in double-double on the data as given; the gradient
     in the coordinates of Ã follows exactly from them (``design.scaled_gradient``), so
     the data need no centering or scaling on this path.
     """
@@ -207,17 +230,22 @@ def _pass(
     c_hi, c_lo = (params_hi[0], params_lo[0]) if offset else (0.0, 0.0)
     b_hi, b_lo = params_hi[offset:], params_lo[offset:]
 
-    def block_totals(raw: tuple[np.ndarray, np.ndarray | None, np.ndarray]) -> _PassTotals:
-        Z_hi, Z_lo, y = raw
-        r_hi, r_lo, g_hi, g_lo = residual_gradient(Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo)
+    def block_totals(raw: RawBlock) -> _PassTotals:
+        Z_hi, Z_lo, y, w = raw.Z_hi, raw.Z_lo, raw.y, raw.weights
+        r_hi, r_lo, g_hi, g_lo = residual_gradient(Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo, w)
+        wr_hi, wr_lo = (r_hi, r_lo) if w is None else dd_mul(r_hi, r_lo, w, np.zeros_like(w))
         if offset:
-            s_hi, s_lo = dd_sum(r_hi, r_lo, axis=0)
+            s_hi, s_lo = dd_sum(wr_hi, wr_lo, axis=0)
             g_hi, g_lo = np.append(s_hi, g_hi), np.append(s_lo, g_lo)
         gram = None
         if want_gram:
-            block = design.scaled(*raw)
-            gram = dd_gram(block.hi, block.lo)
-        return _PassTotals(g_hi, g_lo, float(r_hi @ r_hi), y.size, float(y @ y), gram)
+            block = design.scaled(Z_hi, Z_lo, y)
+            gram = dd_gram(block.hi, block.lo, w)
+        yy = float(y @ y) if w is None else float((w * y) @ y)
+        part = _PassTotals(g_hi, g_lo, float(wr_hi @ r_hi), y.size, yy, gram)
+        if statistic is not None:
+            part.statistics = statistic(raw, r_hi, r_lo)
+        return part
 
     zero = _PassTotals(
         np.zeros(k),
@@ -238,12 +266,16 @@ def refine(
     start: np.ndarray | None = None,
     contraction_bound: float | None = None,
     max_steps: int = MAX_REFINEMENT_STEPS,
+    statistic: BlockStatistic | None = None,
 ) -> Refinement:
-    """Iterate θ̃ += R⁻¹R⁻ᵀ Ãᵀ(y - Ãθ̃) until the corrections reach double-double level.
+    """Iterate θ̃ += R⁻¹R⁻ᵀ ÃᵀW(y - Ãθ̃) until the corrections reach double-double level.
 
     ``start`` is a first solution θ̃ when one is known without a pass (from the co-moments);
     ``contraction_bound`` an a-priori bound on the error reduction per step. With it, a
     single step whose correction, times the bound, lies far below the last digit is enough.
+    ``statistic`` is gathered in every pass, from that pass's residuals; the last pass's
+    total (residuals of the final iterate but one, which differ from the final ones by
+    less than the certified digits) is ``Refinement.statistics``.
     """
     k = R.shape[1]
     params_hi = np.zeros(k) if start is None else design.from_scaled(start)
@@ -253,7 +285,8 @@ def refine(
     noise_floor = max(1e-30, 64 * condition_number(R) * UNIT_ROUNDOFF**2)
     transform = design.transform()
     for step in range(1, max_steps + 1):
-        totals = _pass(design, params_hi, params_lo, want_gram and result.gram is None)
+        totals = _pass(design, params_hi, params_lo, want_gram and result.gram is None, statistic)
+        result.statistics = totals.statistics
         g = design.scaled_gradient(totals.g_hi, totals.g_lo)
         sse, n = totals.sse, totals.n
         result.target_norm = float(np.sqrt(totals.yy))
@@ -285,6 +318,17 @@ def refine(
             break
     result.params_hi, result.params_lo = params_hi, params_lo
     return result
+
+
+def statistics_pass(
+    design: ScaledDesign,
+    params_hi: np.ndarray,
+    params_lo: np.ndarray,
+    statistic: BlockStatistic,
+) -> Any:
+    """One pass at the given parameters (no refinement step), for ``statistic`` alone: what
+    a covariance asked for after the fit needs."""
+    return _pass(design, params_hi, params_lo, False, statistic).statistics
 
 
 def _solve_normal(R: np.ndarray, g: np.ndarray) -> np.ndarray:

@@ -1,0 +1,174 @@
+"""Predictions with standard errors, confidence and prediction intervals.
+
+The variance of a predicted mean, ``xᵀ V x``, is formed in centered coordinates
+(``[1, x - shift]`` against the covariance of ``[c + shift·b, b]``): with features far
+from zero (a timestamp near 1.7e9) the form in raw coordinates cancels almost every digit.
+As in statsmodels, a new observation's variance adds the residual variance σ² (divided by
+its weight), and intervals use Student's t with the residual degrees of freedom, or the
+normal distribution when ``use_t`` is off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.special
+
+from stablefit.errors import StablefitInputError
+
+FRAME_COLUMNS = (
+    "mean",
+    "mean_se",
+    "mean_ci_lower",
+    "mean_ci_upper",
+    "obs_ci_lower",
+    "obs_ci_upper",
+)
+
+
+def critical_value(alpha: float, df: float, use_t: bool) -> float:
+    """The two-sided 1 - alpha quantile of t(df), or of the standard normal."""
+    if not 0.0 < alpha < 1.0:
+        raise StablefitInputError(f"alpha must lie in (0, 1), got {alpha}")
+    if use_t:
+        return float(scipy.special.stdtrit(df, 1.0 - alpha / 2.0))
+    return float(scipy.special.ndtri(1.0 - alpha / 2.0))
+
+
+@dataclass(frozen=True)
+class PredictionBasis:
+    """What predictions and intervals need, in centered coordinates: the features' shifts
+    (the kept features' means), the intercept at the shifts ``c + shift·b`` (formed in
+    double-double), the covariance of ``[c + shift·b, b]`` (intercept first when fitted),
+    the residual variance and degrees of freedom. ``kept`` indexes the kept features among
+    all."""
+
+    shift: np.ndarray
+    centered_intercept: float
+    centered_covariance: np.ndarray
+    kept: np.ndarray
+    has_intercept: bool
+    scale: float
+    df_resid: int
+    use_t: bool
+
+    def mean(self, X: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """``c + X b`` as ``(c + shift·b) + (X - shift) b``: near the data's means the
+        subtraction is exact, so far-off features (1.7e9) cost no digits."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self.centered_intercept + (X[:, self.kept] - self.shift) @ coef[self.kept]
+
+    def mean_variance(self, X: np.ndarray) -> np.ndarray:
+        centered = X[:, self.kept] - self.shift
+        if self.has_intercept:
+            centered = np.column_stack([np.ones(X.shape[0]), centered])
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.einsum("ij,ij->i", centered @ self.centered_covariance, centered)
+
+    def to_dict(self, feature_names: tuple[str, ...]) -> dict[str, Any]:
+        names = [feature_names[j] for j in self.kept]
+        return {
+            "has_intercept": self.has_intercept,
+            "shift": dict(zip(names, self.shift.tolist(), strict=True)),
+            "centered_intercept": self.centered_intercept,
+            "centered_covariance": self.centered_covariance.tolist(),
+            "scale": self.scale,
+            "df_resid": self.df_resid,
+            "use_t": self.use_t,
+        }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any], feature_names: tuple[str, ...]) -> PredictionBasis:
+        has_intercept = bool(document["has_intercept"])
+        shift = document["shift"]
+        kept = np.array([feature_names.index(name) for name in shift], dtype=np.int64)
+        covariance = np.array(document["centered_covariance"], dtype=np.float64)
+        size = kept.size + int(has_intercept)
+        if covariance.shape != (size, size):
+            raise StablefitInputError(
+                f"the model's centered_covariance has shape {covariance.shape}, expected "
+                f"({size}, {size})"
+            )
+        return cls(
+            shift=np.array(list(shift.values()), dtype=np.float64),
+            centered_intercept=float(document["centered_intercept"]),
+            centered_covariance=covariance,
+            kept=kept,
+            has_intercept=has_intercept,
+            scale=float(document["scale"]),
+            df_resid=int(document["df_resid"]),
+            use_t=bool(document["use_t"]),
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted means with standard errors and intervals (statsmodels' PredictionResults).
+
+    Attributes
+    ----------
+    predicted : ndarray
+        The predicted means.
+    se_mean : ndarray
+        Standard errors of the predicted means.
+    se_obs : ndarray
+        Standard errors of a new observation: √(se_mean² + σ²/weight).
+    df : int
+        Degrees of freedom of the t quantiles.
+    use_t : bool
+        Student's t (True) or the normal distribution.
+    """
+
+    predicted: np.ndarray
+    se_mean: np.ndarray
+    se_obs: np.ndarray
+    df: int
+    use_t: bool
+
+    def conf_int(self, alpha: float = 0.05, *, obs: bool = False) -> np.ndarray:
+        """(n, 2) intervals for the mean, or for a new observation with ``obs=True``."""
+        half = critical_value(alpha, self.df, self.use_t) * (self.se_obs if obs else self.se_mean)
+        return np.column_stack([self.predicted - half, self.predicted + half])
+
+    def columns(self, alpha: float = 0.05) -> dict[str, np.ndarray]:
+        """The columns of :meth:`summary_frame` as arrays."""
+        mean_ci, obs_ci = self.conf_int(alpha), self.conf_int(alpha, obs=True)
+        return dict(
+            zip(
+                FRAME_COLUMNS,
+                (self.predicted, self.se_mean, *mean_ci.T, *obs_ci.T),
+                strict=True,
+            )
+        )
+
+    def summary_frame(self, alpha: float = 0.05) -> Any:
+        """A pandas DataFrame with statsmodels' columns: mean, mean_se, mean_ci_lower,
+        mean_ci_upper, obs_ci_lower, obs_ci_upper."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise StablefitInputError(
+                "summary_frame needs pandas (pip install 'stablefit[pandas]'); "
+                "Prediction.columns() gives the same as arrays"
+            ) from None
+        return pd.DataFrame(self.columns(alpha))
+
+
+def predict_with_intervals(
+    X: np.ndarray,
+    coef: np.ndarray,
+    basis: PredictionBasis,
+    weights: np.ndarray | float = 1.0,
+) -> Prediction:
+    """A :class:`Prediction` for the rows of X (all features, in the fitted order)."""
+    predicted = basis.mean(X, coef)
+    var_mean = basis.mean_variance(X)
+    weights = np.asarray(weights, dtype=np.float64)
+    if np.any(~(weights > 0)) or not np.all(np.isfinite(weights)):
+        raise StablefitInputError("weights of new observations must be positive and finite")
+    with np.errstate(invalid="ignore"):
+        se_mean = np.sqrt(var_mean)
+        se_obs = np.sqrt(var_mean + basis.scale / weights)
+    return Prediction(predicted, se_mean, se_obs, basis.df_resid, basis.use_t)

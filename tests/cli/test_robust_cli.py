@@ -1,0 +1,136 @@
+"""``stablefit fit --cov-type/--cluster/--weights`` and ``predict --intervals`` on real files:
+Grunfeld's panel as ``pandas.to_csv`` writes it, against statsmodels and the library."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+import stablefit
+
+
+@pytest.fixture(scope="module")
+def grunfeld_frame() -> pd.DataFrame:
+    frame = sm.datasets.grunfeld.load_pandas().data
+    return frame.assign(w=np.random.default_rng(0).uniform(0.5, 2.0, len(frame)).round(3))
+
+
+@pytest.fixture
+def grunfeld_csv(tmp_path, grunfeld_frame):
+    path = tmp_path / "grunfeld.csv"
+    grunfeld_frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("cluster", ["firm", "firm,year"])
+def test_cluster_by_a_text_column_and_two_ways(
+    grunfeld_csv, grunfeld_frame, tmp_path, run_cli, cluster
+):
+    out = tmp_path / "fit.json"
+    run = run_cli("fit", grunfeld_csv, "--target", "invest", "--cluster", cluster, "--json", out)
+    assert run.code == 0, run.err
+    report = json.loads(out.read_text())
+    names = cluster.split(",")
+    features = [c for c in ("value", "capital", "year", "w") if c not in names]
+    assert list(report["features"]) == features
+    codes = np.column_stack([pd.factorize(grunfeld_frame[n])[0] for n in names]).squeeze()
+    # The year (1935-1954) as a feature costs statsmodels 4 digits (condition number 9e5),
+    # so it fits the centered features: the same slopes and their covariance.
+    centered = grunfeld_frame[features] - grunfeld_frame[features].mean()
+    theirs = sm.OLS(grunfeld_frame["invest"], sm.add_constant(centered)).fit(
+        cov_type="cluster", cov_kwds={"groups": codes}, use_t=True
+    )
+    ours = [report["features"][f]["stderr"] for f in features]
+    np.testing.assert_allclose(ours, theirs.bse[1:], rtol=1e-10)
+    library = stablefit.fit(
+        grunfeld_frame[[*features, "invest", *names]],
+        target="invest",
+        groups=names if len(names) == 2 else names[0],
+    )
+    assert report["intercept"]["stderr"] == library.intercept_stderr
+    assert report["covariance"]["type"] == "cluster"
+    assert report["covariance"]["groups"] == names
+    assert report["covariance"]["n_groups"] == [{"firm": 11, "year": 20}[n] for n in names]
+    assert report["fvalue"] == pytest.approx(theirs.fvalue, rel=1e-10)
+    assert "cluster" in run.out and "clusters of 'firm'" in " ".join(run.out.split())
+
+
+def test_weights_and_hc1_match_the_library(grunfeld_csv, grunfeld_frame, tmp_path, run_cli):
+    out = tmp_path / "fit.json"
+    run = run_cli(
+        "fit",
+        grunfeld_csv,
+        "--target",
+        "invest",
+        "--weights",
+        "w",
+        "--cov-type",
+        "HC1",
+        "--drop-non-numeric",
+        "--json",
+        out,
+        "--normal",
+    )
+    assert run.code == 0, run.err
+    report = json.loads(out.read_text())
+    library = stablefit.fit(
+        grunfeld_frame,
+        target="invest",
+        weights="w",
+        cov_type="HC1",
+        use_t=False,
+        drop_non_numeric=True,
+    )
+    assert list(report["features"]) == ["value", "capital", "year"]
+    assert report["weights"] == "w"
+    assert report["covariance"]["use_t"] is False
+    for j, name in enumerate(library.feature_names):
+        assert report["features"][name]["stderr"] == library.stderr[j]
+        assert report["features"][name]["p"] == library.pvalues[j]
+    for key in ("rsquared", "rsquared_adj", "llf", "aic", "bic", "fvalue", "condition_number"):
+        assert report[key] == getattr(library, key), key
+    assert "P>|z|" in run.out and "weighted least squares" in run.out
+
+
+def test_bad_weights_in_a_file_exit_2_naming_lines(tmp_path, run_cli):
+    data = tmp_path / "w.csv"
+    data.write_text("x,w,y\n1,1,2\n2,0,3\n3,1,5\n4,-1,4\n5,2,7\n")
+    run = run_cli("fit", data, "--target", "y", "--weights", "w")
+    assert run.code == 2
+    assert "2 are not (lines 3, 5)" in run.err and "Traceback" not in run.err
+    run = run_cli("fit", data, "--target", "y", "--cluster", "a,b,c")
+    assert run.code == 2 and "--cluster" in run.err
+    run = run_cli("fit", data, "--target", "y", "--cluster", "nope")
+    assert run.code == 2 and "'nope'" in run.err
+
+
+def test_saved_model_predicts_with_the_fits_intervals(
+    grunfeld_csv, grunfeld_frame, tmp_path, run_cli
+):
+    model = tmp_path / "model.json"
+    run = run_cli("fit", grunfeld_csv, "--target", "invest", "--cluster", "firm", "--save", model)
+    assert run.code == 0, run.err
+    saved = json.loads(model.read_text())
+    assert saved["intervals"]["cov_type"] == "cluster"
+    new = tmp_path / "new.csv"
+    grunfeld_frame.iloc[:7].drop(columns=["invest", "firm"]).to_csv(new, index=False)
+    out = tmp_path / "predictions.csv"
+    run = run_cli("predict", model, new, "--intervals", "--alpha", "0.1", "-o", out)
+    assert run.code == 0, run.err
+    written = pd.read_csv(out)
+    library = stablefit.fit(
+        grunfeld_frame.drop(columns=["firm"]).assign(firm=grunfeld_frame["firm"]),
+        target="invest",
+        groups="firm",
+    )
+    features = grunfeld_frame.iloc[:7][list(library.feature_names)].to_numpy(float)
+    expected = library.get_prediction(features).summary_frame(alpha=0.1)
+    assert list(written.columns) == ["prediction", *expected.columns[1:]]
+    np.testing.assert_allclose(written.to_numpy(), expected.to_numpy(), rtol=1e-15)
+    plain = run_cli("predict", model, new, "-o", tmp_path / "plain.csv")
+    assert plain.code == 0
+    assert list(pd.read_csv(tmp_path / "plain.csv").columns) == ["prediction"]
