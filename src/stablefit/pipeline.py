@@ -18,7 +18,7 @@ from stablefit.io import ArraySource, Batch, CachingSource, Source, open_source
 from stablefit.io.memory import is_dask_collection
 from stablefit.io.partitions import PartitionedSource, is_distributed, over_partitions
 from stablefit.missing import MISSING_CHOICES, Missing
-from stablefit.rowdata import RowData, WithRows, column_names, row_data
+from stablefit.rowdata import RowData, column_names, row_data, with_rows
 from stablefit.solve.blocks import RawBlock, SourceBlocks
 from stablefit.solve.certificate import Certificate, trusted_digits
 from stablefit.solve.covariance import (
@@ -230,7 +230,7 @@ def fit_source(
         std = np.sqrt(std**2 + mean**2)
     fit_rows = FitRows(medians, drop=n_feature_dropped > 0, drop_unweighted=n_side_missing > 0)
     design = ScaledDesign(
-        SourceBlocks(WithRows(source, rows), (fit_rows,)),
+        SourceBlocks(with_rows(source, rows), (fit_rows,)),
         shift=mean if intercept else np.zeros(d),
         scale=power_of_two_scale(std),
         intercept=intercept,
@@ -253,7 +253,7 @@ def fit_source(
         if other is None or not other.n_ways:
             raise StablefitInputError("groups= needs one or two columns of cluster keys")
         other.check(schema, "error")
-        return SourceBlocks(WithRows(source, rows, other), (fit_rows,)), other.group_names
+        return SourceBlocks(with_rows(source, rows, other), (fit_rows,)), other.group_names
 
     return _solve(
         design,

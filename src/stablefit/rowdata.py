@@ -249,6 +249,13 @@ class WithRows:
         yield from batches
 
 
+def with_rows(source: Source, rows: RowData | None, keys: RowData | None = None) -> Source:
+    """``source`` with weights and cluster codes attached (:class:`WithRows`); the source
+    itself when there are none, so that a partitioned source stays one (its passes then
+    run where its partitions are read)."""
+    return source if rows is None and keys is None else WithRows(source, rows, keys)
+
+
 def _joined(pieces: list[RowChunk], first_row: int) -> RowChunk:
     if len(pieces) == 1:
         return pieces[0]
