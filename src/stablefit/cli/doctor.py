@@ -31,6 +31,7 @@ from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.common import DTYPES
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
 from stablefit.diagnose.findings import Diagnosis, format_number
+from stablefit.diagnose.frameworks import FRAMEWORKS
 from stablefit.errors import StablefitInputError
 from stablefit.io import open_source
 from stablefit.report.diagnosis import print_diagnosis
@@ -48,9 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "doctor",
         help="predict a NaN loss before training, and say why",
         description="Read the data once, report every numeric hazard, and forecast what "
-        "training a Keras Dense(1) model with the mean squared error will do. Exit code: "
-        "1 when a non-finite loss or an error-level hazard is predicted, 0 otherwise, "
-        "2 for unusable input.",
+        "training a linear model with the mean squared error will do: a Keras Dense(1) "
+        "(default) or a PyTorch nn.Linear (--framework torch). Exit code: 1 when a "
+        "non-finite loss or an error-level hazard is predicted, 0 otherwise, 2 for "
+        "unusable input.",
     )
     doctor.add_argument(
         "data",
@@ -62,15 +64,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--optimizer",
         choices=sorted(OPTIMIZER_NAMES),
         type=str.lower,
-        help="the Keras optimizer (default: forecast Adam, with plain SGD beside it)",
+        help="the optimizer (default: forecast Adam, with plain SGD beside it)",
     )
     doctor.add_argument(
-        "--learning-rate", type=float, metavar="LR", help="default: Keras's for the optimizer"
+        "--framework",
+        choices=FRAMEWORKS,
+        type=str.lower,
+        default="keras",
+        help="whose training to forecast: Keras's model.fit (default) or a PyTorch loop "
+        "(nn.Linear, nn.MSELoss, torch.optim, DataLoader)",
+    )
+    doctor.add_argument(
+        "--learning-rate",
+        type=float,
+        metavar="LR",
+        help="default: the framework's for the optimizer",
     )
     doctor.add_argument("--batch-size", type=int, default=32, metavar="N")
     doctor.add_argument("--epochs", type=int, default=EPOCHS, metavar="N")
     doctor.add_argument("--momentum", type=float, default=0.0, help="SGD or RMSprop momentum")
     doctor.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    doctor.add_argument(
+        "--dampening", type=float, default=0.0, help="torch.optim.SGD's dampening (torch)"
+    )
+    doctor.add_argument(
+        "--weight-decay",
+        type=float,
+        metavar="WD",
+        help="the optimizer's weight decay (default: the framework's)",
+    )
+    doctor.add_argument(
+        "--drop-last",
+        action="store_true",
+        help="the DataLoader drops each epoch's last, partial batch (torch)",
+    )
     doctor.add_argument("--dtype", choices=DTYPES, default="float32")
     doctor.add_argument(
         "--no-intercept", dest="intercept", action="store_false", help="a model without bias"
@@ -137,6 +164,10 @@ def diagnose_source(source: Any, args: argparse.Namespace) -> Diagnosis:
         nesterov=args.nesterov,
         dtype=args.dtype,
         intercept=args.intercept,
+        framework=args.framework,
+        dampening=args.dampening,
+        weight_decay=args.weight_decay,
+        drop_last=args.drop_last,
     )
 
 

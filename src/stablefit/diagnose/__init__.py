@@ -1,8 +1,9 @@
 """Diagnosis: every numeric hazard in the data, and what training on it will do.
 
 ``stablefit.diagnose`` reads the data once (a :class:`~stablefit.summary.Summary`), runs
-the data checks (:mod:`stablefit.diagnose.checks`) and forecasts the training of a Keras
-``Dense(1)`` model with the mean squared error (:mod:`stablefit.diagnose.training`).
+the data checks (:mod:`stablefit.diagnose.checks`) and forecasts the training of a linear
+model with the mean squared error — a Keras ``Dense(1)`` or a PyTorch ``nn.Linear`` —
+(:mod:`stablefit.diagnose.training`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from stablefit.diagnose.checks.common import DTYPES
 from stablefit.diagnose.checks.forecast import forecast_findings
 from stablefit.diagnose.findings import DataFacts, Diagnosis, Finding
 from stablefit.diagnose.profile import column_profiles
+from stablefit.diagnose.frameworks import LABELS, check_framework
 from stablefit.diagnose.training import forecast_training
 from stablefit.errors import StablefitInputError
 from stablefit.summary import Summary, summarize
 
-#: What is forecast when no optimizer is named: Adam at Keras's default learning rate (the
-#: seed's and most tutorials' choice) is the forecast that counts, and plain SGD at its
-#: default is shown beside it, since its stability bound is the sharpest sign of trouble.
+#: What is forecast when no optimizer is named: Adam at the framework's default learning
+#: rate (the seed's and most tutorials' choice) is the forecast that counts, and plain SGD
+#: at its default is shown beside it, since its stability bound is the sharpest sign of
+#: trouble.
 DEFAULT_OPTIMIZER = "adam"
 COMPARISON_OPTIMIZER = "sgd"
 ONE_THREAD_COLUMNS = 256
@@ -45,6 +48,11 @@ def diagnose(
     intercept: bool = True,
     feature_names: list[str] | tuple[str, ...] | None = None,
     engine: Any = None,
+    framework: str = "keras",
+    dampening: float = 0.0,
+    weight_decay: float | None = None,
+    optimizer_options: dict[str, Any] | None = None,
+    drop_last: bool = False,
 ) -> Diagnosis:
     """Find the numeric hazards in ``X`` (and ``y``) and forecast training on them.
 
@@ -63,24 +71,41 @@ def diagnose(
     target : str, optional
         The name of the target column in ``X``.
     optimizer : {"sgd", "adam", "adamw", "rmsprop", "adagrad"}, optional
-        The Keras optimizer to forecast. When None, Adam is forecast and plain SGD is
-        shown beside it (``Diagnosis.other_forecasts``), both at Keras's default
-        learning rates; ``learning_rate`` then applies to Adam, ``momentum`` to SGD.
+        The optimizer to forecast (``keras.optimizers.<Name>``, ``torch.optim.<Name>``).
+        When None, Adam is forecast and plain SGD is shown beside it
+        (``Diagnosis.other_forecasts``), both at the framework's default learning rates;
+        ``learning_rate`` then applies to Adam, ``momentum`` to SGD.
     learning_rate : float, optional
-        Keras's default for the optimizer when None.
+        The framework's default for the optimizer when None.
     batch_size, epochs : int
-        As given to ``model.fit`` (Keras's defaults: 32 and, here, 100 epochs).
+        As given to ``model.fit`` or a ``DataLoader`` (Keras's default batch size is 32;
+        here 100 epochs).
     momentum : float
         SGD's (or RMSprop's) momentum; ``nesterov`` for Nesterov's variant of SGD.
     dtype : {"float32", "float64"}
-        The precision the model trains in (Keras's default: float32).
+        The precision the model trains in (both frameworks' default: float32).
     intercept : bool
-        Whether the model has a bias (``Dense`` has one by default).
+        Whether the model has a bias (``Dense`` and ``nn.Linear`` have one by default).
     feature_names : sequence of str, optional
         Names for the columns of an array ``X``.
     engine : distributed.Client or Engine, optional
         Read files on this cluster's workers (see :mod:`stablefit.engines`); Dask
         collections run on their default client without it.
+    framework : {"keras", "torch"}
+        Forecast a Keras ``Dense(1)`` trained by ``model.fit``, or a PyTorch
+        ``nn.Linear(d, 1)`` trained with ``nn.MSELoss`` and ``torch.optim`` in a
+        ``DataLoader`` loop: that framework's update rules, defaults, initialization and
+        epoch loss, and code for it in the recommendation.
+    dampening : float
+        ``torch.optim.SGD``'s dampening of the momentum (torch only).
+    weight_decay : float, optional
+        The optimizer's weight decay (torch: any optimizer, decoupled for AdamW; Keras:
+        AdamW's); the framework's default when None.
+    optimizer_options : dict, optional
+        The optimizer's other hyperparameters by the framework's names, e.g.
+        ``{"betas": (0.9, 0.99), "eps": 1e-6}``.
+    drop_last : bool
+        torch only: the ``DataLoader`` leaves out each epoch's last, partial batch.
 
     Returns
     -------
@@ -94,8 +119,18 @@ def diagnose(
     >>> d = stablefit.diagnose(X, np.array([10.0, 20.0, 30.0]), optimizer="sgd")
     >>> d.training.outcome, d.training.first_nonfinite_epoch      # doctest: +SKIP
     ('diverges', 3)
+    >>> t = stablefit.diagnose(X, np.array([10.0, 20.0, 30.0]), optimizer="sgd",
+    ...                        learning_rate=0.01, framework="torch")
+    >>> t.training.first_nonfinite_epoch, t.training.first_nan_epoch  # doctest: +SKIP
+    (3, 6)
     """
-    options = _validate(batch_size, epochs, dtype, intercept)
+    framework = check_framework(framework)
+    options = _validate(batch_size, epochs, dtype, intercept, framework)
+    extra = dict(optimizer_options or {})
+    if dampening:
+        extra["dampening"] = dampening
+    if weight_decay is not None:
+        extra["weight_decay"] = weight_decay
     summary = X if isinstance(X, Summary) else _summarize(X, y, target, feature_names, engine)
     with _blas_threads_for(summary.p):
         findings = run_checks(summary, options)
@@ -108,8 +143,11 @@ def diagnose(
             "nesterov": nesterov,
             "dtype": dtype,
             "intercept": intercept,
+            "framework": framework,
+            "optimizer_options": extra,
+            "drop_last": drop_last,
         }
-        cause = _first_epoch_cause(summary, findings, dtype)
+        cause = _first_epoch_cause(summary, findings, dtype, framework)
         training, others = _forecasts(summary, settings)
         if training is not None:
             findings += forecast_findings(training, settings, cause=cause)
@@ -143,14 +181,18 @@ def _blas_threads_for(p: int) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def _validate(batch_size: int, epochs: int, dtype: str, intercept: bool) -> CheckOptions:
+def _validate(
+    batch_size: int, epochs: int, dtype: str, intercept: bool, framework: str
+) -> CheckOptions:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise StablefitInputError(f"batch_size={batch_size!r} must be an integer >= 1 (e.g. 32)")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise StablefitInputError(f"epochs={epochs!r} must be an integer >= 1 (e.g. 100)")
     if dtype not in DTYPES:
         raise StablefitInputError(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
-    return CheckOptions(dtype=dtype, batch_size=batch_size, intercept=bool(intercept))
+    return CheckOptions(
+        dtype=dtype, batch_size=batch_size, intercept=bool(intercept), framework=framework
+    )
 
 
 def _summarize(X: Any, y: Any, target: str | None, feature_names: Any, engine: Any) -> Summary:
@@ -184,6 +226,9 @@ def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> A
             nesterov=chosen["nesterov"],
             dtype=chosen["dtype"],
             intercept=chosen["intercept"],
+            framework=chosen["framework"],
+            optimizer_options=chosen["optimizer_options"],
+            drop_last=chosen["drop_last"],
         )
 
 
@@ -196,24 +241,44 @@ def _forecasts(summary: Summary, settings: dict[str, Any]) -> tuple[Any, list[An
     """The forecast on the data as given, and the ones shown beside it.
 
     Rows holding NaN or inf (or values beyond the dtype's range) make the forecast
-    "diverges" at epoch 1: Keras trains on every row it is given.
+    "diverges" at epoch 1: the framework trains on every row it is given.
     """
     if not summary.has_target or summary.n_complete == 0:
         return None, []
     others: list[Any] = []
     if settings["optimizer"] is None:
         training = _forecast(
-            summary, settings, optimizer=DEFAULT_OPTIMIZER, momentum=0.0, nesterov=False
+            summary,
+            settings,
+            optimizer=DEFAULT_OPTIMIZER,
+            momentum=0.0,
+            nesterov=False,
+            optimizer_options=_options_for(DEFAULT_OPTIMIZER, settings),
         )
         others.append(
-            _forecast(summary, settings, optimizer=COMPARISON_OPTIMIZER, learning_rate=None)
+            _forecast(
+                summary,
+                settings,
+                optimizer=COMPARISON_OPTIMIZER,
+                learning_rate=None,
+                optimizer_options=_options_for(COMPARISON_OPTIMIZER, settings),
+            )
         )
     else:
         training = _forecast(summary, settings)
     return training, others
 
 
-def _first_epoch_cause(summary: Summary, findings: list[Finding], dtype: str) -> str | None:
+def _options_for(optimizer: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The options given that apply to ``optimizer`` when both defaults are forecast:
+    weight decay to both, dampening to SGD only."""
+    given = settings["optimizer_options"]
+    return {k: v for k, v in given.items() if k != "dampening" or optimizer == "sgd"}
+
+
+def _first_epoch_cause(
+    summary: Summary, findings: list[Finding], dtype: str, framework: str
+) -> str | None:
     """Why the first epoch's loss is non-finite whatever the optimizer, or None."""
     codes = {f.code for f in findings}
     if "SF101" in codes or "SF102" in codes:
@@ -224,8 +289,8 @@ def _first_epoch_cause(summary: Summary, findings: list[Finding], dtype: str) ->
         )
     if "SF131" in codes:
         return (
-            f"values beyond the {dtype} range become inf when Keras casts the data: the "
-            "loss is non-finite from the first batch on"
+            f"values beyond the {dtype} range become inf when {LABELS[framework]} casts the "
+            "data: the loss is non-finite from the first batch on"
         )
     return None
 

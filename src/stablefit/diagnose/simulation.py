@@ -1,11 +1,12 @@
-"""Keras training of a Dense(1) model, simulated on the sufficient statistics.
+"""Training of a linear model with the MSE, simulated on the sufficient statistics.
 
 The loss of a linear model is a quadratic in its weights, fixed by the sufficient
-statistics of the data (:mod:`stablefit.diagnose.stability`). The simulation runs Keras's
-own optimizer updates (:mod:`stablefit.diagnose.optimizers`) on that quadratic, in the
-model's float type, from several draws of Keras's ``glorot_uniform`` initialization, and
-records the loss history Keras would print. One step costs O(d²) whatever the number of
-rows; all runs (seeds × learning rates) advance together, compiled
+statistics of the data (:mod:`stablefit.diagnose.stability`). The simulation runs the
+framework's own optimizer updates (:mod:`stablefit.diagnose.optimizers`) on that
+quadratic, in the model's float type, from several draws of the framework's initialization
+(:mod:`stablefit.diagnose.frameworks`: Keras's ``glorot_uniform``, torch's ``nn.Linear``),
+and records the loss history the framework would report. One step costs O(d²) whatever the
+number of rows; all runs (seeds × learning rates) advance together, compiled
 (:mod:`stablefit.diagnose.kernels`) while every weight and prediction is finite, in NumPy
 at the steps where something overflows, with the same result bit for bit.
 
@@ -13,9 +14,10 @@ Where float32 overflows (a squared residual beyond 3.4e38 makes the loss ``inf``
 ``inf`` weight makes the next predictions ``inf``; ``inf - inf`` makes ``NaN``), the signs
 of the data columns, from their minimum and maximum, decide which ``inf`` meets which.
 
-Minibatches take ``ceil(n / batch_size)`` steps per epoch, each on the full-data gradient.
-Beyond :data:`MAX_STEPS` steps, SGD (with or without momentum) continues in closed form
-on the eigenmodes of the Hessian; the adaptive optimizers hold their last simulated loss.
+Minibatches take ``ceil(n / batch_size)`` steps per epoch (``n // batch_size`` when the
+last, partial batch is dropped), each on the full-data gradient. Beyond :data:`MAX_STEPS`
+steps, SGD (with or without momentum, without weight decay) continues in closed form on the
+eigenmodes of the Hessian; the other optimizers hold their last simulated loss.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from stablefit.diagnose import kernels
+from stablefit.diagnose.frameworks import epoch_losses, initial_weights
 from stablefit.diagnose.optimizers import ADAPTIVE, OptimizerConfig, UpdateRule
 from stablefit.diagnose.stability import Quadratic
 
@@ -119,7 +122,7 @@ class Problem:
 class Run:
     """Loss histories of several runs (learning rates × seeds, rate-major)."""
 
-    epoch_loss: np.ndarray  # (runs, epochs), as Keras's History would hold them
+    epoch_loss: np.ndarray  # (runs, epochs), as the framework reports them (Keras's History)
     initial_loss: np.ndarray  # (runs,) exact loss at the initialization
     steps_per_epoch: int
     stepped_epochs: int  # epochs simulated step by step (all of them, unless over budget)
@@ -139,20 +142,10 @@ class Run:
         )
 
 
-def _glorot_uniform(p: int, intercept: bool, seeds: Sequence[int], dtype: type) -> np.ndarray:
-    """Keras's Dense init: kernel ~ U(±sqrt(6 / (fan_in + 1))), bias = 0."""
-    d = p - int(intercept)
-    limit = math.sqrt(6.0 / (d + 1))
-    theta = np.zeros((len(seeds), p), dtype=dtype)
-    for row, seed in enumerate(seeds):
-        theta[row, :d] = np.random.default_rng(seed).uniform(-limit, limit, size=d)
-    return theta
-
-
 def _step_loss_and_gradient(
     problem: Problem, theta: np.ndarray, dtype: type
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Loss (float64, with inf/NaN) and gradient (model dtype) as Keras would compute them.
+    """Loss (float64, with inf/NaN) and gradient (model dtype) as the framework computes them.
 
     Call under ``np.errstate(over="ignore", invalid="ignore")``: overflow is the point.
     """
@@ -219,22 +212,27 @@ def simulate(
     seeds: Sequence[int],
     learning_rates: Sequence[float] | None = None,
     max_steps: int = MAX_STEPS,
+    drop_last: bool = False,
 ) -> Run:
-    """Simulate ``model.fit`` for every learning rate (default: the config's) and seed."""
+    """Simulate training for every learning rate (default: the config's) and seed.
+
+    ``drop_last`` leaves out each epoch's last, partial batch (a torch ``DataLoader``
+    option); there must be at least ``batch_size`` rows then.
+    """
     rates = np.asarray(
         [config.learning_rate] if learning_rates is None else learning_rates, dtype=np.float64
     )
     intercept = BIAS in problem.quadratic.names
-    theta = np.tile(_glorot_uniform(problem.p, intercept, seeds, dtype), (len(rates), 1))
+    start = initial_weights(config.framework, problem.p, intercept, seeds, dtype)
+    theta = np.tile(start, (len(rates), 1))
     runs = len(theta)
     n = problem.n
-    steps = max(1, math.ceil(n / batch_size))
-    batch_rows = np.full(steps, batch_size, dtype=np.float64)
-    batch_rows[-1] = n - batch_size * (steps - 1)
+    batch_rows = _batch_rows(n, batch_size, drop_last)
+    steps = len(batch_rows)
     fmax = float(np.finfo(dtype).max)
-    linear = config.name not in ADAPTIVE
-    # SGD continues in closed form past the budget; the others need at least one epoch, of
-    # which only the first max_steps batches are simulated when it is longer.
+    linear = config.name == "sgd" and config.weight_decay == 0
+    # Plain SGD continues in closed form past the budget; the others need at least one
+    # epoch, of which only the first max_steps batches are simulated when it is longer.
     stepped = min(epochs, max_steps // steps if linear else max(1, max_steps // steps))
     epoch_batches = batch_rows[:max_steps]
     rule = UpdateRule(config, theta.shape, dtype, np.repeat(rates, len(seeds)))
@@ -243,11 +241,8 @@ def simulate(
     losses, theta = _step_losses(problem, rule, theta, len(epoch_batches), stepped, dtype)
     done = losses.shape[1] // len(epoch_batches)
     with np.errstate(over="ignore", invalid="ignore"):
-        # Keras's Mean tracker sums loss * batch rows in float, batch after batch (as
-        # cumsum adds): the sum overflows past fmax.
-        weighted = losses.reshape(runs, done, len(epoch_batches)) * epoch_batches
-        total, rows_seen = np.cumsum(weighted, axis=2)[:, :, -1], float(epoch_batches.sum())
-        history[:, :done] = np.where(total * (n / rows_seen) > fmax, np.inf, total / rows_seen)
+        step_losses = losses.reshape(runs, done, len(epoch_batches))
+        history[:, :done] = epoch_losses(config.framework, step_losses, epoch_batches, n, fmax)
     if done and np.isnan(theta).all():  # so is every later loss
         return Run(history, initial, steps, epochs, False, np.zeros(runs))
     closed_form = stepped < epochs and linear
@@ -261,12 +256,24 @@ def simulate(
     elif stepped < epochs:
         history[:, stepped:] = history[:, stepped - 1 : stepped]
     noise_std = np.zeros(runs)
-    if linear and steps > 1:
+    if config.name not in ADAPTIVE and steps > 1:
         noise, spread = _minibatch_noise_loss(problem, config, rates, batch_size)
         noise_std = np.repeat(spread, len(seeds))
         with np.errstate(invalid="ignore"):
             history += np.repeat(noise, len(seeds))[:, None]
     return Run(history, initial, steps, stepped, closed_form, noise_std)
+
+
+def _batch_rows(n: int, batch_size: int, drop_last: bool) -> np.ndarray:
+    """The rows of each batch of an epoch."""
+    if drop_last:
+        if n < batch_size:
+            raise ValueError(f"drop_last with batch_size={batch_size} > {n} rows: no batch")
+        return np.full(n // batch_size, batch_size, dtype=np.float64)
+    steps = max(1, math.ceil(n / batch_size))
+    batch_rows = np.full(steps, batch_size, dtype=np.float64)
+    batch_rows[-1] = n - batch_size * (steps - 1)
+    return batch_rows
 
 
 def _step_losses(
@@ -340,6 +347,7 @@ def _minibatch_noise_loss(
     values = np.maximum(np.linalg.eigvalsh(problem.quadratic.hessian), 0.0)
     beta = config.momentum
     without_replacement = max(n - batch_size, 0) / max(n - 1, 1)
+    rates = rates * config.gradient_scale  # torch's dampening scales what momentum takes in
     h = rates[:, None] * values[None, :]
     c = 2.0 * sigma2 * values / batch_size * without_replacement
     margin = 2.0 * (1.0 + beta) - h
@@ -367,7 +375,8 @@ def _sgd_epochs_closed_form(
     """Epoch losses of SGD (heavy-ball or Nesterov momentum β ≥ 0) on the quadratic.
 
     On each eigenmode (λ, v) of the Hessian the error c = vᵀ(θ - θ*) and the momentum
-    μ = vᵀm follow a linear 2×2 recurrence z ← M z (float64, without float32 rounding).
+    μ = vᵀm (as the step it adds to the weights) follow a linear 2×2 recurrence z ← M z
+    (float64, without float32 rounding); torch's dampening τ scales h = lr·λ by 1 - τ.
     An epoch of k steps maps z to Mᵏz and adds ½ λ Σ_{t<k} c_t² = ½ λ zᵀ P_k z to the
     summed loss; Mᵏ and P_k come from O(log k) doublings.
     """
@@ -375,15 +384,11 @@ def _sgd_epochs_closed_form(
     values = np.maximum(values, 0.0)
     optimum, optimal_loss = problem.quadratic.optimum()
     runs = len(theta)
-    momentum_slot = rule.slots.get("momentum")
+    momentum = rule.velocity()
     error = (theta.astype(np.float64) - optimum) @ vectors  # (runs, p)
-    velocity = (
-        np.zeros_like(error)
-        if momentum_slot is None
-        else momentum_slot.astype(np.float64) @ vectors
-    )
+    velocity = np.zeros_like(error) if momentum is None else momentum @ vectors
     beta = config.momentum
-    h = np.repeat(rates, seeds)[:, None] * values[None, :]  # (runs, p)
+    h = np.repeat(rates * config.gradient_scale, seeds)[:, None] * values[None, :]  # (runs, p)
     M = np.empty((runs, len(values), 2, 2))
     if config.nesterov:
         M[..., 0, 0], M[..., 0, 1] = 1 - h * (1 + beta), beta * beta
@@ -462,7 +467,7 @@ def loss_resolution(quadratic: Quadratic, dtype: type) -> float:
     """The loss a model in ``dtype`` cannot resolve: one rounding unit of the target, squared.
 
     Predictions carry a relative rounding error of ``eps``, so losses below
-    ``eps² · mean(y²)`` are rounding noise (Keras may even print an exact 0 there).
+    ``eps² · mean(y²)`` are rounding noise (a framework may even print an exact 0 there).
     """
     mean_square_target = float(quadratic.loss(np.zeros((1, len(quadratic.q))))[0])
     return float(np.finfo(dtype).eps) ** 2 * mean_square_target

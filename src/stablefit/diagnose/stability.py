@@ -174,6 +174,10 @@ def max_stable_learning_rate(
 ) -> tuple[float | None, str]:
     """The largest learning rate for which the optimizer cannot diverge on this loss.
 
+    Torch's SGD options move the bound: weight decay ``wd`` adds ``wd`` to every
+    eigenvalue of the Hessian the update sees, and dampening ``τ`` lets only ``1 - τ`` of
+    each gradient into the momentum.
+
     Returns
     -------
     bound : float or None
@@ -192,10 +196,16 @@ def max_stable_learning_rate(
             "divergence threshold in λmax. It turns NaN when the squared gradient overflows "
             "the float type (|gradient| > 1.8e19 in float32), which the simulation checks."
         )
+    curvature, symbol = lambda_max, "λmax"
+    if config.weight_decay:
+        curvature, symbol = lambda_max + config.weight_decay, "(λmax + weight_decay)"
+    scale = config.gradient_scale
+    if scale != 1.0:
+        curvature, symbol = curvature * scale, f"(1 - dampening)·{symbol}"
     if beta == 0:
-        return 2.0 / lambda_max, "gradient descent on a quadratic is stable iff lr < 2/λmax"
+        return 2.0 / curvature, f"gradient descent on a quadratic is stable iff lr < 2/{symbol}"
     if config.nesterov:
-        bound = 2.0 * (1.0 + beta) / ((1.0 + 2.0 * beta) * lambda_max)
-        return bound, f"Nesterov momentum {beta:g} is stable iff lr < 2(1+β)/((1+2β)·λmax)"
-    bound = 2.0 * (1.0 + beta) / lambda_max
-    return bound, f"heavy-ball momentum {beta:g} is stable iff lr < 2(1+β)/λmax"
+        bound = 2.0 * (1.0 + beta) / ((1.0 + 2.0 * beta) * curvature)
+        return bound, f"Nesterov momentum {beta:g} is stable iff lr < 2(1+β)/((1+2β)·{symbol})"
+    bound = 2.0 * (1.0 + beta) / curvature
+    return bound, f"heavy-ball momentum {beta:g} is stable iff lr < 2(1+β)/{symbol}"

@@ -1,32 +1,42 @@
-"""Forecast what ``model.fit`` will do with a Dense(1) model, without running TensorFlow.
+"""Forecast what training a linear model with the MSE will do, without running it.
 
-:func:`forecast_training` simulates Keras's training on the data's sufficient statistics
-(:mod:`stablefit.diagnose.simulation`), reads the loss history it would print — where it
-first turns ``inf``/``NaN``, or where it ends — adds the stability bound of the optimizer
-(:mod:`stablefit.diagnose.stability`), and searches for a configuration that converges.
+:func:`forecast_training` simulates training a Keras ``Dense(1)`` model (``model.fit``) or
+a PyTorch ``nn.Linear(d, 1)`` (a ``DataLoader`` loop with ``torch.optim``) on the data's
+sufficient statistics (:mod:`stablefit.diagnose.simulation`), reads the loss history it
+would print — where it first turns ``inf``/``NaN``, or where it ends — adds the stability
+bound of the optimizer (:mod:`stablefit.diagnose.stability`), and searches for a
+configuration that converges.
 
 What is exact and what is not
 -----------------------------
 Full batch (``batch_size >= n``): one step per epoch on the exact gradient, so the
-simulation is Keras's computation up to float32 summation order.
+simulation is the framework's computation up to float32 summation order.
 
-Minibatches: Keras takes ``ceil(n / batch_size)`` steps per epoch on shuffled batches and
-reports the mean of the batch losses. The simulation takes as many steps, each on the
-full-data gradient (the batch gradients' mean), and averages the losses at the step starts.
-Gradient noise is left out, so results are given as ranges and called approximate.
+Minibatches: the framework takes ``ceil(n / batch_size)`` steps per epoch on shuffled
+batches and reports the mean of the batch losses. The simulation takes as many steps, each
+on the full-data gradient (the batch gradients' mean), and averages the losses at the step
+starts. Gradient noise is left out, so results are given as ranges and called approximate.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stablefit.diagnose.optimizers import ADAPTIVE, DEFAULT_LEARNING_RATE, OptimizerConfig
+from stablefit.diagnose.frameworks import (
+    DEFAULT_LEARNING_RATES,
+    KERAS,
+    LABELS,
+    TORCH,
+    check_framework,
+    training_code,
+)
+from stablefit.diagnose.optimizers import ADAPTIVE, OptimizerConfig
 from stablefit.diagnose.simulation import (
     BIAS,
     CONVERGED_SHARE,
@@ -95,7 +105,8 @@ class Recommendation:
     """A configuration the simulation shows converging (or the best found, and why not).
 
     ``outcome`` is the simulated outcome of exactly this configuration; ``code`` builds
-    and trains it in tf.keras; ``note`` says how it was chosen.
+    and trains it in the forecast's framework (tf.keras or PyTorch); ``note`` says how it
+    was chosen.
     """
 
     scaling: str
@@ -116,15 +127,17 @@ class Recommendation:
 
 @dataclass(frozen=True)
 class TrainingForecast:
-    """What ``model.fit`` will do with a Dense(1) model on these data.
+    """What training a linear model (Keras ``Dense(1)``, torch ``nn.Linear``) will do.
 
-    Losses are the mean squared error Keras reports. Ranges are (min, max) over the
-    initialization seeds; ``None`` means "does not apply" and ``notes`` says why.
+    Losses are the mean squared error the framework reports for an epoch. Ranges are
+    (min, max) over the initialization seeds; ``None`` means "does not apply" and
+    ``notes`` says why.
 
     Attributes
     ----------
     optimizer, learning_rate, momentum, nesterov, batch_size, epochs, dtype
-        The configuration forecast (the learning rate resolved to Keras's default).
+        The configuration forecast (the learning rate resolved to the framework's
+        default).
     outcome : {"diverges", "stalls", "converges"}
         "diverges": some seed's loss turns inf/NaN, or ends 10x above where it started;
         "converges": every seed's excess loss over the optimum falls to <= 1% of its
@@ -146,7 +159,7 @@ class TrainingForecast:
     loss_resolution : float
         ``eps² · mean(y²)`` of the dtype: losses below it are rounding noise.
     initial_loss : float
-        The loss at Keras's initialization (median over the seeds).
+        The loss at the framework's initialization (median over the seeds).
     lambda_max : float
         The largest eigenvalue of the Hessian ``H = (2/n) AᵀA``.
     max_stable_learning_rate : float or None
@@ -156,9 +169,10 @@ class TrainingForecast:
     dominant_feature : str or None
         The weight with the largest share of λmax's eigenvector (``"(bias)"`` possible).
     steps_per_epoch : int
-        ``ceil(n / batch_size)``, as Keras takes them.
+        ``ceil(n / batch_size)`` (``n // batch_size`` with ``drop_last``).
     exact : bool
-        True when the simulation is Keras's computation (full batch, every step simulated).
+        True when the simulation is the framework's computation (full batch, every step
+        simulated).
     approximation : str
         What the simulation approximates, and how.
     recommended : Recommendation or None
@@ -169,6 +183,13 @@ class TrainingForecast:
         The simulated loss per epoch and seed (None when nothing could be simulated).
     problem : Problem or None
         The quadratic loss the simulation ran on, kept for :attr:`stability_map`.
+    framework : {"keras", "torch"}
+        Whose training is forecast.
+    optimizer_options : dict
+        The optimizer's other hyperparameters that differ from the framework's defaults
+        (e.g. torch's ``weight_decay``, ``dampening``, ``betas``).
+    drop_last : bool
+        Whether each epoch's last, partial batch is left out (torch's ``DataLoader``).
     """
 
     optimizer: str
@@ -200,6 +221,9 @@ class TrainingForecast:
     notes: tuple[str, ...] = field(default=())
     loss_history: LossHistory | None = field(default=None, repr=False, compare=False)
     problem: Problem | None = field(default=None, repr=False, compare=False)
+    framework: str = KERAS
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    drop_last: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able values (no NaN/inf: those become ``None``, with the reason in notes).
@@ -247,7 +271,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def _validate(
-    summary: Summary, batch_size: int, epochs: int, dtype: str, seeds: Sequence[int]
+    summary: Summary,
+    batch_size: int,
+    epochs: int,
+    dtype: str,
+    seeds: Sequence[int],
+    framework: str,
+    drop_last: bool,
 ) -> type:
     if not getattr(summary, "has_target", False):
         raise StablefitInputError(
@@ -256,7 +286,7 @@ def _validate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise StablefitInputError(f"batch_size={batch_size!r} must be a positive integer")
     if batch_size < 1:
-        raise StablefitInputError(f"batch_size={batch_size} must be >= 1 (Keras uses 32)")
+        raise StablefitInputError(f"batch_size={batch_size} must be >= 1 (e.g. 32)")
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise StablefitInputError(f"epochs={epochs!r} must be a positive integer (e.g. 100)")
     if dtype not in _FLOAT_TYPES:
@@ -269,6 +299,16 @@ def _validate(
         raise StablefitInputError(
             "no row has every feature and the target finite, so there is nothing to train on; "
             "fix or drop the NaN/inf values (the data checks name the rows)"
+        )
+    if drop_last and framework != TORCH:
+        raise StablefitInputError(
+            "drop_last=True is a torch DataLoader option; Keras's fit trains on every row: "
+            "drop it or give framework='torch'"
+        )
+    if drop_last and summary.n_complete < batch_size:
+        raise StablefitInputError(
+            f"drop_last=True with batch_size={batch_size} and {summary.n_complete} complete "
+            "rows leaves no batch to train on: lower batch_size or drop drop_last"
         )
     return _FLOAT_TYPES[dtype]
 
@@ -285,29 +325,42 @@ def forecast_training(
     dtype: str = "float32",
     intercept: bool = True,
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    framework: str = KERAS,
+    optimizer_options: Mapping[str, Any] | None = None,
+    drop_last: bool = False,
 ) -> TrainingForecast:
-    """Predict the loss history of a tf.keras Dense(1) model trained with MSE on these data.
+    """Predict the loss history of a linear model trained with the MSE on these data.
 
     Parameters
     ----------
     summary : stablefit.summary.Summary
         The data's one-pass summary, with a target.
     optimizer : {"sgd", "adam", "adamw", "rmsprop", "adagrad"}
-        The Keras optimizer, with Keras's default hyperparameters.
+        The optimizer (``keras.optimizers.<Name>`` or ``torch.optim.<Name>``).
     learning_rate : float, optional
-        Defaults to Keras's (SGD 0.01, the others 0.001).
+        Defaults to the framework's (Keras: SGD 0.01, the others 0.001; torch: SGD, Adam
+        and AdamW 0.001, RMSprop and Adagrad 0.01).
     batch_size, epochs : int
-        As given to ``model.fit``.
+        As given to ``model.fit`` or the ``DataLoader`` and the epoch loop.
     momentum : float
         SGD's or RMSprop's momentum.
     nesterov : bool
         SGD's Nesterov momentum.
     dtype : {"float32", "float64"}
-        The model's float type (Keras's default is float32).
+        The model's float type (float32 is both frameworks' default).
     intercept : bool
-        Whether the Dense layer has a bias (``use_bias=True`` is Keras's default).
+        Whether the model has a bias (``use_bias=True``, ``bias=True`` by default).
     seeds : sequence of int
-        One simulated ``glorot_uniform`` draw of the kernel per seed.
+        One initialization per seed: a ``glorot_uniform`` draw of the kernel for Keras;
+        for torch, exactly the ``nn.Linear`` that ``torch.manual_seed(seed)`` gives.
+    framework : {"keras", "torch"}
+        Whose update rules, defaults, initialization and epoch loss are simulated.
+    optimizer_options : mapping, optional
+        The optimizer's other hyperparameters by the framework's argument names, e.g.
+        ``{"weight_decay": 1e-4, "dampening": 0.1}`` for ``torch.optim.SGD`` or
+        ``{"betas": (0.9, 0.99), "eps": 1e-6}`` for torch's Adam; defaults otherwise.
+    drop_last : bool
+        torch only: the ``DataLoader`` leaves out each epoch's last, partial batch.
 
     Returns
     -------
@@ -316,8 +369,9 @@ def forecast_training(
     Raises
     ------
     StablefitInputError
-        For an unknown optimizer or dtype, a non-positive learning rate, batch size or
-        epoch count, or a summary without a target or without a single complete row.
+        For an unknown framework, optimizer, hyperparameter or dtype, a non-positive
+        learning rate, batch size or epoch count, or a summary without a target or without
+        a single complete row.
 
     Examples
     --------
@@ -328,19 +382,37 @@ def forecast_training(
     >>> forecast = forecast_training(summary, optimizer="sgd")
     >>> forecast.outcome, forecast.first_nonfinite_epoch, forecast.first_nan_epoch
     ('diverges', 3, 6)
+    >>> torch_sgd = forecast_training(summary, optimizer="sgd", learning_rate=0.01,
+    ...                               framework="torch")
+    >>> torch_sgd.outcome, torch_sgd.first_nonfinite_epoch
+    ('diverges', 3)
     """
-    float_type = _validate(summary, batch_size, epochs, dtype, seeds)
-    config = OptimizerConfig.resolve(optimizer, learning_rate, momentum, nesterov)
+    framework = check_framework(framework)
+    float_type = _validate(summary, batch_size, epochs, dtype, seeds, framework, drop_last)
+    config = OptimizerConfig.resolve(
+        optimizer,
+        learning_rate,
+        momentum,
+        nesterov,
+        framework=framework,
+        options=optimizer_options,
+    )
     seeds = tuple(int(s) for s in seeds)
     problem = Problem.of_summary(summary, intercept=intercept)
     if not problem.quadratic.is_finite:
-        return _unrepresentable(summary, config, batch_size, epochs, dtype, seeds)
+        return _unrepresentable(summary, config, batch_size, epochs, dtype, seeds, drop_last)
     _, optimal_loss = problem.quadratic.optimum()
     spectrum = Spectrum.of(problem.quadratic)
     bound, stability_note = max_stable_learning_rate(config, spectrum.lambda_max)
 
     run = simulate(
-        problem, config, batch_size=batch_size, epochs=epochs, dtype=float_type, seeds=seeds
+        problem,
+        config,
+        batch_size=batch_size,
+        epochs=epochs,
+        dtype=float_type,
+        seeds=seeds,
+        drop_last=drop_last,
     )
     resolution = loss_resolution(problem.quadratic, float_type)
     verdict = judge(run, optimal_loss, resolution)
@@ -348,13 +420,13 @@ def forecast_training(
     outcome = verdict.outcome
     nonfinite = verdict.first_nonfinite[verdict.first_nonfinite > 0]
     first_nan = verdict.first_nan[verdict.first_nan > 0]
-    unusable = _rows_keras_cannot_train(summary, float_type)
+    unusable = _rows_the_model_cannot_train(summary, float_type)
     if unusable:
         outcome = "diverges"
         nonfinite = first_nan = np.array([1])
         notes.append(
-            f"{unusable}: Keras's loss is NaN from epoch 1 if they are trained on; the rest "
-            f"of this forecast is for the {summary.n_complete} complete rows"
+            f"{unusable}: {LABELS[framework]}'s loss is NaN from epoch 1 if they are trained "
+            f"on; the rest of this forecast is for the {summary.n_complete} complete rows"
         )
 
     if outcome == "diverges" and not nonfinite.size:
@@ -404,7 +476,7 @@ def forecast_training(
         else None,
         steps_per_epoch=run.steps_per_epoch,
         exact=exact,
-        approximation=_approximation_text(run, epochs, problem.n, batch_size),
+        approximation=_approximation_text(run, epochs, problem.n, batch_size, framework),
         recommended=_recommend(
             problem,
             config,
@@ -417,14 +489,18 @@ def forecast_training(
             optimal_loss=optimal_loss,
             resolution=resolution,
             drop_rows=bool(unusable),
+            drop_last=drop_last,
             user_run=run,
         ),
         notes=tuple(notes),
-        # Keras trains on every row: with NaN/inf rows its History is NaN from epoch 1.
+        # The framework trains on every row: with NaN/inf rows its loss is NaN from epoch 1.
         loss_history=LossHistory.of(
             np.full_like(run.epoch_loss, np.nan) if unusable else run.epoch_loss
         ),
         problem=problem,
+        framework=framework,
+        optimizer_options=dict(config.options),
+        drop_last=bool(drop_last),
     )
 
 
@@ -450,6 +526,7 @@ def _unrepresentable(
     epochs: int,
     dtype: str,
     seeds: tuple[int, ...],
+    drop_last: bool,
 ) -> TrainingForecast:
     """The forecast when even float64 sums of squares overflow: inf/NaN from epoch 1."""
     too_big = [
@@ -459,8 +536,8 @@ def _unrepresentable(
     ]
     reason = (
         f"values of {', '.join(too_big) or 'some column'} are so large (> 1.3e154) that "
-        "their squares overflow even float64: Keras's float32 model sees inf from epoch 1, "
-        "and nothing else can be computed; rescale those columns"
+        f"their squares overflow even float64: {LABELS[config.framework]}'s float32 model "
+        "sees inf from epoch 1, and nothing else can be computed; rescale those columns"
     )
     return TrainingForecast(
         optimizer=config.name,
@@ -485,7 +562,11 @@ def _unrepresentable(
         max_stable_learning_rate=None,
         stability_note=reason,
         dominant_feature=too_big[0] if too_big else None,
-        steps_per_epoch=max(1, math.ceil(summary.n_complete / batch_size)),
+        steps_per_epoch=(
+            summary.n_complete // batch_size
+            if drop_last
+            else max(1, math.ceil(summary.n_complete / batch_size))
+        ),
         exact=False,
         approximation="nothing simulated: " + reason,
         recommended=None,
@@ -494,10 +575,13 @@ def _unrepresentable(
             "optimal_loss, loss_resolution, initial_loss and lambda_max are null: they "
             "overflow float64",
         ),
+        framework=config.framework,
+        optimizer_options=dict(config.options),
+        drop_last=bool(drop_last),
     )
 
 
-def _rows_keras_cannot_train(summary: Summary, float_type: type) -> str:
+def _rows_the_model_cannot_train(summary: Summary, float_type: type) -> str:
     """Describe rows whose values are NaN/inf in the model's float type (empty if none)."""
     problems = []
     if summary.n_complete < summary.n_rows:
@@ -516,17 +600,18 @@ def _rows_keras_cannot_train(summary: Summary, float_type: type) -> str:
     return "; ".join(problems)
 
 
-def _approximation_text(run: Run, epochs: int, n: int, batch_size: int) -> str:
+def _approximation_text(run: Run, epochs: int, n: int, batch_size: int, framework: str) -> str:
     parts = []
+    label = LABELS[framework]
     if run.steps_per_epoch == 1:
         parts.append(
-            "full batch: the simulation repeats Keras's computation in the model's float "
+            f"full batch: the simulation repeats {label}'s computation in the model's float "
             "type, up to summation order"
         )
     else:
         parts.append(
             f"minibatches ({run.steps_per_epoch} steps of {batch_size} rows per epoch, "
-            f"n = {n}): each step is simulated on the full-data gradient, which Keras's "
+            f"n = {n}): each step is simulated on the full-data gradient, which {label}'s "
             "shuffled batch gradients average to; for SGD the loss their noise adds at a "
             "constant learning rate is added from the optimal residual variance (rows taken "
             "as Gaussian-like) and the range widened by twice its spread, for the adaptive "
@@ -569,7 +654,7 @@ def _candidate_rates(config: OptimizerConfig, lambda_max: float) -> list[float]:
         return [1.0, 0.3, 0.1, 0.03, 0.01, 0.003]
     bound, _ = max_stable_learning_rate(config, lambda_max)
     if not bound:
-        return [DEFAULT_LEARNING_RATE[config.name]]
+        return [config.learning_rate]
     return _nice_rates_below(bound)
 
 
@@ -587,8 +672,14 @@ def _recommend(
     resolution: float,
     drop_rows: bool,
     user_run: Run,
+    drop_last: bool,
 ) -> Recommendation | None:
-    """Find a configuration that converges: the user's own, else scaled data and a rate."""
+    """Find a configuration that converges: the user's own, else scaled data and a rate.
+
+    The user's optimizer keeps its options (momentum, weight decay, ...); the others are
+    tried at the framework's defaults.
+    """
+    loader = {"batch_size": batch_size, "drop_last": drop_last}
     drop = "drop the rows with NaN/inf, then " if drop_rows else ""
     if user_outcome == "converges":
         note = "the configuration as given converges" + (
@@ -596,7 +687,7 @@ def _recommend(
         )
         scaling = "drop the rows with NaN/inf" if drop_rows else "none"
         return _recommendation(
-            scaling, config, epochs, batch_size, user_final, "converges", problem, note, user_run
+            scaling, config, epochs, loader, user_final, "converges", problem, note, user_run
         )
     intercept = BIAS in problem.quadratic.names
     scaled = problem.standardized() if intercept else problem
@@ -612,17 +703,15 @@ def _recommend(
         for name in optimizers:
             if name in capped:
                 continue  # its last try already hit the step budget: more epochs add nothing
-            keep_momentum = name == config.name
-            base = OptimizerConfig(
-                name,
-                DEFAULT_LEARNING_RATE[name],
-                config.momentum if keep_momentum else 0.0,
-                config.nesterov if keep_momentum else False,
-            )
+            default_rate = DEFAULT_LEARNING_RATES[config.framework][name]
+            if name == config.name:
+                base = config.with_learning_rate(default_rate)
+            else:
+                base = OptimizerConfig(name, default_rate, framework=config.framework)
             rates = _candidate_rates(base, lambda_max)
             runs = simulate(
                 scaled, base, batch_size=batch_size, epochs=tries, dtype=dtype, seeds=seeds,
-                learning_rates=rates, max_steps=MAX_STEPS // 4,
+                learning_rates=rates, max_steps=MAX_STEPS // 4, drop_last=drop_last,
             )  # fmt: skip
             if runs.stepped_epochs < tries and not runs.closed_form:
                 capped.add(name)
@@ -632,7 +721,7 @@ def _recommend(
                 verdict = judge(run, optimal_loss, resolution)
                 if verdict.outcome == "diverges":
                     continue
-                candidate = OptimizerConfig(base.name, rate, base.momentum, base.nesterov)
+                candidate = base.with_learning_rate(rate)
                 final = float(np.median(verdict.final_loss))
                 if verdict.outcome == "converges":
                     converging.append((final, candidate, run))
@@ -646,7 +735,7 @@ def _recommend(
                     "value); of the converging learning rates tried, this one ends lowest"
                 )
                 return _recommendation(
-                    scaling, chosen, tries, batch_size, final, "converges", problem, note, run
+                    scaling, chosen, tries, loader, final, "converges", problem, note, run
                 )
     if best is None:
         return None
@@ -656,14 +745,14 @@ def _recommend(
         f"learning rates on a 1-2-5 grid; up to {budget} epochs) converges; this one "
         "gets closest"
     )
-    return _recommendation(scaling, chosen, tries, batch_size, final, outcome, problem, note, run)
+    return _recommendation(scaling, chosen, tries, loader, final, outcome, problem, note, run)
 
 
 def _recommendation(
     scaling: str,
     config: OptimizerConfig,
     epochs: int,
-    batch_size: int,
+    loader: dict[str, Any],
     final: float | None,
     outcome: Outcome,
     problem: Problem,
@@ -675,52 +764,30 @@ def _recommendation(
         optimizer=config.name,
         learning_rate=config.learning_rate,
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=loader["batch_size"],
         predicted_final_loss=final,
         outcome=outcome,
-        code=_code(scaling, config, epochs, batch_size, problem),
+        code=_code(scaling, config, epochs, loader, problem),
         note=note,
         loss_history=LossHistory.of(run.epoch_loss),
     )
 
 
 def _code(
-    scaling: str, config: OptimizerConfig, epochs: int, batch_size: int, problem: Problem
+    scaling: str, config: OptimizerConfig, epochs: int, loader: dict[str, Any], problem: Problem
 ) -> str:
-    """A tf.keras snippet that trains the recommended configuration."""
+    """A snippet in the forecast's framework that trains the recommended configuration."""
     quad = problem.quadratic
     d = problem.p - int(BIAS in quad.names)
     means = quad.a[:d]
     std = np.sqrt(np.maximum(np.diag(quad.Q[:d, :d]), 0.0) / quad.n)
     # float32 cannot resolve small deviations from a large offset: center in float64 first.
     large_offset = bool(np.any(np.abs(means) > 1e4 * np.where(std > 0, std, np.inf)))
-    lines = ["import numpy as np", "import tensorflow as tf", ""]
-    layers = []
-    if scaling == "standardize" and large_offset:
-        lines += [
-            "from sklearn.preprocessing import StandardScaler",
-            "",
-            "# Standardize in float64 before Keras casts to float32: the features have",
-            "# offsets float32 cannot resolve.",
-            "scaler = StandardScaler()",
-            "X = scaler.fit_transform(np.asarray(X, dtype=np.float64))",
-            "# Later: model.predict(scaler.transform(X_new))",
-            "",
-        ]
-    elif scaling == "standardize":
-        lines += [
-            "normalizer = tf.keras.layers.Normalization(axis=-1)",
-            'normalizer.adapt(np.asarray(X, dtype="float32"))',
-            "",
-        ]
-        layers.append("normalizer")
-    layers.append("tf.keras.layers.Dense(1)")
-    lines += [
-        "model = tf.keras.Sequential([",
-        "    tf.keras.Input(shape=(X.shape[1],)),",
-        *(f"    {layer}," for layer in layers),
-        "])",
-        f'model.compile(optimizer={config.keras_expression()}, loss="mse")',
-        f"model.fit(X, y, epochs={epochs}, batch_size={batch_size})",
-    ]
-    return "\n".join(lines)
+    return training_code(
+        config,
+        standardize=scaling == "standardize",
+        large_offset=large_offset,
+        epochs=epochs,
+        batch_size=loader["batch_size"],
+        drop_last=loader["drop_last"],
+    )

@@ -17,6 +17,7 @@ from rich.text import Text
 from stablefit.diagnose import COMPARISON_OPTIMIZER
 from stablefit.diagnose.checks.forecast import describe_forecast
 from stablefit.diagnose.findings import Diagnosis, Finding, format_number
+from stablefit.diagnose.frameworks import KERAS, LABELS
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 OUTCOME_STYLE = {"diverges": "bold red", "stalls": "yellow", "converges": "green"}
@@ -60,6 +61,12 @@ def _forecast_line(forecast: Any, settings: dict[str, Any]) -> Text:
     return line
 
 
+def _framework(settings: dict[str, Any]) -> str:
+    """``"PyTorch: "`` for a torch forecast (Keras's is the default and goes unsaid)."""
+    framework = settings.get("framework", KERAS)
+    return "" if framework == KERAS else f"{LABELS[framework]}: "
+
+
 def _what_will_happen(diagnosis: Diagnosis) -> list[RenderableType]:
     training = diagnosis.training
     parts: list[RenderableType] = [_heading("What will happen")]
@@ -73,7 +80,8 @@ def _what_will_happen(diagnosis: Diagnosis) -> list[RenderableType]:
         _forecast_line(training, settings),
         _indent(
             Text(
-                f"{epochs} epochs, batch size {batch}, {settings.get('dtype')}; initial loss "
+                f"{_framework(settings)}{epochs} epochs, batch size {batch}, "
+                f"{settings.get('dtype')}; initial loss "
                 f"{format_number(training.initial_loss)}, optimum "
                 f"{format_number(training.optimal_loss)}",
                 style="dim",

@@ -16,14 +16,16 @@ DTYPES = ("float32", "float64")
 class CheckOptions:
     """The training setting the checks judge the data against.
 
-    ``dtype`` is the precision the model trains in (Keras's default is float32),
-    ``batch_size`` the rows per gradient step and ``intercept`` whether the model has a
-    bias (a Keras ``Dense`` layer has one by default).
+    ``dtype`` is the precision the model trains in (float32 by default in Keras and
+    PyTorch), ``batch_size`` the rows per gradient step, ``intercept`` whether the model
+    has a bias (``Dense`` and ``nn.Linear`` have one by default) and ``framework`` whose
+    code a fix is written in (``"keras"`` or ``"torch"``).
     """
 
     dtype: str = "float32"
     batch_size: int = 32
     intercept: bool = True
+    framework: str = "keras"
 
     @property
     def finfo(self) -> np.finfo:

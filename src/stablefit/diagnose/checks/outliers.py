@@ -20,6 +20,14 @@ from stablefit.summary import Summary
 
 ROBUST_Z = 10.0
 MAD_TO_SD = 1.4826
+#: A robust loss in each framework: (its name, a line that uses it).
+HUBER = {
+    "keras": (
+        "keras.losses.Huber",
+        "model.compile(optimizer=..., loss=keras.losses.Huber(delta=1.0))",
+    ),
+    "torch": ("torch.nn.HuberLoss", "loss_fn = torch.nn.HuberLoss(delta=1.0)"),
+}
 
 
 def _column_outliers(summary: Summary, j: int, median: float, mad: float) -> dict | None:
@@ -105,6 +113,7 @@ def check_outliers(summary: Summary, options: CheckOptions | None = None) -> lis
             )
         )
     if target:
+        huber, huber_code = HUBER[(options or CheckOptions()).framework]
         findings.append(
             Finding(
                 code="SF142",
@@ -113,9 +122,9 @@ def check_outliers(summary: Summary, options: CheckOptions | None = None) -> lis
                 message=_describe(summary, target[0]) + f"{sketch_note}. Each outlying target "
                 "adds its squared distance to the loss and dominates the gradient.",
                 evidence={"threshold": ROBUST_Z, "exact": summary.robust_exact, **target[0]},
-                fix="Check those rows; if genuine, use a robust loss (keras.losses.Huber) or "
+                fix=f"Check those rows; if genuine, use a robust loss ({huber}) or "
                 "model a transformed target (e.g. log).",
-                fix_code="model.compile(optimizer=..., loss=keras.losses.Huber(delta=1.0))",
+                fix_code=huber_code,
             )
         )
     return findings

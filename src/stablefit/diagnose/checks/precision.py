@@ -1,6 +1,6 @@
-"""Hazards of the training precision (float32 in Keras by default): SF131–SF135.
+"""Hazards of the training precision (float32 by default in Keras and PyTorch): SF131–SF135.
 
-Keras casts the data to the model's dtype. A value beyond its range becomes inf; a value
+The framework casts the data to the model's dtype. A value beyond its range becomes inf; a value
 whose square exceeds it makes the squared error inf; a batch's sum of squares can overflow
 where no single square does; and far from zero the dtype's spacing (128 near a timestamp of
 1.7e9 in float32) can swallow a column's whole variation.
@@ -69,7 +69,7 @@ def _large_value_findings(
     if code == "SF131":
         title = f"Values beyond the {dtype} range"
         consequence = (
-            f"Nothing beyond {limit} fits in {dtype}: Keras's cast turns these values into "
+            f"Nothing beyond {limit} fits in {dtype}: the cast to {dtype} turns these values into "
             "inf, and the loss is non-finite at epoch 1"
         )
     else:

@@ -125,7 +125,7 @@ def check_target_scale(summary: Summary, options: CheckOptions | None = None) ->
             severity="warning",
             title="Large target scale",
             message=f"The target {name} has mean {format_number(columns.mean[t])} and standard "
-            f"deviation {format_number(columns.std[t])}. Starting from Keras's small initial "
+            f"deviation {format_number(columns.std[t])}. Starting from the small initial "
             f"weights, the first losses are about {format_number(rms**2)}; adaptive optimizers "
             "(Adam, RMSprop) move each weight by about the learning rate per step, so reaching "
             f"a scale of {format_number(rms)} takes about {format_number(rms)}/lr steps.",
