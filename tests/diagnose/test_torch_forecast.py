@@ -19,6 +19,7 @@ from stablefit.errors import StablefitInputError
 from stablefit.summary import Summary
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 OPTIMIZERS = {
     "sgd": torch.optim.SGD,

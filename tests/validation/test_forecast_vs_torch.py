@@ -34,6 +34,7 @@ from stablefit.diagnose.training import TrainingForecast, forecast_training
 from stablefit.summary import Summary
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 SEEDS = (0, 1, 2)
 FACTOR = 3.0

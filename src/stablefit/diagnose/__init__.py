@@ -53,6 +53,7 @@ def diagnose(
     weight_decay: float | None = None,
     optimizer_options: dict[str, Any] | None = None,
     drop_last: bool = False,
+    initial_weights: Any = None,
 ) -> Diagnosis:
     """Find the numeric hazards in ``X`` (and ``y``) and forecast training on them.
 
@@ -106,6 +107,9 @@ def diagnose(
         ``{"betas": (0.9, 0.99), "eps": 1e-6}``.
     drop_last : bool
         torch only: the ``DataLoader`` leaves out each epoch's last, partial batch.
+    initial_weights : array-like, optional
+        The model's weights to forecast from (the features' then the bias), instead of
+        draws of the framework's initialization; ``preflight`` passes the model's own.
 
     Returns
     -------
@@ -146,6 +150,7 @@ def diagnose(
             "framework": framework,
             "optimizer_options": extra,
             "drop_last": drop_last,
+            "initial_weights": initial_weights,
         }
         cause = _first_epoch_cause(summary, findings, dtype, framework)
         training, others = _forecasts(summary, settings)
@@ -229,6 +234,7 @@ def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> A
             framework=chosen["framework"],
             optimizer_options=chosen["optimizer_options"],
             drop_last=chosen["drop_last"],
+            initial_weights=chosen["initial_weights"],
         )
 
 

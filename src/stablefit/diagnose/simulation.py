@@ -213,17 +213,22 @@ def simulate(
     learning_rates: Sequence[float] | None = None,
     max_steps: int = MAX_STEPS,
     drop_last: bool = False,
+    start: np.ndarray | None = None,
 ) -> Run:
     """Simulate training for every learning rate (default: the config's) and seed.
 
     ``drop_last`` leaves out each epoch's last, partial batch (a torch ``DataLoader``
-    option); there must be at least ``batch_size`` rows then.
+    option); there must be at least ``batch_size`` rows then. ``start`` (one row of
+    weights per run) replaces the seeds' initializations: a model's own weights.
     """
     rates = np.asarray(
         [config.learning_rate] if learning_rates is None else learning_rates, dtype=np.float64
     )
     intercept = BIAS in problem.quadratic.names
-    start = initial_weights(config.framework, problem.p, intercept, seeds, dtype)
+    if start is None:
+        start = initial_weights(config.framework, problem.p, intercept, seeds, dtype)
+    start = np.atleast_2d(np.asarray(start, dtype=dtype))
+    seeds = range(len(start))
     theta = np.tile(start, (len(rates), 1))
     runs = len(theta)
     n = problem.n

@@ -150,7 +150,8 @@ class TrainingForecast:
     first_nan_epoch : int or None
         The first epoch whose loss is NaN (an inf loss usually comes a few epochs earlier).
     seeds_nonfinite : int
-        How many of ``seeds`` go non-finite.
+        How many runs go non-finite: one run per seed, or per row of the initial weights
+        given (``seeds`` is empty then).
     predicted_final_loss, predicted_final_loss_range : float, (float, float) or None
         The last epoch's loss: median and range over the seeds (None once a loss is
         non-finite).
@@ -328,6 +329,7 @@ def forecast_training(
     framework: str = KERAS,
     optimizer_options: Mapping[str, Any] | None = None,
     drop_last: bool = False,
+    initial_weights: np.ndarray | None = None,
 ) -> TrainingForecast:
     """Predict the loss history of a linear model trained with the MSE on these data.
 
@@ -361,6 +363,10 @@ def forecast_training(
         ``{"betas": (0.9, 0.99), "eps": 1e-6}`` for torch's Adam; defaults otherwise.
     drop_last : bool
         torch only: the ``DataLoader`` leaves out each epoch's last, partial batch.
+    initial_weights : ndarray, optional
+        Weights to start from instead of the seeds' draws: the kernel (or ``nn.Linear``'s
+        weight) then the bias, one row per run (preflight passes the model's own). The
+        forecast's ``seeds`` is then empty; the recommendation still uses ``seeds``.
 
     Returns
     -------
@@ -405,6 +411,7 @@ def forecast_training(
     spectrum = Spectrum.of(problem.quadratic)
     bound, stability_note = max_stable_learning_rate(config, spectrum.lambda_max)
 
+    start = _start(initial_weights, problem.p)
     run = simulate(
         problem,
         config,
@@ -413,6 +420,7 @@ def forecast_training(
         dtype=float_type,
         seeds=seeds,
         drop_last=drop_last,
+        start=start,
     )
     resolution = loss_resolution(problem.quadratic, float_type)
     verdict = judge(run, optimal_loss, resolution)
@@ -461,8 +469,10 @@ def forecast_training(
         if nonfinite.size
         else None,
         first_nan_epoch=int(first_nan.min()) if first_nan.size else None,
-        seeds_nonfinite=len(seeds) if unusable else int(np.count_nonzero(verdict.first_nonfinite)),
-        seeds=seeds,
+        seeds_nonfinite=(
+            len(run.initial_loss) if unusable else int(np.count_nonzero(verdict.first_nonfinite))
+        ),
+        seeds=seeds if start is None else (),
         predicted_final_loss=predicted,
         predicted_final_loss_range=predicted_range,
         optimal_loss=optimal_loss,
@@ -502,6 +512,19 @@ def forecast_training(
         optimizer_options=dict(config.options),
         drop_last=bool(drop_last),
     )
+
+
+def _start(initial_weights: np.ndarray | None, p: int) -> np.ndarray | None:
+    """The given initial weights as rows of ``p``, or an error naming the shape."""
+    if initial_weights is None:
+        return None
+    start = np.atleast_2d(np.asarray(initial_weights, dtype=np.float64))
+    if start.ndim != 2 or start.shape[1] != p or len(start) == 0:
+        raise StablefitInputError(
+            f"initial_weights has shape {np.shape(initial_weights)}; expected {p} weights "
+            "(the features' then the bias), or rows of them"
+        )
+    return start
 
 
 def _growth_note(run: Run, epochs: int, n: int, float_type: type) -> str:

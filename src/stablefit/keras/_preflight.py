@@ -19,13 +19,15 @@ import tensorflow as tf
 
 from stablefit.diagnose import Diagnosis, Finding, diagnose
 from stablefit.diagnose.findings import format_number
+from stablefit.diagnose.model_findings import (
+    HESSIAN_ITERATIONS,
+    curvature_finding,
+    hessian_rows,
+    nonfinite_weight_finding,
+)
 from stablefit.errors import StablefitInputError
 from stablefit.keras._optimizer import forecast_settings, learning_rate_object
 
-#: Rows used for the Hessian estimate of a non-linear model (a random subset beyond this).
-HESSIAN_ROWS = 4096
-#: Power iterations for the Hessian estimate.
-HESSIAN_ITERATIONS = 30
 _MSE_NAMES = {"mse", "mean_squared_error", "MeanSquaredError"}
 _FORECAST_CODES = ("SF201", "SF202")
 
@@ -182,72 +184,18 @@ def _weight_findings(model: keras.Model) -> list[Finding]:
         value = np.asarray(variable.numpy())
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             bad.append({"variable": variable.path, "n_nonfinite": int((~np.isfinite(value)).sum())})
-    if not bad:
-        return []
-    names = ", ".join(item["variable"] for item in bad)
-    return [
-        Finding(
-            code="SF301",
-            severity="error",
-            title="Model weights are not finite",
-            message=f"The model's weights already hold NaN or inf ({names}): every loss "
-            "computed from them is non-finite, whatever the data.",
-            evidence={"variables": bad},
-            fix="Re-create the model (or load the last good weights) before training; "
-            "stablefit.keras.NanGuard keeps them for you during fit.",
-        )
-    ]
+    return nonfinite_weight_finding(bad, "stablefit.keras.NanGuard")
 
 
 def _curvature_findings(
     model: keras.Model, x: np.ndarray, y: np.ndarray, settings: dict[str, Any]
 ) -> list[Finding]:
-    complete = np.isfinite(x).all(axis=1) & np.isfinite(y.reshape(len(x), -1)).all(axis=1)
-    rows = np.flatnonzero(complete)
+    rows = hessian_rows(x, y)
     if rows.size == 0:
         return []
-    if rows.size > HESSIAN_ROWS:
-        rows = np.sort(np.random.default_rng(0).choice(rows, HESSIAN_ROWS, replace=False))
     estimate = hessian_max_eigenvalue(model, x[rows], y[rows])
-    lr = settings["learning_rate"]
-    momentum = settings["momentum"]
-    bound = 2.0 * (1.0 + momentum) / estimate if estimate > 0 else None
-    evidence = {
-        "lambda_max_estimate": estimate,
-        "rows_used": int(rows.size),
-        "iterations": HESSIAN_ITERATIONS,
-        "sgd_max_stable_learning_rate_estimate": bound,
-        "learning_rate": lr,
-        "optimizer": settings["optimizer"],
-    }
-    above = settings["optimizer"] == "sgd" and bound is not None and lr >= bound
-    sgd_text = (
-        f"plain gradient descent{' with momentum ' + format_number(momentum) if momentum else ''}"
-        f" is stable at these weights only for lr < {format_number(bound)}"
-        if bound is not None
-        else "the curvature is not positive at these weights"
-    )
-    return [
-        Finding(
-            code="SF302",
-            severity="warning" if above else "info",
-            title="Largest Hessian eigenvalue (estimate)",
-            message=(
-                f"Estimated largest eigenvalue of the loss's Hessian at the model's current "
-                f"weights: {format_number(estimate)} (power iteration, {HESSIAN_ITERATIONS} "
-                f"Hessian-vector products on {rows.size} rows; an estimate, not a bound): "
-                f"{sgd_text}"
-                + (f"; the configured lr {format_number(lr)} is above it." if above else ".")
-            ),
-            evidence=evidence,
-            fix=(
-                f"Lower the learning rate below {format_number(bound)}, or standardize the "
-                "inputs (a keras.layers.Normalization layer) to shrink the curvature."
-                if above
-                else "Nothing to fix; this is the curvature the learning rate must respect."
-            ),
-        )
-    ]
+    hint = "a keras.layers.Normalization layer"
+    return [curvature_finding(estimate, rows.size, settings, standardize_hint=hint)]
 
 
 def hessian_max_eigenvalue(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
