@@ -18,8 +18,8 @@ from stablefit.diagnose.checks import CheckOptions, run_checks
 from stablefit.diagnose.checks.common import DTYPES
 from stablefit.diagnose.checks.forecast import forecast_findings
 from stablefit.diagnose.findings import DataFacts, Diagnosis, Finding
-from stablefit.diagnose.profile import column_profiles
 from stablefit.diagnose.frameworks import LABELS, check_framework
+from stablefit.diagnose.profile import column_profiles
 from stablefit.diagnose.training import forecast_training
 from stablefit.errors import StablefitInputError
 from stablefit.summary import Summary, summarize
