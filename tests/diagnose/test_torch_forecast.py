@@ -19,6 +19,7 @@ from stablefit.errors import StablefitInputError
 from stablefit.summary import Summary
 
 torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # tiny models: one thread is faster than two that wait
 pytestmark = pytest.mark.torch
 
 OPTIMIZERS = {

@@ -34,6 +34,7 @@ from stablefit.diagnose.training import TrainingForecast, forecast_training
 from stablefit.summary import Summary
 
 torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # tiny models: one thread is faster than two that wait
 pytestmark = pytest.mark.torch
 
 SEEDS = (0, 1, 2)

@@ -78,8 +78,14 @@ class LossHistory:
         return geometric_growth(list(self.recent))
 
     def restart(self, loss: float | None) -> None:
-        """Start again from restored weights whose smoothed loss was ``loss``."""
+        """Start again from restored weights whose smoothed loss was ``loss``.
+
+        ``None`` (weights restored from before the first step): the history starts afresh,
+        so the losses on the way down again are not taken for a spike.
+        """
         self.recent.clear()
         if loss is not None and math.isfinite(loss):
             self.smoothed = loss
             self.minimum = min(self.minimum, loss)
+        elif loss is None:
+            self.smoothed, self.minimum, self.first, self.steps = None, math.inf, None, 0

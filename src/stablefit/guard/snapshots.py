@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass
+@dataclass(eq=False)
 class Snapshot:
     """A copy of the model and optimizer state, taken after ``(epoch, batch)``.
+
+    Snapshots compare by identity: the adapter's copies (tensors, arrays) have no single
+    truth value to compare by.
 
     ``batch`` is -1 for a copy taken before the epoch's first batch. ``loss`` is the
     smoothed loss when it was taken (None before any step). ``state`` is the adapter's

@@ -12,9 +12,11 @@ from typing import Any
 
 from stablefit.guard.events import GuardEvent, NonFiniteTrainingError
 
-__all__ = ["GuardEvent", "NonFiniteTrainingError", "preflight"]
+__all__ = ["GuardEvent", "GuardedOptimizer", "NonFiniteTrainingError", "guard", "preflight"]
 
 _LAZY = {
+    "GuardedOptimizer": "stablefit.torch._guard",
+    "guard": "stablefit.torch._guard",
     "preflight": "stablefit.torch._preflight",
 }
 

@@ -1,0 +1,652 @@
+"""``guard``: a PyTorch optimizer that never lets a non-finite update reach the model.
+
+The PyTorch adapter of the framework-neutral guard core (:mod:`stablefit.guard`): the
+cheap part runs in every ``step()``, the expensive part (replaying the batch, naming the
+cause, the remedy) only when something went wrong.
+
+Every step: one fused check of every gradient for NaN/inf
+(``torch._amp_foreach_non_finite_check_and_unscale_``, the check ``GradScaler`` makes), one
+read of its flag and of the loss, then the wrapped optimizer's step — or none. Hooks on the
+model and on the loss module keep references to the step's inputs, predictions, target and
+loss (no copies). In-memory snapshots of the model and optimizer state are taken at epoch
+ends and at new best losses.
+
+At an event (a non-finite loss or gradient, a loss spike): the batch is replayed from the
+weights before the step, layer by layer; :func:`stablefit.guard.classify` names the cause
+and :class:`stablefit.guard.RemedyPolicy` the remedy, which is applied here exactly: bad
+rows are left out and the step retaken on the others; a learning-rate event restores the
+best snapshot and sets the rate through ``param_groups`` (and the base rates of the
+optimizer's ``lr_scheduler``s, so the cut survives them); exploding gradients get a
+gradient-norm clip; a loss-function or precision problem stops training with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import math
+import statistics
+import warnings
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stablefit.guard import (
+    Context,
+    Curvature,
+    GuardCore,
+    GuardEvent,
+    LayerOverflow,
+    NonFiniteTrainingError,
+    Replay,
+    Snapshot,
+    curvature_from_growth,
+    stable_learning_rate,
+)
+from stablefit.guard.events import position
+from stablefit.torch._optimizer import _FORECAST_NAMES
+from stablefit.torch._preflight import hessian_max_eigenvalue
+
+#: Steps between two samples of the gradient norm (its running median detects explosions).
+NORM_EVERY = 16
+#: Without ``steps_per_epoch``, the guard's "epoch" (retry window, snapshots) is this long.
+DEFAULT_EPOCH_STEPS = 100
+_LOW_PRECISION = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+class GuardedOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim`` optimizer wrapped by :func:`guard` (see there).
+
+    It shares ``param_groups`` and ``state`` with the wrapped optimizer, so learning-rate
+    schedulers, ``GradScaler`` and checkpoints see one optimizer.
+
+    Attributes
+    ----------
+    optimizer : torch.optim.Optimizer
+        The wrapped optimizer.
+    events : list of GuardEvent
+        Everything the guard saw and did.
+    skipped_steps : int
+        Steps whose update was not applied.
+    clipnorm : float or None
+        The gradient-norm clip the guard applies before each step (set by an
+        exploding-gradients remedy).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module,
+        loss_fn: Any = None,
+        *,
+        data: tuple[Any, Any] | None = None,
+        steps_per_epoch: int | None = None,
+        max_retries: int = 5,
+        spike_factor: float = 10.0,
+        on_failure: str = "raise",
+    ) -> None:
+        if isinstance(optimizer, GuardedOptimizer):
+            raise TypeError("the optimizer is already guarded")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"guard(optimizer=...): expected a torch.optim.Optimizer, got "
+                f"{type(optimizer).__name__}"
+            )
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"guard(model=...): expected an nn.Module, got {type(model).__name__}")
+        if on_failure not in ("raise", "warn"):
+            raise ValueError(f"on_failure={on_failure!r}: use 'raise' or 'warn'")
+        super().__init__([dict(g) for g in optimizer.param_groups], optimizer.defaults)
+        # One optimizer seen from two handles: share its groups and state.
+        self.param_groups = optimizer.param_groups
+        self.state = optimizer.state
+        self.optimizer = optimizer
+        self.model = model
+        self.loss_fn = loss_fn
+        self.data = data
+        self.epoch_steps = int(steps_per_epoch or DEFAULT_EPOCH_STEPS)
+        self.on_failure = on_failure
+        # Best states mid-epoch too: a quarter epoch apart, at most 100 steps.
+        gap = max(1, min(100, self.epoch_steps // 4))
+        self.core = GuardCore(max_retries=max_retries, spike_factor=spike_factor, snapshot_gap=gap)
+        self.events: list[GuardEvent] = self.core.events
+        self.skipped_steps = 0
+        self.clipnorm: float | None = None
+        self.stopped = False
+        self._name = _FORECAST_NAMES.get(type(optimizer), type(optimizer).__name__.lower())
+        self._params = [p for g in self.param_groups for p in g["params"]]
+        # The fused check takes tensors of one device and dtype at a time.
+        kinds: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for p in self._params:
+            kinds.setdefault((p.device, p.dtype), []).append(p)
+        self._kinds = [
+            (params, torch.zeros(1, device=device), torch.ones(1, device=device))
+            for (device, _), params in kinds.items()
+        ]
+        self._step = 0  # steps offered to the guard (applied or not)
+        self._norms: deque[float] = deque(maxlen=64)
+        self._seen: dict[str, Any] = {}
+        self._hooks = [model.register_forward_hook(self._see_model)]
+        if isinstance(loss_fn, nn.Module):
+            self._hooks.append(loss_fn.register_forward_hook(self._see_loss))
+        self.core.keep(0, -1, self._copy_state())
+
+    # -- what the hooks see (references, no copies, no synchronisation) ----------------
+
+    def _see_model(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if torch.is_grad_enabled() and args:
+            self._seen["inputs"] = args[0]
+            self._seen["output"] = output
+            self._seen["autocast"] = _autocast_state(args[0])
+
+    def _see_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if torch.is_grad_enabled() and len(args) >= 2:
+            self._seen["prediction"], self._seen["target"] = args[0], args[1]
+            self._seen["loss"] = output
+
+    # -- the step ---------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self._step // self.epoch_steps
+
+    @property
+    def batch(self) -> int:
+        return self._step % self.epoch_steps
+
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        """Check the step's loss and gradients, then step the wrapped optimizer, or not."""
+        result = None
+        if closure is not None:
+            with torch.enable_grad():
+                result = closure()
+        if self.stopped:
+            return result
+        loss = self._seen.pop("loss", None)
+        loss_value = None if loss is None else _value(loss)
+        finite = self._gradients_finite() and (loss_value is None or math.isfinite(loss_value))
+        if finite:
+            if self.clipnorm is not None:
+                nn.utils.clip_grad_norm_(self._params, self.clipnorm)
+            self.optimizer.step()
+            self._after_good_step(loss_value)
+        else:
+            self.skipped_steps += 1
+            self._event("nonfinite_step", loss_value)
+        self._advance()
+        return result
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def _gradients_finite(self) -> bool:
+        for params, found, one in self._kinds:
+            grads = [p.grad for p in params if p.grad is not None]
+            if not grads:
+                continue
+            found.zero_()
+            # Multiplies by 1 in place (exact) while it looks for NaN/inf: one fused op.
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+            if found.item():
+                return False
+        return True
+
+    def _after_good_step(self, loss_value: float | None) -> None:
+        if self._step % NORM_EVERY == 0:
+            norm = _gradient_norm(self._params)
+            if math.isfinite(norm):
+                self._norms.append(norm)
+        if loss_value is None:
+            return
+        if self.core.observe(loss_value) == "loss_spike":
+            self._event("loss_spike", loss_value)
+        elif self.core.wants_snapshot():
+            self.core.keep(self.epoch, self.batch, self._copy_state())
+
+    def _advance(self) -> None:
+        self._step += 1
+        if self._step % self.epoch_steps == 0 and not self.stopped:
+            self.core.epoch_end()
+            self.core.keep(self.epoch - 1, self.epoch_steps - 1, self._copy_state())
+
+    # -- events -----------------------------------------------------------------------
+
+    def _event(self, trigger: str, loss_value: float | None) -> None:
+        replay = self._replay()
+        if replay.bad_positions:
+            self._data_event(replay, loss_value)
+            return
+        rate = float(self.param_groups[0]["lr"])
+        target = self.core.rollback_target()
+        context = Context(
+            trigger=trigger,
+            learning_rate=rate,
+            optimizer=self._name,
+            growth=self.core.history.growth(),
+            gradient_norm_median=statistics.median(self._norms) if self._norms else None,
+            curvature=lambda: self._curvature(target, rate),
+        )
+        verdict, remedy = self.core.decide(replay, context, clipnorm=self.clipnorm)
+        restored = None
+        if remedy.rollback and target is not None:
+            self._restore(target.state)
+            restored = target
+        if remedy.learning_rate is not None:
+            self._scale_learning_rate(remedy.learning_rate / rate)
+        if remedy.clipnorm is not None:
+            self.clipnorm = remedy.clipnorm
+        event = self.core.record(
+            epoch=self.epoch,
+            batch=self.batch,
+            trigger=trigger,
+            verdict=verdict,
+            remedy=remedy,
+            loss=loss_value,
+            restored=restored,
+            learning_rate_before=rate,
+            learning_rate_after=float(self.param_groups[0]["lr"]),
+            clipnorm=self.clipnorm,
+        )
+        if remedy.action == "stopped":
+            self._stop(event, remedy.reason)
+
+    def _data_event(self, replay: Replay, loss_value: float | None) -> None:
+        inputs, target = self._seen.get("inputs"), self._seen.get("target")
+        bad = np.asarray(replay.bad_positions)
+        rows = self._rows_in_data(inputs, target, bad)
+        key = tuple(rows) if rows else _content_key(inputs, target, bad)
+        self.core.data_event(
+            epoch=self.epoch,
+            batch=self.batch,
+            key=key,
+            replay=replay,
+            rows=rows,
+            loss=loss_value,
+            learning_rate=float(self.param_groups[0]["lr"]),
+        )
+        self._retake_without(bad)
+
+    def _retake_without(self, bad: np.ndarray) -> None:
+        """The step again on the batch's other rows (the loss module's mean over them)."""
+        inputs, target = self._seen.get("inputs"), self._seen.get("target")
+        if not isinstance(self.loss_fn, nn.Module) or inputs is None or target is None:
+            return  # the step stays skipped: there is no way to recompute it
+        keep = torch.ones(len(inputs), dtype=torch.bool)
+        keep[torch.as_tensor(bad, dtype=torch.long)] = False
+        if not keep.any():
+            return
+        self.optimizer.zero_grad()
+        with torch.enable_grad(), _autocast(self._seen.get("autocast")):
+            loss = self.loss_fn(self.model(inputs[keep]), target[keep])
+        loss.backward()
+        self._seen.pop("loss", None)
+        if self._gradients_finite() and math.isfinite(_value(loss)):
+            self.skipped_steps -= 1
+            self.optimizer.step()
+            self._after_good_step(_value(loss))
+
+    def _rows_in_data(self, inputs: Any, target: Any, bad: np.ndarray) -> list[int]:
+        """Indices in ``data`` of the batch's bad rows (matched by their values)."""
+        if self.data is None or inputs is None:
+            return []
+        X = np.asarray(self.data[0], dtype=np.float64).reshape(len(self.data[0]), -1)
+        y = np.asarray(self.data[1], dtype=np.float64).reshape(len(X), -1)
+        table = np.hstack([X, y])
+        candidates = np.flatnonzero(~np.isfinite(table).all(axis=1))
+        batch = _rows_as_numpy(inputs, target)
+        found = []
+        for at in bad:
+            row = batch[at]
+            for index in candidates:
+                if np.array_equal(table[index], row, equal_nan=True) and index not in found:
+                    found.append(int(index))
+                    break
+        return found
+
+    def _replay(self) -> Replay:
+        """The batch again from the weights before the step, layer by layer."""
+        inputs = self._seen.get("inputs")
+        target = self._seen.get("target")
+        if inputs is None or not torch.is_tensor(inputs):
+            return Replay(gradient_norm=_gradient_norm(self._params))
+        bad_inputs = ~torch.isfinite(inputs.detach()).reshape(len(inputs), -1)
+        bad_target = (
+            ~torch.isfinite(target.detach()).reshape(len(target), -1)
+            if torch.is_tensor(target) and target.is_floating_point()
+            else torch.zeros(len(inputs), 1, dtype=torch.bool)
+        )
+        bad_rows = (bad_inputs.any(dim=1) | bad_target.any(dim=1)).nonzero().flatten()
+        if len(bad_rows):
+            columns = [f"x[:, {j}]" for j in bad_inputs.any(dim=0).nonzero().flatten().tolist()]
+            if bad_target.any():
+                columns.append("y")
+            return Replay(bad_positions=tuple(bad_rows.tolist()), bad_columns=tuple(columns))
+        overflow, nonfinite_layer, prediction = self._forward_by_layer(inputs)
+        predictions_finite = bool(torch.isfinite(prediction).all())
+        loss_finite, loss_value, offending = True, None, ()
+        if self.loss_fn is not None and target is not None:
+            with torch.no_grad(), _autocast(self._seen.get("autocast")):
+                loss = self.loss_fn(prediction, target)
+            loss_value = _value(loss)
+            loss_finite = math.isfinite(loss_value)
+            if predictions_finite and not loss_finite:
+                offending = self._offending_predictions(prediction, target)
+        return Replay(
+            overflow=overflow,
+            nonfinite_layer=nonfinite_layer,
+            predictions_finite=predictions_finite,
+            loss_finite=loss_finite,
+            loss_name=None if self.loss_fn is None else _name(self.loss_fn),
+            loss_value=loss_value,
+            offending_predictions=offending,
+            gradient_norm=_gradient_norm(self._params),
+        )
+
+    def _forward_by_layer(self, inputs: torch.Tensor) -> tuple[Any, str | None, torch.Tensor]:
+        """The model's output, the first low-precision layer that overflowed on finite
+        inputs, and the first layer whose output was not finite."""
+        found: dict[str, Any] = {}
+
+        def look(name: str):
+            def hook(module: nn.Module, args: tuple, output: Any) -> None:
+                if not torch.is_tensor(output) or "nonfinite" in found:
+                    return
+                if torch.isfinite(output).all():
+                    return
+                found["nonfinite"] = name
+                dtype = _LOW_PRECISION.get(output.dtype)
+                finite_inputs = all(torch.isfinite(a).all() for a in args if torch.is_tensor(a))
+                if dtype is not None and finite_inputs:
+                    largest = _largest_in_float32(module, args)
+                    limit = float(torch.finfo(output.dtype).max)
+                    found["overflow"] = LayerOverflow(name, dtype, largest, limit)
+
+            return hook
+
+        handles = [
+            module.register_forward_hook(look(name))
+            for name, module in self.model.named_modules()
+            if not list(module.children())
+        ]
+        try:
+            with torch.no_grad(), _autocast(self._seen.get("autocast")):
+                output = self.model(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return found.get("overflow"), found.get("nonfinite"), output
+
+    def _offending_predictions(self, prediction: torch.Tensor, target: Any) -> tuple[float, ...]:
+        """Predictions of the rows whose own loss is not finite (a few)."""
+        values = []
+        with torch.no_grad():
+            for i in range(min(len(prediction), 256)):
+                term = self.loss_fn(prediction[i : i + 1], target[i : i + 1])
+                if not torch.isfinite(term).all():
+                    values.extend(prediction[i].detach().float().reshape(-1).tolist())
+                if len(values) >= 8:
+                    break
+        return tuple(values[:8])
+
+    def _curvature(self, snapshot: Snapshot | None, rate: float) -> Curvature | None:
+        """λmax of the loss on this batch at the weights a rollback restores (SGD only)."""
+        growth = self.core.history.growth()
+        momentum = float(self.param_groups[0].get("momentum", 0.0) or 0.0)
+        nesterov = bool(self.param_groups[0].get("nesterov", False))
+        if self._name != "sgd":
+            return None
+        inputs, target = self._seen.get("inputs"), self._seen.get("target")
+        lam = None
+        if self.loss_fn is not None and torch.is_tensor(inputs) and target is not None:
+            current = self._copy_state() if snapshot is not None else None
+            try:
+                if snapshot is not None:
+                    self._restore(snapshot.state)
+                lam = hessian_max_eigenvalue(self.model, self.loss_fn, inputs, target)
+            finally:
+                if current is not None:
+                    self._restore(current)
+            method = "hessian power iteration"
+        if lam is None or not math.isfinite(lam):
+            lam = None if growth is None else curvature_from_growth(growth, rate)
+            method = "loss growth rate"
+        if lam is None:
+            return None
+        bound = stable_learning_rate(lam, "sgd", momentum=momentum, nesterov=nesterov)
+        return Curvature(lam, method, False, bound)
+
+    # -- remedies ---------------------------------------------------------------------
+
+    def _scale_learning_rate(self, factor: float) -> None:
+        """Multiply every group's rate, and the base rates of this optimizer's schedulers
+        (a closed-form schedule recomputes the rate from them; a chained one from the
+        group's rate): the cut survives ``scheduler.step()``."""
+        for group in self.param_groups:
+            group["lr"] = group["lr"] * factor
+            if "initial_lr" in group:
+                group["initial_lr"] = group["initial_lr"] * factor
+        for scheduler in _schedulers_of(self, self.optimizer):
+            scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
+            if hasattr(scheduler, "_last_lr"):
+                scheduler._last_lr = [g["lr"] for g in self.param_groups]
+
+    def _copy_state(self) -> dict[str, Any]:
+        """The model's tensors and the optimizer's state, copied in memory."""
+        return {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": {
+                id(p): {k: _clone(v) for k, v in self.state[p].items()}
+                for p in self._params
+                if p in self.state
+            },
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Copy a snapshot back in place (the groups' learning rates stay as they are)."""
+        with torch.no_grad():
+            current = self.model.state_dict()
+            for key, value in saved["model"].items():
+                current[key].copy_(value)
+            for p in self._params:
+                kept = saved["optimizer"].get(id(p))
+                if kept is None:
+                    self.state.pop(p, None)
+                    continue
+                state = self.state[p]
+                for key, value in kept.items():
+                    if torch.is_tensor(value) and torch.is_tensor(state.get(key)):
+                        state[key].copy_(value)
+                    else:
+                        state[key] = _clone(value)
+
+    def _stop(self, event: GuardEvent, reason: str) -> None:
+        self.stopped = True
+        best = self.core.rollback_target()
+        if best is not None:
+            self._restore(best.state)
+        message = self.core.failure_message(
+            event, reason=reason, steps=self.epoch_steps, holds=_holds(best)
+        ).replace("NanGuard stopped", "stablefit.torch.guard stopped", 1)
+        if self.on_failure == "warn":
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return
+        raise NonFiniteTrainingError(message)
+
+    def close(self) -> None:
+        """Remove the hooks from the model and the loss (the optimizer keeps working)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+    # -- the wrapped optimizer's own interface ---------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state_dict)
+        self.param_groups = self.optimizer.param_groups
+        self.state = self.optimizer.state
+
+    def __repr__(self) -> str:
+        return f"guard({self.optimizer!r})"
+
+
+def guard(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    loss_fn: Any = None,
+    *,
+    data: tuple[Any, Any] | None = None,
+    steps_per_epoch: int | None = None,
+    max_retries: int = 5,
+    spike_factor: float = 10.0,
+    on_failure: str = "raise",
+) -> GuardedOptimizer:
+    """Guard a PyTorch optimizer: no non-finite update ever reaches ``model``.
+
+    Replace ``optimizer = torch.optim.SGD(...)`` with
+    ``optimizer = stablefit.torch.guard(torch.optim.SGD(...), model, loss_fn)`` and keep
+    the loop as it is (``zero_grad``, ``loss.backward()``, ``step()``).
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        The optimizer, built on ``model.parameters()``.
+    model : torch.nn.Module
+        The model it trains (its inputs and outputs are watched through a forward hook).
+    loss_fn : callable, optional
+        The loss. An ``nn.Module`` loss (``nn.MSELoss()``, a custom module) is watched
+        through a forward hook: the guard then sees every step's loss and target, tells
+        bad data from a bad loss function, and retakes a step without its bad rows.
+    data : (X, y), optional
+        The training data, to name bad rows by their index in it.
+    steps_per_epoch : int, optional
+        ``len(loader)``: events then say epoch and batch, and the retry budget resets
+        after each clean epoch (otherwise every 100 steps).
+    max_retries : int
+        Remedies allowed since the last clean epoch before the guard stops.
+    spike_factor : float
+        A smoothed loss this many times its running minimum is rolled back.
+    on_failure : {"raise", "warn"}
+        When the guard stops: raise :class:`~stablefit.guard.NonFiniteTrainingError`, or
+        warn and skip every later step. Either way the model holds the best weights kept.
+
+    Returns
+    -------
+    GuardedOptimizer
+        An ``Optimizer`` sharing ``param_groups`` and ``state`` with ``optimizer``
+        (learning-rate schedulers, ``GradScaler`` and ``state_dict`` work as before);
+        ``.events`` lists what happened.
+
+    Examples
+    --------
+    >>> import torch, stablefit.torch
+    >>> model = torch.nn.Linear(3, 1)
+    >>> loss_fn = torch.nn.MSELoss()
+    >>> optimizer = stablefit.torch.guard(torch.optim.SGD(model.parameters(), lr=0.1),
+    ...                                   model, loss_fn)
+    >>> x, y = torch.randn(8, 3), torch.randn(8, 1)
+    >>> x[2, 1] = float("nan")
+    >>> optimizer.zero_grad(); loss_fn(model(x), y).backward(); optimizer.step()
+    >>> bool(torch.isfinite(model.weight).all()), optimizer.events[0].cause
+    (True, 'data')
+    """
+    return GuardedOptimizer(
+        optimizer,
+        model,
+        loss_fn,
+        data=data,
+        steps_per_epoch=steps_per_epoch,
+        max_retries=max_retries,
+        spike_factor=spike_factor,
+        on_failure=on_failure,
+    )
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _autocast_state(inputs: Any) -> tuple[str, torch.dtype] | None:
+    device = inputs.device.type if torch.is_tensor(inputs) else "cpu"
+    if torch.is_autocast_enabled(device):
+        return device, torch.get_autocast_dtype(device)
+    return None
+
+
+def _autocast(state: tuple[str, torch.dtype] | None) -> Any:
+    if state is None:
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast(state[0], dtype=state[1])
+
+
+def _largest_in_float32(module: nn.Module, args: tuple) -> float:
+    """The largest magnitude ``module`` computes on ``args`` in float32 (inf if even that
+    overflows)."""
+    try:
+        wide = copy.deepcopy(module).float()
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
+            out = wide(*[a.float() if torch.is_tensor(a) else a for a in args])
+        return float(out.abs().max())
+    except (RuntimeError, TypeError):
+        return math.inf
+
+
+def _gradient_norm(params: list[torch.Tensor]) -> float:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return math.nan
+    norms = torch._foreach_norm([g.float() for g in grads])
+    return float(torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms])))
+
+
+def _value(loss: torch.Tensor) -> float:
+    """A loss as a Python float (the sum of its entries when it is not a scalar)."""
+    return loss.item() if loss.numel() == 1 else float(loss.detach().float().sum())
+
+
+def _clone(value: Any) -> Any:
+    return value.detach().clone() if torch.is_tensor(value) else copy.deepcopy(value)
+
+
+def _name(loss_fn: Any) -> str:
+    return type(loss_fn).__name__ if isinstance(loss_fn, nn.Module) else loss_fn.__name__
+
+
+def _rows_as_numpy(inputs: torch.Tensor, target: Any) -> np.ndarray:
+    x = inputs.detach().float().cpu().double().numpy().reshape(len(inputs), -1)
+    if torch.is_tensor(target):
+        y = target.detach().cpu().double().numpy().reshape(len(inputs), -1)
+        return np.hstack([x, y])
+    return x
+
+
+def _content_key(inputs: Any, target: Any, bad: np.ndarray) -> tuple:
+    """What identifies bad rows without their indices: their values (NaN as a string)."""
+    if inputs is None:
+        return ("unknown",)
+    rows = _rows_as_numpy(inputs, target)[bad]
+    return tuple(tuple(repr(v) for v in row) for row in rows)
+
+
+def _schedulers_of(*optimizers: torch.optim.Optimizer) -> list[Any]:
+    """The learning-rate schedulers stepping one of ``optimizers`` (found at an event)."""
+    base = torch.optim.lr_scheduler.LRScheduler
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau
+    return [
+        obj
+        for obj in gc.get_objects()
+        # type(), not isinstance(): some module objects warn when asked for __class__.
+        if issubclass(type(obj), base)
+        and not issubclass(type(obj), plateau)
+        and any(getattr(obj, "optimizer", None) is o for o in optimizers)
+    ]
+
+
+def _holds(snapshot: Snapshot | None) -> str:
+    if snapshot is None:
+        return ""
+    return f"The model holds the weights from {position(snapshot.epoch, snapshot.batch)}."

@@ -1,0 +1,217 @@
+"""``stablefit.torch.guard`` in ordinary PyTorch loops, each failure reproduced for real."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+from stablefit.guard import NonFiniteTrainingError  # noqa: E402
+from stablefit.torch import guard  # noqa: E402
+
+ROWS, BATCH = 256, 32
+
+
+def regression_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((ROWS, 4))
+    y = np.tanh(X @ np.array([1.0, -2.0, 0.5, 0.0]))[:, None] + 0.05 * rng.standard_normal(
+        (ROWS, 1)
+    )
+    return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
+
+
+def mlp(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+
+
+def train(model, optimizer, loss_fn, X, y, *, epochs: int = 20, scheduler=None) -> list[float]:
+    """An ordinary loop: fixed batches, zero_grad / backward / step; the epoch's mean loss."""
+    history = []
+    for _ in range(epochs):
+        total = 0.0
+        for start in range(0, len(X), BATCH):
+            xb, yb = X[start : start + BATCH], y[start : start + BATCH]
+            optimizer.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(xb)
+        if scheduler is not None:
+            scheduler.step()
+        history.append(total / len(X))
+    return history
+
+
+def clean_loss(model, X, y) -> float:
+    with torch.no_grad():
+        good = torch.isfinite(X).all(dim=1) & torch.isfinite(y).all(dim=1)
+        return torch.nn.functional.mse_loss(model(X[good]), y[good]).item()
+
+
+def all_finite(model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def test_clean_training_is_untouched() -> None:
+    X, y = regression_data()
+    reference, guarded = mlp(), mlp()
+    loss_fn = torch.nn.MSELoss()
+    train(reference, torch.optim.Adam(reference.parameters(), lr=0.01), loss_fn, X, y, epochs=3)
+    optimizer = guard(torch.optim.Adam(guarded.parameters(), lr=0.01), guarded, loss_fn)
+    train(guarded, optimizer, loss_fn, X, y, epochs=3)
+    assert optimizer.events == [] and optimizer.skipped_steps == 0
+    for a, b in zip(reference.parameters(), guarded.parameters(), strict=True):
+        assert torch.equal(a, b)  # bit for bit the unguarded run
+
+
+@pytest.mark.parametrize("where", ["x", "y"])
+def test_a_nan_in_one_batch_leaves_the_final_loss_as_without_it(where: str) -> None:
+    X, y = regression_data()
+    clean = mlp()
+    loss_fn = torch.nn.MSELoss()
+    train(clean, torch.optim.SGD(clean.parameters(), lr=0.05), loss_fn, X, y)
+    model = mlp()
+    optimizer = guard(
+        torch.optim.SGD(model.parameters(), lr=0.05), model, loss_fn, steps_per_epoch=ROWS // BATCH
+    )
+    bad_x, bad_y = X.clone(), y.clone()
+    (bad_x if where == "x" else bad_y)[37, 0] = float("nan")
+    train(model, optimizer, loss_fn, bad_x, bad_y, epochs=1)
+    train(model, optimizer, loss_fn, X, y, epochs=19)  # the NaN was in one epoch only
+    (event,) = optimizer.events
+    assert (event.cause, event.action, event.epoch, event.batch) == ("data", "masked", 0, 1)
+    assert event.columns == (("x[:, 0]",) if where == "x" else ("y",))
+    assert event.learning_rate_after == event.learning_rate_before == 0.05
+    assert all_finite(model)
+    assert clean_loss(model, X, y) == pytest.approx(clean_loss(clean, X, y), rel=0.05)
+
+
+def test_a_permanently_bad_row_is_named_once_and_training_completes() -> None:
+    X, y = regression_data()
+    bad_y = y.clone()
+    bad_y[100, 0] = float("inf")
+    model = mlp()
+    loss_fn = torch.nn.MSELoss()
+    optimizer = guard(
+        torch.optim.Adam(model.parameters(), lr=0.01),
+        model,
+        loss_fn,
+        data=(X.numpy(), bad_y.numpy()),
+        steps_per_epoch=ROWS // BATCH,
+    )
+    history = train(model, optimizer, loss_fn, X, bad_y, epochs=20)
+    (event,) = optimizer.events
+    assert event.rows == (100,) and event.columns == ("y",)
+    assert event.count == 20  # once an epoch, one event
+    assert "rows 100 of the data" in event.message
+    assert len(history) == 20 and all_finite(model)  # (the loop's own sum holds the inf)
+    reference = mlp()
+    keep = torch.arange(ROWS) != 100
+    train(reference, torch.optim.Adam(reference.parameters(), lr=0.01), loss_fn, X[keep], y[keep])
+    assert clean_loss(model, X, bad_y) <= 1.5 * clean_loss(reference, X, bad_y)
+
+
+def relu_mlp(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+
+
+def test_a_learning_rate_too_high_for_an_mlp_is_rolled_back_and_lowered() -> None:
+    X, y = regression_data()
+    loss_fn = torch.nn.MSELoss()
+    unguarded = relu_mlp()
+    train(unguarded, torch.optim.SGD(unguarded.parameters(), lr=1.0), loss_fn, X, y, epochs=2)
+    assert not all_finite(unguarded)  # the failure, for real
+    model = relu_mlp()
+    optimizer = guard(
+        torch.optim.SGD(model.parameters(), lr=1.0), model, loss_fn, steps_per_epoch=ROWS // BATCH
+    )
+    history = train(model, optimizer, loss_fn, X, y, epochs=20)
+    assert {e.cause for e in optimizer.events} == {"learning_rate"}, [
+        e.describe() for e in optimizer.events
+    ]
+    first = optimizer.events[0]
+    assert first.action == "rolled_back" and first.restored_from is not None
+    assert first.learning_rate_after < 1.0
+    assert "stable_learning_rate" in first.evidence
+    assert all_finite(model) and np.isfinite(history[-1])
+    well = relu_mlp()
+    train(well, torch.optim.SGD(well.parameters(), lr=0.2), loss_fn, X, y, epochs=20)
+    assert clean_loss(model, X, y) <= 1.5 * clean_loss(well, X, y)
+
+
+class LogLoss(torch.nn.Module):
+    """Binary cross-entropy written by hand on probabilities: log(0) for a saturated one."""
+
+    def forward(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+
+def test_log_of_zero_in_a_loss_stops_with_cause_loss_function_and_no_rate_cut() -> None:
+    X, y = regression_data()
+    labels = (y > 0).float()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 1), torch.nn.Sigmoid())
+    with torch.no_grad():
+        model[0].weight.mul_(200.0)  # saturated: some probabilities are exactly 0 or 1
+    loss_fn = LogLoss()
+    optimizer = guard(torch.optim.SGD(model.parameters(), lr=0.1), model, loss_fn)
+    with pytest.raises(NonFiniteTrainingError, match="loss function") as error:
+        train(model, optimizer, loss_fn, X, labels, epochs=3)
+    (event,) = optimizer.events
+    assert (event.cause, event.action) == ("loss_function", "stopped")
+    assert event.learning_rate_after == event.learning_rate_before == 0.1
+    assert set(event.evidence["predictions"]) <= {0.0, 1.0}
+    assert "logits" in str(error.value)
+    assert all_finite(model)
+
+
+def test_a_cut_survives_a_learning_rate_scheduler() -> None:
+    X, y = regression_data()
+    loss_fn = torch.nn.MSELoss()
+    model = relu_mlp()
+    optimizer = guard(
+        torch.optim.SGD(model.parameters(), lr=1.0), model, loss_fn, steps_per_epoch=ROWS // BATCH
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0 + 0.1 * epoch)
+    train(model, optimizer, loss_fn, X, y, epochs=10, scheduler=scheduler)
+    cut = optimizer.events[0].learning_rate_after
+    assert cut < 1.0
+    # LambdaLR recomputes base_lr * factor each epoch: the cut is in its base rate now.
+    assert scheduler.base_lrs[0] < 1.0
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(scheduler.base_lrs[0] * 2.0)
+    assert all_finite(model)
+
+
+def test_gradscaler_and_autocast_work_through_the_guard() -> None:
+    X, y = regression_data()
+    model = mlp()
+    loss_fn = torch.nn.MSELoss()
+    optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn)
+    scaler = torch.amp.GradScaler("cpu")
+    before = clean_loss(model, X, y)
+    for _ in range(5):
+        for start in range(0, ROWS, BATCH):
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH])
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    assert optimizer.events == [] and all_finite(model)
+    assert clean_loss(model, X, y) < 0.5 * before
+
+
+def test_an_optimizer_state_dict_round_trips() -> None:
+    model = mlp()
+    optimizer = guard(torch.optim.Adam(model.parameters()), model, torch.nn.MSELoss())
+    X, y = regression_data()
+    train(model, optimizer, torch.nn.MSELoss(), X, y, epochs=1)
+    state = optimizer.state_dict()
+    fresh = torch.optim.Adam(model.parameters())
+    fresh.load_state_dict(state)
+    assert fresh.state_dict()["state"][0]["step"] == ROWS // BATCH
