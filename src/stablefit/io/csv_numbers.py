@@ -160,7 +160,7 @@ def _as_double(typingctx, bits):  # pragma: no cover
     return types.float64(types.uint64), codegen
 
 
-@kernel(inline="always")
+@kernel(inline="never")
 def _eisel_lemire(w, q):  # pragma: no cover
     """The double nearest to w · 10^q (ties to even), for 0 < w < 2^64 (fast_float's
     ``compute_float``)."""
@@ -262,28 +262,6 @@ def _byte(data, pos):  # pragma: no cover
     return data[np.uint64(pos)]
 
 
-@kernel(inline="always")
-def _digits(data, pos, end, mantissa):  # pragma: no cover
-    """(position after the digits at ``pos``, mantissa · 10^k + those k digits, k).
-
-    Eight digits at a time while eight bytes remain; the mantissa wraps around beyond 19
-    digits, which the caller then reads again (:func:`_significant`).
-    """
-    start = pos
-    while pos + 8 <= end:
-        k, value = _digit_run(data, pos)
-        mantissa = mantissa * WORD_SCALES[np.uint64(k)] + value
-        pos += k
-        if k < 8:
-            return pos, mantissa, pos - start
-    c = _byte(data, pos)
-    while ZERO <= c <= NINE:
-        mantissa = mantissa * np.uint64(10) + np.uint64(c - ZERO)
-        pos += 1
-        c = _byte(data, pos)
-    return pos, mantissa, pos - start
-
-
 @kernel(inline="never")
 def _significant(data, pos):  # pragma: no cover
     """For the digits (and point) from ``pos`` on: (leading zeros, the first 19 significant
@@ -351,17 +329,35 @@ def _parse(
                 negative = c == MINUS
                 # Without a branch: a random sign would be mispredicted half the time.
                 pos += negative | (c == PLUS)
-                start = pos
-                pos, mantissa, digits = _digits(data, pos, end, np.uint64(0))
                 c = _byte(data, pos)
+                start = pos
+                mantissa = np.uint64(0)
+                if pos + 8 <= end:  # the integer part: its length varies most
+                    k, mantissa = _digit_run(data, pos)
+                    pos += k
+                    c = _byte(data, pos)
+                while ZERO <= c <= NINE:
+                    mantissa = mantissa * np.uint64(10) + np.uint64(c - ZERO)
+                    pos += 1
+                    c = _byte(data, pos)
+                digits = pos - start
                 exponent = 0
                 if c == POINT:
                     pos += 1
                     fraction = pos
-                    pos, mantissa, fraction_digits = _digits(data, pos, end, mantissa)
+                    # The first digits of the fraction a word at a time (a loop of them
+                    # was slower: its exit is mispredicted), the rest one by one.
+                    if pos + 8 <= end:
+                        k, run = _digit_run(data, pos)
+                        mantissa = mantissa * WORD_SCALES[np.uint64(k)] + run
+                        pos += k
                     c = _byte(data, pos)
+                    while ZERO <= c <= NINE:
+                        mantissa = mantissa * np.uint64(10) + np.uint64(c - ZERO)
+                        pos += 1
+                        c = _byte(data, pos)
                     exponent = fraction - pos
-                    digits += fraction_digits
+                    digits += pos - fraction
                 if c in (LOWER_E, UPPER_E) and digits:
                     pos += 1
                     c = _byte(data, pos)
@@ -395,6 +391,8 @@ def _parse(
                     if kept > MAX_DIGITS:
                         exponent += kept - MAX_DIGITS
                     value = _decimal_to_double(w, exponent)
+                    # The number lies between w and w + 1 (times 10^exponent): if they round
+                    # alike, so does it; if not, pyarrow compares all its digits.
                     if nonzero_dropped and value != _decimal_to_double(w + np.uint64(1), exponent):
                         plain = False
                 value = -value if negative else value
