@@ -128,6 +128,25 @@ def main() -> None:
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    with tempfile.TemporaryDirectory() as folder:
+        # numba compiles the kernels on the first run after an install: not timed here.
+        path = Path(folder) / "warm-up.csv"
+        for kind in args.kinds:
+            write_csv(path, 2, kind)
+            for command in ("fit", "doctor"):
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "stablefit.cli.main",
+                        command,
+                        str(path),
+                        "--target",
+                        "y",
+                    ],
+                    capture_output=True,
+                    check=False,
+                )
     for kind in args.kinds:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"{kind}.csv"
