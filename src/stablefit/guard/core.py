@@ -94,6 +94,32 @@ class GuardCore:
         """The snapshot a rollback restores: the lowest smoothed loss kept."""
         return self.states.best()
 
+    def best_at_end(self, *, factor: float = 1.1) -> tuple[Snapshot, Verdict] | None:
+        """At the end of a run the guard had to steer: the best weights, if clearly better.
+
+        After a learning-rate event the run may end on a new rise (a schedule that keeps
+        growing the rate); when the smoothed loss at the end is ``factor`` times the best
+        snapshot's, that snapshot is what the user wants to keep.
+        """
+        best = self.states.best()
+        now = self.history.smoothed
+        steered = any(e.cause == "learning_rate" for e in self.events)
+        if not steered or best is None or best.loss is None or now is None:
+            return None
+        if not now > factor * best.loss:
+            return None
+        verdict = Verdict(
+            cause="learning_rate",
+            finding=(
+                f"training ended with the smoothed loss at {format_number(now)}, "
+                f"{format_number(now / best.loss)} times the best kept "
+                f"({format_number(best.loss)}, {position(best.epoch, best.batch)})"
+            ),
+            fix="lower the learning rate where it grows (the schedule)",
+            evidence={"smoothed_loss": now, "best_loss": best.loss},
+        )
+        return best, verdict
+
     def epoch_end(self) -> None:
         """An epoch ended: the retry budget resets when it had no remedy."""
         self.window.epoch_end()

@@ -22,8 +22,9 @@ CAUSES = (
     "unknown",
 )
 #: What made the guard look: rows with NaN/inf, a step whose loss or gradients were
-#: non-finite, a loss far above its running minimum, or non-finite weights.
-TRIGGERS = ("bad_rows", "nonfinite_step", "loss_spike", "nonfinite_weights")
+#: non-finite, a gradient norm far above its running median, a smoothed loss far above its
+#: running minimum, or non-finite weights.
+TRIGGERS = ("bad_rows", "nonfinite_step", "gradient_spike", "loss_spike", "nonfinite_weights")
 #: What the guard did: left rows out, skipped the step, rolled back to the best weights
 #: (and set the learning rate), set gradient clipping, or stopped training.
 ACTIONS = ("masked", "skipped", "rolled_back", "clipped", "stopped")

@@ -73,9 +73,16 @@ class LossHistory:
             and self.smoothed - self.minimum > floor
         )
 
-    def growth(self) -> float | None:
-        """The recent losses' growth factor per step when they rise geometrically."""
-        return geometric_growth(list(self.recent))
+    def growth(self, then: float | None = None) -> float | None:
+        """The recent losses' growth factor per step when they rise geometrically.
+
+        ``then`` is the loss of a failed step, which is not part of the history but is
+        evidence of the rise when finite.
+        """
+        recent = list(self.recent)
+        if then is not None and math.isfinite(then):
+            recent.append(then)
+        return geometric_growth(recent)
 
     def restart(self, loss: float | None) -> None:
         """Start again from restored weights whose smoothed loss was ``loss``.

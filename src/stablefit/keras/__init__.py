@@ -1,8 +1,9 @@
 """Keras integration: ``NanGuard`` protects a training run, ``preflight`` predicts it.
 
-Keras (TensorFlow) is imported only when one of these is first used, so ``import
-stablefit`` works without it. The event records and the error are importable without
-Keras.
+``NanGuard`` is the Keras adapter of the framework-neutral guard in :mod:`stablefit.guard`
+(TensorFlow and JAX backends). Keras is imported only when one of these is first used, so
+``import stablefit`` works without it; the event records and the error come from
+:mod:`stablefit.guard` and need no Keras.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from stablefit.keras.events import GuardEvent, NonFiniteTrainingError
+from stablefit.guard import GuardEvent, NonFiniteTrainingError
 
 __all__ = ["GuardEvent", "NanGuard", "NonFiniteTrainingError", "ScaledSchedule", "preflight"]
 
@@ -28,6 +29,7 @@ def __getattr__(name: str) -> Any:
         module = import_module(_LAZY[name])
     except ImportError as error:
         raise ImportError(
-            f"stablefit.keras.{name} needs Keras 3 with TensorFlow: pip install 'stablefit[keras]'"
+            f"stablefit.keras.{name} needs Keras 3 with TensorFlow or JAX: "
+            "pip install 'stablefit[keras]'"
         ) from error
     return getattr(module, name)

@@ -1,367 +1,480 @@
-"""``NanGuard``: catch the first non-finite loss or weight, roll back, fix, carry on.
+"""``NanGuard``: skip bad steps inside the training step, name the cause, keep the best weights.
 
-Keras's own ``TerminateOnNaN`` looks at the loss after the update that produced it has
-already been applied: it stops with the broken weights in the model (the seed's
-Example 1 with SGD is left with weights like 4e32, then NaN), and the end of training it
-triggers lets ``BackupAndRestore`` delete its backups. ``NanGuard`` keeps a copy of the
-last weights and optimizer state that produced a finite loss, puts them back, lowers the
-learning rate, and goes on; it stops (and says why) only after ``max_retries``.
+Keras's ``TerminateOnNaN`` stops only after the update that produced a NaN was applied,
+with the broken weights in the model; ``LossScaleOptimizer`` skips non-finite steps but
+halves its scale at each one and never says why. ``NanGuard`` is the Keras adapter of
+stablefit's guard (:mod:`stablefit.guard`): its compiled step leaves bad rows out and
+skips non-finite steps on the device, and at an event the guard replays the failing
+batch, names the cause and applies the remedy that fits it.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
 from stablefit.errors import StablefitInputError, StablefitWarning
-from stablefit.keras._optimizer import (
-    current_learning_rate,
-    forecast_settings,
-    learning_rate_object,
-    scale_learning_rate,
+from stablefit.guard import (
+    Context,
+    GuardCore,
+    GuardEvent,
+    NonFiniteTrainingError,
+    Remedy,
+    Replay,
+    Snapshot,
+    Verdict,
 )
-from stablefit.keras.events import GuardEvent, NonFiniteTrainingError, snapshot_position
+from stablefit.guard.events import position
+from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
+from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
+from stablefit.keras._step import StepGuard, StepReport
 
-_CHECK_WEIGHTS = ("snapshot", "batch", "never")
 _ON_FAILURE = ("raise", "warn")
 _SAVE_METHODS = ("save_weights", "save")
-# Snapshots whose loss was confirmed finite, newest last. Two are enough to step back
-# once when the newest one is itself on a diverging path.
-_GOOD_SNAPSHOTS_KEPT = 2
-# A snapshot whose loss is this many times the best loss of the run is not kept as good:
-# a diverging run passes through huge but finite losses before it overflows, and rolling
-# back to one of those would only diverge again.
-_DIVERGING_GROWTH = 1e4
-
-
-@dataclass
-class _Snapshot:
-    epoch: int
-    batch: int
-    weights: list[np.ndarray]
-    optimizer: list[np.ndarray]
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Restore the last good state on a non-finite loss or weight, remedy, continue.
+    """Keep non-finite updates out of the model, name their cause, remedy, carry on.
 
-    Every batch, the loss is checked; every ``snapshot_every`` batches the weights and
-    optimizer state are copied (and, by default, checked). A snapshot counts as good once
-    a later batch trained from it reports a finite loss. On a non-finite value the guard
-    restores the newest good snapshot, multiplies the learning rate by ``lr_factor``
-    (schedules are scaled, not replaced), optionally sets ``clipnorm``, and lets training
-    go on. After ``max_retries`` rollbacks in one ``fit`` it restores the last good state,
-    stops training and raises :class:`NonFiniteTrainingError` (or warns).
+    Inside the compiled training step (TensorFlow and JAX backends), every step: rows
+    whose inputs or targets hold NaN/inf are left out (sample weight 0), and a step whose
+    loss or gradients are not finite, or whose gradient norm is ``explosion_factor`` times
+    its running median, is skipped: weights, optimizer state and iteration count stay as
+    they were, and the logged loss averages the finite steps. The logs (progress bar,
+    history) carry ``skipped_steps`` and ``bad_rows`` for the epoch. No value is brought
+    to the host for this in the common case.
+
+    When a step had bad rows or was skipped, or the smoothed loss spikes to
+    ``spike_factor`` times its running minimum, the guard replays the batch from the
+    weights before it, layer by layer, and records a :class:`~stablefit.guard.GuardEvent`
+    whose ``cause`` is ``"data"``, ``"learning_rate"``, ``"exploding_gradients"``,
+    ``"loss_function"``, ``"precision"`` or ``"unknown"``, and applies the remedy that
+    fits: bad rows are only left out (each distinct row reported once, with a count); a
+    learning-rate problem rolls back to the best recent weights and sets the learning rate
+    below the stability bound of the curvature measured on the batch; exploding gradients
+    set ``clipnorm`` from the running median gradient norm; a loss-function or precision
+    problem stops training with the explanation. A learning-rate cut is a factor on top of
+    whatever a schedule or ``LearningRateScheduler`` sets; under mixed precision the inner
+    optimizer is the one remedied. Every event is also emitted as a
+    :class:`~stablefit.errors.StablefitWarning`.
 
     While the guard is in the callback list, every ``model.save_weights``/``model.save``
-    call (which is how ``ModelCheckpoint`` and ``BackupAndRestore`` write) first checks the
-    weights and rolls back if they are non-finite, so no checkpoint holds a NaN, whatever
-    the order of the callbacks.
+    call (``ModelCheckpoint``, ``BackupAndRestore``) first checks that the weights are
+    finite (and restores the best ones if not), so no checkpoint holds a NaN.
 
     Parameters
     ----------
-    snapshot_every : int, default=50
-        Batches between snapshots. A snapshot costs one host copy of the weights and
-        optimizer state (about 0.6 ms for the 20 variables of a small MLP with Adam, more
-        than its training step), so the default amortizes it; a rollback loses at most
-        this many batches of progress.
-    check_weights : {"snapshot", "batch", "never"}, default="snapshot"
-        When to check the weights for non-finite values besides the loss: when taking a
-        snapshot (free, the copy is made anyway) and at each epoch end; after every batch
-        (one host copy per batch); or never (the loss alone; saves are still checked).
-    lr_factor : float, default=0.1
-        Factor applied to the learning rate at each rollback, in (0, 1]; 1 keeps it.
-    clipnorm : float or None, default=None
-        When set, each rollback also sets the optimizer's ``clipnorm`` to this value.
     max_retries : int, default=5
-        Rollbacks allowed in one ``fit`` before the guard stops training.
+        Remedies (rollbacks, clipping, skipped steps of unknown cause) allowed since the
+        last epoch without one; beyond them the guard stops training.
+    spike_factor : float, default=4.0
+        A smoothed loss this many times its running minimum is treated like a non-finite
+        step (a diverging run passes through huge finite losses before it overflows).
+    explosion_factor : float, default=100.0
+        A gradient norm this many times its running median makes the step skipped.
+    snapshot_gap : int, default=100
+        Steps between mid-epoch copies of the weights at a new best smoothed loss (a copy
+        is also taken at every epoch end; copies stay on the device).
     on_failure : {"raise", "warn"}, default="raise"
-        After ``max_retries``: raise :class:`NonFiniteTrainingError` from ``fit``, or emit
-        a :class:`~stablefit.errors.StablefitWarning` and let ``fit`` return.
+        When the guard stops training: raise :class:`~stablefit.guard.NonFiniteTrainingError`
+        from ``fit``, or warn and let ``fit`` return.
     data : tuple (x, y) or None, default=None
-        The training data; when given, the failure message includes
-        :func:`stablefit.diagnose`'s explanation of why training diverges. ``x`` may be
-        anything ``diagnose`` reads (a DataFrame or Arrow table keeps its column names).
+        The training data. When given, a data event names the bad rows by their index in
+        ``x``, and the message on stopping includes :func:`stablefit.diagnose`'s
+        explanation (training forecast, stability bound, findings). A DataFrame or Arrow
+        table ``x`` also names the columns.
+    feature_names : sequence of str or None, default=None
+        Names of the input columns, for data events (read from ``data`` when it has them).
 
     Attributes
     ----------
     events : list of GuardEvent
-        Every non-finite value caught, in order, across ``fit`` calls.
+        Every event, in order, across ``fit`` calls.
 
-    Notes
-    -----
-    Keras reports the running mean of the epoch's loss to callbacks; after a rollback the
-    guard resets the model's metrics, so an epoch's reported loss covers the batches
-    trained after its last rollback. A snapshot whose loss exceeds 1e4 times the best loss
-    of the run is not kept as good: a diverging run passes through huge finite losses
-    before it overflows, and rolling back there would only diverge again. With
-    ``steps_per_execution > 1`` the guard sees, and snapshots at, the end of each execution
-    rather than each batch.
+    Examples
+    --------
+    >>> from stablefit.keras import NanGuard
+    >>> guard = NanGuard(data=(x, y))  # doctest: +SKIP
+    >>> model.fit(x, y, epochs=100, callbacks=[guard])  # doctest: +SKIP
+    >>> [event.cause for event in guard.events]  # doctest: +SKIP
+    ['data']
     """
+
+    # The batch-end hook only records the values Keras already brought to the host; all
+    # acting happens in on_train_batch_begin, on the training thread.
+    async_safe = True
 
     def __init__(
         self,
         *,
-        snapshot_every: int = 50,
-        check_weights: str = "snapshot",
-        lr_factor: float = 0.1,
-        clipnorm: float | None = None,
         max_retries: int = 5,
+        spike_factor: float = 4.0,
+        explosion_factor: float = 100.0,
+        snapshot_gap: int = 100,
         on_failure: str = "raise",
         data: tuple[Any, Any] | None = None,
+        feature_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        self.snapshot_every = snapshot_every
-        self.check_weights = check_weights
-        self.lr_factor = lr_factor
-        self.clipnorm = clipnorm
         self.max_retries = max_retries
+        self.spike_factor = spike_factor
+        self.explosion_factor = explosion_factor
+        self.snapshot_gap = snapshot_gap
         self.on_failure = on_failure
         self.data = data
+        self.feature_names = feature_names
         self.events: list[GuardEvent] = []
 
     # -- Keras hooks -------------------------------------------------------------------
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._validate_params()
-        self._good: list[_Snapshot] = []
-        self._pending: _Snapshot | None = None
-        self._rollbacks = 0
-        self._rollbacks_since_confirmed = 0
-        self._batches_since_snapshot = 0
-        self._epoch = 0
-        self._batch = -1
-        self._failed_in_epoch: float | None = None
-        self._batch_loss = math.nan
-        self._recovered_in_batch = False
-        self._trained_since = True
-        self._best_loss = math.inf
+        model = self.model
+        optimizer = model.optimizer
+        if not optimizer.built and model.built:
+            optimizer.build(model.trainable_variables)
+        self._core = GuardCore(
+            max_retries=self.max_retries,
+            spike_factor=self.spike_factor,
+            snapshot_gap=self.snapshot_gap,
+        )
+        self._core.events = self.events
+        self._lock = threading.Lock()
+        self._observed: list[tuple[int, dict[str, Any]]] = []
+        self._reports: list[StepReport] = []
+        self._epoch, self._batch = 0, -1
+        self._previous = (0, 0.0)
+        self._awaiting_capture = False
         self._stopped = False
-        self._first_learning_rate = current_learning_rate(self.model.optimizer)
+        self._failure: str | None = None
+        self._data_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._step = StepGuard(model, self._receive, explosion_factor=self.explosion_factor)
+        self._step.install()
         self._install_save_guard()
+        self._check_initial_weights()
+        self._core.keep(0, -1, self._copy_state())
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch = epoch
-        self._batch = -1
-        self._failed_in_epoch = None
-        if not self._good and self.model.built:
-            optimizer = self.model.optimizer
-            if not optimizer.built:
-                # Keras builds it at the first update; building it now (identically) lets
-                # the first snapshot hold the optimizer's fresh state.
-                optimizer.build(self.model.trainable_variables)
-            self._take_initial_snapshot()
+        self._epoch, self._batch = epoch, -1
+        self._previous = (0, 0.0)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # Callbacks earlier in the list may save (and so trigger a check) before this
-        # guard's on_train_batch_end: events must name the batch being trained.
+        self._process()
         self._batch = batch
-        self._batch_loss = math.nan
-        self._recovered_in_batch = False
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._stopped or self._recovered_in_batch:
-            return
-        loss = (logs or {}).get("loss")
-        if loss is not None:
-            self._batch_loss = float(loss)
-        if loss is not None and not math.isfinite(float(loss)):
-            self._recover(kind="loss", value=float(loss), variable=self._first_nonfinite())
-            return
-        self._confirm_pending(None if loss is None else float(loss))
-        self._batches_since_snapshot += 1
-        first = not self._good  # the model was built by the first batch itself
-        snapshot_due = first or self._batches_since_snapshot >= self.snapshot_every
-        if not snapshot_due and self.check_weights != "batch":
-            return
-        weights = _host_copy(self.model.weights)
-        if (first or self.check_weights != "never") and self._recover_if_nonfinite(weights):
-            return
-        if first:
-            self._good.append(self._snapshot(batch, weights))
-        elif snapshot_due:
-            self._pending = self._snapshot(batch, weights)
+        with self._lock:
+            self._observed.append((batch, dict(logs or {})))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._process()
         if self._stopped:
             return
-        if self.check_weights != "never":
-            self._recover_if_nonfinite(_host_copy(self.model.weights))
-        if self._failed_in_epoch is not None and logs is not None and not self._trained_since:
-            # Every update of this epoch after its last rollback was discarded: report the
-            # loss of the failed batch, not the 0 of a freshly reset metric.
-            logs["loss"] = self._failed_in_epoch
+        self._sync()
+        bad = self._first_nonfinite_variable()
+        if bad is not None:
+            self._nonfinite_weights(bad)
+            return
+        last = (self.params or {}).get("steps") or (self._batch + 1)
+        self._core.keep(epoch, last - 1, self._copy_state())
+        self._core.epoch_end()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._process()
+        if not self._stopped:
+            self._keep_best_at_end()
+        self._finish()
+
+    def _keep_best_at_end(self) -> None:
+        found = self._core.best_at_end()
+        if found is None:
+            return
+        _, verdict = found
+        rate = self._rate()
+        remedy = Remedy(action="rolled_back", rollback=True)
+        self._apply(verdict, remedy, trigger="loss_spike", loss=None, rate_before=rate)
+
+    # -- observing (any thread) and processing (training thread) -------------------------
+
+    def _receive(self, report: StepReport) -> None:
+        with self._lock:
+            self._reports.append(report)
+
+    def _process(self) -> None:
+        if self._stopped:
+            return
+        with self._lock:
+            observed, self._observed = self._observed, []
+            reports, self._reports = self._reports, []
+        for batch, logs in sorted(observed, key=lambda item: item[0]):
+            self._observe(batch, logs)
+        for report in reports:
+            if self._stopped:
+                break
+            self._handle(report)
+        if self._failure is not None:
+            message, self._failure = self._failure, None
+            if self.on_failure == "raise":
+                self._finish()  # fit ends with the exception: on_train_end is not called
+                raise NonFiniteTrainingError(message)
+            # Training stops after this batch, whose step the guard skips.
+            warnings.warn(message, StablefitWarning, stacklevel=2)
+
+    def _observe(self, batch: int, logs: dict[str, Any]) -> None:
+        mean = logs.get("loss")
+        skipped = int(logs.get("skipped_steps", 0) or 0)
+        finite_steps = batch + 1 - skipped
+        count, previous_mean = self._previous
+        self._previous = (finite_steps, float(mean) if mean is not None else previous_mean)
+        if mean is None or finite_steps <= count or not math.isfinite(float(mean)):
+            return
+        loss = (float(mean) * finite_steps - previous_mean * count) / (finite_steps - count)
+        if self._core.observe(loss) is not None:
+            if not self._awaiting_capture:
+                # The next step is skipped and sent here, to replay the batch.
+                self._sync()
+                self._step.capture_next_step()
+                self._awaiting_capture = True
+        elif self._core.wants_snapshot():
+            self._sync()
+            self._core.keep(self._epoch, batch, self._copy_state())
+
+    def _handle(self, report: StepReport) -> None:
+        if not report.row_ok.all():
+            self._data_event(report)
+        if report.step_ok:
+            return
+        finite = math.isfinite(report.loss) and math.isfinite(report.gradient_norm)
+        if self._awaiting_capture and finite:
+            trigger = "loss_spike"
+        else:
+            trigger = "nonfinite_step" if not finite else "gradient_spike"
+        self._awaiting_capture = False
+        self._failed_step(report, trigger)
+
+    # -- data events -------------------------------------------------------------------
+
+    def _data_event(self, report: StepReport) -> None:
+        positions = np.flatnonzero(~report.row_ok)
+        columns = bad_columns(report.inputs, report.targets, positions, self._names())
+        rows = self._rows_in_data(report, positions)
+        if rows:
+            key: Any = tuple(rows)
+        else:
+            key = tuple(
+                np.asarray(a)[positions].tobytes() for a in [*report.inputs, *report.targets]
+            )
+        event = self._core.data_event(
+            epoch=self._epoch,
+            batch=max(self._batch, 0),
+            key=key,
+            replay=Replay(bad_positions=tuple(int(p) for p in positions), bad_columns=columns),
+            rows=rows,
+            learning_rate=self._rate(),
+        )
+        if event is not None:
+            warnings.warn(f"NanGuard: {event.describe()}", StablefitWarning, stacklevel=2)
+
+    def _names(self) -> Sequence[str] | None:
+        if self.feature_names is not None:
+            return list(self.feature_names)
+        if self.data is None:
+            return None
+        x = self.data[0]
+        names = getattr(x, "column_names", None) or getattr(x, "columns", None)
+        return None if names is None else [str(n) for n in names]
+
+    def _rows_in_data(self, report: StepReport, positions: np.ndarray) -> list[int]:
+        """The indices in ``data`` of the batch's bad rows (matched by content)."""
+        if self.data is None or len(report.inputs) != 1 or len(report.targets) > 1:
+            return []
+        if self._data_rows is None:
+            x = np.asarray(self.data[0], dtype=np.float64)
+            y = np.asarray(self.data[1], dtype=np.float64).reshape(len(x), -1)
+            whole = np.concatenate([x.reshape(len(x), -1), y], axis=1)
+            candidates = np.flatnonzero(~np.isfinite(whole).all(axis=1))
+            self._data_rows = (candidates, whole[candidates])
+        candidates, values = self._data_rows
+        x = np.asarray(report.inputs[0], dtype=np.float64)
+        parts = [x.reshape(len(x), -1)]
+        if report.targets:
+            parts.append(np.asarray(report.targets[0], dtype=np.float64).reshape(len(x), -1))
+        batch = np.concatenate(parts, axis=1)[positions]
+        if batch.shape[1] != values.shape[1]:
+            return []
+        found = []
+        for row in batch:
+            same = np.flatnonzero(
+                ((values == row) | (np.isnan(values) & np.isnan(row))).all(axis=1)
+            )
+            found.extend(int(candidates[i]) for i in same[:1])
+        return sorted(set(found))
+
+    # -- failed steps ------------------------------------------------------------------
+
+    def _failed_step(self, report: StepReport, trigger: str) -> None:
+        self._sync()
+        x, y, sample_weight = _finite_rows(report)
+        replay = replay_batch(self.model, x, y, sample_weight)
+        saved: list[Any] = []
+        rate = self._rate()
+
+        def curvature() -> Any:
+            # The rate must be stable where training resumes: at the weights a rollback
+            # restores. The current ones are kept in case no rollback follows.
+            target = self._core.rollback_target()
+            if target is not None:
+                saved.append(self._copy_state())
+                self._restore(target.state)
+            return estimate_curvature(self.model, self._step.updating, x, y, sample_weight)
+
+        context = Context(
+            trigger=trigger,
+            learning_rate=rate,
+            optimizer=str(forecast_settings(self._step.updating)["optimizer"]).lower(),
+            growth=self._core.history.growth(report.loss),
+            gradient_norm_median=self._step.median_gradient_norm(),
+            curvature=curvature,
+        )
+        verdict, remedy = self._core.decide(replay, context, clipnorm=self._step.updating.clipnorm)
+        if saved and not remedy.rollback:
+            self._restore(saved[0])
+        self._apply(verdict, remedy, trigger=trigger, loss=report.loss, rate_before=rate)
+
+    def _nonfinite_weights(self, bad: tuple[str, float]) -> None:
+        verdict = Verdict(
+            cause="unknown",
+            finding=f"the weight {bad[0]} became {bad[1]:g} though every update was finite",
+            fix="lower the learning rate, or look for a custom layer or constraint that "
+            "writes non-finite values",
+            evidence={"variable": bad[0], "value": bad[1]},
+        )
+        if not self._core.window.spend():
+            remedy = Remedy(action="stopped", rollback=True, reason="retries exhausted")
+        else:
+            remedy = Remedy(action="rolled_back", rollback=True)
+        self._apply(
+            verdict, remedy, trigger="nonfinite_weights", loss=None, rate_before=self._rate()
+        )
+
+    def _apply(
+        self, verdict: Verdict, remedy: Remedy, *, trigger: str, loss: float | None,
+        rate_before: float | None,
+    ) -> None:  # fmt: skip
+        restored: Snapshot | None = None
+        if remedy.rollback:
+            restored = self._core.rollback_target()
+            if restored is not None:
+                self._restore(restored.state)
+        updating = self._step.updating
+        if remedy.learning_rate is not None:
+            user_rate = current_learning_rate(updating)
+            self._step.set_learning_rate_scale(remedy.learning_rate / user_rate)
+        if remedy.clipnorm is not None:
+            updating.clipnorm = float(remedy.clipnorm)
+            self._step.retrace()
+        event = self._core.record(
+            epoch=self._epoch,
+            batch=max(self._batch, 0),
+            trigger=trigger,
+            verdict=verdict,
+            remedy=remedy,
+            loss=loss,
+            restored=restored,
+            learning_rate_before=rate_before,
+            learning_rate_after=self._rate(),
+            clipnorm=updating.clipnorm,
+        )
+        warnings.warn(f"NanGuard: {event.describe()}", StablefitWarning, stacklevel=2)
+        if remedy.action == "stopped":
+            self._stop(event, remedy.reason, restored)
+
+    def _stop(self, event: GuardEvent, reason: str, restored: Snapshot | None) -> None:
+        self._stopped = True
+        self.model.stop_training = True
+        self._step.capture_next_step()  # no update after the stop
+        params = self.params or {}
+        holds = (
+            ""
+            if restored is None
+            else f"The model holds the weights from {position(restored.epoch, restored.batch)}."
+        )
+        self._failure = self._core.failure_message(
+            event,
+            reason=reason,
+            epochs=params.get("epochs"),
+            steps=params.get("steps"),
+            holds=holds,
+            diagnosis=self._diagnosis_text(),
+        )
+
+    def _finish(self) -> None:
+        """Take the guard off the model; a learning-rate cut stays, in the optimizer."""
+        if getattr(self, "_step", None) is None:
+            return
+        self._sync()
+        scale = self._step.learning_rate_scale()
+        self._step.uninstall()
+        if scale != 1.0:
+            scale_learning_rate(self._step.updating, scale)
         self._uninstall_save_guard()
+        self._step = None
 
-    # -- snapshots ---------------------------------------------------------------------
+    # -- state -------------------------------------------------------------------------
 
-    def _optimizer_variables(self) -> list[Any]:
-        # The learning-rate variable belongs to the remedy (and to user callbacks such as
-        # ReduceLROnPlateau), not to the state a rollback restores.
-        rate = learning_rate_object(self.model.optimizer)
-        return [v for v in self.model.optimizer.variables if v is not rate]
+    def _rate(self) -> float:
+        """The learning rate the updates use: the optimizer's times the guard's cut."""
+        return current_learning_rate(self._step.updating) * self._step.learning_rate_scale()
 
-    def _take_initial_snapshot(self) -> None:
-        weights = _host_copy(self.model.weights)
-        bad = _first_nonfinite(self.model.weights, weights)
+    def _state_variables(self) -> list[Any]:
+        model = self.model
+        rate = getattr(self._step.updating, "_learning_rate", None)
+        optimizer = [v for v in model.optimizer.variables if v is not rate]
+        return [*model.trainable_variables, *model.non_trainable_variables, *optimizer]
+
+    def _copy_state(self) -> list[Any]:
+        return [keras.ops.copy(v.value) for v in self._state_variables()]
+
+    def _restore(self, state: list[Any]) -> None:
+        self._sync()
+        for variable, value in zip(self._state_variables(), state, strict=True):
+            variable.assign(value)
+
+    def _sync(self) -> None:
+        # JAX keeps the training state outside the variables between epochs.
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+
+    def _first_nonfinite_variable(self) -> tuple[str, float] | None:
+        for variable in self._state_variables():
+            value = np.asarray(variable.numpy())
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                return variable.path, float(value[~np.isfinite(value)].flat[0])
+        return None
+
+    def _check_initial_weights(self) -> None:
+        bad = self._first_nonfinite_variable()
         if bad is not None:
-            self._uninstall_save_guard()
+            self._finish()
             raise NonFiniteTrainingError(
                 f"NanGuard: the model's weight {bad[0]} is already {bad[1]:g} before training "
                 "starts; re-initialize the model (or load finite weights) before fit()."
             )
-        self._good.append(self._snapshot(-1, weights))
-
-    def _snapshot(self, batch: int, weights: list[np.ndarray]) -> _Snapshot:
-        self._batches_since_snapshot = 0
-        optimizer = _host_copy(self._optimizer_variables())
-        return _Snapshot(epoch=self._epoch, batch=batch, weights=weights, optimizer=optimizer)
-
-    def _confirm_pending(self, loss: float | None) -> None:
-        self._trained_since = True
-        if loss is not None:
-            self._best_loss = min(self._best_loss, loss)
-        if self._pending is None:
-            return
-        if loss is not None and loss > _DIVERGING_GROWTH * self._best_loss:
-            self._pending = None
-            return
-        self._good = [*self._good, self._pending][-_GOOD_SNAPSHOTS_KEPT:]
-        self._pending = None
-        self._rollbacks_since_confirmed = 0
-
-    def _restore(self) -> _Snapshot:
-        if self._rollbacks_since_confirmed > 0 and len(self._good) > 1:
-            # Training failed again from the newest good snapshot without confirming a
-            # new one: it lies on the diverging path, so step back one more.
-            self._good.pop()
-        if not self._good:
-            self._stopped = True
-            self.model.stop_training = True
-            self._uninstall_save_guard()
-            raise NonFiniteTrainingError(
-                f"NanGuard: the first batch of epoch {self._epoch + 1} already produced a "
-                "non-finite value, before the model was built and a snapshot could be taken; "
-                "build the model first (keras.Input or model.build) so the guard can restore it."
-            )
-        snapshot = self._good[-1]
-        for variable, value in zip(self.model.weights, snapshot.weights, strict=True):
-            variable.assign(value)
-        for variable, value in zip(self._optimizer_variables(), snapshot.optimizer, strict=True):
-            variable.assign(value)
-        self._pending = None
-        self._batches_since_snapshot = 0
-        self._rollbacks_since_confirmed += 1
-        self.model.reset_metrics()
-        return snapshot
-
-    # -- detection and recovery --------------------------------------------------------
-
-    def _first_nonfinite(self) -> tuple[str, float] | None:
-        return _first_nonfinite(self.model.weights, _host_copy(self.model.weights))
-
-    def _recover_if_nonfinite(self, weights: list[np.ndarray]) -> bool:
-        bad = _first_nonfinite(self.model.weights, weights)
-        if bad is None:
-            return False
-        self._recover(kind="weights", value=bad[1], variable=bad)
-        return True
-
-    def _recover(self, *, kind: str, value: float, variable: tuple[str, float] | None) -> None:
-        self._rollbacks += 1
-        self._recovered_in_batch = True
-        self._trained_since = False
-        # A weight that overflowed behind a finite loss: the epoch's loss is that batch's
-        # (NaN when a save checked the weights before the batch's loss was seen).
-        self._failed_in_epoch = value if kind == "loss" else self._batch_loss
-        optimizer = self.model.optimizer
-        snapshot = self._restore()
-        # Measured after the restore: a schedule's value depends on the restored step.
-        before = current_learning_rate(optimizer)
-        stop = self._rollbacks > self.max_retries
-        remedy = "none: stopped" if stop else self._apply_remedy()
-        event = GuardEvent(
-            epoch=self._epoch,
-            batch=max(self._batch, 0),
-            kind=kind,
-            variable=None if variable is None else variable[0],
-            value=value,
-            action="stop" if stop else "rollback",
-            restored_from=(snapshot.epoch, snapshot.batch),
-            remedy=remedy,
-            learning_rate_before=before,
-            learning_rate_after=current_learning_rate(optimizer),
-            clipnorm=optimizer.clipnorm,
-        )
-        self.events.append(event)
-        if stop:
-            self._stop(event, snapshot)
-
-    def _apply_remedy(self) -> str:
-        optimizer = self.model.optimizer
-        done = []
-        retrace = False
-        if self.lr_factor != 1.0:
-            before = current_learning_rate(optimizer)
-            retrace = scale_learning_rate(optimizer, self.lr_factor)
-            done.append(f"learning rate {before:.3g} -> {current_learning_rate(optimizer):.3g}")
-        if self.clipnorm is not None and optimizer.clipnorm != self.clipnorm:
-            optimizer.clipnorm = self.clipnorm
-            retrace = True
-            done.append(f"clipnorm set to {self.clipnorm:g}")
-        if retrace:
-            # The traced training step captured the old schedule / clipping; rebuild it.
-            self.model.make_train_function(force=True)
-        return "; ".join(done) if done else "no remedy configured (lr_factor=1)"
-
-    def _stop(self, event: GuardEvent, snapshot: _Snapshot) -> None:
-        self._stopped = True
-        self.model.stop_training = True
-        self._uninstall_save_guard()
-        message = self._failure_message(event, snapshot)
-        if self.on_failure == "raise":
-            raise NonFiniteTrainingError(message)
-        warnings.warn(message, StablefitWarning, stacklevel=2)
-
-    def _failure_message(self, event: GuardEvent, snapshot: _Snapshot) -> str:
-        epochs = self.params.get("epochs") if self.params else None
-        steps = self.params.get("steps") if self.params else None
-        where = f"epoch {event.epoch + 1}" + (f"/{epochs}" if epochs else "")
-        where += f", batch {event.batch + 1}" + (f"/{steps}" if steps else "")
-        what = "the loss" if event.kind == "loss" else f"weight {event.variable}"
-        tried = [e.describe() for e in self.events[-(self._rollbacks) :]]
-        lines = [
-            f"NanGuard stopped training at {where}: {what} was {event.value:g} again after "
-            f"{self._rollbacks - 1} rollback(s) (max_retries={self.max_retries}).",
-            "What happened and what was tried:",
-            *(f"  - {line}" for line in tried),
-            f"The model holds the last good weights, {snapshot_position(event.restored_from)} "
-            f"(learning rate now {event.learning_rate_after:.3g}, "
-            f"first {self._first_learning_rate:.3g}).",
-            self._diagnosis_text(),
-        ]
-        return "\n".join(lines)
 
     def _diagnosis_text(self) -> str:
         if self.data is None:
-            return (
-                "Why: pass NanGuard(data=(x, y)) to have stablefit diagnose the data and the "
-                "optimizer, or run `stablefit doctor` on the data file."
-            )
+            return ""
         x, y = self.data
-        settings = forecast_settings(self.model.optimizer)
-        settings["learning_rate"] = self._first_learning_rate
-        steps = self.params.get("steps") if self.params else None
-        rows = len(y)
-        batch_size = math.ceil(rows / steps) if steps else 32
+        settings = forecast_settings(self._step.updating)
+        steps = (self.params or {}).get("steps")
+        batch_size = math.ceil(len(y) / steps) if steps else 32
         epochs = (self.params or {}).get("epochs") or 100
         return _explain_with_diagnosis(x, y, settings, batch_size=batch_size, epochs=epochs)
 
@@ -373,8 +486,11 @@ class NanGuard(keras.callbacks.Callback):
             original = getattr(type(model), name)
 
             def guarded(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-                if not self._stopped:
-                    self._recover_if_nonfinite(_host_copy(model.weights))
+                if not self._stopped and getattr(self, "_step", None) is not None:
+                    self._sync()
+                    bad = self._first_nonfinite_variable()
+                    if bad is not None:
+                        self._nonfinite_weights(bad)
                 return _original(model, *args, **kwargs)
 
             # An instance attribute shadows the method for this model only, so
@@ -383,45 +499,21 @@ class NanGuard(keras.callbacks.Callback):
             setattr(model, name, guarded)
 
     def _uninstall_save_guard(self) -> None:
-        model = self.model
         for name in _SAVE_METHODS:
-            if name in vars(model):
-                delattr(model, name)
+            vars(self.model).pop(name, None)
 
     # -- validation --------------------------------------------------------------------
 
     def _validate_params(self) -> None:
-        if (
-            isinstance(self.snapshot_every, bool)
-            or not isinstance(self.snapshot_every, int)
-            or self.snapshot_every < 1
-        ):
-            raise StablefitInputError(
-                f"NanGuard(snapshot_every={self.snapshot_every!r}): expected an integer >= 1 "
-                "(batches between snapshots)."
-            )
-        if self.check_weights not in _CHECK_WEIGHTS:
-            raise StablefitInputError(
-                f"NanGuard(check_weights={self.check_weights!r}): expected one of "
-                f"{', '.join(map(repr, _CHECK_WEIGHTS))}."
-            )
-        if not (0.0 < float(self.lr_factor) <= 1.0):
-            raise StablefitInputError(
-                f"NanGuard(lr_factor={self.lr_factor!r}): expected a factor in (0, 1], "
-                "e.g. 0.1 to divide the learning rate by 10 at each rollback."
-            )
-        if self.clipnorm is not None and not (float(self.clipnorm) > 0.0):
-            raise StablefitInputError(
-                f"NanGuard(clipnorm={self.clipnorm!r}): expected a positive float or None."
-            )
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
-            raise StablefitInputError(
-                f"NanGuard(max_retries={self.max_retries!r}): expected an integer >= 0."
-            )
+        _positive_int("max_retries", self.max_retries, minimum=0)
+        _positive_int("snapshot_gap", self.snapshot_gap, minimum=1)
+        for name in ("spike_factor", "explosion_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 1:
+                raise StablefitInputError(
+                    f"NanGuard({name}={value!r}): expected a number above 1 (a multiple of "
+                    "the running value)."
+                )
         if self.on_failure not in _ON_FAILURE:
             raise StablefitInputError(
                 f"NanGuard(on_failure={self.on_failure!r}): expected 'raise' or 'warn'."
@@ -436,28 +528,34 @@ class NanGuard(keras.callbacks.Callback):
             )
 
 
-def _host_copy(variables: Sequence[Any]) -> list[np.ndarray]:
-    return [np.array(v.numpy(), copy=True) for v in variables]
+def _positive_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise StablefitInputError(f"NanGuard({name}={value!r}): expected an integer >= {minimum}.")
 
 
-def _first_nonfinite(
-    variables: Sequence[Any], values: Sequence[np.ndarray]
-) -> tuple[str, float] | None:
-    """The path and first non-finite value of the first variable holding one."""
-    for variable, value in zip(variables, values, strict=True):
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            return variable.path, float(value[~np.isfinite(value)].flat[0])
-    return None
+def _finite_rows(report: StepReport) -> tuple[Any, Any, Any]:
+    """The reported batch without its bad rows (they were left out of the step)."""
+    x, y, sample_weight = report.batch()
+    keep = report.row_ok
+    if keep.all():
+        return x, y, sample_weight
+
+    def pick(value: Any) -> Any:
+        return np.asarray(value)[keep]
+
+    return (
+        keras.tree.map_structure(pick, x),
+        None if y is None else keras.tree.map_structure(pick, y),
+        None if sample_weight is None else pick(sample_weight),
+    )
 
 
 def _explain_with_diagnosis(
     x: Any, y: Any, settings: dict[str, Any], *, batch_size: int, epochs: int
 ) -> str:
     """stablefit's diagnosis of the data and optimizer, as lines of text."""
-    try:
-        from stablefit.diagnose import diagnose
-    except ImportError:
-        return "Why: stablefit.diagnose is not available in this installation."
+    from stablefit.diagnose import diagnose
+
     try:
         diagnosis = diagnose(x, np.asarray(y), batch_size=batch_size, epochs=epochs, **settings)
     except Exception as error:  # the failure message must survive a diagnosis failure

@@ -1,0 +1,337 @@
+"""Replaying a failed batch through a Keras model, layer by layer, on TensorFlow or JAX.
+
+Runs only at an event, on the host, from the weights before the failing step: which rows
+held NaN/inf and in which columns, the first layer whose output stopped being finite
+(and, for a float16/bfloat16 layer, how large its output is when computed in float32),
+whether the predictions and the loss were finite, the gradient norm, and the largest
+eigenvalue of the loss's (preconditioned) Hessian by power iteration on exact
+Hessian-vector products.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from stablefit.guard import Curvature, LayerOverflow, Replay, power_iteration, stable_learning_rate
+from stablefit.keras._optimizer import forecast_settings
+
+_LOW_PRECISION = ("float16", "bfloat16")
+#: Power iterations for the curvature estimate at an event.
+CURVATURE_ITERATIONS = 20
+
+
+def bad_columns(
+    inputs: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    rows: np.ndarray,
+    feature_names: Sequence[str] | None,
+) -> tuple[str, ...]:
+    """The columns holding a non-finite value in ``rows``, named as the user knows them."""
+    names: list[str] = []
+    for number, array in enumerate(inputs):
+        prefix = "x" if len(inputs) == 1 else f"input {number}"
+        names += _columns(np.asarray(array)[rows], prefix, feature_names if number == 0 else None)
+    for number, array in enumerate(targets):
+        prefix = "y" if len(targets) == 1 else f"target {number}"
+        names += _columns(np.asarray(array)[rows], prefix, None)
+    return tuple(names)
+
+
+def _columns(values: np.ndarray, prefix: str, names: Sequence[str] | None) -> list[str]:
+    if values.dtype.kind != "f":
+        return []
+    bad = ~np.isfinite(values)
+    if values.ndim <= 1 or (values.ndim == 2 and values.shape[1] == 1):
+        return [prefix] if bad.any() else []
+    if values.ndim > 2:
+        return [prefix] if bad.any() else []
+    columns = np.flatnonzero(bad.any(axis=0))
+    if names is not None and len(names) == values.shape[1]:
+        return [str(names[j]) for j in columns]
+    return [f"{prefix}[:, {j}]" for j in columns]
+
+
+def replay_batch(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Replay:
+    """What went wrong in this (finite) batch at the model's current weights."""
+    overflow, nonfinite_layer = _layer_by_layer(model, x)
+    predictions = keras.ops.convert_to_numpy(model(x, training=False))
+    predictions_finite = bool(np.isfinite(predictions).all())
+    loss = _loss_value(model, x, y, sample_weight, predictions)
+    offending: tuple[float, ...] = ()
+    if predictions_finite and not math.isfinite(loss):
+        offending = _offending_predictions(model, y, predictions)
+    return Replay(
+        overflow=overflow,
+        nonfinite_layer=nonfinite_layer,
+        predictions_finite=predictions_finite,
+        loss_finite=math.isfinite(loss),
+        loss_name=_loss_name(model),
+        loss_value=loss,
+        offending_predictions=offending,
+        gradient_norm=gradient_norm(model, x, y, sample_weight),
+    )
+
+
+# -- forward, layer by layer ----------------------------------------------------------------
+
+
+def _layer_by_layer(model: keras.Model, x: Any) -> tuple[LayerOverflow | None, str | None]:
+    probe_layers = [
+        layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    try:
+        pieces = [
+            (keras.tree.flatten(layer.input), keras.tree.flatten(layer.output))
+            for layer in probe_layers
+        ]
+        flat = [t for inputs, outputs in pieces for t in (*inputs, *outputs)]
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        probe = keras.Model(inputs, flat)
+        values = [
+            keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(probe(x, training=False))
+        ]
+    except (AttributeError, ValueError, TypeError):
+        return None, None  # a subclassed model: no layer graph to walk
+    start = 0
+    for layer, (layer_inputs, layer_outputs) in zip(probe_layers, pieces, strict=True):
+        inputs = values[start : start + len(layer_inputs)]
+        start += len(layer_inputs)
+        outputs = values[start : start + len(layer_outputs)]
+        start += len(layer_outputs)
+        if all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
+            continue
+        if not all(np.isfinite(i).all() for i in inputs if i.dtype.kind == "f"):
+            return None, None
+        dtype = str(layer.compute_dtype)
+        if dtype in _LOW_PRECISION:
+            largest = _largest_in_float32(layer, inputs, outputs)
+            limit = float(np.finfo(np.float16).max) if dtype == "float16" else 3.3895314e38
+            return LayerOverflow(layer.name, dtype, largest, limit), layer.name
+        return None, layer.name
+    return None, None
+
+
+def _largest_in_float32(layer: Any, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """The layer's largest output magnitude when computed in float32 from the same inputs."""
+    try:
+        config = {**layer.get_config(), "dtype": "float32"}
+        clone = type(layer).from_config(config)
+        arrays = [np.asarray(i, dtype=np.float32) for i in inputs]
+        clone.build(arrays[0].shape if len(arrays) == 1 else [a.shape for a in arrays])
+        clone.set_weights([np.asarray(w, dtype=np.float32) for w in layer.get_weights()])
+        result = clone(arrays[0] if len(arrays) == 1 else arrays)
+        values = [keras.ops.convert_to_numpy(t) for t in keras.tree.flatten(result)]
+        return float(max(np.max(np.abs(v)) for v in values))
+    except Exception:  # any layer the clone does not reproduce: report what was seen
+        finite = [np.abs(o[np.isfinite(o)]) for o in outputs]
+        seen = [float(f.max()) for f in finite if f.size]
+        return max(seen) if seen else math.inf
+
+
+# -- loss ------------------------------------------------------------------------------------
+
+
+def _loss_name(model: keras.Model) -> str | None:
+    loss = model.loss
+    if isinstance(loss, str):
+        return loss
+    if loss is None:
+        return None
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+
+
+def _loss_value(model: keras.Model, x: Any, y: Any, sample_weight: Any, predictions: Any) -> float:
+    try:
+        value = model.compute_loss(
+            x=x, y=y, y_pred=predictions, sample_weight=sample_weight, training=False
+        )
+    except TypeError:  # an older compute_loss without ``training``
+        value = model.compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight)
+    return float(keras.ops.convert_to_numpy(value))
+
+
+def _offending_predictions(
+    model: keras.Model, y: Any, predictions: np.ndarray
+) -> tuple[float, ...]:
+    """The predictions of the rows whose loss term is not finite (a few)."""
+    loss = model.loss
+    try:
+        if isinstance(loss, keras.losses.Loss):
+            terms = loss.call(
+                keras.ops.convert_to_tensor(y), keras.ops.convert_to_tensor(predictions)
+            )
+        else:
+            function = keras.losses.get(loss)
+            terms = function(
+                keras.ops.convert_to_tensor(y), keras.ops.convert_to_tensor(predictions)
+            )
+        terms = np.asarray(keras.ops.convert_to_numpy(terms))
+    except Exception:  # an unusual loss signature: no per-row breakdown
+        return ()
+    rows = np.flatnonzero(~np.isfinite(terms.reshape(len(terms), -1)).all(axis=1))
+    picked = predictions.reshape(len(predictions), -1)[rows[:8]]
+    return tuple(float(v) for v in picked.reshape(-1)[:8])
+
+
+# -- gradients and curvature (backend by backend) ----------------------------------------------
+
+
+def _flatten(arrays: Sequence[Any]) -> np.ndarray:
+    return np.concatenate(
+        [np.asarray(keras.ops.convert_to_numpy(a), dtype=np.float64).reshape(-1) for a in arrays]
+    )
+
+
+def _unflatten(vector: np.ndarray, like: Sequence[Any]) -> list[np.ndarray]:
+    parts, start = [], 0
+    for variable in like:
+        size = int(np.prod(variable.shape))
+        parts.append(vector[start : start + size].reshape(variable.shape).astype(variable.dtype))
+        start += size
+    return parts
+
+
+def gradient_norm(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> float:
+    """The global norm of the loss's gradient on this batch at the current weights."""
+    grads = _gradients(model, x, y, sample_weight)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
+
+
+def _gradients(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> list[np.ndarray]:
+    variables = model.trainable_variables
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = _tf_loss(model, x, y, sample_weight)
+        grads = tape.gradient(loss, [v.value for v in variables])
+    else:
+        import jax
+
+        loss_of = _jax_loss_function(model, x, y, sample_weight)
+        grads = jax.grad(loss_of)([v.value for v in variables])
+    return [
+        np.zeros(v.shape) if g is None else np.asarray(keras.ops.convert_to_numpy(g))
+        for g, v in zip(grads, variables, strict=True)
+    ]
+
+
+def _tf_loss(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Any:
+    predictions = model(x, training=False)
+    return model.compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight)
+
+
+def _jax_loss_function(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Callable:
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    metrics = [v.value for v in model.metrics_variables]
+
+    def loss_of(trainable: list[Any]) -> Any:
+        loss, _ = model.compute_loss_and_updates(
+            trainable, non_trainable, metrics, x, y, sample_weight, training=False
+        )
+        return loss
+
+    return loss_of
+
+
+def hessian_vector_product(
+    model: keras.Model, x: Any, y: Any, sample_weight: Any
+) -> tuple[int, Callable[[np.ndarray], np.ndarray]]:
+    """``(size, hvp)``: the number of trainable parameters and ``v -> H v`` on flat vectors."""
+    variables = model.trainable_variables
+    size = int(sum(np.prod(v.shape) for v in variables))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        values = [v.value for v in variables]
+
+        def hvp(vector: np.ndarray) -> np.ndarray:
+            tangents = [tf.constant(p) for p in _unflatten(vector, variables)]
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    loss = _tf_loss(model, x, y, sample_weight)
+                grads = inner.gradient(loss, values)
+                dot = tf.add_n(
+                    [
+                        tf.reduce_sum(g * t)
+                        for g, t in zip(grads, tangents, strict=True)
+                        if g is not None
+                    ]
+                )
+            products = outer.gradient(dot, values)
+            return _flatten(
+                [
+                    np.zeros(v.shape) if p is None else p
+                    for p, v in zip(products, variables, strict=True)
+                ]
+            )
+
+        return size, hvp
+
+    import jax
+
+    loss_of = _jax_loss_function(model, x, y, sample_weight)
+    point = [v.value for v in variables]
+
+    def jax_hvp(vector: np.ndarray) -> np.ndarray:
+        tangents = [jax.numpy.asarray(p) for p in _unflatten(vector, variables)]
+        return _flatten(jax.jvp(jax.grad(loss_of), (point,), (tangents,))[1])
+
+    return size, jax_hvp
+
+
+def estimate_curvature(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer, x: Any, y: Any, sample_weight: Any
+) -> Curvature | None:
+    """The largest eigenvalue of the (preconditioned) Hessian on this batch, and its bound."""
+    settings = forecast_settings(optimizer)
+    name = str(settings["optimizer"]).lower()
+    size, hvp = hessian_vector_product(model, x, y, sample_weight)
+    scale = _preconditioner(optimizer, model.trainable_variables)
+    if scale is None and name != "sgd":
+        return None
+    if scale is not None:
+        root = np.sqrt(scale)
+
+        def operator(vector: np.ndarray) -> np.ndarray:
+            return hvp(vector / root) / root
+
+    else:
+        operator = hvp
+    lambda_max = power_iteration(operator, size, iterations=CURVATURE_ITERATIONS)
+    if not math.isfinite(lambda_max):
+        return None
+    beta_1 = float(np.asarray(getattr(optimizer, "beta_1", 0.9)))
+    bound = stable_learning_rate(
+        lambda_max,
+        name,
+        momentum=settings["momentum"],
+        nesterov=settings["nesterov"],
+        beta_1=beta_1,
+    )
+    return Curvature(lambda_max, "Hessian power iteration on the batch", scale is not None, bound)
+
+
+def _preconditioner(optimizer: Any, variables: Sequence[Any]) -> np.ndarray | None:
+    """``sqrt(v̂) + ε`` of an Adam/RMSprop-style optimizer, flat; None for others.
+
+    None also before the first update, when the second moments are still zero.
+    """
+    velocities = getattr(optimizer, "_velocities", None)
+    if not velocities or len(velocities) != len(variables):
+        return None
+    steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    if steps == 0:
+        return None
+    second = _flatten([v.numpy() for v in velocities])
+    beta_2 = getattr(optimizer, "beta_2", None)
+    if beta_2 is not None:  # Adam's bias correction
+        second = second / (1.0 - float(beta_2) ** steps)
+    epsilon = float(getattr(optimizer, "epsilon", 1e-7))
+    return np.sqrt(second) + epsilon

@@ -1,0 +1,508 @@
+"""The guarded training step: bad rows left out, non-finite steps skipped, on the device.
+
+:class:`StepGuard` replaces a model's ``train_step`` (an instance attribute, so the
+model's class and any ``train_step`` it overrides are kept underneath) and wraps its
+optimizer's ``apply`` (TensorFlow) or ``stateless_apply`` (JAX):
+
+- rows whose float inputs or targets are not finite get sample weight 0 and their values
+  zeroed, so the other rows of the batch train as usual;
+- a step whose loss or gradients are not finite, or whose gradient norm is
+  ``explosion_factor`` times its running median, changes nothing: not the weights, the
+  optimizer's slots and iteration count, the non-trainable variables (e.g. batch-norm
+  statistics) nor the metrics (so the logged loss averages the finite steps);
+- :class:`GuardCounters`, a metric of the model while the guard is installed, counts the
+  skipped steps and bad rows of the epoch (they appear in the logs, the progress bar and
+  the history) and keeps the running median of the log gradient norm.
+
+Everything runs inside the compiled step. Only when a step had bad rows or was skipped
+does the step call back to the host (``tf.py_function`` / ``jax.debug.callback`` in the
+branch taken then) with the batch, so the guard can replay it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+# Running median of log(gradient norm): each step moves it this far towards the new value.
+_MEDIAN_STEP = 0.05
+
+
+@dataclass
+class StepReport:
+    """What the compiled step sends to the host when a step had bad rows or was skipped."""
+
+    inputs: list[np.ndarray]
+    targets: list[np.ndarray]
+    sample_weight: np.ndarray | None
+    row_ok: np.ndarray
+    step_ok: bool
+    loss: float
+    gradient_norm: float
+    structure: Any = None
+
+    def batch(self) -> tuple[Any, Any, Any]:
+        """``(x, y, sample_weight)`` in the structure the model was given."""
+        x_structure, y_structure = self.structure
+        x = keras.tree.pack_sequence_as(x_structure, self.inputs)
+        y = None if y_structure is None else keras.tree.pack_sequence_as(y_structure, self.targets)
+        return x, y, self.sample_weight
+
+
+class GuardCounters(keras.metrics.Metric):
+    """Skipped steps and bad rows of the epoch; the running median gradient norm.
+
+    ``result()`` gives the two epoch counts; :meth:`reset_state` (at each epoch start)
+    clears only them, not the median.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="stablefit_guard")
+        self.skipped_steps = self.add_variable((), "zeros", dtype="int32", name="skipped_steps")
+        self.bad_rows = self.add_variable((), "zeros", dtype="int32", name="bad_rows")
+        self.log_norm_median = self.add_variable((), "zeros", dtype="float32", name="median")
+        self.finite_steps = self.add_variable((), "zeros", dtype="int32", name="finite_steps")
+        # Set by the host: multiplies the learning rate of every update (a cut that a
+        # schedule or LearningRateScheduler cannot undo), and asks for the next step to be
+        # skipped and sent to the host (a loss spike needs a batch to replay).
+        self.learning_rate_scale = self.add_variable((), "ones", dtype="float32", name="lr_scale")
+        self.capture = self.add_variable((), "zeros", dtype="int32", name="capture")
+
+    def update_state(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError("updated by the guarded train step only")
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "skipped_steps": ops.convert_to_tensor(self.skipped_steps),
+            "bad_rows": ops.convert_to_tensor(self.bad_rows),
+        }
+
+    def reset_state(self) -> None:
+        self.skipped_steps.assign(0)
+        self.bad_rows.assign(0)
+
+    def median_gradient_norm(self) -> float | None:
+        if int(self.finite_steps.numpy()) == 0:
+            return None
+        return math.exp(float(self.log_norm_median.numpy()))
+
+
+def _float_tensors(structure: Any) -> list[Any]:
+    return [
+        t
+        for t in keras.tree.flatten(structure)
+        if t is not None and len(t.shape) >= 1 and "float" in str(t.dtype)
+    ]
+
+
+def _rows_finite(tensors: list[Any]) -> Any:
+    """Per row: all float values of the inputs and targets are finite."""
+    ok = None
+    for tensor in tensors:
+        finite = ops.isfinite(tensor)
+        if len(tensor.shape) > 1:
+            finite = ops.all(finite, axis=tuple(range(1, len(tensor.shape))))
+        ok = finite if ok is None else ops.logical_and(ok, finite)
+    return ok
+
+
+def _zero_nonfinite(structure: Any) -> Any:
+    def clean(t: Any) -> Any:
+        if t is None or len(t.shape) < 1 or "float" not in str(t.dtype):
+            return t
+        return ops.where(ops.isfinite(t), t, ops.zeros_like(t))
+
+    return keras.tree.map_structure(clean, structure)
+
+
+def mask_bad_rows(data: Any) -> tuple[tuple[Any, Any, Any], Any, Any]:
+    """``(x, y, sample_weight)`` with bad rows weighted 0 and zeroed; ``row_ok``; count."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    tensors = _float_tensors(x) + _float_tensors(y)
+    if sample_weight is not None:
+        tensors += _float_tensors(sample_weight)
+    if not tensors:
+        return (x, y, sample_weight), None, ops.zeros((), "int32")
+    row_ok = _rows_finite(tensors)
+    weight = ops.cast(row_ok, "float32")
+    if sample_weight is not None:
+        sample_weight = _zero_nonfinite(sample_weight)
+        row_weight = weight
+
+        def combine(w: Any) -> Any:
+            shape = (-1,) + (1,) * (len(w.shape) - 1)
+            return ops.cast(w, "float32") * ops.reshape(row_weight, shape)
+
+        weight = keras.tree.map_structure(combine, sample_weight)
+    bad = ops.sum(ops.cast(ops.logical_not(row_ok), "int32"))
+    return (_zero_nonfinite(x), _zero_nonfinite(y), weight), row_ok, bad
+
+
+def gradient_norm_squared(grads: list[Any]) -> Any:
+    """The squared global norm (inf or NaN when a gradient is not finite)."""
+    parts = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def step_is_ok(
+    loss: Any, norm_squared: Any, counters: tuple[Any, Any], factor: float, warmup: int
+) -> tuple[Any, Any]:
+    """Finite loss and gradients, and (after ``warmup`` steps) no gradient explosion."""
+    finite_steps, log_median = counters
+    ok = ops.isfinite(norm_squared)
+    if loss is not None:
+        ok = ops.logical_and(ok, ops.isfinite(ops.cast(loss, "float32")))
+    log_norm = 0.5 * ops.log(ops.maximum(norm_squared, 1e-30))
+    if math.isinf(factor):
+        return ok, log_norm
+    ordinary = ops.logical_or(finite_steps < warmup, log_norm < log_median + math.log(factor))
+    return ops.logical_and(ok, ordinary), log_norm
+
+
+def updated_median(ok: Any, log_norm: Any, finite_steps: Any, log_median: Any) -> Any:
+    moved = log_median + _MEDIAN_STEP * ops.sign(log_norm - log_median)
+    new = ops.where(finite_steps > 0, moved, log_norm)
+    return ops.where(ok, new, log_median)
+
+
+class StepGuard:
+    """Put the guarded step on a model (:meth:`install`) and take it off (:meth:`uninstall`).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A compiled model with a built optimizer.
+    on_report : callable
+        Called with a :class:`StepReport` from inside the step (on the host) when a step
+        had bad rows or was skipped.
+    explosion_factor : float
+        A gradient norm this many times its running median makes the step skipped.
+    warmup : int
+        Finite steps before the explosion check starts (the median needs them).
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        on_report: Callable[[StepReport], None],
+        *,
+        explosion_factor: float = 100.0,
+        warmup: int = 10,
+    ) -> None:
+        self.model = model
+        self.on_report = on_report
+        self.explosion_factor = explosion_factor
+        self.warmup = warmup
+        self.backend = keras.backend.backend()
+        if self.backend not in ("tensorflow", "jax"):
+            raise NotImplementedError(
+                f"NanGuard runs on Keras's TensorFlow and JAX backends; this is {self.backend!r}"
+            )
+        self.counters = GuardCounters()
+        self._stash: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        optimizer = model.optimizer
+        self.scaled_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        #: The optimizer whose update rule moves the weights (the inner one under a loss
+        #: scale): the one whose learning rate and clipnorm the remedies change.
+        self.updating = optimizer.inner_optimizer if self.scaled_loss else optimizer
+
+    # -- installing --------------------------------------------------------------------
+
+    def install(self) -> None:
+        model = self.model
+        optimizer = model.optimizer
+        model._metrics.append(self.counters)
+        original_update = self.updating._backend_update_step
+
+        def update_step(grads: Any, variables: Any, learning_rate: Any) -> Any:
+            scale = self._stash.get("lr_scale")
+            if scale is None:
+                scale = self.counters.learning_rate_scale.value
+            rate = ops.cast(learning_rate, "float32") * scale
+            return original_update(grads, variables, rate)
+
+        self.updating._backend_update_step = update_step
+        if self.backend == "tensorflow":
+            original_apply = optimizer.apply
+            original_scale_loss = optimizer.scale_loss
+
+            def scale_loss(loss: Any) -> Any:
+                self._stash["loss"] = loss
+                return original_scale_loss(loss)
+
+            def apply(grads: Any, trainable_variables: Any = None) -> None:
+                self._tf_apply(original_apply, list(grads), trainable_variables)
+
+            optimizer.scale_loss = scale_loss
+            optimizer.apply = apply
+            model.train_step = self._tf_train_step
+        else:
+            original_stateless_apply = optimizer.stateless_apply
+
+            def stateless_apply(optimizer_variables: Any, grads: Any, trainable: Any) -> Any:
+                self._stash["norm_squared"] = gradient_norm_squared(list(grads))
+                return original_stateless_apply(optimizer_variables, grads, trainable)
+
+            optimizer.stateless_apply = stateless_apply
+            model.train_step = self._jax_train_step
+        model.make_train_function(force=True)
+
+    def uninstall(self) -> None:
+        model = self.model
+        for name in ("apply", "scale_loss", "stateless_apply"):
+            vars(model.optimizer).pop(name, None)
+        vars(self.updating).pop("_backend_update_step", None)
+        vars(model).pop("train_step", None)
+        if self.counters in model._metrics:
+            model._metrics.remove(self.counters)
+        model.make_train_function(force=True)
+
+    def _explosion_factor(self) -> float:
+        # Once the gradients are clipped, a large norm is clipped, not skipped.
+        clipped = self.updating.clipnorm or self.updating.global_clipnorm
+        return math.inf if clipped else self.explosion_factor
+
+    def retrace(self) -> None:
+        """Rebuild the compiled step (after a change it reads at trace time: clipnorm)."""
+        self.model.make_train_function(force=True)
+
+    # -- host controls -----------------------------------------------------------------
+
+    def median_gradient_norm(self) -> float | None:
+        return self.counters.median_gradient_norm()
+
+    def learning_rate_scale(self) -> float:
+        return float(self.counters.learning_rate_scale.numpy())
+
+    def set_learning_rate_scale(self, scale: float) -> None:
+        self.counters.learning_rate_scale.assign(float(scale))
+
+    def capture_next_step(self) -> None:
+        """Skip the next step and send its batch to the host."""
+        self.counters.capture.assign(1)
+
+    # -- TensorFlow --------------------------------------------------------------------
+
+    def _tf_apply(self, original: Callable[..., Any], grads: list[Any], variables: Any) -> None:
+        import tensorflow as tf
+
+        loss = self._stash.get("loss")
+        counters = self.counters
+        capture = counters.capture.value > 0
+        norm_squared = gradient_norm_squared(grads)
+        if self.scaled_loss:
+            # The LossScaleOptimizer skips and rescales on non-finite gradients itself;
+            # the guard skips only what a loss scale cannot fix: a non-finite loss.
+            ok = tf.math.is_finite(tf.cast(loss, "float32")) if loss is not None else True
+            ok = tf.logical_and(ok, tf.logical_not(capture))
+            tf.cond(ok, lambda: _run(original, grads, variables), lambda: tf.constant(False))
+            self._stash.update(ok=ok, norm_squared=norm_squared)
+            return
+        ok, log_norm = step_is_ok(
+            loss,
+            norm_squared,
+            (counters.finite_steps.value, counters.log_norm_median.value),
+            self._explosion_factor(),
+            self.warmup,
+        )
+        median_ok = ok
+        ok = tf.logical_and(ok, tf.logical_not(capture))
+        tf.cond(ok, lambda: _run(original, grads, variables), lambda: tf.constant(False))
+        counters.log_norm_median.assign(
+            updated_median(
+                median_ok, log_norm, counters.finite_steps.value, counters.log_norm_median.value
+            )
+        )
+        counters.finite_steps.assign_add(tf.cast(median_ok, "int32"))
+        self._stash.update(ok=ok, norm_squared=norm_squared)
+
+    def _tf_train_step(self, data: Any) -> Any:
+        import tensorflow as tf
+
+        model = self.model
+        (x, y, weight), row_ok, bad = mask_bad_rows(data)
+        counter_variables = self.counters.variables
+        guarded = [v for v in model.metrics_variables if not any(v is c for c in counter_variables)]
+        guarded += [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+        before = [tf.identity(v.value) for v in guarded]
+        self._stash.clear()
+        logs = type(model).train_step(model, (x, y, weight))
+        ok = self._stash.get("ok", tf.constant(True))
+
+        def restore() -> Any:
+            for variable, value in zip(guarded, before, strict=True):
+                variable.assign(value)
+            return tf.constant(False)
+
+        tf.cond(ok, lambda: tf.constant(True), restore)
+        counters = self.counters
+        counters.skipped_steps.assign_add(1 - tf.cast(ok, "int32"))
+        counters.bad_rows.assign_add(bad)
+        counters.capture.assign(0)
+        rare = tf.logical_or(tf.logical_not(ok), bad > 0)
+        self._tf_report(rare, data, row_ok, ok)
+        return {**logs, **model.get_metrics_result()}
+
+    def _tf_report(self, rare: Any, data: Any, row_ok: Any, ok: Any) -> None:
+        import tensorflow as tf
+
+        flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
+        loss = self._stash.get("loss", tf.constant(np.nan))
+        norm_squared = self._stash.get("norm_squared", tf.constant(np.nan))
+        if row_ok is None:
+            row_ok = tf.ones(tf.shape(flat["tensors"][0])[:1], tf.bool)
+        values = [*flat["tensors"], row_ok, ok, tf.cast(loss, "float32"), norm_squared]
+
+        def send(*arrays: Any) -> Any:
+            self._receive(flat, [a.numpy() for a in arrays])
+            return np.int32(0)
+
+        tf.cond(
+            rare,
+            lambda: tf.py_function(send, values, Tout=tf.int32),
+            lambda: tf.constant(0, tf.int32),
+        )
+
+    # -- JAX ---------------------------------------------------------------------------
+
+    def _jax_train_step(self, state: Any, data: Any) -> Any:
+        import jax
+        import jax.numpy as jnp
+
+        model = self.model
+        trainable, non_trainable, optimizer_vars, metrics_vars = state
+        index = {id(v): i for i, v in enumerate(model.metrics_variables)}
+        at = {
+            name: index[id(getattr(self.counters, name))]
+            for name in (
+                "skipped_steps",
+                "bad_rows",
+                "log_norm_median",
+                "finite_steps",
+                "learning_rate_scale",
+                "capture",
+            )
+        }
+        (x, y, weight), row_ok, bad = mask_bad_rows(data)
+        self._stash.clear()
+        self._stash["lr_scale"] = metrics_vars[at["learning_rate_scale"]]
+        _, new_state = type(model).train_step(model, state, (x, y, weight))
+        new_trainable, new_non_trainable, new_optimizer_vars, new_metrics_vars = new_state
+        loss = self._unscaled_loss(metrics_vars, new_metrics_vars)
+        norm_squared = self._stash.get("norm_squared")
+        finite_steps = metrics_vars[at["finite_steps"]]
+        log_median = metrics_vars[at["log_norm_median"]]
+        capture = metrics_vars[at["capture"]] > 0
+        if self.scaled_loss or norm_squared is None:
+            median_ok = jnp.bool_(False)
+            log_norm = jnp.float32(0.0)
+            ok = jnp.isfinite(loss)
+        else:
+            median_ok, log_norm = step_is_ok(
+                loss,
+                norm_squared,
+                (finite_steps, log_median),
+                self._explosion_factor(),
+                self.warmup,
+            )
+            ok = median_ok
+        ok = jnp.logical_and(ok, jnp.logical_not(capture))
+
+        def choose(new: Any, old: Any) -> list[Any]:
+            return [jnp.where(ok, n, o) for n, o in zip(new, old, strict=True)]
+
+        metrics = choose(new_metrics_vars, metrics_vars)
+        metrics[at["skipped_steps"]] = metrics_vars[at["skipped_steps"]] + 1 - ok.astype("int32")
+        metrics[at["bad_rows"]] = metrics_vars[at["bad_rows"]] + bad
+        metrics[at["log_norm_median"]] = updated_median(
+            median_ok, log_norm, finite_steps, log_median
+        )
+        metrics[at["finite_steps"]] = finite_steps + median_ok.astype("int32")
+        metrics[at["learning_rate_scale"]] = metrics_vars[at["learning_rate_scale"]]
+        metrics[at["capture"]] = jnp.zeros_like(metrics_vars[at["capture"]])
+        state = (
+            choose(new_trainable, trainable),
+            choose(new_non_trainable, non_trainable),
+            choose(new_optimizer_vars, optimizer_vars),
+            metrics,
+        )
+        mapping = list(zip(model.metrics_variables, metrics, strict=True))
+        with keras.StatelessScope(state_mapping=mapping):
+            logs = model.get_metrics_result()
+        flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
+        if row_ok is None:
+            row_ok = jnp.ones((flat["tensors"][0].shape[0],), dtype=bool)
+        values = [
+            *flat["tensors"],
+            row_ok,
+            ok,
+            jnp.asarray(loss, "float32"),
+            jnp.asarray(np.nan if norm_squared is None else norm_squared, "float32"),
+        ]
+
+        def send(*arrays: Any) -> None:
+            self._receive(flat, [np.asarray(a) for a in arrays])
+
+        rare = jnp.logical_or(jnp.logical_not(ok), bad > 0)
+        jax.lax.cond(rare, lambda: jax.debug.callback(send, *values), lambda: None)
+        return logs, state
+
+    def _unscaled_loss(self, old_metrics: Any, new_metrics: Any) -> Any:
+        """This step's mean loss, from the change in the loss metric's total and count."""
+        import jax.numpy as jnp
+
+        index = {id(v): i for i, v in enumerate(self.model.metrics_variables)}
+        total, count = (index[id(v)] for v in self.model.metrics[0].variables[:2])
+        added = new_metrics[count] - old_metrics[count]
+        return (new_metrics[total] - old_metrics[total]) / jnp.maximum(added, 1e-30)
+
+    # -- host side ---------------------------------------------------------------------
+
+    def _receive(self, flat: dict[str, Any], arrays: list[np.ndarray]) -> None:
+        n_x, n_y, n_w = flat["sizes"]
+        data, (row_ok, ok, loss, norm_squared) = arrays[: n_x + n_y + n_w], arrays[-4:]
+        report = StepReport(
+            inputs=data[:n_x],
+            targets=data[n_x : n_x + n_y],
+            sample_weight=data[n_x + n_y] if n_w else None,
+            row_ok=np.asarray(row_ok, dtype=bool).reshape(-1),
+            step_ok=bool(ok),
+            loss=float(loss),
+            gradient_norm=math.sqrt(float(norm_squared)) if norm_squared >= 0 else math.nan,
+            structure=flat["shapes"],
+        )
+        with self._lock:
+            self.on_report(report)
+
+
+def _run(original: Callable[..., Any], grads: list[Any], variables: Any) -> Any:
+    import tensorflow as tf
+
+    original(grads, variables)
+    return tf.constant(True)
+
+
+def _flat_batch(x: Any, y: Any, sample_weight: Any) -> dict[str, Any]:
+    inputs = keras.tree.flatten(x)
+    targets = [] if y is None else keras.tree.flatten(y)
+    weights = [] if sample_weight is None else keras.tree.flatten(sample_weight)[:1]
+    placeholder = (
+        keras.tree.map_structure(lambda _: 0, x),
+        None if y is None else keras.tree.map_structure(lambda _: 0, y),
+    )
+    return {
+        "tensors": [*inputs, *targets, *weights],
+        "sizes": (len(inputs), len(targets), len(weights)),
+        "shapes": placeholder,
+    }
