@@ -63,3 +63,35 @@ class OneBadBatch(keras.utils.PyDataset):
             x[0, 0] = np.nan
             self.served_bad = True
         return x, self.y[rows]
+
+
+class CorruptedBatches(keras.utils.PyDataset):
+    """Batches of (x, y) in order; the batches served at the given serve counts get a NaN.
+
+    ``corrupt`` maps the running count of batches served (0-based, across epochs) to
+    ``"x"`` or ``"y"``: that batch's first row gets a NaN there, that one time only.
+    """
+
+    def __init__(self, x, y, *, batch_size: int, corrupt: dict[int, str]) -> None:
+        super().__init__()
+        self.x, self.y, self.batch_size, self.corrupt = x, y, batch_size, dict(corrupt)
+        self.served = 0
+
+    def __len__(self) -> int:
+        return len(self.x) // self.batch_size
+
+    def __getitem__(self, index: int):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        x, y = self.x[rows].copy(), self.y[rows].copy()
+        where = self.corrupt.pop(self.served, None)
+        self.served += 1
+        if where == "x":
+            x[0, 0] = np.nan
+        elif where == "y":
+            y[0] = np.nan
+        return x, y
+
+
+def clean_loss(model, x, y) -> float:
+    """The model's loss on the clean data set (what a user compares runs by)."""
+    return float(model.evaluate(x, y, batch_size=len(x), verbose=0))

@@ -18,6 +18,10 @@ from stablefit.guard.curvature import Curvature
 
 #: A gradient norm this many times its running median is an explosion.
 EXPLODING_FACTOR = 100.0
+#: Values above this square to more than float32 holds (3.4e38).
+FLOAT32_SQUARE_LIMIT = 1.8e19
+#: Inputs above this make gradients (products of inputs and residuals) overflow float32.
+LARGE_INPUT = 1e18
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class Replay:
         The loss function's name.
     offending_predictions : tuple of float
         Predictions of the rows whose loss term is non-finite (a few).
+    largest_target, largest_input : float or None
+        The largest magnitude among the batch's targets, and among its inputs.
     gradient_norm : float or None
         The global gradient norm of the batch at the weights before the step.
     """
@@ -69,6 +75,8 @@ class Replay:
     loss_name: str | None = None
     loss_value: float | None = None
     offending_predictions: tuple[float, ...] = ()
+    largest_target: float | None = None
+    largest_input: float | None = None
     gradient_norm: float | None = None
 
 
@@ -128,7 +136,17 @@ def classify(replay: Replay, context: Context) -> Verdict:
     if replay.overflow is not None:
         return _precision(replay.overflow)
     if replay.predictions_finite and not replay.loss_finite:
+        if (replay.largest_target or 0.0) > FLOAT32_SQUARE_LIMIT:
+            return _loss_overflow(replay)
         return _loss_function(replay)
+    norm = replay.gradient_norm
+    if (
+        norm is not None
+        and not math.isfinite(norm)
+        and replay.loss_finite
+        and (replay.largest_input or 0.0) > LARGE_INPUT
+    ):
+        return _gradient_overflow(replay)
     exploding = _explosion_ratio(replay, context)
     suspect_rate = context.trigger == "loss_spike" or context.growth is not None
     if suspect_rate or exploding is None:
@@ -185,6 +203,32 @@ def _precision(overflow: LayerOverflow) -> Verdict:
             "largest": overflow.largest,
             "limit": overflow.limit,
         },
+    )
+
+
+def _loss_overflow(replay: Replay) -> Verdict:
+    largest = replay.largest_target or math.inf
+    return Verdict(
+        cause="precision",
+        finding=(
+            f"the targets reach {format_number(largest)}: the loss's squares and sums of them "
+            "exceed float32's largest value 3.4e38"
+        ),
+        fix="scale the targets down (standardize y, and scale the predictions back)",
+        evidence={"largest": largest, "limit": 3.4028235e38, "dtype": "float32"},
+    )
+
+
+def _gradient_overflow(replay: Replay) -> Verdict:
+    largest = replay.largest_input or math.inf
+    return Verdict(
+        cause="precision",
+        finding=(
+            f"the inputs reach {format_number(largest)}: the loss is finite but its gradient "
+            "exceeds float32's largest value 3.4e38"
+        ),
+        fix="scale the inputs down (standardize them, e.g. a keras.layers.Normalization layer)",
+        evidence={"largest": largest, "limit": 3.4028235e38, "dtype": "float32"},
     )
 
 

@@ -73,8 +73,16 @@ def replay_batch(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Repl
         loss_name=_loss_name(model),
         loss_value=loss,
         offending_predictions=offending,
+        largest_target=_largest(y),
+        largest_input=_largest(x),
         gradient_norm=gradient_norm(model, x, y, sample_weight),
     )
+
+
+def _largest(values: Any) -> float | None:
+    arrays = [np.abs(np.asarray(v, dtype=np.float64)) for v in keras.tree.flatten(values)]
+    arrays = [a for a in arrays if a.size]
+    return max(float(a.max()) for a in arrays) if arrays else None
 
 
 # -- forward, layer by layer ----------------------------------------------------------------
@@ -326,7 +334,7 @@ def _preconditioner(optimizer: Any, variables: Sequence[Any]) -> np.ndarray | No
     velocities = getattr(optimizer, "_velocities", None)
     if not velocities or len(velocities) != len(variables):
         return None
-    steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    steps = int(optimizer.iterations.numpy())
     if steps == 0:
         return None
     second = _flatten([v.numpy() for v in velocities])

@@ -79,10 +79,8 @@ class GuardCounters(keras.metrics.Metric):
         raise NotImplementedError("updated by the guarded train step only")
 
     def result(self) -> dict[str, Any]:
-        return {
-            "skipped_steps": ops.convert_to_tensor(self.skipped_steps),
-            "bad_rows": ops.convert_to_tensor(self.bad_rows),
-        }
+        # A tensor, not the variable: logs are turned into Python numbers.
+        return {"skipped_steps": self.skipped_steps + 0, "bad_rows": self.bad_rows + 0}
 
     def reset_state(self) -> None:
         self.skipped_steps.assign(0)
