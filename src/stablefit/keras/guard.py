@@ -246,6 +246,7 @@ class NanGuard(keras.callbacks.Callback):
             self._core.keep(self._epoch, batch, self._copy_state())
 
     def _handle(self, report: StepReport) -> None:
+        self._sync()
         if not report.row_ok.all():
             self._data_event(report)
         if report.step_ok:

@@ -1,0 +1,86 @@
+"""NanGuard on Keras's JAX backend, in a subprocess (the backend is chosen at import)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("jax")
+pytestmark = [pytest.mark.keras, pytest.mark.slow]
+
+PROGRAM = r"""
+import json, sys, warnings
+import numpy as np
+from keras_cases import (CorruptedBatches, all_finite, clean_loss, keras, linear_model,
+                         seed_example_1, well_conditioned)
+from stablefit.keras import NanGuard, NonFiniteTrainingError
+
+warnings.simplefilter("ignore")
+assert keras.backend.backend() == "jax"
+out = {}
+
+# A NaN once in x: the row is left out, the run matches the clean one.
+x, y = well_conditioned(rows=512)
+clean = linear_model(3, keras.optimizers.SGD(0.1))
+clean.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
+history = model.fit(CorruptedBatches(x, y, batch_size=16, corrupt={5: "x"}), epochs=3,
+                    verbose=0, callbacks=[guard])
+out["nan_once"] = {"causes": [e.cause for e in guard.events], "finite": all_finite(model),
+                   "ratio": clean_loss(model, x, y) / clean_loss(clean, x, y),
+                   "bad_rows": history.history["bad_rows"], "loss": history.history["loss"]}
+
+# A non-finite step (targets of 1e30 overflow the squared error) changes nothing.
+x, y = well_conditioned(rows=128)
+y[70] = 1e30
+model = linear_model(3, keras.optimizers.Adam(0.01))
+model.fit(x[:64], y[:64], batch_size=32, epochs=1, shuffle=False, verbose=0)
+before = [np.array(v.numpy()) for v in [*model.weights, *model.optimizer.variables]]
+guard = NanGuard(on_failure="warn")
+history = model.fit(x[64:96], y[64:96], batch_size=32, epochs=1, verbose=0, callbacks=[guard])
+after = [np.array(v.numpy()) for v in [*model.weights, *model.optimizer.variables]]
+out["skip"] = {"unchanged": all(np.array_equal(a, b) for a, b in zip(before, after)),
+               "skipped": history.history["skipped_steps"], "loss": history.history["loss"],
+               "causes": [e.cause for e in guard.events]}
+
+# The seed's Example 1 with SGD: stopped at the first event, with the bound.
+x, y = seed_example_1()
+model, guard = linear_model(2, keras.optimizers.SGD(0.01)), NanGuard(data=(x, y))
+try:
+    model.fit(x, y, epochs=30, verbose=0, callbacks=[guard])
+    message = ""
+except NonFiniteTrainingError as error:
+    message = str(error)
+out["example_1"] = {"events": [(e.cause, e.action) for e in guard.events],
+                    "bound": guard.events[-1].evidence.get("stable_learning_rate"),
+                    "message": message, "finite": all_finite(model)}
+print(json.dumps(out))
+"""
+
+
+def test_the_guard_works_on_the_jax_backend() -> None:
+    here = Path(__file__).parent
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(here)}
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    nan_once = out["nan_once"]
+    assert nan_once["causes"] == ["data"] and nan_once["finite"]
+    assert nan_once["bad_rows"][0] == 1 and all(v == v for v in nan_once["loss"])
+    assert nan_once["ratio"] <= 1.5
+    skip = out["skip"]
+    assert skip["unchanged"] and skip["skipped"] == [1] and skip["causes"] == ["precision"]
+    assert all(v == v for v in skip["loss"])
+    example = out["example_1"]
+    assert example["events"] == [["learning_rate", "stopped"]]
+    assert abs(example["bound"] / 2.14e-13 - 1) < 5e-3
+    assert "2.14e-13" in example["message"] and "SF201" in example["message"]
+    assert example["finite"]
