@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
 from stablefit.diagnose.findings import Diagnosis, format_number
-from stablefit.errors import StablefitInputError
+from stablefit.errors import StablefitInputError, StablefitWarning
 from stablefit.report.files import write_text_atomic
 from stablefit.report.html.charts import ensure_matplotlib
 from stablefit.report.training import TrainingRecord
@@ -116,14 +117,17 @@ def run_train(args: argparse.Namespace) -> int:
     with progress as advance:
         callbacks = [advance] if guard is None else [guard, advance]
         try:
-            model.fit(
-                X.astype("float32"),
-                y.astype("float32"),
-                epochs=settings["epochs"],
-                batch_size=settings["batch_size"],
-                verbose=0,
-                callbacks=callbacks,
-            )
+            with warnings.catch_warnings():
+                # The guard's events are printed below, with the comparison.
+                warnings.simplefilter("ignore", StablefitWarning)
+                model.fit(
+                    X.astype("float32"),
+                    y.astype("float32"),
+                    epochs=settings["epochs"],
+                    batch_size=settings["batch_size"],
+                    verbose=0,
+                    callbacks=callbacks,
+                )
         except NonFiniteTrainingError as error:
             stopped_by_guard = str(error)
 
@@ -350,8 +354,8 @@ def _print_guard(console: Console, guard: Any, stopped: str | None) -> None:
         console.print(stopped)
         return
     if not guard.events:
-        console.print("NanGuard: no non-finite loss or weight during training")
+        console.print("NanGuard: no non-finite loss or weight during training, no loss spike")
         return
-    console.print(f"NanGuard caught {len(guard.events)} non-finite value(s) and recovered:")
+    console.print(f"NanGuard: {len(guard.events)} event(s), training went on:")
     for event in guard.events:
         console.print(f"  - {event.describe()}")

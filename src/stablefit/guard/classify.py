@@ -91,7 +91,7 @@ class Context:
     learning_rate : float or None
         The learning rate the failing step used.
     optimizer : str
-        The optimizer's name in lower case (``"sgd"``, ``"adam"``, ...).
+        The optimizer's name as the user knows it (``"SGD"``, ``"Adam"``, ...).
     growth : float or None
         The loss's growth factor per step before the event (see
         :meth:`~stablefit.guard.history.LossHistory.growth`).

@@ -338,7 +338,7 @@ class NanGuard(keras.callbacks.Callback):
         context = Context(
             trigger=trigger,
             learning_rate=rate,
-            optimizer=str(forecast_settings(self._step.updating)["optimizer"]).lower(),
+            optimizer=type(self._step.updating).__name__,
             growth=self._core.history.growth(report.loss),
             gradient_norm_median=self._step.median_gradient_norm(),
             curvature=curvature,
