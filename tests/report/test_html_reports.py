@@ -159,11 +159,12 @@ def test_train_report_marks_the_guards_events(data_csv, tmp_path, browser):
     opened.assert_clean(own_url=report.resolve().as_uri())
     assert_charts_drawn(opened, {"train-loss"})
     events = opened.count("#events tbody tr")
-    assert events >= 2
+    assert events >= 1  # the guard stops at its first learning-rate event: no rate trains it
     assert opened.count('[id^="train-loss-mark-"]') == events
-    assert opened.count('[id^="train-loss-curve-"]:not([id$="-nonfinite"])') >= 2
-    text = opened.text()
-    assert "The guard stopped training" in text and "learning rate 0.5 -> 0.05" in text
+    assert opened.count('[id^="train-loss-curve-"]:not([id$="-nonfinite"])') >= 1
+    text = " ".join(opened.text().split())
+    assert "The guard stopped training" in text and "cause learning rate" in text
+    assert "stable only for learning rates below" in text
     assert_hostile_name_is_text(opened, in_charts=False)  # named in the guard's message
     screenshot(opened, tmp_path, "train")
 

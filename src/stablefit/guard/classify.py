@@ -60,8 +60,8 @@ class Replay:
         The loss function's name.
     offending_predictions : tuple of float
         Predictions of the rows whose loss term is non-finite (a few).
-    largest_target, largest_input : float or None
-        The largest magnitude among the batch's targets, and among its inputs.
+    largest_target, largest_input, largest_prediction : float or None
+        The largest magnitude among the batch's targets, its inputs and the predictions.
     gradient_norm : float or None
         The global gradient norm of the batch at the weights before the step.
     """
@@ -77,6 +77,7 @@ class Replay:
     offending_predictions: tuple[float, ...] = ()
     largest_target: float | None = None
     largest_input: float | None = None
+    largest_prediction: float | None = None
     gradient_norm: float | None = None
 
 
@@ -138,7 +139,9 @@ def classify(replay: Replay, context: Context) -> Verdict:
     if replay.predictions_finite and not replay.loss_finite:
         if (replay.largest_target or 0.0) > FLOAT32_SQUARE_LIMIT:
             return _loss_overflow(replay)
-        return _loss_function(replay)
+        if (replay.largest_prediction or 0.0) <= FLOAT32_SQUARE_LIMIT:
+            return _loss_function(replay)
+        # Predictions this large mean the weights diverged: the loss only reports it.
     norm = replay.gradient_norm
     if (
         norm is not None

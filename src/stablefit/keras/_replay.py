@@ -75,6 +75,7 @@ def replay_batch(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Repl
         offending_predictions=offending,
         largest_target=_largest(y),
         largest_input=_largest(x),
+        largest_prediction=_largest(predictions),
         gradient_norm=gradient_norm(model, x, y, sample_weight),
     )
 

@@ -86,8 +86,9 @@ class GuardCounters(keras.metrics.Metric):
         self.skipped_steps.assign(0)
         self.bad_rows.assign(0)
 
-    def median_gradient_norm(self) -> float | None:
-        if int(self.finite_steps.numpy()) == 0:
+    def median_gradient_norm(self, *, after: int = 1) -> float | None:
+        """The running median gradient norm, once ``after`` finite steps have made it."""
+        if int(self.finite_steps.numpy()) < max(after, 1):
             return None
         return math.exp(float(self.log_norm_median.numpy()))
 
@@ -278,7 +279,8 @@ class StepGuard:
     # -- host controls -----------------------------------------------------------------
 
     def median_gradient_norm(self) -> float | None:
-        return self.counters.median_gradient_norm()
+        """The running median gradient norm, None during the warm-up."""
+        return self.counters.median_gradient_norm(after=self.warmup)
 
     def learning_rate_scale(self) -> float:
         return float(self.counters.learning_rate_scale.numpy())
