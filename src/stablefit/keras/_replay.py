@@ -218,8 +218,14 @@ def _gradients(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> list[n
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss = _tf_loss(model, x, y, sample_weight)
+            loss = _loss(model, x, y, sample_weight)
         grads = tape.gradient(loss, [v.value for v in variables])
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        values = [v.value for v in variables]
+        grads = torch.autograd.grad(_loss(model, x, y, sample_weight), values, allow_unused=True)
+        grads = [None if g is None else g.detach() for g in grads]
     else:
         import jax
 
@@ -231,7 +237,7 @@ def _gradients(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> list[n
     ]
 
 
-def _tf_loss(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Any:
+def _loss(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Any:
     predictions = model(x, training=False)
     return model.compute_loss(x=x, y=y, y_pred=predictions, sample_weight=sample_weight)
 
@@ -264,7 +270,7 @@ def hessian_vector_product(
             tangents = [tf.constant(p) for p in _unflatten(vector, variables)]
             with tf.GradientTape() as outer:
                 with tf.GradientTape() as inner:
-                    loss = _tf_loss(model, x, y, sample_weight)
+                    loss = _loss(model, x, y, sample_weight)
                 grads = inner.gradient(loss, values)
                 dot = tf.add_n(
                     [
@@ -282,6 +288,29 @@ def hessian_vector_product(
             )
 
         return size, hvp
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        parameters = [v.value for v in variables]
+
+        def torch_hvp(vector: np.ndarray) -> np.ndarray:
+            tangents = [
+                torch.as_tensor(p, dtype=w.dtype)
+                for p, w in zip(_unflatten(vector, variables), parameters, strict=True)
+            ]
+            loss = _loss(model, x, y, sample_weight)
+            grads = torch.autograd.grad(loss, parameters, create_graph=True, allow_unused=True)
+            dot = sum((g * t).sum() for g, t in zip(grads, tangents, strict=True) if g is not None)
+            products = torch.autograd.grad(dot, parameters, allow_unused=True)
+            return _flatten(
+                [
+                    np.zeros(v.shape) if p is None else p.detach()
+                    for p, v in zip(products, variables, strict=True)
+                ]
+            )
+
+        return size, torch_hvp
 
     import jax
 

@@ -203,9 +203,10 @@ class StepGuard:
         self.explosion_factor = explosion_factor
         self.warmup = warmup
         self.backend = keras.backend.backend()
-        if self.backend not in ("tensorflow", "jax"):
+        if self.backend not in ("tensorflow", "jax", "torch"):
             raise NotImplementedError(
-                f"NanGuard runs on Keras's TensorFlow and JAX backends; this is {self.backend!r}"
+                "NanGuard runs on Keras's TensorFlow, JAX and PyTorch backends; this is "
+                f"{self.backend!r}"
             )
         self.counters = GuardCounters()
         self._stash: dict[str, Any] = {}
@@ -232,20 +233,22 @@ class StepGuard:
             return original_update(grads, variables, rate)
 
         self.updating._backend_update_step = update_step
-        if self.backend == "tensorflow":
+        if self.backend in ("tensorflow", "torch"):
             original_apply = optimizer.apply
             original_scale_loss = optimizer.scale_loss
+            graph = self.backend == "tensorflow"
+            guarded_apply = self._tf_apply if graph else self._eager_apply
 
             def scale_loss(loss: Any) -> Any:
                 self._stash["loss"] = loss
                 return original_scale_loss(loss)
 
             def apply(grads: Any, trainable_variables: Any = None) -> None:
-                self._tf_apply(original_apply, list(grads), trainable_variables)
+                guarded_apply(original_apply, list(grads), trainable_variables)
 
             optimizer.scale_loss = scale_loss
             optimizer.apply = apply
-            model.train_step = self._tf_train_step
+            model.train_step = self._tf_train_step if graph else self._eager_train_step
         else:
             original_stateless_apply = optimizer.stateless_apply
 
@@ -373,6 +376,73 @@ class StepGuard:
             lambda: tf.py_function(send, values, Tout=tf.int32),
             lambda: tf.constant(0, tf.int32),
         )
+
+    # -- PyTorch (eager: the decisions are plain Python on the step's own values) -------
+
+    def _eager_apply(self, original: Callable[..., Any], grads: list[Any], variables: Any) -> None:
+        loss = self._stash.get("loss")
+        counters = self.counters
+        capture = bool(counters.capture.numpy() > 0)
+        norm_squared = gradient_norm_squared(grads)
+        if self.scaled_loss:
+            ok = (loss is None or bool(ops.isfinite(loss))) and not capture
+            if ok:
+                original(grads, variables)
+            self._stash.update(ok=ok, norm_squared=norm_squared)
+            return
+        finite_ok, log_norm = step_is_ok(
+            loss,
+            norm_squared,
+            (counters.finite_steps.value, counters.log_norm_median.value),
+            self._explosion_factor(),
+            self.warmup,
+        )
+        median_ok = bool(finite_ok)
+        ok = median_ok and not capture
+        if ok:
+            original(grads, variables)
+        if median_ok:
+            counters.log_norm_median.assign(
+                updated_median(
+                    True, log_norm, counters.finite_steps.value, counters.log_norm_median.value
+                )
+            )
+            counters.finite_steps.assign_add(1)
+        self._stash.update(ok=ok, norm_squared=norm_squared)
+
+    def _eager_train_step(self, data: Any) -> Any:
+        model = self.model
+        (x, y, weight), row_ok, bad = mask_bad_rows(data)
+        counter_variables = self.counters.variables
+        guarded = [v for v in model.metrics_variables if not any(v is c for c in counter_variables)]
+        guarded += [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+        before = [ops.copy(v.value) for v in guarded]
+        self._stash.clear()
+        logs = type(model).train_step(model, (x, y, weight))
+        ok = bool(self._stash.get("ok", True))
+        if not ok:
+            for variable, value in zip(guarded, before, strict=True):
+                variable.assign(value)
+        bad_rows = int(ops.convert_to_numpy(bad))
+        counters = self.counters
+        counters.skipped_steps.assign_add(0 if ok else 1)
+        counters.bad_rows.assign_add(bad_rows)
+        counters.capture.assign(0)
+        if not ok or bad_rows:
+            flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
+            loss = self._stash.get("loss")
+            norm_squared = self._stash.get("norm_squared")
+            values = [
+                *flat["tensors"],
+                np.ones(len(ops.convert_to_numpy(flat["tensors"][0])), bool)
+                if row_ok is None
+                else row_ok,
+                ok,
+                np.nan if loss is None else loss,
+                np.nan if norm_squared is None else norm_squared,
+            ]
+            self._receive(flat, [np.asarray(ops.convert_to_numpy(v)) for v in values])
+        return {**logs, **model.get_metrics_result()}
 
     # -- JAX ---------------------------------------------------------------------------
 
