@@ -157,6 +157,13 @@ def test_doctor_finds_what_it_finds_on_one_machine(client, table):
     assert "partition 0 row 10" in missing.message + str(missing.evidence)
 
 
+def test_doctor_starts_its_own_cluster_with_workers(parquet_parts, table, capsys):
+    assert main(["doctor", parquet_parts, "--target", "y", "--workers", "1", "--json", "-"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    local = stablefit.diagnose(table, target="y")
+    assert [f["code"] for f in printed["findings"]] == [f.code for f in local.findings]
+
+
 @pytest.fixture
 def csv_parts(table, tmp_path):
     for i, start in enumerate(range(0, N_ROWS, 2000)):
