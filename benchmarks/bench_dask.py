@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_fit import integer_design, lre
 
 METHODS = ("stablefit 1 process", "stablefit workers", "dask lstsq", "dask-ml")
 
@@ -60,14 +61,7 @@ def write_table(
     per_file = rows // files
     for index in range(files):
         half = per_file // 2
-        if condition == "well":
-            X = rng.integers(-(2**20), 2**20, size=(half, cols)).astype(float)
-        else:
-            base = rng.integers(-(2**30), 2**30, size=(half, cols // 2)).astype(float)
-            step = rng.integers(-1, 2, size=(half, cols - cols // 2)).astype(float)
-            X = np.empty((half, cols))
-            X[:, 0::2] = base
-            X[:, 1::2] = base[:, : cols - cols // 2] + step
+        X = integer_design(rng, half, cols, condition)
         signal = X @ coef + intercept
         noise = rng.integers(-(2**20), 2**20, size=half).astype(float)
         X = np.repeat(X, 2, axis=0)
@@ -76,13 +70,6 @@ def write_table(
         table = pa.table({**{f"x{j}": X[:, j] for j in range(cols)}, "y": y})
         pq.write_table(table, folder / f"part-{index:04d}.parquet", row_group_size=1 << 16)
     return np.concatenate([[intercept], coef])
-
-
-def lre(estimate: np.ndarray, exact: np.ndarray) -> float:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        errors = np.abs(np.asarray(estimate) - exact) / np.abs(exact)
-    digits = -np.log10(np.maximum(errors, 1e-17))
-    return float(np.min(np.minimum(np.nan_to_num(digits, nan=0.0), 16.0)))
 
 
 def peak_rss_mb() -> float:

@@ -22,22 +22,27 @@ from collections.abc import Callable
 import numpy as np
 
 
+def integer_design(rng: np.random.Generator, rows: int, cols: int, condition: str) -> np.ndarray:
+    """Integer features, well conditioned or (``"ill"``) with a condition number ~1e10."""
+    if condition == "well":
+        return rng.integers(-(2**20), 2**20, size=(rows, cols)).astype(float)
+    # Neighbouring columns differ by -1, 0 or 1 on a scale of 2^30: near collinear,
+    # condition number ~1e10 after centering and equilibration.
+    base = rng.integers(-(2**30), 2**30, size=(rows, cols // 2)).astype(float)
+    noise = rng.integers(-1, 2, size=(rows, cols - cols // 2)).astype(float)
+    X = np.empty((rows, cols))
+    X[:, 0::2] = base
+    X[:, 1::2] = base[:, : cols - cols // 2] + noise
+    return X
+
+
 def exact_problem(
     rows: int, cols: int, *, condition: str, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(X, y, [b0, coef...]) with the exact least-squares solution known."""
     rng = np.random.default_rng(seed)
     half = rows // 2
-    if condition == "well":
-        X = rng.integers(-(2**20), 2**20, size=(half, cols)).astype(float)
-    else:
-        # Neighbouring columns differ by -1, 0 or 1 on a scale of 2^30: near collinear,
-        # condition number ~1e10 after centering and equilibration.
-        base = rng.integers(-(2**30), 2**30, size=(half, cols // 2)).astype(float)
-        noise = rng.integers(-1, 2, size=(half, cols - cols // 2)).astype(float)
-        X = np.empty((half, cols))
-        X[:, 0::2] = base
-        X[:, 1::2] = base[:, : cols - cols // 2] + noise
+    X = integer_design(rng, half, cols, condition)
     coef = rng.integers(-100, 101, size=cols).astype(float)
     intercept = float(rng.integers(-1000, 1001))
     signal = X @ coef + intercept
