@@ -92,9 +92,13 @@ def parquet_parts(table, tmp_path_factory):
 def test_files_read_on_the_workers(client, parquet_parts, one_machine, capsys):
     assert_same_fit(stablefit.fit(parquet_parts, target="y", engine=client), one_machine)
     address = client.scheduler.address
-    code = main(["fit", parquet_parts, "--target", "y", "--scheduler", address, "--json", "-"])
+    code = main(
+        ["fit", parquet_parts, "--target", "y", "--scheduler", address, "--json", "-", "--progress"]
+    )
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
+    assert "pass 1" in err and "6/6 partitions" in err
     coef = [printed["features"][name]["coef"] for name in ("a", "b", "c")]
     np.testing.assert_allclose(coef, one_machine.coef, rtol=1e-13)
 
