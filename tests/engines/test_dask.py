@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import dask.array as da
@@ -161,11 +163,61 @@ def test_doctor_finds_what_it_finds_on_one_machine(client, table):
     assert "partition 0 row 10" in missing.message + str(missing.evidence)
 
 
-def test_doctor_starts_its_own_cluster_with_workers(parquet_parts, table, capsys):
-    assert main(["doctor", parquet_parts, "--target", "y", "--workers", "1", "--json", "-"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+def command(*args: object) -> subprocess.CompletedProcess:
+    """``stablefit ARGS...`` as a command of its own."""
+    argv = [sys.executable, "-m", "stablefit.cli.main", *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def test_doctor_starts_its_own_cluster_with_workers(parquet_parts, table):
+    # A command of its own: no client of this process's to fall back on.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stablefit.cli.main",
+            "doctor",
+            parquet_parts,
+            "--target",
+            "y",
+            "--workers",
+            "1",
+            "--json",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
     local = stablefit.diagnose(table, target="y")
     assert [f["code"] for f in printed["findings"]] == [f.code for f in local.findings]
+
+
+def test_a_bad_file_on_its_own_cluster_is_one_line(tmp_path):
+    (tmp_path / "p-1.csv").write_text("a,b,y\n1,2,3\n2,3,4\n3,1,5\n")
+    (tmp_path / "p-2.csv").write_text("a,b,y\n1,2,3\n2,x,4\n3,1,5\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stablefit.cli.main",
+            "fit",
+            str(tmp_path / "p-*.csv"),
+            "--target",
+            "y",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    error = done.stderr.splitlines()[-1]
+    assert error.startswith("stablefit fit: error: ") and "Traceback" not in done.stderr
+    assert "p-2.csv" in error and "'b'" in error and "line 3" in error
 
 
 @pytest.fixture

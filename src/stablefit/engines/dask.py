@@ -142,7 +142,7 @@ class DaskEngine:
             root_future, *leaf_futures = self.client.compute([root, *leaves])
             try:
                 # Each partition's result is let go once counted: the merges hold it.
-                for done in as_completed(leaf_futures):
+                for done in as_completed(leaf_futures, loop=self.client.loop):
                     if done.status == "error":
                         done.result()  # raises the partition's own error
                     if self.progress is not None:
