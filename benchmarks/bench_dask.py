@@ -11,8 +11,10 @@ worker processes with one thread each), the methods interleaved over the rounds:
 - ``dask-ml N workers``: ``dask_ml.linear_model.LinearRegression()`` with its defaults
   (ADMM), when dask-ml is installed (``pip install 'stablefit[bench]'``).
 
-Time is wall-clock from the call to the coefficients (the cluster's start is not counted);
-memory is each process's peak resident set (``ru_maxrss``). Accuracy is the LRE (digits)
+Time is wall-clock from the call to the coefficients (the cluster's start is not counted),
+and the CPU time of the client and the workers over it (on a shared machine the CPU time is
+what the work costs; wall-clock time also counts waiting for the cores); memory is each
+process's peak resident set (``ru_maxrss``). Accuracy is the LRE (digits)
 against the exact least-squares solution, known by construction: integer data whose rows
 come in pairs with opposite integer noise, so the noise is orthogonal to every column
 and the solution is the integer vector the data were made from. ``--condition ill`` makes
@@ -76,6 +78,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process so far: on a shared machine, what the work itself cost."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # -- one measured run, in a process of its own ------------------------------------------------
 
 
@@ -83,10 +91,11 @@ def run(method: str, pattern: str, workers: int, cols: int) -> dict:
     if method == "stablefit 1 process":
         import stablefit
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         params = stablefit.fit(pattern, target="y").params
         return {
             "seconds": time.perf_counter() - start,
+            "cpu_seconds": cpu_seconds() - cpu,
             "params": params.tolist(),
             "peak_mb": [peak_rss_mb()],
             "client_mb": peak_rss_mb(),
@@ -102,7 +111,8 @@ def run(method: str, pattern: str, workers: int, cols: int) -> dict:
         first = str(sorted(Path(pattern).parent.glob("*.parquet"))[0])
         client.run(warm_up, method, first)  # so that the time is the work's
         stream: list[dict] = []
-        start = time.perf_counter()
+        worker_cpu = client.run(cpu_seconds)
+        start, cpu = time.perf_counter(), cpu_seconds()
         if method == "stablefit workers":
             import stablefit
 
@@ -114,9 +124,13 @@ def run(method: str, pattern: str, workers: int, cols: int) -> dict:
         else:
             params = dask_ml_fit(pattern, cols)
         seconds = time.perf_counter() - start
+        client_cpu = cpu_seconds() - cpu
+        used = client.run(cpu_seconds)
         peaks = client.run(peak_rss_mb)
         return {
             "seconds": seconds,
+            # Workers and client; a worker restarted mid-run would be missed (none was).
+            "cpu_seconds": client_cpu + sum(used[w] - worker_cpu[w] for w in used),
             "params": np.asarray(params).tolist(),
             "peak_mb": sorted(peaks.values()),
             "client_mb": peak_rss_mb(),
@@ -293,7 +307,8 @@ def main() -> None:
                 )
                 runs.append(figures)
                 print(
-                    f"round {round_ + 1} {method:20s} {figures['seconds']:7.1f} s   LRE "
+                    f"round {round_ + 1} {method:20s} {figures['seconds']:7.1f} s "
+                    f"(CPU {figures['cpu_seconds']:6.1f} s)   LRE "
                     f"{figures['lre']:5.1f}   peak MB per process "
                     f"{', '.join(f'{m:.0f}' for m in figures['peak_mb'])}   client "
                     f"{figures['client_mb']:.0f} MB   load {load:.1f}->"
@@ -309,10 +324,11 @@ def main() -> None:
         mine = [r for r in runs if r["method"] == method]
         if mine:
             seconds = float(np.median([r["seconds"] for r in mine]))
+            cpu = float(np.median([r.get("cpu_seconds", np.nan) for r in mine]))
             peak = max(max(r["peak_mb"]) for r in mine)
             print(
-                f"  {method:20s} {seconds:7.1f} s   LRE {min(r['lre'] for r in mine):5.1f}   "
-                f"peak per process {peak:.0f} MB"
+                f"  {method:20s} {seconds:7.1f} s (CPU {cpu:.1f} s)   LRE "
+                f"{min(r['lre'] for r in mine):5.1f}   peak per process {peak:.0f} MB"
             )
     for r in runs:
         for number, p in enumerate(r.get("passes", []), start=1):
