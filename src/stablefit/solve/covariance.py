@@ -48,6 +48,7 @@ from functools import cached_property
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 
 from stablefit.cov_type import normalize_cov_type
 from stablefit.errors import StablefitInputError
@@ -236,14 +237,20 @@ class RowStatistic:
         return statistics
 
     def _row_meat(self, raw: RawBlock, e_hi: np.ndarray, e_lo: np.ndarray) -> RowMeat:
-        block = self.design.scaled(raw.Z_hi, raw.Z_lo, raw.y)
-        U = scipy.linalg.solve_triangular(self.R, block.hi.T, trans="T", check_finite=False).T
-        leverage = np.einsum("ij,ij->i", U, U)
-        if raw.weights is not None:
-            leverage *= raw.weights
-        complement = 1.0 - leverage
-        if self.cholesky is not None and set(self.row_kinds) - {"HC0"}:
-            complement = self._precise_complement(block.hi, block.lo, raw.weights)
+        if self.precise:
+            block = self.design.scaled(raw.Z_hi, raw.Z_lo, raw.y)
+            U = block.hi.copy()
+        else:
+            U = self.design.scaled_rounded(raw.Z_hi, raw.Z_lo)
+        # U = Ã R⁻¹ in place: Rᵀ Uᵀ = Ãᵀ, Uᵀ a Fortran-ordered view of U (BLAS's trsm).
+        U = scipy.linalg.blas.dtrsm(1.0, self.R, U.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
+        complement = np.ones(U.shape[0])
+        if set(self.row_kinds) - {"HC0"}:
+            if self.cholesky is not None:
+                complement = self._precise_complement(block.hi, block.lo, raw.weights)
+            else:
+                leverage = np.einsum("ij,ij->i", U, U)
+                complement = 1.0 - (leverage if raw.weights is None else leverage * raw.weights)
         with np.errstate(divide="ignore"):
             factors = {
                 "HC0": None,
