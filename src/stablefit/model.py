@@ -133,9 +133,13 @@ class LinearModel:
             cov_type=cov_type,
         )
 
+    def to_json(self) -> str:
+        """The model as a JSON document (what :meth:`save` writes)."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model as JSON, atomically."""
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearModel:

@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stablefit.cli.engine import add_engine_arguments, run_for
+from stablefit.cli.outputs import add_input_argument, add_output_argument
 from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.common import DTYPES
@@ -54,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "non-finite loss or an error-level hazard is predicted, 0 otherwise, 2 for "
         "unusable input.",
     )
-    doctor.add_argument(
+    add_input_argument(
+        doctor,
         "data",
         metavar="DATA",
         help="CSV or Parquet file, or a directory or quoted glob of them read as one table",
@@ -102,11 +104,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.add_argument(
         "--no-intercept", dest="intercept", action="store_false", help="a model without bias"
     )
-    doctor.add_argument(
-        "--json", metavar="PATH", help="also write the diagnosis as JSON ('-' for stdout only)"
+    add_output_argument(
+        doctor,
+        "--json",
+        metavar="PATH",
+        help="also write the diagnosis as JSON ('-' for stdout only)",
     )
-    doctor.add_argument(
-        "--html", metavar="PATH", help="also write the report as one self-contained HTML page"
+    add_output_argument(
+        doctor,
+        "--html",
+        metavar="PATH",
+        help="also write the report as one self-contained HTML page",
     )
     add_engine_arguments(doctor)
     doctor.set_defaults(handler=run_doctor)
@@ -140,15 +148,14 @@ def run_doctor(args: argparse.Namespace) -> int:
     with run_for(args) as run:
         source = open_source(args.data, target=args.target, engine=run.engine)
         diagnosis = diagnose_source(run.watch(source), args)
-    if args.json and args.json != "-":  # before the report: an unwritable path fails alone
-        write_text_atomic(Path(args.json), diagnosis.to_json() + "\n")
-    if args.html:
-        write_text_atomic(Path(args.html), diagnosis.to_html())
+    outputs = args.outputs
+    if outputs.given("json"):
+        outputs.write_text("json", diagnosis.to_json() + "\n")
+    if outputs.given("html"):
+        outputs.write_text("html", diagnosis.to_html())
         print(f"stablefit doctor: HTML report written to {args.html}", file=sys.stderr)
-    if args.json == "-":
-        sys.stdout.write(diagnosis.to_json() + "\n")
-        return exit_code(diagnosis)
-    print_diagnosis(diagnosis)
+    if not outputs.uses_stdout:  # last: the reader of a pipe may stop reading early
+        print_diagnosis(diagnosis)
     return exit_code(diagnosis)
 
 

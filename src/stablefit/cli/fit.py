@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from typing import Any, BinaryIO
 
@@ -20,11 +19,11 @@ import pyarrow.csv as pa_csv
 from rich.console import Console
 
 from stablefit.cli.engine import add_engine_arguments, run_for
+from stablefit.cli.outputs import add_input_argument, add_output_argument
 from stablefit.cov_type import COV_TYPES
 from stablefit.errors import StablefitInputError
 from stablefit.io import Schema, Source, open_source
 from stablefit.missing import MISSING_CHOICES
-from stablefit.report.files import open_atomic, write_text_atomic
 from stablefit.report.html.charts import ensure_matplotlib
 
 # Rows without a prediction named in the warning.
@@ -45,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "R², the residual SD, and a certificate of how many digits can be trusted. "
         "Exit code 0 on success, 2 for unusable input.",
     )
-    fit.add_argument("data", metavar="DATA", help=DATA_HELP)
+    add_input_argument(fit, "data", metavar="DATA", help=DATA_HELP)
     fit.add_argument("--target", required=True, metavar="COL", help="the target column")
     fit.add_argument(
         "--missing",
@@ -88,14 +87,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="p-values and intervals from the normal distribution (statsmodels' default "
         "for robust covariances) instead of Student's t",
     )
-    fit.add_argument(
-        "--json", metavar="PATH", help="also write the fit as JSON ('-' for JSON on stdout only)"
+    add_output_argument(
+        fit,
+        "--json",
+        metavar="PATH",
+        help="also write the fit as JSON ('-' for JSON on stdout only)",
     )
-    fit.add_argument(
-        "--save", metavar="MODEL.json", help="save the model for 'stablefit predict' (JSON)"
+    add_output_argument(
+        fit,
+        "--save",
+        metavar="MODEL.json",
+        help="save the model for 'stablefit predict' (JSON; '-' for stdout only)",
     )
-    fit.add_argument(
-        "--html", metavar="PATH", help="also write the report as one self-contained HTML page"
+    add_output_argument(
+        fit, "--html", metavar="PATH", help="also write the report as one self-contained HTML page"
     )
     add_engine_arguments(fit)
     fit.set_defaults(handler=run_fit)
@@ -110,10 +115,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "With --intervals, also the standard error of each predicted mean and confidence and "
         "prediction intervals from the fit's covariance.",
     )
-    predict.add_argument("model", metavar="MODEL.json", help="a model saved by 'stablefit fit'")
-    predict.add_argument("data", metavar="DATA", help=DATA_HELP)
-    predict.add_argument(
-        "-o", "--output", metavar="OUT.csv", help="write here instead of to stdout"
+    add_input_argument(
+        predict, "model", metavar="MODEL.json", help="a model saved by 'stablefit fit'"
+    )
+    add_input_argument(predict, "data", metavar="DATA", help=DATA_HELP)
+    add_output_argument(
+        predict,
+        "-o",
+        "--output",
+        metavar="OUT.csv",
+        default="-",
+        help="write here instead of to stdout ('-': stdout)",
     )
     predict.add_argument(
         "--intervals",
@@ -162,20 +174,19 @@ def run_fit(args: argparse.Namespace) -> int:
             cov_type=default_cov_type(args.cov_type, clusters),
             use_t=args.use_t,
         )
-    payload = {**result.to_dict(), "data": str(args.data), **dropped_columns(source.schema)}
-    if args.json == "-":
-        sys.stdout.write(to_json(payload))
-    else:
-        print_result(result, source.schema)
-    if args.json and args.json != "-":
-        write_text_atomic(args.json, to_json(payload))
-    if args.save:
-        result.to_model().save(args.save)
-    if args.html:
+    outputs = args.outputs
+    if outputs.given("json"):
+        payload = {**result.to_dict(), "data": str(args.data), **dropped_columns(source.schema)}
+        outputs.write_text("json", to_json(payload))
+    if outputs.given("save"):
+        outputs.write_text("save", result.to_model().to_json())
+    if outputs.given("html"):
         from stablefit.report.html.fit import fit_page
 
-        write_text_atomic(args.html, fit_page(result, origin=str(args.data)))
+        outputs.write_text("html", fit_page(result, origin=str(args.data)))
         print(f"stablefit fit: HTML report written to {args.html}", file=sys.stderr)
+    if not outputs.uses_stdout:  # last: the reader of a pipe may stop reading early
+        print_result(result, source.schema)
     return 0
 
 
@@ -239,16 +250,8 @@ def run_predict(args: argparse.Namespace) -> int:
             f"{args.model}: the model holds no covariance for intervals; save it again with "
             "'stablefit fit DATA --target COL --save MODEL.json'"
         )
-    if args.output:
-        with open_atomic(args.output) as stream:
-            n_missing, first_rows = write_predictions(model, source, stream, alpha)
-    else:
-        try:
-            n_missing, first_rows = write_predictions(model, source, sys.stdout.buffer, alpha)
-        except BrokenPipeError:
-            # The reader of the pipe (``head``, say) stopped early: its choice, not an error.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+    with args.outputs.open("output") as stream:
+        n_missing, first_rows = write_predictions(model, source, stream, alpha)
     if n_missing:
         rows = source.schema.format_rows(first_rows, total=n_missing)
         print(

@@ -21,6 +21,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
+from stablefit.cli.outputs import add_input_argument
 from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "units beside the exact least-squares fit. Exit code: 0 when training ends finite, "
         "1 when it does not, 2 for unusable input.",
     )
-    train.add_argument("data", metavar="DATA", help="CSV or Parquet file")
+    add_input_argument(train, "data", metavar="DATA", help="CSV or Parquet file")
     train.add_argument("--target", metavar="COL", required=True, help="the target column")
     train.add_argument(
         "--optimizer",
