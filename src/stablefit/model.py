@@ -6,7 +6,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,6 +18,8 @@ if TYPE_CHECKING:
 
 FORMAT = "stablefit.linear-model"
 VERSION = 1
+# A model takes a few bytes per feature: a file beyond this is not one.
+MAX_MODEL_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,12 @@ class LinearModel:
         if not isinstance(coefficients, dict) or not coefficients:
             raise StablefitInputError("the model has no 'coefficients' object")
         values = [*coefficients.values(), document.get("intercept")]
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        numbers = [_finite_number(v) for v in values]
+        if None in numbers:
+            bad = values[numbers.index(None)]
+            shown = repr(bad) if len(repr(bad)) <= 40 else repr(bad)[:37] + "..."
             raise StablefitInputError(
-                "the model's coefficients and intercept must be finite numbers"
+                f"the model's coefficients and intercept must be finite numbers, not {shown}"
             )
         names = tuple(str(name) for name in coefficients)
         basis, cov_type = None, "nonrobust"
@@ -127,8 +131,8 @@ class LinearModel:
         return cls(
             feature_names=names,
             target_name=str(document.get("target", "y")),
-            coef=np.array([float(v) for v in coefficients.values()]),
-            intercept=float(document["intercept"]),
+            coef=np.array(numbers[:-1], dtype=np.float64),
+            intercept=float(numbers[-1]),  # type: ignore[arg-type]
             prediction_basis=basis,
             cov_type=cov_type,
         )
@@ -143,10 +147,44 @@ class LinearModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LinearModel:
+        """Read a model saved by :meth:`save`; anything else is an input error naming it."""
         try:
-            document = json.loads(Path(path).read_text(encoding="utf-8"))
+            with open(path, "rb") as file:
+                data = file.read(MAX_MODEL_BYTES + 1)
         except FileNotFoundError:
             raise StablefitInputError(f"{path}: model file not found") from None
+        except OSError as error:
+            raise StablefitInputError(
+                f"{path}: cannot read the model file ({error.strerror}); save one with "
+                "'stablefit fit DATA --target COL --save MODEL.json'."
+            ) from None
+        if len(data) > MAX_MODEL_BYTES:
+            raise StablefitInputError(
+                f"{path}: larger than {MAX_MODEL_BYTES >> 20} MiB, so not a model saved by "
+                "stablefit (those take a few bytes per feature)"
+            )
+        try:
+            document = json.loads(data.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise StablefitInputError(f"{path}: not a JSON model file ({error})") from None
-        return cls.from_dict(document)
+        except RecursionError:
+            raise StablefitInputError(
+                f"{path}: not a model saved by stablefit (its JSON is nested too deeply)"
+            ) from None
+        except ValueError as error:  # Python's limit on the digits of an integer
+            raise StablefitInputError(f"{path}: not a model saved by stablefit ({error})") from None
+        try:
+            return cls.from_dict(document)
+        except StablefitInputError as error:
+            raise StablefitInputError(f"{path}: {error}") from None
+
+
+def _finite_number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (booleans, text and overflowing integers too)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

@@ -230,13 +230,7 @@ def load_model(path: str) -> Any:
     """The model saved by ``stablefit fit --save`` (format errors are input errors)."""
     from stablefit.model import LinearModel
 
-    try:
-        return LinearModel.load(path)
-    except OSError as error:
-        raise StablefitInputError(
-            f"{path}: cannot read the model file ({error.strerror}); save one with "
-            "'stablefit fit DATA --target COL --save MODEL.json'."
-        ) from None
+    return LinearModel.load(path)
 
 
 def run_predict(args: argparse.Namespace) -> int:

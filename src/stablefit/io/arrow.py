@@ -82,8 +82,9 @@ def first_unparsable(
 def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) -> str:
     """What a non-numeric column holds, for messages: ``"text such as 'abc' (line 3)"``."""
     arrow_type = column.type
-    if pa.types.is_dictionary(arrow_type):
+    if pa.types.is_dictionary(arrow_type):  # a pandas category column, say
         arrow_type = arrow_type.value_type
+        column = column.cast(arrow_type)
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         import pyarrow.compute as pc  # only to describe text: reading numbers needs none of it
 

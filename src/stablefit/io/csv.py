@@ -7,27 +7,25 @@ numbers with the compiled parser of :mod:`stablefit.io.csv_numbers` (four times 
 per core), any other chunk with :func:`pyarrow.csv.read_csv`, every numeric column
 straight into float64. At most ``workers + 1`` chunks are in flight, so memory does not
 grow with the file, and the chunks are handed on in file order so row numbers stay exact.
-An uncompressed file is memory-mapped: its chunks are views of the page cache rather than
-copies, and the pages of a chunk are handed back once it is parsed, so the resident memory
-does not grow with the file either. (As with any memory map, a file truncated by another
-program while it is read ends the process with SIGBUS.) A compressed file is read as a
-stream.
+Every file is read as a stream into the chunks' buffers (a memory map would end the
+process with SIGBUS if another program truncated the file while it is read); a file that
+changes while it is read (its size, inode or modification time) is an error naming it,
+as is a compressed file that is cut short or not compressed at all.
 
 Blank lines are kept as rows of missing values rather than skipped: that keeps every
 row's file line number right, and a blank line shows up as missing values at its line
-instead of vanishing silently. Quoted values must not contain line breaks: the file is
-cut into chunks at line breaks.
+instead of vanishing silently. Quoted values must not contain line breaks (the file is
+cut into chunks at line breaks): such a value is an error naming its line. The file must be
+UTF-8 (ASCII is); other bytes in its header or its values are an error naming the line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -58,22 +56,20 @@ MAX_LINE_BYTES = 64 << 20
 MAX_WORKERS = 4
 # The header is line 1, so data row i (0-based) is on line i + 2.
 FIRST_DATA_LINE = 2
-
-
-def _keep() -> None:
-    """Nothing to hand back: the chunk's buffer is freed with it."""
+NEWLINE_BYTE = ord("\n")
+QUOTE_BYTE = ord('"')
+QUOTED_LINE_BREAK = (
+    "line {line} starts a quoted value that runs over a line break; stablefit reads one "
+    "row per line: remove the line breaks inside values (or the stray quote)."
+)
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """A run of whole lines of the file; the first chunk starts with the header line.
-
-    ``release`` is called once the chunk is parsed.
-    """
+    """A run of whole lines of the file; the first chunk starts with the header line."""
 
     data: pa.Buffer
     has_header: bool
-    release: Callable[[], None] = _keep
 
 
 class ChunkParseError(Exception):
@@ -90,6 +86,8 @@ def read_error(path: Path, message: str) -> StablefitInputError:
 
 
 def ragged_row_error(path: Path, line: int, row: pa_csv.InvalidRow) -> StablefitInputError:
+    if row.text.count('"') % 2:
+        return read_error(path, QUOTED_LINE_BREAK.format(line=line))
     text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
     return read_error(
         path,
@@ -106,14 +104,6 @@ def long_line_message(size: int) -> str:
     )
 
 
-def _hand_back(mapped: mmap.mmap, start: int, stop: int) -> None:
-    """Drop the pages of ``mapped[start:stop]`` from this process's memory; they stay in
-    the page cache, and a chunk that still reads one of them maps it again."""
-    if hasattr(mmap, "MADV_DONTNEED"):
-        first = start - start % mmap.PAGESIZE
-        mapped.madvise(mmap.MADV_DONTNEED, first, stop - first)
-
-
 def read_into(stream: pa.NativeFile, view: memoryview) -> int:
     """Fill ``view`` from ``stream``; fewer bytes only at the end of the stream."""
     filled = 0
@@ -126,42 +116,151 @@ def read_into(stream: pa.NativeFile, view: memoryview) -> int:
 
 
 def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
-    """The header and the first rows, with the column types pyarrow infers from them."""
-    invalid: list[pa_csv.InvalidRow] = []
+    """The header and the first rows, with the column types pyarrow infers from them.
+
+    The block grows (up to :data:`MAX_LINE_BYTES`) until it holds the first lines whole.
+    """
+    start = read_start(path, SNIFF_BYTES)
+    problem = text_problem(start, complete=len(start) < SNIFF_BYTES)
+    if problem is not None and (problem[0] == 0 or "NUL" in problem[1]):
+        raise read_error(path, BadLine(*problem).describe(1))  # names must be text
+    block_size = SNIFF_BYTES
+    while True:
+        invalid: list[pa_csv.InvalidRow] = []
+        try:
+            reader = pa_csv.open_csv(
+                str(path),
+                read_options=pa_csv.ReadOptions(block_size=block_size, use_threads=False),
+                parse_options=parse_options(delimiter, None if problem else invalid),
+            )
+            with reader:
+                return reader.read_next_batch()
+        except StopIteration:
+            raise read_error(
+                path, "the file has a header line but no data rows; nothing to read."
+            ) from None
+        except pa.ArrowInvalid as error:
+            if "straddl" in str(error) and block_size < MAX_LINE_BYTES:
+                block_size *= 4
+                continue
+            if invalid:
+                raise ragged_row_error(path, invalid[0].number, invalid[0]) from None
+            if problem is not None:  # the line that is not text is the likely culprit
+                raise read_error(path, BadLine(*problem).describe(1)) from None
+            if "Empty CSV file" in str(error):
+                raise read_error(path, "the file holds no header line and no rows.") from None
+            if "straddl" in str(error):
+                raise read_error(path, long_line_message(MAX_LINE_BYTES)) from None
+            raise read_error(path, f"cannot read the file as CSV: {error}") from None
+        except (OSError, pa.ArrowException) as error:
+            raise unreadable(path, error) from None
+
+
+def read_start(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of the file's text (decompressed for ``.gz``)."""
     try:
-        reader = pa_csv.open_csv(
-            str(path),
-            read_options=pa_csv.ReadOptions(block_size=SNIFF_BYTES, use_threads=False),
-            parse_options=parse_options(delimiter, invalid),
+        with pa.input_stream(str(path)) as stream:
+            return stream.read(size)
+    except (OSError, pa.ArrowException) as error:
+        raise unreadable(path, error) from None
+
+
+def unreadable(path: Path, error: BaseException) -> StablefitInputError:
+    """A file the system or the decompressor refuses, with the fix."""
+    text = str(error)
+    if path.name.lower().endswith(".gz") and any(
+        clue in text.lower() for clue in ("compressed", "inflate", "gzip", "zlib")
+    ):
+        return read_error(
+            path,
+            f"not a complete gzip file ({text}); the file is cut short or not compressed: "
+            "compress it again, or drop the .gz from its name if it is plain text.",
         )
-        with reader:
-            return reader.read_next_batch()
-    except StopIteration:
-        raise read_error(
-            path, "the file has a header line but no data rows; nothing to read."
-        ) from None
-    except pa.ArrowInvalid as error:
-        if invalid:
-            raise ragged_row_error(path, invalid[0].number, invalid[0]) from None
-        if "Empty CSV file" in str(error):
-            raise read_error(path, "the file holds no header line and no rows.") from None
-        raise read_error(path, f"cannot read the file as CSV: {error}") from None
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+    return read_error(path, f"cannot read the file ({text}); check that it exists and is readable.")
 
 
 def read_sample(path: Path, delimiter: str) -> pa.RecordBatch:
     """The header and the first block of a file that is not empty."""
-    if path.stat().st_size == 0:
+    if file_state(path)[2] == 0:
         raise read_error(path, "the file is empty (0 bytes); expected a header line and rows.")
     return read_first_block(path, delimiter)
 
 
-def parse_options(delimiter: str, invalid: list[pa_csv.InvalidRow]) -> pa_csv.ParseOptions:
+def file_state(path: Path) -> tuple[int, ...]:
+    """What changes when another program writes the file: inode, size, modification time."""
+    try:
+        status = path.stat()
+    except OSError as error:
+        raise unreadable(path, error) from None
+    return (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+def changed_error(path: Path) -> StablefitInputError:
+    return read_error(
+        path,
+        "the file changed while it was being read (another program is writing it); run "
+        "the command again once it is complete.",
+    )
+
+
+def text_problem(data: bytes, *, complete: bool) -> tuple[int, str] | None:
+    """The first line (0-based) of ``data`` that is not UTF-8 text, and what is wrong."""
+    if b"\x00" in data:
+        position = data.index(b"\x00")
+        return data.count(b"\n", 0, position), (
+            "line {line} holds a NUL byte: this is not a text file, or it is UTF-16. Save "
+            "the data as a UTF-8 CSV file."
+        )
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        cut = error.reason == "unexpected end of data" and error.end == len(data)
+        if cut and not complete:
+            return None  # a character cut by the end of the block: the next block has the rest
+        return data.count(b"\n", 0, error.start), (
+            f"line {{line}} holds the byte 0x{data[error.start]:02x}, which is not UTF-8 "
+            "text; save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE > NEW.csv)."
+        )
+    return None
+
+
+def first_unbalanced_quote(text: np.ndarray) -> int:
+    """The first line (0-based) with an odd number of double quotes: where a quoted value
+    runs over a line break."""
+    breaks = np.flatnonzero(text == NEWLINE_BYTE)
+    quotes = np.flatnonzero(text == QUOTE_BYTE)
+    per_line = np.bincount(np.searchsorted(breaks, quotes), minlength=breaks.size + 1)
+    odd = np.flatnonzero(per_line % 2)
+    return int(odd[0]) if odd.size else 0
+
+
+class BadLine(Exception):
+    """A line of a chunk that cannot be read (raised in a worker): its 0-based position in
+    the chunk, and the message with a ``{line}`` placeholder for its file line."""
+
+    def __init__(self, line_in_chunk: int, message: str) -> None:
+        super().__init__(message)
+        self.line_in_chunk = line_in_chunk
+        self.message = message
+
+    def describe(self, first_line: int) -> str:
+        return self.message.format(line=first_line + self.line_in_chunk)
+
+
+def parse_options(delimiter: str, invalid: list[pa_csv.InvalidRow] | None) -> pa_csv.ParseOptions:
+    """pyarrow's options; ragged rows are kept in ``invalid`` unless it is None (for text
+    that is not UTF-8, which pyarrow cannot hand to a Python handler)."""
+
     def keep_first(row: pa_csv.InvalidRow) -> str:
-        invalid.append(row)
+        invalid.append(row)  # type: ignore[union-attr]
         return "error"
 
     return pa_csv.ParseOptions(
-        delimiter=delimiter, ignore_empty_lines=False, invalid_row_handler=keep_first
+        delimiter=delimiter,
+        ignore_empty_lines=False,
+        invalid_row_handler=None if invalid is None else keep_first,
     )
 
 
@@ -199,6 +298,8 @@ class CsvSource:
     workers: int = 2
     # Where each field of a line goes, for the compiled parser; None when it cannot serve.
     destinations: np.ndarray | None = None
+    # The file as it was opened: every pass checks that it is still the same.
+    state: tuple[int, ...] | None = None
 
     @classmethod
     def open(
@@ -213,6 +314,7 @@ class CsvSource:
         """Choose the columns and their types from the header and the first block
         (``sample``, from :func:`read_sample`: read here unless given)."""
         sample = read_sample(path, delimiter) if sample is None else sample
+        state = file_state(path)
         selection = select_arrow_columns(
             sample.schema,
             sample,
@@ -243,6 +345,7 @@ class CsvSource:
             destinations=plain_number_destinations(sample.schema.names, selection, column_types)
             if separates_plain_numbers(delimiter)
             else None,
+            state=state,
         )
 
     # -- one pass -------------------------------------------------------------------------
@@ -267,39 +370,17 @@ class CsvSource:
                     future.cancel()
 
     def _all_chunks(self) -> Iterator[Chunk]:
-        """The file's chunks: views of a memory map when the file can be mapped, else read."""
-        mapped = None
-        if not self.path.name.lower().endswith(".gz"):
-            with open(self.path, "rb") as file, contextlib.suppress(OSError, ValueError):
-                mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        if mapped is not None:
-            yield from self._mapped_chunks(mapped)
-            return
-        with pa.input_stream(str(self.path)) as stream:
-            yield from self._chunks(stream)
-
-    def _mapped_chunks(self, mapped: mmap.mmap) -> Iterator[Chunk]:
-        """Whole lines of the mapped file, about ``chunk_bytes`` at a time, without a copy.
-
-        The map is unmapped when the last view of it is gone.
-        """
-        if hasattr(mmap, "MADV_SEQUENTIAL"):
-            mapped.madvise(mmap.MADV_SEQUENTIAL)
-        view = memoryview(mapped)
-        size = len(mapped)
-        start = 0
-        while start < size:
-            cut = size
-            if start + self.chunk_bytes < size:
-                cut = mapped.rfind(b"\n", start, start + self.chunk_bytes) + 1
-                if cut == 0:  # a line longer than a chunk
-                    cut = mapped.find(b"\n", start, start + MAX_LINE_BYTES) + 1
-                    if cut == 0 and start + MAX_LINE_BYTES < size:
-                        raise read_error(self.path, long_line_message(MAX_LINE_BYTES))
-                    cut = cut or size
-            data = pa.py_buffer(view[start:cut])
-            yield Chunk(data, start == 0, partial(_hand_back, mapped, start, cut))
-            start = cut
+        """The file's chunks, read into their own buffers; an error if the file changes."""
+        before = file_state(self.path)
+        if self.state is not None and before != self.state:
+            raise changed_error(self.path)
+        try:
+            with pa.input_stream(str(self.path)) as stream:
+                yield from self._chunks(stream)
+        except (OSError, pa.ArrowException) as error:
+            raise unreadable(self.path, error) from None
+        if file_state(self.path) != before:
+            raise changed_error(self.path)
 
     def _chunks(self, stream: pa.NativeFile) -> Iterator[Chunk]:
         """Whole lines, about ``chunk_bytes`` at a time, each in its own buffer.
@@ -327,20 +408,34 @@ class CsvSource:
             rest = bytes(memoryview(buffer)[cut:])
             first = False
 
-    def _read_options(self, chunk: Chunk, column_types: dict[str, pa.DataType]) -> dict:
-        return {
-            "read_options": pa_csv.ReadOptions(
-                column_names=list(self.file_names),
-                skip_rows=1 if chunk.has_header else 0,
-                use_threads=False,
-                block_size=PARSE_BLOCK_BYTES,
-            ),
-            "convert_options": pa_csv.ConvertOptions(
-                column_types=column_types,
-                include_columns=list(column_types),
-                strings_can_be_null=True,
-            ),
-        }
+    def _read_table(
+        self,
+        chunk: Chunk,
+        column_types: dict[str, pa.DataType],
+        invalid: list[pa_csv.InvalidRow] | None = None,
+    ) -> pa.Table:
+        """The chunk as an Arrow table; a line longer than a parser block gets one block."""
+        for block_size in (PARSE_BLOCK_BYTES, chunk.data.size + 1):
+            try:
+                return pa_csv.read_csv(
+                    chunk.data,
+                    parse_options=parse_options(self.delimiter, invalid),
+                    read_options=pa_csv.ReadOptions(
+                        column_names=list(self.file_names),
+                        skip_rows=1 if chunk.has_header else 0,
+                        use_threads=False,
+                        block_size=block_size,
+                    ),
+                    convert_options=pa_csv.ConvertOptions(
+                        column_types=column_types,
+                        include_columns=list(column_types),
+                        strings_can_be_null=True,
+                    ),
+                )
+            except pa.ArrowInvalid as error:
+                if "straddl" not in str(error) or block_size > chunk.data.size:
+                    raise
+        raise AssertionError("unreachable: the last block holds the whole chunk")
 
     def _parse(self, chunk: Chunk) -> Batch:
         """A chunk's rows as float64 (in a worker thread; ``first_row`` is set later)."""
@@ -359,22 +454,32 @@ class CsvSource:
                 # The lines the compiled parser left, read by pyarrow on their own; if they
                 # do not read as one row each, the whole chunk is read again, so that an
                 # error names its line.
-                with contextlib.suppress(ChunkParseError):
+                with contextlib.suppress(ChunkParseError, BadLine):
                     odd = self._parse_with_arrow(Chunk(pa.py_buffer(parsed.odd_lines), False))
                     if odd.n_rows == parsed.odd_rows.size:
                         return parsed.completed(odd)
         return self._parse_with_arrow(chunk)
 
     def _parse_with_arrow(self, chunk: Chunk) -> Batch:
+        """A chunk read by pyarrow (in a worker thread; ``first_row`` is set later)."""
+        text = np.frombuffer(chunk.data, dtype=np.uint8)
+        problem = None
+        if text.size and (text.max() >= 0x80 or text.min() == 0):
+            problem = text_problem(chunk.data.to_pybytes(), complete=True)
+            if problem is not None and "NUL" in problem[1]:
+                raise BadLine(*problem)
         invalid: list[pa_csv.InvalidRow] = []
         try:
-            table = pa_csv.read_csv(
-                chunk.data,
-                parse_options=parse_options(self.delimiter, invalid),
-                **self._read_options(chunk, self.column_types),
-            )
+            table = self._read_table(chunk, self.column_types, None if problem else invalid)
         except pa.ArrowInvalid as error:
+            if problem is not None:  # the line that is not text is the likely culprit
+                raise BadLine(*problem) from None
             raise ChunkParseError(error, invalid[0] if invalid else None) from None
+        lines = int(np.count_nonzero(text == NEWLINE_BYTE))
+        if text.size and text[-1] != NEWLINE_BYTE:
+            lines += 1  # the last line of the file, without a line break
+        if table.num_rows < lines - chunk.has_header:
+            raise BadLine(first_unbalanced_quote(text), QUOTED_LINE_BREAK)
         target_name = self.schema.target_name
         return batch_from_arrow(
             [table.column(name) for name in self.schema.feature_names],
@@ -385,9 +490,10 @@ class CsvSource:
     def _result(self, chunk: Chunk, future: Future[Batch], rows_before: int) -> Batch:
         """The chunk's rows, or an error naming the file line at fault."""
         try:
-            block = future.result()
-            chunk.release()
-            return block
+            return future.result()
+        except BadLine as failure:
+            first_line = 1 if chunk.has_header else rows_before + FIRST_DATA_LINE
+            raise read_error(self.path, failure.describe(first_line)) from None
         except ChunkParseError as failure:
             first_line = 1 if chunk.has_header else rows_before + FIRST_DATA_LINE
             if failure.invalid_row is not None:
@@ -400,11 +506,7 @@ class CsvSource:
     ) -> StablefitInputError:
         """Find the first cell of the chunk that is not a number, by re-reading it as text."""
         as_text = dict.fromkeys(self.column_types, pa.string())
-        table = pa_csv.read_csv(
-            chunk.data,
-            parse_options=pa_csv.ParseOptions(delimiter=self.delimiter, ignore_empty_lines=False),
-            **self._read_options(chunk, as_text),
-        )
+        table = self._read_table(chunk, as_text, [])
         found = []
         for name, arrow_type in self.column_types.items():
             bad = first_unparsable(table.column(name), arrow_type)

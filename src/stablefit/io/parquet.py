@@ -7,6 +7,7 @@ decoded) is in memory at a time.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,17 +29,39 @@ SAMPLE_ROWS = 1000
 def open_parquet(path: Path) -> pq.ParquetFile:
     import pyarrow.parquet as pq  # only for Parquet files: CSV runs start sooner without it
 
-    if path.stat().st_size == 0:
-        raise StablefitInputError(f"{path}: the file is empty (0 bytes); expected Parquet data.")
     try:
+        if path.stat().st_size == 0:
+            raise StablefitInputError(f"{path}: the file is empty (0 bytes); expected Parquet.")
         return pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as error:
-        raise StablefitInputError(f"{path}: not a readable Parquet file ({error}).") from None
+    except (pa.ArrowException, OSError) as error:
+        raise unreadable(path, error) from None
+
+
+def unreadable(path: Path, error: BaseException) -> StablefitInputError:
+    """A Parquet file that cannot be opened or decoded, with the fix."""
+    if isinstance(error, OSError) and error.strerror:
+        return StablefitInputError(
+            f"{path}: cannot read the file ({error.strerror}); check that it exists and is "
+            "readable."
+        )
+    return StablefitInputError(
+        f"{path}: not a readable Parquet file ({error}); the file is damaged or cut short: "
+        "write it again."
+    )
+
+
+@contextmanager
+def decoding(path: Path) -> Iterator[None]:
+    """Errors of pyarrow's decoder (damaged pages, unsupported types) as input errors."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as error:
+        raise unreadable(path, error) from None
 
 
 def read_sample(path: Path) -> pa.RecordBatch:
     """The file's first rows, with its column names and types."""
-    with open_parquet(path) as parquet:
+    with open_parquet(path) as parquet, decoding(path):
         if parquet.metadata.num_rows == 0:
             raise StablefitInputError(f"{path}: the file has columns but no rows.")
         return next(parquet.iter_batches(batch_size=SAMPLE_ROWS))
@@ -77,11 +100,16 @@ class ParquetSource:
         columns = names if target is None else [*names, target]
         rows = 0
         with open_parquet(self.path) as parquet:
-            for record_batch in parquet.iter_batches(batch_size=self.batch_rows, columns=columns):
-                batch = batch_from_arrow(
-                    [record_batch.column(name) for name in names],
-                    None if target is None else record_batch.column(target),
-                    rows,
-                )
+            record_batches = parquet.iter_batches(batch_size=self.batch_rows, columns=columns)
+            while True:
+                with decoding(self.path):
+                    record_batch = next(record_batches, None)
+                    if record_batch is None:
+                        return
+                    batch = batch_from_arrow(
+                        [record_batch.column(name) for name in names],
+                        None if target is None else record_batch.column(target),
+                        rows,
+                    )
                 rows += batch.n_rows
                 yield batch
