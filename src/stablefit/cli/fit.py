@@ -16,7 +16,6 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from rich.console import Console
 
 from stablefit.cli.engine import add_engine_arguments, run_for
 from stablefit.cli.outputs import add_input_argument, add_output_argument
@@ -25,6 +24,8 @@ from stablefit.errors import StablefitInputError
 from stablefit.io import Schema, Source, open_source
 from stablefit.missing import MISSING_CHOICES
 from stablefit.report.html.charts import ensure_matplotlib
+from stablefit.report.plain import visible_lines
+from stablefit.report.terminal import PlainConsole
 
 # Rows without a prediction named in the warning.
 LISTED_ROWS = 20
@@ -196,14 +197,14 @@ def dropped_columns(schema: Schema) -> dict[str, dict[str, str]]:
 
 def print_result(result: Any, schema: Schema) -> None:
     """The fit's table: rich on a terminal, plain fixed-width text otherwise."""
-    console = Console(highlight=False)
+    console = PlainConsole()
     if console.is_terminal:
         from stablefit.report.fit import print_fit
 
-        console.print(f"[bold]{schema.origin}[/]")
+        console.print(schema.origin, style="bold")
         print_fit(result, console)
         return
-    print(f"{schema.origin}\n{result.summary()}")
+    print(visible_lines(f"{schema.origin}\n{result.summary()}"))
 
 
 def to_json(payload: dict) -> str:

@@ -18,17 +18,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from rich.console import Console
 from rich.table import Table
 
-from stablefit.cli.outputs import add_input_argument
+from stablefit.cli.outputs import add_input_argument, add_output_argument
 from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
 from stablefit.diagnose.findings import Diagnosis, format_number
 from stablefit.errors import StablefitInputError, StablefitWarning
-from stablefit.report.files import write_text_atomic
 from stablefit.report.html.charts import ensure_matplotlib
+from stablefit.report.terminal import PlainConsole
 from stablefit.report.training import TrainingRecord
 
 DEFAULT_OPTIMIZER = "adam"
@@ -73,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out text columns instead of stopping with an error",
     )
-    train.add_argument(
+    add_output_argument(
+        train,
         "--html",
         metavar="PATH",
         help="also write the report (loss curve, the guard's events, the forecast beside "
@@ -87,8 +87,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.html:
         ensure_matplotlib()
     X, y, names = _read(args.data, args.target, drop_non_numeric=args.drop_non_numeric)
-    # Markup off: paths, column names and notes may hold brackets.
-    console = Console(highlight=False, markup=False)
+    # Paths, column names and notes may hold brackets or control characters.
+    console = PlainConsole()
     diagnosis, settings = _settings(args, X, y, names, console)
     with quiet_tensorflow():
         try:
@@ -159,7 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
             final_loss=final_loss,
             optimal_loss=mse(X, y, exact.coef, exact.intercept),
         )
-        write_text_atomic(args.html, record.to_html())
+        args.outputs.write_text("html", record.to_html())
         console.print(f"HTML report written to {args.html}")
     return 0 if finite and stopped_by_guard is None else 1
 
@@ -204,7 +204,7 @@ def _settings(
     X: np.ndarray,
     y: np.ndarray,
     names: tuple[str, ...],
-    console: Console,
+    console: PlainConsole,
 ) -> tuple[Diagnosis, dict[str, Any]]:
     """The forecast, and the configuration to train: as given, or doctor's recommendation
     with --auto."""
@@ -270,7 +270,7 @@ def _outcome(forecast: Any) -> str:
 class _EpochProgress:
     """A rich progress bar advanced by a Keras callback at each epoch's end."""
 
-    def __init__(self, console: Console, epochs: int) -> None:
+    def __init__(self, console: PlainConsole, epochs: int) -> None:
         # Only this command shows progress: the others do not load it.
         from rich.progress import (
             BarColumn,
@@ -312,7 +312,7 @@ class _EpochProgress:
 
 
 def _print_comparison(
-    console: Console,
+    console: PlainConsole,
     X: np.ndarray,
     y: np.ndarray,
     names: tuple[str, ...],
@@ -347,7 +347,7 @@ def _print_comparison(
     return exact
 
 
-def _print_guard(console: Console, guard: Any, stopped: str | None) -> None:
+def _print_guard(console: PlainConsole, guard: Any, stopped: str | None) -> None:
     if guard is None:
         console.print("NanGuard: off (--no-guard)")
         return

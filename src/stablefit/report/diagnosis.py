@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from typing import IO, Any
 
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.padding import Padding
 from rich.text import Text
 
@@ -18,6 +18,8 @@ from stablefit.diagnose import COMPARISON_OPTIMIZER
 from stablefit.diagnose.checks.forecast import describe_forecast
 from stablefit.diagnose.findings import Diagnosis, Finding, format_number
 from stablefit.diagnose.frameworks import KERAS, LABELS
+from stablefit.report.plain import visible, visible_lines
+from stablefit.report.terminal import PlainConsole, plain_text
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 OUTCOME_STYLE = {"diverges": "bold red", "stalls": "yellow", "converges": "green"}
@@ -38,10 +40,10 @@ def _header(diagnosis: Diagnosis) -> Text:
     if len(facts.feature_names) > 8:
         names += f", … ({len(facts.feature_names)} in all)"
     text = Text()
-    text.append(f"{facts.origin}: ", style="bold")
+    text.append(visible(f"{facts.origin}: "), style="bold")
     text.append(f"{facts.n_rows} rows ({facts.n_complete} complete), ")
-    text.append(f"{len(facts.feature_names)} features ({names})")
-    text.append(f", target {facts.target_name}" if facts.target_name else ", no target")
+    text.append(visible(f"{len(facts.feature_names)} features ({names})"))
+    text.append(visible(f", target {facts.target_name}" if facts.target_name else ", no target"))
     return text
 
 
@@ -57,7 +59,7 @@ def forecast_sentence(forecast: Any, settings: dict[str, Any]) -> str:
 def _forecast_line(forecast: Any, settings: dict[str, Any]) -> Text:
     line = Text()
     line.append(f"{OUTCOME_MARK[forecast.outcome]} ", style=OUTCOME_STYLE[forecast.outcome])
-    line.append(forecast_sentence(forecast, settings))
+    line.append(visible(forecast_sentence(forecast, settings)))
     return line
 
 
@@ -90,7 +92,7 @@ def _what_will_happen(diagnosis: Diagnosis) -> list[RenderableType]:
         ),
     ]
     if training.approximation:
-        lines.append(_indent(Text(training.approximation, style="dim"), 2))
+        lines.append(_indent(plain_text(training.approximation, style="dim"), 2))
     for other in diagnosis.other_forecasts:
         line = Text()
         line.append("beside it: ", style="dim")
@@ -104,11 +106,11 @@ def _finding(finding: Finding) -> RenderableType:
     title = Text()
     title.append(f"{finding.code} ", style="bold")
     title.append(f"{finding.severity:<7} ", style=SEVERITY_STYLE[finding.severity])
-    title.append(finding.title, style="bold")
-    body = Text(finding.message)
+    title.append(visible(finding.title), style="bold")
+    body = plain_text(finding.message)
     fix = Text()
     fix.append("Fix: ", style="bold green")
-    fix.append(finding.fix)
+    fix.append(visible(finding.fix))
     return Group(title, _indent(Group(body, fix), 4))
 
 
@@ -145,10 +147,10 @@ def _fix(diagnosis: Diagnosis, highlight: bool) -> list[RenderableType]:
         from rich.syntax import Syntax  # pygments: its Python lexer takes a while to build
 
         block: RenderableType = Syntax(
-            code, "python", theme="ansi_dark", background_color="default"
+            visible_lines(code), "python", theme="ansi_dark", background_color="default"
         )
     else:  # as Syntax lays it out without colour
-        block = Text(code.expandtabs(4), no_wrap=True)
+        block = Text(visible_lines(code).expandtabs(4), no_wrap=True)
     return [_heading("Fix (paste this)"), Padding(block, (0, 2), expand=False)]
 
 
@@ -164,7 +166,7 @@ def renderables(diagnosis: Diagnosis, *, highlight: bool = True) -> Group:
 
 def print_diagnosis(diagnosis: Diagnosis, file: IO[str] | None = None) -> None:
     """Print the report: coloured on a terminal, plain text otherwise."""
-    console = Console(file=file, highlight=False)
+    console = PlainConsole(file=file)
     if console.is_terminal:
         console.print(renderables(diagnosis))
     else:
@@ -174,9 +176,7 @@ def print_diagnosis(diagnosis: Diagnosis, file: IO[str] | None = None) -> None:
 def render_text(diagnosis: Diagnosis, *, width: int = 100) -> str:
     """The report as plain text (no colour, lines wrapped at ``width``)."""
     buffer = io.StringIO()
-    console = Console(
-        file=buffer, width=width, color_system=None, force_terminal=False, highlight=False
-    )
+    console = PlainConsole(file=buffer, width=width, color_system=None, force_terminal=False)
     console.print(renderables(diagnosis, highlight=False))
     return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
 

@@ -70,14 +70,16 @@ def render_fit_text(result: FitResult) -> str:
 
 
 def print_fit(result: FitResult, console: Console) -> None:
-    """The fit as a rich table on a console."""
+    """The fit as a rich table on a console (a :class:`~stablefit.report.terminal.PlainConsole`:
+    names are text, never markup)."""
     from rich.table import Table
 
     for fact in _header_facts(result):
-        console.print(fact, highlight=False)
+        console.print(fact)
     table = Table(show_edge=False, header_style="bold")
     for column in _headings(result):
-        table.add_column(column, justify="left" if not column else "right")
+        # Digits wrap instead of being cut to "…" on a narrow terminal.
+        table.add_column(column, justify="left" if not column else "right", overflow="fold")
     for name, coef, se, t, p, low, high in result.table():
         table.add_row(
             name,
@@ -90,7 +92,7 @@ def print_fit(result: FitResult, console: Console) -> None:
         )
     console.print(table)
     for note in result.notes:
-        console.print(note, style="yellow", highlight=False)
+        console.print(note, style="yellow")
 
 
 class FitSummary:

@@ -31,3 +31,8 @@ def visible(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def visible_lines(text: str) -> str:
+    """:func:`visible` for each line of a multi-line text (its line breaks kept)."""
+    return "\n".join(visible(line) for line in text.split("\n"))
