@@ -5,8 +5,9 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
+from stablefit.diagnose import diagnose
+
 if TYPE_CHECKING:
-    from stablefit.diagnose import diagnose
     from stablefit.estimator import StableLinearRegression
     from stablefit.pipeline import fit, fit_polynomial
     from stablefit.solve.result import FitResult
@@ -23,10 +24,8 @@ __all__ = [
 ]
 
 # Imported when first asked for: `stablefit doctor` needs neither the fit (SciPy's solvers
-# and special functions) nor scikit-learn, an optional extra; and the command's entry
-# point, importing this package first, handles Ctrl-C from its first milliseconds on.
+# and special functions) nor scikit-learn, an optional extra.
 _LAZY = {
-    "diagnose": "stablefit.diagnose",
     "fit": "stablefit.pipeline",
     "fit_polynomial": "stablefit.pipeline",
     "FitResult": "stablefit.solve.result",

@@ -448,9 +448,10 @@ def _solve(
     notes = list(notes or [])
     offset = int(design.intercept)
     dependent = [k for k in dependent_columns(R, tolerance=COLLINEAR_SINE) if k >= offset]
+    kept = np.ones(R.shape[1], dtype=bool)
+    kept[dependent] = False
     dropped = tuple(
-        DroppedFeature(names[k - offset], _relation(R, design, names, k, dependent))
-        for k in dependent
+        DroppedFeature(names[k - offset], _relation(R, design, names, k, kept)) for k in dependent
     )
     keep_features = [j for j in range(len(names)) if j + offset not in dependent]
     for feature in dropped:
@@ -662,11 +663,11 @@ class KeptColumns:
 
 
 def _relation(
-    R: np.ndarray, design: ScaledDesign, names: Sequence[str], k: int, dependent: list[int]
+    R: np.ndarray, design: ScaledDesign, names: Sequence[str], k: int, kept: np.ndarray
 ) -> str:
     """'x2 = 1e+06·x1 + 0' — the column as a combination of the kept columns before it."""
     offset = int(design.intercept)
-    before = [i for i in range(k) if i not in dependent]
+    before = np.flatnonzero(kept[:k]).tolist()
     if not before:
         return f"{names[k - offset]} is zero"
     Qt_col = scipy.linalg.lstsq(R[:, before], R[:, k], check_finite=False)[0]
