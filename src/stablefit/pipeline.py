@@ -423,6 +423,10 @@ def _total_sum_of_squares(summary: Summary, intercept: bool, *, imputed: bool) -
     return float(m2) if intercept else float(m2 + n * mean**2)
 
 
+# Collinear columns whose relation to the kept ones is worked out and named in a note.
+LISTED_RELATIONS = 10
+
+
 def _solve(
     design: ScaledDesign,
     R: np.ndarray,
@@ -450,14 +454,28 @@ def _solve(
     dependent = [k for k in dependent_columns(R, tolerance=COLLINEAR_SINE) if k >= offset]
     kept = np.ones(R.shape[1], dtype=bool)
     kept[dependent] = False
+    # Each relation is a least-squares solve: the first few say what is going on, and the
+    # time stays proportional to the width when thousands of columns are collinear.
     dropped = tuple(
-        DroppedFeature(names[k - offset], _relation(R, design, names, k, kept)) for k in dependent
+        DroppedFeature(
+            names[k - offset],
+            _relation(R, design, names, k, kept)
+            if i < LISTED_RELATIONS
+            else f"a combination of the columns kept before {names[k - offset]}",
+        )
+        for i, k in enumerate(dependent)
     )
-    keep_features = [j for j in range(len(names)) if j + offset not in dependent]
-    for feature in dropped:
+    keep_features = np.flatnonzero(kept[offset:]).tolist()
+    for feature in dropped[:LISTED_RELATIONS]:
         notes.append(
             f"'{feature.name}' is exactly collinear ({feature.relation}): it was left out "
             "(coefficient 0, no standard error); its effect is carried by the others."
+        )
+    if len(dropped) > LISTED_RELATIONS:
+        notes.append(
+            f"{len(dropped) - LISTED_RELATIONS:,} more columns are exactly collinear with the "
+            f"ones kept and were left out too ({len(keep_features):,} kept, {rows:,} rows): "
+            "the JSON report (--json) names them all under dropped_features."
         )
     if dependent:
         design, R = _restrict(design, R, keep_features)

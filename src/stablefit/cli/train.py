@@ -25,6 +25,7 @@ from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES
 from stablefit.diagnose.findings import Diagnosis, format_number
+from stablefit.diagnose.training import MAX_FORECAST_EPOCHS
 from stablefit.errors import StablefitInputError, StablefitWarning
 from stablefit.report.html.charts import ensure_matplotlib
 from stablefit.report.terminal import PlainConsole
@@ -214,7 +215,7 @@ def _settings(
         optimizer=args.optimizer,
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
-        epochs=args.epochs,
+        epochs=min(args.epochs, MAX_FORECAST_EPOCHS),
         feature_names=names,
     )
     forecast = diagnosis.training

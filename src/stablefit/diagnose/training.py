@@ -60,6 +60,12 @@ MAX_RECOMMENDED_EPOCHS = 1000
 _FLOAT_TYPES = {"float32": np.float32, "float64": np.float64}
 #: Epochs a LossHistory keeps at most: a plot needs no more, whatever ``epochs`` was.
 HISTORY_POINTS = 1000
+#: Most epochs a forecast covers. The cost model: at most ``MAX_STEPS`` optimizer steps
+#: are simulated one by one (O(d²) each); every epoch after them costs a closed-form step
+#: for SGD (about 20 µs) or a copy for the adaptive optimizers, and 8 bytes per run
+#: (seeds × learning rates) in the loss history. At this budget that is about 2 s and
+#: 1 MB per run; twenty million epochs took minutes and gigabytes.
+MAX_FORECAST_EPOCHS = 100_000
 
 
 # -- the public result -----------------------------------------------------------------------
@@ -290,6 +296,12 @@ def _validate(
         raise StablefitInputError(f"batch_size={batch_size} must be >= 1 (e.g. 32)")
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise StablefitInputError(f"epochs={epochs!r} must be a positive integer (e.g. 100)")
+    if epochs > MAX_FORECAST_EPOCHS:
+        raise StablefitInputError(
+            f"epochs={epochs:,} is more than a forecast covers ({MAX_FORECAST_EPOCHS:,}: its "
+            "time and memory grow with the epochs); forecast at most that many, and a run "
+            "that has not converged by then will not with these settings either"
+        )
     if dtype not in _FLOAT_TYPES:
         raise StablefitInputError(
             f"dtype={dtype!r} is not simulated; use one of {', '.join(_FLOAT_TYPES)}"

@@ -8,6 +8,7 @@ from functools import partial, reduce
 
 import numpy as np
 
+from stablefit.errors import StablefitInputError
 from stablefit.io.partitions import over_partitions
 from stablefit.io.schema import ArraySource, Batch, Schema, Source
 from stablefit.parallel import default_workers, ordered_map
@@ -23,6 +24,11 @@ SKETCH_BUDGET = 1 << 23
 PIECE_ROWS = 8192
 # Values of the groups of batches in flight at most (see _groups), 256 MiB of float64.
 GROUP_BUDGET = 4 * SKETCH_BUDGET
+#: Most feature columns a Summary takes. Its co-moments and the solver's factor are
+#: (d+2)×(d+2) matrices, several at once: at 2,000 columns 32 MB each, at 10,000 0.8 GB;
+#: factoring them (the fit's condition number, the doctor's eigenvalues) takes time
+#: growing as d³, about a minute of one core per factorization at 10,000.
+MAX_FEATURES = 2_000
 
 
 def sketch_capacity(p: int) -> int:
@@ -299,6 +305,20 @@ class Summary:
         return G, g, yy
 
 
+def check_width(schema: Schema) -> None:
+    """Refuse, before reading, more feature columns than :data:`MAX_FEATURES`."""
+    d = schema.n_features
+    if d > MAX_FEATURES:
+        gigabytes = 8 * (d + 2) ** 2 / 1e9
+        raise StablefitInputError(
+            f"{schema.origin}: {d:,} feature columns; stablefit takes at most "
+            f"{MAX_FEATURES:,}. It keeps several {d:,}×{d:,} matrices ({gigabytes:.1f} GB "
+            "each) and factors them in time growing as the cube of the width. Select the "
+            "columns you need (columns=[...], or a narrower file), or reduce them first "
+            "(e.g. PCA)."
+        )
+
+
 def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summary:
     """One pass over a source's batches.
 
@@ -313,6 +333,7 @@ def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summa
         Also gather what diagnostics need (quantile sketches, extreme values with rows);
         the solver needs only the moments and co-moments.
     """
+    check_width(source.schema)
     summary = over_partitions(source, partial(_summarize_here, detail=detail), Summary.merge)
     if summary.schema is not source.schema:  # a partition's schema names only itself
         summary = replace(summary, schema=source.schema)
