@@ -39,8 +39,11 @@ HIVE_MISSING = "__HIVE_DEFAULT_PARTITION__"
 
 
 def names_many_files(path: str) -> bool:
-    """Whether ``path`` is a directory or a glob pattern (rather than one file)."""
-    return Path(path).is_dir() or any(c in path for c in GLOB_CHARACTERS)
+    """Whether ``path`` is a directory or a glob pattern (rather than one file: a file
+    named ``data[1].csv`` that exists is that file, not a pattern)."""
+    if Path(path).is_dir():
+        return True
+    return not Path(path).exists() and any(c in path for c in GLOB_CHARACTERS)
 
 
 def natural_key(path: Path) -> list[object]:
@@ -70,7 +73,7 @@ def find_files(pattern: str, kinds: Sequence[str]) -> tuple[list[Path], Path]:
                 f"{pattern}: the directory holds no CSV or Parquet files (looked for "
                 f"{', '.join(kinds)} below it)."
             )
-    elif not any(c in pattern for c in GLOB_CHARACTERS):  # one file, as a table of one
+    elif path.exists() or not any(c in pattern for c in GLOB_CHARACTERS):  # one file
         if not path.is_file():
             raise StablefitInputError(f"{path}: file not found (working directory: {Path.cwd()}).")
         return [path], path.parent
