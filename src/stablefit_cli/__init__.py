@@ -2,46 +2,44 @@
 millisecond on, before the package and its libraries (NumPy, pyarrow, numba) are imported.
 
 It lives outside the ``stablefit`` package because importing that package already imports
-NumPy: an interrupt during those 0.2 s would otherwise end in a traceback.
+NumPy: an interrupt during those 0.2 s would otherwise end in a traceback. An interrupt
+that lands inside an extension module's initialization can surface as an ImportError
+instead of KeyboardInterrupt: the signal handlers remember that a signal came.
 """
 
 import _signal  # the C module: `signal` builds enums first, which takes milliseconds
 import os
 import sys
 
+received: list[int] = []
+# Until run() is inside its try, a signal is only noted (run() then stops at once).
+running: list[bool] = []
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    received.append(signum)
+    if running:
+        raise KeyboardInterrupt
+
 
 def run() -> None:
     """Import and run :func:`stablefit.cli.main.run`; an interrupt meanwhile ends quietly."""
     try:
+        running.append(True)
+        if received:
+            raise KeyboardInterrupt
         from stablefit.cli.main import run as run_command
-    except KeyboardInterrupt:
-        _stop("interrupted", 128 + _signal.SIGINT)
-    except SystemExit:
-        raise
-    except BaseException as error:  # SIGTERM, SIGHUP (see below), or a broken install
-        if getattr(error, "signum", None) is None:
+    except BaseException:
+        if not received:
             raise
-        _stop(f"stopped by signal {error.signum}", 128 + error.signum)
+        name = {_signal.SIGINT: "interrupted"}.get(received[0], f"stopped by signal {received[0]}")
+        try:
+            sys.stderr.write(f"stablefit: {name}; no output file was written.\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(128 + received[0])
     run_command()
 
 
-class _Stopped(BaseException):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stopped(signum: int, frame: object) -> None:
-    raise _Stopped(signum)
-
-
-def _stop(what: str, code: int) -> None:
-    try:
-        sys.stderr.write(f"stablefit: {what}; no output file was written.\n")
-        sys.stderr.flush()
-    finally:
-        os._exit(code)
-
-
-for _signum in (_signal.SIGTERM, _signal.SIGHUP):
-    _signal.signal(_signum, _raise_stopped)
+for _signum in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+    _signal.signal(_signum, _on_signal)

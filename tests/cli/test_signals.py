@@ -9,10 +9,12 @@ import sys
 
 import pytest
 
-# The interpreter's own start-up (site and .pth files) comes before any stablefit code:
-# the child says when it is past it, and the signal is sent that much later.
+# The interpreter's own start-up (site and .pth files) comes before any stablefit code,
+# and then the launcher's import (a millisecond, which arms the handlers): the child says
+# when it is past them, and the signal is sent that much later, while the package and its
+# libraries are imported.
 LAUNCH = (
-    "import os, sys; os.write(1, b'ready\\n'); import stablefit_cli; "
+    "import os, sys, stablefit_cli; os.write(1, b'ready\\n'); "
     "sys.argv = ['stablefit', *sys.argv[1:]]; stablefit_cli.run()"
 )
 

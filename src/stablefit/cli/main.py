@@ -50,8 +50,20 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+# Signals received by this process's handlers. An interrupt that lands inside an extension
+# module's import can surface as an ImportError rather than KeyboardInterrupt: with a
+# signal recorded, an unexpected error is the interrupt's, not a bug.
+RECEIVED: list[int] = []
+
+
 def _terminate(signum: int, frame: object) -> None:
+    RECEIVED.append(signum)
     raise Terminated(signum)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    RECEIVED.append(signum)
+    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     except Exception as error:  # the promise: a bug is said to be one, without a traceback
         outputs.discard()
+        if RECEIVED:
+            say(command, "interrupted; no output file was written.")
+            return 128 + RECEIVED[0]
         say(command, bug_message(error))
         return EXIT_BUG
 
@@ -216,6 +231,7 @@ def run() -> None:
     """
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
     code = EXIT_INTERRUPTED
     try:
         _limit_blas_threads()
