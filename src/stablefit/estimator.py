@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from stablefit.missing import MISSING_CHOICES
 from stablefit.pipeline import fit
@@ -26,6 +26,8 @@ class StableLinearRegression(RegressorMixin, BaseEstimator):
         Fit a constant term.
     missing : {"error", "drop", "impute"}, default "error"
         Handling of NaN and inf, as in :func:`stablefit.fit`.
+    cov_type : {"nonrobust", "HC0", "HC1", "HC2", "HC3"}, default "nonrobust"
+        The covariance behind ``result_``'s standard errors, as in :func:`stablefit.fit`.
 
     Attributes
     ----------
@@ -48,11 +50,17 @@ class StableLinearRegression(RegressorMixin, BaseEstimator):
     ([2.0, -1.0], 0.5)
     """
 
-    def __init__(self, *, fit_intercept: bool = True, missing: str = "error") -> None:
+    def __init__(
+        self, *, fit_intercept: bool = True, missing: str = "error", cov_type: str = "nonrobust"
+    ) -> None:
         self.fit_intercept = fit_intercept
         self.missing = missing
+        self.cov_type = cov_type
 
-    def fit(self, X: Any, y: Any) -> StableLinearRegression:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> StableLinearRegression:
+        """Fit; ``sample_weight`` gives weighted least squares. As in scikit-learn, a row
+        of weight 0 is left out (``stablefit.fit`` refuses it instead); a negative or
+        infinite weight is an error naming its rows."""
         if self.missing not in MISSING_CHOICES:
             raise ValueError(
                 f"missing={self.missing!r} is not an option; use one of {MISSING_CHOICES}"
@@ -66,11 +74,17 @@ class StableLinearRegression(RegressorMixin, BaseEstimator):
             ensure_all_finite=self.missing == "error",
         )
         names = getattr(self, "feature_names_in_", None)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            weighted = sample_weight != 0
+            X, y, sample_weight = X[weighted], y[weighted], sample_weight[weighted]
         result: FitResult = fit(
             X,
             y,
             intercept=self.fit_intercept,
             missing=self.missing,
+            weights=sample_weight,
+            cov_type=self.cov_type,
             feature_names=None if names is None else [str(n) for n in names],
         )
         self.result_ = result

@@ -162,3 +162,45 @@ def test_prediction_intervals_agree_with_statsmodels(cov_type, weighted):
     size = np.abs(frame.to_numpy()).max(axis=1, keepdims=True)
     assert np.all(np.abs(frame.to_numpy() - reference.to_numpy()) <= RTOL * size)
     np.testing.assert_array_equal(frame["mean"], ours.predict(new + offset))
+
+
+def test_summary_json_and_html_show_the_whole_table():
+    rng, X, y = random_problem(7)
+    keys = rng.integers(0, 12, y.size)
+    result = stablefit.fit(X, y, groups=keys, use_t=False)
+    text = str(result.summary())
+    for fact in (
+        "adj. R²",
+        "Wald F",
+        "log-likelihood",
+        "AIC",
+        "BIC",
+        "covariance: cluster (12 clusters)",
+        "z (normal)",
+        "cond. no.",
+        "P>|z|",
+        "12 clusters of 'groups'",
+    ):
+        assert fact in text, fact
+    html = result.summary().as_html()
+    assert "Wald F" in html and "P&gt;|z|" in html
+    report = result.to_dict()
+    assert report["covariance"]["type"] == "cluster"
+    assert report["covariance"]["n_groups"] == [12] and report["covariance"]["df"] == 11
+    np.testing.assert_array_equal(report["covariance"]["matrix"], result.covariance)
+    for key in ("rsquared_adj", "fvalue", "f_pvalue", "llf", "aic", "bic", "condition_number"):
+        assert report[key] == getattr(result, key)
+
+
+def test_the_estimator_takes_sample_weights_and_a_covariance_type():
+    from stablefit import StableLinearRegression
+
+    rng, X, y = random_problem(8)
+    w = rng.uniform(0.5, 2.0, y.size)
+    w[:3] = 0.0  # scikit-learn's convention: rows left out
+    model = StableLinearRegression(cov_type="HC3").fit(X, y, sample_weight=w)
+    direct = stablefit.fit(X[3:], y[3:], weights=w[3:], cov_type="HC3")
+    np.testing.assert_array_equal(model.coef_, direct.coef)
+    np.testing.assert_array_equal(model.result_.bse, direct.bse)
+    with pytest.raises(stablefit.errors.StablefitInputError, match="must be positive"):
+        StableLinearRegression().fit(X, y, sample_weight=-w)

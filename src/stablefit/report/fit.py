@@ -39,7 +39,7 @@ def _header_facts(result: FitResult) -> list[str]:
         f"log-likelihood = {result.llf:.8g}   AIC = {result.aic:.8g}   BIC = {result.bic:.8g}",
         f"covariance: {result.cov_type}"
         + (f" ({', '.join(map(str, result.n_groups))} clusters)" if result.n_groups else "")
-        + f"   {'t' if result.use_t else 'z'} on {result.df_inference} df"
+        + (f"   t on {result.df_inference} df" if result.use_t else "   z (normal)")
         + f"   cond. no. {result.condition_number:.4g}",
         f"certificate: {cert.digits} trusted digits   condition number {cert.condition_number:.3g} "
         f"(raw {cert.condition_number_raw:.3g})   backward error {cert.backward_error:.2g}   "

@@ -496,9 +496,16 @@ class CovarianceBuilder:
             total_centered += factor * self.bread.sandwich(meat, D)
         notes: tuple[str, ...] = ()
         if len(parts) == 3 and np.linalg.eigvalsh(total_centered)[0] < 0:
+            negative = np.flatnonzero(np.diag(total) < 0)
             notes = (
                 "The two-way clustered covariance V₁ + V₂ - V₁₂ is not positive "
                 "semi-definite here (Cameron, Gelbach and Miller, 2011): some linear "
-                "combinations have a negative variance, and tests of them are meaningless.",
+                "combinations have a negative variance, and tests of them are meaningless"
+                + (
+                    f"; {negative.size} parameter(s) have a negative variance and no "
+                    "standard error (NaN)."
+                    if negative.size
+                    else "."
+                ),
             )
         return Covariance("cluster", total, total_centered, min(counts) - 1, counts, notes, names)
