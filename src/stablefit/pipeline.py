@@ -387,9 +387,19 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
         raise StablefitInputError(f"the target '{names[d]}' has no finite value")
     usable = int(cols.count[d]) if missing == "impute" else summary.n_complete
     if usable < 2:
+        empty = [names[j] for j in range(d) if cols.count[j] == 0]
+        why = (
+            f"; {', '.join(repr(n) for n in empty[:5])} "
+            f"{'has' if len(empty) == 1 else 'have'} no finite value at all, so dropping rows "
+            "with a missing value drops them all: leave "
+            f"{'that column' if len(empty) == 1 else 'those columns'} out"
+            if empty and missing == "drop"
+            else ""
+        )
         raise StablefitInputError(
             f"only {usable} sample{'s' if usable != 1 else ''} (rows with finite values): "
-            "a linear fit needs at least 2, and more rows than coefficients for standard errors"
+            "a linear fit needs at least 2, and more rows than coefficients for standard "
+            f"errors{why}"
         )
 
 

@@ -93,6 +93,11 @@ def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) ->
         if isinstance(text, pa.ChunkedArray):
             text = text.combine_chunks()
         positions = np.flatnonzero(text.to_numpy(zero_copy_only=False))
+        if positions.size == 0:  # every cell a number or a boolean: a mix of the two
+            mixed = _minority_kind(column, pc)
+            if mixed is not None:
+                position, value, kind = mixed
+                return f"{kind} such as {value!r} at {label} {position + offset}"
         found = first_unparsable(column) if positions.size == 0 else None
         if positions.size:
             found = int(positions[0]), str(column[int(positions[0])].as_py())
@@ -105,6 +110,23 @@ def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) ->
     if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
         return f"text that is not UTF-8{example} (save the file as UTF-8)"
     return f"{arrow_type} values{example}"
+
+
+def _minority_kind(column: ArrowColumn, pc: object) -> tuple[int, str, str] | None:
+    """In a column of true/false and numbers, the first cell of the rarer kind."""
+    boolean = pc.match_substring_regex(column, r"^\s*(true|false)\s*$", ignore_case=True)  # type: ignore[attr-defined]
+    flags = pc.fill_null(boolean, False).to_numpy(zero_copy_only=False)  # type: ignore[attr-defined]
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    booleans, numbers = flags & present, ~flags & present
+    if not booleans.any() or not numbers.any():
+        return None
+    rare, kind = (
+        (numbers, "numbers among true/false values")
+        if booleans.sum() >= numbers.sum()
+        else (booleans, "true/false among numbers")
+    )
+    position = int(np.flatnonzero(rare)[0])
+    return position, str(column[position].as_py()), kind
 
 
 def select_arrow_columns(

@@ -22,11 +22,14 @@ UTF-8 (ASCII is); other bytes in its header or its values are an error naming th
 from __future__ import annotations
 
 import contextlib
+import gzip
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +47,8 @@ from stablefit.io.csv_numbers import SKIP, TARGET, parse_plain_numbers
 from stablefit.io.schema import Batch, Schema
 from stablefit.parallel import default_workers
 
+# What reading a file or its decompression can raise: each becomes a message naming it.
+READ_ERRORS = (OSError, EOFError, zlib.error, pa.ArrowException)
 # Bytes of the file's start used to read the header and infer column types.
 SNIFF_BYTES = 1 << 20
 # Block size of pyarrow's parser inside a chunk; larger blocks parse more slowly.
@@ -104,7 +109,7 @@ def long_line_message(size: int) -> str:
     )
 
 
-def read_into(stream: pa.NativeFile, view: memoryview) -> int:
+def read_into(stream: BinaryIO, view: memoryview) -> int:
     """Fill ``view`` from ``stream``; fewer bytes only at the end of the stream."""
     filled = 0
     while filled < len(view):
@@ -159,17 +164,29 @@ def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
 def read_start(path: Path, size: int) -> bytes:
     """The first ``size`` bytes of the file's text (decompressed for ``.gz``)."""
     try:
-        with pa.input_stream(str(path)) as stream:
+        with open_text(path) as stream:
             return stream.read(size)
-    except (OSError, pa.ArrowException) as error:
+    except READ_ERRORS as error:
         raise unreadable(path, error) from None
+
+
+def open_text(path: Path) -> BinaryIO:
+    """The file's bytes as a stream, decompressed for ``.gz``.
+
+    Python's gzip reader checks the end of the stream (its length and CRC): pyarrow's
+    returns the part of a truncated file it could decompress, without an error.
+    """
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb", buffering=0)
 
 
 def unreadable(path: Path, error: BaseException) -> StablefitInputError:
     """A file the system or the decompressor refuses, with the fix."""
     text = str(error)
-    if path.name.lower().endswith(".gz") and any(
-        clue in text.lower() for clue in ("compressed", "inflate", "gzip", "zlib")
+    if path.name.lower().endswith(".gz") and (
+        isinstance(error, EOFError | zlib.error)
+        or any(clue in text.lower() for clue in ("compressed", "inflate", "gzip", "zlib"))
     ):
         return read_error(
             path,
@@ -375,14 +392,14 @@ class CsvSource:
         if self.state is not None and before != self.state:
             raise changed_error(self.path)
         try:
-            with pa.input_stream(str(self.path)) as stream:
+            with open_text(self.path) as stream:
                 yield from self._chunks(stream)
-        except (OSError, pa.ArrowException) as error:
+        except READ_ERRORS as error:
             raise unreadable(self.path, error) from None
         if file_state(self.path) != before:
             raise changed_error(self.path)
 
-    def _chunks(self, stream: pa.NativeFile) -> Iterator[Chunk]:
+    def _chunks(self, stream: BinaryIO) -> Iterator[Chunk]:
         """Whole lines, about ``chunk_bytes`` at a time, each in its own buffer.
 
         Each buffer is filled in place and handed to the parser without a copy; only the
