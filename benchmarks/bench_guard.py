@@ -1,12 +1,14 @@
-"""NanGuard's overhead as a fraction of epoch time, beside TerminateOnNaN's.
+"""NanGuard's overhead over plain training, beside TerminateOnNaN and LossScaleOptimizer.
 
-A 100k x 10 regression trained by an MLP Dense(64, relu) - Dense(64, relu) - Dense(1)
-with Adam, one epoch per ``fit`` call, alternating runs with and without the guard on the
-same model in the same process (so both share the traced training step and the machine's
-state at that moment). Reported: the median of the per-pair ratios (guarded / plain),
-for each batch size and guard setting.
+A 100k x 10 regression trained by an MLP Dense(64, relu) - Dense(64, relu) - Dense(1) with
+Adam. Each variant trains its own copy of the model (same initial weights) in one ``fit``
+of two epochs: the first traces the training step (NanGuard installs its guarded step at
+the start of ``fit``), the second is timed (process CPU time and wall time, from
+callbacks that act only at epoch boundaries). The variants run in rotation, round after
+round, so drift in the machine's load reaches them all; reported: the median over rounds
+of each variant's ratio to the plain run of the same round.
 
-Run: ``python benchmarks/bench_guard.py [--repeats 7] [--batch-sizes 256 32]``.
+Run: ``python benchmarks/bench_guard.py [--rounds 7] [--batch-sizes 32 256]``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import os
 import statistics
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -33,7 +36,7 @@ def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def make_model() -> keras.Model:
+def make_model(loss_scale: bool = False) -> keras.Model:
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -43,97 +46,104 @@ def make_model() -> keras.Model:
             keras.layers.Dense(1),
         ]
     )
-    model.compile(optimizer="adam", loss="mse")
+    optimizer = keras.optimizers.Adam()
+    if loss_scale:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="mse")
     return model
 
 
-def epoch_seconds(
-    model: keras.Model, x, y, batch_size: int, callbacks: list
-) -> tuple[float, float]:
-    """Wall and process-CPU seconds of one epoch."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0, callbacks=callbacks)
-    return time.perf_counter() - wall, time.process_time() - cpu
+class EpochTimer(keras.callbacks.Callback):
+    """Process CPU and wall seconds of each epoch (epoch hooks only: no per-batch cost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[tuple[float, float]] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = (time.process_time(), time.perf_counter())
+
+    def on_epoch_end(self, epoch, logs=None):
+        cpu, wall = self._start
+        self.seconds.append((time.process_time() - cpu, time.perf_counter() - wall))
 
 
-def measure(batch_size: int, make_callback, repeats: int, x, y) -> dict:
-    model = make_model()
-    epoch_seconds(model, x, y, batch_size, [])  # trace the training step once
-    wall_ratios, cpu_ratios, plain_times = [], [], []
-    for pair in range(repeats):
-        callback = make_callback()
-        # Alternate which run goes first so drift in the machine's load cancels out.
-        if pair % 2 == 0:
-            plain = epoch_seconds(model, x, y, batch_size, [])
-            guarded = epoch_seconds(model, x, y, batch_size, [callback])
-        else:
-            guarded = epoch_seconds(model, x, y, batch_size, [callback])
-            plain = epoch_seconds(model, x, y, batch_size, [])
+VARIANTS = {
+    "no callback": (False, list),
+    "NanGuard()": (False, lambda: [NanGuard()]),
+    "TerminateOnNaN()": (False, lambda: [keras.callbacks.TerminateOnNaN()]),
+    "LossScaleOptimizer": (True, list),
+}
+
+
+def second_epoch(model: keras.Model, callbacks: list, x, y, batch_size: int) -> tuple[float, float]:
+    timer = EpochTimer()
+    model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[timer, *callbacks])
+    for callback in callbacks:
         if getattr(callback, "events", None):
-            raise RuntimeError(f"the benchmark's training went non-finite: {callback.events}")
-        wall_ratios.append(guarded[0] / plain[0])
-        cpu_ratios.append(guarded[1] / plain[1])
-        plain_times.append(plain[0])
+            raise RuntimeError(f"the benchmark's training had guard events: {callback.events}")
+    return timer.seconds[1]
+
+
+def measure(batch_size: int, rounds: int, x, y) -> dict[str, dict[str, float]]:
+    models = {name: make_model(loss_scale) for name, (loss_scale, _) in VARIANTS.items()}
+    names = list(VARIANTS)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    plain: list[tuple[float, float]] = []
+    for round_number in range(rounds):
+        order = names[round_number % len(names) :] + names[: round_number % len(names)]
+        seconds = {}
+        for name in order:
+            seconds[name] = second_epoch(models[name], VARIANTS[name][1](), x, y, batch_size)
+        base_cpu, base_wall = seconds["no callback"]
+        plain.append(seconds["no callback"])
+        for name in names:
+            cpu[name].append(seconds[name][0] / base_cpu)
+            wall[name].append(seconds[name][1] / base_wall)
     return {
-        "epoch_seconds": statistics.median(plain_times),
-        "wall_overhead": statistics.median(wall_ratios) - 1.0,
-        "cpu_overhead": statistics.median(cpu_ratios) - 1.0,
-        "cpu_quartiles": [q - 1.0 for q in statistics.quantiles(cpu_ratios, n=4)],
+        name: {
+            "cpu": statistics.median(cpu[name]) - 1.0,
+            "wall": statistics.median(wall[name]) - 1.0,
+            "cpu_low": min(cpu[name]) - 1.0,
+            "cpu_high": max(cpu[name]) - 1.0,
+            "epoch_cpu": statistics.median(p[0] for p in plain),
+            "epoch_wall": statistics.median(p[1] for p in plain),
+        }
+        for name in names
     }
-
-
-def guard_seconds_per_batch(batches: int = 20_000) -> float:
-    """The guard's own work per batch (loss check, amortized snapshot), called directly."""
-    model = make_model()
-    x, y = make_data()
-    model.fit(x[:256], y[:256], verbose=0)  # builds the optimizer's variables
-    guard = NanGuard()
-    guard.set_model(model)
-    guard.set_params({"epochs": 1, "steps": batches})
-    guard.on_train_begin()
-    guard.on_epoch_begin(0)
-    start = time.perf_counter()
-    for batch in range(batches):
-        guard.on_train_batch_begin(batch)
-        guard.on_train_batch_end(batch, {"loss": 1.0})
-    elapsed = time.perf_counter() - start
-    guard.on_train_end()
-    return elapsed / batches
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 32])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     args = parser.parse_args()
+    warnings.simplefilter("ignore")
     x, y = make_data()
-    # TerminateOnNaN is the reference: any callback with a per-batch hook costs Keras its
-    # asynchronous callback dispatch, whatever the hook does.
-    settings = {
-        "NanGuard()": NanGuard,
-        "NanGuard(snapshot_every=1)": lambda: NanGuard(snapshot_every=1),
-        "TerminateOnNaN()": keras.callbacks.TerminateOnNaN,
-    }
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"Overhead over plain fit, {ROWS} x {FEATURES} MLP 64-64-1, Adam, median of "
-        f"{args.repeats} interleaved pairs (keras {keras.__version__}, "
-        f"{os.cpu_count()} CPUs); CPU = process CPU time, less sensitive to other load"
+        f"Overhead over plain fit, {ROWS} x {FEATURES} MLP 64-64-1, Adam, backend "
+        f"{keras.backend.backend()}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
+        f"load average {load:.1f} at start; median of {args.rounds} rounds (min .. max)"
     )
-    per_batch = guard_seconds_per_batch()
-    print(f"NanGuard's own work per batch (direct calls, defaults): {1e6 * per_batch:.1f} us")
     for batch_size in args.batch_sizes:
-        for label, make_callback in settings.items():
-            result = measure(batch_size, make_callback, args.repeats, x, y)
-            low, _, high = result["cpu_quartiles"]
-            steps = -(-ROWS // batch_size)
-            own = 100 * per_batch * steps / result["epoch_seconds"]
+        results = measure(batch_size, args.rounds, x, y)
+        first = next(iter(results.values()))
+        print(
+            f"batch {batch_size}: plain epoch {first['epoch_cpu']:.2f} s CPU, "
+            f"{first['epoch_wall']:.2f} s wall"
+        )
+        for name, result in results.items():
+            if name == "no callback":
+                continue
             print(
-                f"batch {batch_size:4d}  {label:27s} epoch {result['epoch_seconds']:.2f} s  "
-                f"overhead: CPU {100 * result['cpu_overhead']:+.1f}% "
-                f"(quartiles {100 * low:+.1f}% .. {100 * high:+.1f}%), "
-                f"wall {100 * result['wall_overhead']:+.1f}%"
-                + (f"; NanGuard's own work {own:.1f}%" if label == "NanGuard()" else "")
+                f"  {name:20s} CPU {100 * result['cpu']:+.1f}% "
+                f"({100 * result['cpu_low']:+.1f}% .. {100 * result['cpu_high']:+.1f}%), "
+                f"wall {100 * result['wall']:+.1f}%"
             )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"load average {load:.1f} at the end")
 
 
 if __name__ == "__main__":

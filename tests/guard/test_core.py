@@ -243,3 +243,27 @@ def test_the_docstring_examples_run(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(f"stablefit.guard.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_rise_the_curvature_does_not_explain_is_no_learning_rate_event() -> None:
+    # Near an exact fit the loss's relative noise is large: a smoothed loss 4 times its
+    # minimum with the learning rate well within the curvature's bound is not divergence.
+    window = RetryWindow(5)
+    context = Context("loss_spike", learning_rate=1e-3, optimizer="Adam",
+                      curvature=lambda: sgd_curvature(100.0))  # fmt: skip
+    verdict = classify(Replay(), context)
+    assert verdict.cause == "unknown" and "within the bound" in verdict.finding
+    remedy = RemedyPolicy().decide(
+        verdict,
+        trigger="loss_spike",
+        learning_rate=1e-3,
+        clipnorm=None,
+        gradient_norm_median=None,
+        window=window,
+    )
+    assert (remedy.action, remedy.rollback, remedy.learning_rate) == ("skipped", False, None)
+    assert window.used == 0
+    history = LossHistory(spike_factor=4)
+    for loss in [10.0, 1.0, 1e-3, 1e-3, 4e-3, 8e-3, 9e-3, 9e-3]:
+        history.add(loss)
+    assert not history.is_spike()  # a rise of 1e-3 of the first loss is below the floor

@@ -158,8 +158,10 @@ def classify(replay: Replay, context: Context) -> Verdict:
         rate = context.learning_rate
         if bound is not None and rate is not None and rate > bound:
             return _learning_rate(context, curvature)
+        if suspect_rate and exploding is None and bound is None:
+            return _learning_rate(context, curvature)  # no bound to check: the rise decides
         if suspect_rate and exploding is None:
-            return _learning_rate(context, curvature)
+            return _within_bound(context, curvature)
     if exploding is not None:
         return _exploding(replay, context, exploding)
     return Verdict(
@@ -271,6 +273,26 @@ def _explosion_ratio(replay: Replay, context: Context) -> float | None:
         return None
     ratio = norm / median if math.isfinite(norm) else math.inf
     return ratio if ratio >= EXPLODING_FACTOR else None
+
+
+def _within_bound(context: Context, curvature: Curvature) -> Verdict:
+    bound = curvature.stable_learning_rate or math.nan
+    return Verdict(
+        cause="unknown",
+        finding=(
+            "the loss rose, but the learning rate "
+            f"{format_number(context.learning_rate or math.nan)} is within the bound "
+            f"{format_number(bound)} of the curvature measured on the batch: a hard stretch "
+            "of data or noise, not a divergence"
+        ),
+        fix="nothing to change if the loss comes down again",
+        evidence={
+            "learning_rate": context.learning_rate,
+            "lambda_max": curvature.lambda_max,
+            "stable_learning_rate": curvature.stable_learning_rate,
+        },
+        curvature=curvature,
+    )
 
 
 def _exploding(replay: Replay, context: Context, ratio: float) -> Verdict:

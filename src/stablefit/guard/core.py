@@ -160,6 +160,8 @@ class GuardCore:
             self.states.forget_after(restored)
             self.history.restart(restored.loss)
             self._steps_since_snapshot = 0
+        elif trigger == "loss_spike":
+            self.history.rebase()
         done = _what_was_done(remedy, restored, learning_rate_before, learning_rate_after, clipnorm)
         event = GuardEvent(
             epoch=epoch,

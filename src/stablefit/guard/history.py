@@ -62,12 +62,12 @@ class LossHistory:
     def is_spike(self) -> bool:
         """Whether the smoothed loss is ``spike_factor`` times its running minimum.
 
-        A rise that is tiny in absolute terms (below a millionth of the first loss, as
-        when the minimum is an exact 0) is not a spike.
+        A rise that is small against the first loss (below a thousandth of it, as near an
+        exact fit, where the loss's relative noise is large) is not a spike.
         """
         if self.smoothed is None or self.steps < 2:
             return False
-        floor = 1e-6 * abs(self.first or 0.0)
+        floor = 1e-3 * abs(self.first or 0.0)
         return (
             self.smoothed > self.spike_factor * self.minimum
             and self.smoothed - self.minimum > floor
@@ -83,6 +83,11 @@ class LossHistory:
         if then is not None and math.isfinite(then):
             recent.append(then)
         return geometric_growth(recent)
+
+    def rebase(self) -> None:
+        """Take the current smoothed loss as the new minimum (a rise judged harmless)."""
+        if self.smoothed is not None:
+            self.minimum = self.smoothed
 
     def restart(self, loss: float | None) -> None:
         """Start again from restored weights whose smoothed loss was ``loss``.

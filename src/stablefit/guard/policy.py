@@ -117,6 +117,8 @@ class RemedyPolicy:
                 action="stopped",
                 reason=f"a lower learning rate cannot fix a {cause.replace('_', ' ')} problem",
             )
+        if cause == "unknown" and trigger == "loss_spike":
+            return Remedy(action="skipped")  # a rise the curvature does not explain
         if not window.spend():
             return Remedy(
                 action="stopped",

@@ -33,6 +33,9 @@ from keras import ops
 
 # Running median of log(gradient norm): each step moves it this far towards the new value.
 _MEDIAN_STEP = 0.05
+#: The key under which the step hands its own loss (NaN when skipped) to the guard's
+#: batch-end hook, which removes it before the progress bar and the history see the logs.
+STEP_LOSS = "stablefit_step_loss"
 
 
 @dataclass
@@ -355,7 +358,9 @@ class StepGuard:
         counters.capture.assign(0)
         rare = tf.logical_or(tf.logical_not(ok), bad > 0)
         self._tf_report(rare, data, row_ok, ok)
-        return {**logs, **model.get_metrics_result()}
+        loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
+        step_loss = tf.where(ok, loss, tf.constant(np.nan, "float32"))
+        return {**logs, **model.get_metrics_result(), STEP_LOSS: step_loss}
 
     def _tf_report(self, rare: Any, data: Any, row_ok: Any, ok: Any) -> None:
         import tensorflow as tf
@@ -442,7 +447,9 @@ class StepGuard:
                 np.nan if norm_squared is None else norm_squared,
             ]
             self._receive(flat, [np.asarray(ops.convert_to_numpy(v)) for v in values])
-        return {**logs, **model.get_metrics_result()}
+        loss = self._stash.get("loss")
+        step_loss = float(ops.convert_to_numpy(loss)) if ok and loss is not None else math.nan
+        return {**logs, **model.get_metrics_result(), STEP_LOSS: step_loss}
 
     # -- JAX ---------------------------------------------------------------------------
 
@@ -510,6 +517,7 @@ class StepGuard:
         mapping = list(zip(model.metrics_variables, metrics, strict=True))
         with keras.StatelessScope(state_mapping=mapping):
             logs = model.get_metrics_result()
+        logs[STEP_LOSS] = jnp.where(ok, jnp.asarray(loss, "float32"), jnp.float32(np.nan))
         flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
         if row_ok is None:
             row_ok = jnp.ones((flat["tensors"][0].shape[0],), dtype=bool)

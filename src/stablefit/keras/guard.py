@@ -33,7 +33,7 @@ from stablefit.guard import (
 from stablefit.guard.events import position
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
-from stablefit.keras._step import StepGuard, StepReport
+from stablefit.keras._step import STEP_LOSS, StepGuard, StepReport
 
 _ON_FAILURE = ("raise", "warn")
 _SAVE_METHODS = ("save_weights", "save")
@@ -146,10 +146,9 @@ class NanGuard(keras.callbacks.Callback):
         )
         self._core.events = self.events
         self._lock = threading.Lock()
-        self._observed: list[tuple[int, dict[str, Any]]] = []
+        self._observed: list[tuple[int, Any]] = []
         self._reports: list[StepReport] = []
         self._epoch, self._batch = 0, -1
-        self._previous = (0, 0.0)
         self._awaiting_capture = False
         self._stopped = False
         self._failure: str | None = None
@@ -162,17 +161,18 @@ class NanGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._batch = epoch, -1
-        self._previous = (0, 0.0)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._process()
         self._batch = batch
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        step_loss = (logs or {}).pop(STEP_LOSS, None)  # the guard's own: not for display
         with self._lock:
-            self._observed.append((batch, dict(logs or {})))
+            self._observed.append((batch, step_loss))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        (logs or {}).pop(STEP_LOSS, None)
         self._process()
         if self._stopped:
             return
@@ -212,8 +212,8 @@ class NanGuard(keras.callbacks.Callback):
         with self._lock:
             observed, self._observed = self._observed, []
             reports, self._reports = self._reports, []
-        for batch, logs in sorted(observed, key=lambda item: item[0]):
-            self._observe(batch, logs)
+        for batch, step_loss in sorted(observed, key=lambda item: item[0]):
+            self._observe(batch, step_loss)
         for report in reports:
             if self._stopped:
                 break
@@ -226,15 +226,10 @@ class NanGuard(keras.callbacks.Callback):
             # Training stops after this batch, whose step the guard skips.
             warnings.warn(message, StablefitWarning, stacklevel=2)
 
-    def _observe(self, batch: int, logs: dict[str, Any]) -> None:
-        mean = logs.get("loss")
-        skipped = int(logs.get("skipped_steps", 0) or 0)
-        finite_steps = batch + 1 - skipped
-        count, previous_mean = self._previous
-        self._previous = (finite_steps, float(mean) if mean is not None else previous_mean)
-        if mean is None or finite_steps <= count or not math.isfinite(float(mean)):
-            return
-        loss = (float(mean) * finite_steps - previous_mean * count) / (finite_steps - count)
+    def _observe(self, batch: int, step_loss: Any) -> None:
+        if step_loss is None or not math.isfinite(float(step_loss)):
+            return  # a skipped step: its report says why
+        loss = float(step_loss)
         if self._core.observe(loss) is not None:
             if not self._awaiting_capture:
                 # The next step is skipped and sent here, to replay the batch.
