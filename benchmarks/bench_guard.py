@@ -1,12 +1,13 @@
 """NanGuard's overhead over plain training, beside TerminateOnNaN and LossScaleOptimizer.
 
-A 100k x 10 regression trained by an MLP Dense(64, relu) - Dense(64, relu) - Dense(1) with
-Adam. Each variant trains its own copy of the model (same initial weights) in one ``fit``
-of two epochs: the first traces the training step (NanGuard installs its guarded step at
-the start of ``fit``), the second is timed (process CPU time and wall time, from
-callbacks that act only at epoch boundaries). The variants run in rotation, round after
-round, so drift in the machine's load reaches them all; reported: the median over rounds
-of each variant's ratio to the plain run of the same round.
+A 100k x 10 regression (noise 0.1 on the target) trained by an MLP Dense(64, relu) -
+Dense(64, relu) - Dense(1) with Adam. Each variant trains its own copy of the model (same
+initial weights) in one ``fit`` of two epochs: the first traces the training step
+(NanGuard installs its guarded step at the start of ``fit``), the second is timed
+(process CPU time and wall time, from callbacks that act only at epoch boundaries). The
+variants run in rotation, round after round, so drift in the machine's load reaches them
+all; reported: the median over rounds of each variant's ratio to the plain run of the
+same round.
 
 Run: ``python benchmarks/bench_guard.py [--rounds 7] [--batch-sizes 32 256]``.
 """
@@ -32,7 +33,8 @@ ROWS, FEATURES = 100_000, 10
 def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((ROWS, FEATURES)).astype("float32")
-    y = (np.sin(x[:, 0]) + x[:, 1:] @ rng.standard_normal(FEATURES - 1)).astype("float32")
+    signal = np.sin(x[:, 0]) + x[:, 1:] @ rng.standard_normal(FEATURES - 1)
+    y = (signal + 0.1 * rng.standard_normal(ROWS)).astype("float32")
     return x, y
 
 
@@ -80,8 +82,8 @@ def second_epoch(model: keras.Model, callbacks: list, x, y, batch_size: int) -> 
     timer = EpochTimer()
     model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[timer, *callbacks])
     for callback in callbacks:
-        if getattr(callback, "events", None):
-            raise RuntimeError(f"the benchmark's training had guard events: {callback.events}")
+        for event in getattr(callback, "events", ()):
+            print(f"    guard event (counted in the time): {event.describe()}")
     return timer.seconds[1]
 
 
@@ -118,13 +120,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="TensorFlow's intra- and inter-op threads (default 1: on a shared machine, idle "
+        "pool threads spinning for work blur process CPU time); 0 for TensorFlow's default",
+    )
     args = parser.parse_args()
+    if args.threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     warnings.simplefilter("ignore")
     x, y = make_data()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"Overhead over plain fit, {ROWS} x {FEATURES} MLP 64-64-1, Adam, backend "
         f"{keras.backend.backend()}, keras {keras.__version__}, {os.cpu_count()} CPUs, "
+        f"{args.threads or 'default'} TensorFlow thread(s), "
         f"load average {load:.1f} at start; median of {args.rounds} rounds (min .. max)"
     )
     for batch_size in args.batch_sizes:
