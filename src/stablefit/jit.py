@@ -75,12 +75,15 @@ def _as_python(args: tuple, work: Callable | None) -> bool:
 
 
 def _run_as_python(function: Callable, args: tuple) -> Any:
-    _state.depth = getattr(_state, "depth", 0) + 1
+    depth = getattr(_state, "depth", 0)
+    if depth:  # inside a kernel run as Python: its error state holds
+        return function(*args)
+    _state.depth = 1
     try:
         with np.errstate(all="ignore"):
             return function(*args)
     finally:
-        _state.depth -= 1
+        _state.depth = 0
 
 
 class Kernel:
