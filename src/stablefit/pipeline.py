@@ -19,6 +19,11 @@ from stablefit.io.memory import is_dask_collection
 from stablefit.io.partitions import PartitionedSource, is_distributed, over_partitions
 from stablefit.missing import MISSING_CHOICES, Missing
 from stablefit.rowdata import RowData, column_names, row_data, with_rows
+from stablefit.solve.accuracy import (
+    UNIT_ROUNDOFF,
+    cholesky_contraction_bound,
+    condition_number,
+)
 from stablefit.solve.blocks import RawBlock, SourceBlocks
 from stablefit.solve.certificate import Certificate, trusted_digits
 from stablefit.solve.covariance import (
@@ -31,12 +36,10 @@ from stablefit.solve.covariance import (
 from stablefit.solve.dd import dd_mul, dd_sum
 from stablefit.solve.design import ScaledDesign, power_of_two_scale
 from stablefit.solve.lstsq import (
+    EXACT_PASS_VALUES,
     GRAM_BUDGET,
     GRAM_REFINEMENT_CONDITION,
-    UNIT_ROUNDOFF,
     Refinement,
-    cholesky_contraction_bound,
-    condition_number,
     dependent_columns,
     refine,
     statistics_pass,
@@ -54,6 +57,16 @@ from stablefit.summary.comoments import CoMoments
 COLLINEAR_SINE = 1e-13
 # Squares of larger values overflow float64: such entries are corrupt or need rescaling.
 LARGEST_USABLE = 1e150
+# Columns varying by less than this (2^-1000, about 1e-301) are refused: they reach into
+# float64's subnormal range, and their scaled design would need factors beyond it.
+SMALLEST_SPREAD = 2.0**-1000
+# Columns whose spread is below this (2^-480, about 1e-145) have squares too small for the
+# co-moments to hold all their digits.
+TINY_SPREAD = 2.0**-480
+# The factor from the co-moments is used when each refinement step gains at least this
+# much (four digits); otherwise (columns whose offset dwarfs their spread, or a condition
+# number near CHOLESKY_CONDITION_LIMIT) a QR factor is worth its cost.
+CHOLESKY_CONTRACTION_LIMIT = 1e-4
 
 
 def fit(
@@ -228,6 +241,15 @@ def fit_source(
     std = np.sqrt(np.diag(summary.comoment)[:d] / max(summary.n_complete, 1))
     if not intercept:
         std = np.sqrt(std**2 + mean**2)
+    # Squares of spreads this small lose digits to underflow (or vanish): such columns are
+    # scaled by their range instead, and the co-moments are not used for a factor.
+    tiny = std < TINY_SPREAD
+    std = np.where(tiny, (summary.columns.max[:d] - summary.columns.min[:d]) / 4, std)
+    if not intercept:
+        std = np.where(tiny, np.maximum(std, summary.columns.max_abs[:d] / 2), std)
+    # Products of such values with the residuals fall below float64's normal range, where
+    # double-double arithmetic loses its digits: exact residuals, whatever the size.
+    exact = bool(tiny.any() or summary.columns.max_abs[d] < TINY_SPREAD)
     fit_rows = FitRows(medians, drop=n_feature_dropped > 0, drop_unweighted=n_side_missing > 0)
     design = ScaledDesign(
         SourceBlocks(with_rows(source, rows), (fit_rows,)),
@@ -237,14 +259,18 @@ def fit_source(
     )
     R, start, bound = None, None, None
     weighted = rows is not None and rows.weighted
-    if medians is None and intercept and not weighted and not n_side_missing:
+    if medians is None and intercept and not weighted and not n_side_missing and not exact:
         scaled = summary.comoment[:d, :d] / np.outer(design.scale, design.scale)
         R = triangular_factor_from_comoments(summary.n_complete, scaled)
+    if R is not None:
+        offset_ratio = float(np.max(summary.columns.max_abs[:d] / design.scale, initial=0.0))
+        bound = cholesky_contraction_bound(R, offset_ratio, summary.n_complete)
+        if bound > CHOLESKY_CONTRACTION_LIMIT:
+            R, bound = None, None
     if R is not None:
         # The co-moments with the target give the normal-equations solution for free.
         slopes = scipy.linalg.cho_solve((R[1:, 1:], False), summary.comoment[:d, d] / design.scale)
         start = np.concatenate([[summary.complete_mean[d]], slopes])
-        bound = cholesky_contraction_bound(R)
     else:
         R, start = triangular_factor_qr(design)
 
@@ -278,6 +304,7 @@ def fit_source(
             y_centre=float(summary.complete_mean[d]),
             regroup=regrouped,
         ),
+        exact=exact,
     )
 
 
@@ -363,6 +390,15 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
                 f"{schema.format_rows(rows, total=total)}: its square overflows float64. Such "
                 "a value is usually a sentinel or a parsing error; remove those rows or "
                 "rescale the column."
+            )
+    for j in range(d):
+        spread = cols.max[j] - cols.min[j]
+        if 0 < spread < SMALLEST_SPREAD:
+            raise StablefitInputError(
+                f"column '{names[j]}' varies only by {spread:.3g}, within float64's subnormal "
+                "range (fewer than 53 significant bits), where the solver cannot scale it. "
+                "Multiply the column by a power of ten (e.g. 1e300) and divide its "
+                "coefficient by the same."
             )
     bad = [j for j in range(summary.p) if cols.n_nan[j] or cols.n_inf[j]]
     if missing == "error" and bad:
@@ -452,11 +488,14 @@ def _solve(
     contraction_bound: float | None = None,
     sampled: SampledRows | None = None,
     inference: Inference | None = None,
+    exact: bool = False,
 ) -> FitResult:
     """Leave out collinear columns, refine, and assemble the FitResult (with the residuals
     of the ``sampled`` rows).
 
     ``sst`` None: the (weighted) total sum of squares is gathered in the refinement pass.
+    ``exact`` asks for refinement with exact residuals whatever the size of the data
+    (small problems get it anyway).
     """
     inference = inference or Inference()
     notes = list(notes or [])
@@ -522,6 +561,7 @@ def _solve(
         want_gram=want_gram,
         start=None if dependent else start,
         contraction_bound=None if dependent else contraction_bound,
+        exact=exact or rows * k_params <= EXACT_PASS_VALUES,
         statistic=statistic(row_kinds, len(inference.group_names), design)
         if needs_pass_statistic
         else None,
@@ -585,11 +625,8 @@ def _solve(
     covariance = covariances.covariance(inference.cov_type)
     notes += covariance_notes(covariance, inference.use_t)
     certificate = _certificate(R, refinement, condition, T)
-    if certificate.digits < 6:
-        notes.append(
-            f"Only {certificate.digits} significant digits of the coefficients can be "
-            f"trusted (condition number {certificate.condition_number:.3g} after scaling)."
-        )
+    kept_names = (["intercept"] if offset else []) + [names[j] for j in keep_features]
+    notes.extend(_accuracy_notes(certificate, refinement, kept_names))
     d = len(names)
     coef = np.zeros(d)
     coef[keep_features] = kept_coef
@@ -714,36 +751,53 @@ def _relation(
     return f"{names[k - offset]} = " + (" + ".join(terms) if terms else "0")
 
 
+# Below this many trusted digits, a note says which coefficients and why.
+FEW_DIGITS = 13
+
+
+def _accuracy_notes(
+    certificate: Certificate, refinement: Refinement, names: Sequence[str]
+) -> list[str]:
+    """Which coefficients carry fewer than FEW_DIGITS digits, and what limits them."""
+    digits = np.array(certificate.digits_per_coef)
+    few = [i for i in np.argsort(digits, kind="stable") if digits[i] < FEW_DIGITS]
+    if not few:
+        return []
+    listed = ", ".join(f"{names[i]} ({digits[i]})" for i in few[:5])
+    more = f" and {len(few) - 5} more" if len(few) > 5 else ""
+    condition = f"condition number {certificate.condition_number:.3g} after scaling"
+    if not refinement.converged:
+        why = (
+            f"refinement stopped after {refinement.steps} passes without converging "
+            f"({condition}); the digits are bounded by its last correction"
+        )
+    elif np.all(2 * refinement.noise_bound[few] >= refinement.error_bound[few]):
+        why = (
+            "their columns lie far from zero compared with their spread, and the "
+            "rounding of the double-double residuals, which no further pass removes, "
+            f"leaves no more for the data as given ({condition})"
+        )
+    else:
+        why = condition
+    return [f"Significant digits that can be trusted: {listed}{more}; {why}."]
+
+
 def _certificate(
     R: np.ndarray, refinement: Refinement, condition: float, T: np.ndarray
 ) -> Certificate:
     values = refinement.params_hi
-    theta = np.linalg.solve(T, values)
-    delta = refinement.last_correction if refinement.last_correction is not None else theta
-    rho = refinement.contraction
-    converged = refinement.converged
-    # The error left after a step is the next correction, about ρ times this one; summed
-    # over all further steps, ρ/(1-ρ) times it. Otherwise (the last correction was
-    # rounding noise, or refinement stopped early) the error is credited with no more
-    # than its last correction.
-    step = float(np.linalg.norm(delta))
-    if converged and rho < 0.5:
-        remaining = np.full(theta.size, rho / (1.0 - rho) * step)
-    else:
-        remaining = np.abs(delta) + step
-    # Floor: what double-double residuals can resolve.
-    remaining = remaining + condition * UNIT_ROUNDOFF**2 * np.max(np.abs(theta)) * 16
-    original_error = np.abs(T) @ remaining
     raw_R = np.linalg.solve(T.T, R.T).T
     # A coefficient that is exactly 0 has no relative error; its digits are counted
     # relative to the size at which it would explain the whole target, ‖y‖ / ‖A e_j‖.
     with np.errstate(divide="ignore"):
         natural = refinement.target_norm / np.linalg.norm(raw_R, axis=0)
-    kept = trusted_digits(np.where(values == 0, natural, values), original_error)
-    # For a (nearly) exact fit r is rounding noise; measure it against ‖y‖ instead.
+    kept = trusted_digits(np.where(values == 0, natural, values), refinement.error_bound)
+    # At the returned solution Ãᵀr = -ÃᵀÃe, so ‖Ãᵀr‖ ≤ ‖R‖·‖R e‖. For a (nearly) exact
+    # fit r is rounding noise; measure it against ‖y‖ instead.
     floor = UNIT_ROUNDOFF * refinement.target_norm
     denominator = refinement.design_norm * max(refinement.residual_norm, floor)
-    backward = refinement.gradient_norm / denominator if denominator > 0 else 0.0
+    gradient_bound = np.linalg.norm(R, 2) * refinement.energy_error
+    backward = gradient_bound / denominator if denominator > 0 else 0.0
     return Certificate(
         condition_number=condition,
         condition_number_raw=condition_number(raw_R),
@@ -751,7 +805,7 @@ def _certificate(
         digits=int(min(kept)) if kept else 0,
         digits_per_coef=kept,
         refinement_steps=refinement.steps,
-        converged=converged,
+        converged=refinement.converged,
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import stablefit
 from tests.nist import CERTIFIED, NAMES, NIST_DIR, load, lre
+from tests.solve.exact import exact_fit
 
 
 def fit_case(case):
@@ -52,27 +53,16 @@ def test_rsquared_and_residual_sd(nist):
 
 
 def _exact_solution(case) -> list[Fraction]:
-    """Least squares of the float64 data in exact rational arithmetic (normal equations)."""
+    """Least squares of the float64 data in exact rational arithmetic."""
     if case.model["type"].startswith("polynomial"):
         x = [Fraction(v) for v in case.columns["x"]]
         powers = range(0 if case.model["intercept"] else 1, case.model["degree"] + 1)
-        rows = [[xi**k for k in powers] for xi in x]
+        columns = [[xi**k for xi in x] for k in powers]
     else:
-        cols = [case.columns[c] for c in case.model["predictor_columns"]]
-        rows = [[Fraction(1)] + [Fraction(c[i]) for c in cols] for i in range(case.y.size)]
-    y = [Fraction(v) for v in case.y]
-    k = len(rows[0])
-    G = [[sum(r[a] * r[b] for r in rows) for b in range(k)] for a in range(k)]
-    g = [sum(r[a] * yi for r, yi in zip(rows, y, strict=True)) for a in range(k)]
-    for col in range(k):  # Gauss-Jordan, exact
-        pivot = next(i for i in range(col, k) if G[i][col] != 0)
-        G[col], G[pivot], g[col], g[pivot] = G[pivot], G[col], g[pivot], g[col]
-        for i in range(k):
-            if i != col and G[i][col] != 0:
-                f = G[i][col] / G[col][col]
-                G[i] = [a - f * b for a, b in zip(G[i], G[col], strict=True)]
-                g[i] -= f * g[col]
-    return [g[i] / G[i][i] for i in range(k)]
+        columns = [[1.0] * case.y.size] + [
+            case.columns[c].tolist() for c in case.model["predictor_columns"]
+        ]
+    return exact_fit(columns, case.y).solution
 
 
 def test_certificate_never_overstates(nist):

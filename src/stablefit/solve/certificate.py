@@ -22,17 +22,23 @@ class Certificate:
         Condition number of ``[1, X]`` (or ``X``) as given, for comparison with tools that
         do not center or scale.
     backward_error : float
-        ‖Ãᵀr‖ / (‖Ã‖_F ‖r‖): how far the returned solution is from satisfying the normal
-        equations of the scaled design exactly (0 for an exact fit).
+        Bound on ‖Ãᵀr‖ / (‖Ã‖_F ‖r‖) at the returned solution: how far it is from
+        satisfying the normal equations of the scaled design exactly (0 for an exact fit).
     digits : int
         Significant decimal digits that every reported coefficient (and the intercept)
         carries for the data as given, never overstated; at most 15.
     digits_per_coef : tuple[int, ...]
-        The same per coefficient (intercept first when there is one).
+        The same per coefficient (intercept first when there is one). Each is bounded on
+        its own, through that coefficient's sensitivity to the error left in the scaled
+        coordinates (:mod:`stablefit.solve.accuracy`): a dominant intercept or column
+        cannot hide another coefficient's error. The bound covers what refinement left
+        and the rounding of its double-double residuals, which columns far from zero
+        (an offset many times their spread) make larger.
     refinement_steps : int
         Passes of iterative refinement performed.
     converged : bool
-        Whether refinement reached double-double level.
+        Whether refinement went on until no coefficient could change any more (or what is
+        left is below the rounding of a pass).
     """
 
     condition_number: float
@@ -62,7 +68,7 @@ def _finite_or_none(value: float) -> float | None:
 def trusted_digits(values: np.ndarray, error_bounds: np.ndarray) -> tuple[int, ...]:
     """Digits d such that the relative error is below 10**-d, counting the final rounding."""
     values = np.abs(np.asarray(values, dtype=float))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         relative = np.asarray(error_bounds) / values + 2.0**-53
         digits = np.floor(-np.log10(relative))
     digits = np.where(values == 0, 0, digits)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from stablefit.solve.blocks import Blocks, RawBlock
-from stablefit.solve.dd import dd_add, dd_mul, two_sum
+from stablefit.solve.dd import dd_add, dd_mul, dd_sum, two_prod, two_sum
 
 T = TypeVar("T")
 
@@ -95,6 +95,19 @@ class ScaledDesign:
     def from_scaled(self, theta: np.ndarray) -> np.ndarray:
         """Parameters in the data's units (intercept first) from θ̃ of Ã."""
         return self.transform() @ theta
+
+    def from_scaled_dd(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``from_scaled`` in double-double: the intercept's part ``-shift·θ̃/scale`` is
+        where centering cancels (a timestamp column near 1.7e9, x⁵ of a polynomial on
+        x = 1000…1020), so a correction to it is summed exactly, not rounded term by term.
+        """
+        offset = int(self.intercept)
+        slopes = theta[offset:] / self.scale  # exact: the scales are powers of two
+        if not self.intercept:
+            return slopes, np.zeros_like(slopes)
+        p_hi, p_lo = two_prod(-self.shift, slopes)
+        s_hi, s_lo = dd_sum(np.append(p_hi, theta[0]), np.append(p_lo, 0.0), axis=0)
+        return np.append(s_hi, slopes), np.append(s_lo, np.zeros_like(slopes))
 
     def to_scaled(self, params: np.ndarray) -> np.ndarray:
         """θ̃ of Ã from parameters in the data's units (intercept first)."""

@@ -24,6 +24,14 @@ import numpy as np
 import scipy.linalg
 import scipy.linalg.lapack
 
+from stablefit.solve.accuracy import (
+    UNIT_ROUNDOFF,
+    Sensitivity,
+    condition_number,
+    natural_sizes,
+    qr_contraction_bound,
+    rounding_noise,
+)
 from stablefit.solve.blocks import RawBlock
 from stablefit.solve.dd import (
     dd_add,
@@ -34,15 +42,22 @@ from stablefit.solve.dd import (
     dd_sum,
 )
 from stablefit.solve.design import ScaledDesign
-from stablefit.solve.kernels import residual_gradient
+from stablefit.solve.kernels import residual_gradient, sum_of_squares
+from stablefit.solve.rational import exact_pass
 
-UNIT_ROUNDOFF = 2.0**-53
 CHOLESKY_CONDITION_LIMIT = 1e4
 MAX_REFINEMENT_STEPS = 12
 GRAM_REFINEMENT_CONDITION = 1e4
 # The double-double Gram matrix costs about 30 n k² flops: worth it for standard errors of
 # ill-conditioned problems of moderate size (all of NIST's), not for millions of rows.
 GRAM_BUDGET = 5e7
+# Sums of squares below this (2^-900) may have lost digits to underflow.
+NORMAL_SQUARES = 2.0**-900
+# Relative error of a double-double number (2u², with u = 2⁻⁵³).
+DD_ROUNDOFF = 2.0**-105
+# Problems up to this many values (rows × parameters) are refined with exact rational
+# residuals (about a microsecond per value and pass; see stablefit.solve.rational).
+EXACT_PASS_VALUES = 20_000
 # Panel width of the blocked QR (LAPACK dgeqrt's NB).
 QR_PANEL_COLUMNS = 32
 
@@ -102,27 +117,11 @@ def triangular_factor_from_comoments(n: int, scaled_comoment: np.ndarray) -> np.
     return scipy.linalg.block_diag(np.sqrt(float(n)), R)
 
 
-def cholesky_contraction_bound(R: np.ndarray) -> float:
-    """A-priori error reduction per refinement step with a Cholesky factor of ÃᵀÃ.
-
-    The factor is exact for ÃᵀÃ + E with ‖E‖ ≲ k·u‖ÃᵀÃ‖ (Higham, *Accuracy and Stability
-    of Numerical Algorithms*, Thm. 10.3), so each step multiplies the error by at most
-    about k·κ(Ã)²·u; a factor 8 keeps the bound on the safe side of that estimate.
-    """
-    return 8.0 * R.shape[0] * condition_number(R) ** 2 * UNIT_ROUNDOFF
-
-
 def _positive_diagonal(R: np.ndarray, k: int) -> np.ndarray:
     if R.shape[0] < k:
         R = np.vstack([R, np.zeros((k - R.shape[0], k))])
     signs = np.where(np.diag(R) < 0, -1.0, 1.0)
     return R * signs[:, None]
-
-
-def condition_number(R: np.ndarray) -> float:
-    """2-norm condition number of a triangular factor (inf when singular)."""
-    singular = np.linalg.svd(R, compute_uv=False)
-    return float(singular[0] / singular[-1]) if singular[-1] > 0 else float("inf")
 
 
 def dependent_columns(R: np.ndarray, *, tolerance: float) -> list[int]:
@@ -141,20 +140,27 @@ def dependent_columns(R: np.ndarray, *, tolerance: float) -> list[int]:
 @dataclass
 class Refinement:
     """The outcome of refinement: parameters in the data's units (intercept first) as
-    double-double; corrections in the scaled coordinates θ̃ of Ã."""
+    double-double, and per parameter a bound on its error (same units).
+
+    ``corrections`` are the steps' sizes ‖R δ‖ (energy norm of the scaled coordinates),
+    ``energy_error`` a bound on ‖R e‖ for the error e of the returned θ̃;
+    ``noise_bound`` is the part of ``error_bound`` that more passes cannot remove (the
+    rounding of double-double residuals, :func:`~stablefit.solve.accuracy.rounding_noise`).
+    """
 
     params_hi: np.ndarray
     params_lo: np.ndarray
     sse: float
     n_obs: int
     steps: int
+    error_bound: np.ndarray
+    noise_bound: np.ndarray
+    energy_error: float = float("inf")
     corrections: list[float] = field(default_factory=list)
-    last_correction: np.ndarray | None = None
-    gradient_norm: float = float("nan")
     design_norm: float = float("nan")
     residual_norm: float = float("nan")
     target_norm: float = float("nan")
-    contraction_bound: float | None = None
+    contraction_bound: float = 1.0
     converged: bool = False
     gram: tuple[np.ndarray, np.ndarray] | None = None
     statistics: Any = None
@@ -162,14 +168,10 @@ class Refinement:
     @property
     def contraction(self) -> float:
         """Error reduction per step: the a-priori bound, or the ratio of the last two
-        corrections, whichever is larger (1 when neither is known)."""
-        c = [x for x in self.corrections if x > 0]
-        if self.corrections and self.corrections[-1] == 0:
-            return 0.0
-        observed = min(1.0, c[-1] / c[-2]) if len(c) >= 2 else None
-        if self.contraction_bound is None:
-            return 1.0 if observed is None else observed
-        return max(self.contraction_bound, observed or 0.0)
+        corrections when that is larger."""
+        c = self.corrections
+        observed = c[-1] / c[-2] if len(c) >= 2 and c[-2] > 0 else 0.0
+        return max(self.contraction_bound, observed)
 
 
 # Per block of a pass, a statistic of the rows and their residuals (r_hi + r_lo, before
@@ -192,6 +194,11 @@ class _PassTotals:
     yy: float
     gram: tuple[np.ndarray, np.ndarray] | None
     statistics: Any = None
+    # max |r|, max |y| and max w: bounds on ‖r‖/√n and ‖y‖/√n where their squares
+    # underflow, and on what the weights multiply the rounding by.
+    largest_residual: float = 0.0
+    largest_target: float = 0.0
+    largest_weight: float = 1.0
 
     def __add__(self, other: _PassTotals) -> _PassTotals:
         gram = None
@@ -209,7 +216,20 @@ class _PassTotals:
             self.yy + other.yy,
             gram,
             statistics,
+            max(self.largest_residual, other.largest_residual),
+            max(self.largest_target, other.largest_target),
+            max(self.largest_weight, other.largest_weight),
         )
+
+    def norms(self) -> tuple[float, float]:
+        """Upper bounds on ‖r‖ and ‖y‖ (unweighted), also where their squares underflow."""
+        root_n = np.sqrt(float(self.n))
+        residual, target = root_n * self.largest_residual, root_n * self.largest_target
+        if self.largest_weight == 1.0 and self.sse >= NORMAL_SQUARES:
+            residual = np.sqrt(self.sse)
+        if self.largest_weight == 1.0 and self.yy >= NORMAL_SQUARES:
+            target = np.sqrt(self.yy)
+        return float(residual), float(target)
 
 
 def _pass(
@@ -242,7 +262,17 @@ def _pass(
             block = design.scaled(Z_hi, Z_lo, y)
             gram = dd_gram(block.hi, block.lo, w)
         yy = float(y @ y) if w is None else float((w * y) @ y)
-        part = _PassTotals(g_hi, g_lo, float(wr_hi @ r_hi), y.size, yy, gram)
+        part = _PassTotals(
+            g_hi,
+            g_lo,
+            sum_of_squares(r_hi, r_lo, w),
+            y.size,
+            yy,
+            gram,
+            largest_residual=float(np.abs(r_hi).max(initial=0.0)),
+            largest_target=float(np.abs(y).max(initial=0.0)),
+            largest_weight=1.0 if w is None else float(w.max(initial=0.0)),
+        )
         if statistic is not None:
             part.statistics = statistic(raw, r_hi, r_lo)
         return part
@@ -265,59 +295,108 @@ def refine(
     want_gram: bool = False,
     start: np.ndarray | None = None,
     contraction_bound: float | None = None,
+    exact: bool = False,
     max_steps: int = MAX_REFINEMENT_STEPS,
     statistic: BlockStatistic | None = None,
 ) -> Refinement:
-    """Iterate θ̃ += R⁻¹R⁻ᵀ ÃᵀW(y - Ãθ̃) until the corrections reach double-double level.
+    """Iterate θ̃ += R⁻¹R⁻ᵀ ÃᵀW(y - Ãθ̃) until no coefficient can change any more.
 
     ``start`` is a first solution θ̃ when one is known without a pass (from the co-moments);
-    ``contraction_bound`` an a-priori bound on the error reduction per step. With it, a
-    single step whose correction, times the bound, lies far below the last digit is enough.
-    ``statistic`` is gathered in every pass, from that pass's residuals; the last pass's
-    total (residuals of the final iterate but one, which differ from the final ones by
-    less than the certified digits) is ``Refinement.statistics``.
+    ``contraction_bound`` an a-priori bound on the error reduction per step in the energy
+    norm (:mod:`stablefit.solve.accuracy`; by default the one of a QR factor). With
+    ``exact``, residuals and gradients are exact rationals (:mod:`stablefit.solve.rational`,
+    for small problems) instead of double-double, and no rounding noise is left.
+
+    Refinement stops when, for every coefficient on its own, what is left (by the
+    contraction) is below a quarter of a unit in its last place; when the corrections
+    stop shrinking; or after ``max_steps`` passes. ``statistic`` is gathered in every
+    pass, from that pass's residuals; the last pass's total (residuals of the final
+    iterate but one, which differ from the final ones by less than the certified digits)
+    is ``Refinement.statistics``.
     """
     k = R.shape[1]
-    params_hi = np.zeros(k) if start is None else design.from_scaled(start)
-    params_lo = np.zeros(k)
-    result = Refinement(params_hi, params_lo, float("nan"), 0, 0)
-    result.contraction_bound = contraction_bound
-    noise_floor = max(1e-30, 64 * condition_number(R) * UNIT_ROUNDOFF**2)
-    transform = design.transform()
+    sensitivity = Sensitivity(R, design)
+    if start is None:
+        params_hi, params_lo = np.zeros(k), np.zeros(k)
+    else:
+        params_hi, params_lo = design.from_scaled_dd(start)
+    result = Refinement(
+        params_hi, params_lo, float("nan"), 0, 0, np.full(k, np.inf), np.full(k, np.inf)
+    )
+    result.contraction_bound = (
+        qr_contraction_bound(R) if contraction_bound is None else contraction_bound
+    )
+    # ÃᵀÃ = RᵀR, so ‖Ã‖_F = ‖R‖_F without another sum over the data.
+    result.design_norm = float(np.linalg.norm(R))
+    natural = np.zeros(k)
     for step in range(1, max_steps + 1):
-        totals = _pass(design, params_hi, params_lo, want_gram and result.gram is None, statistic)
-        result.statistics = totals.statistics
-        g = design.scaled_gradient(totals.g_hi, totals.g_lo)
-        sse, n = totals.sse, totals.n
-        result.target_norm = float(np.sqrt(totals.yy))
-        if totals.gram is not None:
-            result.gram = totals.gram
+        if exact and not (want_gram and result.gram is None):
+            g, exact_totals = exact_pass(design, params_hi, params_lo, statistic)
+            sse, n, yy = float(exact_totals.sse), exact_totals.n, float(exact_totals.yy)
+            result.statistics = exact_totals.statistics
+            noise = 0.0
+        else:
+            want = want_gram and result.gram is None
+            totals = _pass(design, params_hi, params_lo, want, statistic)
+            result.statistics = totals.statistics
+            g = design.scaled_gradient(totals.g_hi, totals.g_lo)
+            sse, n, yy = totals.sse, totals.n, totals.yy
+            result.gram = result.gram or totals.gram
+            residual_norm, target_norm = totals.norms()
+            noise = rounding_noise(
+                design,
+                sensitivity,
+                params_hi,
+                n_rows=n,
+                target_norm=target_norm,
+                residual_norm=residual_norm,
+                largest_weight=totals.largest_weight,
+            )
         delta = _solve_normal(R, g)
-        size = float(np.linalg.norm(delta))
-        result.sse, result.n_obs, result.steps = sse, n, step
-        result.gradient_norm = float(np.linalg.norm(g))
-        # ÃᵀÃ = RᵀR, so ‖Ã‖_F = ‖R‖_F without another sum over the data.
-        result.design_norm, result.residual_norm = float(np.linalg.norm(R)), float(np.sqrt(sse))
-        params_hi, params_lo = dd_add(params_hi, params_lo, design.from_scaled(delta), np.zeros(k))
-        result.corrections.append(size)
-        result.last_correction = delta
-        scale = float(np.linalg.norm(design.to_scaled(params_hi)))
-        # Below noise_floor a correction is rounding noise of the double-double residuals.
-        converged = size <= noise_floor * scale or size == 0.0
-        if contraction_bound is not None:
-            converged = converged or contraction_bound * size <= 1e-20 * scale
-        # Or when what remains, by the observed contraction, is below a quarter of a unit
-        # in the last place of every coefficient: another pass could not change the answer.
-        rho = result.contraction
-        if not converged and rho < 0.5:
-            remaining = np.abs(transform).sum(axis=1) * (rho / (1 - rho) * size)
-            converged = bool(np.all(remaining <= 2.0**-55 * np.abs(params_hi)))
-        result.converged = converged
-        stalled = len(result.corrections) > 2 and size > 0.5 * result.corrections[-2]
-        if converged or stalled:
+        params_hi, params_lo = dd_add(params_hi, params_lo, *design.from_scaled_dd(delta))
+        result.params_hi, result.params_lo = params_hi, params_lo
+        correction = float(np.linalg.norm(R @ delta))
+        result.corrections.append(correction)
+        # The pass measured r at the previous θ̃; at θ̃ + δ it is r - Ãδ, and since
+        # RᵀRδ = Ãᵀr, ‖r - Ãδ‖² = ‖r‖² - ‖Rδ‖² (what an exact fit's last step removes).
+        result.sse = max(sse - correction**2, 0.0)
+        result.residual_norm = float(np.sqrt(result.sse))
+        result.n_obs, result.steps, result.target_norm = n, step, float(np.sqrt(yy))
+        natural = natural_sizes(design, sensitivity, result.target_norm, n)
+        remaining = _remaining(correction, result.contraction, noise)
+        result.energy_error = remaining + noise
+        with np.errstate(invalid="ignore", over="ignore"):
+            noise_bound = sensitivity.original * noise + DD_ROUNDOFF * np.abs(params_hi)
+            left = sensitivity.original * remaining
+        # inf·0 (a sensitivity beyond float64, no error): nothing can be vouched for.
+        result.noise_bound = np.nan_to_num(noise_bound, nan=np.inf)
+        left = np.nan_to_num(left, nan=np.inf)
+        result.error_bound = left + result.noise_bound
+        # Below a quarter of a unit in the last place another pass could not change the
+        # answer; below the noise bound it cannot be trusted to improve it, but the bound
+        # is pessimistic: refinement goes on while the corrections keep shrinking. A
+        # coefficient that is (nearly) zero is held to a quarter unit of its natural size.
+        size = np.maximum(np.abs(params_hi), UNIT_ROUNDOFF * natural)
+        finished = bool(np.all(left <= 2.0**-55 * size))
+        result.converged = finished or bool(np.all(left <= result.noise_bound))
+        shrinking = step == 1 or correction <= 0.5 * result.corrections[-2]
+        if finished or not shrinking:
             break
-    result.params_hi, result.params_lo = params_hi, params_lo
     return result
+
+
+def _remaining(correction: float, contraction: float, noise: float) -> float:
+    """Bound on ‖R e‖ after a step of size ``correction`` (energy norm), beyond the noise.
+
+    While the iteration contracts, what is left is at most ρ/(1-ρ) times the step. A step
+    no larger than the rounding noise is itself noise: the error is about its size.
+    Otherwise, a step that did not shrink says nothing about the error: unbounded.
+    """
+    if correction == 0.0:
+        return 0.0
+    if contraction < 1.0:
+        return contraction / (1.0 - contraction) * correction
+    return correction if correction <= 4.0 * noise else np.inf
 
 
 def statistics_pass(

@@ -232,7 +232,13 @@ class FitResult:
         if self.df_model <= 0 or self.df_resid <= 0:
             return None
         if self.cov_type == "nonrobust":
-            f = (self.sst - self.sse) / self.df_model / (self.sse / self.df_resid)
+            # An exact fit (SSE 0, as exact refinement finds it) has F = inf and p = 0,
+            # unless there was nothing to explain (a constant target): NaN.
+            explained = (self.sst - self.sse) / self.df_model
+            if self.sse > 0:
+                f = explained / (self.sse / self.df_resid)
+            else:
+                f = float("inf") if explained > 0 else float("nan")
             p = float(scipy.special.fdtrc(self.df_model, self.df_resid, f))
             return RestrictionTest(float(f), p, self.df_model, self.df_resid, "F", ())
         offset = int(self.has_intercept)
