@@ -64,10 +64,11 @@ number_text = st.one_of(
 def moderate(cell: str) -> bool:
     """Zero, inf, NaN, or a magnitude between 1e-100 and 1e100.
 
-    Columns scaled near the ends of float64 (subnormals, 1e±280) still make the solver
-    overflow (a RuntimeWarning, then "—" coefficients): that is the certificate's part of
-    issue 9, tracked by an expected failure in tests/fuzz/test_fuzz_cli.py. The command
-    fuzzing keeps to the numbers the rest of the pipeline must get right.
+    Columns scaled near the ends of float64 have their own tests (tests/solve/
+    test_certificate.py): subnormal columns are refused, and a slope near 1e280 has a
+    variance that overflows the covariance (an expected failure in
+    tests/fuzz/test_fuzz_cli.py). The command fuzzing keeps to the numbers the rest of
+    the pipeline must get right.
     """
     value = float(cell)
     return not math.isfinite(value) or value == 0 or 1e-100 < abs(value) < 1e100

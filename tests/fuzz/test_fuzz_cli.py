@@ -206,8 +206,9 @@ def test_hostile_output_paths_never_destroy_inputs(kinds, command):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 9, item 1 (the certificate, solve/): a column of values near 1e-281 "
-    "overflows inside the double-double solver (RuntimeWarning) and gives a 4.6e280 slope",
+    reason="a column of values near 1e-281 has a slope near 4.7e280 (now exact, 15 digits "
+    "certified): its variance, near 1e560, overflows float64 in the covariance "
+    "(RuntimeWarning from solve/covariance.py)",
 )
 def test_a_column_of_tiny_values_fits_without_overflow(tmp_path):
     data = tmp_path / "tiny.csv"

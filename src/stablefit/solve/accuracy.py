@@ -20,6 +20,8 @@ its own sensitivity. Two things limit ‖R e‖ after a step with correction δ:
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import scipy.linalg
 
@@ -64,6 +66,17 @@ def cholesky_contraction_bound(R: np.ndarray, offset_ratio: float, n_rows: int) 
     return condition_number(R) ** 2 * relative
 
 
+def safe_norm(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """2-norms that do not overflow or underflow in their squares (a column near 1e-281 has
+    sensitivities near 1e281)."""
+    values = np.asarray(values, dtype=float)
+    largest = np.abs(values).max(axis=axis, keepdims=True, initial=0.0)
+    safe = np.where(largest > 0, largest, 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.squeeze(largest * np.linalg.norm(values / safe, axis=axis, keepdims=True))
+    return norms
+
+
 class Sensitivity:
     """Row norms of R⁻¹ and of T R⁻¹: what a unit of ‖R e‖ means for each θ̃_i and for
     each coefficient in the data's units (intercept first)."""
@@ -73,9 +86,39 @@ class Sensitivity:
         inverse = scipy.linalg.solve_triangular(R, np.eye(k), check_finite=False)
         self.scaled = np.linalg.norm(inverse, axis=1)
         self.inverse_norm = float(np.linalg.norm(inverse, 2))
-        self.original = np.linalg.norm(design.transform() @ inverse, axis=1)
+        self.original = safe_norm(design.transform() @ inverse, axis=1)
         # ‖ã_j‖ = ‖R e_j‖: the columns' lengths without another pass over the data.
         self.column_norms = np.linalg.norm(R, axis=0)
+
+
+def update_rounding(
+    design: ScaledDesign,
+    R: np.ndarray,
+    before: tuple[np.ndarray, np.ndarray],
+    after: tuple[np.ndarray, np.ndarray],
+    delta: np.ndarray,
+) -> float:
+    """‖R e‖ of what storing a step δ of θ̃ in the double-double parameters lost, measured
+    exactly (rationals, k of them): zero when the sum is exact, δ itself when the step is
+    below the parameters' last place and is lost whole."""
+    applied = [
+        Fraction(a_hi) + Fraction(a_lo) - Fraction(b_hi) - Fraction(b_lo)
+        for a_hi, a_lo, b_hi, b_lo in zip(*after, *before, strict=True)
+    ]
+    offset = int(design.intercept)
+    slopes = [
+        Fraction(float(d)) / Fraction(float(s))
+        for d, s in zip(delta[offset:], design.scale, strict=True)
+    ]
+    intended = slopes
+    if design.intercept:
+        shift = sum(Fraction(float(c)) * b for c, b in zip(design.shift, slopes, strict=True))
+        intended = [Fraction(float(delta[0])) - shift, *slopes]
+    lost = np.array([float(a - i) for a, i in zip(applied, intended, strict=True)])
+    if not lost.any():
+        return 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(safe_norm(R @ design.to_scaled(lost)))
 
 
 def natural_sizes(
@@ -149,7 +192,7 @@ def rounding_noise(
         gradient_error = np.append(intercept_error + n_rows * SMALLEST, gradient_error)
     moved = min(
         float(sensitivity.scaled @ gradient_error),
-        sensitivity.inverse_norm * float(np.linalg.norm(gradient_error)),
+        sensitivity.inverse_norm * float(safe_norm(gradient_error)),
     )
     residual_error = UNIT_ROUNDOFF**2 * residual_factor * terms + (3 * k + 4) * SMALLEST * root_n
     # Weights W enter as R⁻ᵀÃᵀWε = QᵀW^½ε and as ZᵀWr: √max w and max w.

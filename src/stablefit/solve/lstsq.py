@@ -31,6 +31,7 @@ from stablefit.solve.accuracy import (
     natural_sizes,
     qr_contraction_bound,
     rounding_noise,
+    update_rounding,
 )
 from stablefit.solve.blocks import RawBlock
 from stablefit.solve.dd import (
@@ -334,7 +335,7 @@ def refine(
             g, exact_totals = exact_pass(design, params_hi, params_lo, statistic)
             sse, n, yy = float(exact_totals.sse), exact_totals.n, float(exact_totals.yy)
             result.statistics = exact_totals.statistics
-            noise = 0.0
+            noise = 0.0  # but for the parameters' rounding, below
         else:
             want = want_gram and result.gram is None
             totals = _pass(design, params_hi, params_lo, want, statistic)
@@ -353,7 +354,9 @@ def refine(
                 largest_weight=totals.largest_weight,
             )
         delta = _solve_normal(R, g)
+        before = params_hi, params_lo
         params_hi, params_lo = dd_add(params_hi, params_lo, *design.from_scaled_dd(delta))
+        noise += update_rounding(design, R, before, (params_hi, params_lo), delta)
         result.params_hi, result.params_lo = params_hi, params_lo
         correction = float(np.linalg.norm(R @ delta))
         result.corrections.append(correction)
