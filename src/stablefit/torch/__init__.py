@@ -1,4 +1,5 @@
-"""PyTorch integration: ``preflight`` predicts a training run, ``guard`` protects it.
+"""PyTorch integration: ``preflight`` predicts a training run, ``guard`` protects it
+(``GuardCallback`` in a PyTorch Lightning ``Trainer``).
 
 PyTorch is imported only when one of these is first used, so ``import stablefit`` works
 without it. The guard's events and error are the framework-neutral ones of
@@ -12,9 +13,17 @@ from typing import Any
 
 from stablefit.guard.events import GuardEvent, NonFiniteTrainingError
 
-__all__ = ["GuardEvent", "GuardedOptimizer", "NonFiniteTrainingError", "guard", "preflight"]
+__all__ = [
+    "GuardCallback",
+    "GuardEvent",
+    "GuardedOptimizer",
+    "NonFiniteTrainingError",
+    "guard",
+    "preflight",
+]
 
 _LAZY = {
+    "GuardCallback": "stablefit.torch._lightning",
     "GuardedOptimizer": "stablefit.torch._guard",
     "guard": "stablefit.torch._guard",
     "preflight": "stablefit.torch._preflight",
@@ -27,7 +36,9 @@ def __getattr__(name: str) -> Any:
     try:
         module = import_module(_LAZY[name])
     except ImportError as error:
+        extra = "lightning" if name == "GuardCallback" else "torch"
         raise ImportError(
-            f"stablefit.torch.{name} needs PyTorch: pip install 'stablefit[torch]'"
+            f"stablefit.torch.{name} needs {'Lightning' if extra == 'lightning' else 'PyTorch'}:"
+            f" pip install 'stablefit[{extra}]'"
         ) from error
     return getattr(module, name)

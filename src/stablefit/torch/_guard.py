@@ -166,6 +166,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if self.stopped:
             return result
         loss = self._seen.pop("loss", None)
+        if loss is None and torch.is_tensor(result):
+            loss = result  # a closure's loss (Lightning's training step)
         loss_value = None if loss is None else _value(loss)
         finite = self._gradients_finite() and (loss_value is None or math.isfinite(loss_value))
         if finite:
@@ -310,7 +312,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         """The batch again from the weights before the step, layer by layer."""
         inputs = self._seen.get("inputs")
         target = self._seen.get("target")
-        if inputs is None or not torch.is_tensor(inputs):
+        if inputs is None or not torch.is_tensor(inputs) or len(inputs) == 0:
             return Replay(gradient_norm=_gradient_norm(self._params))
         bad_inputs = ~torch.isfinite(inputs.detach()).reshape(len(inputs), -1)
         bad_target = (
@@ -493,6 +495,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"guard({self.optimizer!r})"
+
+
+# Optimizer.__init__ wraps a class's step in a profiling hook once; the wrapped optimizer's
+# own step keeps its hook, and a second one here would only add its cost to every step.
+GuardedOptimizer.step.hooked = True  # type: ignore[attr-defined]
 
 
 def guard(
