@@ -237,13 +237,15 @@ class GuardCore:
         steps: int | None = None,
         holds: str = "",
         diagnosis: str = "",
+        guard: str = "NanGuard",
     ) -> str:
-        """The error (or warning) text when the guard stops training."""
+        """The error (or warning) text when the guard stops training; ``guard`` names the
+        adapter the user called (``"NanGuard"``, ``"stablefit.torch.guard"``)."""
         where = f"epoch {event.epoch + 1}" + (f"/{epochs}" if epochs else "")
         where += f", batch {event.batch + 1}" + (f"/{steps}" if steps else "")
         earlier = [e for e in self.events if e is not event]
         lines = [
-            f"NanGuard stopped training at {where}: cause {event.cause.replace('_', ' ')}.",
+            f"{guard} stopped training at {where}: cause {event.cause.replace('_', ' ')}.",
             event.message,
             f"Stopped because {reason}.",
         ]

@@ -4,12 +4,12 @@ The PyTorch adapter of the framework-neutral guard core (:mod:`stablefit.guard`)
 cheap part runs in every ``step()``, the expensive part (replaying the batch, naming the
 cause, the remedy) only when something went wrong.
 
-Every step: one fused check of every gradient for NaN/inf
-(``torch._amp_foreach_non_finite_check_and_unscale_``, the check ``GradScaler`` makes), one
-read of its flag and of the loss, then the wrapped optimizer's step — or none. Hooks on the
-model and on the loss module keep references to the step's inputs, predictions, target and
-loss (no copies). In-memory snapshots of the model and optimizer state are taken at epoch
-ends and at new best losses.
+Every step: one fused check of every gradient and of the loss for NaN/inf
+(``torch._amp_foreach_non_finite_check_and_unscale_``, the check ``GradScaler`` makes) and
+one read of its flag and of the loss (for the loss history, which spots a spike), then the
+wrapped optimizer's step — or none. Hooks on the model and on the loss module keep
+references to the step's inputs, target and (detached) loss. In-memory snapshots of the model and
+optimizer state are taken at epoch ends and at new best losses.
 
 At an event (a non-finite loss or gradient, a loss spike): the batch is replayed from the
 weights before the step, layer by layer; :func:`stablefit.guard.classify` names the cause
@@ -139,13 +139,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _see_model(self, module: nn.Module, args: tuple, output: Any) -> None:
         if torch.is_grad_enabled() and args:
             self._seen["inputs"] = args[0]
-            self._seen["output"] = output
             self._seen["autocast"] = _autocast_state(args[0])
 
     def _see_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
         if torch.is_grad_enabled() and len(args) >= 2:
-            self._seen["prediction"], self._seen["target"] = args[0], args[1]
-            self._seen["loss"] = output
+            # Not the predictions, nor the loss's graph: holding them would keep the
+            # step's activations alive. The replay computes the predictions again.
+            self._seen["target"] = args[1]
+            self._seen["loss"] = output.detach() if torch.is_tensor(output) else output
 
     # -- the step ---------------------------------------------------------------------
 
@@ -167,26 +168,29 @@ class GuardedOptimizer(torch.optim.Optimizer):
             return result
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
-            loss = result  # a closure's loss (Lightning's training step)
-        loss_value = None if loss is None else _value(loss)
-        finite = self._gradients_finite() and (loss_value is None or math.isfinite(loss_value))
-        if finite:
+            loss = result.detach()  # a closure's loss (Lightning's training step)
+        if self._gradients_finite(loss):
             if self.clipnorm is not None:
                 nn.utils.clip_grad_norm_(self._params, self.clipnorm)
             self.optimizer.step()
-            self._after_good_step(loss_value)
+            self._after_good_step(loss)
         else:
             self.skipped_steps += 1
-            self._event("nonfinite_step", loss_value)
+            self._event("nonfinite_step", None if loss is None else _value(loss))
         self._advance()
         return result
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
-    def _gradients_finite(self) -> bool:
+    def _gradients_finite(self, loss: torch.Tensor | None = None) -> bool:
+        """Whether every gradient (and the loss, when given) is finite."""
+        loss_checked = loss is None
         for params, found, one in self._kinds:
             grads = [p.grad for p in params if p.grad is not None]
+            if not loss_checked and (loss.device, loss.dtype) == (found.device, params[0].dtype):
+                grads.append(loss)  # its own detached copy: multiplied by 1, exactly
+                loss_checked = True
             if not grads:
                 continue
             found.zero_()
@@ -194,17 +198,20 @@ class GuardedOptimizer(torch.optim.Optimizer):
             torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
             if found.item():
                 return False
-        return True
+        return loss_checked or bool(torch.isfinite(loss).all())
 
-    def _after_good_step(self, loss_value: float | None) -> None:
+    def _after_good_step(self, loss: torch.Tensor | None) -> None:
+        """Hand the loss to the history (a spike rolls back), take a snapshot at a new
+        best, and every NORM_EVERY steps sample the gradient norm."""
         if self._step % NORM_EVERY == 0:
             norm = _gradient_norm(self._params)
             if math.isfinite(norm):
                 self._norms.append(norm)
-        if loss_value is None:
+        if loss is None:
             return
-        if self.core.observe(loss_value) == "loss_spike":
-            self._event("loss_spike", loss_value)
+        value = _value(loss)
+        if self.core.observe(value) == "loss_spike":
+            self._event("loss_spike", value)
         elif self.core.wants_snapshot():
             self.core.keep(self.epoch, self.batch, self._copy_state())
 
@@ -285,10 +292,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
             loss = self.loss_fn(self.model(inputs[keep]), target[keep])
         loss.backward()
         self._seen.pop("loss", None)
-        if self._gradients_finite() and math.isfinite(_value(loss)):
+        if self._gradients_finite(loss.detach()):
             self.skipped_steps -= 1
             self.optimizer.step()
-            self._after_good_step(_value(loss))
+            self._after_good_step(loss.detach())
 
     def _rows_in_data(self, inputs: Any, target: Any, bad: np.ndarray) -> list[int]:
         """Indices in ``data`` of the batch's bad rows (matched by their values)."""
@@ -470,8 +477,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if best is not None:
             self._restore(best.state)
         message = self.core.failure_message(
-            event, reason=reason, steps=self.epoch_steps, holds=_holds(best)
-        ).replace("NanGuard stopped", "stablefit.torch.guard stopped", 1)
+            event,
+            reason=reason,
+            steps=self.epoch_steps,
+            holds=_holds(best),
+            guard="stablefit.torch.guard",
+        )
         if self.on_failure == "warn":
             warnings.warn(message, RuntimeWarning, stacklevel=3)
             return

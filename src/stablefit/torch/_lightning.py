@@ -12,7 +12,7 @@ from stablefit.torch._guard import GuardedOptimizer, guard
 class GuardCallback(lightning.Callback):
     """Guard every optimizer of a Lightning ``Trainer`` (see :func:`stablefit.torch.guard`).
 
-    At the start of ``fit`` each optimizer from ``configure_optimizers`` is wrapped; the
+    When training starts each optimizer from ``configure_optimizers`` is wrapped; the
     training step's loss comes from Lightning's closure, the inputs and outputs from the
     ``LightningModule``'s forward. ``events`` lists what happened.
 
