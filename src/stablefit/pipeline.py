@@ -274,12 +274,22 @@ def fit_source(
     else:
         R, start = triangular_factor_qr(design)
 
-    def regrouped(keys: Any) -> tuple[SourceBlocks, tuple[str, ...]]:
+    # Passes after the fit (get_robustcov) read the data again rather than keep the
+    # cache alive with the result: a result must not hold hundreds of MB.
+    later_source = source.source if isinstance(source, CachingSource) else source
+    later_rows = None if rows is None else rows.uncached()
+
+    def later_blocks(keys: Any) -> tuple[SourceBlocks, tuple[str, ...]]:
+        if keys is None:
+            names = () if later_rows is None else later_rows.group_names
+            return SourceBlocks(with_rows(later_source, later_rows), (fit_rows,)), names
         other = row_data(None, None, keys, None) if regroup is None else regroup(keys)
         if other is None or not other.n_ways:
             raise StablefitInputError("groups= needs one or two columns of cluster keys")
         other.check(schema, "error")
-        return SourceBlocks(with_rows(source, rows, other), (fit_rows,)), other.group_names
+        other = other.uncached()
+        blocks = SourceBlocks(with_rows(later_source, later_rows, other), (fit_rows,))
+        return blocks, other.group_names
 
     return _solve(
         design,
@@ -302,7 +312,7 @@ def fit_source(
             weights_name=None if rows is None else rows.weights_name,
             group_names=() if rows is None else rows.group_names,
             y_centre=float(summary.complete_mean[d]),
-            regroup=regrouped,
+            later_blocks=later_blocks,
         ),
         exact=exact,
     )
@@ -363,14 +373,15 @@ def _sampled_rows(
 @dataclass(frozen=True)
 class Inference:
     """What the fit is asked for beyond the coefficients: the covariance type, t or
-    normal, the weights' and clusters' names, and how to read other cluster keys."""
+    normal, the weights' and clusters' names, and how to read the data after the fit."""
 
     cov_type: str = "nonrobust"
     use_t: bool = True
     weights_name: str | None = None
     group_names: tuple[str, ...] = ()
     y_centre: float = 0.0
-    regroup: Callable[[Any], tuple[SourceBlocks, tuple[str, ...]]] | None = None
+    # The fit's blocks for passes after it (keys None), or with other cluster keys.
+    later_blocks: Callable[[Any], tuple[SourceBlocks, tuple[str, ...]]] | None = None
 
 
 def _validate(summary: Summary, source: Source, missing: str) -> None:
@@ -498,6 +509,7 @@ def _solve(
     (small problems get it anyway).
     """
     inference = inference or Inference()
+    given_blocks = design.blocks
     notes = list(notes or [])
     offset = int(design.intercept)
     dependent = [k for k in dependent_columns(R, tolerance=COLLINEAR_SINE) if k >= offset]
@@ -596,15 +608,16 @@ def _solve(
         assert weight_totals is not None
         sst = weight_totals.centered_tss() if offset else refinement.target_norm**2
 
+    # What the result keeps refers to the design's scaling, not to the data it was read
+    # from (which may be a cache of hundreds of MB); passes after the fit read again.
+    detached = dataclasses.replace(design, blocks=None)
+    later_blocks = inference.later_blocks or _own_blocks(given_blocks)
+
     def extra_pass(row_kinds: tuple[str, ...], keys: Any) -> tuple[RowStatistics, tuple[str, ...]]:
-        pass_design, group_names = design, inference.group_names
-        if keys is not None:
-            if inference.regroup is None:
-                raise StablefitInputError("this fit cannot read other cluster keys")
-            blocks, group_names = inference.regroup(keys)
-            if dependent:
-                blocks = blocks.then(KeptColumns(tuple(keep_features)))
-            pass_design = dataclasses.replace(design, blocks=blocks)
+        blocks, group_names = later_blocks(keys)
+        if dependent:
+            blocks = blocks.then(KeptColumns(tuple(keep_features)))
+        pass_design = dataclasses.replace(detached, blocks=blocks)
         gathered = statistics_pass(
             pass_design,
             refinement.params_hi,
@@ -614,7 +627,7 @@ def _solve(
         return gathered, group_names
 
     covariances = CovarianceBuilder(
-        design,
+        detached,
         Bread(R, refinement.gram),
         n,
         sigma2,
@@ -684,6 +697,21 @@ def _solve(
         ),
         residual_sample=residuals,
     )
+
+
+def _own_blocks(blocks: Any) -> Callable[[Any], tuple[Any, tuple[str, ...]]]:
+    """Passes after the fit over the fit's own blocks (which hold no cache), without
+    cluster keys."""
+
+    def later_blocks(keys: Any) -> tuple[Any, tuple[str, ...]]:
+        if keys is not None:
+            raise StablefitInputError(
+                "other cluster keys need a fit by stablefit.fit (this one has no rows to "
+                "match them with)"
+            )
+        return blocks, ()
+
+    return later_blocks
 
 
 def _centered_intercept(refinement: Refinement, design: ScaledDesign) -> float:

@@ -134,6 +134,10 @@ class RowData:
     budget_bytes: int = DEFAULT_CACHE_BYTES
     _cached: list[RowChunk] | None = field(default=None, init=False, repr=False)
 
+    def uncached(self) -> RowData:
+        """The same rows, read again on every pass instead of kept."""
+        return RowData(self.weights_name, self.group_names, self.read_chunks, budget_bytes=0)
+
     @property
     def n_ways(self) -> int:
         return len(self.group_names)

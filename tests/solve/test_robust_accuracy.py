@@ -238,3 +238,32 @@ def test_weighted_offset_data_against_50_digits():
     ours = stablefit.fit(X, y, weights=w, cov_type="HC1")
     assert digits(ours.params, beta) >= 14
     assert digits(ours.bse, se) >= 12
+
+
+def test_a_result_does_not_keep_the_files_data_alive(tmp_path):
+    """get_robustcov reads a file again when it needs a pass; the parsed copy kept for the
+    fit's own passes is not held by the result."""
+    import gc
+    import tracemalloc
+
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.normal(size=(60_000, 10)), columns=[f"x{j}" for j in range(10)])
+    frame["y"] = frame.sum(axis=1) + rng.normal(size=len(frame))
+    frame["firm"] = rng.integers(0, 40, len(frame)).astype(str)
+    path = tmp_path / "panel.csv"
+    frame.to_csv(path, index=False)
+    frame.iloc[:2000].to_csv(tmp_path / "small.csv", index=False)
+    stablefit.fit(str(tmp_path / "small.csv"), target="y", groups="firm", cov_type="HC1")
+    tracemalloc.start()
+    result = stablefit.fit(str(path), target="y", groups="firm", cov_type="HC1")
+    gc.collect()
+    kept, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert kept < 1e6  # the data as float64 and the cluster codes: 5.8 MB
+    clustered = result.get_robustcov("cluster")
+    hc3 = result.get_robustcov("HC3")  # one more pass over the file
+    direct = stablefit.fit(frame.drop(columns="firm"), target="y", cov_type="HC3")
+    np.testing.assert_allclose(hc3.bse, direct.bse, rtol=1e-12)
+    assert clustered.n_groups == (40,)
