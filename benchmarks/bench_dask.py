@@ -50,7 +50,13 @@ METHODS = ("stablefit 1 process", "stablefit workers", "dask lstsq", "dask-ml")
 
 
 def write_table(
-    folder: Path, rows: int, cols: int, files: int, condition: str, seed: int = 0
+    folder: Path,
+    rows: int,
+    cols: int,
+    files: int,
+    condition: str,
+    seed: int = 0,
+    reuse: bool = False,
 ) -> np.ndarray:
     """The Parquet files, and the exact solution [intercept, coef...] of their union."""
     import pyarrow as pa
@@ -59,6 +65,8 @@ def write_table(
     rng = np.random.default_rng(seed)
     coef = rng.integers(-100, 101, size=cols).astype(float)
     intercept = float(rng.integers(-1000, 1001))
+    if reuse and any(folder.glob("*.parquet")):  # written before with the same arguments
+        return np.concatenate([[intercept], coef])
     folder.mkdir(parents=True, exist_ok=True)
     per_file = rows // files
     for index in range(files):
@@ -250,6 +258,9 @@ def main() -> None:
     parser.add_argument("--folder", default="bench-dask-data")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
     parser.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    parser.add_argument(
+        "--reuse", action="store_true", help="use the files a --keep run left with these arguments"
+    )
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write every run's figures here")
     args = parser.parse_args()
@@ -265,7 +276,7 @@ def main() -> None:
         print("dask-ml is not installed: left out (pip install 'stablefit[bench]')")
         methods = [m for m in methods if m != "dask-ml"]
     start = time.perf_counter()
-    exact = write_table(folder, args.rows, args.cols, args.files, args.condition)
+    exact = write_table(folder, args.rows, args.cols, args.files, args.condition, reuse=args.reuse)
     size = sum(p.stat().st_size for p in folder.glob("*.parquet"))
     print(
         f"{args.files} Parquet files, {args.rows:,} x {args.cols} + target "

@@ -140,14 +140,17 @@ class DaskEngine:
             from distributed import as_completed
 
             root_future, *leaf_futures = self.client.compute([root, *leaves])
+            # Only as_completed holds the partitions' results, each until it is counted:
+            # then the merge that needs it holds it, and the cluster frees it after that.
+            pending = as_completed(leaf_futures, loop=self.client.loop)
+            del leaf_futures
             try:
-                # Each partition's result is let go once counted: the merges hold it.
-                for done in as_completed(leaf_futures, loop=self.client.loop):
+                for done in pending:
                     if done.status == "error":
                         done.result()  # raises the partition's own error
                     if self.progress is not None:
                         self.progress.advance(parts=1)
-                leaf_futures.clear()
+                    del done
                 return root_future.result()
             finally:
                 root_future.cancel()
