@@ -11,7 +11,9 @@ the corrected semi-normal equations. With R from a backward-stable QR each step 
 the error by about κ(Ã)·u (u = 2⁻⁵³), and because r and g are formed in double-double the
 iterates converge to the least-squares solution of the data as given, far beyond what a
 single QR solve in double can reach (Björck, *Numerical Methods for Least Squares
-Problems*, 1996, §2.9).
+Problems*, 1996, §2.9). Small problems form r and g exactly instead
+(:mod:`stablefit.solve.rational`). How far each coefficient can be trusted after the last
+step, and when to stop, is :mod:`stablefit.solve.accuracy`'s business.
 """
 
 from __future__ import annotations
