@@ -15,8 +15,9 @@ optimizer's ``apply`` (TensorFlow) or ``stateless_apply`` (JAX):
   the history) and keeps the running median of the log gradient norm.
 
 Everything runs inside the compiled step. Only when a step had bad rows or was skipped
-does the step call back to the host (``tf.py_function`` / ``jax.debug.callback`` in the
-branch taken then) with the batch, so the guard can replay it.
+does the batch reach the host, so the guard can replay it: kept in variables that the
+host reads when the logs show the counts changed (TensorFlow), or sent by
+``jax.debug.callback`` in the branch taken then (JAX).
 """
 
 from __future__ import annotations
@@ -213,6 +214,8 @@ class StepGuard:
             )
         self.counters = GuardCounters()
         self._stash: dict[str, Any] = {}
+        self._slots: list[Any] | None = None
+        self._slot_layout: dict[str, Any] = {}
         self._lock = threading.Lock()
         optimizer = model.optimizer
         self.scaled_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -363,6 +366,10 @@ class StepGuard:
         return {**logs, **model.get_metrics_result(), STEP_LOSS: step_loss}
 
     def _tf_report(self, rare: Any, data: Any, row_ok: Any, ok: Any) -> None:
+        """Keep the batch of a rare step in variables the host reads when the logs say so.
+
+        (A host callback in the graph, even in a branch not taken, slows every step.)
+        """
         import tensorflow as tf
 
         flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
@@ -371,16 +378,28 @@ class StepGuard:
         if row_ok is None:
             row_ok = tf.ones(tf.shape(flat["tensors"][0])[:1], tf.bool)
         values = [*flat["tensors"], row_ok, ok, tf.cast(loss, "float32"), norm_squared]
+        if self._slots is None or len(self._slots) != len(values):
+            with tf.init_scope():
+                self._slots = [
+                    tf.Variable(
+                        tf.zeros([0], dtype=v.dtype), shape=tf.TensorShape(None), trainable=False
+                    )
+                    for v in values
+                ]
+        self._slot_layout = flat
 
-        def send(*arrays: Any) -> Any:
-            self._receive(flat, [a.numpy() for a in arrays])
-            return np.int32(0)
+        def keep() -> Any:
+            for slot, value in zip(self._slots, values, strict=True):
+                slot.assign(value)
+            return tf.constant(True)
 
-        tf.cond(
-            rare,
-            lambda: tf.py_function(send, values, Tout=tf.int32),
-            lambda: tf.constant(0, tf.int32),
-        )
+        tf.cond(rare, keep, lambda: tf.constant(False))
+
+    def collect(self) -> None:
+        """TensorFlow: hand the rare step kept in the slots to ``on_report`` (host side)."""
+        if self._slots is None:
+            return
+        self._receive(self._slot_layout, [np.asarray(slot.numpy()) for slot in self._slots])
 
     # -- PyTorch (eager: the decisions are plain Python on the step's own values) -------
 

@@ -149,6 +149,7 @@ class NanGuard(keras.callbacks.Callback):
         self._observed: list[tuple[int, Any]] = []
         self._reports: list[StepReport] = []
         self._epoch, self._batch = 0, -1
+        self._counts: tuple[Any, Any] = (0, 0)
         self._awaiting_capture = False
         self._stopped = False
         self._failure: str | None = None
@@ -161,13 +162,20 @@ class NanGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._batch = epoch, -1
+        self._counts = (0, 0)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._process()
         self._batch = batch
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        step_loss = (logs or {}).pop(STEP_LOSS, None)  # the guard's own: not for display
+        logs = logs if logs is not None else {}
+        step_loss = logs.pop(STEP_LOSS, None)  # the guard's own: not for display
+        counts = (logs.get("skipped_steps"), logs.get("bad_rows"))
+        if self._step.backend == "tensorflow" and counts != self._counts:
+            # Callbacks run on the training thread here: the slots hold this step.
+            self._step.collect()
+        self._counts = counts
         with self._lock:
             self._observed.append((batch, step_loss))
 
