@@ -636,7 +636,7 @@ def _solve(
         extra_pass,
     )
     covariance = covariances.covariance(inference.cov_type)
-    notes += covariance_notes(covariance, inference.use_t)
+
     certificate = _certificate(R, refinement, condition, T)
     kept_names = (["intercept"] if offset else []) + [names[j] for j in keep_features]
     notes.extend(_accuracy_notes(certificate, refinement, kept_names))
@@ -646,6 +646,8 @@ def _solve(
     full_cov = np.full((d + offset, d + offset), np.nan)
     kept = ([0] if offset else []) + [j + offset for j in keep_features]
     full_cov[np.ix_(kept, kept)] = covariance.matrix
+    param_names = ("intercept",) * offset + tuple(names)
+    notes += covariance_notes(covariance, inference.use_t, full_cov, param_names)
     digits = np.zeros(d + offset, dtype=int)
     digits[kept] = certificate.digits_per_coef
     # Per-coefficient digits for every feature: 0 for those left out.

@@ -415,7 +415,15 @@ class CovarianceBuilder:
 
     def covariance(self, cov_type: str, groups: object | None = None) -> Covariance:
         """The covariance of type ``cov_type``; ``groups`` (for "cluster") other keys than
-        the fit's, which costs one more pass over the data."""
+        the fit's, which costs one more pass over the data.
+
+        A variance beyond float64's range (a coefficient near 1e280) comes out infinite;
+        the result's notes name it (:func:`stablefit.solve.result.covariance_notes`).
+        """
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._covariance(cov_type, groups)
+
+    def _covariance(self, cov_type: str, groups: object | None) -> Covariance:
         from stablefit.solve.lstsq import unscaled_covariance
 
         cov_type = normalize_cov_type(cov_type)

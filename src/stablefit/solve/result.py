@@ -353,8 +353,8 @@ class FitResult:
             for text in (note.split("] ", 1)[-1] for note in self.notes)
             if not text.startswith(COVARIANCE_NOTE_PREFIXES)
         ]
-        notes += covariance_notes(covariance, use_t)
         full = self._full_covariance(covariance.matrix)
+        notes += covariance_notes(covariance, use_t, full, self.param_names)
         prediction = None
         if self._prediction is not None:
             prediction = dataclasses.replace(
@@ -527,12 +527,30 @@ class FitResult:
 
 
 # Notes that describe the covariance, replaced when get_robustcov changes it.
-COVARIANCE_NOTE_PREFIXES = ("Standard errors are ", "HC2 is undefined", "HC3 is undefined")
+COVARIANCE_NOTE_PREFIXES = (
+    "Standard errors are ",
+    "HC2 is undefined",
+    "HC3 is undefined",
+    "The two-way clustered covariance",
+    "The variance of ",
+)
 
 
-def covariance_notes(covariance: Covariance, use_t: bool) -> list[str]:
-    """What the covariance type means, for the numbered notes (as statsmodels prints)."""
+def covariance_notes(
+    covariance: Covariance, use_t: bool, full: np.ndarray, names: Sequence[str]
+) -> list[str]:
+    """What the covariance type means, for the numbered notes (as statsmodels prints), and
+    which variances overflowed (``full``: the covariance of every parameter, NaN for those
+    left out)."""
     notes = list(covariance.notes)
+    variances = np.diag(full)
+    overflowed = [name for name, v in zip(names, variances, strict=True) if np.isinf(v)]
+    if overflowed:
+        notes.append(
+            f"The variance of {', '.join(map(repr, overflowed))} is beyond float64's range "
+            "(above 1.8e308), so its standard error is infinite and its t, p and interval "
+            "carry no information; rescale the feature (its coefficient is exact)."
+        )
     if covariance.cov_type == "nonrobust" and use_t:
         return notes
     text = f"Standard errors are {DESCRIPTIONS[covariance.cov_type]}"
