@@ -89,9 +89,11 @@ def test_the_refinement_pass_is_the_same_bit_for_bit() -> None:
     Z_lo = Z * 2.0**-60
     y = rng.normal(size=50)
     b_hi, b_lo = rng.normal(size=6), rng.normal(size=6) * 2.0**-55
-    as_python, compiled = both_ways(residual_gradient, Z, Z_lo, y, b_hi, b_lo, 0.25, 1e-18)
-    for a, b in zip(as_python, compiled, strict=True):
+    w = rng.uniform(0.5, 2.0, size=50)
+    as_python, compiled = both_ways(residual_gradient, Z, Z_lo, y, b_hi, b_lo, 0.25, 1e-18, w)
+    for a, b in zip(as_python[:4], compiled[:4], strict=True):
         assert bits(a) == bits(b)
+    assert as_python[4] == compiled[4]
 
 
 @pytest.mark.parametrize("command", ["fit", "doctor"])

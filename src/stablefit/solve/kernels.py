@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,16 +51,6 @@ def _fma(typingctx, a, b, c):  # pragma: no cover
 
 
 @kernel(inline="always")
-def _minus_product(s, e, a, a_lo, b_hi, b_lo):  # pragma: no cover
-    """(s, e) - a·(b_hi + b_lo) - a_lo·b_hi: two-sum of the product, its error into e."""
-    p = a * b_hi
-    p_err = _fma(a, b_lo, _fma(a, b_hi, -p)) + a_lo * b_hi
-    s_new = s - p
-    v = s_new - s
-    return s_new, e + (((s - (s_new - v)) + (-p - v)) - p_err)
-
-
-@kernel(inline="always")
 def _plus_pair(s, e, t, f):  # pragma: no cover
     s_new = s + t
     v = s_new - s
@@ -76,6 +67,12 @@ def _times(r, r_tail, w):  # pragma: no cover
     return s, e - (s - p)
 
 
+# Rows whose residuals are formed together: one running sum per row in each lane of the
+# processor's vector registers. (Fewer than about 16 and the compiler unrolls the rows
+# instead of vectorizing them.)
+TILE_ROWS = 32
+
+
 @kernel(cache=True, nogil=True)
 def _residual_gradient(Z_hi, Z_lo, has_lo, y, b_hi, b_lo, c_hi, c_lo, w, has_w):  # pragma: no cover
     n, k = Z_hi.shape
@@ -83,81 +80,103 @@ def _residual_gradient(Z_hi, Z_lo, has_lo, y, b_hi, b_lo, c_hi, c_lo, w, has_w):
     r_lo = np.empty(n)
     g_sum = np.zeros(k)
     g_err = np.zeros(k)
-    # Four running sums over the four quarters of a row: one sum's chain of dependent
-    # additions would leave the processor idle three cycles in four. (Quarters, not
-    # interleaved columns: those get packed into vectors and run no faster than one sum.)
+    r_sum = r_err = square_sum = square_err = 0.0
+    largest_residual = largest_target = target_squares = 0.0
+    # A row's sum runs along four running sums over the four quarters of the row, as a
+    # dependent chain of additions would leave the processor idle three cycles in four.
+    # TILE_ROWS rows advance together, a row per vector lane: their columns are copied
+    # into ``tile`` first, so that the lanes read consecutive values.
     q = k // 4
-    for i in range(n):
-        # (s0, e0) accumulates y_i - c - Σ_j z_ij b_j exactly (to double-double).
-        s0 = y[i] - c_hi
-        v = s0 - y[i]
-        e0 = (y[i] - (s0 - v)) + (-c_hi - v) - c_lo
-        s1 = s2 = s3 = e1 = e2 = e3 = 0.0
-        for j in range(q):
-            s0, e0 = _minus_product(
-                s0, e0, Z_hi[i, j], Z_lo[i, j] if has_lo else 0.0, b_hi[j], b_lo[j]
-            )
-            m = j + q
-            s1, e1 = _minus_product(
-                s1, e1, Z_hi[i, m], Z_lo[i, m] if has_lo else 0.0, b_hi[m], b_lo[m]
-            )
-            m += q
-            s2, e2 = _minus_product(
-                s2, e2, Z_hi[i, m], Z_lo[i, m] if has_lo else 0.0, b_hi[m], b_lo[m]
-            )
-            m += q
-            s3, e3 = _minus_product(
-                s3, e3, Z_hi[i, m], Z_lo[i, m] if has_lo else 0.0, b_hi[m], b_lo[m]
-            )
-        for j in range(4 * q, k):
-            s0, e0 = _minus_product(
-                s0, e0, Z_hi[i, j], Z_lo[i, j] if has_lo else 0.0, b_hi[j], b_lo[j]
-            )
-        s0, e0 = _plus_pair(s0, e0, s1, e1)
-        s2, e2 = _plus_pair(s2, e2, s3, e3)
-        s, e = _plus_pair(s0, e0, s2, e2)
-        r = s + e
-        r_tail = e - (r - s)
-        r_hi[i] = r
-        r_lo[i] = r_tail
-        if has_w:  # weighted least squares: g = Zᵀ W r
-            r, r_tail = _times(r, r_tail, w[i])
-        # g += z_i r_i, exactly to double-double; independent across j, so it vectorizes.
+    width = min(TILE_ROWS, n)
+    tile = np.zeros((k, width))
+    tile_lo = np.zeros((k, width) if has_lo else (1, 1))
+    s = np.empty((4, width))
+    e = np.empty((4, width))
+    for first in range(0, n, width):
+        rows = min(width, n - first)
+        for l in range(rows):
+            for j in range(k):
+                tile[j, l] = Z_hi[first + l, j]
+                if has_lo:
+                    tile_lo[j, l] = Z_lo[first + l, j]
+        for l in range(width):
+            # (s0, e0) accumulates y_i - c - Σ_j z_ij b_j exactly (to double-double).
+            y_i = y[first + l] if l < rows else 0.0
+            s0 = y_i - c_hi
+            v = s0 - y_i
+            e[0, l] = (y_i - (s0 - v)) + (-c_hi - v) - c_lo
+            s[0, l] = s0
+            for chain in range(1, 4):
+                s[chain, l] = 0.0
+                e[chain, l] = 0.0
         for j in range(k):
-            a = Z_hi[i, j]
+            # Chain c takes the columns c·q .. c·q + q - 1; chain 0 also the last k mod 4.
+            chain = j // q if j < 4 * q else 0
+            b, b_tail = b_hi[j], b_lo[j]
+            for l in range(width):
+                a = tile[j, l]
+                p = a * b
+                p_err = _fma(a, b_tail, _fma(a, b, -p))
+                if has_lo:
+                    p_err += tile_lo[j, l] * b
+                s_old = s[chain, l]
+                s_new = s_old - p
+                v = s_new - s_old
+                e[chain, l] += ((s_old - (s_new - v)) + (-p - v)) - p_err
+                s[chain, l] = s_new
+        for l in range(rows):
+            i = first + l
+            s0, e0 = _plus_pair(s[0, l], e[0, l], s[1, l], e[1, l])
+            s2, e2 = _plus_pair(s[2, l], e[2, l], s[3, l], e[3, l])
+            total, error = _plus_pair(s0, e0, s2, e2)
+            r = total + error
+            r_tail = error - (r - total)
+            r_hi[i] = r
+            r_lo[i] = r_tail
+            largest_residual = max(largest_residual, abs(r))
+            largest_target = max(largest_target, abs(y[i]))
+            a, a_tail = (r, r_tail) if not has_w else _times(r, r_tail, w[i])
+            target_squares += (y[i] * w[i] if has_w else y[i]) * y[i]
+            # Σ w r² and Σ w r, each exactly to double-double.
             p = a * r
-            p_err = _fma(a, r_tail, _fma(a, r, -p))
-            if has_lo:
-                p_err += Z_lo[i, j] * r
-            s_old = g_sum[j]
-            s_new = s_old + p
-            v = s_new - s_old
-            g_err[j] += ((s_old - (s_new - v)) + (p - v)) + p_err
-            g_sum[j] = s_new
-    return r_hi, r_lo, g_sum, g_err
+            p_err = _fma(a, r, -p) + a * r_tail + a_tail * r
+            t = square_sum + p
+            v = t - square_sum
+            square_err += ((square_sum - (t - v)) + (p - v)) + p_err
+            square_sum = t
+            t = r_sum + a
+            v = t - r_sum
+            r_err += ((r_sum - (t - v)) + (a - v)) + a_tail
+            r_sum = t
+            # g += z_i w_i r_i, exactly to double-double; independent across j, so it
+            # vectorizes.
+            for j in range(k):
+                z = Z_hi[i, j]
+                p = z * a
+                p_err = _fma(z, a_tail, _fma(z, a, -p))
+                if has_lo:
+                    p_err += Z_lo[i, j] * a
+                s_old = g_sum[j]
+                s_new = s_old + p
+                v = s_new - s_old
+                g_err[j] += ((s_old - (s_new - v)) + (p - v)) + p_err
+                g_sum[j] = s_new
+    # Σ w r (hi, lo), Σ w r² (rounded once), max |r|, max |y|, Σ w y².
+    totals = np.array(
+        [r_sum, r_err, square_sum + square_err, largest_residual, largest_target, target_squares]
+    )
+    return r_hi, r_lo, g_sum, g_err, totals
 
 
-@kernel(cache=True, nogil=True)
-def _sum_of_squares(r_hi, r_lo, w, has_w):  # pragma: no cover
-    s = 0.0
-    e = 0.0
-    for i in range(r_hi.size):
-        r, r_tail = r_hi[i], r_lo[i]
-        a, a_tail = (r, r_tail) if not has_w else _times(r, r_tail, w[i])
-        p = a * r
-        p_err = _fma(a, r, -p) + a * r_tail + a_tail * r
-        t = s + p
-        v = t - s
-        e += ((s - (t - v)) + (p - v)) + p_err
-        s = t
-    return s + e
+class PassTotals(NamedTuple):
+    """What one block adds to a refinement pass: ``Σ w r`` as a double-double pair, ``Σ w r²``
+    rounded once, ``max |r|``, ``max |y|`` and ``Σ w y²`` (w = 1 without weights)."""
 
-
-def sum_of_squares(r_hi: np.ndarray, r_lo: np.ndarray, weights: np.ndarray | None) -> float:
-    """Σ w_i (r_hi + r_lo)², rounded once: ‖r‖² to the last bit, which R² = 1 - ‖r‖²/SST
-    needs when the fit explains little (NIST's Wampler5: R² ≈ 0.002)."""
-    w = np.zeros(1) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
-    return float(_sum_of_squares(r_hi, r_lo, w, weights is not None))
+    residual_sum: tuple[float, float]
+    sum_of_squares: float
+    largest_residual: float
+    largest_target: float
+    target_squares: float
 
 
 def residual_gradient(
@@ -169,16 +188,19 @@ def residual_gradient(
     c_hi: float,
     c_lo: float,
     weights: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """r = y - c - Z b and g = Zᵀ r (Zᵀ W r with weights), in double-double, Z of shape (n, k).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, PassTotals]:
+    """r = y - c - Z b and g = Zᵀ W r (W = diag(weights), the identity without them), in
+    double-double, Z of shape (n, k), and the block's :class:`PassTotals`.
 
-    Returns (r_hi, r_lo, g_hi, g_lo), r unweighted; the pair sums are not renormalized
-    beyond what double-double accuracy needs.
+    Returns (r_hi, r_lo, g_hi, g_lo, totals), r unweighted; the pair sums are not
+    renormalized beyond what double-double accuracy needs. ``Σ w r²`` is exact to the last
+    bit, which R² = 1 - ‖r‖²/SST needs when the fit explains little (NIST's Wampler5:
+    R² ≈ 0.002).
     """
     Z_hi = np.ascontiguousarray(Z_hi, dtype=np.float64)
     lo = np.zeros((1, 1)) if Z_lo is None else np.ascontiguousarray(Z_lo, dtype=np.float64)
     w = np.zeros(1) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
-    return _residual_gradient(
+    r_hi, r_lo, g_hi, g_lo, totals = _residual_gradient(
         Z_hi,
         lo,
         Z_lo is not None,
@@ -190,6 +212,10 @@ def residual_gradient(
         w,
         weights is not None,
     )
+    sums = PassTotals(
+        (float(totals[0]), float(totals[1])), *(float(value) for value in totals[2:])
+    )
+    return r_hi, r_lo, g_hi, g_lo, sums
 
 
 @kernel(cache=True, nogil=True)

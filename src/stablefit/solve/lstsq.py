@@ -45,7 +45,7 @@ from stablefit.solve.dd import (
     dd_sum,
 )
 from stablefit.solve.design import ScaledDesign
-from stablefit.solve.kernels import residual_gradient, sum_of_squares
+from stablefit.solve.kernels import residual_gradient
 from stablefit.solve.rational import exact_pass
 
 CHOLESKY_CONDITION_LIMIT = 1e4
@@ -80,7 +80,7 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
         # LAPACK's own layout (column-major), and dgeqrt rather than dgeqrf: its recursive
         # panel factorization is 3.5 times as fast on these tall, narrow blocks.
         augmented = np.empty((raw.y.size, k + 1), order="F")
-        augmented[:, :k] = design.scaled(raw.Z_hi, raw.Z_lo, raw.y).hi
+        design.scaled_rounded(raw.Z_hi, raw.Z_lo, out=augmented)
         augmented[:, k] = raw.y
         if raw.weights is not None:  # R of W^½Ã: rounding √w only perturbs the preconditioner
             augmented *= np.sqrt(raw.weights)[:, None]
@@ -255,25 +255,24 @@ def _pass(
 
     def block_totals(raw: RawBlock) -> _PassTotals:
         Z_hi, Z_lo, y, w = raw.Z_hi, raw.Z_lo, raw.y, raw.weights
-        r_hi, r_lo, g_hi, g_lo = residual_gradient(Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo, w)
-        wr_hi, wr_lo = (r_hi, r_lo) if w is None else dd_mul(r_hi, r_lo, w, np.zeros_like(w))
+        r_hi, r_lo, g_hi, g_lo, sums = residual_gradient(
+            Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo, w
+        )
         if offset:
-            s_hi, s_lo = dd_sum(wr_hi, wr_lo, axis=0)
-            g_hi, g_lo = np.append(s_hi, g_hi), np.append(s_lo, g_lo)
+            g_hi, g_lo = np.append(sums.residual_sum[0], g_hi), np.append(sums.residual_sum[1], g_lo)
         gram = None
         if want_gram:
             block = design.scaled(Z_hi, Z_lo, y)
             gram = dd_gram(block.hi, block.lo, w)
-        yy = float(y @ y) if w is None else float((w * y) @ y)
         part = _PassTotals(
             g_hi,
             g_lo,
-            sum_of_squares(r_hi, r_lo, w),
+            sums.sum_of_squares,
             y.size,
-            yy,
+            sums.target_squares,
             gram,
-            largest_residual=float(np.abs(r_hi).max(initial=0.0)),
-            largest_target=float(np.abs(y).max(initial=0.0)),
+            largest_residual=sums.largest_residual,
+            largest_target=sums.largest_target,
             largest_weight=1.0 if w is None else float(w.max(initial=0.0)),
         )
         if statistic is not None:

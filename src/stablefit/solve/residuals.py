@@ -87,7 +87,7 @@ def residual_sample(
     parameters (intercept first, in the data's units), for the design factored as R."""
     offset = int(design.intercept)
     c_hi, c_lo = (params_hi[0], params_lo[0]) if offset else (0.0, 0.0)
-    r_hi, r_lo, _, _ = residual_gradient(
+    r_hi, r_lo, *_ = residual_gradient(
         sampled.Z_hi, sampled.Z_lo, sampled.y, params_hi[offset:], params_lo[offset:], c_hi, c_lo
     )
     resid = r_hi + r_lo
