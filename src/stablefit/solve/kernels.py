@@ -94,40 +94,40 @@ def _residual_gradient(Z_hi, Z_lo, has_lo, y, b_hi, b_lo, c_hi, c_lo, w, has_w):
     e = np.empty((4, width))
     for first in range(0, n, width):
         rows = min(width, n - first)
-        for l in range(rows):
+        for lane in range(rows):
             for j in range(k):
-                tile[j, l] = Z_hi[first + l, j]
+                tile[j, lane] = Z_hi[first + lane, j]
                 if has_lo:
-                    tile_lo[j, l] = Z_lo[first + l, j]
-        for l in range(width):
+                    tile_lo[j, lane] = Z_lo[first + lane, j]
+        for lane in range(width):
             # (s0, e0) accumulates y_i - c - Σ_j z_ij b_j exactly (to double-double).
-            y_i = y[first + l] if l < rows else 0.0
+            y_i = y[first + lane] if lane < rows else 0.0
             s0 = y_i - c_hi
             v = s0 - y_i
-            e[0, l] = (y_i - (s0 - v)) + (-c_hi - v) - c_lo
-            s[0, l] = s0
+            e[0, lane] = (y_i - (s0 - v)) + (-c_hi - v) - c_lo
+            s[0, lane] = s0
             for chain in range(1, 4):
-                s[chain, l] = 0.0
-                e[chain, l] = 0.0
+                s[chain, lane] = 0.0
+                e[chain, lane] = 0.0
         for j in range(k):
             # Chain c takes the columns c·q .. c·q + q - 1; chain 0 also the last k mod 4.
             chain = j // q if j < 4 * q else 0
             b, b_tail = b_hi[j], b_lo[j]
-            for l in range(width):
-                a = tile[j, l]
+            for lane in range(width):
+                a = tile[j, lane]
                 p = a * b
                 p_err = _fma(a, b_tail, _fma(a, b, -p))
                 if has_lo:
-                    p_err += tile_lo[j, l] * b
-                s_old = s[chain, l]
+                    p_err += tile_lo[j, lane] * b
+                s_old = s[chain, lane]
                 s_new = s_old - p
                 v = s_new - s_old
-                e[chain, l] += ((s_old - (s_new - v)) + (-p - v)) - p_err
-                s[chain, l] = s_new
-        for l in range(rows):
-            i = first + l
-            s0, e0 = _plus_pair(s[0, l], e[0, l], s[1, l], e[1, l])
-            s2, e2 = _plus_pair(s[2, l], e[2, l], s[3, l], e[3, l])
+                e[chain, lane] += ((s_old - (s_new - v)) + (-p - v)) - p_err
+                s[chain, lane] = s_new
+        for lane in range(rows):
+            i = first + lane
+            s0, e0 = _plus_pair(s[0, lane], e[0, lane], s[1, lane], e[1, lane])
+            s2, e2 = _plus_pair(s[2, lane], e[2, lane], s[3, lane], e[3, lane])
             total, error = _plus_pair(s0, e0, s2, e2)
             r = total + error
             r_tail = error - (r - total)
@@ -212,9 +212,7 @@ def residual_gradient(
         w,
         weights is not None,
     )
-    sums = PassTotals(
-        (float(totals[0]), float(totals[1])), *(float(value) for value in totals[2:])
-    )
+    sums = PassTotals((float(totals[0]), float(totals[1])), *(float(value) for value in totals[2:]))
     return r_hi, r_lo, g_hi, g_lo, sums
 
 

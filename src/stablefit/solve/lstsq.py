@@ -255,11 +255,10 @@ def _pass(
 
     def block_totals(raw: RawBlock) -> _PassTotals:
         Z_hi, Z_lo, y, w = raw.Z_hi, raw.Z_lo, raw.y, raw.weights
-        r_hi, r_lo, g_hi, g_lo, sums = residual_gradient(
-            Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo, w
-        )
+        r_hi, r_lo, g_hi, g_lo, sums = residual_gradient(Z_hi, Z_lo, y, b_hi, b_lo, c_hi, c_lo, w)
         if offset:
-            g_hi, g_lo = np.append(sums.residual_sum[0], g_hi), np.append(sums.residual_sum[1], g_lo)
+            g_hi = np.append(sums.residual_sum[0], g_hi)
+            g_lo = np.append(sums.residual_sum[1], g_lo)
         gram = None
         if want_gram:
             block = design.scaled(Z_hi, Z_lo, y)
