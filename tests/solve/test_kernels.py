@@ -51,3 +51,25 @@ def test_residual_and_gradient_are_exact_to_double_double(with_lo, k, weighted):
     assert totals.largest_target == np.abs(y).max()
     target_squares = float(mpmath.fsum(weight(i) * exact(y[i]) ** 2 for i in range(n)))
     assert totals.target_squares == pytest.approx(target_squares, rel=1e-14)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("with_lo", [False, True])
+def test_scaled_columns_are_the_rounded_design_in_lapack_order(with_lo, weighted):
+    from stablefit.solve.design import ScaledDesign
+    from stablefit.solve.kernels import scaled_columns
+
+    rng = np.random.default_rng(5)
+    Z = rng.normal(size=(70, 5)) * 1e3 + 1.7e9
+    Z_lo = rng.normal(size=Z.shape) * 1e-8 if with_lo else None
+    y = rng.normal(size=70)
+    w = rng.uniform(0.1, 10.0, size=70) if weighted else None
+    design = ScaledDesign(
+        None, shift=Z.mean(axis=0), scale=np.exp2([3, 5, 7, 9, 11.0]), intercept=True
+    )
+    columns = scaled_columns(Z, Z_lo, y, design.shift, design.scale, True, w)
+    assert columns.flags.f_contiguous and columns.shape == (70, 7)
+    expected = np.column_stack([design.scaled_rounded(Z, Z_lo), y])
+    if weighted:
+        expected *= np.sqrt(w)[:, None]
+    np.testing.assert_array_equal(columns, expected)

@@ -79,15 +79,12 @@ class ScaledDesign:
             lo = np.hstack([np.zeros_like(ones), lo])
         return DesignBlock(hi, None if exact else lo, y)
 
-    def scaled_rounded(
-        self, Z_hi: np.ndarray, Z_lo: np.ndarray | None, out: np.ndarray | None = None
-    ) -> np.ndarray:
+    def scaled_rounded(self, Z_hi: np.ndarray, Z_lo: np.ndarray | None) -> np.ndarray:
         """Rows of Ã rounded to double (the ``hi`` of :meth:`scaled`, up to the rounding of
-        ``Z_lo``), in one new C-ordered array or in the first ``n_params`` columns of
-        ``out``: what products with a preconditioner and its QR factor need, at a third
-        of the cost."""
+        ``Z_lo``), in one new C-ordered array: what products with a preconditioner need,
+        at a third of the cost."""
         offset = int(self.intercept)
-        A = np.empty((Z_hi.shape[0], self.n_params)) if out is None else out[:, : self.n_params]
+        A = np.empty((Z_hi.shape[0], self.n_params))
         A[:, :offset] = 1.0
         np.subtract(Z_hi, self.shift, out=A[:, offset:])
         if Z_lo is not None:

@@ -217,6 +217,60 @@ def residual_gradient(
 
 
 @kernel(cache=True, nogil=True)
+def _scaled_columns(
+    Z_hi, Z_lo, has_lo, shift, inverse_scale, offset, y, root_w, has_w, out
+):  # pragma: no cover
+    n, d = Z_hi.shape
+    for first in range(0, n, TILE_ROWS):
+        last = min(n, first + TILE_ROWS)
+        # A few rows at a time, column by column: the rows stay in the first-level cache
+        # while each column of ``out`` is written in order.
+        for j in range(offset):
+            for i in range(first, last):
+                out[i, j] = root_w[i] if has_w else 1.0
+        for j in range(d):
+            for i in range(first, last):
+                value = Z_hi[i, j] - shift[j]
+                if has_lo:
+                    value += Z_lo[i, j]
+                value *= inverse_scale[j]
+                out[i, offset + j] = value * root_w[i] if has_w else value
+        for i in range(first, last):
+            out[i, offset + d] = y[i] * root_w[i] if has_w else y[i]
+
+
+def scaled_columns(
+    Z_hi: np.ndarray,
+    Z_lo: np.ndarray | None,
+    y: np.ndarray,
+    shift: np.ndarray,
+    scale: np.ndarray,
+    intercept: bool,
+    weights: np.ndarray | None,
+) -> np.ndarray:
+    """``W^½ [1, (Z - shift) / scale, y]`` rounded to double, in column-major order (what
+    LAPACK factors): ``(Z_hi - shift) + Z_lo`` rounded, then scaled (powers of two: exact).
+    """
+    n, d = Z_hi.shape
+    offset = int(intercept)
+    out = np.empty((n, offset + d + 1), order="F")
+    root_w = np.zeros(1) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+    _scaled_columns(
+        np.ascontiguousarray(Z_hi, dtype=np.float64),
+        np.zeros((1, 1)) if Z_lo is None else np.ascontiguousarray(Z_lo, dtype=np.float64),
+        Z_lo is not None,
+        np.ascontiguousarray(shift, dtype=np.float64),
+        1.0 / np.ascontiguousarray(scale, dtype=np.float64),
+        offset,
+        np.ascontiguousarray(y, dtype=np.float64),
+        root_w,
+        weights is not None,
+        out,
+    )
+    return out
+
+
+@kernel(cache=True, nogil=True)
 def _group_scores(Z_hi, Z_lo, has_lo, e_hi, e_lo, codes, n_groups):  # pragma: no cover
     n, k = Z_hi.shape
     s = np.zeros((n_groups, k + 1))

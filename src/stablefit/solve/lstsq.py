@@ -45,7 +45,7 @@ from stablefit.solve.dd import (
     dd_sum,
 )
 from stablefit.solve.design import ScaledDesign
-from stablefit.solve.kernels import residual_gradient
+from stablefit.solve.kernels import residual_gradient, scaled_columns
 from stablefit.solve.rational import exact_pass
 
 CHOLESKY_CONDITION_LIMIT = 1e4
@@ -78,12 +78,11 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
 
     def block_factor(raw: RawBlock) -> np.ndarray:
         # LAPACK's own layout (column-major), and dgeqrt rather than dgeqrf: its recursive
-        # panel factorization is 3.5 times as fast on these tall, narrow blocks.
-        augmented = np.empty((raw.y.size, k + 1), order="F")
-        design.scaled_rounded(raw.Z_hi, raw.Z_lo, out=augmented)
-        augmented[:, k] = raw.y
-        if raw.weights is not None:  # R of W^½Ã: rounding √w only perturbs the preconditioner
-            augmented *= np.sqrt(raw.weights)[:, None]
+        # panel factorization is 3.5 times as fast on these tall, narrow blocks. R of W^½Ã:
+        # rounding √w only perturbs the preconditioner.
+        augmented = scaled_columns(
+            raw.Z_hi, raw.Z_lo, raw.y, design.shift, design.scale, design.intercept, raw.weights
+        )
         block = max(1, min(QR_PANEL_COLUMNS, *augmented.shape))
         packed, _, info = scipy.linalg.lapack.dgeqrt(block, augmented, overwrite_a=True)
         if info:
