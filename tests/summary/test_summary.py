@@ -146,6 +146,32 @@ def test_a_sketched_quantile_is_that_of_the_values_repeated_by_their_weights(lev
     assert sketch.absolute_deviation_quantile(center, q) == expected
 
 
+def test_co_moments_of_offset_and_trending_columns_are_exact_to_rounding():
+    """Runs of rows centered at their own means, their offsets added back: a column near
+    1.7e9 that trends, one near 1e12 with unit spread, a step, none loses its digits."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(8)
+    n = 3000
+    X = np.column_stack(
+        [
+            1.7e9 + np.arange(n) / 8.0,
+            1e12 + rng.integers(-4, 5, size=n),
+            np.where(np.arange(n) < 2000, 0.0, 1e6),
+        ]
+    )
+    y = rng.normal(size=n)
+    fast = Summary.from_arrays(X, y, detail=False)
+    Z = [[Fraction(v) for v in row] for row in np.column_stack([X, y]).tolist()]
+    mean = [sum(column) / n for column in zip(*Z, strict=True)]
+    for a in range(4):
+        for b in range(a + 1):
+            exact = sum((row[a] - mean[a]) * (row[b] - mean[b]) for row in Z)
+            scale = float(sum(abs(row[a] - mean[a]) * abs(row[b] - mean[b]) for row in Z))
+            assert abs(fast.comoment[a, b] - float(exact)) <= 1e-13 * scale, (a, b)
+        assert abs(fast.complete_mean[a] - float(mean[a])) <= 1e-15 * abs(float(mean[a])) + 1e-12
+
+
 @pytest.mark.parametrize("with_nan", [False, True])
 def test_the_compiled_path_agrees_with_the_general_one(with_nan):
     """detail=False takes a compiled one-pass path for blocks without NaN or inf."""

@@ -49,6 +49,30 @@ class CoMoments:
             comoment = centered.T @ centered - np.outer(residual_sum, residual_sum) / n
         return cls(n, mean + residual_sum / n, comoment)
 
+    @classmethod
+    def of_runs(
+        cls, product: np.ndarray, shifts: np.ndarray, sums: np.ndarray, counts: np.ndarray
+    ) -> CoMoments:
+        """Co-moments of rows whose runs were each centered at their own ``shifts[s]``:
+        ``product`` is CᵀC of the centered rows C, ``sums[s]`` the column sums of run s in
+        C and ``counts[s]`` its rows.
+
+        With δ_s = shift_s - m for any m, each row of run s is c + δ_s, so the co-moment
+        about m is CᵀC + Σ_s (sums_s δ_sᵀ + δ_s sums_sᵀ + counts_s δ_s δ_sᵀ): exact algebra,
+        in which only small terms are rounded. m is the runs' mean, rounded; the rows'
+        sum about it, t, moves it to the mean (m + t/n) and the co-moment by t tᵀ/n.
+        """
+        n = int(counts.sum())
+        with np.errstate(over="ignore", invalid="ignore"):
+            rounded_mean = (counts @ shifts) / n
+            deltas = shifts - rounded_mean
+            offset = sums.sum(axis=0) + counts @ deltas
+            cross = sums.T @ deltas
+            comoment = (product + cross + cross.T + (deltas.T * counts) @ deltas) - np.outer(
+                offset, offset
+            ) / n
+        return cls(n, rounded_mean + offset / n, comoment)
+
     def merge(self, other: CoMoments) -> CoMoments:
         n = self.n + other.n
         if n == 0:

@@ -16,7 +16,7 @@ from stablefit.summary import extremes
 from stablefit.summary.columns import ROWS_KEPT, ColumnStats
 from stablefit.summary.comoments import CoMoments
 from stablefit.summary.sample import RowSample, sample_capacity
-from stablefit.summary.scan import DetailScan, centered_block, scan_block
+from stablefit.summary.scan import DetailScan, center_runs
 from stablefit.summary.sketch import DEFAULT_CAPACITY, QuantileSketch
 
 SKETCH_BUDGET = 1 << 23
@@ -110,20 +110,59 @@ class Summary:
     ) -> Summary:
         """Summary of consecutive batches (at least one), as if they were one batch.
 
-        With detail, from compiled passes over them; without, or when a column's sum
-        overflows, each batch is gathered in cache-sized pieces and merged. Either way it
-        keeps a :class:`~stablefit.summary.sample.RowSample` of their rows.
+        With detail, from compiled passes over them; without, from the co-moments of
+        cache-sized pieces of each batch (:meth:`_of_finite_batch`). A batch with NaN or
+        inf, or one whose sums overflow, is gathered piece by piece with NumPy and merged.
+        Either way it keeps a :class:`~stablefit.summary.sample.RowSample` of their rows.
         """
         summary = cls._of_detailed_batches(batches, schema) if detail else None
         if summary is None:
             summary = reduce(
-                Summary.merge, (cls._of_batch_in_pieces(b, schema, detail) for b in batches)
+                Summary.merge,
+                (
+                    (None if detail else cls._of_finite_batch(b, schema))
+                    or cls._of_batch_in_pieces(b, schema, detail)
+                    for b in batches
+                ),
             )
         capacity = sample_capacity(summary.p)
         summary.sample = reduce(
             RowSample.merge,
             (RowSample.of_block(b.X, b.y, b.first_row, capacity) for b in batches),
         )
+        return summary
+
+    @classmethod
+    def _of_finite_batch(cls, batch: Batch, schema: Schema) -> Summary | None:
+        """Moments, ranges and co-moments of a batch without NaN or inf (None otherwise).
+
+        Piece by piece, a compiled pass writes the rows centered at the means of short
+        runs (:func:`~stablefit.summary.scan.center_runs`) while gathering the ranges, BLAS
+        forms the centered cross-product, and the runs' offsets are added back exactly
+        (:meth:`CoMoments.of_runs`).
+        """
+        has_target = batch.y is not None
+        p = batch.X.shape[1] + int(has_target)
+        if batch.n_rows == 0:
+            return None
+        centered = np.empty((min(batch.n_rows, PIECE_ROWS), p))
+        moments, low, high = CoMoments.empty(p), np.full(p, np.inf), np.full(p, -np.inf)
+        for start in range(0, batch.n_rows, PIECE_ROWS):
+            rows = slice(start, start + PIECE_ROWS)
+            y = None if batch.y is None else batch.y[rows]
+            runs = center_runs(batch.X[rows], y, centered)
+            if runs is None:
+                return None
+            piece_low, piece_high, shifts, sums, counts = runs
+            C = centered[: int(counts.sum())]
+            with np.errstate(over="ignore", invalid="ignore"):
+                product = C.T @ C
+            moments = moments.merge(CoMoments.of_runs(product, shifts, sums, counts))
+            low, high = np.minimum(low, piece_low), np.maximum(high, piece_high)
+        summary = cls(schema=schema, has_target=has_target, n_rows=batch.n_rows)
+        summary.complete = moments
+        m2 = np.diag(moments.comoment).copy()
+        summary.columns = ColumnStats.of_finite_block(batch.n_rows, moments.mean, m2, low, high)
         return summary
 
     @classmethod
@@ -186,17 +225,6 @@ class Summary:
     @classmethod
     def _of_piece(cls, batch: Batch, schema: Schema, detail: bool) -> Summary:
         summary = cls(schema=schema, has_target=batch.y is not None, n_rows=batch.n_rows)
-        if not detail and batch.n_rows:
-            all_finite, total, low, high = scan_block(batch.X, batch.y)
-            if all_finite and np.all(np.isfinite(total)):
-                mean = total / batch.n_rows
-                centered = centered_block(batch.X, batch.y, mean)
-                summary.complete = CoMoments.of_centered(centered, mean)
-                m2 = np.diag(summary.complete.comoment).copy()
-                summary.columns = ColumnStats.of_finite_block(
-                    batch.n_rows, summary.complete.mean, m2, low, high
-                )
-                return summary
         Z = batch.X if batch.y is None else np.column_stack([batch.X, batch.y])
         finite = np.isfinite(Z)
         complete = finite.all(axis=1)

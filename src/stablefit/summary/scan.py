@@ -17,62 +17,84 @@ import numpy as np
 from stablefit.jit import kernel
 from stablefit.summary import extremes
 
+# Rows centered at their own mean at a time: they are read once from memory for their
+# sums and ranges and once more from the second-level cache to be centered.
+RUN_ROWS = 256
+
 
 @kernel(cache=True, nogil=True)
-def _scan(X, y, has_y):  # pragma: no cover
+def _center_runs(X, y, has_y, centered, shifts, sums, counts):  # pragma: no cover
     n, d = X.shape
     p = d + 1 if has_y else d
-    total = np.zeros(p)
     low = np.full(p, np.inf)
     high = np.full(p, -np.inf)
-    finite = True
-    for i in range(n):
-        for j in range(p):
-            v = X[i, j] if j < d else y[i]
-            if not np.isfinite(v):
-                finite = False
-            total[j] += v
-            if v < low[j]:
-                low[j] = v
-            if v > high[j]:
-                high[j] = v
-    return finite, total, low, high
-
-
-@kernel(cache=True, nogil=True)
-def _centered(X, y, has_y, mean):  # pragma: no cover
-    n, d = X.shape
-    p = d + 1 if has_y else d
-    out = np.empty((n, p))
-    for i in range(n):
-        for j in range(d):
-            out[i, j] = X[i, j] - mean[j]
+    total = np.zeros(p)
+    for run in range(-(-n // RUN_ROWS)):
+        first = run * RUN_ROWS
+        last = min(n, first + RUN_ROWS)
+        total[:] = 0.0
+        # Column by column within a row, without branches: it vectorizes. A NaN or inf
+        # (or an overflowing sum) leaves its column's total non-finite.
+        for i in range(first, last):
+            row = X[i]
+            for j in range(d):
+                v = row[j]
+                total[j] += v
+                # np.minimum, not min(): it vectorizes.
+                low[j] = np.minimum(low[j], v)
+                high[j] = np.maximum(high[j], v)
         if has_y:
-            out[i, d] = y[i] - mean[d]
-    return out
+            for i in range(first, last):
+                v = y[i]
+                total[d] += v
+                low[d] = min(low[d], v)
+                high[d] = max(high[d], v)
+        for j in range(p):
+            if not np.isfinite(total[j]):
+                return False, low, high
+        shift, added = shifts[run], sums[run]
+        for j in range(p):
+            shift[j] = total[j] / (last - first)
+            added[j] = 0.0
+        for i in range(first, last):
+            row, out = X[i], centered[i]
+            for j in range(d):
+                c = row[j] - shift[j]
+                out[j] = c
+                added[j] += c
+        if has_y:
+            for i in range(first, last):
+                c = y[i] - shifts[run, d]
+                centered[i, d] = c
+                sums[run, d] += c
+        counts[run] = last - first
+    return True, low, high
 
 
-def scan_block(
-    X: np.ndarray, y: np.ndarray | None
-) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray]:
-    """(all finite, column sums, minima, maxima) of [X, y]; sums may be inf or NaN when not
-    all finite, and the caller then takes the general path."""
-    has_y = y is not None
-    return _scan(
-        np.ascontiguousarray(X, dtype=np.float64),
-        np.zeros(1) if y is None else np.ascontiguousarray(y, dtype=np.float64),
-        has_y,
-    )
+def center_runs(
+    X: np.ndarray, y: np.ndarray | None, centered: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """[X, y] with each run of RUN_ROWS rows less its own mean, into ``centered[:n]``.
 
-
-def centered_block(X: np.ndarray, y: np.ndarray | None, mean: np.ndarray) -> np.ndarray:
-    """[X, y] - mean as one new C-contiguous array."""
-    return _centered(
+    Returns the columns' minima and maxima, and per run its shift (the run's mean,
+    rounded), the column sums of what was written (the shift's rounding) and its rows;
+    None when a value is NaN or inf (or a sum overflows): the caller then takes the
+    general path.
+    """
+    runs = -(-X.shape[0] // RUN_ROWS)
+    p = centered.shape[1]
+    shifts, sums = np.empty((runs, p)), np.empty((runs, p))
+    counts = np.empty(runs, dtype=np.int64)
+    finite, low, high = _center_runs(
         np.ascontiguousarray(X, dtype=np.float64),
         np.zeros(1) if y is None else np.ascontiguousarray(y, dtype=np.float64),
         y is not None,
-        mean,
+        centered,
+        shifts,
+        sums,
+        counts,
     )
+    return (low, high, shifts, sums, counts) if finite else None
 
 
 # Rows scanned at a time: a piece of every column stays in the processor's cache while the
