@@ -10,6 +10,9 @@ import pytest
 
 from stablefit.guard import (
     CAUSES,
+    KERAS,
+    NEUTRAL,
+    TORCH,
     BestStates,
     Context,
     Curvature,
@@ -53,7 +56,7 @@ def test_a_low_precision_overflow_is_precision_and_names_the_layer() -> None:
 def test_finite_predictions_with_a_non_finite_loss_blame_the_loss_and_suggest_logits() -> None:
     replay = Replay(loss_finite=False, loss_name="log_loss", loss_value=math.inf,
                     offending_predictions=(0.0, 1.0))  # fmt: skip
-    verdict = classify(replay, Context("nonfinite_step", growth=None))
+    verdict = classify(replay, Context("nonfinite_step", growth=None), KERAS)
     assert verdict.cause == "loss_function"
     assert "from_logits=True" in verdict.fix
     other = classify(Replay(loss_finite=False, offending_predictions=(0.3,)), Context("x"))
@@ -236,7 +239,7 @@ def test_events_serialize_to_plain_json_and_read_as_one_line() -> None:
     )
 
 
-@pytest.mark.parametrize("module", ["curvature", "history", "policy", "snapshots"])
+@pytest.mark.parametrize("module", ["curvature", "history", "phrases", "policy", "snapshots"])
 def test_the_docstring_examples_run(module: str) -> None:
     import doctest
     import importlib
@@ -267,3 +270,76 @@ def test_a_rise_the_curvature_does_not_explain_is_no_learning_rate_event() -> No
     for loss in [10.0, 1.0, 1e-3, 1e-3, 4e-3, 8e-3, 9e-3, 9e-3]:
         history.add(loss)
     assert not history.is_spike()  # a rise of 1e-3 of the first loss is below the floor
+
+
+def fixes(phrases) -> dict[str, str]:
+    """The fix of each cause whose fix names something in a framework's API."""
+    window = RetryWindow(5)
+    overflow = LayerOverflow("net.0", "float16", 1.3e5, 65504.0)
+    replays = {
+        "precision": (Replay(overflow=overflow), Context("nonfinite_step")),
+        "logits": (
+            Replay(loss_finite=False, loss_name="BCE", offending_predictions=(0.0, 1.0)),
+            Context("nonfinite_step"),
+        ),
+        "gradient_overflow": (
+            Replay(gradient_norm=math.inf, largest_input=1e30),
+            Context("nonfinite_step"),
+        ),
+        "exploding": (Replay(gradient_norm=5e4), Context("x", gradient_norm_median=1.0)),
+        "learning_rate": (
+            Replay(),
+            Context("loss_spike", learning_rate=1.0, curvature=lambda: sgd_curvature(8.0)),
+        ),
+    }
+    found = {name: classify(*case, phrases).fix for name, case in replays.items()}
+    tiny = classify(
+        Replay(), Context("loss_spike", learning_rate=1.0, curvature=lambda: sgd_curvature(1e9))
+    )
+    remedy = RemedyPolicy().decide(
+        tiny,
+        trigger="loss_spike",
+        learning_rate=1.0,
+        clipnorm=None,
+        gradient_norm_median=None,
+        window=window,
+        phrases=phrases,
+    )
+    found["stop"] = remedy.reason
+    return found
+
+
+def test_one_classification_speaks_each_frameworks_words() -> None:
+    keras, torch, neutral = fixes(KERAS), fixes(TORCH), fixes(NEUTRAL)
+    assert "dtype='float32' on the layer" in keras["precision"]
+    assert "torch.autocast(device_type, enabled=False)" in torch["precision"]
+    assert "module 'net.0'" in torch["precision"]
+    assert "from_logits=True" in keras["logits"]
+    assert "nn.BCEWithLogitsLoss" in torch["logits"] and "from_logits" not in torch["logits"]
+    assert "keras.layers.Normalization" in keras["gradient_overflow"]
+    assert "keras" not in torch["gradient_overflow"] and "Dataset" in torch["gradient_overflow"]
+    assert "clipnorm=" in keras["exploding"]
+    assert "torch.nn.utils.clip_grad_norm_" in torch["exploding"]
+    assert "clipnorm" not in torch["exploding"]
+    assert "learning_rate= on the optimizer" in keras["learning_rate"]
+    assert "param_groups" in torch["learning_rate"]
+    assert "keras.layers.Normalization" in keras["stop"] and "keras" not in torch["stop"]
+    for text in neutral.values():
+        assert "keras" not in text and "torch" not in text and "clipnorm" not in text
+    # The same rate and the same words around the framework's own.
+    assert all(
+        text.startswith("train with a learning rate below 0.25")
+        for text in (keras["learning_rate"], torch["learning_rate"])
+    )
+
+
+def test_the_failure_message_names_the_guard_the_user_called() -> None:
+    for phrases, name in ((KERAS, "NanGuard"), (TORCH, "stablefit.torch.guard")):
+        core = GuardCore(phrases=phrases)
+        verdict, remedy = core.decide(
+            Replay(loss_finite=False, offending_predictions=(0.0,)), Context("nonfinite_step")
+        )
+        event = core.record(epoch=0, batch=2, trigger="nonfinite_step", verdict=verdict,
+                            remedy=remedy, loss=math.inf)  # fmt: skip
+        message = core.failure_message(event, reason=remedy.reason)
+        assert message.startswith(f"{name} stopped training at epoch 1, batch 3")

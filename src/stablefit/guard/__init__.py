@@ -23,12 +23,16 @@ from stablefit.guard.events import (
     NonFiniteTrainingError,
 )
 from stablefit.guard.history import LossHistory
+from stablefit.guard.phrases import KERAS, NEUTRAL, TORCH, Phrasebook
 from stablefit.guard.policy import Remedy, RemedyPolicy, RetryWindow
 from stablefit.guard.snapshots import BestStates, Snapshot
 
 __all__ = [
     "ACTIONS",
     "CAUSES",
+    "KERAS",
+    "NEUTRAL",
+    "TORCH",
     "TRIGGERS",
     "BestStates",
     "Context",
@@ -38,6 +42,7 @@ __all__ = [
     "LayerOverflow",
     "LossHistory",
     "NonFiniteTrainingError",
+    "Phrasebook",
     "Remedy",
     "RemedyPolicy",
     "Replay",

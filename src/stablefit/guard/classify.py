@@ -15,6 +15,7 @@ from typing import Any
 
 from stablefit.diagnose.findings import format_number
 from stablefit.guard.curvature import Curvature
+from stablefit.guard.phrases import NEUTRAL, Phrasebook
 
 #: A gradient norm this many times its running median is an explosion.
 EXPLODING_FACTOR = 100.0
@@ -123,8 +124,8 @@ class Verdict:
     curvature: Curvature | None = None
 
 
-def classify(replay: Replay, context: Context) -> Verdict:
-    """The cause of a failed step.
+def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) -> Verdict:
+    """The cause of a failed step, its fix in the words of ``phrases``' framework.
 
     In order: non-finite inputs are data; a low-precision layer overflowing on finite
     inputs is precision; finite predictions with a non-finite loss are the loss function;
@@ -135,12 +136,12 @@ def classify(replay: Replay, context: Context) -> Verdict:
     if replay.bad_positions:
         return _data(replay)
     if replay.overflow is not None:
-        return _precision(replay.overflow)
+        return _precision(replay.overflow, phrases)
     if replay.predictions_finite and not replay.loss_finite:
         if (replay.largest_target or 0.0) > FLOAT32_SQUARE_LIMIT:
             return _loss_overflow(replay)
         if (replay.largest_prediction or 0.0) <= FLOAT32_SQUARE_LIMIT:
-            return _loss_function(replay)
+            return _loss_function(replay, phrases)
         # Predictions this large mean the weights diverged: the loss only reports it.
     norm = replay.gradient_norm
     if (
@@ -149,7 +150,7 @@ def classify(replay: Replay, context: Context) -> Verdict:
         and replay.loss_finite
         and (replay.largest_input or 0.0) > LARGE_INPUT
     ):
-        return _gradient_overflow(replay)
+        return _gradient_overflow(replay, phrases)
     exploding = _explosion_ratio(replay, context)
     suspect_rate = context.trigger == "loss_spike" or context.growth is not None
     if suspect_rate or exploding is None:
@@ -157,13 +158,14 @@ def classify(replay: Replay, context: Context) -> Verdict:
         bound = None if curvature is None else curvature.stable_learning_rate
         rate = context.learning_rate
         if bound is not None and rate is not None and rate > bound:
-            return _learning_rate(context, curvature)
+            return _learning_rate(context, curvature, phrases)
         if suspect_rate and exploding is None and bound is None:
-            return _learning_rate(context, curvature)  # no bound to check: the rise decides
+            # No bound to check: the rise decides.
+            return _learning_rate(context, curvature, phrases)
         if suspect_rate and exploding is None:
             return _within_bound(context, curvature)
     if exploding is not None:
-        return _exploding(replay, context, exploding)
+        return _exploding(replay, context, exploding, phrases)
     return Verdict(
         cause="unknown",
         finding=(
@@ -190,17 +192,17 @@ def _data(replay: Replay) -> Verdict:
     )
 
 
-def _precision(overflow: LayerOverflow) -> Verdict:
+def _precision(overflow: LayerOverflow, phrases: Phrasebook) -> Verdict:
     return Verdict(
         cause="precision",
         finding=(
-            f"layer {overflow.layer!r} computes in {overflow.dtype}: its output reaches "
+            f"{phrases.layer} {overflow.layer!r} computes in {overflow.dtype}: its output reaches "
             f"{format_number(overflow.largest)}, beyond {overflow.dtype}'s largest finite "
             f"value {format_number(overflow.limit)}, on finite inputs"
         ),
         fix=(
-            f"run layer {overflow.layer!r} in float32 (dtype='float32' on the layer), or "
-            "scale its inputs down; a loss scale cannot fix an overflow in the forward pass"
+            f"{phrases.layer_in_float32.format(layer=repr(overflow.layer))}, or scale its "
+            "inputs down; a loss scale cannot fix an overflow in the forward pass"
         ),
         evidence={
             "layer": overflow.layer,
@@ -224,7 +226,7 @@ def _loss_overflow(replay: Replay) -> Verdict:
     )
 
 
-def _gradient_overflow(replay: Replay) -> Verdict:
+def _gradient_overflow(replay: Replay, phrases: Phrasebook) -> Verdict:
     largest = replay.largest_input or math.inf
     return Verdict(
         cause="precision",
@@ -232,12 +234,12 @@ def _gradient_overflow(replay: Replay) -> Verdict:
             f"the inputs reach {format_number(largest)}: the loss is finite but its gradient "
             "exceeds float32's largest value 3.4e38"
         ),
-        fix="scale the inputs down (standardize them, e.g. a keras.layers.Normalization layer)",
+        fix=f"scale the inputs down: {phrases.standardize_inputs}",
         evidence={"largest": largest, "limit": 3.4028235e38, "dtype": "float32"},
     )
 
 
-def _loss_function(replay: Replay) -> Verdict:
+def _loss_function(replay: Replay, phrases: Phrasebook) -> Verdict:
     name = replay.loss_name or "the loss"
     shown = ", ".join(format_number(p, 6) for p in replay.offending_predictions[:4])
     saturated = bool(replay.offending_predictions) and all(
@@ -250,8 +252,7 @@ def _loss_function(replay: Replay) -> Verdict:
     if saturated:
         finding += " (exactly 0 or 1, under a log)"
         fix = (
-            "compute the loss from logits (from_logits=True, no sigmoid/softmax on the output), "
-            "or clip the predictions away from 0 and 1 inside the loss"
+            f"{phrases.loss_from_logits}, or clip the predictions away from 0 and 1 inside the loss"
         )
     else:
         fix = f"make {name} finite for these predictions (guard its log, division or sqrt)"
@@ -295,7 +296,7 @@ def _within_bound(context: Context, curvature: Curvature) -> Verdict:
     )
 
 
-def _exploding(replay: Replay, context: Context, ratio: float) -> Verdict:
+def _exploding(replay: Replay, context: Context, ratio: float, phrases: Phrasebook) -> Verdict:
     norm = replay.gradient_norm
     median = context.gradient_norm_median
     return Verdict(
@@ -305,12 +306,12 @@ def _exploding(replay: Replay, context: Context, ratio: float) -> Verdict:
             f"{format_number(ratio)} times its running median {format_number(median or 0)}, "
             "while the loss was not rising"
         ),
-        fix="clip the gradients (clipnorm= on the optimizer) at a few times their usual norm",
+        fix=f"clip the gradients at a few times their usual norm ({phrases.clip_gradients})",
         evidence={"gradient_norm": norm, "gradient_norm_median": median, "ratio": ratio},
     )
 
 
-def _learning_rate(context: Context, curvature: Curvature | None) -> Verdict:
+def _learning_rate(context: Context, curvature: Curvature | None, phrases: Phrasebook) -> Verdict:
     rate = context.learning_rate
     parts = []
     if context.growth is not None:
@@ -340,9 +341,9 @@ def _learning_rate(context: Context, curvature: Curvature | None) -> Verdict:
     if rate is not None:
         parts.append(f"the learning rate was {format_number(rate)}")
     fix = (
-        f"train with a learning rate below {format_number(bound)}"
+        f"train with a learning rate below {format_number(bound)} ({phrases.learning_rate})"
         if bound is not None
-        else "lower the learning rate"
+        else f"lower the learning rate ({phrases.learning_rate})"
     )
     return Verdict(
         cause="learning_rate",

@@ -38,6 +38,7 @@ from stablefit.diagnose.findings import format_number
 from stablefit.guard.classify import Context, Replay, Verdict, classify
 from stablefit.guard.events import GuardEvent, position
 from stablefit.guard.history import LossHistory
+from stablefit.guard.phrases import NEUTRAL, Phrasebook
 from stablefit.guard.policy import Remedy, RemedyPolicy, RetryWindow
 from stablefit.guard.snapshots import BestStates, Snapshot
 
@@ -55,6 +56,10 @@ class GuardCore:
         Steps between mid-epoch snapshots at new best losses.
     policy : RemedyPolicy or None
         The remedies (default :class:`~stablefit.guard.policy.RemedyPolicy()`).
+    phrases : Phrasebook
+        The adapter's framework's words for fixes (:data:`stablefit.guard.phrases.KERAS`,
+        :data:`~stablefit.guard.phrases.TORCH`): the same causes and remedies, each user
+        told what to change in their own API.
     """
 
     def __init__(
@@ -64,11 +69,13 @@ class GuardCore:
         spike_factor: float = 10.0,
         snapshot_gap: int = 100,
         policy: RemedyPolicy | None = None,
+        phrases: Phrasebook = NEUTRAL,
     ) -> None:
         self.history = LossHistory(spike_factor=spike_factor)
         self.states = BestStates(gap=snapshot_gap)
         self.window = RetryWindow(max_retries)
         self.policy = policy or RemedyPolicy()
+        self.phrases = phrases
         self.events: list[GuardEvent] = []
         self._data_events: dict[Hashable, int] = {}
         self._steps_since_snapshot = 0
@@ -130,7 +137,7 @@ class GuardCore:
         self, replay: Replay, context: Context, *, clipnorm: float | None = None
     ) -> tuple[Verdict, Remedy]:
         """The cause of a failed step and the remedy the adapter must apply."""
-        verdict = classify(replay, context)
+        verdict = classify(replay, context, self.phrases)
         remedy = self.policy.decide(
             verdict,
             trigger=context.trigger,
@@ -138,6 +145,7 @@ class GuardCore:
             clipnorm=clipnorm,
             gradient_norm_median=context.gradient_norm_median,
             window=self.window,
+            phrases=self.phrases,
         )
         return verdict, remedy
 
@@ -201,7 +209,7 @@ class GuardCore:
             index = self._data_events[key]
             self.events[index].count += 1
             return None
-        verdict = classify(replay, Context(trigger="bad_rows"))
+        verdict = classify(replay, Context(trigger="bad_rows"), self.phrases)
         where = (
             f"rows {_row_list(rows)} of the data" if rows else f"{len(replay.bad_positions)} row(s)"
         )
@@ -237,15 +245,15 @@ class GuardCore:
         steps: int | None = None,
         holds: str = "",
         diagnosis: str = "",
-        guard: str = "NanGuard",
     ) -> str:
-        """The error (or warning) text when the guard stops training; ``guard`` names the
-        adapter the user called (``"NanGuard"``, ``"stablefit.torch.guard"``)."""
+        """The error (or warning) text when the guard stops training, naming the guard as
+        the user called it (the phrasebook's ``guard``)."""
         where = f"epoch {event.epoch + 1}" + (f"/{epochs}" if epochs else "")
         where += f", batch {event.batch + 1}" + (f"/{steps}" if steps else "")
         earlier = [e for e in self.events if e is not event]
+        cause = event.cause.replace("_", " ")
         lines = [
-            f"{guard} stopped training at {where}: cause {event.cause.replace('_', ' ')}.",
+            f"{self.phrases.guard} stopped training at {where}: cause {cause}.",
             event.message,
             f"Stopped because {reason}.",
         ]

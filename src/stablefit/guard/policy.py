@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from stablefit.diagnose.findings import format_number
 from stablefit.guard.classify import Verdict
+from stablefit.guard.phrases import NEUTRAL, Phrasebook
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,10 @@ class RemedyPolicy:
         clipnorm: float | None,
         gradient_norm_median: float | None,
         window: RetryWindow,
+        phrases: Phrasebook = NEUTRAL,
     ) -> Remedy:
-        """The remedy for ``verdict``, spending a retry from ``window`` when it is one."""
+        """The remedy for ``verdict``, spending a retry from ``window`` when it is one
+        (a reason to stop in the words of ``phrases``' framework)."""
         cause = verdict.cause
         if cause == "data":
             return Remedy(action="masked")
@@ -126,7 +129,7 @@ class RemedyPolicy:
                 reason=f"{window.max_retries} remedies since the last clean epoch did not help",
             )
         if cause == "learning_rate":
-            return self._learning_rate(verdict, learning_rate)
+            return self._learning_rate(verdict, learning_rate, phrases)
         if cause == "exploding_gradients":
             clip = self.clip_factor * (gradient_norm_median or 1.0)
             if clipnorm is not None and clipnorm <= clip:
@@ -134,7 +137,7 @@ class RemedyPolicy:
             return Remedy(action="clipped", rollback=trigger == "loss_spike", clipnorm=clip)
         return Remedy(action="skipped", rollback=trigger != "nonfinite_step")
 
-    def _learning_rate(self, verdict: Verdict, rate: float | None) -> Remedy:
+    def _learning_rate(self, verdict: Verdict, rate: float | None, phrases: Phrasebook) -> Remedy:
         curvature = verdict.curvature
         bound = None if curvature is None else curvature.stable_learning_rate
         if rate is None or not math.isfinite(rate) or rate <= 0:
@@ -151,8 +154,8 @@ class RemedyPolicy:
                     f"the stable learning rate {format_number(new_rate / self.safety)} is "
                     f"{format_number(rate / (new_rate / self.safety))} times below "
                     f"{format_number(rate)}: no learning rate trains this model in reasonable "
-                    "time; the curvature comes from the inputs' scales, so standardize them "
-                    "(e.g. a keras.layers.Normalization layer) and train again"
+                    "time; the curvature comes from the inputs' scales, so "
+                    f"{phrases.standardize_inputs} and train again"
                 ),
             )
         return Remedy(action="rolled_back", rollback=True, learning_rate=new_rate)

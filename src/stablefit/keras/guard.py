@@ -31,6 +31,7 @@ from stablefit.guard import (
     Verdict,
 )
 from stablefit.guard.events import position
+from stablefit.guard.phrases import KERAS
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
 from stablefit.keras._step import STEP_LOSS, StepGuard, StepReport
@@ -143,6 +144,7 @@ class NanGuard(keras.callbacks.Callback):
             max_retries=self.max_retries,
             spike_factor=self.spike_factor,
             snapshot_gap=self.snapshot_gap,
+            phrases=KERAS,
         )
         self._core.events = self.events
         self._lock = threading.Lock()

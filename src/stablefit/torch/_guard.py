@@ -47,6 +47,7 @@ from stablefit.guard import (
     stable_learning_rate,
 )
 from stablefit.guard.events import position
+from stablefit.guard.phrases import TORCH
 from stablefit.torch._optimizer import _FORECAST_NAMES
 from stablefit.torch._preflight import hessian_max_eigenvalue
 
@@ -111,7 +112,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.on_failure = on_failure
         # Best states mid-epoch too: a quarter epoch apart, at most 100 steps.
         gap = max(1, min(100, self.epoch_steps // 4))
-        self.core = GuardCore(max_retries=max_retries, spike_factor=spike_factor, snapshot_gap=gap)
+        self.core = GuardCore(
+            max_retries=max_retries, spike_factor=spike_factor, snapshot_gap=gap, phrases=TORCH
+        )
         self.events: list[GuardEvent] = self.core.events
         self.skipped_steps = 0
         self.clipnorm: float | None = None
@@ -481,7 +484,6 @@ class GuardedOptimizer(torch.optim.Optimizer):
             reason=reason,
             steps=self.epoch_steps,
             holds=_holds(best),
-            guard="stablefit.torch.guard",
         )
         if self.on_failure == "warn":
             warnings.warn(message, RuntimeWarning, stacklevel=3)
