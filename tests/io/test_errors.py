@@ -90,6 +90,15 @@ def test_not_a_parquet_file(tmp_path):
         open_source(path)
 
 
+def test_parquet_names_that_are_not_utf8(tmp_path):
+    """Damaged metadata: pyarrow's decoding of the column names fails as the file opens."""
+    path = tmp_path / "names.parquet"
+    pq.write_table(pa.table({"zzzz": [1.0, 2.0], "y": [3.0, 4.0]}), path)
+    path.write_bytes(path.read_bytes().replace(b"zzzz", b"\x8f\x8f\x8f\x8f"))
+    with pytest.raises(StablefitInputError, match=r"names\.parquet: .*not UTF-8 text"):
+        open_source(path, target="y")
+
+
 def test_ragged_row_names_its_line(tmp_path):
     path = tmp_path / "ragged.csv"
     path.write_text("a,b\n1,2\n3,4,5\n6,7\n")

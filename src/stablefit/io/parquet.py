@@ -33,7 +33,7 @@ def open_parquet(path: Path) -> pq.ParquetFile:
         if path.stat().st_size == 0:
             raise StablefitInputError(f"{path}: the file is empty (0 bytes); expected Parquet.")
         return pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as error:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
         raise unreadable(path, error) from None
 
 
@@ -44,6 +44,8 @@ def unreadable(path: Path, error: BaseException) -> StablefitInputError:
             f"{path}: cannot read the file ({error.strerror}); check that it exists and is "
             "readable."
         )
+    if isinstance(error, UnicodeDecodeError):  # pyarrow decodes names as it opens a file
+        error = f"a column name or metadata that is not UTF-8 text: {error.reason}"
     return StablefitInputError(
         f"{path}: not a readable Parquet file ({error}); the file is damaged or cut short: "
         "write it again."
@@ -55,7 +57,7 @@ def decoding(path: Path) -> Iterator[None]:
     """Errors of pyarrow's decoder (damaged pages, unsupported types) as input errors."""
     try:
         yield
-    except (pa.ArrowException, OSError) as error:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
         raise unreadable(path, error) from None
 
 
