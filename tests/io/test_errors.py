@@ -279,3 +279,31 @@ def test_text_that_is_not_utf8_says_so(tmp_path):
     path.write_bytes("city,x,y\nMünchen,1,2\n".encode("latin-1"))
     with pytest.raises(StablefitInputError, match=r"'city': text that is not UTF-8.*save the file"):
         open_source(path, target="y")
+
+
+def test_a_quoted_name_over_lines_that_is_not_utf8(tmp_path):
+    """The header's bytes past its first line break, inside quotes (found by tests/fuzz)."""
+    path = tmp_path / "names.csv"
+    path.write_bytes(b'"a\nM\xfcnchen",y\n1,2\n')
+    with pytest.raises(StablefitInputError, match=r"line 2 holds the byte 0xfc, which is not"):
+        open_source(path, target="y")
+
+
+def long_names(count: int) -> list[str]:
+    """Names whose header line is longer than the first block read (SNIFF_BYTES)."""
+    return [f"c{i}_" + "n" * (2 * SNIFF_BYTES // count) for i in range(count)]
+
+
+def test_a_header_longer_than_the_first_block_is_read(tmp_path):
+    path = tmp_path / "long.csv"
+    names = [*long_names(20), "y"]
+    path.write_text(",".join(names) + "\n" + ",".join("1" * len(names)) + "\n")
+    assert list(open_source(path, target="y").schema.feature_names) == names[:-1]
+
+
+def test_a_long_header_that_is_not_utf8_past_the_first_block(tmp_path):
+    path = tmp_path / "long.csv"
+    names = [*long_names(20), "M\xfcnchen", "y"]
+    path.write_bytes((",".join(names) + "\n" + ",".join("1" * len(names)) + "\n").encode("latin-1"))
+    with pytest.raises(StablefitInputError, match=r"long\.csv: .*not UTF-8"):
+        open_source(path, target="y")

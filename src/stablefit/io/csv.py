@@ -139,23 +139,36 @@ def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
                 parse_options=parse_options(delimiter, None if problem else invalid),
             )
             with reader:
-                return reader.read_next_batch()
+                batch = reader.read_next_batch()
+            batch.schema.names  # noqa: B018 (decoded here: a quoted name may span lines)
+            return batch
+        except UnicodeDecodeError:  # in a name over lines, or past the first block
+            if problem is not None:
+                raise read_error(path, BadLine(*problem).describe(1)) from None
+            raise read_error(
+                path, "the header holds bytes that are not UTF-8 text; save the file as UTF-8."
+            ) from None
         except StopIteration:
             raise read_error(
                 path, "the file has a header line but no data rows; nothing to read."
             ) from None
         except pa.ArrowInvalid as error:
-            if "straddl" in str(error) and block_size < MAX_LINE_BYTES:
+            # A block without one whole line: pyarrow says it straddles, or, for the
+            # header line, that the block is empty.
+            too_long = "straddl" in str(error) or (
+                "Empty CSV" in str(error) and len(start) == SNIFF_BYTES
+            )
+            if too_long and block_size < MAX_LINE_BYTES:
                 block_size *= 4
                 continue
             if invalid:
                 raise ragged_row_error(path, invalid[0].number, invalid[0]) from None
             if problem is not None:  # the line that is not text is the likely culprit
                 raise read_error(path, BadLine(*problem).describe(1)) from None
+            if too_long:
+                raise read_error(path, long_line_message(MAX_LINE_BYTES)) from None
             if "Empty CSV file" in str(error):
                 raise read_error(path, "the file holds no header line and no rows.") from None
-            if "straddl" in str(error):
-                raise read_error(path, long_line_message(MAX_LINE_BYTES)) from None
             raise read_error(path, f"cannot read the file as CSV: {error}") from None
         except (OSError, pa.ArrowException) as error:
             raise unreadable(path, error) from None
