@@ -18,6 +18,7 @@ import pytest
 import stablefit
 from stablefit.cli.main import main
 from stablefit.diagnose.checks.outliers import ROBUST_Z
+from stablefit.guard import ACTIONS, CAUSES
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 # A file name with markup and quotes in it: it is shown in the title and the heading.
@@ -162,6 +163,18 @@ def test_train_report_marks_the_guards_events(data_csv, tmp_path, browser):
     assert events >= 1  # the guard stops at its first learning-rate event: no rate trains it
     assert opened.count('[id^="train-loss-mark-"]') == events
     assert opened.count('[id^="train-loss-curve-"]:not([id$="-nonfinite"])') >= 1
+    headings, *cells = opened.page.evaluate(
+        """() => [...document.querySelectorAll('#events tr')].map(
+             row => [...row.children].map(cell => cell.innerText.trim()))"""
+    )
+    assert headings == ["#", "where", "cause", "action", "what happened", "fix", "details"]
+    named = {c.replace("_", " ") for c in CAUSES}, {a.replace("_", " ") for a in ACTIONS}
+    for _, _, cause, action, happened, fix, _ in cells:
+        assert cause in named[0] and action in named[1]
+        assert fix not in ("", "—") and not happened.endswith(f"Fix: {fix}.")
+    # It stops at its first learning-rate event, saying so in the action column.
+    assert (cells[-1][2], cells[-1][3]) == ("learning rate", "stopped")
+    assert "learning rate below" in cells[-1][5]
     text = " ".join(opened.text().split())
     assert "The guard stopped training" in text and "cause learning rate" in text
     assert "stable only for learning rates below" in text

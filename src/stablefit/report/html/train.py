@@ -27,8 +27,8 @@ SECTIONS = (
     ("coefficients", "Coefficients"),
     ("forecast", "Forecast"),
 )
-# Shown in their own columns when an event has them; every other field goes to "details".
-_OWN_COLUMNS = ("epoch", "batch", "cause", "remedy")
+# Shown in their own columns (or the "where" column); every other field goes to "details".
+_OWN_COLUMNS = ("epoch", "batch", "count", "cause", "action", "message", "fix")
 
 
 def training_page(record: TrainingRecord) -> str:
@@ -95,23 +95,43 @@ def _events(record: TrainingRecord) -> str:
     for k, event in enumerate(record.events, start=1):
         fields = event_fields(event)
         where = f"epoch {int(fields.get('epoch', 0)) + 1}, batch {int(fields.get('batch', 0)) + 1}"
+        count = int(fields.get("count") or 1)
+        where += f" (seen {count} times)" if count > 1 else ""
         details = "; ".join(
-            f"{key}: {_value(value)}" for key, value in fields.items() if key not in _OWN_COLUMNS
+            f"{key}: {_value(value)}"
+            for key, value in fields.items()
+            if key not in _OWN_COLUMNS and not _empty(value)
         )
         rows.append(
             (
                 text(k),
                 text(where),
-                text(fields.get("cause", "—")),
-                text(fields.get("remedy", "—")),
-                text(describe_event(event)),
+                text(str(fields.get("cause", "—")).replace("_", " ")),
+                text(str(fields.get("action", "—")).replace("_", " ")),
+                text(_what_happened(event, fields)),
+                text(fields.get("fix") or "—"),
                 f'<span class="note">{text(details)}</span>',
             )
         )
-    return table(["#", "where", "cause", "remedy", "what happened", "details"], rows)
+    return table(["#", "where", "cause", "action", "what happened", "fix", "details"], rows)
+
+
+def _what_happened(event: Any, fields: dict[str, Any]) -> str:
+    """The event's message without its closing fix, which has a column of its own."""
+    message, fix = str(fields.get("message") or describe_event(event)), fields.get("fix")
+    suffix = f" Fix: {fix}."
+    return message[: -len(suffix)] if fix and message.endswith(suffix) else message
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, (tuple, list, dict)) and not value)
 
 
 def _value(value: Any) -> str:
+    if isinstance(value, dict):  # the evidence: its numbers, by name
+        return ", ".join(f"{k} {_value(v)}" for k, v in value.items() if not _empty(v))
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_value(v) for v in value) + ")"
     if isinstance(value, float):
         return number(value)
     return str(value)
