@@ -172,6 +172,17 @@ def test_summary_text_lists_every_feature_and_the_certificate():
     assert html.count("<tr>") == 4  # the header and three parameters
 
 
+def test_summary_of_an_exact_fit_prints_an_infinite_t_beside_its_p_value():
+    # Zero residuals: each nonzero coefficient has t = inf and a p-value below any level;
+    # the table must not show a dash beside that p-value.
+    result = stablefit.fit([[1.0], [2.0], [3.0], [4.0]], [7.0, 9.0, 11.0, 13.0])
+    assert result.resid_std == 0.0
+    rows = str(result.summary()).splitlines()
+    for name in ("intercept", "x0"):
+        cells = next(line for line in rows if line.startswith(f"{name} ")).split()
+        assert cells[3] == "inf" and cells[4] == "<1e-04"
+
+
 def test_polynomial_rejects_bad_degree_and_nan():
     with pytest.raises(StablefitInputError, match="degree"):
         stablefit.fit_polynomial([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], degree=0)

@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 
 
 def _number(value: float, width: int = 12) -> str:
-    if not np.isfinite(value):
+    # An undefined value (a coefficient left out) is a dash; an infinite one (t of an exact
+    # fit, a variance beyond float64) is printed as inf: its p-value follows from it.
+    if np.isnan(value):
         return "—".rjust(width)
     return f"{value:>{width}.6g}"
 
