@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
 from stablefit.cov_type import normalize_cov_type
 from stablefit.errors import StablefitInputError
@@ -35,6 +34,7 @@ from stablefit.solve.covariance import (
 )
 from stablefit.solve.dd import dd_mul, dd_sum
 from stablefit.solve.design import ScaledDesign, power_of_two_scale
+from stablefit.solve.linalg import cholesky_solve
 from stablefit.solve.lstsq import (
     EXACT_PASS_VALUES,
     GRAM_BUDGET,
@@ -269,7 +269,7 @@ def fit_source(
             R, bound = None, None
     if R is not None:
         # The co-moments with the target give the normal-equations solution for free.
-        slopes = scipy.linalg.cho_solve((R[1:, 1:], False), summary.comoment[:d, d] / design.scale)
+        slopes = cholesky_solve(R[1:, 1:], summary.comoment[:d, d] / design.scale)
         start = np.concatenate([[summary.complete_mean[d]], slopes])
     else:
         R, start = triangular_factor_qr(design)
@@ -732,7 +732,7 @@ def _restrict(
     offset = int(design.intercept)
     columns = list(range(offset)) + [j + offset for j in keep_features]
 
-    R_kept = scipy.linalg.qr(R[:, columns], mode="r", check_finite=False)[0][: len(columns)]
+    R_kept = np.linalg.qr(R[:, columns], mode="r")[: len(columns)]
     R_kept = R_kept * np.where(np.diag(R_kept) < 0, -1.0, 1.0)[:, None]
     assert isinstance(design.blocks, SourceBlocks)
     restricted = ScaledDesign(
@@ -765,7 +765,7 @@ def _relation(
     before = np.flatnonzero(kept[:k]).tolist()
     if not before:
         return f"{names[k - offset]} is zero"
-    Qt_col = scipy.linalg.lstsq(R[:, before], R[:, k], check_finite=False)[0]
+    Qt_col = np.linalg.lstsq(R[:, before], R[:, k], rcond=None)[0]
     scale_k = design.scale[k - offset]
     terms, constant = [], design.shift[k - offset]
     for c, i in zip(Qt_col, before, strict=True):

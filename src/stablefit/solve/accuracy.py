@@ -23,10 +23,10 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-import scipy.linalg
 
 from stablefit.solve.blocks import SUB_BLOCK_ROWS
 from stablefit.solve.design import ScaledDesign
+from stablefit.solve.linalg import solve_triangular
 
 UNIT_ROUNDOFF = 2.0**-53
 SMALLEST = 2.0**-1074
@@ -83,7 +83,7 @@ class Sensitivity:
 
     def __init__(self, R: np.ndarray, design: ScaledDesign) -> None:
         k = R.shape[1]
-        inverse = scipy.linalg.solve_triangular(R, np.eye(k), check_finite=False)
+        inverse = solve_triangular(R, np.eye(k))
         self.scaled = np.linalg.norm(inverse, axis=1)
         self.inverse_norm = float(np.linalg.norm(inverse, 2))
         self.original = safe_norm(design.transform() @ inverse, axis=1)

@@ -47,8 +47,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
-import scipy.linalg
-import scipy.linalg.blas
 
 from stablefit.cov_type import normalize_cov_type
 from stablefit.errors import StablefitInputError
@@ -65,6 +63,7 @@ from stablefit.solve.dd import (
 )
 from stablefit.solve.design import ScaledDesign
 from stablefit.solve.kernels import group_scores, segment_sums
+from stablefit.solve.linalg import solve_triangular
 
 # Which per-row meats a covariance type needs: HC1 is HC0 rescaled.
 ROW_MEATS = {"HC0": ("HC0",), "HC1": ("HC0",), "HC2": ("HC0", "HC2", "HC3")}
@@ -243,6 +242,8 @@ class RowStatistic:
         else:
             U = self.design.scaled_rounded(raw.Z_hi, raw.Z_lo)
         # U = Ã R⁻¹ in place: Rᵀ Uᵀ = Ãᵀ, Uᵀ a Fortran-ordered view of U (BLAS's trsm).
+        import scipy.linalg.blas  # robust covariances only: not on every fit's start
+
         U = scipy.linalg.blas.dtrsm(1.0, self.R, U.T, side=0, lower=0, trans_a=1, overwrite_b=1).T
         complement = np.ones(U.shape[0])
         if set(self.row_kinds) - {"HC0"}:
@@ -327,7 +328,7 @@ class Bread:
         whitened by R⁻¹, or in double-double."""
         if self.precise:
             return dd_gram(s_hi, s_lo)
-        Y = scipy.linalg.solve_triangular(self.R, (s_hi + s_lo).T, trans="T", check_finite=False)
+        Y = solve_triangular(self.R, (s_hi + s_lo).T, trans=True)
         return Y @ Y.T, None
 
     def sandwich(
@@ -336,7 +337,7 @@ class Bread:
         """``transform · B M B · transformᵀ``, M from :meth:`meat_of_scores` or a RowMeat."""
         M_hi, M_lo = meat
         if M_lo is None:
-            W = scipy.linalg.solve_triangular(self.R, transform.T, trans="T", check_finite=False)
+            W = solve_triangular(self.R, transform.T, trans=True)
             V = W.T @ M_hi @ W
             return (V + V.T) / 2.0
         assert self.cholesky is not None

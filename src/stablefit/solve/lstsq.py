@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-import scipy.linalg.lapack
 
 from stablefit.solve.accuracy import (
     UNIT_ROUNDOFF,
@@ -46,6 +44,7 @@ from stablefit.solve.dd import (
 )
 from stablefit.solve.design import ScaledDesign
 from stablefit.solve.kernels import residual_gradient, scaled_columns
+from stablefit.solve.linalg import cholesky_solve, solve_triangular
 from stablefit.solve.rational import exact_pass
 
 CHOLESKY_CONDITION_LIMIT = 1e4
@@ -63,6 +62,9 @@ DD_ROUNDOFF = 2.0**-105
 EXACT_PASS_VALUES = 20_000
 # Panel width of the blocked QR (LAPACK dgeqrt's NB).
 QR_PANEL_COLUMNS = 32
+# Blocks of at most this many values are factored by NumPy's LAPACK (dgeqrf), without
+# SciPy's import.
+SMALL_QR_VALUES = 1 << 15
 
 
 def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray | None]:
@@ -83,6 +85,10 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
         augmented = scaled_columns(
             raw.Z_hi, raw.Z_lo, raw.y, design.shift, design.scale, design.intercept, raw.weights
         )
+        if augmented.size <= SMALL_QR_VALUES:
+            return np.linalg.qr(augmented, mode="r")
+        import scipy.linalg.lapack
+
         block = max(1, min(QR_PANEL_COLUMNS, *augmented.shape))
         packed, _, info = scipy.linalg.lapack.dgeqrt(block, augmented, overwrite_a=True)
         if info:
@@ -94,13 +100,13 @@ def triangular_factor_qr(design: ScaledDesign) -> tuple[np.ndarray, np.ndarray |
     R, qty = factor[:k, :k], factor[:k, k]
     if not np.all(np.abs(np.diag(R)) > 0):
         return R, None
-    return R, scipy.linalg.solve_triangular(R, qty, check_finite=False)
+    return R, solve_triangular(R, qty)
 
 
 def _stacked_factor(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
     """The triangular factor of two factors stacked: one TSQR merge."""
     stacked = np.vstack([upper, lower])
-    return scipy.linalg.qr(stacked, mode="r", check_finite=False)[0][: upper.shape[1]]
+    return np.linalg.qr(stacked, mode="r")[: upper.shape[1]]
 
 
 def triangular_factor_from_comoments(n: int, scaled_comoment: np.ndarray) -> np.ndarray | None:
@@ -111,12 +117,16 @@ def triangular_factor_from_comoments(n: int, scaled_comoment: np.ndarray) -> np.
     error grows like κ(Ã)², against κ(Ã) for QR.
     """
     try:
-        R = scipy.linalg.cholesky(scaled_comoment, lower=False, check_finite=False)
+        R = np.linalg.cholesky(scaled_comoment).T
     except np.linalg.LinAlgError:
         return None
     if not np.all(np.isfinite(R)) or condition_number(R) > CHOLESKY_CONDITION_LIMIT:
         return None
-    return scipy.linalg.block_diag(np.sqrt(float(n)), R)
+    k = R.shape[0] + 1
+    factor = np.zeros((k, k))
+    factor[0, 0] = np.sqrt(float(n))
+    factor[1:, 1:] = R
+    return factor
 
 
 def _positive_diagonal(R: np.ndarray, k: int) -> np.ndarray:
@@ -413,8 +423,7 @@ def statistics_pass(
 
 
 def _solve_normal(R: np.ndarray, g: np.ndarray) -> np.ndarray:
-    z = scipy.linalg.solve_triangular(R, g, trans="T", check_finite=False)
-    return scipy.linalg.solve_triangular(R, z, check_finite=False)
+    return cholesky_solve(R, g)
 
 
 def unscaled_covariance(
@@ -428,7 +437,7 @@ def unscaled_covariance(
     κ(Ã) ≈ 4e9 leaves 6 digits from R and about 14 from the Gram).
     """
     if gram is None:
-        W = scipy.linalg.solve_triangular(R, T.T, trans="T", check_finite=False)
+        W = solve_triangular(R, T.T, trans=True)
         return W.T @ W
     L_hi, L_lo = dd_cholesky(*gram)
     W_hi, W_lo = dd_forward_solve(L_hi, L_lo, T.T.copy(), np.zeros_like(T.T))

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.special
 
 from stablefit.errors import StablefitInputError
+from stablefit.solve.linalg import special
 
 FRAME_COLUMNS = (
     "mean",
@@ -33,8 +33,9 @@ def critical_value(alpha: float, df: float, use_t: bool) -> float:
     if not 0.0 < alpha < 1.0:
         raise StablefitInputError(f"alpha must lie in (0, 1), got {alpha}")
     if use_t:
-        return float(scipy.special.stdtrit(df, 1.0 - alpha / 2.0))
-    return float(scipy.special.ndtri(1.0 - alpha / 2.0))
+        # Undefined without degrees of freedom (and then no need to import SciPy).
+        return float(special().stdtrit(df, 1.0 - alpha / 2.0)) if df > 0 else float("nan")
+    return float(special().ndtri(1.0 - alpha / 2.0))
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
 
 from stablefit.solve.design import ScaledDesign
 from stablefit.solve.kernels import residual_gradient
+from stablefit.solve.linalg import solve_triangular
 
 
 class SampledRows(NamedTuple):
@@ -93,7 +93,7 @@ def residual_sample(
     resid = r_hi + r_lo
     block = design.scaled(sampled.Z_hi, sampled.Z_lo, sampled.y)
     rows_of_A = block.hi if block.lo is None else block.hi + block.lo
-    W = scipy.linalg.solve_triangular(R, rows_of_A.T, trans="T", check_finite=False)
+    W = solve_triangular(R, rows_of_A.T, trans=True)
     return ResidualSample(
         rows=np.asarray(sampled.numbers, dtype=np.int64),
         row_label=sampled.label,

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.special
 
 from stablefit.errors import StablefitInputError
+from stablefit.solve.linalg import special
 
 INTERCEPT_NAMES = ("intercept", "const", "Intercept")
 _NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -225,7 +225,7 @@ def restriction_test(
     # its tail probability is that of 0, as in statsmodels.
     if use_f:
         statistic = wald / rows
-        pvalue = float(scipy.special.fdtrc(rows, df_denom, max(statistic, 0.0)))
+        pvalue = float(special().fdtrc(rows, df_denom, max(statistic, 0.0)))
         return RestrictionTest(statistic, pvalue, rows, df_denom, "F", text)
-    pvalue = float(scipy.special.chdtrc(rows, max(wald, 0.0)))
+    pvalue = float(special().chdtrc(rows, max(wald, 0.0)))
     return RestrictionTest(wald, pvalue, rows, None, "chi2", text)

@@ -13,7 +13,6 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.special
 
 from stablefit.report.html import charts
 from stablefit.report.html.charts import chart, figure, svg
@@ -27,6 +26,7 @@ from stablefit.report.html.page import (
     text,
 )
 from stablefit.solve.certificate import MAX_DIGITS
+from stablefit.solve.linalg import special
 from stablefit.solve.result import FitResult
 
 #: Coefficients drawn in the forest plot at most (the table has all of them).
@@ -230,7 +230,7 @@ def _residuals_vs_fitted(sample: Any) -> str:
 def _qq(standardized: np.ndarray) -> str:
     ordered = np.sort(standardized)
     m = ordered.size
-    theoretical = scipy.special.ndtri((np.arange(1, m + 1) - 0.5) / m)
+    theoretical = special().ndtri((np.arange(1, m + 1) - 0.5) / m)
     with figure(7.5, 2.8) as fig:
         ax = fig.axes[0]
         ax.scatter(
