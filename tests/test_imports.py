@@ -1,6 +1,7 @@
 """What a command loads before it starts work: SciPy's solvers only for the fit, Parquet
-only for Parquet files, scikit-learn only for the estimator. (numba's first compiled call
-loads SciPy's BLAS later, whatever the command.)"""
+only for Parquet files, scikit-learn only for the estimator; on a small file, neither
+numba nor SciPy's solvers at all. (numba's first compiled call loads SciPy's BLAS later,
+whatever the command.)"""
 
 from __future__ import annotations
 
@@ -19,6 +20,22 @@ def test_the_doctor_command_starts_without_scipy_parquet_or_sklearn() -> None:
     loaded = loaded_after("import stablefit.cli.main as cli\ncli.build_parser()")
     assert not loaded & {"scipy.linalg", "scipy.special", "pyarrow.parquet", "sklearn"}
     assert "stablefit.diagnose" in loaded
+
+
+def test_a_small_file_is_fitted_and_diagnosed_without_numba_or_scipy_linalg(tmp_path) -> None:
+    csv = tmp_path / "small.csv"
+    csv.write_text("x,y\n1,2\n2,4.1\n3,5.9\n4,8.2\n")
+    run = (
+        "import contextlib, io\nfrom stablefit.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main([{!r}, {!r}, '--target', 'y'])"
+    )
+    fitted = loaded_after(run.format("fit", str(csv)))
+    assert "stablefit.pipeline" in fitted
+    assert not fitted & {"numba", "scipy.linalg", "matplotlib", "pandas"}
+    diagnosed = loaded_after(run.format("doctor", str(csv)))
+    assert "stablefit.diagnose.simulation" in diagnosed
+    assert not {name.split(".")[0] for name in diagnosed} & {"numba", "scipy", "matplotlib"}
 
 
 def test_the_fit_functions_are_the_functions_once_the_pipeline_is_imported() -> None:
