@@ -70,12 +70,14 @@ class CorruptedBatches(keras.utils.PyDataset):
 
     ``corrupt`` maps the running count of batches served (0-based, across epochs) to
     ``"x"`` or ``"y"``: that batch's first row gets a NaN there, that one time only.
+    ``corrupted`` lists the dataset indices of the batches that got one, in order.
     """
 
     def __init__(self, x, y, *, batch_size: int, corrupt: dict[int, str]) -> None:
         super().__init__()
         self.x, self.y, self.batch_size, self.corrupt = x, y, batch_size, dict(corrupt)
         self.served = 0
+        self.corrupted: list[int] = []
 
     def __len__(self) -> int:
         return len(self.x) // self.batch_size
@@ -85,6 +87,8 @@ class CorruptedBatches(keras.utils.PyDataset):
         x, y = self.x[rows].copy(), self.y[rows].copy()
         where = self.corrupt.pop(self.served, None)
         self.served += 1
+        if where is not None:
+            self.corrupted.append(index)
         if where == "x":
             x[0, 0] = np.nan
         elif where == "y":

@@ -28,11 +28,20 @@ x, y = well_conditioned(rows=512)
 clean = linear_model(3, keras.optimizers.SGD(0.1))
 clean.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
 model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
-history = model.fit(CorruptedBatches(x, y, batch_size=16, corrupt={5: "x"}), epochs=3,
-                    verbose=0, callbacks=[guard])
+data = CorruptedBatches(x, y, batch_size=16, corrupt={5: "x"})
+history = model.fit(data, epochs=3, verbose=0, callbacks=[guard])
 out["nan_once"] = {"causes": [e.cause for e in guard.events], "finite": all_finite(model),
+                   "named": guard.events[0].evidence.get("dataset_rows"),
+                   "corrupted": data.corrupted,
                    "ratio": clean_loss(model, x, y) / clean_loss(clean, x, y),
                    "bad_rows": history.history["bad_rows"], "loss": history.history["loss"]}
+
+# A permanently bad row of a NumPy array: named by its index in x, once, with a count.
+x, y = well_conditioned(rows=128)
+x[37, 1] = np.nan
+model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
+model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[guard])
+out["numpy_row"] = [(e.rows, e.columns, e.count) for e in guard.events]
 
 # A non-finite step (targets of 1e30 overflow the squared error) changes nothing.
 x, y = well_conditioned(rows=128)
@@ -41,11 +50,15 @@ model = linear_model(3, keras.optimizers.Adam(0.01))
 model.fit(x[:64], y[:64], batch_size=32, epochs=1, shuffle=False, verbose=0)
 before = [np.array(v.numpy()) for v in [*model.weights, *model.optimizer.variables]]
 guard = NanGuard(on_failure="warn")
-history = model.fit(x[64:96], y[64:96], batch_size=32, epochs=1, verbose=0, callbacks=[guard])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    history = model.fit(x[64:96], y[64:96], batch_size=32, epochs=1, verbose=0,
+                        callbacks=[guard])
 after = [np.array(v.numpy()) for v in [*model.weights, *model.optimizer.variables]]
 out["skip"] = {"unchanged": all(np.array_equal(a, b) for a, b in zip(before, after)),
                "skipped": history.history["skipped_steps"], "loss": history.history["loss"],
-               "causes": [e.cause for e in guard.events]}
+               "causes": [e.cause for e in guard.events],
+               "said": [str(w.message) for w in caught if "skipped (see" in str(w.message)]}
 
 # The seed's Example 1 with SGD: stopped at the first event, with the bound.
 x, y = seed_example_1()
@@ -76,9 +89,13 @@ def test_the_guard_works_on_the_jax_backend() -> None:
     assert nan_once["causes"] == ["data"] and nan_once["finite"]
     assert nan_once["bad_rows"][0] == 1 and all(v == v for v in nan_once["loss"])
     assert nan_once["ratio"] <= 1.5
+    assert nan_once["named"] == [[nan_once["corrupted"][0], 0]]
+    assert out["numpy_row"] == [[[37], ["x[:, 1]"], 2]]
     skip = out["skip"]
     assert skip["unchanged"] and skip["skipped"] == [1] and skip["causes"] == ["precision"]
-    assert all(v == v for v in skip["loss"])
+    # The epoch's only step was skipped: its loss is no value (NaN), and the guard says so.
+    assert len(skip["loss"]) == 1 and skip["loss"][0] != skip["loss"][0]
+    assert len(skip["said"]) == 1 and "epoch 1: its only step was skipped" in skip["said"][0]
     example = out["example_1"]
     assert example["events"] == [["learning_rate", "stopped"]]
     assert abs(example["bound"] / 2.14e-13 - 1) < 5e-3

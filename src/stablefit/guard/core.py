@@ -31,7 +31,7 @@ Contract for an adapter (see :class:`GuardCore`):
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 from stablefit.diagnose.findings import format_number
@@ -199,20 +199,27 @@ class GuardCore:
         rows: Sequence[int] = (),
         loss: float | None = None,
         learning_rate: float | None = None,
+        where: str | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> GuardEvent | None:
         """Bad rows left out of a step: a new event, or None when ``key`` was seen before.
 
         ``key`` identifies the rows (their indices in the user's data, or their content),
-        so a permanently bad row makes one event whose ``count`` grows each time.
+        so a permanently bad row makes one event whose ``count`` grows each time. ``where``
+        words the rows when they are not ``rows`` "of the data" (e.g. "row 3 of
+        dataset[12]"); ``evidence`` adds to the event's evidence.
         """
         if key in self._data_events:
             index = self._data_events[key]
             self.events[index].count += 1
             return None
         verdict = classify(replay, Context(trigger="bad_rows"), self.phrases)
-        where = (
-            f"rows {_row_list(rows)} of the data" if rows else f"{len(replay.bad_positions)} row(s)"
-        )
+        if where is None:
+            where = (
+                f"rows {row_list(rows)} of the data"
+                if rows
+                else f"{len(replay.bad_positions)} row(s)"
+            )
         event = GuardEvent(
             epoch=epoch,
             batch=batch,
@@ -226,7 +233,7 @@ class GuardCore:
             ),
             fix=verdict.fix,
             loss=loss,
-            evidence=dict(verdict.evidence),
+            evidence={**verdict.evidence, **(evidence or {})},
             rows=tuple(int(r) for r in rows),
             columns=tuple(replay.bad_columns),
             learning_rate_before=learning_rate,
@@ -289,7 +296,8 @@ def _what_was_done(
     return "; ".join(parts) if parts else "nothing changed"
 
 
-def _row_list(rows: Sequence[int], shown: int = 8) -> str:
+def row_list(rows: Iterable[Any], shown: int = 8) -> str:
+    """``rows`` as "3, 17, 40", the first ``shown`` of them and how many more."""
     rows = list(rows)
     text = ", ".join(str(r) for r in rows[:shown])
     return text + (f" (and {len(rows) - shown} more)" if len(rows) > shown else "")

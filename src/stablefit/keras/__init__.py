@@ -13,11 +13,19 @@ from typing import Any
 
 from stablefit.guard import GuardEvent, NonFiniteTrainingError
 
-__all__ = ["GuardEvent", "NanGuard", "NonFiniteTrainingError", "ScaledSchedule", "preflight"]
+__all__ = [
+    "GuardEvent",
+    "NanGuard",
+    "NonFiniteTrainingError",
+    "ScaledSchedule",
+    "checked",
+    "preflight",
+]
 
 _LAZY = {
     "NanGuard": "stablefit.keras.guard",
     "ScaledSchedule": "stablefit.keras._optimizer",
+    "checked": "stablefit.keras._rows",
     "preflight": "stablefit.keras._preflight",
 }
 

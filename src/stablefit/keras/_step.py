@@ -12,7 +12,10 @@ optimizer's ``apply`` (TensorFlow) or ``stateless_apply`` (JAX):
   statistics) nor the metrics (so the logged loss averages the finite steps);
 - :class:`GuardCounters`, a metric of the model while the guard is installed, counts the
   skipped steps and bad rows of the epoch (they appear in the logs, the progress bar and
-  the history) and keeps the running median of the log gradient norm.
+  the history), the steps and rows fed to the step (so a bad row's index in a stream is
+  known without asking the host), and keeps the running median of the log gradient norm;
+- while no step of the epoch has trained, the logged loss and metrics are NaN instead of
+  Keras's 0.0 for a mean of nothing (see :func:`honest_logs`).
 
 Everything runs inside the compiled step. Only when a step had bad rows or was skipped
 does the batch reach the host, so the guard can replay it: kept in variables that the
@@ -51,6 +54,10 @@ class StepReport:
     loss: float
     gradient_norm: float
     structure: Any = None
+    #: Steps before this one in the epoch (its batch index in the epoch).
+    step_in_epoch: int = -1
+    #: Rows fed to the step before this batch, in the epoch and since ``fit`` began.
+    rows_before: tuple[int, int] = (-1, -1)
 
     def batch(self) -> tuple[Any, Any, Any]:
         """``(x, y, sample_weight)`` in the structure the model was given."""
@@ -64,7 +71,7 @@ class GuardCounters(keras.metrics.Metric):
     """Skipped steps and bad rows of the epoch; the running median gradient norm.
 
     ``result()`` gives the two epoch counts; :meth:`reset_state` (at each epoch start)
-    clears only them, not the median.
+    clears the epoch's counts, not the median nor the rows fed since ``fit`` began.
     """
 
     def __init__(self) -> None:
@@ -73,6 +80,9 @@ class GuardCounters(keras.metrics.Metric):
         self.bad_rows = self.add_variable((), "zeros", dtype="int32", name="bad_rows")
         self.log_norm_median = self.add_variable((), "zeros", dtype="float32", name="median")
         self.finite_steps = self.add_variable((), "zeros", dtype="int32", name="finite_steps")
+        self.epoch_steps = self.add_variable((), "zeros", dtype="int32", name="epoch_steps")
+        self.epoch_rows = self.add_variable((), "zeros", dtype="int32", name="epoch_rows")
+        self.fit_rows = self.add_variable((), "zeros", dtype="int32", name="fit_rows")
         # Set by the host: multiplies the learning rate of every update (a cut that a
         # schedule or LearningRateScheduler cannot undo), and asks for the next step to be
         # skipped and sent to the host (a loss spike needs a batch to replay).
@@ -87,8 +97,8 @@ class GuardCounters(keras.metrics.Metric):
         return {"skipped_steps": self.skipped_steps + 0, "bad_rows": self.bad_rows + 0}
 
     def reset_state(self) -> None:
-        self.skipped_steps.assign(0)
-        self.bad_rows.assign(0)
+        for variable in (self.skipped_steps, self.bad_rows, self.epoch_steps, self.epoch_rows):
+            variable.assign(0)
 
     def median_gradient_norm(self, *, after: int = 1) -> float | None:
         """The running median gradient norm, once ``after`` finite steps have made it."""
@@ -146,6 +156,39 @@ def mask_bad_rows(data: Any) -> tuple[tuple[Any, Any, Any], Any, Any]:
         weight = keras.tree.map_structure(combine, sample_weight)
     bad = ops.sum(ops.cast(ops.logical_not(row_ok), "int32"))
     return (_zero_nonfinite(x), _zero_nonfinite(y), weight), row_ok, bad
+
+
+def no_rows(row_ok: Any) -> Any:
+    """Whether every row of the batch was left out (a boolean tensor)."""
+    if row_ok is None:
+        return ops.convert_to_tensor(False)
+    return ops.logical_not(ops.any(row_ok))
+
+
+def batch_rows(data: Any) -> Any:
+    """The number of rows in a batch (int32), from its first tensor."""
+    first = keras.tree.flatten(data)[0]
+    return ops.cast(ops.shape(first)[0], "int32")
+
+
+#: The guard's own counts among the logs: never hidden.
+_COUNT_KEYS = ("skipped_steps", "bad_rows")
+
+
+def honest_logs(logs: dict[str, Any], trained_steps: Any) -> dict[str, Any]:
+    """The logs with every float metric NaN while no step of the epoch has trained.
+
+    Keras's mean of no values is 0.0, which reads as a perfect loss (and as the best epoch
+    to ``EarlyStopping`` and ``ModelCheckpoint(save_best_only=True)``); NaN says there is
+    no value, and those callbacks treat it as no improvement.
+    """
+
+    def hide(key: str, value: Any) -> Any:
+        if key in _COUNT_KEYS or "float" not in str(getattr(value, "dtype", "")):
+            return value
+        return ops.where(trained_steps > 0, value, ops.full_like(value, np.nan))
+
+    return {key: hide(key, value) for key, value in logs.items()}
 
 
 def gradient_norm_squared(grads: list[Any]) -> Any:
@@ -308,7 +351,9 @@ class StepGuard:
 
         loss = self._stash.get("loss")
         counters = self.counters
-        capture = counters.capture.value > 0
+        # A step whose every row was left out has nothing to learn from: it is skipped
+        # (an optimizer with momentum would still move the weights on zero gradients).
+        capture = tf.logical_or(counters.capture.value > 0, self._stash["no_rows"])
         norm_squared = gradient_norm_squared(grads)
         if self.scaled_loss:
             # The LossScaleOptimizer skips and rescales on non-finite gradients itself;
@@ -325,7 +370,7 @@ class StepGuard:
             self._explosion_factor(),
             self.warmup,
         )
-        median_ok = ok
+        median_ok = tf.logical_and(ok, tf.logical_not(self._stash["no_rows"]))
         ok = tf.logical_and(ok, tf.logical_not(capture))
         tf.cond(ok, lambda: _run(original, grads, variables), lambda: tf.constant(False))
         counters.log_norm_median.assign(
@@ -346,6 +391,7 @@ class StepGuard:
         guarded += [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
         before = [tf.identity(v.value) for v in guarded]
         self._stash.clear()
+        self._stash["no_rows"] = no_rows(row_ok)
         logs = type(model).train_step(model, (x, y, weight))
         ok = self._stash.get("ok", tf.constant(True))
 
@@ -356,16 +402,28 @@ class StepGuard:
 
         tf.cond(ok, lambda: tf.constant(True), restore)
         counters = self.counters
+        where = [
+            tf.identity(v.value)
+            for v in (counters.epoch_steps, counters.epoch_rows, counters.fit_rows)
+        ]
+        rows = batch_rows(data)
         counters.skipped_steps.assign_add(1 - tf.cast(ok, "int32"))
         counters.bad_rows.assign_add(bad)
         counters.capture.assign(0)
+        counters.epoch_steps.assign_add(1)
+        counters.epoch_rows.assign_add(rows)
+        counters.fit_rows.assign_add(rows)
         rare = tf.logical_or(tf.logical_not(ok), bad > 0)
-        self._tf_report(rare, data, row_ok, ok)
+        self._tf_report(rare, data, row_ok, ok, where)
         loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
         step_loss = tf.where(ok, loss, tf.constant(np.nan, "float32"))
-        return {**logs, **model.get_metrics_result(), STEP_LOSS: step_loss}
+        trained = tf.identity(counters.epoch_steps.value) - tf.identity(
+            counters.skipped_steps.value
+        )
+        logs = honest_logs({**logs, **model.get_metrics_result()}, trained)
+        return {**logs, STEP_LOSS: step_loss}
 
-    def _tf_report(self, rare: Any, data: Any, row_ok: Any, ok: Any) -> None:
+    def _tf_report(self, rare: Any, data: Any, row_ok: Any, ok: Any, where: list[Any]) -> None:
         """Keep the batch of a rare step in variables the host reads when the logs say so.
 
         (A host callback in the graph, even in a branch not taken, slows every step.)
@@ -377,7 +435,7 @@ class StepGuard:
         norm_squared = self._stash.get("norm_squared", tf.constant(np.nan))
         if row_ok is None:
             row_ok = tf.ones(tf.shape(flat["tensors"][0])[:1], tf.bool)
-        values = [*flat["tensors"], row_ok, ok, tf.cast(loss, "float32"), norm_squared]
+        values = [*flat["tensors"], *where, row_ok, ok, tf.cast(loss, "float32"), norm_squared]
         if self._slots is None or len(self._slots) != len(values):
             with tf.init_scope():
                 self._slots = [
@@ -406,7 +464,7 @@ class StepGuard:
     def _eager_apply(self, original: Callable[..., Any], grads: list[Any], variables: Any) -> None:
         loss = self._stash.get("loss")
         counters = self.counters
-        capture = bool(counters.capture.numpy() > 0)
+        capture = bool(counters.capture.numpy() > 0) or bool(self._stash["no_rows"])
         norm_squared = gradient_norm_squared(grads)
         if self.scaled_loss:
             ok = (loss is None or bool(ops.isfinite(loss))) and not capture
@@ -421,7 +479,7 @@ class StepGuard:
             self._explosion_factor(),
             self.warmup,
         )
-        median_ok = bool(finite_ok)
+        median_ok = bool(finite_ok) and not bool(self._stash["no_rows"])
         ok = median_ok and not capture
         if ok:
             original(grads, variables)
@@ -442,6 +500,7 @@ class StepGuard:
         guarded += [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
         before = [ops.copy(v.value) for v in guarded]
         self._stash.clear()
+        self._stash["no_rows"] = no_rows(row_ok)
         logs = type(model).train_step(model, (x, y, weight))
         ok = bool(self._stash.get("ok", True))
         if not ok:
@@ -449,15 +508,23 @@ class StepGuard:
                 variable.assign(value)
         bad_rows = int(ops.convert_to_numpy(bad))
         counters = self.counters
+        rows = batch_rows(data)
         counters.skipped_steps.assign_add(0 if ok else 1)
         counters.bad_rows.assign_add(bad_rows)
         counters.capture.assign(0)
+        counters.epoch_steps.assign_add(1)
+        counters.epoch_rows.assign_add(rows)
+        counters.fit_rows.assign_add(rows)
         if not ok or bad_rows:
+            # Where this batch began, read only for a step the host is told about.
+            fed = [counters.epoch_steps - 1, counters.epoch_rows - rows, counters.fit_rows - rows]
+            where = [int(ops.convert_to_numpy(value)) for value in fed]
             flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
             loss = self._stash.get("loss")
             norm_squared = self._stash.get("norm_squared")
             values = [
                 *flat["tensors"],
+                *where,
                 np.ones(len(ops.convert_to_numpy(flat["tensors"][0])), bool)
                 if row_ok is None
                 else row_ok,
@@ -468,7 +535,9 @@ class StepGuard:
             self._receive(flat, [np.asarray(ops.convert_to_numpy(v)) for v in values])
         loss = self._stash.get("loss")
         step_loss = float(ops.convert_to_numpy(loss)) if ok and loss is not None else math.nan
-        return {**logs, **model.get_metrics_result(), STEP_LOSS: step_loss}
+        trained = counters.epoch_steps.value - counters.skipped_steps.value
+        logs = honest_logs({**logs, **model.get_metrics_result()}, trained)
+        return {**logs, STEP_LOSS: step_loss}
 
     # -- JAX ---------------------------------------------------------------------------
 
@@ -488,6 +557,9 @@ class StepGuard:
                 "finite_steps",
                 "learning_rate_scale",
                 "capture",
+                "epoch_steps",
+                "epoch_rows",
+                "fit_rows",
             )
         }
         (x, y, weight), row_ok, bad = mask_bad_rows(data)
@@ -513,7 +585,9 @@ class StepGuard:
                 self.warmup,
             )
             ok = median_ok
-        ok = jnp.logical_and(ok, jnp.logical_not(capture))
+        empty = no_rows(row_ok)
+        median_ok = jnp.logical_and(median_ok, jnp.logical_not(empty))
+        ok = jnp.logical_and(ok, jnp.logical_not(jnp.logical_or(capture, empty)))
 
         def choose(new: Any, old: Any) -> list[Any]:
             return [jnp.where(ok, n, o) for n, o in zip(new, old, strict=True)]
@@ -527,6 +601,11 @@ class StepGuard:
         metrics[at["finite_steps"]] = finite_steps + median_ok.astype("int32")
         metrics[at["learning_rate_scale"]] = metrics_vars[at["learning_rate_scale"]]
         metrics[at["capture"]] = jnp.zeros_like(metrics_vars[at["capture"]])
+        where = [metrics_vars[at[name]] for name in ("epoch_steps", "epoch_rows", "fit_rows")]
+        rows = batch_rows(data)
+        metrics[at["epoch_steps"]] = where[0] + 1
+        metrics[at["epoch_rows"]] = where[1] + rows
+        metrics[at["fit_rows"]] = where[2] + rows
         state = (
             choose(new_trainable, trainable),
             choose(new_non_trainable, non_trainable),
@@ -536,12 +615,14 @@ class StepGuard:
         mapping = list(zip(model.metrics_variables, metrics, strict=True))
         with keras.StatelessScope(state_mapping=mapping):
             logs = model.get_metrics_result()
+        logs = honest_logs(logs, metrics[at["epoch_steps"]] - metrics[at["skipped_steps"]])
         logs[STEP_LOSS] = jnp.where(ok, jnp.asarray(loss, "float32"), jnp.float32(np.nan))
         flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
         if row_ok is None:
             row_ok = jnp.ones((flat["tensors"][0].shape[0],), dtype=bool)
         values = [
             *flat["tensors"],
+            *where,
             row_ok,
             ok,
             jnp.asarray(loss, "float32"),
@@ -568,7 +649,10 @@ class StepGuard:
 
     def _receive(self, flat: dict[str, Any], arrays: list[np.ndarray]) -> None:
         n_x, n_y, n_w = flat["sizes"]
-        data, (row_ok, ok, loss, norm_squared) = arrays[: n_x + n_y + n_w], arrays[-4:]
+        data, (step, epoch_rows, fit_rows, row_ok, ok, loss, norm_squared) = (
+            arrays[: n_x + n_y + n_w],
+            arrays[-7:],
+        )
         report = StepReport(
             inputs=data[:n_x],
             targets=data[n_x : n_x + n_y],
@@ -578,6 +662,8 @@ class StepGuard:
             loss=float(loss),
             gradient_norm=math.sqrt(float(norm_squared)) if norm_squared >= 0 else math.nan,
             structure=flat["shapes"],
+            step_in_epoch=int(step),
+            rows_before=(int(epoch_rows), int(fit_rows)),
         )
         with self._lock:
             self.on_report(report)

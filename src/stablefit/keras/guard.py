@@ -34,6 +34,7 @@ from stablefit.guard.events import position
 from stablefit.guard.phrases import KERAS
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
+from stablefit.keras._rows import fit_arguments, row_key, row_namer
 from stablefit.keras._step import STEP_LOSS, StepGuard, StepReport
 
 _ON_FAILURE = ("raise", "warn")
@@ -43,20 +44,23 @@ _SAVE_METHODS = ("save_weights", "save")
 class NanGuard(keras.callbacks.Callback):
     """Keep non-finite updates out of the model, name their cause, remedy, carry on.
 
-    Inside the compiled training step (TensorFlow and JAX backends), every step: rows
+    Inside the compiled training step (TensorFlow, JAX and PyTorch backends), every step: rows
     whose inputs or targets hold NaN/inf are left out (sample weight 0), and a step whose
     loss or gradients are not finite, or whose gradient norm is ``explosion_factor`` times
     its running median, is skipped: weights, optimizer state and iteration count stay as
     they were, and the logged loss averages the finite steps. The logs (progress bar,
-    history) carry ``skipped_steps`` and ``bad_rows`` for the epoch. No value is brought
-    to the host for this in the common case.
+    history) carry ``skipped_steps`` and ``bad_rows`` for the epoch; an epoch whose every
+    step was skipped logs its loss and metrics as NaN (no value, not Keras's 0.0) and the
+    guard warns that nothing trained in it. No value is brought to the host for this in
+    the common case.
 
     When a step had bad rows or was skipped, or the smoothed loss spikes to
     ``spike_factor`` times its running minimum, the guard replays the batch from the
     weights before it, layer by layer, and records a :class:`~stablefit.guard.GuardEvent`
     whose ``cause`` is ``"data"``, ``"learning_rate"``, ``"exploding_gradients"``,
     ``"loss_function"``, ``"precision"`` or ``"unknown"``, and applies the remedy that
-    fits: bad rows are only left out (each distinct row reported once, with a count); a
+    fits: bad rows are only left out (each distinct row reported once, with a count, its
+    index in the user's data and its columns); a
     learning-rate problem rolls back to the best recent weights and sets the learning rate
     below the stability bound of the curvature measured on the batch; exploding gradients
     set ``clipnorm`` from the running median gradient norm; a loss-function or precision
@@ -86,12 +90,17 @@ class NanGuard(keras.callbacks.Callback):
         When the guard stops training: raise :class:`~stablefit.guard.NonFiniteTrainingError`
         from ``fit``, or warn and let ``fit`` return.
     data : tuple (x, y) or None, default=None
-        The training data. When given, a data event names the bad rows by their index in
-        ``x``, and the message on stopping includes :func:`stablefit.diagnose`'s
-        explanation (training forecast, stability bound, findings). A DataFrame or Arrow
-        table ``x`` also names the columns.
+        The training data. When given, the message on stopping includes
+        :func:`stablefit.diagnose`'s explanation (training forecast, stability bound,
+        findings), and data events name rows by their index in ``x`` even when ``fit``
+        reads them from elsewhere. Without it a data event still names the bad rows in
+        the data ``fit`` was given: by their index in NumPy arrays or a DataFrame, as
+        "row p of dataset[k]" for a ``keras.utils.PyDataset``, and by their place in the
+        stream for a tf.data dataset or generator marked with
+        :func:`~stablefit.keras.checked`.
     feature_names : sequence of str or None, default=None
-        Names of the input columns, for data events (read from ``data`` when it has them).
+        Names of the input columns, for data events (read from a DataFrame or Arrow table
+        ``x`` when it has them).
 
     Attributes
     ----------
@@ -155,7 +164,8 @@ class NanGuard(keras.callbacks.Callback):
         self._awaiting_capture = False
         self._stopped = False
         self._failure: str | None = None
-        self._data_rows: tuple[np.ndarray, np.ndarray] | None = None
+        self._rows = row_namer(fit_arguments(model), self.data)
+        self._row_events: dict[bytes, Any] = {}
         self._step = StepGuard(model, self._receive, explosion_factor=self.explosion_factor)
         self._step.install()
         self._install_save_guard()
@@ -184,6 +194,7 @@ class NanGuard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         (logs or {}).pop(STEP_LOSS, None)
         self._process()
+        _warn_if_nothing_trained(epoch, logs or {})
         if self._stopped:
             return
         self._sync()
@@ -256,6 +267,12 @@ class NanGuard(keras.callbacks.Callback):
             self._data_event(report)
         if report.step_ok:
             return
+        if not report.row_ok.any():
+            # Skipped for having no row to learn from: nothing failed. A capture it used
+            # up is asked for again.
+            if self._awaiting_capture:
+                self._step.capture_next_step()
+            return
         finite = math.isfinite(report.loss) and math.isfinite(report.gradient_norm)
         if self._awaiting_capture and finite:
             trigger = "loss_spike"
@@ -267,60 +284,40 @@ class NanGuard(keras.callbacks.Callback):
     # -- data events -------------------------------------------------------------------
 
     def _data_event(self, report: StepReport) -> None:
+        """One event per new bad row (by its values); rows seen before count on theirs."""
         positions = np.flatnonzero(~report.row_ok)
-        columns = bad_columns(report.inputs, report.targets, positions, self._names())
-        rows = self._rows_in_data(report, positions)
-        if rows:
-            key: Any = tuple(rows)
-        else:
-            key = tuple(
-                np.asarray(a)[positions].tobytes() for a in [*report.inputs, *report.targets]
-            )
+        batch = [*report.inputs, *report.targets]
+        keys = [row_key(batch, int(p)) for p in positions]
+        batch_index = report.step_in_epoch if report.step_in_epoch >= 0 else max(self._batch, 0)
+        rate = self._rate()
+        for seen in dict.fromkeys(self._row_events[k] for k in keys if k in self._row_events):
+            self._core.data_event(epoch=self._epoch, batch=batch_index, key=seen, replay=Replay())
+        fresh = np.array(
+            [p for p, k in zip(positions, keys, strict=True) if k not in self._row_events]
+        )
+        if not len(fresh):
+            return
+        key = tuple(k for k in keys if k not in self._row_events)
+        columns = bad_columns(report.inputs, report.targets, fresh, self._names())
+        located = self._rows.locate(report, fresh)
         event = self._core.data_event(
             epoch=self._epoch,
-            batch=max(self._batch, 0),
+            batch=batch_index,
             key=key,
-            replay=Replay(bad_positions=tuple(int(p) for p in positions), bad_columns=columns),
-            rows=rows,
-            learning_rate=self._rate(),
+            replay=Replay(bad_positions=tuple(int(p) for p in fresh), bad_columns=columns),
+            rows=located.rows,
+            where=located.where,
+            evidence=located.evidence,
+            learning_rate=rate,
         )
+        self._row_events.update(dict.fromkeys(key, key))
         if event is not None:
             warnings.warn(f"NanGuard: {event.describe()}", StablefitWarning, stacklevel=2)
 
     def _names(self) -> Sequence[str] | None:
         if self.feature_names is not None:
             return list(self.feature_names)
-        if self.data is None:
-            return None
-        x = self.data[0]
-        names = getattr(x, "column_names", None) or getattr(x, "columns", None)
-        return None if names is None else [str(n) for n in names]
-
-    def _rows_in_data(self, report: StepReport, positions: np.ndarray) -> list[int]:
-        """The indices in ``data`` of the batch's bad rows (matched by content)."""
-        if self.data is None or len(report.inputs) != 1 or len(report.targets) > 1:
-            return []
-        if self._data_rows is None:
-            x = np.asarray(self.data[0], dtype=np.float64)
-            y = np.asarray(self.data[1], dtype=np.float64).reshape(len(x), -1)
-            whole = np.concatenate([x.reshape(len(x), -1), y], axis=1)
-            candidates = np.flatnonzero(~np.isfinite(whole).all(axis=1))
-            self._data_rows = (candidates, whole[candidates])
-        candidates, values = self._data_rows
-        x = np.asarray(report.inputs[0], dtype=np.float64)
-        parts = [x.reshape(len(x), -1)]
-        if report.targets:
-            parts.append(np.asarray(report.targets[0], dtype=np.float64).reshape(len(x), -1))
-        batch = np.concatenate(parts, axis=1)[positions]
-        if batch.shape[1] != values.shape[1]:
-            return []
-        found = []
-        for row in batch:
-            same = np.flatnonzero(
-                ((values == row) | (np.isnan(values) & np.isnan(row))).all(axis=1)
-            )
-            found.extend(int(candidates[i]) for i in same[:1])
-        return sorted(set(found))
+        return self._rows.feature_names
 
     # -- failed steps ------------------------------------------------------------------
 
@@ -430,6 +427,7 @@ class NanGuard(keras.callbacks.Callback):
         if scale != 1.0:
             scale_learning_rate(self._step.updating, scale)
         self._uninstall_save_guard()
+        self._rows.close()
         self._step = None
 
     # -- state -------------------------------------------------------------------------
@@ -532,6 +530,28 @@ class NanGuard(keras.callbacks.Callback):
             raise StablefitInputError(
                 "NanGuard: the model has no optimizer; call model.compile(optimizer=...) first."
             )
+
+
+def _warn_if_nothing_trained(epoch: int, logs: dict[str, Any]) -> None:
+    """Say so when every step of the epoch was skipped: its logged loss is NaN.
+
+    Keras's average of no steps is 0.0, which reads as a perfect epoch (and as the best one
+    to ``EarlyStopping`` and ``ModelCheckpoint(save_best_only=True)``); the guarded step
+    logs NaN instead (see :func:`~stablefit.keras._step.honest_logs`), and a NaN is never
+    left unexplained.
+    """
+    skipped, loss = logs.get("skipped_steps"), logs.get("loss")
+    if not skipped or loss is None or math.isfinite(float(loss)):
+        return
+    steps = "its only step was" if skipped == 1 else f"all {int(skipped)} of its steps were"
+    warnings.warn(
+        f"NanGuard: epoch {epoch + 1}: {steps} skipped (see the guard's events for why), so "
+        "nothing trained in it; its loss and metrics are logged "
+        "as NaN, meaning no value, not a failed update: the weights are those of the last "
+        "trained step.",
+        StablefitWarning,
+        stacklevel=2,
+    )
 
 
 def _positive_int(name: str, value: Any, *, minimum: int) -> None:
