@@ -5,17 +5,40 @@ cheap part runs in every ``step()``, the expensive part (replaying the batch, na
 cause, the remedy) only when something went wrong.
 
 Every step: one fused check of every gradient and of the loss for NaN/inf
-(``torch._amp_foreach_non_finite_check_and_unscale_``, the check ``GradScaler`` makes) and
-one read of its flag and of the loss (for the loss history, which spots a spike), then the
-wrapped optimizer's step — or none. Hooks on the model and on the loss module keep
-references to the step's inputs, target and (detached) loss. In-memory snapshots of the model and
-optimizer state are taken at epoch ends and at new best losses.
+(``torch._amp_foreach_non_finite_check_and_unscale_``, the check ``GradScaler`` makes)
+leaves a one-element flag on the parameters' device. What happens to the flag depends on
+where the model lives, because reading a value on the host waits for the device:
 
-At an event (a non-finite loss or gradient, a loss spike): the batch is replayed from the
-weights before the step, layer by layer; :func:`stablefit.guard.classify` names the cause
-and :class:`stablefit.guard.RemedyPolicy` the remedy, which is applied here exactly: bad
-rows are left out and the step retaken on the others; a learning-rate event restores the
-best snapshot and sets the rate through ``param_groups`` (and the base rates of the
+- On an accelerator (``sync_free``, the default off the CPU) nothing is read. The
+  wrapped optimizer's step runs inside :class:`~stablefit.torch._masked.MaskedStep`: the
+  parameters and state tensors are copied to a flat buffer before it and selected back
+  with ``torch.where`` on the flag after it, so a flagged step leaves parameters, moments
+  and step counts bit for bit as they were, and the host runs on ahead of the device as
+  in an unguarded loop. The steps' flags, losses and sampled gradient norms are kept as
+  device tensors and read in one transfer every ``READ_EVERY`` steps, at each epoch's
+  end, and when ``events`` or ``skipped_steps`` is read; the guard then acts on each
+  step in order. The price: two copies of the parameters and state in memory, three
+  fused copies and one ``where`` a step, and an event is diagnosed up to ``READ_EVERY``
+  steps late (its batch kept by reference, replayed at the weights of the read, and a
+  remedy that moves the weights makes the steps taken since stale: they stay as taken).
+  The first step reads its flag (it creates the optimizer's state, which no copy could
+  take back). A step count torch keeps on the host beside a model on a GPU (Adam without
+  ``capturable``/``fused``) cannot be selected without a read: it counts on and the
+  skipped steps are taken back off at the read, so the steps in between see one more.
+- On the CPU (``sync_free=False``) there is no device to wait for: the flag is read at
+  once (as ``GradScaler`` reads its own), and a flagged step is simply not taken, which
+  costs less than the masked update (measured in ``benchmarks/bench_torch_guard.py``).
+
+Either way the loss is read with the flag (for the loss history, which spots a spike).
+Hooks on the model and on the loss module keep references to the step's inputs, target
+and (detached) loss. In-memory snapshots of the model and optimizer state are taken at
+epoch ends and at new best losses.
+
+At an event (a non-finite loss or gradient, a loss spike): the batch is replayed layer by
+layer; :func:`stablefit.guard.classify` names the cause and
+:class:`stablefit.guard.RemedyPolicy` the remedy, which is applied here exactly: bad rows
+are left out and the step retaken on the others; a learning-rate event restores the best
+snapshot and sets the rate through ``param_groups`` (and the base rates of the
 optimizer's ``lr_scheduler``s, so the cut survives them); exploding gradients get a
 gradient-norm clip; a loss-function or precision problem stops training with the reason.
 """
@@ -28,6 +51,7 @@ import math
 import statistics
 import warnings
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,9 +72,12 @@ from stablefit.guard import (
 )
 from stablefit.guard.events import position
 from stablefit.guard.phrases import TORCH
+from stablefit.torch._masked import MaskedStep, Unmaskable
 from stablefit.torch._optimizer import _FORECAST_NAMES
 from stablefit.torch._preflight import hessian_max_eigenvalue
 
+#: Steps between two reads of the device's flags and losses when the guard runs sync-free.
+READ_EVERY = 16
 #: Steps between two samples of the gradient norm (its running median detects explosions).
 NORM_EVERY = 16
 #: Without ``steps_per_epoch``, the guard's "epoch" (retry window, snapshots) is this long.
@@ -75,6 +102,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
     clipnorm : float or None
         The gradient-norm clip the guard applies before each step (set by an
         exploding-gradients remedy).
+    sync_free : bool
+        Whether steps are decided on the device (see :func:`guard`).
     """
 
     def __init__(
@@ -88,6 +117,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         max_retries: int = 5,
         spike_factor: float = 10.0,
         on_failure: str = "raise",
+        sync_free: bool | None = None,
     ) -> None:
         if isinstance(optimizer, GuardedOptimizer):
             raise TypeError("the optimizer is already guarded")
@@ -115,8 +145,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.core = GuardCore(
             max_retries=max_retries, spike_factor=spike_factor, snapshot_gap=gap, phrases=TORCH
         )
-        self.events: list[GuardEvent] = self.core.events
-        self.skipped_steps = 0
+        self._skipped = 0
         self.clipnorm: float | None = None
         self.stopped = False
         self._name = _FORECAST_NAMES.get(type(optimizer), type(optimizer).__name__.lower())
@@ -126,10 +155,16 @@ class GuardedOptimizer(torch.optim.Optimizer):
         for p in self._params:
             kinds.setdefault((p.device, p.dtype), []).append(p)
         self._kinds = [
-            (params, torch.zeros(1, device=device), torch.ones(1, device=device))
-            for (device, _), params in kinds.items()
+            (params, torch.ones(1, device=device)) for (device, _), params in kinds.items()
         ]
+        if sync_free is None:
+            sync_free = self._kinds[0][1].device.type != "cpu"
+        self.sync_free = sync_free
+        self._masked: MaskedStep | None = None
         self._step = 0  # steps offered to the guard (applied or not)
+        self._at = 0  # the step being acted on
+        self._pending: list[_Pending] = []  # steps taken, their outcome not yet read
+        self._settling = False
         self._norms: deque[float] = deque(maxlen=64)
         self._seen: dict[str, Any] = {}
         self._hooks = [model.register_forward_hook(self._see_model)]
@@ -161,6 +196,18 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def batch(self) -> int:
         return self._step % self.epoch_steps
 
+    @property
+    def events(self) -> list[GuardEvent]:
+        """Everything the guard saw and did (read from the device first)."""
+        self._settle()
+        return self.core.events
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps whose update was not applied (read from the device first)."""
+        self._settle()
+        return self._skipped
+
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         """Check the step's loss and gradients, then step the wrapped optimizer, or not."""
         result = None
@@ -172,65 +219,128 @@ class GuardedOptimizer(torch.optim.Optimizer):
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
             loss = result.detach()  # a closure's loss (Lightning's training step)
-        if self._gradients_finite(loss):
-            if self.clipnorm is not None:
-                nn.utils.clip_grad_norm_(self._params, self.clipnorm)
-            self.optimizer.step()
-            self._after_good_step(loss)
+        flag = self._nonfinite_flag(loss)
+        masked = self._masked_step()
+        if masked is not None:
+            masked.step(flag, self._update)
+            nonfinite: torch.Tensor | bool = flag
         else:
-            self.skipped_steps += 1
-            self._event("nonfinite_step", None if loss is None else _value(loss))
-        self._advance()
+            nonfinite = bool(flag.item())
+            if not nonfinite:
+                self._update()
+        norm = _gradient_norm(self._params) if self._step % NORM_EVERY == 0 else None
+        self._pending.append(_Pending(self._step, nonfinite, loss, dict(self._seen), norm))
+        self._step += 1
+        epoch_ends = self._step % self.epoch_steps == 0
+        if masked is None or epoch_ends or len(self._pending) >= READ_EVERY:
+            self._settle()
+        if epoch_ends and not self.stopped:
+            self.core.epoch_end()
+            self.core.keep(self.epoch - 1, self.epoch_steps - 1, self._copy_state())
         return result
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
-    def _gradients_finite(self, loss: torch.Tensor | None = None) -> bool:
-        """Whether every gradient (and the loss, when given) is finite."""
+    def _update(self) -> None:
+        if self.clipnorm is not None:
+            nn.utils.clip_grad_norm_(self._params, self.clipnorm)
+        self.optimizer.step()
+
+    def _nonfinite_flag(self, loss: torch.Tensor | None) -> torch.Tensor:
+        """A one-element tensor on the parameters' device, nonzero when a gradient (or
+        the loss) holds a NaN or an inf: computed there, not read."""
+        flags = []
         loss_checked = loss is None
-        for params, found, one in self._kinds:
+        for params, one in self._kinds:
             grads = [p.grad for p in params if p.grad is not None]
-            if not loss_checked and (loss.device, loss.dtype) == (found.device, params[0].dtype):
+            if not loss_checked and (loss.device, loss.dtype) == (one.device, params[0].dtype):
                 grads.append(loss)  # its own detached copy: multiplied by 1, exactly
                 loss_checked = True
-            if not grads:
-                continue
-            found.zero_()
-            # Multiplies by 1 in place (exact) while it looks for NaN/inf: one fused op.
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
-            if found.item():
-                return False
-        return loss_checked or bool(torch.isfinite(loss).all())
+            found = torch.zeros(1, device=one.device)
+            if grads:
+                # Multiplies by 1 in place (exact) while it looks for NaN/inf: one fused op.
+                torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+            flags.append(found)
+        if not loss_checked:
+            flags.append((~torch.isfinite(loss).all()).float().reshape(1))
+        device = flags[0].device
+        return sum((f.to(device, non_blocking=True) for f in flags[1:]), flags[0])
 
-    def _after_good_step(self, loss: torch.Tensor | None) -> None:
-        """Hand the loss to the history (a spike rolls back), take a snapshot at a new
-        best, and every NORM_EVERY steps sample the gradient norm."""
-        if self._step % NORM_EVERY == 0:
-            norm = _gradient_norm(self._params)
-            if math.isfinite(norm):
-                self._norms.append(norm)
-        if loss is None:
+    def _masked_step(self) -> MaskedStep | None:
+        """The device-side cancellable step, when the guard runs without host reads and
+        the optimizer's state is there to be copied (after its first step)."""
+        if not self.sync_free:
+            return None
+        if self._masked is not None and self._masked.matches():
+            return self._masked
+        self._masked = None
+        trained = [p for p in self._params if p.grad is not None]
+        if not trained or any(p not in self.state for p in trained):
+            return None  # the first step creates the state: it reads the flag
+        try:
+            self._masked = MaskedStep(self.optimizer, self._params, self._kinds[0][1].device)
+        except Unmaskable:
+            self.sync_free = False
+        return self._masked
+
+    def _settle(self) -> None:
+        """Read the pending steps' flags, losses and gradient norms (one read from the
+        device), then act on them in order as if each had been read at its step."""
+        if not self._pending or self._settling:
             return
-        value = _value(loss)
-        if self.core.observe(value) == "loss_spike":
-            self._event("loss_spike", value)
-        elif self.core.wants_snapshot():
-            self.core.keep(self.epoch, self.batch, self._copy_state())
+        pending, self._pending = self._pending, []
+        self._settling = True
+        current = self._seen
+        try:
+            finite = [not flag for flag in _read([p.nonfinite for p in pending])]
+            losses = _read([p.loss for p in pending])
+            norms = _read([p.norm for p in pending])
+            if self._masked is not None:
+                self._masked.uncount(finite.count(False))
+            for at, (item, ok, loss, norm) in enumerate(
+                zip(pending, finite, losses, norms, strict=True)
+            ):
+                self._at, self._seen = item.at, item.seen
+                acted = self._act(ok, loss, norm)
+                if acted and at + 1 < len(pending):
+                    # The weights changed under the later steps' gradients: those were
+                    # applied (or cancelled) already, their losses are of the old path.
+                    self._skipped += finite[at + 1 :].count(False)
+                    break
+        finally:
+            self._seen = current
+            self._settling = False
 
-    def _advance(self) -> None:
-        self._step += 1
-        if self._step % self.epoch_steps == 0 and not self.stopped:
-            self.core.epoch_end()
-            self.core.keep(self.epoch - 1, self.epoch_steps - 1, self._copy_state())
+    def _act(self, finite: bool, loss: float | None, norm: float | None) -> bool:
+        """A step's outcome: events for a non-finite step or a spike, a snapshot at a new
+        best loss. Whether the guard changed the weights or the rate."""
+        if not finite:
+            self._skipped += 1
+            return self._event("nonfinite_step", loss)
+        if norm is not None and math.isfinite(norm):
+            self._norms.append(norm)
+        if loss is None:
+            return False
+        if self.core.observe(loss) == "loss_spike":
+            return self._event("loss_spike", loss)
+        if self.core.wants_snapshot():
+            self.core.keep(*self._position(), self._copy_state())
+        return False
+
+    def _position(self) -> tuple[int, int]:
+        """(epoch, batch) of the step being acted on."""
+        return divmod(self._at, self.epoch_steps)
 
     # -- events -----------------------------------------------------------------------
 
-    def _event(self, trigger: str, loss_value: float | None) -> None:
+    def _event(self, trigger: str, loss_value: float | None) -> bool:
+        """Name the cause of the step being acted on and apply the remedy. Whether the
+        remedy changed the weights or the rate (a bad-rows retake does neither)."""
         replay = self._replay()
         if replay.bad_positions:
             self._data_event(replay, loss_value)
-            return
+            return False
         rate = float(self.param_groups[0]["lr"])
         target = self.core.rollback_target()
         context = Context(
@@ -250,9 +360,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
             self._scale_learning_rate(remedy.learning_rate / rate)
         if remedy.clipnorm is not None:
             self.clipnorm = remedy.clipnorm
+        epoch, batch = self._position()
         event = self.core.record(
-            epoch=self.epoch,
-            batch=self.batch,
+            epoch=epoch,
+            batch=batch,
             trigger=trigger,
             verdict=verdict,
             remedy=remedy,
@@ -264,15 +375,17 @@ class GuardedOptimizer(torch.optim.Optimizer):
         )
         if remedy.action == "stopped":
             self._stop(event, remedy.reason)
+        return True
 
     def _data_event(self, replay: Replay, loss_value: float | None) -> None:
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
         bad = np.asarray(replay.bad_positions)
         rows = self._rows_in_data(inputs, target, bad)
         key = tuple(rows) if rows else _content_key(inputs, target, bad)
+        epoch, batch = self._position()
         self.core.data_event(
-            epoch=self.epoch,
-            batch=self.batch,
+            epoch=epoch,
+            batch=batch,
             key=key,
             replay=replay,
             rows=rows,
@@ -290,15 +403,21 @@ class GuardedOptimizer(torch.optim.Optimizer):
         keep[torch.as_tensor(bad, dtype=torch.long)] = False
         if not keep.any():
             return
+        # The user's gradients are put back after: a read of ``events`` between their
+        # backward() and step() acts on earlier steps.
+        grads = [p.grad for p in self._params]
         self.optimizer.zero_grad()
         with torch.enable_grad(), _autocast(self._seen.get("autocast")):
             loss = self.loss_fn(self.model(inputs[keep]), target[keep])
         loss.backward()
         self._seen.pop("loss", None)
-        if self._gradients_finite(loss.detach()):
-            self.skipped_steps -= 1
-            self.optimizer.step()
-            self._after_good_step(loss.detach())
+        loss = loss.detach()
+        if not self._nonfinite_flag(loss).item():
+            self._skipped -= 1
+            self._update()
+            self._act(True, _value(loss), None)
+        for p, grad in zip(self._params, grads, strict=True):
+            p.grad = grad
 
     def _rows_in_data(self, inputs: Any, target: Any, bad: np.ndarray) -> list[int]:
         """Indices in ``data`` of the batch's bad rows (matched by their values)."""
@@ -323,7 +442,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         inputs = self._seen.get("inputs")
         target = self._seen.get("target")
         if inputs is None or not torch.is_tensor(inputs) or len(inputs) == 0:
-            return Replay(gradient_norm=_gradient_norm(self._params))
+            return Replay(gradient_norm=_norm_value(self._params))
         bad_inputs = ~torch.isfinite(inputs.detach()).reshape(len(inputs), -1)
         bad_target = (
             ~torch.isfinite(target.detach()).reshape(len(target), -1)
@@ -354,7 +473,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             loss_name=None if self.loss_fn is None else _name(self.loss_fn),
             loss_value=loss_value,
             offending_predictions=offending,
-            gradient_norm=_gradient_norm(self._params),
+            gradient_norm=_norm_value(self._params),
         )
 
     def _forward_by_layer(self, inputs: torch.Tensor) -> tuple[Any, str | None, torch.Tensor]:
@@ -525,6 +644,7 @@ def guard(
     max_retries: int = 5,
     spike_factor: float = 10.0,
     on_failure: str = "raise",
+    sync_free: bool | None = None,
 ) -> GuardedOptimizer:
     """Guard a PyTorch optimizer: no non-finite update ever reaches ``model``.
 
@@ -554,6 +674,12 @@ def guard(
     on_failure : {"raise", "warn"}
         When the guard stops: raise :class:`~stablefit.guard.NonFiniteTrainingError`, or
         warn and skip every later step. Either way the model holds the best weights kept.
+    sync_free : bool, optional
+        Decide each step on the device, the host reading the steps' flags and losses
+        every ``READ_EVERY`` (16) steps, at epoch ends and when ``events`` or
+        ``skipped_steps`` are read, instead of once a step. Default: on every device
+        but the CPU, where a read waits for nothing and costs less than the masked
+        update (see the module's notes).
 
     Returns
     -------
@@ -584,10 +710,24 @@ def guard(
         max_retries=max_retries,
         spike_factor=spike_factor,
         on_failure=on_failure,
+        sync_free=sync_free,
     )
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A step taken whose outcome is still on the device: its index, whether it was
+    cancelled (a device flag, nonzero when so, or the host's answer), its loss, the
+    references the hooks saw and, every NORM_EVERY steps, the gradient norm."""
+
+    at: int
+    nonfinite: torch.Tensor | bool
+    loss: torch.Tensor | None
+    seen: dict[str, Any]
+    norm: torch.Tensor | None
 
 
 def _autocast_state(inputs: Any) -> tuple[str, torch.dtype] | None:
@@ -615,12 +755,33 @@ def _largest_in_float32(module: nn.Module, args: tuple) -> float:
         return math.inf
 
 
-def _gradient_norm(params: list[torch.Tensor]) -> float:
+def _gradient_norm(params: list[torch.Tensor]) -> torch.Tensor | None:
+    """The norm of all gradients, on their (first) device; None without gradients."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return math.nan
+        return None
     norms = torch._foreach_norm([g.float() for g in grads])
-    return float(torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms])))
+    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+
+
+def _norm_value(params: list[torch.Tensor]) -> float:
+    norm = _gradient_norm(params)
+    return math.nan if norm is None else float(norm)
+
+
+def _read(values: list[Any]) -> list[Any]:
+    """Tensors (losses, flags, norms) as Python numbers in one read from their device;
+    Python values and None as they are."""
+    tensors = [v for v in values if torch.is_tensor(v)]
+    if not tensors:
+        return list(values)
+    if len(tensors) == 1:  # a step's own loss or flag, when the guard reads every step
+        numbers = iter([_value(tensors[0])])
+    else:
+        device = tensors[0].device
+        sums = [t.detach().float().sum().to(device) for t in tensors]
+        numbers = iter(torch.stack(sums).tolist())
+    return [next(numbers) if torch.is_tensor(v) else v for v in values]
 
 
 def _value(loss: torch.Tensor) -> float:
