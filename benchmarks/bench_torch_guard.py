@@ -2,26 +2,31 @@
 
 A 50k x 10 regression trained by an MLP Linear(10, 64) - ReLU - Linear(64, 64) - ReLU -
 Linear(64, 1) with Adam and ``nn.MSELoss``, in an ordinary loop (``zero_grad``, forward,
-loss, ``backward``, ``step``) over shuffled batches of the in-memory tensors. One epoch
-of each variant per round, the variants interleaved round after round on models of the
-same initialization in the same process:
+loss, ``backward``, ``step``) over shuffled batches of the in-memory tensors. Variants,
+each its own model of the same initialization, in the same process:
 
 - plain: the loop as written;
-- guard: ``optimizer = stablefit.torch.guard(torch.optim.Adam(...), model, loss_fn)``;
-- detect_anomaly: the loop inside ``torch.autograd.detect_anomaly()``, PyTorch's own tool
+- guard: ``optimizer = stablefit.torch.guard(torch.optim.Adam(...), model, loss_fn)``, on
+  the CPU reading each step's flag and loss (its default there);
+- guard sync_free: the same with ``sync_free=True``, the masked update that the guard uses
+  on accelerators (no host read per step), timed here on the CPU for its cost;
+- detect_anomaly: the step inside ``torch.autograd.detect_anomaly()``, PyTorch's own tool
   (it names the backward operation that produced a NaN, and checks every one).
 
-Reported: per variant the median over rounds of its epoch's process-CPU and wall time as a
-ratio to the plain epoch of the same round. One intra-op thread (the shared machine's
-other jobs make a second one wait).
+The variants are interleaved step by step (the order rotating from batch to batch), so
+load from other jobs on a shared machine falls on all of them alike; a round is one epoch
+of every variant. Reported: per variant the median over rounds of its epoch's
+process-CPU and wall time as a ratio to the plain epoch of the same round. One intra-op
+thread (the shared machine's other jobs make a second one wait).
 
-Run: ``python benchmarks/bench_torch_guard.py [--rounds 9] [--batch-sizes 256 32]``.
+Run: ``python benchmarks/bench_torch_guard.py [--rounds 7] [--batch-sizes 256 32]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import time
 import warnings
@@ -31,6 +36,7 @@ import torch
 from stablefit.torch import guard
 
 ROWS, FEATURES = 50_000, 10
+VARIANTS = ("plain", "guard", "guard sync_free", "detect_anomaly")
 
 
 def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,71 +58,75 @@ def make_model() -> torch.nn.Module:
     )
 
 
-def epoch(model, optimizer, loss_fn, x, y, batch_size: int, anomaly: bool) -> tuple[float, float]:
-    """Wall and process-CPU seconds of one epoch."""
+def make_runs(batch_size: int) -> dict[str, tuple]:
+    loss_fn = torch.nn.MSELoss()
+    runs = {}
+    for name in VARIANTS:
+        model = make_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        if name.startswith("guard"):
+            optimizer = guard(
+                optimizer,
+                model,
+                loss_fn,
+                steps_per_epoch=-(-ROWS // batch_size),
+                sync_free=name == "guard sync_free",
+            )
+        runs[name] = (model, optimizer, loss_fn, name == "detect_anomaly")
+    return runs
+
+
+def epoch(runs: dict[str, tuple], x, y, batch_size: int) -> dict[str, tuple[float, float]]:
+    """Wall and process-CPU seconds of one epoch of each variant, step by step in turn."""
     order = torch.randperm(len(x))
     batches = [
         (x[order[i : i + batch_size]], y[order[i : i + batch_size]])
         for i in range(0, len(x), batch_size)
     ]
-    context = torch.autograd.detect_anomaly() if anomaly else contextlib.nullcontext()
-    wall, cpu = time.perf_counter(), time.process_time()
-    with context:
-        for xb, yb in batches:
-            optimizer.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def measure(batch_size: int, rounds: int, x, y) -> dict[str, list[tuple[float, float]]]:
-    loss_fn = torch.nn.MSELoss()
-    runs = {}
-    for name in ("plain", "guard", "detect_anomaly"):
-        model = make_model()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        if name == "guard":
-            optimizer = guard(optimizer, model, loss_fn, steps_per_epoch=-(-ROWS // batch_size))
-        runs[name] = (model, optimizer, name == "detect_anomaly")
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-    for model, optimizer, anomaly in runs.values():  # warm-up
-        epoch(model, optimizer, loss_fn, x[:4096], y[:4096], batch_size, anomaly)
-    for _ in range(rounds):
-        for name, (model, optimizer, anomaly) in runs.items():
-            times[name].append(epoch(model, optimizer, loss_fn, x, y, batch_size, anomaly))
-    return times
+    names = list(runs)
+    spent = dict.fromkeys(names, (0.0, 0.0))
+    for index, (xb, yb) in enumerate(batches):
+        turn = index % len(names)
+        for name in names[turn:] + names[:turn]:
+            model, optimizer, loss_fn, anomaly = runs[name]
+            context = torch.autograd.detect_anomaly() if anomaly else contextlib.nullcontext()
+            wall, cpu = time.perf_counter(), time.process_time()
+            with context:
+                optimizer.zero_grad()
+                loss = loss_fn(model(xb), yb)
+                loss.backward()
+                optimizer.step()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            spent[name] = (spent[name][0] + wall, spent[name][1] + cpu)
+    return spent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 32])
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
     x, y = make_data()
     print(f"torch {torch.__version__}, {ROWS} x {FEATURES}, MLP 64-64-1, Adam, 1 thread")
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
     for batch_size in args.batch_sizes:
-        times = measure(batch_size, args.rounds, x, y)
-        plain = times["plain"]
-        wall = statistics.median(w for w, _ in plain)
-        cpu = statistics.median(c for _, c in plain)
+        runs = make_runs(batch_size)
+        epoch(runs, x[:4096], y[:4096], batch_size)  # warm-up
+        rounds = [epoch(runs, x, y, batch_size) for _ in range(args.rounds)]
+        wall = statistics.median(r["plain"][0] for r in rounds)
+        cpu = statistics.median(r["plain"][1] for r in rounds)
         print(f"batch {batch_size}: plain epoch {wall:.2f} s wall, {cpu:.2f} s CPU (median)")
-        for name in ("guard", "detect_anomaly"):
-            wall_ratio = statistics.median(
-                w / p[0] for (w, _), p in zip(times[name], plain, strict=True)
-            )
-            cpu_ratio = statistics.median(
-                c / p[1] for (_, c), p in zip(times[name], plain, strict=True)
-            )
-            ratios = ", ".join(
-                f"{c / p[1]:.3f}" for (_, c), p in zip(times[name], plain, strict=True)
-            )
+        for name in VARIANTS[1:]:
+            wall_ratios = [r[name][0] / r["plain"][0] for r in rounds]
+            cpu_ratios = [r[name][1] / r["plain"][1] for r in rounds]
             print(
-                f"  {name:<15} CPU {100 * (cpu_ratio - 1):+.1f}%, "
-                f"wall {100 * (wall_ratio - 1):+.1f}%  (per-round CPU ratios: {ratios})"
+                f"  {name:<16} CPU {100 * (statistics.median(cpu_ratios) - 1):+.1f}%, "
+                f"wall {100 * (statistics.median(wall_ratios) - 1):+.1f}%  "
+                f"(per-round CPU ratios: {', '.join(f'{c:.3f}' for c in cpu_ratios)})"
             )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

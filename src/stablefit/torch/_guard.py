@@ -155,7 +155,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         for p in self._params:
             kinds.setdefault((p.device, p.dtype), []).append(p)
         self._kinds = [
-            (params, torch.ones(1, device=device)) for (device, _), params in kinds.items()
+            (params, torch.ones(1, device=device), torch.zeros(1, device=device))
+            for (device, _), params in kinds.items()
         ]
         if sync_free is None:
             sync_free = self._kinds[0][1].device.type != "cpu"
@@ -219,20 +220,24 @@ class GuardedOptimizer(torch.optim.Optimizer):
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
             loss = result.detach()  # a closure's loss (Lightning's training step)
-        flag = self._nonfinite_flag(loss)
         masked = self._masked_step()
+        flag = self._nonfinite_flag(loss, kept=masked is not None)
+        sampled = self._step % NORM_EVERY == 0
         if masked is not None:
             masked.step(flag, self._update)
-            nonfinite: torch.Tensor | bool = flag
+            norm = _gradient_norm(self._params) if sampled else None
+            self._pending.append(_Pending(self._step, flag, loss, dict(self._seen), norm))
         else:
-            nonfinite = bool(flag.item())
-            if not nonfinite:
+            self._settle()  # steps left from before the optimizer's state changed
+            finite = not flag.item()
+            if finite:
                 self._update()
-        norm = _gradient_norm(self._params) if self._step % NORM_EVERY == 0 else None
-        self._pending.append(_Pending(self._step, nonfinite, loss, dict(self._seen), norm))
+            self._at = self._step
+            value = None if loss is None else _value(loss)
+            self._act(finite, value, _norm_value(self._params) if sampled else None)
         self._step += 1
         epoch_ends = self._step % self.epoch_steps == 0
-        if masked is None or epoch_ends or len(self._pending) >= READ_EVERY:
+        if epoch_ends or len(self._pending) >= READ_EVERY:
             self._settle()
         if epoch_ends and not self.stopped:
             self.core.epoch_end()
@@ -247,17 +252,18 @@ class GuardedOptimizer(torch.optim.Optimizer):
             nn.utils.clip_grad_norm_(self._params, self.clipnorm)
         self.optimizer.step()
 
-    def _nonfinite_flag(self, loss: torch.Tensor | None) -> torch.Tensor:
+    def _nonfinite_flag(self, loss: torch.Tensor | None, kept: bool = False) -> torch.Tensor:
         """A one-element tensor on the parameters' device, nonzero when a gradient (or
-        the loss) holds a NaN or an inf: computed there, not read."""
+        the loss) holds a NaN or an inf: computed there, not read. ``kept``: a new tensor
+        (the step's flag waits to be read), not the one reused from step to step."""
         flags = []
         loss_checked = loss is None
-        for params, one in self._kinds:
-            grads = [p.grad for p in params if p.grad is not None]
+        for params, one, reused in self._kinds:
+            grads = [g for g in (p.grad for p in params) if g is not None]
             if not loss_checked and (loss.device, loss.dtype) == (one.device, params[0].dtype):
                 grads.append(loss)  # its own detached copy: multiplied by 1, exactly
                 loss_checked = True
-            found = torch.zeros(1, device=one.device)
+            found = torch.zeros(1, device=one.device) if kept else reused.zero_()
             if grads:
                 # Multiplies by 1 in place (exact) while it looks for NaN/inf: one fused op.
                 torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
@@ -577,6 +583,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def _restore(self, saved: dict[str, Any]) -> None:
         """Copy a snapshot back in place (the groups' learning rates stay as they are)."""
+        self._masked = None  # state tensors may be new: the next masked step copies anew
         with torch.no_grad():
             current = self.model.state_dict()
             for key, value in saved["model"].items():
@@ -610,7 +617,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
         raise NonFiniteTrainingError(message)
 
     def close(self) -> None:
-        """Remove the hooks from the model and the loss (the optimizer keeps working)."""
+        """Act on the steps not yet read, then remove the hooks from the model and the
+        loss (the optimizer keeps working)."""
+        self._settle()
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
@@ -618,10 +627,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
     # -- the wrapped optimizer's own interface ---------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        self._settle()  # step counts kept on the host are right after a read
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state_dict)
+        self._masked = None
         self.param_groups = self.optimizer.param_groups
         self.state = self.optimizer.state
 
@@ -719,12 +730,12 @@ def guard(
 
 @dataclass
 class _Pending:
-    """A step taken whose outcome is still on the device: its index, whether it was
-    cancelled (a device flag, nonzero when so, or the host's answer), its loss, the
-    references the hooks saw and, every NORM_EVERY steps, the gradient norm."""
+    """A step taken whose outcome is still on the device: its index, its flag (nonzero
+    when it was cancelled), its loss, the references the hooks saw and, every
+    NORM_EVERY steps, the gradient norm."""
 
     at: int
-    nonfinite: torch.Tensor | bool
+    nonfinite: torch.Tensor
     loss: torch.Tensor | None
     seen: dict[str, Any]
     norm: torch.Tensor | None
