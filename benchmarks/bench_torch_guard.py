@@ -19,7 +19,8 @@ of every variant. Reported: per variant the median over rounds of its epoch's
 process-CPU and wall time as a ratio to the plain epoch of the same round. One intra-op
 thread (the shared machine's other jobs make a second one wait).
 
-Run: ``python benchmarks/bench_torch_guard.py [--rounds 7] [--batch-sizes 256 32]``.
+Run: ``python benchmarks/bench_torch_guard.py [--rounds 7] [--batch-sizes 256 32]
+[--width 64]``.
 """
 
 from __future__ import annotations
@@ -47,22 +48,22 @@ def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def make_model() -> torch.nn.Module:
+def make_model(width: int = 64) -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(
-        torch.nn.Linear(FEATURES, 64),
+        torch.nn.Linear(FEATURES, width),
         torch.nn.ReLU(),
-        torch.nn.Linear(64, 64),
+        torch.nn.Linear(width, width),
         torch.nn.ReLU(),
-        torch.nn.Linear(64, 1),
+        torch.nn.Linear(width, 1),
     )
 
 
-def make_runs(batch_size: int) -> dict[str, tuple]:
+def make_runs(batch_size: int, width: int = 64) -> dict[str, tuple]:
     loss_fn = torch.nn.MSELoss()
     runs = {}
     for name in VARIANTS:
-        model = make_model()
+        model = make_model(width)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         if name.startswith("guard"):
             optimizer = guard(
@@ -105,24 +106,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 32])
+    parser.add_argument("--width", type=int, default=64, help="the hidden layers' width")
     args = parser.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="Anomaly Detection has been enabled")
     x, y = make_data()
-    print(f"torch {torch.__version__}, {ROWS} x {FEATURES}, MLP 64-64-1, Adam, 1 thread")
+    width = args.width
+    print(f"torch {torch.__version__}, {ROWS} x {FEATURES}, MLP {width}-{width}-1, Adam, 1 thread")
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     for batch_size in args.batch_sizes:
-        runs = make_runs(batch_size)
+        runs = make_runs(batch_size, width)
         epoch(runs, x[:4096], y[:4096], batch_size)  # warm-up
         rounds = [epoch(runs, x, y, batch_size) for _ in range(args.rounds)]
         wall = statistics.median(r["plain"][0] for r in rounds)
         cpu = statistics.median(r["plain"][1] for r in rounds)
         print(f"batch {batch_size}: plain epoch {wall:.2f} s wall, {cpu:.2f} s CPU (median)")
+        steps = -(-ROWS // batch_size)
         for name in VARIANTS[1:]:
             wall_ratios = [r[name][0] / r["plain"][0] for r in rounds]
             cpu_ratios = [r[name][1] / r["plain"][1] for r in rounds]
+            extra = statistics.median(r[name][1] - r["plain"][1] for r in rounds) / steps
             print(
-                f"  {name:<16} CPU {100 * (statistics.median(cpu_ratios) - 1):+.1f}%, "
+                f"  {name:<16} CPU {100 * (statistics.median(cpu_ratios) - 1):+.1f}% "
+                f"({1e6 * extra:+.0f} us a step), "
                 f"wall {100 * (statistics.median(wall_ratios) - 1):+.1f}%  "
                 f"(per-round CPU ratios: {', '.join(f'{c:.3f}' for c in cpu_ratios)})"
             )
