@@ -8,8 +8,20 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
+from stablefit import torch as stablefit_torch  # noqa: E402
 from stablefit.guard import NonFiniteTrainingError  # noqa: E402
-from stablefit.torch import guard  # noqa: E402
+
+
+@pytest.fixture(params=[None, True], ids=["default", "sync_free"])
+def guard(request):
+    """``stablefit.torch.guard``, as on the CPU (each step's flag read) and as on a GPU
+    (``sync_free``: steps decided on the device, read every 16 steps)."""
+
+    def guarded(*args, **kwargs):
+        return stablefit_torch.guard(*args, sync_free=request.param, **kwargs)
+
+    return guarded
+
 
 ROWS, BATCH = 256, 32
 
@@ -56,7 +68,7 @@ def all_finite(model) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def test_clean_training_is_untouched() -> None:
+def test_clean_training_is_untouched(guard) -> None:
     X, y = regression_data()
     reference, guarded = mlp(), mlp()
     loss_fn = torch.nn.MSELoss()
@@ -69,7 +81,7 @@ def test_clean_training_is_untouched() -> None:
 
 
 @pytest.mark.parametrize("where", ["x", "y"])
-def test_a_nan_in_one_batch_leaves_the_final_loss_as_without_it(where: str) -> None:
+def test_a_nan_in_one_batch_leaves_the_final_loss_as_without_it(where: str, guard) -> None:
     X, y = regression_data()
     clean = mlp()
     loss_fn = torch.nn.MSELoss()
@@ -90,7 +102,7 @@ def test_a_nan_in_one_batch_leaves_the_final_loss_as_without_it(where: str) -> N
     assert clean_loss(model, X, y) == pytest.approx(clean_loss(clean, X, y), rel=0.05)
 
 
-def test_a_permanently_bad_row_is_named_once_and_training_completes() -> None:
+def test_a_permanently_bad_row_is_named_once_and_training_completes(guard) -> None:
     X, y = regression_data()
     bad_y = y.clone()
     bad_y[100, 0] = float("inf")
@@ -120,7 +132,7 @@ def relu_mlp(seed: int = 0) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
 
 
-def test_a_learning_rate_too_high_for_an_mlp_is_rolled_back_and_lowered() -> None:
+def test_a_learning_rate_too_high_for_an_mlp_is_rolled_back_and_lowered(guard) -> None:
     X, y = regression_data()
     loss_fn = torch.nn.MSELoss()
     unguarded = relu_mlp()
@@ -151,7 +163,7 @@ class LogLoss(torch.nn.Module):
         return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
 
 
-def test_log_of_zero_in_a_loss_stops_with_cause_loss_function_and_no_rate_cut() -> None:
+def test_log_of_zero_in_a_loss_stops_with_cause_loss_function_and_no_rate_cut(guard) -> None:
     X, y = regression_data()
     labels = (y > 0).float()
     torch.manual_seed(0)
@@ -173,7 +185,7 @@ def test_log_of_zero_in_a_loss_stops_with_cause_loss_function_and_no_rate_cut() 
     assert all_finite(model)
 
 
-def test_a_cut_survives_a_learning_rate_scheduler() -> None:
+def test_a_cut_survives_a_learning_rate_scheduler(guard) -> None:
     X, y = regression_data()
     loss_fn = torch.nn.MSELoss()
     model = relu_mlp()
@@ -190,7 +202,7 @@ def test_a_cut_survives_a_learning_rate_scheduler() -> None:
     assert all_finite(model)
 
 
-def test_gradscaler_and_autocast_work_through_the_guard() -> None:
+def test_gradscaler_and_autocast_work_through_the_guard(guard) -> None:
     X, y = regression_data()
     model = mlp()
     loss_fn = torch.nn.MSELoss()
@@ -209,7 +221,7 @@ def test_gradscaler_and_autocast_work_through_the_guard() -> None:
     assert clean_loss(model, X, y) < 0.5 * before
 
 
-def test_an_optimizer_state_dict_round_trips() -> None:
+def test_an_optimizer_state_dict_round_trips(guard) -> None:
     model = mlp()
     optimizer = guard(torch.optim.Adam(model.parameters()), model, torch.nn.MSELoss())
     X, y = regression_data()

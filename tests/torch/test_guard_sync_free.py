@@ -44,7 +44,9 @@ def train(model, optimizer, data) -> None:
 
 @pytest.mark.parametrize("sync_free", [False, True], ids=["host_read", "sync_free"])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
-@pytest.mark.parametrize("at", [0, 10])
+# 0: the first step (it creates the state, and reads its flag); 10: read with the steps
+# after it at step 16; 20: still unread when the loop ends (``skipped_steps`` reads it).
+@pytest.mark.parametrize("at", [0, 10, 20])
 def test_a_cancelled_step_leaves_parameters_state_and_step_count_as_without_its_batch(
     name: str, sync_free: bool, at: int
 ) -> None:
