@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -222,6 +223,14 @@ def test_scale_spread_threshold(rng):
     (spread,) = check_scale_spread(summary_of(X * [1.0, 1e4], None, ["small", "big"]))
     assert spread.evidence["largest"] == "big"
     assert spread.evidence["ratio"] == pytest.approx(1e4 * X[:, 1].std() / X[:, 0].std())
+
+
+def test_scale_spread_beyond_float64_squared(rng):
+    """Scales 1e160 apart: the curvature ratio (1e320) is beyond float64 and is written as
+    a square, not an OverflowError (found by the fuzz suite through ``doctor``)."""
+    X = rng.normal(size=(20, 2)) * [1e-10, 1e150]
+    (spread,) = check_scale_spread(summary_of(X, None, ["small", "big"]))
+    assert re.search(r"curvature differs by about \(\d\.?\d*e160\)²", spread.message)
 
 
 def test_offsets_flag_uncentered_columns(rng):

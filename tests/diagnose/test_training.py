@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -285,6 +286,20 @@ def test_minibatch_noise_raises_the_final_loss_more_for_larger_rates_and_smaller
     assert full < 1e-6
     assert final(0.5 * bound, 8) > final(0.5 * bound, 32) > final(0.5 * bound, 128) > full
     assert final(0.8 * bound, 8) > final(0.4 * bound, 8) > final(0.1 * bound, 8)
+
+
+def test_minibatch_noise_of_a_target_near_1e115_has_no_overflow_warning() -> None:
+    """Its losses are near 1e230, their squares beyond float64 (found by the fuzz suite
+    through ``doctor``: a RuntimeWarning, reported as a bug)."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 1)) * 1e7
+    y = rng.standard_normal(40) * 1e115
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forecast = forecast_training(
+            summary_of(X, y), optimizer="sgd", batch_size=8, epochs=3, dtype="float64"
+        )
+    assert forecast.outcome == "diverges"
 
 
 def test_minibatches_past_the_bound_overflow_after_a_few_epochs_not_at_once() -> None:

@@ -8,7 +8,10 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,16 @@ from hypothesis import strategies as st
 
 from stablefit.cli.main import EXIT_BUG, main
 
-from .conftest import count_case
-from .strategies import csv_file, parquet_file
+from .choices import Choices, HypothesisChoices, SeededChoices
+from .conftest import count_case, run_seeded
+from .strategies import csv_file, data_file, strategy
+
+# The cases per test: the seeded ones are the bulk (about 8 ms each in this process);
+# hypothesis's (which shrink a failure to a small file) and real processes cost far more.
+N_SEEDED_FILES = 8000
+N_HYPOTHESIS_FILES = 40
+N_PROCESS_FILES = 12
+N_SEEDED_TRAIN_FILES = 30
 
 VALID = "x,z,y\n1,2,3.5\n2,1,4\n3,5,9.25\n4,4,7\n5,0,6.5\n"
 
@@ -51,40 +62,120 @@ def check_run(command: str, code: int, err: str, allowed: tuple[int, ...]) -> No
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
+    """A model of y on x: generated tables often have an x column, so predict gets far."""
     folder = tmp_path_factory.mktemp("model")
-    (folder / "train.csv").write_text(VALID)
+    (folder / "train.csv").write_text("x,y\n1,3.5\n2,4\n3,9.25\n4,7\n5,6.5\n")
     path = folder / "model.json"
     assert run(["fit", str(folder / "train.csv"), "--target", "y", "--save", str(path)])[0] == 0
     return path
 
 
-COMMANDS = st.sampled_from(["fit", "doctor", "predict", "fit-drop"])
+FIT_OPTIONS = [[], [], ["--drop-non-numeric"], ["--missing", "drop"], ["--missing", "impute"],
+               ["--cov-type", "hc1"], ["--no-intercept"]]  # fmt: skip
+DOCTOR_OPTIONS = [[], ["--optimizer", "sgd"], ["--learning-rate", "1e6"], ["--dtype", "float64"],
+                  ["--batch-size", "1"], ["--framework", "torch"]]  # fmt: skip
 
 
-@settings(settings.get_profile("fuzz"), max_examples=500)
-@given(file=st.one_of(csv_file(), csv_file(), csv_file(), parquet_file()), command=COMMANDS)
-def test_hostile_files_end_in_one_line(file, command, model):
+def command_line(c: Choices, data: Path, model: Path) -> tuple[list[str], list[str]]:
+    """A command on ``data`` with options chosen by ``c``; and the names of its outputs."""
+    command = c.choice(["fit", "doctor", "predict"])
+    folder = data.parent
+    if command == "predict":
+        args = ["predict", str(model), str(data), "-o", str(folder / "p.csv")]
+        args += ["--intervals"] * c.integer(0, 1)
+        return args, ["p.csv"]
+    args = [command, str(data), "--target", "y", "--json", str(folder / "out.json")]
+    if command == "fit":
+        args += c.choice(FIT_OPTIONS)
+        if c.integer(0, 3) == 0:
+            return [*args, "--save", str(folder / "m.json")], ["out.json", "m.json"]
+        return args, ["out.json"]
+    args += ["--epochs", str(c.integer(1, 3)), *c.choice(DOCTOR_OPTIONS)]
+    return args, ["out.json"]
+
+
+def check_file_case(c: Choices, file: tuple[str, bytes], model: Path, folder: Path) -> None:
+    """``file`` written in the empty ``folder`` and a command run on it: one ending, the
+    file unchanged, and after success all the outputs (complete), after an error none."""
     name, data = file
+    path = folder / name
+    path.write_bytes(data)
+    args, outputs = command_line(c, path, model)
+    code, _, err = run(args)
+    count_case(args[0])
+    check_run(args[0], code, err, (0, 1, 2) if args[0] == "doctor" else (0, 2))
+    after = snapshot(folder)
+    assert after.pop(name) == data  # the input, unchanged
+    if code == 2:
+        assert not after, after.keys()
+        return
+    assert sorted(after) == sorted(outputs), (after.keys(), outputs)
+    for output, text in after.items():
+        if output.endswith(".json"):
+            json.loads(text)  # complete
+        else:
+            assert text.startswith(b"prediction") and text.endswith(b"\n"), text[-200:]
+
+
+@settings(settings.get_profile("fuzz"), max_examples=N_HYPOTHESIS_FILES)
+@given(file=strategy(data_file), options=st.data())
+def test_hostile_files_end_in_one_line(file, options, model):
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / name
-        path.write_bytes(data)
-        before = snapshot(Path(folder))
-        out = Path(folder) / "out.json"
-        if command == "predict":
-            args = ["predict", str(model), str(path), "-o", str(Path(folder) / "p.csv")]
-        else:
-            args = [command.removesuffix("-drop"), str(path), "--target", "y", "--json", str(out)]
-            args += ["--drop-non-numeric"] if command == "fit-drop" else []
-            args += ["--epochs", "3"] if command == "doctor" else []
-        code, _, err = run(args)
-        count_case(command.removesuffix("-drop"))
-        check_run(args[0], code, err, (0, 1, 2))
-        after = snapshot(Path(folder))
-        assert after.pop(path.name) == data  # the input, unchanged
-        if code == 2:
-            assert after.keys() == before.keys() - {path.name}, after.keys()
-        else:
-            assert all(not n.endswith(".tmp") for n in after), after.keys()
+        check_file_case(HypothesisChoices(options.draw), file, model, Path(folder))
+
+
+def empty(folder: Path) -> None:
+    for path in folder.iterdir():
+        path.unlink()
+
+
+def test_hostile_files_end_in_one_line_seeded(model, tmp_path):
+    def check(c: Choices) -> None:
+        try:
+            check_file_case(c, data_file(c), model, tmp_path)
+        finally:
+            empty(tmp_path)
+
+    run_seeded(check, first_seed=0, count=N_SEEDED_FILES)
+
+
+LAUNCH = "import sys, stablefit_cli; sys.argv[0] = 'stablefit'; stablefit_cli.run()"
+
+
+def run_process(c: Choices, folder: Path, model: Path) -> None:
+    """One seeded file through a real ``stablefit`` process: its exit is a code, never a
+    signal, with the same promises as in this process."""
+    name, data = data_file(c)
+    (folder / name).write_bytes(data)
+    args, outputs = command_line(c, folder / name, model)
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCH, *args], capture_output=True, timeout=120, check=False
+    )
+    count_case(f"{args[0]} (process)")
+    err = done.stderr.decode("utf-8", "replace")
+    assert done.returncode >= 0, f"killed by signal {-done.returncode}: {err}"
+    check_run(args[0], done.returncode, err, (0, 1, 2) if args[0] == "doctor" else (0, 2))
+    after = snapshot(folder)
+    assert after.pop(name) == data
+    assert sorted(after) == ([] if done.returncode == 2 else sorted(outputs)), after.keys()
+
+
+def test_hostile_files_in_real_processes(model, tmp_path):
+    """A sample of the seeded cases (seeds past the in-process ones) as users run them: the
+    real entry point, its own standard streams, two processes at a time."""
+    seeds = range(N_SEEDED_FILES, N_SEEDED_FILES + N_PROCESS_FILES)
+    folders = [tmp_path / str(seed) for seed in seeds]
+    for folder in folders:
+        folder.mkdir()
+
+    def check(seed: int, folder: Path) -> None:
+        try:
+            run_process(SeededChoices(seed), folder, model)
+        except AssertionError as error:
+            raise AssertionError(f"seeded case {seed}: {error}") from error
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(check, seeds, folders))
 
 
 MODEL_DOCUMENTS = st.one_of(
@@ -217,17 +308,32 @@ def test_a_column_of_tiny_values_fits_without_overflow(tmp_path):
     assert "The variance of 'x' is beyond float64's range" in " ".join(out.split())
 
 
+def check_train_case(file: tuple[str, bytes], folder: Path) -> None:
+    name, data = file
+    path = folder / name
+    path.write_bytes(data)
+    code, _, err = run(["train", str(path), "--target", "y", "--epochs", "1"])
+    count_case("train")
+    check_run("train", code, err, (0, 1, 2))
+    assert path.read_bytes() == data
+    assert sorted(p.name for p in folder.iterdir()) == [name]
+
+
 @pytest.mark.keras
-@settings(settings.get_profile("fuzz"), max_examples=12)
-@given(file=csv_file())
+@settings(settings.get_profile("fuzz"), max_examples=8)
+@given(file=strategy(csv_file))
 def test_train_on_hostile_files_ends_in_one_line(file):
     """Real Keras: few cases, most of which end before training (bad files)."""
-    name, data = file
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / name
-        path.write_bytes(data)
-        code, _, err = run(["train", str(path), "--target", "y", "--epochs", "1"])
-        count_case("train")
-        check_run("train", code, err, (0, 1, 2))
-        assert path.read_bytes() == data
-        assert sorted(p.name for p in Path(folder).iterdir()) == [name]
+        check_train_case(file, Path(folder))
+
+
+@pytest.mark.keras
+def test_train_on_hostile_files_ends_in_one_line_seeded(tmp_path):
+    def check(c: Choices) -> None:
+        try:
+            check_train_case(data_file(c), tmp_path)
+        finally:
+            empty(tmp_path)
+
+    run_seeded(check, first_seed=100_000, count=N_SEEDED_TRAIN_FILES)

@@ -72,6 +72,17 @@ def test_rows_with_nan_are_refused_naming_the_line(tmp_path, capsys) -> None:
     assert "line 3" in error and "NaN" in error
 
 
+def test_values_beyond_float32_are_refused_naming_column_and_line(tmp_path, capsys) -> None:
+    """Keras trains in float32, where 1e100 is inf (the fuzz suite found a bug report)."""
+    path = tmp_path / "huge.csv"
+    path.write_text("a,b,y\n1,2,3\n4,1e100,6\n7,8,9\n10,11,-1e40\n")
+    code = main(["train", str(path), "--target", "y"])
+    error = capsys.readouterr().err
+    assert code == 2, error
+    assert "column(s) 'b', 'y' hold values beyond float32's range" in error
+    assert "lines 3, 5" in error and "Rescale" in error
+
+
 def test_a_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:
     code = main(["train", str(tmp_path / "nope.csv"), "--target", "y"])
     assert code == 2

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import gc
 import logging
 import os
@@ -66,7 +67,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """The command's parser, built once per process: ``main`` called again in the same
+    process (a notebook, the fuzz suite) would otherwise spend 10 ms on each call in
+    argparse's message look-ups."""
     parser = argparse.ArgumentParser(
         prog="stablefit",
         description="Why is my loss NaN? Predict it, guard against it, and fit exactly.",

@@ -197,7 +197,29 @@ def _read(
             "missing values, and Keras would train on them (loss NaN from the first batch "
             "that holds one); drop or fix those rows (`stablefit doctor` names the columns)"
         )
+    _refuse_beyond_float32(path, X, y, source.schema, target)
     return X, y, source.schema.feature_names
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _refuse_beyond_float32(
+    path: str, X: np.ndarray, y: np.ndarray, schema: Any, target: str
+) -> None:
+    """Keras trains in float32: a value beyond its range would be inf from the start."""
+    beyond = np.column_stack([np.abs(X) > FLOAT32_MAX, np.abs(y) > FLOAT32_MAX])
+    if not beyond.any():
+        return
+    names = [*schema.feature_names, target]
+    columns = ", ".join(repr(names[j]) for j in np.flatnonzero(beyond.any(axis=0)))
+    rows = np.flatnonzero(beyond.any(axis=1))
+    raise StablefitInputError(
+        f"{path}: column(s) {columns} hold values beyond float32's range (3.4e38) at "
+        f"{schema.format_rows(rows, total=rows.size)}; Keras trains in float32, where "
+        "they are inf. Rescale those columns (divide by a power of ten), or fit them exactly "
+        "with `stablefit fit`."
+    )
 
 
 def _settings(

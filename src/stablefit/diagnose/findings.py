@@ -47,6 +47,13 @@ def format_number(value: float, digits: int = 3) -> str:
     return text
 
 
+def format_square(value: float) -> str:
+    """``value``² as :func:`format_number` writes it, or ``(1.2e200)²`` when the square is
+    beyond float64's range (the finding still says how large it is)."""
+    square = float(value) * float(value)  # inf, not OverflowError, beyond the range
+    return format_number(square) if math.isfinite(square) else f"({format_number(value)})²"
+
+
 def jsonable(value: Any) -> Any:
     """``value`` with NumPy scalars and arrays turned into plain Python (JSON) values.
 

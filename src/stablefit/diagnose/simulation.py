@@ -362,8 +362,12 @@ def _minibatch_noise_loss(
         # Undamped momentum (β = 1) has no stationary variance: nothing to add.
         settles = (values > 0) & (margin > 0) & (beta < 1)
         per_mode = np.where(settles, 0.5 * values * variance, 0.0)
-    # Each mode's share is (λ/2)·(a Gaussian)², a scaled χ²₁: mean m, variance 2m².
-    return per_mode.sum(axis=1), np.sqrt(2.0 * np.square(per_mode).sum(axis=1))
+    # Each mode's share is (λ/2)·(a Gaussian)², a scaled χ²₁: mean m, variance 2m². The
+    # squares are taken relative to the largest share: a loss near 1e230 has them beyond
+    # float64 although its spread is not.
+    largest = per_mode.max(axis=1, initial=0.0)
+    relative = per_mode / np.where(largest > 0, largest, 1.0)[:, None]
+    return per_mode.sum(axis=1), largest * np.sqrt(2.0 * np.square(relative).sum(axis=1))
 
 
 def _sgd_epochs_closed_form(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from stablefit.diagnose.checks.common import CheckOptions, join_names, target_index
-from stablefit.diagnose.findings import Finding, format_number
+from stablefit.diagnose.findings import Finding, format_number, format_square
 from stablefit.summary import Summary
 
 SCALE_SPREAD = 100.0
@@ -59,7 +59,7 @@ def check_scale_spread(summary: Summary, options: CheckOptions | None = None) ->
             message=f"The standard deviation of {names[big]} ({format_number(std[big])}) is "
             f"{format_number(ratio)} times that of {names[small]} ({format_number(std[small])}). "
             f"Gradient steps small enough for {names[big]} barely move the weight of "
-            f"{names[small]}: the loss's curvature differs by about {format_number(ratio**2)} "
+            f"{names[small]}: the loss's curvature differs by about {format_square(ratio)} "
             "between the two directions.",
             evidence={
                 "ratio": ratio,
@@ -100,7 +100,7 @@ def check_offsets(summary: Summary, options: CheckOptions | None = None) -> list
             title="Columns far from zero",
             message=f"{shown}: next to the bias, a column offset by k standard deviations makes "
             "the weight and the bias pull against each other, and gradient descent crawls "
-            f"(curvature ratio about k², here up to {format_number(max(ratios.values()) ** 2)}).",
+            f"(curvature ratio about k², here up to {format_square(max(ratios.values()))}).",
             evidence={"columns": names, "mean_over_std": ratios},
             fix=f"Center {join_names(names)} (subtract the training mean), or standardize.",
             fix_code=STANDARDIZE_CODE,
@@ -126,7 +126,7 @@ def check_target_scale(summary: Summary, options: CheckOptions | None = None) ->
             title="Large target scale",
             message=f"The target {name} has mean {format_number(columns.mean[t])} and standard "
             f"deviation {format_number(columns.std[t])}. Starting from the small initial "
-            f"weights, the first losses are about {format_number(rms**2)}; adaptive optimizers "
+            f"weights, the first losses are about {format_square(rms)}; adaptive optimizers "
             "(Adam, RMSprop) move each weight by about the learning rate per step, so reaching "
             f"a scale of {format_number(rms)} takes about {format_number(rms)}/lr steps.",
             evidence={"column": name, "mean": columns.mean[t], "std": columns.std[t], "rms": rms},
