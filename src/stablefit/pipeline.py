@@ -33,7 +33,7 @@ from stablefit.solve.covariance import (
     RowStatistics,
 )
 from stablefit.solve.dd import dd_mul, dd_sum
-from stablefit.solve.design import ScaledDesign, power_of_two_scale
+from stablefit.solve.design import BeyondRange, ScaledDesign, power_of_two_scale
 from stablefit.solve.linalg import cholesky_solve
 from stablefit.solve.lstsq import (
     EXACT_PASS_VALUES,
@@ -484,6 +484,16 @@ def _total_sum_of_squares(summary: Summary, intercept: bool, *, imputed: bool) -
 LISTED_RELATIONS = 10
 
 
+def _beyond_range_message(columns: list[str]) -> str:
+    """A slope beyond float64's range has no value to report: the columns, and the fix."""
+    which = ", ".join(repr(name) for name in columns[:LISTED_RELATIONS])
+    return (
+        f"the coefficient of {which} is beyond float64's range (above 1.8e308): the target "
+        "varies on a far larger scale than that column. Rescale the column (multiply it by "
+        "a power of ten) or the target, then fit again."
+    )
+
+
 def _solve(
     design: ScaledDesign,
     R: np.ndarray,
@@ -567,17 +577,23 @@ def _solve(
     if want_gram and row_kinds:
         row_kinds = ("HC0",)
     needs_pass_statistic = weighted or inference.group_names or row_kinds
-    refinement = refine(
-        design,
-        R,
-        want_gram=want_gram,
-        start=None if dependent else start,
-        contraction_bound=None if dependent else contraction_bound,
-        exact=exact or rows * k_params <= EXACT_PASS_VALUES,
-        statistic=statistic(row_kinds, len(inference.group_names), design)
-        if needs_pass_statistic
-        else None,
-    )
+    try:
+        refinement = refine(
+            design,
+            R,
+            want_gram=want_gram,
+            start=None if dependent else start,
+            contraction_bound=None if dependent else contraction_bound,
+            exact=exact or rows * k_params <= EXACT_PASS_VALUES,
+            statistic=statistic(row_kinds, len(inference.group_names), design)
+            if needs_pass_statistic
+            else None,
+        )
+    except BeyondRange as beyond:
+        kept = [names[j] for j in keep_features]
+        raise StablefitInputError(
+            _beyond_range_message([kept[j] for j in beyond.columns])
+        ) from None
     n, k = refinement.n_obs, R.shape[1]
     if rows > n:
         notes.insert(

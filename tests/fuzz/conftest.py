@@ -7,12 +7,17 @@ generated input run through the code under test.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 from threadpoolctl import threadpool_limits
+
+from stablefit.cli.main import main
 
 from .choices import SeededChoices
 
@@ -54,7 +59,36 @@ def _one_blas_thread() -> Iterator[None]:
         yield
 
 
+COMMANDS = ("fit", "doctor", "predict", "train")
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if CASES:
         parts = ", ".join(f"{target} {n:,}" for target, n in sorted(CASES.items()))
-        terminalreporter.write_line(f"fuzz cases: {sum(CASES.values()):,} ({parts})")
+        commands = sum(n for target, n in CASES.items() if target.split()[0] in COMMANDS)
+        terminalreporter.write_line(
+            f"fuzz cases: {sum(CASES.values()):,}, of which {commands:,} runs of the commands "
+            f"{', '.join(COMMANDS)} ({parts})"
+        )
+
+
+@pytest.fixture(scope="package")
+def model(tmp_path_factory) -> Path:
+    """A model of y on x: generated tables often have an x column, so predict gets far."""
+    folder = tmp_path_factory.mktemp("model")
+    (folder / "train.csv").write_text("x,y\n1,3.5\n2,4\n3,9.25\n4,7\n5,6.5\n")
+    path = folder / "model.json"
+    assert main(["fit", str(folder / "train.csv"), "--target", "y", "--save", str(path)]) == 0
+    return path
+
+
+@pytest.fixture
+def scratch(tmp_path) -> Iterator[Path]:
+    """An empty folder for thousands of short-lived files: in memory where the system has
+    a tmpfs at /dev/shm (each output is written with an fsync, a disk wait per case),
+    else ``tmp_path``."""
+    if not os.access("/dev/shm", os.W_OK):
+        yield tmp_path
+        return
+    with tempfile.TemporaryDirectory(dir="/dev/shm", prefix="stablefit-fuzz-") as folder:
+        yield Path(folder)

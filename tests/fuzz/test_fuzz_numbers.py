@@ -64,14 +64,14 @@ def check_parsers(lines: list[tuple[str, str]], newline: str) -> None:
         assert same(got[0], as_float(a)) and same(got[1], as_float(b)), (a, b, got)
 
 
-@settings(settings.get_profile("fuzz"), max_examples=1000)
+@settings(settings.get_profile("fuzz"), max_examples=250)
 @given(case=strategy(chunk))
 def test_compiled_parser_and_pyarrow_give_float_of_each_cell(case):
     check_parsers(*case)
 
 
 def test_compiled_parser_and_pyarrow_give_float_of_each_cell_seeded():
-    run_seeded(lambda c: check_parsers(*chunk(c)), first_seed=0, count=6000)
+    run_seeded(lambda c: check_parsers(*chunk(c)), first_seed=0, count=3000)
 
 
 def numbers_file(c: Choices) -> tuple[list[tuple[str, str, str]], str, bool]:
@@ -102,11 +102,11 @@ def check_reading(lines: list[tuple[str, str, str]], ending: str, skip: bool) ->
         assert same(y[row], as_float(target)), (target, y[row])
 
 
-@settings(settings.get_profile("fuzz"), max_examples=400)
+@settings(settings.get_profile("fuzz"), max_examples=60)
 @given(case=strategy(numbers_file))
 def test_a_file_reads_as_float_of_each_cell(case):
     check_reading(*case)
 
 
 def test_a_file_reads_as_float_of_each_cell_seeded():
-    run_seeded(lambda c: check_reading(*numbers_file(c)), first_seed=0, count=2000)
+    run_seeded(lambda c: check_reading(*numbers_file(c)), first_seed=0, count=600)

@@ -76,7 +76,7 @@ def first_unparsable(
             low = middle
         else:
             high = middle
-    return high - 1, str(column[high - 1].as_py())
+    return high - 1, str(shown(column[high - 1]))
 
 
 def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) -> str:
@@ -100,16 +100,32 @@ def describe_column(column: ArrowColumn, label: str = "row", offset: int = 0) ->
                 return f"{kind} such as {value!r} at {label} {position + offset}"
         found = first_unparsable(column) if positions.size == 0 else None
         if positions.size:
-            found = int(positions[0]), str(column[int(positions[0])].as_py())
+            found = int(positions[0]), shown(column[int(positions[0])])
         if found is not None:
             position, value = found
-            return f"text such as {value!r} at {label} {position + offset}"
+            where = f"at {label} {position + offset}"
+            if isinstance(value, bytes):
+                return f"text that is not UTF-8 such as {value!r} {where} (save the file as UTF-8)"
+            return f"text such as {value!r} {where}"
         return "text"
     values = column.drop_null()
-    example = f" such as {values[0].as_py()!s}" if len(values) else ""
+    example = f" such as {shown(values[0])!s}" if len(values) else ""
     if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
         return f"text that is not UTF-8{example} (save the file as UTF-8)"
     return f"{arrow_type} values{example}"
+
+
+def shown(value: pa.Scalar) -> object:
+    """A value for a message: as Python has it, or, where Python cannot (text that is not
+    UTF-8, a timestamp beyond year 9999), its bytes or its integer."""
+    try:
+        return value.as_py()
+    except (UnicodeDecodeError, OverflowError, ValueError):
+        if pa.types.is_string(value.type) or pa.types.is_large_string(value.type):
+            return value.cast(pa.binary()).as_py()
+        if pa.types.is_temporal(value.type):
+            return value.cast(pa.int64()).as_py()
+        raise
 
 
 def _minority_kind(column: ArrowColumn, pc: object) -> tuple[int, str, str] | None:

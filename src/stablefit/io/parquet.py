@@ -64,9 +64,13 @@ def decoding(path: Path) -> Iterator[None]:
 def read_sample(path: Path) -> pa.RecordBatch:
     """The file's first rows, with its column names and types."""
     with open_parquet(path) as parquet, decoding(path):
-        if parquet.metadata.num_rows == 0:
+        num_rows = parquet.metadata.num_rows
+        if num_rows == 0:
             raise StablefitInputError(f"{path}: the file has columns but no rows.")
-        return next(parquet.iter_batches(batch_size=SAMPLE_ROWS))
+        first = next(parquet.iter_batches(batch_size=SAMPLE_ROWS), None)
+    if first is None:  # the footer counts rows that no page holds
+        raise unreadable(path, ValueError(f"no rows, although it says it has {num_rows:,}"))
+    return first
 
 
 @dataclass

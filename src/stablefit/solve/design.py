@@ -22,6 +22,15 @@ from stablefit.solve.dd import dd_add, dd_mul, dd_sum, two_prod, two_sum
 T = TypeVar("T")
 
 
+class BeyondRange(ArithmeticError):
+    """Slopes in the data's units beyond float64's range (a column near 1e-300 for a
+    target near 1e15); ``columns`` are their indices among the design's columns."""
+
+    def __init__(self, columns: np.ndarray) -> None:
+        super().__init__(f"slopes of columns {columns.tolist()} beyond float64's range")
+        self.columns = columns
+
+
 @dataclass(frozen=True)
 class DesignBlock:
     """Rows of Ã as ``hi + lo`` (lo may be None when exact in double) and their targets."""
@@ -102,7 +111,11 @@ class ScaledDesign:
         x = 1000…1020), so a correction to it is summed exactly, not rounded term by term.
         """
         offset = int(self.intercept)
-        slopes = theta[offset:] / self.scale  # exact: the scales are powers of two
+        with np.errstate(over="ignore"):
+            slopes = theta[offset:] / self.scale  # exact: the scales are powers of two
+        beyond = np.isinf(slopes) & np.isfinite(theta[offset:])
+        if beyond.any():
+            raise BeyondRange(np.flatnonzero(beyond))
         if not self.intercept:
             return slopes, np.zeros_like(slopes)
         p_hi, p_lo = two_prod(-self.shift, slopes)
