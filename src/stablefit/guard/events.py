@@ -62,8 +62,11 @@ class GuardEvent:
         ``stable_learning_rate``, ``gradient_norm``, ``gradient_norm_median``, ``layer``,
         ``largest``, ``limit``, ``predictions``.
     rows : tuple of int
-        Row indices in the user's data (bad rows), when the adapter can know them;
-        otherwise positions in the batch are in ``evidence["batch_positions"]``.
+        Row indices in the user's data (bad rows), when the adapter can know them: their
+        positions in in-memory arrays, or in a stream the adapter counts. Where rows have
+        no single index (a Keras ``PyDataset``: ``evidence["dataset_rows"]`` holds
+        ``[k, p]``, row ``p`` of ``dataset[k]``) or none is known, this is empty and
+        their positions in the batch are in ``evidence["batch_positions"]``.
     columns : tuple of str
         The columns holding the non-finite values (data events).
     count : int

@@ -366,7 +366,9 @@ def _is_positions(index: Any) -> bool:
 
 
 def _plain(label: Any) -> Any:
-    return label.item() if hasattr(label, "item") else label
+    """An index label as a JSON value (a timestamp, say, as its text)."""
+    value = label.item() if hasattr(label, "item") else label
+    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def _is_py_dataset(x: Any) -> bool:
