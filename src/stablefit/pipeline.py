@@ -233,6 +233,7 @@ def fit_source(
         n_imputed = int(np.sum(summary.n_rows - y_column.count[:d]))
 
     notes = [f"Column '{c.name}' was left out ({c.reason})." for c in schema.dropped]
+    notes += _rounded_integer_notes(summary)
     if n_imputed:
         notes.append(
             f"{n_imputed} non-finite feature values were replaced by their column's median."
@@ -382,6 +383,37 @@ class Inference:
     y_centre: float = 0.0
     # The fit's blocks for passes after it (keys None), or with other cluster keys.
     later_blocks: Callable[[Any], tuple[SourceBlocks, tuple[str, ...]]] | None = None
+
+
+# Beyond 2^53 float64 holds integers only to a multiple of 2, 4, ... 2048 (near 2^63).
+EXACT_INTEGERS = 2.0**53
+# Notes are written where that rounding is more than this part of a column's spread.
+VISIBLE_ROUNDING = 1e-13
+
+
+def _rounded_integer_notes(summary: Summary) -> list[str]:
+    """Columns beyond 2^53 whose rounding to float64 is visible against their spread.
+
+    Integers there (int64 ids, nanosecond timestamps, uint64 counters) are read as the
+    nearest float64: the fit and its certificate are exact for the values as read, and the
+    file's own integers may differ from them by up to half a spacing."""
+    cols, notes = summary.columns, []
+    for j, name in enumerate(summary.names):
+        largest = float(cols.max_abs[j])
+        if not cols.count[j] or not EXACT_INTEGERS <= largest < np.inf:
+            continue
+        spacing = float(np.spacing(largest))
+        spread = float(cols.max[j] - cols.min[j])
+        if spread > 0 and spacing / 2 > VISIBLE_ROUNDING * spread:
+            notes.append(
+                f"Column '{name}' holds values up to {largest:.4g}, beyond 2^53, where float64 "
+                f"keeps integers only to a multiple of {spacing:g}: integers in the file may "
+                f"differ from what was read by up to {spacing / 2:g} ({spacing / 2 / spread:.1e} "
+                "of the column's spread). The fit and its digits are those of the values as "
+                "read; subtract an offset (such as the column's minimum) before saving the "
+                "file to fit the exact integers."
+            )
+    return notes
 
 
 def _validate(summary: Summary, source: Source, missing: str) -> None:

@@ -143,7 +143,9 @@ def residuals(request, monkeypatch):
     return request.param
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 @given(problems())
 def test_claimed_digits_never_exceed_achieved_ones(residuals, problem):
     check(*problem)

@@ -116,3 +116,55 @@ def test_intercept_far_from_zero_in_double_double_is_not_overstated():
     assert min(achieved) >= 14
     if claimed[0] < 13:
         assert any("intercept (" in note and "far from zero" in note for note in result.notes)
+
+
+def fit_through_the_command_line(path, tmp_path, features) -> tuple[np.ndarray, list, list]:
+    out = tmp_path / "fit.json"
+    assert main(["fit", str(path), "--target", "y", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    params = [report["intercept"]["coef"]] + [report["features"][x]["coef"] for x in features]
+    return np.array(params), report["certificate"]["digits_per_coef"], report["notes"]
+
+
+def test_parquet_uint64_and_int64_near_2_to_the_63_through_the_command_line(tmp_path):
+    """Integers float64 holds exactly (multiples of 1024 near 2^62 and 2^63): every digit
+    against the file's own integers, in rational arithmetic."""
+    rng = np.random.default_rng(5)
+    n = 60
+    u = np.uint64(2**62) + rng.integers(0, 2**30, n).astype(np.uint64) * np.uint64(1024)
+    v = np.int64(2**63 - 2**41) + rng.integers(0, 2**30, n).astype(np.int64) * np.int64(1024)
+    x = rng.normal(size=n)
+    y = 3 * (u - u.min()).astype(float) / 2**40 - (v - v.min()).astype(float) / 2**40 + x
+    y = y + rng.normal(size=n)
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"u": u, "v": v, "x": x, "y": y}), path)
+    params, claimed, _ = fit_through_the_command_line(path, tmp_path, ["u", "v", "x"])
+    integers = [[int(a) for a in u], [int(a) for a in v]]
+    reference = exact_fit([np.ones(n), *integers, x], y).solution
+    achieved = np.array(
+        [digits_achieved(b, r, 1.0) for b, r in zip(params, reference, strict=True)]
+    )
+    assert np.all(achieved >= 14), achieved
+    assert np.all(np.array(claimed) <= achieved + 1), (claimed, achieved)
+
+
+def test_integers_float64_cannot_hold_are_named_in_a_note(tmp_path):
+    """Integers near 2^62 one apart: float64 rounds them to multiples of 1024 as they are
+    read. The digits claimed hold for the values as read, and a note says how far the
+    file's integers may be from them."""
+    rng = np.random.default_rng(6)
+    n = 60
+    u = np.uint64(2**62) + rng.integers(0, 2**20, n).astype(np.uint64)
+    x = rng.normal(size=n)
+    y = 3.0 * (u - u.min()).astype(float) / 2**20 + x + rng.normal(size=n)
+    path = tmp_path / "counters.parquet"
+    pq.write_table(pa.table({"u": u, "x": x, "y": y}), path)
+    params, claimed, notes = fit_through_the_command_line(path, tmp_path, ["u", "x"])
+    read = [u.astype(float), x]
+    reference = exact_fit([np.ones(n), *read], y).solution
+    achieved = np.array(
+        [digits_achieved(b, r, 1.0) for b, r in zip(params, reference, strict=True)]
+    )
+    assert np.all(np.array(claimed) <= achieved + 1), (claimed, achieved)
+    (note,) = [note for note in notes if "Column 'u'" in note]
+    assert "beyond 2^53" in note and "multiple of 1024" in note and "up to 512" in note
