@@ -299,9 +299,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._settling = True
         current = self._seen
         try:
-            finite = [not flag for flag in _read([p.nonfinite for p in pending])]
-            losses = _read([p.loss for p in pending])
-            norms = _read([p.norm for p in pending])
+            count = len(pending)
+            values = _read(
+                [p.nonfinite for p in pending]
+                + [p.loss for p in pending]
+                + [p.norm for p in pending]
+            )
+            finite = [not flag for flag in values[:count]]
+            losses, norms = values[count : 2 * count], values[2 * count :]
             if self._masked is not None:
                 self._masked.uncount(finite.count(False))
             for at, (item, ok, loss, norm) in enumerate(
