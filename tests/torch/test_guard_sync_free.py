@@ -115,3 +115,23 @@ def test_sync_free_steps_read_nothing_from_the_device_beyond_the_optimizer(name:
     assert guarded[1:] == bare[1:]
     host = guard(OPTIMIZERS[name](mlp().parameters()), mlp(), sync_free=False)
     assert host.sync_free is False and optimizer.sync_free is True
+
+
+@pytest.mark.parametrize("held_bytes", [None, 0], ids=["default", "tiny_budget"])
+def test_steps_are_read_sooner_when_the_batches_kept_for_them_grow_large(
+    held_bytes, monkeypatch
+) -> None:
+    import stablefit.torch._guard as guard_module
+
+    if held_bytes is not None:
+        monkeypatch.setattr(guard_module, "HELD_BYTES", held_bytes)
+    data = batches()
+    bad_x = data[3][0].clone()
+    bad_x[0, 0] = float("nan")
+    model = mlp()
+    optimizer = guard(OPTIMIZERS["adam"](model.parameters()), model, sync_free=True)
+    train(model, optimizer, [*data[:3], (bad_x, data[3][1])])
+    # core.events is the record as it stands, without the read that .events makes.
+    assert len(optimizer.core.events) == (0 if held_bytes is None else 1)
+    (event,) = optimizer.events
+    assert (event.cause, event.batch) == ("data", 3)

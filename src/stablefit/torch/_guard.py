@@ -15,8 +15,9 @@ where the model lives, because reading a value on the host waits for the device:
   with ``torch.where`` on the flag after it, so a flagged step leaves parameters, moments
   and step counts bit for bit as they were, and the host runs on ahead of the device as
   in an unguarded loop. The steps' flags, losses and sampled gradient norms are kept as
-  device tensors and read in one transfer every ``READ_EVERY`` steps, at each epoch's
-  end, and when ``events`` or ``skipped_steps`` is read; the guard then acts on each
+  device tensors and read in one transfer every ``READ_EVERY`` steps (sooner when the
+  batches kept for them reach ``HELD_BYTES``), at each epoch's end, and when ``events``
+  or ``skipped_steps`` is read; the guard then acts on each
   step in order. The price: two copies of the parameters and state in memory, three
   fused copies and one ``where`` a step, and an event is diagnosed up to ``READ_EVERY``
   steps late (its batch kept by reference, replayed at the weights of the read, and a
@@ -78,6 +79,9 @@ from stablefit.torch._preflight import hessian_max_eigenvalue
 
 #: Steps between two reads of the device's flags and losses when the guard runs sync-free.
 READ_EVERY = 16
+#: ... or sooner, once the batches kept for those steps reach this many bytes (a read then
+#: costs less than the device memory those batches would hold).
+HELD_BYTES = 256 * 2**20
 #: Steps between two samples of the gradient norm (its running median detects explosions).
 NORM_EVERY = 16
 #: Without ``steps_per_epoch``, the guard's "epoch" (retry window, snapshots) is this long.
@@ -165,6 +169,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._step = 0  # steps offered to the guard (applied or not)
         self._at = 0  # the step being acted on
         self._pending: list[_Pending] = []  # steps taken, their outcome not yet read
+        self._held = 0  # bytes of the pending steps' batches held by reference
         self._settling = False
         self._norms: deque[float] = deque(maxlen=64)
         self._seen: dict[str, Any] = {}
@@ -227,6 +232,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             masked.step(flag, self._update)
             norm = _gradient_norm(self._params) if sampled else None
             self._pending.append(_Pending(self._step, flag, loss, dict(self._seen), norm))
+            self._held += _nbytes(self._seen.get("inputs")) + _nbytes(self._seen.get("target"))
         else:
             self._settle()  # steps left from before the optimizer's state changed
             finite = not flag.item()
@@ -237,7 +243,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             self._act(finite, value, _norm_value(self._params) if sampled else None)
         self._step += 1
         epoch_ends = self._step % self.epoch_steps == 0
-        if epoch_ends or len(self._pending) >= READ_EVERY:
+        if epoch_ends or len(self._pending) >= READ_EVERY or self._held > HELD_BYTES:
             self._settle()
         if epoch_ends and not self.stopped:
             self.core.epoch_end()
@@ -296,6 +302,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if not self._pending or self._settling:
             return
         pending, self._pending = self._pending, []
+        self._held = 0
         self._settling = True
         current = self._seen
         try:
@@ -778,6 +785,10 @@ def _gradient_norm(params: list[torch.Tensor]) -> torch.Tensor | None:
         return None
     norms = torch._foreach_norm([g.float() for g in grads])
     return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+
+
+def _nbytes(value: Any) -> int:
+    return value.nbytes if torch.is_tensor(value) else 0
 
 
 def _norm_value(params: list[torch.Tensor]) -> float:
