@@ -216,6 +216,19 @@ def test_a_permanently_bad_row_is_one_event_with_a_count() -> None:
     assert core.window.used == 0
 
 
+def test_a_data_event_words_its_rows_as_the_adapter_locates_them() -> None:
+    core = GuardCore()
+    replay = Replay(bad_positions=(0, 1), bad_columns=("x",))
+    event = core.data_event(epoch=0, batch=2, key="whole", replay=replay, where="rows 0, 1 of "
+                            "dataset[7]", evidence={"dataset_rows": [[7, 0], [7, 1]]},
+                            whole_batch=True)  # fmt: skip
+    assert event is not None and event.rows == ()
+    assert event.message.startswith("rows 0, 1 of dataset[7] with NaN or inf in x; every row")
+    assert "its step was skipped" in event.message and "other rows" not in event.message
+    assert event.evidence["dataset_rows"] == [[7, 0], [7, 1]]
+    assert event.evidence["batch_positions"] == [0, 1]
+
+
 def test_events_serialize_to_plain_json_and_read_as_one_line() -> None:
     core = GuardCore()
     for loss in [1.0, 0.5, 0.4]:

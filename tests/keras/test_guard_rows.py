@@ -149,3 +149,4 @@ def test_an_epoch_whose_every_step_was_skipped_logs_nan_and_says_why() -> None:
     assert history.history["skipped_steps"] == [0, 4, 0]
     assert history.history["bad_rows"] == [0, 64, 0] and all_finite(model)
     assert {e.cause for e in guard.events} == {"data"}
+    assert "every row of the batch was left out, so its step was skipped" in guard.events[0].message

@@ -201,13 +201,15 @@ class GuardCore:
         learning_rate: float | None = None,
         where: str | None = None,
         evidence: dict[str, Any] | None = None,
+        whole_batch: bool = False,
     ) -> GuardEvent | None:
         """Bad rows left out of a step: a new event, or None when ``key`` was seen before.
 
         ``key`` identifies the rows (their indices in the user's data, or their content),
         so a permanently bad row makes one event whose ``count`` grows each time. ``where``
         words the rows when they are not ``rows`` "of the data" (e.g. "row 3 of
-        dataset[12]"); ``evidence`` adds to the event's evidence.
+        dataset[12]"); ``evidence`` adds to the event's evidence; ``whole_batch`` says
+        that no row of the batch was left (its step was skipped).
         """
         if key in self._data_events:
             index = self._data_events[key]
@@ -228,8 +230,12 @@ class GuardCore:
             action="masked",
             message=(
                 f"{where} with NaN or inf in {', '.join(replay.bad_columns) or 'the inputs'}; "
-                "left out of the step (the other rows trained as usual, the learning rate is "
-                f"unchanged). Fix: {verdict.fix}."
+                + (
+                    "every row of the batch was left out, so its step was skipped (the "
+                    if whole_batch
+                    else "left out of the step (the other rows trained as usual, the "
+                )
+                + f"learning rate is unchanged). Fix: {verdict.fix}."
             ),
             fix=verdict.fix,
             loss=loss,

@@ -1,7 +1,8 @@
 """Which rows of the user's data a step's bad rows are, without asking the user.
 
 Keras hands a callback neither the data given to ``fit`` nor where a batch's rows came
-from. The guard names them in two exact ways, neither adding work to a step:
+from. The guard names them in two exact ways, neither bringing anything to the host at
+a step:
 
 - **Arrays** (NumPy, pandas, or dicts, lists and tuples of them) given to ``fit``, or to
   ``NanGuard(data=...)``: a bad row's values are looked up among the rows of the arrays

@@ -309,6 +309,7 @@ class NanGuard(keras.callbacks.Callback):
             where=located.where,
             evidence=located.evidence,
             learning_rate=rate,
+            whole_batch=not report.row_ok.any(),
         )
         self._row_events.update(dict.fromkeys(key, key))
         if event is not None:
