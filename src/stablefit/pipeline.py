@@ -17,6 +17,7 @@ from stablefit.io import ArraySource, Batch, CachingSource, Source, open_source
 from stablefit.io.memory import is_dask_collection
 from stablefit.io.partitions import PartitionedSource, is_distributed, over_partitions
 from stablefit.missing import MISSING_CHOICES, Missing
+from stablefit.parallel import blas_threads_for
 from stablefit.rowdata import RowData, column_names, row_data, with_rows
 from stablefit.solve.accuracy import (
     UNIT_ROUNDOFF,
@@ -258,65 +259,68 @@ def fit_source(
         scale=power_of_two_scale(std),
         intercept=intercept,
     )
-    R, start, bound = None, None, None
-    weighted = rows is not None and rows.weighted
-    if medians is None and intercept and not weighted and not n_side_missing and not exact:
-        scaled = summary.comoment[:d, :d] / np.outer(design.scale, design.scale)
-        R = triangular_factor_from_comoments(summary.n_complete, scaled)
-    if R is not None:
-        offset_ratio = float(np.max(summary.columns.max_abs[:d] / design.scale, initial=0.0))
-        bound = cholesky_contraction_bound(R, offset_ratio, summary.n_complete)
-        if bound > CHOLESKY_CONTRACTION_LIMIT:
-            R, bound = None, None
-    if R is not None:
-        # The co-moments with the target give the normal-equations solution for free.
-        slopes = cholesky_solve(R[1:, 1:], summary.comoment[:d, d] / design.scale)
-        start = np.concatenate([[summary.complete_mean[d]], slopes])
-    else:
-        R, start = triangular_factor_qr(design)
+    # The factorizations and the certificate's decompositions are k × k: one BLAS thread
+    # (the passes over the rows run on the cores already, one BLAS thread each).
+    with blas_threads_for(d + 1):
+        R, start, bound = None, None, None
+        weighted = rows is not None and rows.weighted
+        if medians is None and intercept and not weighted and not n_side_missing and not exact:
+            scaled = summary.comoment[:d, :d] / np.outer(design.scale, design.scale)
+            R = triangular_factor_from_comoments(summary.n_complete, scaled)
+        if R is not None:
+            offset_ratio = float(np.max(summary.columns.max_abs[:d] / design.scale, initial=0.0))
+            bound = cholesky_contraction_bound(R, offset_ratio, summary.n_complete)
+            if bound > CHOLESKY_CONTRACTION_LIMIT:
+                R, bound = None, None
+        if R is not None:
+            # The co-moments with the target give the normal-equations solution for free.
+            slopes = cholesky_solve(R[1:, 1:], summary.comoment[:d, d] / design.scale)
+            start = np.concatenate([[summary.complete_mean[d]], slopes])
+        else:
+            R, start = triangular_factor_qr(design)
 
-    # Passes after the fit (get_robustcov) read the data again rather than keep the
-    # cache alive with the result: a result must not hold hundreds of MB.
-    later_source = source.source if isinstance(source, CachingSource) else source
-    later_rows = None if rows is None else rows.uncached()
+        # Passes after the fit (get_robustcov) read the data again rather than keep the
+        # cache alive with the result: a result must not hold hundreds of MB.
+        later_source = source.source if isinstance(source, CachingSource) else source
+        later_rows = None if rows is None else rows.uncached()
 
-    def later_blocks(keys: Any) -> tuple[SourceBlocks, tuple[str, ...]]:
-        if keys is None:
-            names = () if later_rows is None else later_rows.group_names
-            return SourceBlocks(with_rows(later_source, later_rows), (fit_rows,)), names
-        other = row_data(None, None, keys, None) if regroup is None else regroup(keys)
-        if other is None or not other.n_ways:
-            raise StablefitInputError("groups= needs one or two columns of cluster keys")
-        other.check(schema, "error")
-        other = other.uncached()
-        blocks = SourceBlocks(with_rows(later_source, later_rows, other), (fit_rows,))
-        return blocks, other.group_names
+        def later_blocks(keys: Any) -> tuple[SourceBlocks, tuple[str, ...]]:
+            if keys is None:
+                names = () if later_rows is None else later_rows.group_names
+                return SourceBlocks(with_rows(later_source, later_rows), (fit_rows,)), names
+            other = row_data(None, None, keys, None) if regroup is None else regroup(keys)
+            if other is None or not other.n_ways:
+                raise StablefitInputError("groups= needs one or two columns of cluster keys")
+            other.check(schema, "error")
+            other = other.uncached()
+            blocks = SourceBlocks(with_rows(later_source, later_rows, other), (fit_rows,))
+            return blocks, other.group_names
 
-    return _solve(
-        design,
-        R,
-        rows=summary.n_rows,
-        start=start,
-        contraction_bound=bound,
-        names=schema.feature_names,
-        target_name=schema.target_name or "y",
-        sst=None
-        if weighted
-        else _total_sum_of_squares(summary, intercept, imputed=medians is not None),
-        missing=missing,
-        n_imputed=n_imputed,
-        notes=notes,
-        sampled=_sampled_rows(summary, fit_rows, fit_rows.keep),
-        inference=Inference(
-            cov_type=cov_type,
-            use_t=use_t,
-            weights_name=None if rows is None else rows.weights_name,
-            group_names=() if rows is None else rows.group_names,
-            y_centre=float(summary.complete_mean[d]),
-            later_blocks=later_blocks,
-        ),
-        exact=exact,
-    )
+        return _solve(
+            design,
+            R,
+            rows=summary.n_rows,
+            start=start,
+            contraction_bound=bound,
+            names=schema.feature_names,
+            target_name=schema.target_name or "y",
+            sst=None
+            if weighted
+            else _total_sum_of_squares(summary, intercept, imputed=medians is not None),
+            missing=missing,
+            n_imputed=n_imputed,
+            notes=notes,
+            sampled=_sampled_rows(summary, fit_rows, fit_rows.keep),
+            inference=Inference(
+                cov_type=cov_type,
+                use_t=use_t,
+                weights_name=None if rows is None else rows.weights_name,
+                group_names=() if rows is None else rows.group_names,
+                y_centre=float(summary.complete_mean[d]),
+                later_blocks=later_blocks,
+            ),
+            exact=exact,
+        )
 
 
 @dataclass(frozen=True)

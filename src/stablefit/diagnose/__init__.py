@@ -12,7 +12,6 @@ import contextlib
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from stablefit.diagnose.checks import CheckOptions, run_checks
 from stablefit.diagnose.checks.common import DTYPES
@@ -22,6 +21,7 @@ from stablefit.diagnose.frameworks import LABELS, check_framework
 from stablefit.diagnose.profile import column_profiles
 from stablefit.diagnose.training import forecast_training
 from stablefit.errors import StablefitInputError
+from stablefit.parallel import blas_threads_for
 from stablefit.summary import Summary, summarize
 
 #: What is forecast when no optimizer is named: Adam at the framework's default learning
@@ -30,7 +30,6 @@ from stablefit.summary import Summary, summarize
 #: trouble.
 DEFAULT_OPTIMIZER = "adam"
 COMPARISON_OPTIMIZER = "sgd"
-ONE_THREAD_COLUMNS = 256
 
 
 def diagnose(
@@ -136,7 +135,7 @@ def diagnose(
     if weight_decay is not None:
         extra["weight_decay"] = weight_decay
     summary = X if isinstance(X, Summary) else _summarize(X, y, target, feature_names, engine)
-    with _blas_threads_for(summary.p):
+    with blas_threads_for(summary.p):
         findings = run_checks(summary, options)
         settings = {
             "optimizer": optimizer,
@@ -173,17 +172,6 @@ def diagnose(
         other_forecasts=tuple(others),
         columns=columns,
     )
-
-
-def _blas_threads_for(p: int) -> contextlib.AbstractContextManager[Any]:
-    """One BLAS thread for the small eigen- and singular-value problems of p columns.
-
-    Below ONE_THREAD_COLUMNS, BLAS's own threads only add hand-offs, and on a busy machine
-    their spin-waiting stalled a 101-column eigendecomposition for half a second.
-    """
-    if p <= ONE_THREAD_COLUMNS:
-        return threadpool_limits(limits=1, user_api="blas")
-    return contextlib.nullcontext()
 
 
 def _validate(
