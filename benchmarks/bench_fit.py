@@ -10,14 +10,21 @@ vector the data were made from.
 
     python benchmarks/bench_fit.py                 # 1e6 x 100, both problems
     python benchmarks/bench_fit.py --rows 200000   # quicker
+    python benchmarks/bench_fit.py --threads 1 --solvers stablefit.fit
+
+``--threads 1`` runs both sides on one core (one BLAS thread for the product, one worker
+thread for stablefit): the ratio of the work done, which a busy machine disturbs far less
+than two-thread runs (BLAS's threads wait for each other when other processes hold the
+cores).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -81,20 +88,37 @@ def solvers() -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     }
 
 
+@contextlib.contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """BLAS's threads and stablefit's workers limited to ``count`` (None: as installed)."""
+    if count is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    from stablefit.parallel import task_threads
+
+    with threadpool_limits(limits=count, user_api="blas"), task_threads(count):
+        yield
+
+
 def timed(function: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     value = function()
     return time.perf_counter() - start, value
 
 
-def compare(X: np.ndarray, y: np.ndarray, exact: np.ndarray, repeats: int) -> dict[str, float]:
+def compare(
+    X: np.ndarray, y: np.ndarray, exact: np.ndarray, repeats: int, names: list[str] | None
+) -> dict[str, float]:
     """Time ratios (fastest run of each over the fastest X.T @ X) and LRE per solver."""
     baseline: list[float] = []
     seconds: dict[str, list[float]] = {}
     accuracy: dict[str, float] = {}
     X.T @ X  # the first product also pays for first touches of memory: not part of the baseline
+    chosen = {name: solve for name, solve in solvers().items() if not names or name in names}
     for _ in range(repeats):
-        for name, solve in solvers().items():
+        for name, solve in chosen.items():
             baseline.append(timed(lambda: X.T @ X)[0])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -109,11 +133,11 @@ def compare(X: np.ndarray, y: np.ndarray, exact: np.ndarray, repeats: int) -> di
     return {name: min(values) / fastest for name, values in seconds.items()}
 
 
-def run(rows: int, cols: int, repeats: int) -> None:
+def run(rows: int, cols: int, repeats: int, names: list[str] | None) -> None:
     for condition in ("well", "ill"):
         X, y, exact = exact_problem(rows, cols, condition=condition)
         print(f"\n{condition}-conditioned problem, {rows} x {cols}")
-        compare(X, y, exact, repeats)
+        compare(X, y, exact, repeats, names)
 
 
 def main() -> None:
@@ -121,8 +145,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--cols", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="BLAS threads and workers")
+    parser.add_argument(
+        "--solvers", nargs="+", default=None, help="names as printed (default: all)"
+    )
     args = parser.parse_args()
-    run(args.rows, args.cols, args.repeats)
+    with threads(args.threads):
+        run(args.rows, args.cols, args.repeats, args.solvers)
 
 
 if __name__ == "__main__":
