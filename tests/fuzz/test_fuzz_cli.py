@@ -1,6 +1,7 @@
-"""Hostile files and output paths against the commands, in this process: every run ends
-with exit 0, 1 or 2 and, for 2, one line; never a traceback or a "bug" line; the inputs
-are unchanged, and no file is left but the complete outputs of a run that succeeded."""
+"""Hostile files and output paths against the commands, in this process through the
+command's ``main`` (a sample also in real processes): every run ends with exit 0, 1 or 2
+and, for 2, one line; never a traceback, a "bug" line or a signal; the inputs are
+unchanged, and no file is left but the complete outputs of a run that succeeded."""
 
 from __future__ import annotations
 
@@ -124,6 +125,8 @@ def empty(folder: Path) -> None:
 
 
 def test_hostile_files_end_in_one_line_seeded(model, scratch):
+    """The bulk of the command runs: the same seeded files and command lines every run."""
+
     def check(c: Choices) -> None:
         try:
             check_file_case(c, data_file(c), model, scratch)

@@ -166,6 +166,23 @@ def test_chunks_cut_anywhere_read_every_line_once(tmp_path, name, chunk_bytes):
     np.testing.assert_array_equal(y, values[:, 5])
 
 
+def test_a_file_cut_short_while_it_is_read_is_named_as_changed(tmp_path):
+    """Another program truncates the file mid-line while a pass reads it: an error naming
+    the change (files are read in buffers, not memory-mapped: no SIGBUS)."""
+    lines = [f"{i},{i * 0.5!r}" for i in range(20_000)]
+    path = write_text_file(tmp_path / "growing.csv", "x,y\n" + "\n".join(lines) + "\n")
+    source = open_source(path, target="y")
+    source.chunk_bytes = 4096
+    batches = source.batches()
+    next(batches)
+    data = path.read_bytes()
+    cut = data.index(b"\n", len(data) // 2) + 3  # "1000" of "10000,5000.0": one field
+    with open(path, "r+b") as file:
+        file.truncate(cut)  # past what is read ahead
+    with pytest.raises(StablefitInputError, match="changed while it was being read"):
+        list(batches)
+
+
 @pytest.mark.parametrize("name", ["long.csv", "long.csv.gz"])
 def test_a_line_without_end_is_refused_not_buffered(tmp_path, monkeypatch, name):
     path = write_text_file(tmp_path / name, "x,y\n1,2\n" + "7" * 5000 + ",3\n4,5\n")
