@@ -119,3 +119,24 @@ def test_a_real_terminal_shows_names_as_text(tmp_path):
     assert_plain(screen)
     assert "\x1b[1m" in screen  # rich's own styling reached the terminal
     assert json.loads((data.parent / "kg].json").read_text())["coefficients"]
+
+
+@pytest.mark.parametrize("columns", [250, 90, 60, 40])
+def test_no_number_is_split_or_cut_on_a_narrow_terminal(columns, tmp_path, run_cli, monkeypatch):
+    # Wrapped inside a cell, -0.00878049 reads as -0.008780 and 49; cut, as -0.0087….
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", str(columns))
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(50, 2)) * [1e-3, 1e6]
+    y = X @ [7.0, -8.78049e-9] + 1e6 + rng.normal(0, 1e-3, 50)
+    path = tmp_path / "narrow.csv"
+    rows = [f"{a!r},{b!r},{t!r}" for (a, b), t in zip(X.tolist(), y.tolist(), strict=True)]
+    path.write_text("milliseconds_since_a_long_named_event,b,y\n" + "\n".join(rows) + "\n")
+    run = run_cli("fit", path, "--target", "y", "--json", tmp_path / "fit.json")
+    assert run.code == 0, run.err
+    fitted = json.loads((tmp_path / "fit.json").read_text())
+    words = set(run.out.replace("│", " ").replace(",", " ").split())
+    assert "…" not in run.out
+    for entry in (fitted["intercept"], fitted["features"]["b"]):
+        for value in (entry["coef"], entry["stderr"]):
+            assert f"{value:.6g}" in words

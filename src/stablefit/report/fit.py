@@ -54,21 +54,30 @@ def _headings(result: FitResult) -> tuple[str, ...]:
     return ("", "coef", "std err", t, f"P>|{t}|", "[0.025", "0.975]")
 
 
-def render_fit_text(result: FitResult) -> str:
-    """The fit as a fixed-width plain-text table with numbered notes."""
+def _table_lines(result: FitResult) -> list[str]:
+    """The coefficient table in fixed-width columns, a heading and one line per parameter."""
     width = max([9, *(len(n) for n in result.feature_names)])
-    lines = [*_header_facts(result), ""]
     t = "t" if result.use_t else "z"
     headings = f"{'coef':>12} {'std err':>12} {t:>9} {f'P>|{t}|':>8} {'[0.025':>12} {'0.975]':>12}"
-    lines.append(f"{'':<{width}} {headings}")
+    lines = [f"{'':<{width}} {headings}"]
     for name, coef, se, t, p, low, high in result.table():
         lines.append(
             f"{name:<{width}} {_number(coef)} {_number(se)} {_number(t, 9)} {_p_value(p)} "
             f"{_number(low)} {_number(high)}"
         )
+    return lines
+
+
+def render_fit_text(result: FitResult) -> str:
+    """The fit as a fixed-width plain-text table with numbered notes."""
+    lines = [*_header_facts(result), "", *_table_lines(result)]
     if result.notes:
         lines += ["", "Notes:", *result.notes]
     return "\n".join(lines)
+
+
+#: Narrowest the names' column of the terminal table gets; longer names wrap.
+NAME_MIN_WIDTH = 10
 
 
 def print_fit(result: FitResult, console: Console) -> None:
@@ -78,12 +87,8 @@ def print_fit(result: FitResult, console: Console) -> None:
 
     for fact in _header_facts(result):
         console.print(fact)
-    table = Table(show_edge=False, header_style="bold")
-    for column in _headings(result):
-        # Digits wrap instead of being cut to "…" on a narrow terminal.
-        table.add_column(column, justify="left" if not column else "right", overflow="fold")
-    for name, coef, se, t, p, low, high in result.table():
-        table.add_row(
+    rows = [
+        (
             name,
             _number(coef).strip(),
             _number(se).strip(),
@@ -92,7 +97,28 @@ def print_fit(result: FitResult, console: Console) -> None:
             _number(low).strip(),
             _number(high).strip(),
         )
-    console.print(table)
+        for name, coef, se, t, p, low, high in result.table()
+    ]
+    headings = _headings(result)
+    # A name may wrap (down to NAME_MIN_WIDTH); a number never: split over two lines it
+    # reads as two numbers, and cut to "…" it is another number.
+    widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(headings)]
+    widths[0] = min(widths[0], NAME_MIN_WIDTH)
+    if sum(w + 2 for w in widths) + len(widths) - 1 > console.width:
+        # Too narrow for a table of whole numbers: a few short lines per parameter.
+        for name, coef, se, t, p, low, high in rows:
+            console.print(name, style="bold")
+            console.print(f"  {headings[1]} {coef}   {headings[2]} {se}")
+            console.print(f"  {headings[3]} {t}   {headings[4]} {p}")
+            console.print(f"  {headings[5]}, {headings[6]} {low}, {high}")
+    else:
+        table = Table(show_edge=False, header_style="bold")
+        table.add_column(headings[0], overflow="fold", min_width=widths[0])
+        for heading in headings[1:]:
+            table.add_column(heading, justify="right", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
     for note in result.notes:
         console.print(note, style="yellow")
 
