@@ -12,7 +12,7 @@ suite asserts the agreement the forecast promises:
   seed draws a different initial kernel than any simulated seed), or both are below the
   float32 resolution of the loss (``loss_resolution``).
 
-Run ``python tests/validation/test_forecast_vs_keras.py`` to print the table.
+Run ``python -m tests.validation.test_forecast_vs_keras`` to print the table.
 """
 
 from __future__ import annotations
@@ -30,6 +30,15 @@ tf = pytest.importorskip("tensorflow")
 
 from stablefit.diagnose.training import forecast_training  # noqa: E402
 from stablefit.summary import Summary  # noqa: E402
+from tests.validation.datasets import (  # noqa: E402
+    example_1,
+    example_3,
+    mixed_scales,
+    noisy,
+    robust,
+    standardized,
+    timestamps,
+)
 
 KERAS_SEEDS = (0, 1)
 # Keras's seeds draw other initial kernels than the simulated ones; many simulated draws
@@ -38,49 +47,14 @@ FORECAST_SEEDS = tuple(range(32))
 FACTOR = 10.0
 
 
-def _example_1() -> tuple[np.ndarray, np.ndarray]:
-    return np.array([[1, 1e6], [2, 2e6], [3, 3e6]]), np.array([10.0, 20.0, 30.0])
-
-
-def _example_3() -> tuple[np.ndarray, np.ndarray]:
-    return np.array([[1, 10], [2, 20], [3, 30], [4, 1e6]]), np.array([10.0, 20.0, 30.0, 40.0])
-
-
-def _standardized(X: np.ndarray) -> np.ndarray:
-    return (X - X.mean(axis=0)) / X.std(axis=0)
-
-
-def _robust(X: np.ndarray) -> np.ndarray:
-    q1, median, q3 = np.percentile(X, [25, 50, 75], axis=0)
-    return (X - median) / (q3 - q1)
-
-
-def _noisy(rows: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(7)
-    X = rng.standard_normal((rows, 3))
-    return X, X @ np.array([1.5, -2.0, 0.5]) + 5.0 + 0.3 * rng.standard_normal(rows)
-
-
-def _mixed_scales(rows: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(8)
-    X = np.column_stack([rng.uniform(0, 1, rows), rng.uniform(500, 1500, rows)])
-    return X, 3.0 * X[:, 0] + 0.01 * X[:, 1] + rng.standard_normal(rows)
-
-
-def _timestamps(rows: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(9)
-    t = 1.7e9 + np.sort(rng.uniform(0, 86_400, rows))
-    return t[:, None], 1e-4 * (t - 1.7e9) + rng.standard_normal(rows)
-
-
 DATASETS = {
-    "example1": _example_1(),
-    "example1_standardized": (_standardized(_example_1()[0]), _example_1()[1]),
-    "example3": _example_3(),
-    "example3_robust": (_robust(_example_3()[0]), _example_3()[1]),
-    "noisy200": _noisy(),
-    "mixed_scales100": _mixed_scales(),
-    "timestamps50": _timestamps(),
+    "example1": example_1(),
+    "example1_standardized": (standardized(example_1()[0]), example_1()[1]),
+    "example3": example_3(),
+    "example3_robust": (robust(example_3()[0]), example_3()[1]),
+    "noisy200": noisy(),
+    "mixed_scales100": mixed_scales(),
+    "timestamps50": timestamps(),
 }
 
 

@@ -17,7 +17,7 @@ initial weights as torch does). The epoch loss is what a loop accumulates: the m
   seeds widened by a factor of 3 (``lo / 3 <= loss <= 3 hi``) in >= 80% of them; losses
   below the float32 resolution of the loss (``loss_resolution``) count as equal.
 
-Run ``python tests/validation/test_forecast_vs_torch.py`` to print the table.
+Run ``python -m tests.validation.test_forecast_vs_torch`` to print the table.
 """
 
 from __future__ import annotations
@@ -32,6 +32,15 @@ import pytest
 
 from stablefit.diagnose.training import TrainingForecast, forecast_training
 from stablefit.summary import Summary
+from tests.validation.datasets import (
+    example_1,
+    example_3,
+    mixed_scales,
+    noisy,
+    robust,
+    standardized,
+    timestamps,
+)
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny models: one thread is faster than two that wait
@@ -39,41 +48,6 @@ pytestmark = pytest.mark.torch
 
 SEEDS = (0, 1, 2)
 FACTOR = 3.0
-
-
-def _example_1() -> tuple[np.ndarray, np.ndarray]:
-    return np.array([[1, 1e6], [2, 2e6], [3, 3e6]]), np.array([10.0, 20.0, 30.0])
-
-
-def _example_3() -> tuple[np.ndarray, np.ndarray]:
-    return np.array([[1, 10], [2, 20], [3, 30], [4, 1e6]]), np.array([10.0, 20.0, 30.0, 40.0])
-
-
-def _standardized(X: np.ndarray) -> np.ndarray:
-    return (X - X.mean(axis=0)) / X.std(axis=0)
-
-
-def _robust(X: np.ndarray) -> np.ndarray:
-    q1, median, q3 = np.percentile(X, [25, 50, 75], axis=0)
-    return (X - median) / (q3 - q1)
-
-
-def _noisy(rows: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(7)
-    X = rng.standard_normal((rows, 3))
-    return X, X @ np.array([1.5, -2.0, 0.5]) + 5.0 + 0.3 * rng.standard_normal(rows)
-
-
-def _mixed_scales(rows: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(8)
-    X = np.column_stack([rng.uniform(0, 1, rows), rng.uniform(500, 1500, rows)])
-    return X, 3.0 * X[:, 0] + 0.01 * X[:, 1] + rng.standard_normal(rows)
-
-
-def _timestamps(rows: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(9)
-    t = 1.7e9 + np.sort(rng.uniform(0, 86_400, rows))
-    return t[:, None], 1e-4 * (t - 1.7e9) + rng.standard_normal(rows)
 
 
 def _large_target(rows: int = 120) -> tuple[np.ndarray, np.ndarray]:
@@ -84,13 +58,13 @@ def _large_target(rows: int = 120) -> tuple[np.ndarray, np.ndarray]:
 
 
 DATASETS = {
-    "example1": _example_1(),
-    "example2": (_standardized(_example_1()[0]), _example_1()[1]),
-    "example3_raw": _example_3(),
-    "example3": (_robust(_example_3()[0]), _example_3()[1]),
-    "noisy200": _noisy(),
-    "mixed_scales100": _mixed_scales(),
-    "timestamps50": _timestamps(),
+    "example1": example_1(),
+    "example2": (standardized(example_1()[0]), example_1()[1]),
+    "example3_raw": example_3(),
+    "example3": (robust(example_3()[0]), example_3()[1]),
+    "noisy200": noisy(),
+    "mixed_scales100": mixed_scales(),
+    "timestamps50": timestamps(),
     "large_target120": _large_target(),
 }
 
