@@ -183,6 +183,17 @@ def test_summary_of_an_exact_fit_prints_an_infinite_t_beside_its_p_value():
         assert cells[3] == "inf" and cells[4] == "<1e-04"
 
 
+def test_a_coefficient_that_cannot_be_told_from_zero_has_its_bound_in_the_note():
+    # y = 10 x through the origin: the intercept comes back as rounding noise, which has no
+    # significant digit; the note says how close to zero it is (the true value is 0).
+    result = stablefit.fit([[1.0], [2.0], [3.0]], [10.0, 20.0, 30.0])
+    intercept, digits = result.params[0], result.certificate.digits_per_coef[0]
+    assert intercept != 0.0 and digits == 0
+    (note,) = [n for n in result.notes if "can be trusted" in n]
+    bound = float(note.split("zero to within ")[1].split(")")[0])
+    assert abs(intercept) <= bound <= 1e-30
+
+
 def test_polynomial_rejects_bad_degree_and_nan():
     with pytest.raises(StablefitInputError, match="degree"):
         stablefit.fit_polynomial([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], degree=0)

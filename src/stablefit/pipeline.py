@@ -845,7 +845,7 @@ def _accuracy_notes(
     few = [i for i in np.argsort(digits, kind="stable") if digits[i] < FEW_DIGITS]
     if not few:
         return []
-    listed = ", ".join(f"{names[i]} ({digits[i]})" for i in few[:5])
+    listed = ", ".join(_digits_of(names[i], digits[i], refinement, i) for i in few[:5])
     more = f" and {len(few) - 5} more" if len(few) > 5 else ""
     condition = f"condition number {certificate.condition_number:.3g} after scaling"
     if not refinement.converged:
@@ -862,6 +862,15 @@ def _accuracy_notes(
     else:
         why = condition
     return [f"Significant digits that can be trusted: {listed}{more}; {why}."]
+
+
+def _digits_of(name: str, digits: int, refinement: Refinement, i: int) -> str:
+    """``name (digits)``, with the bound on its error when it cannot be told from zero: no
+    digit of such a value is significant, but its size is known."""
+    bound = float(refinement.error_bound[i])
+    if abs(float(refinement.params_hi[i])) <= bound:
+        return f"{name} ({digits}: zero to within {bound:.1e})"
+    return f"{name} ({digits})"
 
 
 def _certificate(
