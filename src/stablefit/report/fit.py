@@ -54,23 +54,31 @@ def _headings(result: FitResult) -> tuple[str, ...]:
     return ("", "coef", "std err", t, f"P>|{t}|", "[0.025", "0.975]")
 
 
-def _table_lines(result: FitResult) -> list[str]:
-    """The coefficient table in fixed-width columns, a heading and one line per parameter."""
+def _cells(result: FitResult) -> list[list[str]]:
+    """Per parameter its name and its six figures as printed, without padding."""
+    return [
+        [
+            name,
+            *(_number(value).strip() for value in (coef, se, t)),
+            _p_value(p).strip(),
+            *(_number(value).strip() for value in (low, high)),
+        ]
+        for name, coef, se, t, p, low, high in result.table()
+    ]
+
+
+def render_fit_text(result: FitResult) -> str:
+    """The fit as a fixed-width plain-text table with numbered notes."""
     width = max([9, *(len(n) for n in result.feature_names)])
+    lines = [*_header_facts(result), ""]
     t = "t" if result.use_t else "z"
     headings = f"{'coef':>12} {'std err':>12} {t:>9} {f'P>|{t}|':>8} {'[0.025':>12} {'0.975]':>12}"
-    lines = [f"{'':<{width}} {headings}"]
+    lines.append(f"{'':<{width}} {headings}")
     for name, coef, se, t, p, low, high in result.table():
         lines.append(
             f"{name:<{width}} {_number(coef)} {_number(se)} {_number(t, 9)} {_p_value(p)} "
             f"{_number(low)} {_number(high)}"
         )
-    return lines
-
-
-def render_fit_text(result: FitResult) -> str:
-    """The fit as a fixed-width plain-text table with numbered notes."""
-    lines = [*_header_facts(result), "", *_table_lines(result)]
     if result.notes:
         lines += ["", "Notes:", *result.notes]
     return "\n".join(lines)
@@ -87,18 +95,7 @@ def print_fit(result: FitResult, console: Console) -> None:
 
     for fact in _header_facts(result):
         console.print(fact)
-    rows = [
-        (
-            name,
-            _number(coef).strip(),
-            _number(se).strip(),
-            _number(t).strip(),
-            _p_value(p).strip(),
-            _number(low).strip(),
-            _number(high).strip(),
-        )
-        for name, coef, se, t, p, low, high in result.table()
-    ]
+    rows = _cells(result)
     headings = _headings(result)
     # A name may wrap (down to NAME_MIN_WIDTH); a number never: split over two lines it
     # reads as two numbers, and cut to "…" it is another number.
@@ -145,22 +142,10 @@ class FitSummary:
         facts = "".join(f"<p>{escape(line)}</p>" for line in _header_facts(result))
         head = "".join(f"<th>{escape(c)}</th>" for c in _headings(result))
         body = "".join(
-            "<tr><th>"
-            + escape(name)
-            + "</th>"
-            + "".join(
-                f"<td>{escape(cell.strip())}</td>"
-                for cell in (
-                    _number(coef),
-                    _number(se),
-                    _number(t),
-                    _p_value(p),
-                    _number(low),
-                    _number(high),
-                )
-            )
+            f"<tr><th>{escape(name)}</th>"
+            + "".join(f"<td>{escape(cell)}</td>" for cell in figures)
             + "</tr>"
-            for name, coef, se, t, p, low, high in result.table()
+            for name, *figures in _cells(result)
         )
         notes = "".join(f"<li>{escape(note)}</li>" for note in result.notes)
         return (
