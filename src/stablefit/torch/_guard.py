@@ -162,8 +162,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
             (params, torch.ones(1, device=device), torch.zeros(1, device=device))
             for (device, _), params in kinds.items()
         ]
+        self._device_type = self._kinds[0][1].device.type
         if sync_free is None:
-            sync_free = self._kinds[0][1].device.type != "cpu"
+            sync_free = self._device_type != "cpu"
         self.sync_free = sync_free
         self._masked: MaskedStep | None = None
         self._step = 0  # steps offered to the guard (applied or not)
@@ -181,9 +182,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
     # -- what the hooks see (references, no copies, no synchronisation) ----------------
 
     def _see_model(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if torch.is_grad_enabled() and args:
-            self._seen["inputs"] = args[0]
-            self._seen["autocast"] = _autocast_state(args[0])
+        if args and torch.is_grad_enabled():
+            seen = self._seen
+            seen["inputs"] = args[0]
+            seen["autocast"] = _autocast_state(self._device_type)
 
     def _see_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
         if torch.is_grad_enabled() and len(args) >= 2:
@@ -225,7 +227,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
             loss = result.detach()  # a closure's loss (Lightning's training step)
-        masked = self._masked_step()
+        masked = self._masked_step() if self.sync_free else None
         flag = self._nonfinite_flag(loss, kept=masked is not None)
         sampled = self._step % NORM_EVERY == 0
         if masked is not None:
@@ -243,7 +245,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
             self._act(finite, value, _norm_value(self._params) if sampled else None)
         self._step += 1
         epoch_ends = self._step % self.epoch_steps == 0
-        if epoch_ends or len(self._pending) >= READ_EVERY or self._held > HELD_BYTES:
+        if self._pending and (
+            epoch_ends or len(self._pending) >= READ_EVERY or self._held > HELD_BYTES
+        ):
             self._settle()
         if epoch_ends and not self.stopped:
             self.core.epoch_end()
@@ -263,19 +267,25 @@ class GuardedOptimizer(torch.optim.Optimizer):
         the loss) holds a NaN or an inf: computed there, not read. ``kept``: a new tensor
         (the step's flag waits to be read), not the one reused from step to step."""
         flags = []
-        loss_checked = loss is None
+        unchecked = loss
         for params, one, reused in self._kinds:
-            grads = [g for g in (p.grad for p in params) if g is not None]
-            if not loss_checked and (loss.device, loss.dtype) == (one.device, params[0].dtype):
-                grads.append(loss)  # its own detached copy: multiplied by 1, exactly
-                loss_checked = True
+            grads = [p.grad for p in params if p.grad is not None]
+            if (
+                unchecked is not None
+                and unchecked.dtype == params[0].dtype
+                and unchecked.device == one.device
+            ):
+                grads.append(unchecked)  # its own detached copy: multiplied by 1, exactly
+                unchecked = None
             found = torch.zeros(1, device=one.device) if kept else reused.zero_()
             if grads:
                 # Multiplies by 1 in place (exact) while it looks for NaN/inf: one fused op.
                 torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
             flags.append(found)
-        if not loss_checked:
-            flags.append((~torch.isfinite(loss).all()).float().reshape(1))
+        if unchecked is not None:
+            flags.append((~torch.isfinite(unchecked).all()).float().reshape(1))
+        if len(flags) == 1:
+            return flags[0]
         device = flags[0].device
         return sum((f.to(device, non_blocking=True) for f in flags[1:]), flags[0])
 
@@ -753,8 +763,7 @@ class _Pending:
     norm: torch.Tensor | None
 
 
-def _autocast_state(inputs: Any) -> tuple[str, torch.dtype] | None:
-    device = inputs.device.type if torch.is_tensor(inputs) else "cpu"
+def _autocast_state(device: str) -> tuple[str, torch.dtype] | None:
     if torch.is_autocast_enabled(device):
         return device, torch.get_autocast_dtype(device)
     return None
@@ -783,8 +792,11 @@ def _gradient_norm(params: list[torch.Tensor]) -> torch.Tensor | None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return None
-    norms = torch._foreach_norm([g.float() for g in grads])
-    return torch.linalg.vector_norm(torch.stack([n.to(norms[0].device) for n in norms]))
+    norms = torch._foreach_norm([g if g.dtype == torch.float32 else g.float() for g in grads])
+    device = norms[0].device
+    if any(n.device != device for n in norms):
+        norms = [n.to(device) for n in norms]
+    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 def _nbytes(value: Any) -> int:
