@@ -194,6 +194,30 @@ def test_a_coefficient_that_cannot_be_told_from_zero_has_its_bound_in_the_note()
     assert abs(intercept) <= bound <= 1e-30
 
 
+def test_the_headline_counts_the_digits_of_the_coefficients_that_are_not_rounding_noise():
+    # The intercept of y = 10 x is rounding noise around its true value 0: it has no digit,
+    # but the slope has all of them, and the headline says so with the intercept's bound.
+    result = stablefit.fit([[1.0], [2.0], [3.0]], [10.0, 20.0, 30.0])
+    cert = result.certificate
+    assert cert.zeros == (0,) and cert.digits == 0
+    assert cert.digits_apart_from_zeros == cert.digits_per_coef[1] >= 13
+    assert abs(result.params[0]) <= cert.error_bounds[0] <= 1e-30
+    text, html = str(result.summary()), result.summary().as_html()
+    headline = next(line for line in text.splitlines() if line.startswith("certificate:"))
+    expected = f"{cert.digits_per_coef[1]} trusted digits (intercept zero to within "
+    assert headline.startswith(f"certificate: {expected}")
+    assert expected in html
+    exact = [note for note in result.notes if "residuals are zero to within" in note]
+    assert len(exact) == 1 and "carry no information" in exact[0]
+
+
+def test_an_inexact_fit_has_no_zeros_and_no_exact_fit_note():
+    result = stablefit.fit([[1.0], [2.0], [3.0], [4.0]], [1.0, 3.0, 2.0, 5.5])
+    assert result.certificate.zeros == ()
+    assert result.certificate.digits_apart_from_zeros == result.certificate.digits
+    assert not [note for note in result.notes if "residuals are zero" in note]
+
+
 def test_polynomial_rejects_bad_degree_and_nan():
     with pytest.raises(StablefitInputError, match="degree"):
         stablefit.fit_polynomial([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], degree=0)

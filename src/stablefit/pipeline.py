@@ -692,6 +692,12 @@ def _solve(
     certificate = _certificate(R, refinement, condition, T)
     kept_names = (["intercept"] if offset else []) + [names[j] for j in keep_features]
     notes.extend(_accuracy_notes(certificate, refinement, kept_names))
+    if df_resid > 0 and np.sqrt(refinement.sse) <= UNIT_ROUNDOFF * refinement.target_norm:
+        notes.append(
+            "The residuals are zero to within the rounding of the target's values: the model "
+            "fits the data exactly, so the standard errors are (nearly) 0 and the t "
+            "statistics, p-values and intervals carry no information."
+        )
     d = len(names)
     coef = np.zeros(d)
     coef[keep_features] = kept_coef
@@ -702,8 +708,15 @@ def _solve(
     notes += covariance_notes(covariance, inference.use_t, full_cov, param_names)
     digits = np.zeros(d + offset, dtype=int)
     digits[kept] = certificate.digits_per_coef
-    # Per-coefficient digits for every feature: 0 for those left out.
-    certificate = dataclasses.replace(certificate, digits_per_coef=tuple(int(x) for x in digits))
+    bounds = np.full(d + offset, np.nan)
+    bounds[kept] = certificate.error_bounds
+    # Per-coefficient digits for every feature: 0 for those left out (their bound NaN).
+    certificate = dataclasses.replace(
+        certificate,
+        digits_per_coef=tuple(int(x) for x in digits),
+        error_bounds=tuple(float(x) for x in bounds),
+        zeros=tuple(kept[i] for i in certificate.zeros),
+    )
     residuals = None
     if sampled is not None and sampled.y.size:
         residuals = residual_sample(
@@ -845,7 +858,7 @@ def _accuracy_notes(
     few = [i for i in np.argsort(digits, kind="stable") if digits[i] < FEW_DIGITS]
     if not few:
         return []
-    listed = ", ".join(_digits_of(names[i], digits[i], refinement, i) for i in few[:5])
+    listed = ", ".join(_digits_of(names[i], certificate, i) for i in few[:5])
     more = f" and {len(few) - 5} more" if len(few) > 5 else ""
     condition = f"condition number {certificate.condition_number:.3g} after scaling"
     if not refinement.converged:
@@ -864,12 +877,12 @@ def _accuracy_notes(
     return [f"Significant digits that can be trusted: {listed}{more}; {why}."]
 
 
-def _digits_of(name: str, digits: int, refinement: Refinement, i: int) -> str:
+def _digits_of(name: str, certificate: Certificate, i: int) -> str:
     """``name (digits)``, with the bound on its error when it cannot be told from zero: no
     digit of such a value is significant, but its size is known."""
-    bound = float(refinement.error_bound[i])
-    if abs(float(refinement.params_hi[i])) <= bound:
-        return f"{name} ({digits}: zero to within {bound:.1e})"
+    digits = certificate.digits_per_coef[i]
+    if i in certificate.zeros:
+        return f"{name} ({digits}: zero to within {certificate.error_bounds[i]:.1e})"
     return f"{name} ({digits})"
 
 
@@ -897,6 +910,13 @@ def _certificate(
         digits_per_coef=kept,
         refinement_steps=refinement.steps,
         converged=refinement.converged,
+        error_bounds=tuple(float(bound) for bound in refinement.error_bound),
+        # Rounding noise where the value is 0: within its bound of 0, but not exactly 0
+        # (an exact 0's digits are counted on the scale above, as for any coefficient).
+        zeros=tuple(
+            int(i)
+            for i in np.flatnonzero((np.abs(values) <= refinement.error_bound) & (values != 0))
+        ),
     )
 
 

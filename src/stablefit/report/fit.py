@@ -27,6 +27,19 @@ def _p_value(value: float) -> str:
     return f"{value:>8.3g}" if value >= 1e-4 else "  <1e-04"
 
 
+def trusted_digits_text(result: FitResult) -> str:
+    """``15 trusted digits``, beside it the coefficients that cannot be told from zero
+    (rounding noise where the value is 0: no digit of theirs is significant, so the count
+    is of the others) with the bound on each."""
+    cert = result.certificate
+    if not cert.zeros:
+        return f"{cert.digits} trusted digits"
+    names = result.param_names
+    zeros = [f"{names[i]} zero to within {cert.error_bounds[i]:.1e}" for i in cert.zeros[:3]]
+    more = f" and {len(cert.zeros) - 3} more" if len(cert.zeros) > 3 else ""
+    return f"{cert.digits_apart_from_zeros} trusted digits ({', '.join(zeros)}{more})"
+
+
 def _header_facts(result: FitResult) -> list[str]:
     cert = result.certificate
     method = "weighted least squares" if result.weights_name else "least squares"
@@ -43,7 +56,8 @@ def _header_facts(result: FitResult) -> list[str]:
         + (f" ({', '.join(map(str, result.n_groups))} clusters)" if result.n_groups else "")
         + (f"   t on {result.df_inference} df" if result.use_t else "   z (normal)")
         + f"   cond. no. {result.condition_number:.4g}",
-        f"certificate: {cert.digits} trusted digits   condition number {cert.condition_number:.3g} "
+        f"certificate: {trusted_digits_text(result)}   "
+        f"condition number {cert.condition_number:.3g} "
         f"(raw {cert.condition_number_raw:.3g})   backward error {cert.backward_error:.2g}   "
         f"{cert.refinement_steps} refinement pass{'es' if cert.refinement_steps != 1 else ''}",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,13 @@ class Certificate:
     converged : bool
         Whether refinement went on until no coefficient could change any more (or what is
         left is below the rounding of a pass).
+    error_bounds : tuple[float, ...]
+        Bound on each coefficient's absolute error, in the order of ``digits_per_coef``
+        (NaN for a feature left out of the fit).
+    zeros : tuple[int, ...]
+        Positions (as in ``digits_per_coef``) of the coefficients that cannot be told from
+        zero: each lies within its error bound of 0, typically rounding noise where the
+        true value is 0. None of their digits is significant, but their size is bounded.
     """
 
     condition_number: float
@@ -48,6 +56,24 @@ class Certificate:
     digits_per_coef: tuple[int, ...]
     refinement_steps: int
     converged: bool
+    error_bounds: tuple[float, ...] = ()
+    zeros: tuple[int, ...] = ()
+
+    @property
+    def digits_apart_from_zeros(self) -> int:
+        """The digits every coefficient carries, leaving out those in ``zeros`` (and the
+        features left out of the fit): what the fit's other coefficients can be trusted to.
+        ``digits`` when no coefficient is a zero; 0 when every one is."""
+        if not self.zeros:
+            return self.digits
+        others = [
+            d
+            for i, (d, bound) in enumerate(
+                zip(self.digits_per_coef, self.error_bounds, strict=True)
+            )
+            if i not in self.zeros and not math.isnan(bound)
+        ]
+        return min(others) if others else 0
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +84,8 @@ class Certificate:
             "digits_per_coef": list(self.digits_per_coef),
             "refinement_steps": self.refinement_steps,
             "converged": self.converged,
+            "error_bounds": [_finite_or_none(bound) for bound in self.error_bounds],
+            "zeros": list(self.zeros),
         }
 
 

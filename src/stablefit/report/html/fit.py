@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from stablefit.report.fit import trusted_digits_text
 from stablefit.report.html import charts
 from stablefit.report.html.charts import chart, figure, svg
 from stablefit.report.html.page import (
@@ -138,7 +139,7 @@ def _certificate(result: FitResult) -> str:
     facts = table(
         ["", ""],
         [
-            ("trusted digits (every coefficient)", text(cert.digits)),
+            ("trusted digits (every coefficient)", text(trusted_digits_text(result))),
             ("condition number (centered, scaled)", text(number(cert.condition_number))),
             ("condition number of the data as given", text(number(cert.condition_number_raw))),
             ("backward error", text(number(cert.backward_error))),
@@ -152,7 +153,7 @@ def _certificate(result: FitResult) -> str:
         ax = fig.axes[0]
         bars = ax.barh(np.arange(len(shown)), digits[: len(shown)], color="#2e9e4f")
         charts.number_marks(bars, "digits-bar")
-        ax.axvline(cert.digits, color="#111111", lw=1, ls="--")
+        ax.axvline(cert.digits_apart_from_zeros, color="#111111", lw=1, ls="--")
         ax.set_xlim(0, MAX_DIGITS + 0.5)
         ax.set_yticks(range(len(shown)), shown)
         ax.set_ylim(len(shown) - 0.5, -0.5)
@@ -161,7 +162,8 @@ def _certificate(result: FitResult) -> str:
         drawing = svg(fig)
     caption = text(
         "Digits of each coefficient that are correct for the data as given, never overstated "
-        f"(at most {MAX_DIGITS}); 0 for a feature left out. The dashed line is the least of them."
+        f"(at most {MAX_DIGITS}); 0 for a feature left out or a coefficient that cannot be told "
+        "from zero. The dashed line is the least of the others."
     )
     return facts + chart("digits", drawing, caption)
 
