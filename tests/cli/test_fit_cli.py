@@ -165,10 +165,16 @@ def test_every_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path, run_cl
             assert path.read_bytes() == before
 
 
-def test_usage_errors_exit_2(numeric_houses_csv, run_cli):
-    assert run_cli("fit", numeric_houses_csv).code == 2  # --target is required
+def test_usage_errors_exit_2_on_one_line(numeric_houses_csv, run_cli):
+    run = run_cli("fit", numeric_houses_csv)  # --target is required
+    assert run.code == 2
+    assert run.err == (
+        "stablefit fit: error: the following arguments are required: --target "
+        "(see 'stablefit fit --help')\n"
+    )
     run = run_cli("fit", numeric_houses_csv, "--target", "price", "--missing", "guess")
-    assert run.code == 2 and "invalid choice" in run.err
+    assert run.code == 2 and "invalid choice" in run.err and run.err.count("\n") == 1
+    assert "usage:" not in run.err and run.out == ""
 
 
 def test_unwritable_json_path_exits_2(numeric_houses_csv, tmp_path, run_cli):

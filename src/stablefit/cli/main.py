@@ -30,6 +30,7 @@ import signal
 import sys
 from collections.abc import Iterator, Sequence
 from importlib import import_module
+from typing import NoReturn
 
 from stablefit import __version__
 from stablefit.cli.outputs import Outputs, declared_paths, plan_outputs, silence_stdout
@@ -67,12 +68,21 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, with a usage error on one line (where to find the usage
+    instead of all of it before the error): ``stablefit fit: error: the following
+    arguments are required: DATA, --target (see 'stablefit fit --help')``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 @functools.cache
 def build_parser() -> argparse.ArgumentParser:
     """The command's parser, built once per process: ``main`` called again in the same
     process (a notebook, the fuzz suite) would otherwise spend 10 ms on each call in
     argparse's message look-ups."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="stablefit",
         description="Why is my loss NaN? Predict it, guard against it, and fit exactly.",
     )
