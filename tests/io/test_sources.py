@@ -193,6 +193,20 @@ def test_a_line_without_end_is_refused_not_buffered(tmp_path, monkeypatch, name)
         gather(source)
 
 
+@pytest.mark.parametrize(
+    ("columns", "said"), [(3_000_000, r"at least [\d,]+ columns"), (25_000, "25,000 columns")]
+)
+def test_a_header_of_too_many_columns_is_refused_before_it_is_parsed(tmp_path, columns, said):
+    # 3 million columns in 25 MB: parsed, pyarrow's per-column state took the machine's
+    # memory. Refused from the first MiB, whether or not the header ends within it.
+    path = tmp_path / "wide.csv"
+    with path.open("w") as out:
+        out.write(",".join(f"c{i}" for i in range(columns)) + "\n")
+        out.write(",".join(["1"] * columns) + "\n")
+    with pytest.raises(StablefitInputError, match=f"{said}; .* at most 20,000 columns"):
+        open_source(path, target="c0")
+
+
 def test_without_target_there_is_no_y(tmp_path):
     path = tmp_path / "features.csv"
     path.write_text("a,b\n1,2\n3,4\n")
