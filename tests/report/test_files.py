@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -39,16 +41,48 @@ def test_target_is_a_directory(tmp_path):
         write_text_atomic(tmp_path, "x")
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
-def test_unwritable_directory(tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        with pytest.raises(StablefitInputError, match="cannot write"):
-            write_text_atomic(locked / "out.json", "x")
-    finally:
-        locked.chmod(0o700)
+NOBODY = 65534
+
+
+def _as_unprivileged(check) -> None:
+    """Run ``check`` as this user, or, for root (who may write anywhere), in a forked
+    child that has dropped to the unprivileged user ``nobody``."""
+    if os.geteuid() != 0:
+        check()
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child's outcome is its exit code)
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            check()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the check failed as an unprivileged user"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_unwritable_directory():
+    # Under a directory anyone may enter (root's tmp_path is closed to other users).
+    with tempfile.TemporaryDirectory() as parent:
+        os.chmod(parent, 0o755)
+        locked = Path(parent) / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+
+        def check() -> None:
+            with pytest.raises(StablefitInputError, match="cannot write"):
+                write_text_atomic(locked / "out.json", "x")
+            assert os.listdir(locked) == []
+
+        try:
+            _as_unprivileged(check)
+        finally:
+            locked.chmod(0o700)
 
 
 def _umask() -> int:
