@@ -46,6 +46,10 @@ SCENARIO = textwrap.dedent(
         "events": len(guard.events),
         "weights_finite": weights_finite(model),
         "weights_type": type(model.weights[0].value).__module__,
+        # The row by its index in x, its column, and how often it was met (once an epoch).
+        "named": [(e.cause, e.rows, e.columns, e.count) for e in guard.events],
+        "bad_rows": history.history["bad_rows"],
+        "loss": history.history["loss"],
     }
 
     # The seed's Example 1 with SGD at 0.01: the loss is inf by epoch 3 without a guard.
@@ -86,5 +90,8 @@ def test_nanguard_protects_training_on_keras_s_torch_backend() -> None:
     bad_row = result["bad_row"]
     assert bad_row["weights_type"].startswith("torch")  # the weights are torch tensors
     assert bad_row["epochs"] == 3 and bad_row["events"] >= 1 and bad_row["weights_finite"]
+    assert bad_row["named"] == [["data", [40], ["x[:, 1]"], 3]]
+    assert bad_row["bad_rows"] == [1, 1, 1]
+    assert all(loss == loss for loss in bad_row["loss"])  # no NaN in the history
     example = result["example_1"]
     assert example["events"] >= 1 and example["weights_finite"]
