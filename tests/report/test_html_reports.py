@@ -220,3 +220,17 @@ def test_a_large_file_gives_a_report_as_small_as_a_small_one(tmp_path):
         sizes[path.name] = len(result.to_html())
     assert sizes["large.csv"] < 1.3 * sizes["small.csv"]  # 1,000 to 2,000 rows each
     assert sizes["large.csv"] < REPORT_LIMIT
+
+
+def test_a_curve_without_a_completed_epoch_says_so_in_the_legend():
+    from stablefit.report.html.charts import Curve, LossChart
+
+    chart = LossChart(
+        curves=[
+            Curve("forecast", np.array([1.0, 2.0]), np.array([1.0, 0.5]), simulated=True),
+            Curve("Keras", np.array([]), np.array([])),
+        ]
+    )
+    drawing = chart.draw("loss")
+    assert "Keras (no epoch completed)" in drawing
+    assert "forecast (" not in drawing

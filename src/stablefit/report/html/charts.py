@@ -227,7 +227,9 @@ def _draw_curve(ax: Any, curve: Curve, colour: str, gid: str) -> np.ndarray:
     )
     label = curve.label
     bad = np.flatnonzero(~finite)
-    if bad.size:
+    if not epochs.size:  # listed all the same, so that the legend says why no line is drawn
+        label += " (no epoch completed)"
+    elif bad.size:
         first = bad[0]
         kind = "NaN" if np.isnan(losses[first]) else "inf"
         label += f" ({kind} at epoch {_epoch_text(epochs[first])})"
