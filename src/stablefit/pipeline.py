@@ -460,6 +460,16 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
                 if count
             ]
             parts.append(f"'{names[j]}' has {' and '.join(kinds)}")
+        empty = [names[j] for j in bad if j < d and cols.count[j] == 0]
+        if empty:
+            raise StablefitInputError(
+                "non-finite values: "
+                + "; ".join(parts)
+                + f". {_quoted(empty)} {'has' if len(empty) == 1 else 'have'} no finite value "
+                "at all: leave "
+                + ("that column" if len(empty) == 1 else "those columns")
+                + f" out (--exclude {','.join(empty)}; open_source(..., exclude=[...]))."
+            )
         raise StablefitInputError(
             "non-finite values: "
             + "; ".join(parts)
@@ -475,7 +485,8 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
             f"; {', '.join(repr(n) for n in empty[:5])} "
             f"{'has' if len(empty) == 1 else 'have'} no finite value at all, so dropping rows "
             "with a missing value drops them all: leave "
-            f"{'that column' if len(empty) == 1 else 'those columns'} out"
+            f"{'that column' if len(empty) == 1 else 'those columns'} out "
+            f"(--exclude {','.join(empty)})"
             if empty and missing == "drop"
             else ""
         )
@@ -484,6 +495,12 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
             "a linear fit needs at least 2, and more rows than coefficients for standard "
             f"errors{why}"
         )
+
+
+def _quoted(names: Sequence[str]) -> str:
+    return ", ".join(repr(name) for name in names[:5]) + (
+        f" and {len(names) - 5} more" if len(names) > 5 else ""
+    )
 
 
 def _rows_beyond(source: Source, column: int, limit: float) -> tuple[list[int], int]:

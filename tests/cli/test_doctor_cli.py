@@ -180,3 +180,15 @@ def test_demo_forecasts_for_the_scaled_examples_stall(index, low, high):
     assert d.training.outcome == "stalls"
     assert d.training.first_nonfinite_epoch is None
     assert low < d.training.predicted_final_loss < high
+
+
+def test_doctor_leaves_out_text_columns_when_asked_and_says_so(houses_csv, run_cli):
+    refused = run_cli("doctor", houses_csv, "--target", "price")
+    assert refused.code == 2 and "--drop-non-numeric" in refused.err
+    run = run_cli("doctor", houses_csv, "--target", "price", "--drop-non-numeric")
+    assert run.code in (0, 1), run.err
+    assert "2 features (rooms, area_m2)" in run.out
+    assert "Left out: 'city' (not numeric: text such as" in run.out
+    found = diagnose(houses_csv, target="price", drop_non_numeric=True)
+    assert found.facts.feature_names == ("rooms", "area_m2")
+    assert [name for name, _ in found.facts.left_out] == ["city"]

@@ -326,3 +326,43 @@ def test_predict_into_a_pipe_closed_early_is_not_an_error(model_json, tmp_path):
     errors = process.stderr.read()
     assert process.wait() == 0, errors
     assert "Traceback" not in errors and "Broken pipe" not in errors
+
+
+def test_the_row_index_pandas_writes_by_default_is_not_a_feature(tmp_path, run_cli):
+    # pandas.to_csv writes the index as a first column without a name unless index=False:
+    # as a feature, 0, 1, 2, ... would change the fit. It is left out, with a note.
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)})
+    frame["y"] = 2 * frame.a - frame.b + rng.normal(size=40)
+    frame.to_csv(with_index := tmp_path / "with_index.csv")
+    frame.to_csv(without := tmp_path / "without.csv", index=False)
+    assert with_index.read_text().startswith(",a,b,y\n")
+    read = stablefit.fit(with_index, target="y")
+    expected = stablefit.fit(without, target="y")
+    assert read.feature_names == ("a", "b")
+    np.testing.assert_array_equal(read.params, expected.params)
+    assert any("column 1 has no name" in note and "index=False" in note for note in read.notes)
+    run = run_cli("fit", with_index, "--target", "y")
+    assert run.code == 0 and "column 1 has no name" in run.out
+
+
+def test_a_column_without_any_value_is_named_with_the_way_to_leave_it_out(tmp_path, run_cli):
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(size=20), "empty": np.nan})
+    frame["y"] = 3 * frame.a + rng.normal(size=20)
+    frame.to_csv(path := tmp_path / "empty_column.csv", index=False)
+    for missing in ("error", "drop"):
+        run = run_cli("fit", path, "--target", "y", "--missing", missing)
+        assert run.code == 2 and "'empty' has no finite value at all" in run.err, run.err
+        assert "--exclude empty" in run.err and run.err.count("\n") == 1
+    run = run_cli("fit", path, "--target", "y", "--exclude", "empty", "--json", "-")
+    assert run.code == 0, run.err
+    expected = stablefit.fit(frame[["a"]], frame.y)
+    written = json.loads(run.out)
+    assert list(written["features"]) == ["a"]
+    got = [written["intercept"]["coef"], written["features"]["a"]["coef"]]
+    np.testing.assert_allclose(got, expected.params, rtol=1e-15)
+    run = run_cli("doctor", path, "--target", "y", "--exclude", "empty")
+    assert run.code in (0, 1) and "1 features (a)" in run.out, run.err
+    run = run_cli("fit", path, "--target", "y", "--exclude", "nope")
+    assert run.code == 2 and "missing column(s) 'nope'" in run.err

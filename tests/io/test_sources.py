@@ -207,6 +207,16 @@ def test_a_header_of_too_many_columns_is_refused_before_it_is_parsed(tmp_path, c
         open_source(path, target="c0")
 
 
+def test_a_semicolon_separated_csv_is_named_as_such(tmp_path):
+    # As spreadsheets write CSV where the decimal point is a comma.
+    path = write_text_file(tmp_path / "euro.csv", "a;b;y\n0,5;1,25;3\n1,5;2;4,75\n")
+    with pytest.raises(StablefitInputError, match=r"'a;b;y' is separated by ';', not ','"):
+        open_source(path, target="y")
+    # A comma-separated header with a ';' inside a name is read as it is.
+    path = write_text_file(tmp_path / "names.csv", "a;1,y\n1,2\n3,5\n")
+    assert open_source(path, target="y").schema.feature_names == ("a;1",)
+
+
 def test_without_target_there_is_no_y(tmp_path):
     path = tmp_path / "features.csv"
     path.write_text("a,b\n1,2\n3,4\n")

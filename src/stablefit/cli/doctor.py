@@ -25,6 +25,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from stablefit.cli.columns import add_exclude_argument, excluded_columns
 from stablefit.cli.engine import add_engine_arguments, run_for
 from stablefit.cli.outputs import add_input_argument, add_output_argument
 from stablefit.cli.quiet import quiet_tensorflow
@@ -62,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="CSV or Parquet file, or a directory or quoted glob of them read as one table",
     )
     doctor.add_argument("--target", metavar="COL", help="the target column")
+    add_exclude_argument(doctor)
+    doctor.add_argument(
+        "--drop-non-numeric",
+        action="store_true",
+        help="leave out text and date columns instead of stopping with an error",
+    )
     doctor.add_argument(
         "--optimizer",
         choices=sorted(OPTIMIZER_NAMES),
@@ -146,7 +153,13 @@ def run_doctor(args: argparse.Namespace) -> int:
     if args.html:
         ensure_matplotlib()
     with run_for(args) as run:
-        source = open_source(args.data, target=args.target, engine=run.engine)
+        source = open_source(
+            args.data,
+            target=args.target,
+            drop_non_numeric=args.drop_non_numeric,
+            exclude=excluded_columns(args),
+            engine=run.engine,
+        )
         diagnosis = diagnose_source(run.watch(source), args)
     outputs = args.outputs
     if outputs.given("json"):

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from stablefit.cli.columns import add_exclude_argument, excluded_columns
 from stablefit.cli.engine import add_engine_arguments, run_for
 from stablefit.cli.outputs import add_input_argument, add_output_argument
 from stablefit.cov_type import COV_TYPES
@@ -70,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="covariance behind standard errors, tests and intervals: nonrobust (default), "
         "hc0, hc1 (Stata's robust), hc2, hc3, or cluster (default with --cluster)",
     )
+    add_exclude_argument(fit)
     fit.add_argument(
         "--cluster",
         metavar="COL[,COL]",
@@ -165,7 +167,10 @@ def run_fit(args: argparse.Namespace) -> int:
             target=args.target,
             drop_non_numeric=args.drop_non_numeric,
             engine=run.engine,
-            exclude=[name for name in (args.weights, *(clusters or ())) if name],
+            exclude=[
+                *excluded_columns(args),
+                *(name for name in (args.weights, *(clusters or ())) if name),
+            ],
         )
         result = fit_source(
             run.watch(source),

@@ -53,6 +53,7 @@ def diagnose(
     optimizer_options: dict[str, Any] | None = None,
     drop_last: bool = False,
     initial_weights: Any = None,
+    drop_non_numeric: bool = False,
 ) -> Diagnosis:
     """Find the numeric hazards in ``X`` (and ``y``) and forecast training on them.
 
@@ -88,6 +89,9 @@ def diagnose(
         Whether the model has a bias (``Dense`` and ``nn.Linear`` have one by default).
     feature_names : sequence of str, optional
         Names for the columns of an array ``X``.
+    drop_non_numeric : bool
+        Leave out text and date columns of a table (listed in ``facts.left_out``) instead
+        of raising.
     engine : distributed.Client or Engine, optional
         Read files on this cluster's workers (see :mod:`stablefit.engines`); Dask
         collections run on their default client without it.
@@ -134,7 +138,11 @@ def diagnose(
         extra["dampening"] = dampening
     if weight_decay is not None:
         extra["weight_decay"] = weight_decay
-    summary = X if isinstance(X, Summary) else _summarize(X, y, target, feature_names, engine)
+    summary = (
+        X
+        if isinstance(X, Summary)
+        else _summarize(X, y, target, feature_names, engine, drop_non_numeric)
+    )
     with blas_threads_for(summary.p):
         findings = run_checks(summary, options)
         settings = {
@@ -163,6 +171,7 @@ def diagnose(
         n_rows=summary.n_rows,
         n_complete=summary.n_complete,
         row_label=summary.schema.row_label,
+        left_out=tuple((column.name, column.reason) for column in summary.schema.dropped),
     )
     return Diagnosis(
         findings=tuple(findings),
@@ -188,13 +197,22 @@ def _validate(
     )
 
 
-def _summarize(X: Any, y: Any, target: str | None, feature_names: Any, engine: Any) -> Summary:
+def _summarize(
+    X: Any, y: Any, target: str | None, feature_names: Any, engine: Any, drop_non_numeric: bool
+) -> Summary:
     from stablefit.io import Source, open_source
 
     source = (
         X
         if isinstance(X, Source)
-        else open_source(X, y, target=target, feature_names=feature_names, engine=engine)
+        else open_source(
+            X,
+            y,
+            target=target,
+            feature_names=feature_names,
+            drop_non_numeric=drop_non_numeric,
+            engine=engine,
+        )
     )
     # Values near the float64 limit (1e308) overflow the co-moments: that is a finding
     # (SF131), not a reason to stop.

@@ -143,6 +143,7 @@ class DataFacts:
     n_rows: int
     n_complete: int
     row_label: str = "row"  # how rows are numbered for the user: "line" (a file) or "row"
+    left_out: tuple[tuple[str, str], ...] = ()  # columns not read: (name, why)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,7 +152,14 @@ class DataFacts:
             "target_name": self.target_name,
             "n_rows": self.n_rows,
             "n_complete_rows": self.n_complete,
+            "dropped_columns": dict(self.left_out),
         }
+
+    def left_out_text(self) -> str:
+        """``Left out: 'when' (not numeric: …).`` for the columns not read; empty if none."""
+        if not self.left_out:
+            return ""
+        return "Left out: " + "; ".join(f"{name!r} ({why})" for name, why in self.left_out) + "."
 
 
 @dataclass(frozen=True)

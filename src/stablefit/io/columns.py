@@ -19,6 +19,12 @@ from stablefit.io.schema import DroppedColumn
 LISTED_NAMES = 20
 
 
+UNNAMED_REASON = (
+    "column {position} has no name, as the row index that pandas.to_csv writes unless "
+    "index=False; give it a name to use it as a feature"
+)
+
+
 @dataclass(frozen=True)
 class ColumnChoice:
     """What the caller asked for: the target, the feature columns, and what to drop.
@@ -163,6 +169,10 @@ def select_columns(
             raise missing_columns_error(absent, names, origin)
         candidates = [list(names).index(name) for name in choice.columns]
         drop_non_numeric = False
+    # A column without a name is the row index pandas.to_csv writes unless index=False:
+    # 0, 1, 2, … as a feature would change the fit without anyone having asked for it.
+    unnamed = [p for p in candidates if not names[p].strip()] if choice.columns is None else []
+    candidates = [p for p in candidates if p not in unnamed]
     text_columns = [p for p in candidates if not numeric[p]]
     if text_columns and not drop_non_numeric:
         detail = "; ".join(f"{names[p]!r}: {describe(p)}" for p in text_columns[:LISTED_NAMES])
@@ -178,7 +188,9 @@ def select_columns(
             + (f"; and {more} more" if more > 0 else "")
             + f"). {fix}"
         )
-    dropped = tuple(DroppedColumn(names[p], f"not numeric: {describe(p)}") for p in text_columns)
+    dropped = tuple(
+        DroppedColumn(names[p], f"not numeric: {describe(p)}") for p in text_columns
+    ) + tuple(DroppedColumn(names[p], UNNAMED_REASON.format(position=p + 1)) for p in unnamed)
     features = tuple(p for p in candidates if numeric[p])
     if not features:
         left_out = f" ({quote_names([d.name for d in dropped])} dropped as non-numeric)"

@@ -129,7 +129,7 @@ def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
     The block grows (up to :data:`MAX_LINE_BYTES`) until it holds the first lines whole.
     """
     start = read_start(path, SNIFF_BYTES)
-    check_header_width(path, start, delimiter)
+    check_header(path, start, delimiter)
     problem = text_problem(start, complete=len(start) < SNIFF_BYTES)
     if problem is not None and (problem[0] == 0 or "NUL" in problem[1]):
         raise read_error(path, BadLine(*problem).describe(1))  # names must be text
@@ -178,9 +178,11 @@ def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
             raise unreadable(path, error) from None
 
 
-def check_header_width(path: Path, start: bytes, delimiter: str) -> None:
-    """Refuse a header of more than :data:`MAX_FILE_COLUMNS` columns, counted from the
-    file's ``start`` (quoted delimiters count too: the limit is far from any real header)."""
+def check_header(path: Path, start: bytes, delimiter: str) -> None:
+    """Refuse, from the file's ``start``, a header of more than :data:`MAX_FILE_COLUMNS`
+    columns (quoted delimiters count too: the limit is far from any real header), and a
+    comma-separated file whose header is separated by semicolons instead, as spreadsheets
+    write CSV where the decimal point is a comma."""
     header, line_break, _ = start.partition(b"\n")
     columns = header.count(delimiter.encode()) + 1
     if columns > MAX_FILE_COLUMNS:
@@ -191,6 +193,16 @@ def check_header_width(path: Path, start: bytes, delimiter: str) -> None:
             f"{MAX_FILE_COLUMNS:,} columns (and fits at most 2,000 features). Write the "
             "columns you need to a narrower file first (e.g. pandas.read_csv(path, "
             "usecols=[...]).to_csv(...)).",
+        )
+    if delimiter == "," and columns == 1 and b";" in header:
+        shown = header.decode("utf-8", "replace").strip()
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise read_error(
+            path,
+            f"its header {shown!r} is separated by ';', not ','. stablefit reads "
+            "comma-separated .csv files with '.' as the decimal point (and tab-separated "
+            ".tsv files): convert it, e.g. pandas.read_csv(path, sep=';', decimal=',')"
+            ".to_csv(new_path, index=False).",
         )
 
 

@@ -44,6 +44,8 @@ def _header(diagnosis: Diagnosis) -> Text:
     text.append(f"{facts.n_rows} rows ({facts.n_complete} complete), ")
     text.append(visible(f"{len(facts.feature_names)} features ({names})"))
     text.append(visible(f", target {facts.target_name}" if facts.target_name else ", no target"))
+    if facts.left_out:
+        text.append("\n" + visible(facts.left_out_text()))
     return text
 
 

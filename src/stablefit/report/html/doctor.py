@@ -94,6 +94,7 @@ def _facts_line(diagnosis: Diagnosis) -> str:
         f"{len(facts.feature_names)} features, {target}. Forecast for a Keras Dense(1) "
         f"model, mean squared error, {text(settings.get('epochs'))} epochs, batch size "
         f"{text(settings.get('batch_size'))}, {text(settings.get('dtype'))}."
+        + (f" {text(facts.left_out_text())}" if facts.left_out else "")
     )
 
 
