@@ -347,3 +347,8 @@ def test_columns_selects_features_in_the_given_order(tmp_path, kind):
     X, y, _, _ = gather(source)
     assert y is None
     np.testing.assert_array_equal(X, [[3, 1], [4, 2]])
+
+
+def test_the_standard_input_is_refused_with_the_reason():
+    with pytest.raises(StablefitInputError, match=r"standard input cannot be read.*save it"):
+        open_source("-", target="y")

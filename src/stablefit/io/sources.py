@@ -184,6 +184,11 @@ def file_kind(path: Path) -> str:
     for ending in sorted(FILE_KINDS, key=len, reverse=True):
         if name.endswith(ending):
             return ending
+    if str(path) == "-":
+        raise StablefitInputError(
+            "-: data from the standard input cannot be read (every fit reads it more than "
+            "once); save it to a file first, e.g. a .csv, and give that file's path."
+        )
     raise StablefitInputError(
         f"{path}: unsupported file type; stablefit reads {', '.join(FILE_KINDS)} files. "
         "Save the data as CSV or Parquet."
