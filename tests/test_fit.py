@@ -70,6 +70,46 @@ def test_near_collinear_but_identifiable_columns_are_kept():
         assert abs(estimate - reference) <= 10.0**-digits * abs(reference)
 
 
+def _near_collinear(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer columns in pairs that differ by -1, 0 or 1 on a scale of 2^30: κ ≈ 1e10."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(-(2**30), 2**30, size=(rows, 3)).astype(float)
+    X = np.repeat(base, 2, axis=1) + np.tile([0.0, 1.0], 3) * rng.integers(-1, 2, size=(rows, 6))
+    return X, X @ rng.integers(-100, 101, size=6) + rng.integers(-(2**20), 2**20, size=rows)
+
+
+def test_the_first_batch_tells_when_the_co_moments_cannot_precondition():
+    from stablefit.pipeline import _comoments_may_precondition
+    from stablefit.summary.comoments import CoMoments
+
+    def first_batch(X, y):
+        return CoMoments.of_block(np.column_stack([X, y]))
+
+    X, y = _near_collinear(2000, 0)
+    assert not _comoments_may_precondition(first_batch(X, y))
+    rng = np.random.default_rng(1)
+    well = rng.normal(size=(2000, 6))
+    assert _comoments_may_precondition(first_batch(well, y))
+    # Rows sorted so that a column does not vary at first: the batch cannot tell.
+    X[:, 2] = 5.0
+    assert _comoments_may_precondition(first_batch(X, y))
+
+
+def test_a_fit_that_skips_the_cross_products_loses_nothing(monkeypatch):
+    from stablefit import pipeline
+    from stablefit.io import ArraySource, Schema
+
+    X, y = _near_collinear(3000, 2)
+    schema = Schema(feature_names=tuple(f"x{j}" for j in range(6)), target_name="y")
+    skipped = pipeline.fit_source(ArraySource(X, y, schema, batch_rows=1000))
+    monkeypatch.setattr(pipeline, "FIRST_BATCH_CONDITION_LIMIT", np.inf)
+    formed = pipeline.fit_source(ArraySource(X, y, schema, batch_rows=1000))
+    assert skipped.certificate.condition_number > 1e8
+    assert skipped.certificate == formed.certificate
+    np.testing.assert_array_equal(skipped.params, formed.params)
+    np.testing.assert_array_equal(skipped.bse, formed.bse)
+
+
 def test_large_offset_timestamp_column():
     rng = np.random.default_rng(3)
     t = 1.7e9 + np.sort(rng.uniform(0, 86400, size=500))

@@ -37,6 +37,7 @@ from stablefit.solve.dd import dd_mul, dd_sum
 from stablefit.solve.design import BeyondRange, ScaledDesign, power_of_two_scale
 from stablefit.solve.linalg import cholesky_solve
 from stablefit.solve.lstsq import (
+    CHOLESKY_CONDITION_LIMIT,
     EXACT_PASS_VALUES,
     GRAM_BUDGET,
     GRAM_REFINEMENT_CONDITION,
@@ -52,6 +53,7 @@ from stablefit.solve.residuals import SampledRows, residual_sample
 from stablefit.solve.result import DroppedFeature, FitResult, covariance_notes, number_notes
 from stablefit.summary import Summary, summarize
 from stablefit.summary.comoments import CoMoments
+from stablefit.summary.core import CrossProducts
 
 # A column is left out as collinear when the sine of its angle to the span of the columns
 # before it is below this; Householder QR resolves that sine to about 1e-15.
@@ -68,6 +70,12 @@ TINY_SPREAD = 2.0**-480
 # much (four digits); otherwise (columns whose offset dwarfs their spread, or a condition
 # number near CHOLESKY_CONDITION_LIMIT) a QR factor is worth its cost.
 CHOLESKY_CONTRACTION_LIMIT = 1e-4
+# The Summary forms the cross-products for the factor from the co-moments unless the first
+# batch's already give a factor this much worse conditioned than that factor may be
+# (CHOLESKY_CONDITION_LIMIT): the whole data's would be rejected as well, and a QR pass
+# factors the data instead. Rows ordered so that the first batch misleads cost that pass,
+# never a digit.
+FIRST_BATCH_CONDITION_LIMIT = 100 * CHOLESKY_CONDITION_LIMIT
 
 
 def fit(
@@ -211,7 +219,15 @@ def fit_source(
         )
     if not isinstance(source, ArraySource) and not on_cluster:
         source = CachingSource(source)
-    summary = summarize(source, detail=missing == "impute")
+    detail = missing == "impute"
+    weighted = rows is not None and rows.weighted
+    # Without detail, the co-moments' cross-products serve only the factor from the
+    # co-moments, tried for an unweighted fit with an intercept; on one machine, the
+    # first batch tells whether it can serve.
+    cross_products: CrossProducts = detail or (intercept and not weighted)
+    if not detail and cross_products and not on_cluster:
+        cross_products = _comoments_may_precondition
+    summary = summarize(source, detail=detail, cross_products=cross_products)
     _validate(summary, source, missing)
     if on_cluster:
         assert isinstance(source, PartitionedSource)
@@ -240,7 +256,7 @@ def fit_source(
             f"{n_imputed} non-finite feature values were replaced by their column's median."
         )
     mean = summary.complete_mean[:d]
-    std = np.sqrt(np.diag(summary.comoment)[:d] / max(summary.n_complete, 1))
+    std = np.sqrt(summary.complete_m2[:d] / max(summary.n_complete, 1))
     if not intercept:
         std = np.sqrt(std**2 + mean**2)
     # Squares of spreads this small lose digits to underflow (or vanish): such columns are
@@ -263,8 +279,14 @@ def fit_source(
     # (the passes over the rows run on the cores already, one BLAS thread each).
     with blas_threads_for(d + 1):
         R, start, bound = None, None, None
-        weighted = rows is not None and rows.weighted
-        if medians is None and intercept and not weighted and not n_side_missing and not exact:
+        if (
+            medians is None
+            and intercept
+            and not weighted
+            and not n_side_missing
+            and not exact
+            and summary.complete.cross_products
+        ):
             scaled = summary.comoment[:d, :d] / np.outer(design.scale, design.scale)
             R = triangular_factor_from_comoments(summary.n_complete, scaled)
         if R is not None:
@@ -321,6 +343,22 @@ def fit_source(
             ),
             exact=exact,
         )
+
+
+def _comoments_may_precondition(first: CoMoments) -> bool:
+    """Whether the first batch's co-moments leave the factor from the whole data's a
+    chance: True unless every feature varies in the batch and their scaled co-moments
+    have no Cholesky factor, or one conditioned beyond FIRST_BATCH_CONDITION_LIMIT."""
+    d = first.mean.size - 1
+    spread = np.sqrt(np.diag(first.comoment)[:d] / max(first.n, 1))
+    if first.n <= d + 1 or not np.all(spread >= TINY_SPREAD):
+        return True
+    scale = power_of_two_scale(spread)
+    try:
+        R = np.linalg.cholesky(first.comoment[:d, :d] / np.outer(scale, scale))
+    except np.linalg.LinAlgError:
+        return False
+    return bool(np.all(np.isfinite(R))) and condition_number(R) <= FIRST_BATCH_CONDITION_LIMIT
 
 
 @dataclass(frozen=True)
@@ -529,7 +567,7 @@ def _total_sum_of_squares(summary: Summary, intercept: bool, *, imputed: bool) -
     if imputed:
         n, mean, m2 = summary.columns.count[d], summary.columns.mean[d], summary.columns.m2[d]
     else:
-        n, mean, m2 = summary.n_complete, summary.complete_mean[d], summary.comoment[d, d]
+        n, mean, m2 = summary.n_complete, summary.complete_mean[d], summary.complete_m2[d]
     return float(m2) if intercept else float(m2 + n * mean**2)
 
 

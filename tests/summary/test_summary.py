@@ -64,6 +64,38 @@ def test_streamed_batches_equal_one_array():
         np.testing.assert_array_equal(streamed.columns.extremes[j][1], whole.columns.extremes[j][1])
 
 
+def test_without_cross_products_the_diagonal_is_kept_and_the_rest_refused():
+    X, y = _data(5, 1000, 4, with_nan=True)
+    source = ArraySource(X, y, Schema(feature_names=("a", "b", "c", "d"), target_name="y"), 37)
+    full = summarize(source, detail=False)
+    diagonal = summarize(source, detail=False, cross_products=False)
+    assert diagonal.n_complete == full.n_complete
+    np.testing.assert_allclose(diagonal.complete_mean, full.complete_mean, rtol=1e-13)
+    np.testing.assert_allclose(diagonal.complete_m2, np.diag(full.comoment), rtol=1e-12)
+    with pytest.raises(ValueError, match="without cross-products"):
+        diagonal.comoment  # noqa: B018
+    with pytest.raises(ValueError, match="always forms"):
+        summarize(source, cross_products=False)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_first_batch_decides_whether_the_rest_forms_cross_products(keep):
+    X, y = _data(6, 500, 3, with_nan=False)
+    source = ArraySource(X, y, Schema(feature_names=("a", "b", "c"), target_name="y"), 100)
+    asked = []
+    summary = summarize(
+        source, detail=False, cross_products=lambda first: asked.append(first) or keep
+    )
+    assert [first.n for first in asked] == [100]
+    np.testing.assert_allclose(asked[0].mean, np.column_stack([X, y])[:100].mean(0), rtol=1e-13)
+    full = summarize(source, detail=False)
+    if keep:
+        np.testing.assert_array_equal(summary.comoment, full.comoment)
+    else:
+        assert not summary.complete.cross_products
+        np.testing.assert_allclose(summary.complete_m2, np.diag(full.comoment), rtol=1e-12)
+
+
 def test_moments_match_numpy_on_complete_rows():
     X, y = _data(7, 500, 3, with_nan=True)
     summary = Summary.from_arrays(X, y)

@@ -14,11 +14,16 @@ import numpy as np
 
 @dataclass
 class CoMoments:
-    """``n`` complete rows, their ``mean`` (p,) and ``comoment`` sum (z - mean)(z - mean)ᵀ."""
+    """``n`` complete rows, their ``mean`` (p,) and ``comoment`` sum (z - mean)(z - mean)ᵀ.
+
+    Without ``cross_products`` only the diagonal was formed (each column's own sum of
+    squares about its mean); the off-diagonal entries are zero, not measured.
+    """
 
     n: int
     mean: np.ndarray
     comoment: np.ndarray
+    cross_products: bool = True
 
     @classmethod
     def empty(cls, p: int) -> CoMoments:
@@ -73,14 +78,21 @@ class CoMoments:
             ) / n
         return cls(n, rounded_mean + offset / n, comoment)
 
+    def diagonal(self) -> CoMoments:
+        """The same rows' co-moments without the cross-products."""
+        return CoMoments(self.n, self.mean, np.diag(np.diag(self.comoment)), False)
+
     def merge(self, other: CoMoments) -> CoMoments:
         n = self.n + other.n
+        cross_products = self.cross_products and other.cross_products
         if n == 0:
-            return CoMoments.empty(self.mean.size)
+            empty = CoMoments.empty(self.mean.size)
+            return empty if cross_products else empty.diagonal()
         with np.errstate(over="ignore", invalid="ignore"):
             delta = other.mean - self.mean
             mean = self.mean + delta * (other.n / n)
             comoment = (
                 self.comoment + other.comoment + np.outer(delta, delta) * (self.n * other.n / n)
             )
-        return CoMoments(n, mean, comoment)
+        merged = CoMoments(n, mean, comoment)
+        return merged if cross_products else merged.diagonal()

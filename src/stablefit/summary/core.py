@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial, reduce
 
@@ -24,6 +24,9 @@ SKETCH_BUDGET = 1 << 23
 PIECE_ROWS = 8192
 # Values of the groups of batches in flight at most (see _groups), 256 MiB of float64.
 GROUP_BUDGET = 4 * SKETCH_BUDGET
+#: Whether to form the co-moments' cross-products: always, never, or as a function of the
+#: first batch's co-moments decides for the rest (see :func:`summarize`).
+CrossProducts = bool | Callable[[CoMoments], bool]
 #: Most feature columns a Summary takes. Its co-moments and the solver's factor are
 #: (d+2)×(d+2) matrices, several at once: at 2,000 columns 32 MB each, at 10,000 0.8 GB;
 #: factoring them (the fit's condition number, the doctor's eigenvalues) takes time
@@ -96,7 +99,17 @@ class Summary:
 
     @property
     def comoment(self) -> np.ndarray:
+        if not self.complete.cross_products:
+            raise ValueError(
+                "this Summary was built without cross-products: only each column's own "
+                "co-moment (complete_m2)"
+            )
         return self.complete.comoment
+
+    @property
+    def complete_m2(self) -> np.ndarray:
+        """Each column's sum of squares about its mean over the complete rows."""
+        return np.diag(self.complete.comoment).copy()
 
     @property
     def robust_exact(self) -> bool:
@@ -106,25 +119,33 @@ class Summary:
 
     @classmethod
     def of_batches(
-        cls, batches: Sequence[Batch], schema: Schema, *, detail: bool = True
+        cls,
+        batches: Sequence[Batch],
+        schema: Schema,
+        *,
+        detail: bool = True,
+        cross_products: bool = True,
     ) -> Summary:
         """Summary of consecutive batches (at least one), as if they were one batch.
 
         With detail, from compiled passes over them; without, from the co-moments of
-        cache-sized pieces of each batch (:meth:`_of_finite_batch`). A batch with NaN or
-        inf, or one whose sums overflow, is gathered piece by piece with NumPy and merged.
-        Either way it keeps a :class:`~stablefit.summary.sample.RowSample` of their rows.
+        cache-sized pieces of each batch (:meth:`_of_finite_batch`), of their diagonal
+        only without ``cross_products``. A batch with NaN or inf, or one whose sums
+        overflow, is gathered piece by piece with NumPy and merged. Either way it keeps a
+        :class:`~stablefit.summary.sample.RowSample` of their rows.
         """
         summary = cls._of_detailed_batches(batches, schema) if detail else None
         if summary is None:
             summary = reduce(
                 Summary.merge,
                 (
-                    (None if detail else cls._of_finite_batch(b, schema))
+                    (None if detail else cls._of_finite_batch(b, schema, cross_products))
                     or cls._of_batch_in_pieces(b, schema, detail)
                     for b in batches
                 ),
             )
+        if not cross_products:
+            summary.complete = summary.complete.diagonal()
         capacity = sample_capacity(summary.p)
         summary.sample = reduce(
             RowSample.merge,
@@ -133,13 +154,15 @@ class Summary:
         return summary
 
     @classmethod
-    def _of_finite_batch(cls, batch: Batch, schema: Schema) -> Summary | None:
+    def _of_finite_batch(
+        cls, batch: Batch, schema: Schema, cross_products: bool = True
+    ) -> Summary | None:
         """Moments, ranges and co-moments of a batch without NaN or inf (None otherwise).
 
         Piece by piece, a compiled pass writes the rows centered at the means of short
         runs (:func:`~stablefit.summary.scan.center_runs`) while gathering the ranges, BLAS
-        forms the centered cross-product, and the runs' offsets are added back exactly
-        (:meth:`CoMoments.of_runs`).
+        forms the centered cross-product (or only its diagonal), and the runs' offsets are
+        added back exactly (:meth:`CoMoments.of_runs`).
         """
         has_target = batch.y is not None
         p = batch.X.shape[1] + int(has_target)
@@ -156,7 +179,7 @@ class Summary:
             piece_low, piece_high, shifts, sums, counts = runs
             C = centered[: int(counts.sum())]
             with np.errstate(over="ignore", invalid="ignore"):
-                product = C.T @ C
+                product = C.T @ C if cross_products else np.diag(np.einsum("ij,ij->j", C, C))
             moments = moments.merge(CoMoments.of_runs(product, shifts, sums, counts))
             low, high = np.minimum(low, piece_low), np.maximum(high, piece_high)
         summary = cls(schema=schema, has_target=has_target, n_rows=batch.n_rows)
@@ -347,7 +370,9 @@ def check_width(schema: Schema) -> None:
         )
 
 
-def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summary:
+def summarize(
+    source: Source | Iterable[Batch], *, detail: bool = True, cross_products: CrossProducts = True
+) -> Summary:
     """One pass over a source's batches.
 
     A source spread over a cluster is summarized partition by partition where each is
@@ -360,22 +385,43 @@ def summarize(source: Source | Iterable[Batch], *, detail: bool = True) -> Summa
     detail : bool, default True
         Also gather what diagnostics need (quantile sketches, extreme values with rows);
         the solver needs only the moments and co-moments.
+    cross_products : bool or callable, default True
+        Without detail: form the co-moments' cross-products (n·p² flops, most of such a
+        pass). False forms each column's own only, and ``Summary.comoment`` then refuses
+        (``complete_m2`` holds the diagonal). A callable is asked with the first batch's
+        co-moments (of each partition, on a cluster) whether to form them for the rest;
+        a solver that uses them only when they are well conditioned decides it there.
     """
     check_width(source.schema)
-    summary = over_partitions(source, partial(_summarize_here, detail=detail), Summary.merge)
+    if detail and cross_products is not True:
+        raise ValueError("a detailed Summary always forms the cross-products")
+    summarize_here = partial(_summarize_here, detail=detail, cross_products=cross_products)
+    summary = over_partitions(source, summarize_here, Summary.merge)
     if summary.schema is not source.schema:  # a partition's schema names only itself
         summary = replace(summary, schema=source.schema)
     return summary
 
 
-def _summarize_here(source: Source, *, detail: bool) -> Summary:
+def _summarize_here(source: Source, *, detail: bool, cross_products: CrossProducts) -> Summary:
     schema = source.schema
     workers = default_workers()
 
     summary: Summary | None = None
-    groups = _groups(source.batches(), workers) if detail else ([b] for b in source.batches())
+    batches = iter(source.batches())
+    if callable(cross_products):
+        first = next(batches, None)
+        if first is not None:
+            summary = Summary.of_batches([first], schema, detail=False)
+            if not cross_products(summary.complete):
+                summary.complete = summary.complete.diagonal()
+        cross_products = summary is None or summary.complete.cross_products
+    groups = _groups(batches, workers) if detail else ([b] for b in batches)
     parts = ordered_map(
-        lambda group: Summary.of_batches(group, schema, detail=detail), groups, workers=workers
+        lambda group: Summary.of_batches(
+            group, schema, detail=detail, cross_products=cross_products
+        ),
+        groups,
+        workers=workers,
     )
     for part in parts:
         summary = part if summary is None else summary.merge(part)
