@@ -247,13 +247,16 @@ def scaled_columns(
     scale: np.ndarray,
     intercept: bool,
     weights: np.ndarray | None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``W^½ [1, (Z - shift) / scale, y]`` rounded to double, in column-major order (what
     LAPACK factors): ``(Z_hi - shift) + Z_lo`` rounded, then scaled (powers of two: exact).
+    Written into ``out`` when given (column-major, of that shape).
     """
     n, d = Z_hi.shape
     offset = int(intercept)
-    out = np.empty((n, offset + d + 1), order="F")
+    if out is None:
+        out = np.empty((n, offset + d + 1), order="F")
     root_w = np.zeros(1) if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
     _scaled_columns(
         np.ascontiguousarray(Z_hi, dtype=np.float64),
