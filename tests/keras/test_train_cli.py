@@ -101,3 +101,7 @@ def test_text_columns_are_an_error_unless_dropped(tmp_path, capsys) -> None:
     output = capsys.readouterr().out
     assert code == 0, output
     assert "│ x " in output and "│ city" not in output  # the coefficient table's rows
+    code = main(["train", str(path), "--target", "y", "--epochs", "2", "--exclude", "city"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "│ x " in output and "│ city" not in output

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from rich.table import Table
 
+from stablefit.cli.columns import add_exclude_argument, excluded_columns
 from stablefit.cli.outputs import add_input_argument, add_output_argument
 from stablefit.cli.quiet import quiet_tensorflow
 from stablefit.diagnose import diagnose
@@ -73,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out text columns instead of stopping with an error",
     )
+    add_exclude_argument(train)
     add_output_argument(
         train,
         "--html",
@@ -87,7 +89,12 @@ def run_train(args: argparse.Namespace) -> int:
     _validate(args)
     if args.html:
         ensure_matplotlib()
-    X, y, names = _read(args.data, args.target, drop_non_numeric=args.drop_non_numeric)
+    X, y, names = _read(
+        args.data,
+        args.target,
+        drop_non_numeric=args.drop_non_numeric,
+        exclude=excluded_columns(args),
+    )
     # Paths, column names and notes may hold brackets or control characters.
     console = PlainConsole()
     diagnosis, settings = _settings(args, X, y, names, console)
@@ -177,14 +184,14 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _read(
-    path: str, target: str, *, drop_non_numeric: bool
+    path: str, target: str, *, drop_non_numeric: bool, exclude: list[str]
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """The whole file as float64 arrays; rows with NaN/inf are an error naming them."""
     from stablefit.io import open_source
 
     if not Path(path).is_file():
         raise StablefitInputError(f"{path}: no such file; give a CSV or Parquet file")
-    source = open_source(path, target=target, drop_non_numeric=drop_non_numeric)
+    source = open_source(path, target=target, drop_non_numeric=drop_non_numeric, exclude=exclude)
     batches = list(source.batches())
     if not batches:
         raise StablefitInputError(f"{path}: no data rows to train on")
