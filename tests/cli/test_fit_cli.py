@@ -344,6 +344,14 @@ def test_the_row_index_pandas_writes_by_default_is_not_a_feature(tmp_path, run_c
     assert any("column 1 has no name" in note and "index=False" in note for note in read.notes)
     run = run_cli("fit", with_index, "--target", "y")
     assert run.code == 0 and "column 1 has no name" in run.out
+    # Read back by pandas and written again: the old index is now 'Unnamed: 0'.
+    pd.read_csv(with_index).to_csv(twice := tmp_path / "twice.csv")
+    assert twice.read_text().startswith(",Unnamed: 0,a,b,y\n")
+    read = stablefit.fit(twice, target="y")
+    assert read.feature_names == ("a", "b")
+    np.testing.assert_array_equal(read.params, expected.params)
+    assert any("'Unnamed: 0'" in note and "pandas' name" in note for note in read.notes)
+    assert stablefit.fit(pd.read_csv(twice), target="y").feature_names == ("a", "b")
 
 
 def test_a_column_without_any_value_is_named_with_the_way_to_leave_it_out(tmp_path, run_cli):

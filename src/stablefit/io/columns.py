@@ -9,6 +9,7 @@ asked to drop such columns, in which case the schema records them.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,10 +20,28 @@ from stablefit.io.schema import DroppedColumn
 LISTED_NAMES = 20
 
 
-UNNAMED_REASON = (
-    "column {position} has no name, as the row index that pandas.to_csv writes unless "
-    "index=False; give it a name to use it as a feature"
-)
+# What pandas.read_csv names a column without a header (a row index written by to_csv,
+# read back and written again).
+PANDAS_UNNAMED = re.compile(r"Unnamed: \d+(\.\d+)?")  # ".1": pandas' second of a name
+
+
+def is_unnamed(name: str) -> bool:
+    """Whether a column has no name of its own: blank, or pandas' placeholder for one."""
+    return not name.strip() or PANDAS_UNNAMED.fullmatch(name) is not None
+
+
+def unnamed_reason(name: str, position: int) -> str:
+    """Why a column without a name of its own is not a feature (``position`` 1-based)."""
+    if name.strip():
+        return (
+            f"column {position} has pandas' name for a column without one, as a row index "
+            "written by pandas.to_csv (unless index=False) and read back; rename it to use "
+            "it as a feature"
+        )
+    return (
+        f"column {position} has no name, as the row index that pandas.to_csv writes unless "
+        "index=False; give it a name to use it as a feature"
+    )
 
 
 @dataclass(frozen=True)
@@ -171,7 +190,7 @@ def select_columns(
         drop_non_numeric = False
     # A column without a name is the row index pandas.to_csv writes unless index=False:
     # 0, 1, 2, … as a feature would change the fit without anyone having asked for it.
-    unnamed = [p for p in candidates if not names[p].strip()] if choice.columns is None else []
+    unnamed = [p for p in candidates if is_unnamed(names[p])] if choice.columns is None else []
     candidates = [p for p in candidates if p not in unnamed]
     text_columns = [p for p in candidates if not numeric[p]]
     if text_columns and not drop_non_numeric:
@@ -190,7 +209,7 @@ def select_columns(
         )
     dropped = tuple(
         DroppedColumn(names[p], f"not numeric: {describe(p)}") for p in text_columns
-    ) + tuple(DroppedColumn(names[p], UNNAMED_REASON.format(position=p + 1)) for p in unnamed)
+    ) + tuple(DroppedColumn(names[p], unnamed_reason(names[p], p + 1)) for p in unnamed)
     features = tuple(p for p in candidates if numeric[p])
     if not features:
         left_out = f" ({quote_names([d.name for d in dropped])} dropped as non-numeric)"
