@@ -161,14 +161,15 @@ class Summary:
 
         Piece by piece, a compiled pass writes the rows centered at the means of short
         runs (:func:`~stablefit.summary.scan.center_runs`) while gathering the ranges, BLAS
-        forms the centered cross-product (or only its diagonal), and the runs' offsets are
-        added back exactly (:meth:`CoMoments.of_runs`).
+        forms the centered cross-product (without ``cross_products``, the pass adds up
+        only the squares of the centered values instead of writing them), and the runs'
+        offsets are added back exactly (:meth:`CoMoments.of_runs`).
         """
         has_target = batch.y is not None
         p = batch.X.shape[1] + int(has_target)
         if batch.n_rows == 0:
             return None
-        centered = np.empty((min(batch.n_rows, PIECE_ROWS), p))
+        centered = np.empty((min(batch.n_rows, PIECE_ROWS), p)) if cross_products else None
         moments, low, high = CoMoments.empty(p), np.full(p, np.inf), np.full(p, -np.inf)
         for start in range(0, batch.n_rows, PIECE_ROWS):
             rows = slice(start, start + PIECE_ROWS)
@@ -176,10 +177,13 @@ class Summary:
             runs = center_runs(batch.X[rows], y, centered)
             if runs is None:
                 return None
-            piece_low, piece_high, shifts, sums, counts = runs
-            C = centered[: int(counts.sum())]
-            with np.errstate(over="ignore", invalid="ignore"):
-                product = C.T @ C if cross_products else np.diag(np.einsum("ij,ij->j", C, C))
+            piece_low, piece_high, shifts, sums, counts, squares = runs
+            if centered is None:
+                product = np.diag(squares)
+            else:
+                C = centered[: int(counts.sum())]
+                with np.errstate(over="ignore", invalid="ignore"):
+                    product = C.T @ C
             moments = moments.merge(CoMoments.of_runs(product, shifts, sums, counts))
             low, high = np.minimum(low, piece_low), np.maximum(high, piece_high)
         summary = cls(schema=schema, has_target=has_target, n_rows=batch.n_rows)

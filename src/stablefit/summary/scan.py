@@ -23,7 +23,7 @@ RUN_ROWS = 256
 
 
 @kernel(cache=True, nogil=True)
-def _center_runs(X, y, has_y, centered, shifts, sums, counts):  # pragma: no cover
+def _center_runs(X, y, has_y, centered, write, shifts, sums, counts, squares):  # pragma: no cover
     n, d = X.shape
     p = d + 1 if has_y else d
     low = np.full(p, np.inf)
@@ -56,45 +56,63 @@ def _center_runs(X, y, has_y, centered, shifts, sums, counts):  # pragma: no cov
         for j in range(p):
             shift[j] = total[j] / (last - first)
             added[j] = 0.0
-        for i in range(first, last):
-            row, out = X[i], centered[i]
-            for j in range(d):
-                c = row[j] - shift[j]
-                out[j] = c
-                added[j] += c
+        # Without ``write``, only the squares of the centered values are added up (the
+        # diagonal of the centered cross-product), in a loop of their own.
+        if write:
+            for i in range(first, last):
+                row, out = X[i], centered[i]
+                for j in range(d):
+                    c = row[j] - shift[j]
+                    out[j] = c
+                    added[j] += c
+        else:
+            for i in range(first, last):
+                row = X[i]
+                for j in range(d):
+                    c = row[j] - shift[j]
+                    added[j] += c
+                    squares[j] += c * c
         if has_y:
             for i in range(first, last):
                 c = y[i] - shifts[run, d]
-                centered[i, d] = c
+                if write:
+                    centered[i, d] = c
+                else:
+                    squares[d] += c * c
                 sums[run, d] += c
         counts[run] = last - first
     return True, low, high
 
 
 def center_runs(
-    X: np.ndarray, y: np.ndarray | None, centered: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    X: np.ndarray, y: np.ndarray | None, centered: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """[X, y] with each run of RUN_ROWS rows less its own mean, into ``centered[:n]``.
 
     Returns the columns' minima and maxima, and per run its shift (the run's mean,
     rounded), the column sums of what was written (the shift's rounding) and its rows;
     None when a value is NaN or inf (or a sum overflows): the caller then takes the
-    general path.
+    general path. With ``centered`` None nothing is written, and the last of the returned
+    arrays holds each column's sum of squares of the centered values (the diagonal of
+    their cross-product; zeros otherwise).
     """
     runs = -(-X.shape[0] // RUN_ROWS)
-    p = centered.shape[1]
+    p = X.shape[1] + int(y is not None)
     shifts, sums = np.empty((runs, p)), np.empty((runs, p))
     counts = np.empty(runs, dtype=np.int64)
+    squares = np.zeros(p)
     finite, low, high = _center_runs(
         np.ascontiguousarray(X, dtype=np.float64),
         np.zeros(1) if y is None else np.ascontiguousarray(y, dtype=np.float64),
         y is not None,
-        centered,
+        np.zeros((1, 1)) if centered is None else centered,
+        centered is not None,
         shifts,
         sums,
         counts,
+        squares,
     )
-    return (low, high, shifts, sums, counts) if finite else None
+    return (low, high, shifts, sums, counts, squares) if finite else None
 
 
 # Rows scanned at a time: a piece of every column stays in the processor's cache while the
