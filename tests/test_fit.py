@@ -70,12 +70,18 @@ def test_near_collinear_but_identifiable_columns_are_kept():
         assert abs(estimate - reference) <= 10.0**-digits * abs(reference)
 
 
-def _near_collinear(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Integer columns in pairs that differ by -1, 0 or 1 on a scale of 2^30: κ ≈ 1e10."""
+def _near_collinear(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Integer columns in pairs that differ by -1, 0 or 1 on a scale of 2^30 (κ ≈ 1e10),
+    rows in identical pairs with opposite noise: the exact solution is the integer
+    [intercept, coef] the target was made from."""
     rng = np.random.default_rng(seed)
-    base = rng.integers(-(2**30), 2**30, size=(rows, 3)).astype(float)
-    X = np.repeat(base, 2, axis=1) + np.tile([0.0, 1.0], 3) * rng.integers(-1, 2, size=(rows, 6))
-    return X, X @ rng.integers(-100, 101, size=6) + rng.integers(-(2**20), 2**20, size=rows)
+    half = rows // 2
+    base = rng.integers(-(2**30), 2**30, size=(half, 3)).astype(float)
+    X = np.repeat(base, 2, axis=1) + np.tile([0.0, 1.0], 3) * rng.integers(-1, 2, size=(half, 6))
+    exact = rng.integers(-100, 101, size=7).astype(float)
+    noise = rng.integers(-(2**20), 2**20, size=half).astype(float)
+    y = np.repeat(X @ exact[1:] + exact[0], 2) + np.column_stack([noise, -noise]).ravel()
+    return np.repeat(X, 2, axis=0), y, exact
 
 
 def test_the_first_batch_tells_when_the_co_moments_cannot_precondition():
@@ -85,7 +91,7 @@ def test_the_first_batch_tells_when_the_co_moments_cannot_precondition():
     def first_batch(X, y):
         return CoMoments.of_block(np.column_stack([X, y]))
 
-    X, y = _near_collinear(2000, 0)
+    X, y, _ = _near_collinear(2000, 0)
     assert not _comoments_may_precondition(first_batch(X, y))
     rng = np.random.default_rng(1)
     well = rng.normal(size=(2000, 6))
@@ -99,13 +105,17 @@ def test_a_fit_that_skips_the_cross_products_loses_nothing(monkeypatch):
     from stablefit import pipeline
     from stablefit.io import ArraySource, Schema
 
-    X, y = _near_collinear(3000, 2)
+    # Blocks of 5,000 rows: LAPACK's blocked QR (dtpqrt), not the one for small blocks.
+    X, y, exact = _near_collinear(15_000, 2)
     schema = Schema(feature_names=tuple(f"x{j}" for j in range(6)), target_name="y")
-    skipped = pipeline.fit_source(ArraySource(X, y, schema, batch_rows=1000))
+    skipped = pipeline.fit_source(ArraySource(X, y, schema, batch_rows=5000))
     monkeypatch.setattr(pipeline, "FIRST_BATCH_CONDITION_LIMIT", np.inf)
-    formed = pipeline.fit_source(ArraySource(X, y, schema, batch_rows=1000))
+    formed = pipeline.fit_source(ArraySource(X, y, schema, batch_rows=5000))
     assert skipped.certificate.condition_number > 1e8
     assert skipped.certificate == formed.certificate
+    digits = np.array(skipped.certificate.digits_per_coef)
+    assert digits.min() >= 12
+    assert np.all(np.abs(skipped.params - exact) <= 10.0**-digits * np.abs(exact))
     np.testing.assert_array_equal(skipped.params, formed.params)
     np.testing.assert_array_equal(skipped.bse, formed.bse)
 
