@@ -170,7 +170,8 @@ class Summary:
         if batch.n_rows == 0:
             return None
         centered = np.empty((min(batch.n_rows, PIECE_ROWS), p)) if cross_products else None
-        moments, low, high = CoMoments.empty(p), np.full(p, np.inf), np.full(p, -np.inf)
+        product, low, high = np.zeros((p, p)), np.full(p, np.inf), np.full(p, -np.inf)
+        runs_of_pieces = []
         for start in range(0, batch.n_rows, PIECE_ROWS):
             rows = slice(start, start + PIECE_ROWS)
             y = None if batch.y is None else batch.y[rows]
@@ -178,14 +179,19 @@ class Summary:
             if runs is None:
                 return None
             piece_low, piece_high, shifts, sums, counts, squares = runs
-            if centered is None:
-                product = np.diag(squares)
-            else:
-                C = centered[: int(counts.sum())]
-                with np.errstate(over="ignore", invalid="ignore"):
-                    product = C.T @ C
-            moments = moments.merge(CoMoments.of_runs(product, shifts, sums, counts))
+            with np.errstate(over="ignore", invalid="ignore"):
+                if centered is None:
+                    product[np.diag_indices(p)] += squares
+                else:
+                    C = centered[: int(counts.sum())]
+                    product += C.T @ C
+            runs_of_pieces.append((shifts, sums, counts))
             low, high = np.minimum(low, piece_low), np.maximum(high, piece_high)
+        # The offsets of all the batch's runs are added back at once.
+        shifts, sums, counts = (
+            np.concatenate(parts) for parts in zip(*runs_of_pieces, strict=True)
+        )
+        moments = CoMoments.of_runs(product, shifts, sums, counts)
         summary = cls(schema=schema, has_target=has_target, n_rows=batch.n_rows)
         summary.complete = moments
         m2 = np.diag(moments.comoment).copy()
