@@ -40,6 +40,9 @@ _MEDIAN_STEP = 0.05
 #: The key under which the step hands its own loss (NaN when skipped) to the guard's
 #: batch-end hook, which removes it before the progress bar and the history see the logs.
 STEP_LOSS = "stablefit_step_loss"
+#: TensorFlow: whether the common step passed its checks; when not, the guard runs the
+#: careful step (:meth:`StepGuard.settle`) on the batch before the next step.
+STEP_OK = "stablefit_step_ok"
 
 
 @dataclass
@@ -165,6 +168,23 @@ def no_rows(row_ok: Any) -> Any:
     return ops.logical_not(ops.any(row_ok))
 
 
+def batch_total(data: Any) -> Any:
+    """The sum of every float value of a batch (float32): finite when each value is.
+
+    (Finite values whose sum overflows make it infinite too; that only costs a careful
+    step, which checks each row.)
+    """
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    tensors = _float_tensors(x) + _float_tensors(y)
+    if sample_weight is not None:
+        tensors += _float_tensors(sample_weight)
+    sums = [ops.cast(ops.sum(t), "float32") for t in tensors]
+    total = ops.zeros((), "float32") if not sums else sums[0]
+    for part in sums[1:]:
+        total = total + part
+    return total
+
+
 def batch_rows(data: Any) -> Any:
     """The number of rows in a batch (int32), from its first tensor."""
     first = keras.tree.flatten(data)[0]
@@ -266,6 +286,7 @@ class StepGuard:
         self._stash: dict[str, Any] = {}
         self._slots: list[Any] | None = None
         self._slot_layout: dict[str, Any] = {}
+        self._careful: Any = None
         self._lock = threading.Lock()
         optimizer = model.optimizer
         self.scaled_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -333,6 +354,7 @@ class StepGuard:
 
     def retrace(self) -> None:
         """Rebuild the compiled step (after a change it reads at trace time: clipnorm)."""
+        self._careful = None
         self.model.make_train_function(force=True)
 
     # -- host controls -----------------------------------------------------------------
@@ -354,6 +376,59 @@ class StepGuard:
     # -- TensorFlow --------------------------------------------------------------------
 
     def _tf_apply(self, original: Callable[..., Any], grads: list[Any], variables: Any) -> None:
+        if self._stash.get("common"):
+            self._tf_common_apply(original, grads, variables)
+        else:
+            self._tf_careful_apply(original, grads, variables)
+
+    def _tf_common_apply(
+        self, original: Callable[..., Any], grads: list[Any], variables: Any
+    ) -> None:
+        """The update of the common step, taken when one sum of everything is finite.
+
+        The batch, the loss and the gradients add up to one number, finite when all of them
+        are (finite values that overflow it only cost a careful step). A step failing this
+        test, or the explosion test, or that the host asked to capture, updates nothing
+        here: the careful step decides it.
+        """
+        import tensorflow as tf
+
+        loss = self._stash.get("loss")
+        counters = self.counters
+        total = self._stash["batch_total"]
+        if loss is not None:
+            total = total + tf.cast(loss, "float32")
+        norm_squared = None
+        if not self.scaled_loss:
+            # Under a loss scale, non-finite gradients are the LossScaleOptimizer's to skip.
+            norm_squared = gradient_norm_squared(grads)
+            total = total + norm_squared
+        ok = tf.logical_and(tf.math.is_finite(total), tf.equal(counters.capture.value, 0))
+        factor = self._explosion_factor()
+        if norm_squared is not None:
+            finite_steps, log_median = counters.finite_steps.value, counters.log_norm_median.value
+            log_norm = 0.5 * tf.math.log(tf.maximum(norm_squared, 1e-30))
+            if not math.isinf(factor):
+                ordinary = tf.logical_or(
+                    finite_steps < self.warmup, log_norm < log_median + math.log(factor)
+                )
+                ok = tf.logical_and(ok, ordinary)
+
+        def update() -> Any:
+            original(grads, variables)
+            if norm_squared is not None:
+                counters.log_norm_median.assign(
+                    updated_median(True, log_norm, finite_steps, log_median)
+                )
+                counters.finite_steps.assign_add(1)
+            return tf.constant(True)
+
+        tf.cond(ok, update, lambda: tf.constant(False))
+        self._stash["ok"] = ok
+
+    def _tf_careful_apply(
+        self, original: Callable[..., Any], grads: list[Any], variables: Any
+    ) -> None:
         import tensorflow as tf
 
         loss = self._stash.get("loss")
@@ -388,83 +463,142 @@ class StepGuard:
         counters.finite_steps.assign_add(tf.cast(median_ok, "int32"))
         self._stash.update(ok=ok, norm_squared=norm_squared)
 
-    def _tf_train_step(self, data: Any) -> Any:
-        import tensorflow as tf
-
+    def _restorable(self) -> list[Any]:
+        """What a skipped step leaves as it was, besides the weights and optimizer state."""
         model = self.model
-        (x, y, weight), row_ok, bad = mask_bad_rows(data)
         counter_variables = self.counters.variables
         guarded = [v for v in model.metrics_variables if not any(v is c for c in counter_variables)]
-        guarded += [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
-        before = [tf.identity(v.value) for v in guarded]
-        self._stash.clear()
-        self._stash["no_rows"] = no_rows(row_ok)
-        logs = type(model).train_step(model, (x, y, weight))
-        ok = self._stash.get("ok", tf.constant(True))
+        return guarded + [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
+
+    def _restore_unless(self, ok: Any, restorable: list[Any], before: list[Any]) -> None:
+        import tensorflow as tf
+
+        if not restorable:
+            return
 
         def restore() -> Any:
-            for variable, value in zip(guarded, before, strict=True):
+            for variable, value in zip(restorable, before, strict=True):
                 variable.assign(value)
             return tf.constant(False)
 
         tf.cond(ok, lambda: tf.constant(True), restore)
+
+    def _tf_train_step(self, data: Any) -> Any:
+        """The common step: the model's own, one finiteness test and a conditional update.
+
+        A small model's step costs about as much per graph node as per arithmetic, so this
+        step adds only a few nodes to the model's. A step that fails the test changes
+        nothing and is marked in the logs (``STEP_OK``); the guard then runs
+        :meth:`settle`, the careful step, on its batch (kept in variables) before the next
+        step.
+        """
+        import tensorflow as tf
+
+        model = self.model
+        restorable = self._restorable()
+        # Read before the step updates them (automatic control dependencies keep the order).
+        before = [tf.convert_to_tensor(v.value) for v in restorable]
+        self._stash.clear()
+        self._stash.update(common=True, batch_total=batch_total(data))
+        self._tf_keep_batch(data)
+        logs = type(model).train_step(model, data)
+        ok = self._stash.get("ok", tf.constant(True))
+        self._restore_unless(ok, restorable, before)
         counters = self.counters
-        where = [
-            tf.identity(v.value)
-            for v in (counters.epoch_steps, counters.epoch_rows, counters.fit_rows)
-        ]
         rows = batch_rows(data)
-        counters.skipped_steps.assign_add(1 - tf.cast(ok, "int32"))
-        counters.bad_rows.assign_add(bad)
-        counters.capture.assign(0)
         counters.epoch_steps.assign_add(1)
         counters.epoch_rows.assign_add(rows)
         counters.fit_rows.assign_add(rows)
-        rare = tf.logical_or(tf.logical_not(ok), bad > 0)
-        self._tf_report(rare, data, row_ok, ok, where)
+        if not all(key in logs for key in _COUNT_KEYS):
+            logs = {**logs, **counters.result()}
         loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
-        step_loss = tf.where(ok, loss, tf.constant(np.nan, "float32"))
-        trained = tf.identity(counters.epoch_steps.value) - tf.identity(
-            counters.skipped_steps.value
-        )
-        logs = honest_logs({**logs, **model.get_metrics_result()}, trained)
-        return {**logs, STEP_LOSS: step_loss}
+        return {**logs, STEP_LOSS: loss, STEP_OK: ok}
 
-    def _tf_report(self, rare: Any, data: Any, row_ok: Any, ok: Any, where: list[Any]) -> None:
-        """Keep the batch of a rare step in variables the host reads when the logs say so.
+    def _tf_keep_batch(self, data: Any) -> None:
+        """Keep the batch in variables, for the careful step should this one fail.
 
-        (A host callback in the graph, even in a branch not taken, slows every step.)
+        (Every step: a conditional copy costs more nodes than the copy, and a host callback
+        in the graph, even in a branch not taken, slows every step.)
         """
         import tensorflow as tf
 
         flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
-        loss = self._stash.get("loss", tf.constant(np.nan))
-        norm_squared = self._stash.get("norm_squared", tf.constant(np.nan))
-        if row_ok is None:
-            row_ok = tf.ones(tf.shape(flat["tensors"][0])[:1], tf.bool)
-        values = [*flat["tensors"], *where, row_ok, ok, tf.cast(loss, "float32"), norm_squared]
-        if self._slots is None or len(self._slots) != len(values):
+        tensors = flat["tensors"]
+        if self._slots is None or len(self._slots) != len(tensors):
             with tf.init_scope():
                 self._slots = [
                     tf.Variable(
-                        tf.zeros([0], dtype=v.dtype), shape=tf.TensorShape(None), trainable=False
+                        tf.zeros([0, *t.shape[1:]], dtype=t.dtype),
+                        shape=tf.TensorShape([None, *t.shape[1:]]),
+                        trainable=False,
                     )
-                    for v in values
+                    for t in tensors
                 ]
+            self._careful = None
         self._slot_layout = flat
+        for slot, value in zip(self._slots, tensors, strict=True):
+            slot.assign(value)
 
-        def keep() -> Any:
-            for slot, value in zip(self._slots, values, strict=True):
-                slot.assign(value)
-            return tf.constant(True)
+    def settle(self) -> dict[str, Any]:
+        """TensorFlow, on the host after a step marked not ok: run the careful step.
 
-        tf.cond(rare, keep, lambda: tf.constant(False))
+        It leaves the bad rows out, retakes the step with every check, counts it, and hands
+        the batch to ``on_report`` when it had bad rows or was skipped. Returns the step's
+        logs (loss and metrics, the counts, ``STEP_LOSS``) as numbers.
+        """
+        import tensorflow as tf
 
-    def collect(self) -> None:
-        """TensorFlow: hand the rare step kept in the slots to ``on_report`` (host side)."""
-        if self._slots is None:
-            return
-        self._receive(self._slot_layout, [np.asarray(slot.numpy()) for slot in self._slots])
+        if self._careful is None:
+            self._careful = tf.function(self._tf_careful_step, autograph=False)
+        logs, values = self._careful()
+        arrays = [np.asarray(v) for v in values]
+        if bool(arrays[-1]):
+            self._receive(self._slot_layout, arrays[:-1])
+        return {key: np.asarray(value).item() for key, value in logs.items()}
+
+    def _tf_careful_step(self) -> tuple[dict[str, Any], list[Any]]:
+        import tensorflow as tf
+
+        model = self.model
+        flat = self._slot_layout
+        n_x, n_y, n_w = flat["sizes"]
+        tensors = [slot.read_value() for slot in self._slots]
+        x_structure, y_structure = flat["shapes"]
+        x = keras.tree.pack_sequence_as(x_structure, tensors[:n_x])
+        y = tensors[n_x : n_x + n_y]
+        y = None if y_structure is None else keras.tree.pack_sequence_as(y_structure, y)
+        data = (x, y, tensors[n_x + n_y]) if n_w else (x, y)
+        (x, y, weight), row_ok, bad = mask_bad_rows(data)
+        restorable = self._restorable()
+        before = [tf.identity(v.value) for v in restorable]
+        self._stash.clear()
+        self._stash["no_rows"] = no_rows(row_ok)
+        logs = type(model).train_step(model, (x, y, weight))
+        ok = self._stash.get("ok", tf.constant(True))
+        self._restore_unless(ok, restorable, before)
+        counters = self.counters
+        rows = batch_rows(data)
+        # Where this batch began: the common step has counted it already.
+        where = [
+            counters.epoch_steps.value - 1,
+            counters.epoch_rows.value - rows,
+            counters.fit_rows.value - rows,
+        ]
+        counters.skipped_steps.assign_add(1 - tf.cast(ok, "int32"))
+        counters.bad_rows.assign_add(bad)
+        counters.capture.assign(0)
+        loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
+        norm_squared = self._stash.get("norm_squared", tf.constant(np.nan))
+        trained = tf.identity(counters.epoch_steps.value) - tf.identity(
+            counters.skipped_steps.value
+        )
+        logs = honest_logs({**logs, **model.get_metrics_result()}, trained)
+        logs[STEP_LOSS] = tf.where(ok, loss, tf.constant(np.nan, "float32"))
+        if row_ok is None:
+            row_ok = tf.ones(tf.shape(tensors[0])[:1], tf.bool)
+        rare = tf.logical_or(tf.logical_not(ok), bad > 0)
+        values = [*tensors, *where, row_ok, ok, loss, norm_squared, rare]
+        return logs, values
 
     # -- PyTorch (eager: the decisions are plain Python on the step's own values) -------
 

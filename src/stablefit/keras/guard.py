@@ -35,7 +35,7 @@ from stablefit.guard.phrases import KERAS
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
 from stablefit.keras._rows import fit_arguments, row_key, row_namer
-from stablefit.keras._step import STEP_LOSS, StepGuard, StepReport
+from stablefit.keras._step import STEP_LOSS, STEP_OK, StepGuard, StepReport
 
 _ON_FAILURE = ("raise", "warn")
 _SAVE_METHODS = ("save_weights", "save")
@@ -160,7 +160,7 @@ class NanGuard(keras.callbacks.Callback):
         self._observed: list[tuple[int, Any]] = []
         self._reports: list[StepReport] = []
         self._epoch, self._batch = 0, -1
-        self._counts: tuple[Any, Any] = (0, 0)
+        self._settled = None
         self._awaiting_capture = False
         self._stopped = False
         self._failure: str | None = None
@@ -174,7 +174,7 @@ class NanGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._batch = epoch, -1
-        self._counts = (0, 0)
+        self._settled: dict[str, Any] | None = None
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._process()
@@ -182,17 +182,23 @@ class NanGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
+        self._settled = None
+        if not logs.pop(STEP_OK, True):
+            # TensorFlow runs callbacks on the training thread, before the next step: the
+            # careful step settles this one (its logs replace the common step's).
+            self._settled = self._step.settle()
+            logs.update(self._settled)
         step_loss = logs.pop(STEP_LOSS, None)  # the guard's own: not for display
-        counts = (logs.get("skipped_steps"), logs.get("bad_rows"))
-        if self._step.backend == "tensorflow" and counts != self._counts:
-            # Callbacks run on the training thread here: the slots hold this step.
-            self._step.collect()
-        self._counts = counts
         with self._lock:
             self._observed.append((batch, step_loss))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        (logs or {}).pop(STEP_LOSS, None)
+        logs = logs if logs is not None else {}
+        for key in (STEP_LOSS, STEP_OK):
+            logs.pop(key, None)
+        if self._settled is not None:
+            # Keras's epoch logs are the last step's: a careful step after it has the say.
+            logs.update({key: value for key, value in self._settled.items() if key in logs})
         self._process()
         _warn_if_nothing_trained(epoch, logs or {})
         if self._stopped:
