@@ -150,3 +150,16 @@ def test_an_epoch_whose_every_step_was_skipped_logs_nan_and_says_why() -> None:
     assert history.history["bad_rows"] == [0, 64, 0] and all_finite(model)
     assert {e.cause for e in guard.events} == {"data"}
     assert "every row of the batch was left out, so its step was skipped" in guard.events[0].message
+
+
+def test_several_steps_per_execution_still_mask_count_and_name_the_row(data) -> None:
+    x, y = data
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", steps_per_execution=4)
+    guard = NanGuard()
+    history = model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, callbacks=[guard])
+    assert all_finite(model) and history.history["bad_rows"] == [1] * EPOCHS
+    assert np.isfinite(history.history["loss"]).all()
+    [event] = guard.events
+    assert (event.cause, event.rows, event.count) == ("data", (37,), EPOCHS)

@@ -168,8 +168,8 @@ def no_rows(row_ok: Any) -> Any:
     return ops.logical_not(ops.any(row_ok))
 
 
-def batch_total(data: Any) -> Any:
-    """The sum of every float value of a batch (float32): finite when each value is.
+def batch_sums(data: Any) -> list[Any]:
+    """The sum of each float tensor of a batch (float32): finite when each value is.
 
     (Finite values whose sum overflows make it infinite too; that only costs a careful
     step, which checks each row.)
@@ -178,11 +178,7 @@ def batch_total(data: Any) -> Any:
     tensors = _float_tensors(x) + _float_tensors(y)
     if sample_weight is not None:
         tensors += _float_tensors(sample_weight)
-    sums = [ops.cast(ops.sum(t), "float32") for t in tensors]
-    total = ops.zeros((), "float32") if not sums else sums[0]
-    for part in sums[1:]:
-        total = total + part
-    return total
+    return [ops.cast(ops.sum(t), "float32") for t in tensors]
 
 
 def batch_rows(data: Any) -> Any:
@@ -293,6 +289,10 @@ class StepGuard:
         #: The optimizer whose update rule moves the weights (the inner one under a loss
         #: scale): the one whose learning rate and clipnorm the remedies change.
         self.updating = optimizer.inner_optimizer if self.scaled_loss else optimizer
+        #: TensorFlow, one step per execution: a failed common step is settled by the host
+        #: (:meth:`settle`) before the next; otherwise every step is careful and a rare one
+        #: is handed over by :meth:`collect` when the logged counts change.
+        self.settles = self.backend == "tensorflow" and model.steps_per_execution == 1
 
     # -- installing --------------------------------------------------------------------
 
@@ -395,14 +395,15 @@ class StepGuard:
 
         loss = self._stash.get("loss")
         counters = self.counters
-        total = self._stash["batch_total"]
+        parts = list(self._stash["batch_sums"])
         if loss is not None:
-            total = total + tf.cast(loss, "float32")
+            parts.append(tf.cast(loss, "float32"))
         norm_squared = None
         if not self.scaled_loss:
             # Under a loss scale, non-finite gradients are the LossScaleOptimizer's to skip.
             norm_squared = gradient_norm_squared(grads)
-            total = total + norm_squared
+            parts.append(norm_squared)
+        total = tf.add_n(parts) if parts else tf.constant(0.0)
         ok = tf.logical_and(tf.math.is_finite(total), tf.equal(counters.capture.value, 0))
         factor = self._explosion_factor()
         if norm_squared is not None:
@@ -420,7 +421,7 @@ class StepGuard:
                 counters.log_norm_median.assign(
                     updated_median(True, log_norm, finite_steps, log_median)
                 )
-                counters.finite_steps.assign_add(1)
+                _tf_add(counters.finite_steps, 1)
             return tf.constant(True)
 
         tf.cond(ok, update, lambda: tf.constant(False))
@@ -495,20 +496,21 @@ class StepGuard:
         import tensorflow as tf
 
         model = self.model
+        if not self.settles:
+            return self._tf_careful_every_step(data)
         restorable = self._restorable()
         # Read before the step updates them (automatic control dependencies keep the order).
         before = [tf.convert_to_tensor(v.value) for v in restorable]
         self._stash.clear()
-        self._stash.update(common=True, batch_total=batch_total(data))
+        self._stash.update(common=True, batch_sums=batch_sums(data))
         self._tf_keep_batch(data)
         logs = type(model).train_step(model, data)
         ok = self._stash.get("ok", tf.constant(True))
         self._restore_unless(ok, restorable, before)
         counters = self.counters
         rows = batch_rows(data)
-        counters.epoch_steps.assign_add(1)
-        counters.epoch_rows.assign_add(rows)
-        counters.fit_rows.assign_add(rows)
+        for variable, added in zip(_fed(counters), (1, rows, rows), strict=True):
+            _tf_add(variable, added)
         if not all(key in logs for key in _COUNT_KEYS):
             logs = {**logs, **counters.result()}
         loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
@@ -549,17 +551,16 @@ class StepGuard:
         import tensorflow as tf
 
         if self._careful is None:
-            self._careful = tf.function(self._tf_careful_step, autograph=False)
+            self._careful = tf.function(
+                lambda: self._tf_careful_step(self._kept_batch(), counted=True), autograph=False
+            )
         logs, values = self._careful()
         arrays = [np.asarray(v) for v in values]
         if bool(arrays[-1]):
             self._receive(self._slot_layout, arrays[:-1])
         return {key: np.asarray(value).item() for key, value in logs.items()}
 
-    def _tf_careful_step(self) -> tuple[dict[str, Any], list[Any]]:
-        import tensorflow as tf
-
-        model = self.model
+    def _kept_batch(self) -> tuple[Any, ...]:
         flat = self._slot_layout
         n_x, n_y, n_w = flat["sizes"]
         tensors = [slot.read_value() for slot in self._slots]
@@ -567,7 +568,17 @@ class StepGuard:
         x = keras.tree.pack_sequence_as(x_structure, tensors[:n_x])
         y = tensors[n_x : n_x + n_y]
         y = None if y_structure is None else keras.tree.pack_sequence_as(y_structure, y)
-        data = (x, y, tensors[n_x + n_y]) if n_w else (x, y)
+        return (x, y, tensors[n_x + n_y]) if n_w else (x, y)
+
+    def _tf_careful_step(self, data: Any, *, counted: bool) -> tuple[dict[str, Any], list[Any]]:
+        """Bad rows left out, the step taken with every check; its logs and report values.
+
+        ``counted``: whether the common step has counted the batch in the epoch's steps and
+        rows already.
+        """
+        import tensorflow as tf
+
+        model = self.model
         (x, y, weight), row_ok, bad = mask_bad_rows(data)
         restorable = self._restorable()
         before = [tf.identity(v.value) for v in restorable]
@@ -578,12 +589,14 @@ class StepGuard:
         self._restore_unless(ok, restorable, before)
         counters = self.counters
         rows = batch_rows(data)
-        # Where this batch began: the common step has counted it already.
-        where = [
-            counters.epoch_steps.value - 1,
-            counters.epoch_rows.value - rows,
-            counters.fit_rows.value - rows,
-        ]
+        fed = _fed(counters)
+        # Where this batch began.
+        where = [tf.identity(v.value) for v in fed]
+        if counted:
+            where = [where[0] - 1, where[1] - rows, where[2] - rows]
+        else:
+            for variable, added in zip(fed, (1, rows, rows), strict=True):
+                _tf_add(variable, added)
         counters.skipped_steps.assign_add(1 - tf.cast(ok, "int32"))
         counters.bad_rows.assign_add(bad)
         counters.capture.assign(0)
@@ -594,11 +607,45 @@ class StepGuard:
         )
         logs = honest_logs({**logs, **model.get_metrics_result()}, trained)
         logs[STEP_LOSS] = tf.where(ok, loss, tf.constant(np.nan, "float32"))
+        tensors = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))["tensors"]
         if row_ok is None:
             row_ok = tf.ones(tf.shape(tensors[0])[:1], tf.bool)
         rare = tf.logical_or(tf.logical_not(ok), bad > 0)
         values = [*tensors, *where, row_ok, ok, loss, norm_squared, rare]
         return logs, values
+
+    def _tf_careful_every_step(self, data: Any) -> Any:
+        """With several steps per execution the host cannot settle a step before the next:
+        every step is careful, and the batch of a rare one is kept for :meth:`collect`.
+
+        (A host callback in the graph, even in a branch not taken, slows every step.)
+        """
+        import tensorflow as tf
+
+        self._slot_layout = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
+        logs, values = self._tf_careful_step(data, counted=False)
+        rare, values = values[-1], values[:-1]
+        if self._slots is None or len(self._slots) != len(values):
+            with tf.init_scope():
+                self._slots = [
+                    tf.Variable(
+                        tf.zeros([0], dtype=v.dtype), shape=tf.TensorShape(None), trainable=False
+                    )
+                    for v in values
+                ]
+
+        def keep() -> Any:
+            for slot, value in zip(self._slots, values, strict=True):
+                slot.assign(value)
+            return tf.constant(True)
+
+        tf.cond(rare, keep, lambda: tf.constant(False))
+        return logs
+
+    def collect(self) -> None:
+        """Several steps per execution: hand the rare step kept to ``on_report``."""
+        if self._slots is not None:
+            self._receive(self._slot_layout, [np.asarray(slot.numpy()) for slot in self._slots])
 
     # -- PyTorch (eager: the decisions are plain Python on the step's own values) -------
 
@@ -808,6 +855,16 @@ class StepGuard:
         )
         with self._lock:
             self.on_report(report)
+
+
+def _fed(counters: GuardCounters) -> tuple[Any, Any, Any]:
+    """The counts of steps and rows fed to the step: in the epoch, and rows since ``fit`` began."""
+    return counters.epoch_steps, counters.epoch_rows, counters.fit_rows
+
+
+def _tf_add(variable: Any, amount: Any) -> None:
+    """``variable += amount`` in one graph node (Keras's ``assign_add`` reads, adds, assigns)."""
+    variable.value.assign_add(ops.cast(amount, variable.dtype), read_value=False)
 
 
 def _run(original: Callable[..., Any], grads: list[Any], variables: Any) -> Any:

@@ -161,6 +161,7 @@ class NanGuard(keras.callbacks.Callback):
         self._reports: list[StepReport] = []
         self._epoch, self._batch = 0, -1
         self._settled = None
+        self._counts = (0, 0)
         self._awaiting_capture = False
         self._stopped = False
         self._failure: str | None = None
@@ -175,6 +176,7 @@ class NanGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._batch = epoch, -1
         self._settled: dict[str, Any] | None = None
+        self._counts: tuple[Any, Any] = (0, 0)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._process()
@@ -189,6 +191,11 @@ class NanGuard(keras.callbacks.Callback):
             self._settled = self._step.settle()
             logs.update(self._settled)
         step_loss = logs.pop(STEP_LOSS, None)  # the guard's own: not for display
+        counts = (logs.get("skipped_steps"), logs.get("bad_rows"))
+        if self._step.backend == "tensorflow" and not self._step.settles and counts != self._counts:
+            # Callbacks run on the training thread here: the slots hold this execution's step.
+            self._step.collect()
+        self._counts = counts
         with self._lock:
             self._observed.append((batch, step_loss))
 
