@@ -40,9 +40,10 @@ _MEDIAN_STEP = 0.05
 #: The key under which the step hands its own loss (NaN when skipped) to the guard's
 #: batch-end hook, which removes it before the progress bar and the history see the logs.
 STEP_LOSS = "stablefit_step_loss"
-#: TensorFlow: whether the common step passed its checks; when not, the guard runs the
-#: careful step (:meth:`StepGuard.settle`) on the batch before the next step.
-STEP_OK = "stablefit_step_ok"
+#: TensorFlow: the value of ``STEP_LOSS`` for a step that failed the common step's test;
+#: the guard then runs the careful step (:meth:`StepGuard.settle`) on its batch before the
+#: next step. (A separate flag would be one more output of the compiled step.)
+SETTLE = -math.inf
 
 
 @dataclass
@@ -489,7 +490,7 @@ class StepGuard:
 
         A small model's step costs about as much per graph node as per arithmetic, so this
         step adds only a few nodes to the model's. A step that fails the test changes
-        nothing and is marked in the logs (``STEP_OK``); the guard then runs
+        nothing and logs ``STEP_LOSS`` as ``SETTLE``; the guard then runs
         :meth:`settle`, the careful step, on its batch (kept in variables) before the next
         step.
         """
@@ -514,7 +515,7 @@ class StepGuard:
         if not all(key in logs for key in _COUNT_KEYS):
             logs = {**logs, **counters.result()}
         loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
-        return {**logs, STEP_LOSS: loss, STEP_OK: ok}
+        return {**logs, STEP_LOSS: tf.where(ok, loss, tf.constant(SETTLE, "float32"))}
 
     def _tf_keep_batch(self, data: Any) -> None:
         """Keep the batch in variables, for the careful step should this one fail.

@@ -35,7 +35,7 @@ from stablefit.guard.phrases import KERAS
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
 from stablefit.keras._rows import fit_arguments, row_key, row_namer
-from stablefit.keras._step import STEP_LOSS, STEP_OK, StepGuard, StepReport
+from stablefit.keras._step import SETTLE, STEP_LOSS, StepGuard, StepReport
 
 _ON_FAILURE = ("raise", "warn")
 _SAVE_METHODS = ("save_weights", "save")
@@ -185,7 +185,7 @@ class NanGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
         self._settled = None
-        if not logs.pop(STEP_OK, True):
+        if logs.get(STEP_LOSS) == SETTLE:
             # TensorFlow runs callbacks on the training thread, before the next step: the
             # careful step settles this one (its logs replace the common step's).
             self._settled = self._step.settle()
@@ -201,8 +201,7 @@ class NanGuard(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
-        for key in (STEP_LOSS, STEP_OK):
-            logs.pop(key, None)
+        logs.pop(STEP_LOSS, None)
         if self._settled is not None:
             # Keras's epoch logs are the last step's: a careful step after it has the say.
             logs.update({key: value for key, value in self._settled.items() if key in logs})
