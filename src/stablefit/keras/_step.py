@@ -18,9 +18,18 @@ optimizer's ``apply`` (TensorFlow) or ``stateless_apply`` (JAX):
   Keras's 0.0 for a mean of nothing (see :func:`honest_logs`).
 
 Everything runs inside the compiled step. Only when a step had bad rows or was skipped
-does the batch reach the host, so the guard can replay it: kept in variables that the
-host reads when the logs show the counts changed (TensorFlow), or sent by
-``jax.debug.callback`` in the branch taken then (JAX).
+does the batch reach the host, so the guard can replay it (JAX: sent by
+``jax.debug.callback`` in the branch taken then).
+
+On TensorFlow, where a small model's step costs about as much per graph node as per
+arithmetic, the compiled step is split in two. The *common* step is the model's own plus
+one finiteness test (one sum over the batch, the loss and the gradients), the explosion
+test and the update under one condition; it keeps its batch in variables. A step that
+fails the test changes nothing and logs ``STEP_LOSS`` as ``SETTLE``; the guard, whose
+batch-end hook TensorFlow runs on the training thread before the next step, then runs
+the *careful* step on the kept batch (:meth:`StepGuard.settle`): bad rows masked, the step
+retaken with every check, counted, and reported. With several steps per execution the
+host cannot step in between, so every step is careful there.
 """
 
 from __future__ import annotations
