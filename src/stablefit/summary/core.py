@@ -24,7 +24,7 @@ SKETCH_BUDGET = 1 << 23
 PIECE_ROWS = 8192
 # Values of the groups of batches in flight at most (see _groups), 256 MiB of float64.
 GROUP_BUDGET = 4 * SKETCH_BUDGET
-#: Whether to form the co-moments' cross-products: always, never, or as a function of the
+#: Whether to form the co-moments' cross-products: always, never, or what a function of the
 #: first batch's co-moments decides for the rest (see :func:`summarize`).
 CrossProducts = bool | Callable[[CoMoments], bool]
 #: Most feature columns a Summary takes. Its co-moments and the solver's factor are
