@@ -90,6 +90,29 @@ def test_a_non_finite_step_changes_nothing_and_the_logs_never_show_nan() -> None
     assert all_finite(model)
 
 
+def test_callbacks_listed_before_the_guard_never_see_a_nan_loss() -> None:
+    # TerminateOnNaN first: it reads each batch's loss before the guard has settled a
+    # step with a bad row; that loss must be the metrics as restored, not NaN.
+    x, y = well_conditioned(rows=256)
+    x = x.copy()
+    x[40, 1] = np.nan
+
+    class Losses(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[float] = []
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.seen.append(float((logs or {})["loss"]))
+
+    seen = Losses()
+    model = linear_model(3, keras.optimizers.SGD(0.01))
+    callbacks = [seen, keras.callbacks.TerminateOnNaN(), NanGuard()]
+    history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=callbacks)
+    assert len(history.history["loss"]) == 3 and history.history["bad_rows"] == [1, 1, 1]
+    assert len(seen.seen) == 3 * 8 and np.isfinite(seen.seen).all()
+
+
 def test_weights_that_would_overflow_behind_a_finite_loss_are_never_written() -> None:
     # |x| = 1.58e19: the squared error (2.5e38) still fits in float32, its gradient (5e38)
     # does not. Without the guard the update makes the kernel infinite.

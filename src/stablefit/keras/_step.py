@@ -517,6 +517,10 @@ class StepGuard:
         logs = type(model).train_step(model, data)
         ok = self._stash.get("ok", tf.constant(True))
         self._restore_unless(ok, restorable, before)
+        if restorable:
+            # The step's logs were read before the restore: a callback listed before the
+            # guard (TerminateOnNaN, say) must see the metrics as restored, not a NaN loss.
+            logs = tf.cond(ok, lambda: logs, lambda: {**logs, **model.get_metrics_result()})
         counters = self.counters
         rows = batch_rows(data)
         for variable, added in zip(_fed(counters), (1, rows, rows), strict=True):
