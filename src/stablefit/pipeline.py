@@ -14,6 +14,7 @@ import numpy as np
 from stablefit.cov_type import normalize_cov_type
 from stablefit.errors import StablefitInputError
 from stablefit.io import ArraySource, Batch, CachingSource, Source, open_source
+from stablefit.io.columns import quote_names
 from stablefit.io.memory import is_dask_collection
 from stablefit.io.partitions import PartitionedSource, is_distributed, over_partitions
 from stablefit.missing import MISSING_CHOICES, Missing
@@ -503,7 +504,7 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
             raise StablefitInputError(
                 "non-finite values: "
                 + "; ".join(parts)
-                + f". {_quoted(empty)} {'has' if len(empty) == 1 else 'have'} no finite value "
+                + f". {quote_names(empty)} {'has' if len(empty) == 1 else 'have'} no finite value "
                 "at all: leave "
                 + ("that column" if len(empty) == 1 else "those columns")
                 + f" out (--exclude {','.join(empty)}; open_source(..., exclude=[...]))."
@@ -533,12 +534,6 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
             "a linear fit needs at least 2, and more rows than coefficients for standard "
             f"errors{why}"
         )
-
-
-def _quoted(names: Sequence[str]) -> str:
-    return ", ".join(repr(name) for name in names[:5]) + (
-        f" and {len(names) - 5} more" if len(names) > 5 else ""
-    )
 
 
 def _rows_beyond(source: Source, column: int, limit: float) -> tuple[list[int], int]:
