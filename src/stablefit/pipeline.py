@@ -502,12 +502,8 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
         empty = [names[j] for j in bad if j < d and cols.count[j] == 0]
         if empty:
             raise StablefitInputError(
-                "non-finite values: "
-                + "; ".join(parts)
-                + f". {quote_names(empty)} {'has' if len(empty) == 1 else 'have'} no finite value "
-                "at all: leave "
-                + ("that column" if len(empty) == 1 else "those columns")
-                + f" out (--exclude {','.join(empty)}; open_source(..., exclude=[...]))."
+                f"non-finite values: {'; '.join(parts)}. {_without_values(empty)}: "
+                f"{_leave_out(empty, also='; open_source(..., exclude=[...])')}."
             )
         raise StablefitInputError(
             "non-finite values: "
@@ -521,11 +517,8 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
     if usable < 2:
         empty = [names[j] for j in range(d) if cols.count[j] == 0]
         why = (
-            f"; {', '.join(repr(n) for n in empty[:5])} "
-            f"{'has' if len(empty) == 1 else 'have'} no finite value at all, so dropping rows "
-            "with a missing value drops them all: leave "
-            f"{'that column' if len(empty) == 1 else 'those columns'} out "
-            f"(--exclude {','.join(empty)})"
+            f"; {_without_values(empty)}, so dropping rows with a missing value drops them "
+            f"all: {_leave_out(empty)}"
             if empty and missing == "drop"
             else ""
         )
@@ -534,6 +527,18 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
             "a linear fit needs at least 2, and more rows than coefficients for standard "
             f"errors{why}"
         )
+
+
+def _without_values(empty: Sequence[str]) -> str:
+    """``'a' has no finite value at all`` for feature columns without any value."""
+    return f"{quote_names(empty)} {'has' if len(empty) == 1 else 'have'} no finite value at all"
+
+
+def _leave_out(empty: Sequence[str], also: str = "") -> str:
+    """The fix for feature columns without any value: ``leave that column out (--exclude
+    a)``, with ``also`` inside the parenthesis."""
+    which = "that column" if len(empty) == 1 else "those columns"
+    return f"leave {which} out (--exclude {','.join(empty)}{also})"
 
 
 def _rows_beyond(source: Source, column: int, limit: float) -> tuple[list[int], int]:
