@@ -354,6 +354,28 @@ def test_the_row_index_pandas_writes_by_default_is_not_a_feature(tmp_path, run_c
     assert stablefit.fit(pd.read_csv(twice), target="y").feature_names == ("a", "b")
 
 
+def test_exclude_given_twice_leaves_out_both_and_a_quoted_name_may_hold_a_comma(tmp_path, run_cli):
+    """``--exclude a --exclude b`` kept only b (argparse's last value wins), and a column
+    named ``c,d`` could not be named at all."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(rng.normal(size=(30, 4)), columns=["a", "b", "c,d", "e"])
+    frame["y"] = frame.sum(axis=1) + rng.normal(size=30)
+    frame.to_csv(path := tmp_path / "four.csv", index=False)
+    run = run_cli("fit", path, "--target", "y", "--exclude", "a", "--exclude", 'b,"c,d"')
+    assert run.code == 0, run.err
+    assert run_cli("fit", path, "--target", "y", "--exclude", "a,b,a", "--json", "-").code == 0
+    written = json.loads(
+        run_cli(
+            "fit", path, "--target", "y", "--exclude", "a", "--exclude", 'b,"c,d"', "--json", "-"
+        ).out
+    )
+    assert list(written["features"]) == ["e"]
+    run = run_cli("doctor", path, "--target", "y", "--exclude", "e", "--exclude", "a")
+    assert "2 features (b, c,d)" in " ".join(run.out.split()), run.out
+    run = run_cli("fit", path, "--target", "y", "--exclude", "a", "--exclude", "b,")
+    assert run.code == 2 and "--exclude 'b,': name the columns" in run.err, run.err
+
+
 def test_a_column_without_any_value_is_named_with_the_way_to_leave_it_out(tmp_path, run_cli):
     rng = np.random.default_rng(2)
     frame = pd.DataFrame({"a": rng.normal(size=20), "empty": np.nan})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 
 from stablefit.errors import StablefitInputError
 
@@ -11,18 +12,22 @@ def add_exclude_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exclude",
         metavar="COL[,COL]",
-        help="columns to leave out of the features (an empty or unwanted column)",
+        action="append",
+        help="columns to leave out of the features (an empty or unwanted column); may be "
+        "given more than once; a name holding a comma in double quotes: '\"a,b\",c'",
     )
 
 
 def excluded_columns(args: argparse.Namespace) -> list[str]:
-    """The names given to ``--exclude``, each checked to be a name."""
-    if args.exclude is None:
-        return []
-    names = [name.strip() for name in args.exclude.split(",")]
-    if not all(names):
-        raise StablefitInputError(
-            f"--exclude {args.exclude!r}: name the columns separated by commas, e.g. "
-            "--exclude notes,empty"
-        )
-    return names
+    """The names given to every ``--exclude`` (each option's list read as one CSV row, so
+    that a quoted name may hold a comma), each checked to be a name."""
+    names: list[str] = []
+    for given in args.exclude or ():
+        listed = [name.strip() for name in next(csv.reader([given]), [])]
+        if not listed or not all(listed):
+            raise StablefitInputError(
+                f"--exclude {given!r}: name the columns separated by commas, e.g. "
+                "--exclude notes,empty"
+            )
+        names += listed
+    return list(dict.fromkeys(names))
