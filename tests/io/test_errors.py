@@ -203,6 +203,15 @@ def test_no_feature_columns(tmp_path):
     path.write_text("name,y\nbob,1\n")
     with pytest.raises(StablefitInputError, match=r"no feature columns \('name' dropped"):
         open_source(path, target="y", drop_non_numeric=True)
+    # Every other column left out for its own reason: each named with it, none of them
+    # called non-numeric (as all were before).
+    path.write_text("Unnamed: 0,a,b,y\n0,1,2,3\n1,2,1,4\n")
+    with pytest.raises(
+        StablefitInputError,
+        match=r"no feature columns \('a', 'b' excluded; 'Unnamed: 0' left out as unnamed\) "
+        "besides the target 'y'",
+    ):
+        open_source(path, target="y", exclude=["a", "b"])
 
 
 def test_three_dimensional_array():

@@ -212,10 +212,18 @@ def select_columns(
     ) + tuple(DroppedColumn(names[p], unnamed_reason(names[p], p + 1)) for p in unnamed)
     features = tuple(p for p in candidates if numeric[p])
     if not features:
-        left_out = f" ({quote_names([d.name for d in dropped])} dropped as non-numeric)"
+        left_out = [
+            f"{quote_names(which)} {why}"
+            for which, why in (
+                (list(choice.exclude), "excluded"),
+                ([names[p] for p in text_columns], "dropped as non-numeric"),
+                ([names[p] for p in unnamed], "left out as unnamed"),
+            )
+            if which
+        ]
         raise StablefitInputError(
             f"{origin}: no feature columns"
-            + (left_out if dropped else "")
+            + (f" ({'; '.join(left_out)})" if left_out else "")
             + (f" besides the target {target!r}" if target is not None else "")
             + "; a fit needs at least one numeric feature column."
         )
