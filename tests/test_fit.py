@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import mpmath
 import numpy as np
 import pandas as pd
@@ -231,6 +233,38 @@ def test_summary_of_an_exact_fit_prints_an_infinite_t_beside_its_p_value():
     for name in ("intercept", "x0"):
         cells = next(line for line in rows if line.startswith(f"{name} ")).split()
         assert cells[3] == "inf" and cells[4] == "<1e-04"
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "undefined"),
+    [
+        # a constant target: nothing to explain (statsmodels: R², adj. R², F all NaN)
+        ([[1.0], [2.0], [3.0], [4.0]], [5.0, 5.0, 5.0, 5.0],
+         ["R² undefined (the target is constant)", "adj. R² undefined (the target is constant)",
+          "F undefined (the target is constant)"]),
+        # as many coefficients as rows: nothing left for the residuals
+        ([[1.0, 2.0], [2.0, 1.0], [3.0, 5.0]], [3.5, 4.0, 9.25],
+         ["adj. R² undefined (no residual degrees of freedom)",
+          "residual SD undefined (no residual degrees of freedom)",
+          "F undefined (no residual degrees of freedom)"]),
+        # the one feature constant: no slope for F to test
+        ([[1.0], [1.0], [1.0], [1.0]], [5.0, 6.0, 3.0, 5.0],
+         ["F undefined (no coefficient besides the intercept)"]),
+    ],
+)  # fmt: skip
+def test_summary_says_why_a_figure_is_undefined_instead_of_printing_nan(X, y, undefined):
+    result = stablefit.fit(X, y)
+    frame = pd.DataFrame(X, columns=result.feature_names)
+    reference = sm.OLS(np.asarray(y), sm.add_constant(frame, has_constant="add")).fit()
+    with np.errstate(all="ignore"):
+        figures = [reference.rsquared, reference.rsquared_adj, reference.fvalue]
+    np.testing.assert_array_equal(np.isnan([result.rsquared, result.rsquared_adj,
+                                            result.fvalue]), np.isnan(figures))  # fmt: skip
+    text, html = str(result.summary()), result.summary().as_html()
+    for phrase in undefined:
+        assert phrase in text and phrase in html
+    for shown in (text, html):
+        assert not re.search(r"(=|\bp =)\s*nan", shown, re.IGNORECASE), shown
 
 
 def test_a_coefficient_that_cannot_be_told_from_zero_has_its_bound_in_the_note():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -40,17 +42,39 @@ def trusted_digits_text(result: FitResult) -> str:
     return f"{cert.digits_apart_from_zeros} trusted digits ({', '.join(zeros)}{more})"
 
 
+def _undefined_because(result: FitResult, *, of_rsquared: bool = False) -> str:
+    """Why a figure of the header is undefined (NaN), in the words that replace it."""
+    nothing_to_explain = "the target is constant" if result.has_intercept else "the target is 0"
+    if of_rsquared or (result.sst <= 0 and result.df_resid > 0):
+        return nothing_to_explain
+    if result.df_resid <= 0:
+        return "no residual degrees of freedom"
+    if result.df_model <= 0:
+        return "no coefficient besides the intercept"
+    return "see the notes"
+
+
+def _figure(name: str, value: float, spec: str, because: Callable[[], str]) -> str:
+    """``R² = 0.97``; a NaN never printed as such: ``R² undefined (the target is constant)``."""
+    return f"{name} undefined ({because()})" if np.isnan(value) else f"{name} = {value:{spec}}"
+
+
 def _header_facts(result: FitResult) -> list[str]:
     cert = result.certificate
     method = "weighted least squares" if result.weights_name else "least squares"
     weights = f" (weights {result.weights_name!r})" if result.weights_name else ""
     statistic = "F" if result.cov_type == "nonrobust" else "Wald F"
+    because = functools.partial(_undefined_because, result)
+    overall = _figure(statistic, result.fvalue, ".6g", because)
+    if not np.isnan(result.fvalue):
+        overall += f" (p = {result.f_pvalue:.3g})"
     return [
         f"target {result.target_name}   {method}{weights}   n = {result.n_obs}   "
         f"df model = {result.df_model}   df resid = {result.df_resid}",
-        f"R² = {result.rsquared:.10g}   adj. R² = {result.rsquared_adj:.10g}   "
-        f"residual SD = {result.resid_std:.10g}",
-        f"{statistic} = {result.fvalue:.6g} (p = {result.f_pvalue:.3g})   "
+        f"{_figure('R²', result.rsquared, '.10g', lambda: because(of_rsquared=True))}   "
+        f"{_figure('adj. R²', result.rsquared_adj, '.10g', because)}   "
+        f"{_figure('residual SD', result.resid_std, '.10g', because)}",
+        f"{overall}   "
         f"log-likelihood = {result.llf:.8g}   AIC = {result.aic:.8g}   BIC = {result.bic:.8g}",
         f"covariance: {result.cov_type}"
         + (f" ({', '.join(map(str, result.n_groups))} clusters)" if result.n_groups else "")
