@@ -3,7 +3,8 @@
 Each command module exposes ``register(subparsers)``; it adds its parser (file arguments
 through :mod:`stablefit.cli.outputs`) and sets ``handler`` to a function ``(args) -> int``
 returning the exit code. The handler writes its files through ``args.outputs``, which
-:func:`main` commits once the handler has succeeded.
+:func:`main` commits once the handler has succeeded. :data:`COMMANDS` says which module
+defines which command: a run imports only the module of the command it names.
 
 However a run ends, it ends in one line on stderr, never a traceback:
 
@@ -37,7 +38,14 @@ from stablefit.cli.outputs import Outputs, declared_paths, plan_outputs, silence
 from stablefit.errors import StablefitInputError
 from stablefit.report.plain import visible
 
-COMMAND_MODULES = ("fit", "doctor", "train")
+#: Each command, and the module under ``stablefit.cli`` that defines and runs it.
+COMMANDS = {
+    "fit": "fit",
+    "predict": "fit",
+    "doctor": "doctor",
+    "demo": "doctor",
+    "train": "train",
+}
 EXIT_INPUT = 2
 EXIT_BUG = 70
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -78,19 +86,31 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 @functools.cache
-def build_parser() -> argparse.ArgumentParser:
-    """The command's parser, built once per process: ``main`` called again in the same
-    process (a notebook, the fuzz suite) would otherwise spend 10 ms on each call in
-    argparse's message look-ups."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``command`` only of those its module defines.
+
+    A command's module imports what the command runs on (``fit``: the solvers; ``doctor``:
+    the diagnosis and rich's tables): building the parser for the command given alone
+    spares the others' imports, a quarter of a small file's run. Built once per process:
+    ``main`` called again in the same process (a notebook, the fuzz suite) would otherwise
+    spend 10 ms on each call in argparse's message look-ups.
+    """
     parser = OneLineParser(
         prog="stablefit",
         description="Why is my loss NaN? Predict it, guard against it, and fit exactly.",
     )
     parser.add_argument("--version", action="version", version=f"stablefit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    modules = dict.fromkeys(COMMANDS.values() if command is None else [COMMANDS[command]])
+    for name in modules:
         import_module(f"stablefit.cli.{name}").register(subparsers)
     return parser
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` starts with, or None when it starts otherwise (``--help``,
+    ``--version``, a misspelt command: what the parser of every command answers)."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
 
 
 def say(command: str, text: str) -> None:
@@ -105,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = Outputs()
     try:
         with _one_line_warnings(lambda: command):
-            args = build_parser().parse_args(argv)
+            words = sys.argv[1:] if argv is None else list(argv)
+            args = build_parser(command_named(words)).parse_args(words)
             command = f"stablefit {args.command}"
             outputs = plan_outputs(
                 declared_paths(args, "declared_inputs"), declared_paths(args, "declared_outputs")

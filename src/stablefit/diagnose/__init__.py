@@ -9,20 +9,21 @@ model with the mean squared error — a Keras ``Dense(1)`` or a PyTorch ``nn.Lin
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stablefit.diagnose.checks import CheckOptions, run_checks
-from stablefit.diagnose.checks.common import DTYPES
-from stablefit.diagnose.checks.forecast import forecast_findings
-from stablefit.diagnose.findings import DataFacts, Diagnosis, Finding
 from stablefit.diagnose.frameworks import LABELS, check_framework
-from stablefit.diagnose.profile import column_profiles
-from stablefit.diagnose.training import forecast_training
 from stablefit.errors import StablefitInputError
-from stablefit.parallel import blas_threads_for
-from stablefit.summary import Summary, summarize
+
+if TYPE_CHECKING:
+    from stablefit.diagnose.checks import CheckOptions
+    from stablefit.diagnose.findings import DataFacts, Diagnosis, Finding
+    from stablefit.summary import Summary
+
+# The checks, the forecast and the Summary (with io and pyarrow) are imported by the
+# functions that run them: `import stablefit` imports this package, and `stablefit fit`
+# needs none of them.
 
 #: What is forecast when no optimizer is named: Adam at the framework's default learning
 #: rate (the seed's and most tutorials' choice) is the forecast that counts, and plain SGD
@@ -131,6 +132,13 @@ def diagnose(
     >>> t.training.first_nonfinite_epoch, t.training.first_nan_epoch  # doctest: +SKIP
     (3, 6)
     """
+    from stablefit.diagnose.checks import run_checks
+    from stablefit.diagnose.checks.forecast import forecast_findings
+    from stablefit.diagnose.findings import DataFacts, Diagnosis
+    from stablefit.diagnose.profile import column_profiles
+    from stablefit.parallel import blas_threads_for
+    from stablefit.summary import Summary
+
     framework = check_framework(framework)
     options = _validate(batch_size, epochs, dtype, intercept, framework)
     extra = dict(optimizer_options or {})
@@ -186,6 +194,8 @@ def diagnose(
 def _validate(
     batch_size: int, epochs: int, dtype: str, intercept: bool, framework: str
 ) -> CheckOptions:
+    from stablefit.diagnose.checks.common import DTYPES, CheckOptions
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise StablefitInputError(f"batch_size={batch_size!r} must be an integer >= 1 (e.g. 32)")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -201,6 +211,7 @@ def _summarize(
     X: Any, y: Any, target: str | None, feature_names: Any, engine: Any, drop_non_numeric: bool
 ) -> Summary:
     from stablefit.io import Source, open_source
+    from stablefit.summary import summarize
 
     source = (
         X
@@ -221,6 +232,8 @@ def _summarize(
 
 
 def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> Any:
+    from stablefit.diagnose.training import forecast_training
+
     chosen = settings | overrides
     # Squares of values beyond ~1.3e154 overflow float64 in the sufficient statistics; the
     # forecast then reports a non-finite loss at epoch 1 (SF131), which is the answer.
@@ -305,6 +318,14 @@ def _first_epoch_cause(
             "data: the loss is non-finite from the first batch on"
         )
     return None
+
+
+def __getattr__(name: str) -> object:
+    if name not in ("DataFacts", "Diagnosis", "Finding"):
+        raise AttributeError(f"module 'stablefit.diagnose' has no attribute {name!r}")
+    from stablefit.diagnose import findings
+
+    return getattr(findings, name)
 
 
 __all__ = ["DataFacts", "Diagnosis", "Finding", "diagnose"]
