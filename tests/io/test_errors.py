@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -316,3 +318,19 @@ def test_a_long_header_that_is_not_utf8_past_the_first_block(tmp_path):
     path.write_bytes((",".join(names) + "\n" + ",".join("1" * len(names)) + "\n").encode("latin-1"))
     with pytest.raises(StablefitInputError, match=r"long\.csv: .*not UTF-8"):
         open_source(path, target="y")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_path_that_is_not_a_regular_file_says_what_it_is(tmp_path):
+    """A named pipe read as an empty file, a symbolic link loop as 'file not found'."""
+    (tmp_path / "one.csv").symlink_to(tmp_path / "two.csv")
+    (tmp_path / "two.csv").symlink_to(tmp_path / "one.csv")
+    (tmp_path / "dangling.parquet").symlink_to(tmp_path / "gone.parquet")
+    os.mkfifo(tmp_path / "pipe.csv")
+    for name, message in [
+        ("one.csv", "one.csv: a loop of symbolic links"),
+        ("dangling.parquet", "dangling.parquet: a symbolic link to '"),
+        ("pipe.csv", "pipe.csv: a named pipe; stablefit reads the data more than once"),
+    ]:
+        with pytest.raises(StablefitInputError, match=re.escape(message)):
+            open_source(tmp_path / name, target="y")

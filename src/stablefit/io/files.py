@@ -17,9 +17,12 @@ both files and the column, raised when that file is reached.
 
 from __future__ import annotations
 
+import errno
 import glob
 import math
+import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +58,30 @@ def hidden(relative: Path) -> bool:
     return any(part.startswith((".", "_")) for part in relative.parts)
 
 
+def not_a_file_error(path: Path) -> StablefitInputError:
+    """The error for a data path that is not a regular file: missing, a symbolic link to
+    nothing or in a loop, a named pipe or a device (data is read more than once)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return StablefitInputError(
+                f"{path}: a loop of symbolic links, which leads to no file; point the link "
+                "at the data file."
+            )
+        if path.is_symlink():
+            return StablefitInputError(
+                f"{path}: a symbolic link to {os.readlink(path)!r}, which does not exist; "
+                "point the link at the data file."
+            )
+        return StablefitInputError(f"{path}: file not found (working directory: {Path.cwd()}).")
+    what = "a named pipe" if stat.S_ISFIFO(mode) else "not a regular file"
+    return StablefitInputError(
+        f"{path}: {what}; stablefit reads the data more than once, so it needs a file: save "
+        "the data to one and give its path."
+    )
+
+
 def find_files(pattern: str, kinds: Sequence[str]) -> tuple[list[Path], Path]:
     """The data files a directory, a glob or a file's path names, in natural order, and the
     directory below which Hive keys are read."""
@@ -75,7 +102,7 @@ def find_files(pattern: str, kinds: Sequence[str]) -> tuple[list[Path], Path]:
             )
     elif path.exists() or not any(c in pattern for c in GLOB_CHARACTERS):  # one file
         if not path.is_file():
-            raise StablefitInputError(f"{path}: file not found (working directory: {Path.cwd()}).")
+            raise not_a_file_error(path)
         return [path], path.parent
     else:
         cut = next(i for i, p in enumerate(path.parts) if any(c in p for c in GLOB_CHARACTERS))

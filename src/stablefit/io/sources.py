@@ -11,7 +11,7 @@ from typing import Any
 from stablefit.errors import StablefitInputError
 from stablefit.io.columns import ColumnChoice
 from stablefit.io.csv import CsvSource
-from stablefit.io.files import names_many_files, open_files
+from stablefit.io.files import names_many_files, not_a_file_error, open_files
 from stablefit.io.memory import (
     array_source,
     is_arrow,
@@ -216,8 +216,8 @@ def file_source(
 ) -> Source:
     check_file_args(str(path), y, feature_names)
     kind = file_kind(path)
-    if not path.exists():
-        raise StablefitInputError(f"{path}: file not found (working directory: {Path.cwd()}).")
+    if not path.is_file():
+        raise not_a_file_error(path)
     delimiter = FILE_KINDS[kind]
     if delimiter is None:
         return ParquetSource.open(path, choice=choice, batch_rows=batch_rows)
