@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -88,7 +89,9 @@ def test_parquet_without_rows(tmp_path):
 def test_not_a_parquet_file(tmp_path):
     path = tmp_path / "fake.parquet"
     path.write_text("a,b\n1,2\n")
-    with pytest.raises(StablefitInputError, match="not a readable Parquet file"):
+    with pytest.raises(
+        StablefitInputError, match=r"the file is text \(a CSV file\?\), not Parquet"
+    ):
         open_source(path)
 
 
@@ -334,3 +337,32 @@ def test_a_path_that_is_not_a_regular_file_says_what_it_is(tmp_path):
     ]:
         with pytest.raises(StablefitInputError, match=re.escape(message)):
             open_source(tmp_path / name, target="y")
+
+
+def test_a_file_in_another_format_than_its_name_says_is_named_as_what_it_is(tmp_path):
+    """An Excel workbook or a Parquet file named .csv was 'line 1 holds a NUL byte', a CSV
+    file named .parquet 'Parquet magic bytes not found in footer'."""
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [2.0, 4.5, 5.0]})
+    frame.to_parquet(parquet := tmp_path / "table.parquet")
+    frame.to_csv(csv := tmp_path / "table.csv", index=False)
+    with zipfile.ZipFile(workbook := tmp_path / "book.xlsx", "w") as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>")  # an .xlsx is a ZIP archive
+    renamed = {
+        "book.csv": (workbook, "the file is a ZIP archive (as an Excel .xlsx workbook is), "
+                     "not CSV text; save the sheet as CSV, e.g. pandas.read_excel"),
+        "table-parquet.csv": (parquet, "the file is a Parquet file, not CSV text; give it a "
+                              "name ending in .parquet"),
+        "zipped.csv": (None, "the file is gzip-compressed, not CSV text; give it a name "
+                       "ending in .csv.gz"),
+        "table-csv.parquet": (csv, "the file is text (a CSV file?), not Parquet; give it a "
+                              "name ending in .csv"),
+    }  # fmt: skip
+    for name, (original, message) in renamed.items():
+        data = gzip.compress(csv.read_bytes()) if original is None else original.read_bytes()
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(StablefitInputError, match=re.escape(f"{name}: {message}")):
+            open_source(tmp_path / name, target="y")
+    # A damaged Parquet file keeps its own error, whatever its first bytes.
+    (tmp_path / "cut.parquet").write_bytes(parquet.read_bytes()[:40])
+    with pytest.raises(StablefitInputError, match="not a readable Parquet file"):
+        open_source(tmp_path / "cut.parquet", target="y")

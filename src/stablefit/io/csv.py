@@ -45,6 +45,7 @@ from stablefit.io.arrow import (
 from stablefit.io.columns import ColumnChoice, Selection
 from stablefit.io.csv_numbers import SKIP, TARGET, parse_plain_numbers
 from stablefit.io.schema import Batch, Schema
+from stablefit.io.signatures import file_signature
 from stablefit.parallel import default_workers
 
 # What reading a file or its decompression can raise: each becomes a message naming it.
@@ -129,6 +130,10 @@ def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
     The block grows (up to :data:`MAX_LINE_BYTES`) until it holds the first lines whole.
     """
     start = read_start(path, SNIFF_BYTES)
+    signature = file_signature(start)
+    if signature is not None:
+        what, fix = signature
+        raise read_error(path, f"the file is {what}, not CSV text; {fix}.")
     check_header(path, start, delimiter)
     problem = text_problem(start, complete=len(start) < SNIFF_BYTES)
     if problem is not None and (problem[0] == 0 or "NUL" in problem[1]):

@@ -18,6 +18,7 @@ from stablefit.errors import StablefitInputError
 from stablefit.io.arrow import batch_from_arrow, schema_of, select_arrow_columns
 from stablefit.io.columns import ColumnChoice
 from stablefit.io.schema import Batch, Schema
+from stablefit.io.signatures import not_parquet_signature
 
 if TYPE_CHECKING:
     import pyarrow.parquet as pq
@@ -34,6 +35,10 @@ def open_parquet(path: Path) -> pq.ParquetFile:
             raise StablefitInputError(f"{path}: the file is empty (0 bytes); expected Parquet.")
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
+        signature = not_parquet_signature(path) if isinstance(error, pa.ArrowException) else None
+        if signature is not None:
+            what, fix = signature
+            raise StablefitInputError(f"{path}: the file is {what}, not Parquet; {fix}.") from None
         raise unreadable(path, error) from None
 
 
