@@ -7,6 +7,7 @@ import re
 import mpmath
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 import statsmodels.api as sm
 
@@ -307,3 +308,24 @@ def test_polynomial_rejects_bad_degree_and_nan():
         stablefit.fit_polynomial([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], degree=0)
     with pytest.raises(StablefitInputError, match="at row 1;"):
         stablefit.fit_polynomial([1.0, np.nan, 3.0], [1.0, 2.0, 3.0], degree=1)
+
+
+def test_predict_takes_a_tables_features_by_name_in_any_order():
+    """A DataFrame with the features in another order was predicted by position: other
+    numbers, silently."""
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame(rng.normal(size=(30, 3)), columns=["a b", "c,d", "列"])
+    result = stablefit.fit(frame, frame @ [1.0, -2.0, 3.0] + rng.normal(size=30))
+    expected = frame.to_numpy() @ result.coef + result.intercept
+    shuffled = frame[["列", "a b", "c,d"]].assign(other=1.0)
+    np.testing.assert_allclose(result.predict(shuffled), expected, rtol=1e-13)
+    np.testing.assert_allclose(result.predict(pl.from_pandas(shuffled)), expected, rtol=1e-13)
+    by_name, in_order = result.get_prediction(shuffled), result.get_prediction(frame.to_numpy())
+    np.testing.assert_array_equal(by_name.se_mean, in_order.se_mean)
+    with pytest.raises(StablefitInputError, match=r"missing column\(s\) '列'"):
+        result.predict(frame[["a b", "c,d"]])
+    with pytest.raises(StablefitInputError, match=r"X is a path \('new.csv'\)"):
+        result.predict("new.csv")
+    # Fitted on an array (names x0, x1, x2): a table's columns are taken in order.
+    from_array = stablefit.fit(frame.to_numpy(), frame @ [1.0, -2.0, 3.0])
+    np.testing.assert_array_equal(from_array.predict(frame), from_array.predict(frame.to_numpy()))

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from stablefit.errors import StablefitInputError
 from stablefit.io.columns import ColumnChoice
 from stablefit.io.csv import CsvSource
@@ -222,3 +225,33 @@ def file_source(
     if delimiter is None:
         return ParquetSource.open(path, choice=choice, batch_rows=batch_rows)
     return CsvSource.open(path, delimiter=delimiter, choice=choice, batch_rows=batch_rows)
+
+
+def table_features(X: Any, feature_names: Sequence[str]) -> np.ndarray | None:
+    """A table's columns ``feature_names`` by name (in any order; other columns ignored),
+    as one float64 array in that order, a missing value NaN; None for an array, a list,
+    or a table none of whose column names is one of ``feature_names`` (a model fitted on an
+    array, whose columns are then taken in order).
+
+    Raises
+    ------
+    StablefitInputError
+        ``X`` is a path (the rows of a file are read by ``stablefit predict``), or a table
+        naming some of the features but not all.
+    """
+    if isinstance(X, str | os.PathLike):
+        raise StablefitInputError(
+            f"X is a path ({os.fspath(X)!r}); pass the rows as an array or a table (e.g. "
+            "pandas.read_csv(path)), or predict a file's rows with 'stablefit predict "
+            "MODEL.json DATA'."
+        )
+    if isinstance(X, pa.Table):
+        names = X.column_names
+    elif (is_pandas(X) or is_polars(X)) and hasattr(X, "columns"):
+        names = [str(name) for name in X.columns]
+    else:
+        return None
+    if not set(feature_names) & set(names):
+        return None
+    source = open_source(X, columns=list(feature_names))
+    return np.concatenate([batch.X for batch in source.batches()])

@@ -389,15 +389,19 @@ class FitResult:
 
     # -- use ------------------------------------------------------------------------
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predictions for the rows of X (n, d), features in the fitted order."""
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions for the rows of X: an array (n, d) of the features in the fitted
+        order, or a table (pandas, polars, Arrow) holding them by name, in any order."""
         X = self._features(X)
         if self._prediction is not None:
             return self._prediction.mean(X, self.coef)
         return X @ self.coef + self.intercept
 
     def _features(self, X: Any) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
+        from stablefit.io.sources import table_features
+
+        by_name = table_features(X, self.feature_names)
+        X = np.asarray(X, dtype=np.float64) if by_name is None else by_name
         if X.ndim == 1:
             X = X[:, None] if self.coef.size == 1 else X[None, :]
         if X.ndim != 2 or X.shape[1] != self.coef.size:
