@@ -1,10 +1,11 @@
 """The ``stablefit`` command's launcher: Ctrl-C and SIGTERM are handled from its first
 millisecond on, before the package and its libraries (NumPy, pyarrow, numba) are imported.
 
-It lives outside the ``stablefit`` package because importing that package already imports
-NumPy: an interrupt during those 0.2 s would otherwise end in a traceback. An interrupt
-that lands inside an extension module's initialization can surface as an ImportError
-instead of KeyboardInterrupt: the signal handlers remember that a signal came.
+It lives outside the ``stablefit`` package because importing that package and the command's
+entry point comes first (an interrupt then would end in a traceback), and the entry point
+imports the command's libraries, 0.2 s or more, once its own handlers are armed. An
+interrupt that lands inside an extension module's initialization can surface as an
+ImportError instead of KeyboardInterrupt: the signal handlers remember that a signal came.
 """
 
 import _signal  # the C module: `signal` builds enums first, which takes milliseconds

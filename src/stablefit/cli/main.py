@@ -259,9 +259,9 @@ def _one_line_warnings(command: object) -> Iterator[None]:
 def run() -> None:
     """The ``stablefit`` command: :func:`main` in a process of its own, which it ends.
 
-    The objects of the libraries imported by then (NumPy, SciPy, numba, pyarrow) live as
-    long as the process, so they are frozen out of the garbage collector's passes, and the
-    process ends without Python's teardown of those libraries: the two took 0.25 s, a
+    The objects of the libraries the command's module imports (NumPy, pyarrow, rich) live
+    as long as the process, so they are frozen out of the garbage collector's passes, and
+    the process ends without Python's teardown of those libraries: the two took 0.25 s, a
     tenth of ``stablefit fit`` on a 1 GB file. Everything the command writes is flushed
     first; its files are closed by then (written atomically).
     """
@@ -271,7 +271,7 @@ def run() -> None:
     code = EXIT_INTERRUPTED
     try:
         _limit_blas_threads()
-        gc.freeze()
+        _import_command(sys.argv[1:])
         code = main()
         logging.shutdown()
     except SystemExit as stop:  # argparse: --help, --version, usage errors
@@ -289,14 +289,31 @@ def run() -> None:
         os._exit(code)
 
 
+def _import_command(argv: Sequence[str]) -> None:
+    """Import the module of the command ``argv`` names, without the garbage collector's
+    passes over the objects of the libraries it loads (10 ms of a small file's run), then
+    freeze those objects out of later passes. An error is left to :func:`main`, which meets
+    it again and says it in one line."""
+    gc.disable()
+    try:
+        with contextlib.suppress(Exception):
+            build_parser(command_named(argv))
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def _limit_blas_threads() -> None:
     if "OPENBLAS_NUM_THREADS" in os.environ:
         return
     # One BLAS thread per call: the command spreads its blocks over the cores itself,
     # and OpenBLAS's idle threads spin on a core for a while after they start (SciPy's
-    # load in the middle of reading a file), which cost `stablefit doctor` 5%. The
-    # variable reaches the libraries loaded later; threadpoolctl those loaded already.
+    # load in the middle of reading a file), which cost `stablefit doctor` 5%. Set before
+    # NumPy loads (this module does not import it), the variables reach every BLAS the
+    # command loads, OpenBLAS's or MKL's, which then never starts its other threads:
+    # starting them took 0.03-0.05 s of CPU. threadpoolctl limits any loaded before.
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")

@@ -11,9 +11,6 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from stablefit.diagnose.frameworks import LABELS, check_framework
 from stablefit.errors import StablefitInputError
 
 if TYPE_CHECKING:
@@ -21,9 +18,9 @@ if TYPE_CHECKING:
     from stablefit.diagnose.findings import DataFacts, Diagnosis, Finding
     from stablefit.summary import Summary
 
-# The checks, the forecast and the Summary (with io and pyarrow) are imported by the
-# functions that run them: `import stablefit` imports this package, and `stablefit fit`
-# needs none of them.
+# NumPy, the checks, the forecast and the Summary (with io and pyarrow) are imported by the
+# functions that run them: `import stablefit` imports this package, `stablefit fit` needs
+# none of it but NumPy, and the command sets its BLAS threads before NumPy loads.
 
 #: What is forecast when no optimizer is named: Adam at the framework's default learning
 #: rate (the seed's and most tutorials' choice) is the forecast that counts, and plain SGD
@@ -135,6 +132,7 @@ def diagnose(
     from stablefit.diagnose.checks import run_checks
     from stablefit.diagnose.checks.forecast import forecast_findings
     from stablefit.diagnose.findings import DataFacts, Diagnosis
+    from stablefit.diagnose.frameworks import check_framework
     from stablefit.diagnose.profile import column_profiles
     from stablefit.parallel import blas_threads_for
     from stablefit.summary import Summary
@@ -210,6 +208,8 @@ def _validate(
 def _summarize(
     X: Any, y: Any, target: str | None, feature_names: Any, engine: Any, drop_non_numeric: bool
 ) -> Summary:
+    import numpy as np
+
     from stablefit.io import Source, open_source
     from stablefit.summary import summarize
 
@@ -232,6 +232,8 @@ def _summarize(
 
 
 def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> Any:
+    import numpy as np
+
     from stablefit.diagnose.training import forecast_training
 
     chosen = settings | overrides
@@ -258,6 +260,8 @@ def _forecast(summary: Summary, settings: dict[str, Any], **overrides: Any) -> A
 
 
 def _squares_overflow(summary: Summary) -> bool:
+    import numpy as np
+
     max_abs = summary.columns.max_abs
     return bool(np.any(np.isfinite(max_abs) & (max_abs > np.sqrt(np.finfo(np.float64).max))))
 
@@ -305,6 +309,8 @@ def _first_epoch_cause(
     summary: Summary, findings: list[Finding], dtype: str, framework: str
 ) -> str | None:
     """Why the first epoch's loss is non-finite whatever the optimizer, or None."""
+    from stablefit.diagnose.frameworks import LABELS
+
     codes = {f.code for f in findings}
     if "SF101" in codes or "SF102" in codes:
         bad = summary.n_rows - summary.n_complete
