@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.padding import Padding
-from rich.table import Table
 from rich.text import Text
 
 from stablefit.cli.columns import add_exclude_argument, excluded_columns
@@ -38,7 +37,6 @@ from stablefit.errors import StablefitInputError
 from stablefit.io import open_source
 from stablefit.report.diagnosis import print_diagnosis
 from stablefit.report.files import write_text_atomic
-from stablefit.report.html.charts import ensure_matplotlib
 
 EPOCHS = 100
 #: Where ``stablefit demo`` writes its report unless told otherwise.
@@ -151,6 +149,8 @@ def exit_code(diagnosis: Diagnosis) -> int:
 
 def run_doctor(args: argparse.Namespace) -> int:
     if args.html:
+        from stablefit.report.html.charts import ensure_matplotlib
+
         ensure_matplotlib()
     with run_for(args) as run:
         source = open_source(
@@ -330,6 +330,8 @@ def keras_available() -> bool:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=120)
@@ -397,6 +399,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def _write_demo_report(console: Console, path: str, shown: list, fit: Any) -> None:
     """The demo's HTML report, where asked, else beside the user or in the temporary
     directory; says where."""
+    from stablefit.report.html.charts import ensure_matplotlib
     from stablefit.report.html.demo import DemoCase as ReportCase
     from stablefit.report.html.demo import demo_page
 

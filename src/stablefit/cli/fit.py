@@ -24,7 +24,6 @@ from stablefit.cov_type import COV_TYPES
 from stablefit.errors import StablefitInputError
 from stablefit.io import Schema, Source, open_source
 from stablefit.missing import MISSING_CHOICES
-from stablefit.report.html.charts import ensure_matplotlib
 from stablefit.report.plain import visible_lines
 from stablefit.report.terminal import PlainConsole
 
@@ -153,6 +152,8 @@ def run_fit(args: argparse.Namespace) -> int:
     from stablefit.rowdata import row_data
 
     if args.html:
+        from stablefit.report.html.charts import ensure_matplotlib
+
         ensure_matplotlib()
     clusters = None
     if args.cluster is not None:
