@@ -1,7 +1,8 @@
 """What a command loads before it starts work: SciPy's solvers only for the fit, Parquet
 only for Parquet files, scikit-learn only for the estimator; on a small file, neither
-numba nor SciPy's solvers at all. (numba's first compiled call loads SciPy's BLAS later,
-whatever the command.)"""
+numba nor SciPy's solvers at all; each command its own module and not the others'; and
+NumPy not before the command has set its BLAS threads. (numba's first compiled call loads
+SciPy's BLAS later, whatever the command.)"""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def test_the_doctor_command_starts_without_scipy_parquet_or_sklearn() -> None:
     assert "stablefit.diagnose" in loaded
 
 
-def test_a_small_file_is_fitted_and_diagnosed_without_numba_or_scipy_linalg(tmp_path) -> None:
+def test_a_small_file_is_fitted_and_diagnosed_without_numba_scipy_linalg_or_other_commands(
+    tmp_path,
+) -> None:
     csv = tmp_path / "small.csv"
     csv.write_text("x,y\n1,2\n2,4.1\n3,5.9\n4,8.2\n")
     run = (
@@ -33,9 +36,19 @@ def test_a_small_file_is_fitted_and_diagnosed_without_numba_or_scipy_linalg(tmp_
     fitted = loaded_after(run.format("fit", str(csv)))
     assert "stablefit.pipeline" in fitted
     assert not fitted & {"numba", "scipy.linalg", "matplotlib", "pandas"}
+    assert not fitted & {"stablefit.cli.doctor", "stablefit.cli.train", "rich.table"}
+    assert not fitted & {"stablefit.diagnose.checks", "stablefit.report.html.charts"}
     diagnosed = loaded_after(run.format("doctor", str(csv)))
     assert "stablefit.diagnose.simulation" in diagnosed
     assert not {name.split(".")[0] for name in diagnosed} & {"numba", "scipy", "matplotlib"}
+    assert not diagnosed & {"stablefit.cli.fit", "stablefit.cli.train", "stablefit.pipeline"}
+    assert not diagnosed & {"stablefit.report.html.charts", "rich.table"}
+
+
+def test_the_entry_point_loads_no_numpy_so_that_blas_threads_are_set_first() -> None:
+    loaded = loaded_after("import stablefit.cli.main")
+    assert not loaded & {"numpy", "pyarrow", "rich", "stablefit.diagnose.checks"}
+    assert "stablefit.diagnose" in loaded  # the function diagnose, without its work's imports
 
 
 def test_the_fit_functions_are_the_functions_once_the_pipeline_is_imported() -> None:
