@@ -366,3 +366,27 @@ def test_a_file_in_another_format_than_its_name_says_is_named_as_what_it_is(tmp_
     (tmp_path / "cut.parquet").write_bytes(parquet.read_bytes()[:40])
     with pytest.raises(StablefitInputError, match="not a readable Parquet file"):
         open_source(tmp_path / "cut.parquet", target="y")
+
+
+def test_x_and_y_from_pandas_with_different_row_labels_are_refused():
+    """A y sampled or sorted apart from X was paired with X's rows by position: a fit of
+    shuffled pairs, silently (statsmodels refuses such a pair too)."""
+    X = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "b": [0.5, 1.0, 0.0, 2.0]})
+    y = pd.Series([2.0, 4.0, 5.0, 9.0])
+    with pytest.raises(
+        StablefitInputError,
+        match=re.escape("different row labels (index; at position 0, X has 0 and y 3)"),
+    ):
+        open_source(X, y.sort_values(ascending=False))
+    with pytest.raises(StablefitInputError, match=r"y.loc\[X.index\]"):
+        open_source(X.iloc[::-1], y)
+    # Same labels, or y without labels: paired as given.
+    assert open_source(X, y).schema.feature_names == ("a", "b")
+    assert open_source(X.iloc[::-1], y.iloc[::-1]).schema.feature_names == ("a", "b")
+    assert open_source(X.iloc[::-1], y.to_numpy()).schema.feature_names == ("a", "b")
+
+
+def test_a_target_name_passed_as_y_says_to_pass_target():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [2.0, 4.5, 5.0]})
+    with pytest.raises(StablefitInputError, match=re.escape("pass target='y' instead")):
+        open_source(frame, "y")

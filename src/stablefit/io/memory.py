@@ -112,6 +112,11 @@ def _is_number(value: object) -> bool:
 def target_values(y: Any, n_rows: int) -> tuple[np.ndarray, str]:
     """``y`` as a read-only float64 vector of length ``n_rows``, and its name."""
     name = "y"
+    if isinstance(y, str):
+        raise StablefitInputError(
+            f"y={y!r} is a name, not the target's values: to fit X's column {y!r}, pass "
+            f"target={y!r} instead."
+        )
     if is_pandas(y) or is_polars(y):
         name = str(y.name) if getattr(y, "name", None) not in (None, "") else "y"
         if instance_of(y, "pandas", "DataFrame") or instance_of(y, "polars", "DataFrame"):
@@ -304,6 +309,8 @@ def pandas_source(
         origin=origin,
         describe=lambda p: describe_pandas(columns[p]),
     )
+    if is_pandas(y):
+        check_same_index(frame, y)
     y_values, target_name = (None, choice.target) if y is None else target_values(y, len(frame))
     return PandasSource(
         columns=[columns[p] for p in selection.feature_positions],
@@ -311,6 +318,22 @@ def pandas_source(
         y=y_values,
         schema=schema_with_target(selection, "pandas DataFrame", target_name),
         batch_rows=batch_rows,
+    )
+
+
+def check_same_index(frame: Any, y: Any) -> None:
+    """Refuse an X and a y from pandas whose rows carry different labels: rows are paired
+    by position, so a y sorted, sampled or filtered apart from X would be paired with the
+    wrong rows, silently (statsmodels refuses them too)."""
+    if len(frame) != len(y) or frame.index.equals(y.index):
+        return
+    ours, theirs = frame.index.tolist(), y.index.tolist()
+    first = next((p for p, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b), 0)
+    raise StablefitInputError(
+        f"X and y have different row labels (index; at position {first}, X has "
+        f"{ours[first]!r} and y {theirs[first]!r}): rows are paired by position, "
+        "which would pair rows of different labels. Align them (y.loc[X.index]), or pass "
+        "y.to_numpy() if the positions correspond."
     )
 
 
