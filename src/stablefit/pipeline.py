@@ -447,7 +447,16 @@ def _rounded_integer_notes(summary: Summary) -> list[str]:
             continue
         spacing = float(np.spacing(largest))
         spread = float(cols.max[j] - cols.min[j])
-        if spread > 0 and spacing / 2 > VISIBLE_ROUNDING * spread:
+        if spread == 0:  # every value rounded to one: the rounding may have made it constant
+            notes.append(
+                f"Column '{name}' reads as one value, {float(cols.max[j]):.4g}, beyond 2^53, "
+                f"where float64 keeps integers only to a multiple of {spacing:g}: integers in "
+                f"the file that differ from it by up to {spacing / 2:g} all read as it, so the "
+                "column is constant here even if it is not in the file. Subtract an offset "
+                "(such as the column's minimum) before saving the file to fit the exact "
+                "integers."
+            )
+        elif spacing / 2 > VISIBLE_ROUNDING * spread:
             notes.append(
                 f"Column '{name}' holds values up to {largest:.4g}, beyond 2^53, where float64 "
                 f"keeps integers only to a multiple of {spacing:g}: integers in the file may "

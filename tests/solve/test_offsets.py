@@ -168,3 +168,16 @@ def test_integers_float64_cannot_hold_are_named_in_a_note(tmp_path):
     assert np.all(np.array(claimed) <= achieved + 1), (claimed, achieved)
     (note,) = [note for note in notes if "Column 'u'" in note]
     assert "beyond 2^53" in note and "multiple of 1024" in note and "up to 512" in note
+
+
+def test_integers_that_float64_rounds_to_one_value_are_named_in_a_note(tmp_path):
+    """Ids 2^62 + i and a target 2^63 - 1 - i, one apart in the file: float64 reads each
+    column as one value. The fit then reported a constant target and a constant feature
+    without a word about the rounding that made them so."""
+    rows = [f"{0.5 * i - 3.0!r},{2**62 + i},{2**63 - 1 - i}" for i in range(20)]
+    (path := tmp_path / "ids.csv").write_text("x,id,y\n" + "\n".join(rows) + "\n")
+    notes = stablefit.fit(path, target="y").notes
+    for name, value, spacing in (("id", "4.612e+18", 1024), ("y", "9.223e+18", 2048)):
+        (note,) = [note for note in notes if f"Column '{name}'" in note]
+        assert f"reads as one value, {value}, beyond 2^53" in note, note
+        assert f"multiple of {spacing}:" in note and "constant here even if it is not" in note
