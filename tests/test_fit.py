@@ -48,6 +48,15 @@ def test_seed_example_collinearity_is_named_and_exact_fit_found():
     assert result.to_dict()["dropped_features"] == {"x2": "x2 = 1e+06·x1"}
 
 
+def test_a_combination_with_negative_terms_is_written_with_minus_signs():
+    """'c = 2·a + -3·b + -0.5' before."""
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    X = np.column_stack([a, b, 2 * a - 3 * b - 0.5])
+    result = stablefit.fit(X, a + b + rng.normal(size=40), feature_names=["a", "b", "c"])
+    assert [d.relation for d in result.dropped] == ["c = 2·a - 3·b - 0.5"]
+
+
 def test_constant_column_is_left_out_with_its_value():
     rng = np.random.default_rng(1)
     X = np.column_stack([rng.normal(size=50), np.full(50, 7.0)])

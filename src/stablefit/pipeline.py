@@ -907,7 +907,13 @@ def _relation(
             terms.append(f"{factor:.6g}·{names[i - offset]}")
     if abs(constant) > 1e-9 * max(1.0, abs(design.shift[k - offset])):
         terms.append(f"{constant:.6g}")
-    return f"{names[k - offset]} = " + (" + ".join(terms) if terms else "0")
+    if not terms:
+        return f"{names[k - offset]} = 0"
+    # A negative term is subtracted: 'c = 2·a - 3·b', not 'c = 2·a + -3·b'.
+    sum_text = terms[0] + "".join(
+        f" - {term[1:]}" if term.startswith("-") else f" + {term}" for term in terms[1:]
+    )
+    return f"{names[k - offset]} = {sum_text}"
 
 
 # Below this many trusted digits, a note says which coefficients and why.
