@@ -10,9 +10,11 @@ directory (the path is printed; ``pytest -s`` shows it).
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import stablefit
@@ -234,3 +236,18 @@ def test_a_curve_without_a_completed_epoch_says_so_in_the_legend():
     drawing = chart.draw("loss")
     assert "Keras (no epoch completed)" in drawing
     assert "forecast (" not in drawing
+
+
+def test_column_names_of_hundreds_of_characters_leave_the_charts_room():
+    """A 300-character name as a tick label left the plot area no room: matplotlib warned
+    (a 'warning:' line under the command) and the charts came out empty."""
+    rng = np.random.default_rng(3)
+    long_a, long_b = "a" * 300, "b" * 300
+    X = pd.DataFrame({long_a: rng.normal(size=200) * 1e6, long_b: rng.normal(size=200)})
+    X.iloc[3, 0] = 1e12  # an outlier, for the doctor's outlier chart
+    y = X[long_a] * 1e-6 + X[long_b] + rng.normal(size=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pages = [stablefit.fit(X, y).to_html(), stablefit.diagnose(X, y).to_html()]
+    for page in pages:
+        assert "a" * 39 + "…" in page and long_a in page  # cut on the charts, whole in tables

@@ -48,6 +48,16 @@ _PROLOGUE = re.compile(r"^.*?(?=<svg)", re.DOTALL)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
 
 
+# Longest column name drawn on a chart (the tables beside the charts hold it whole): a name
+# of hundreds of characters left the plot area no room at all.
+CHART_NAME_CHARS = 40
+
+
+def chart_name(name: str) -> str:
+    """A column name as a chart's axis or legend shows it: cut to ``CHART_NAME_CHARS``."""
+    return name if len(name) <= CHART_NAME_CHARS else name[: CHART_NAME_CHARS - 1] + "…"
+
+
 def ensure_matplotlib() -> None:
     """Raise the input error that says how to install matplotlib, when it is missing
     (before a long run whose report could not be written)."""

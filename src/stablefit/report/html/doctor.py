@@ -360,7 +360,7 @@ def _scales(diagnosis: Diagnosis) -> str:
         low = positive.min() / 10 if positive.size else 1e-3
         ax.set_xlim(low, max(charts.FLOAT32_MAX * 30, positive.max(initial=1.0) * 30))
         charts.log_scale(ax, "x", ticks=10)
-        ax.set_yticks(rows, [c.name for c in columns])
+        ax.set_yticks(rows, [charts.chart_name(c.name) for c in columns])
         ax.set_ylim(len(columns) - 0.5, -0.5)
         ax.set_xlabel("magnitude (log scale)")
         ax.set_title("Scale of each column against float32's limits")
@@ -450,7 +450,7 @@ def _collinearity(diagnosis: Diagnosis) -> str:
                 ax.axvline(limit, color="#555555", lw=1, ls="--")
             ax.set_xlim(0.8, right * 1.2)
             charts.log_scale(ax, "x")
-            ax.set_yticks(range(len(with_vif)), [c.name for c in with_vif])
+            ax.set_yticks(range(len(with_vif)), [charts.chart_name(c.name) for c in with_vif])
             ax.set_ylim(len(with_vif) - 0.5, -0.5)
             ax.set_xlabel("variance inflation factor (log scale)")
             ax.set_title("How much the other features explain each feature")
@@ -489,7 +489,7 @@ def _missing(diagnosis: Diagnosis) -> str:
         charts.number_marks(
             ax.barh(positions, inf, left=nan, color="#c0392b", label="inf"), "missing-inf"
         )
-        ax.set_yticks(positions, [c.name for c in shown])
+        ax.set_yticks(positions, [charts.chart_name(c.name) for c in shown])
         ax.set_ylim(len(shown) - 0.5, -0.5)
         ax.set_xlabel("values")
         ax.set_title("Non-finite values by column")
@@ -546,7 +546,7 @@ def _outliers(diagnosis: Diagnosis) -> str:
                 alpha=0.85,
             )
             for name in names[:12]:
-                ax.scatter([], [], c=colour_of[name], s=14, label=name)
+                ax.scatter([], [], c=colour_of[name], s=14, label=charts.chart_name(name))
             ax.axvline(ROBUST_Z, color="#b3261e", lw=1, ls="--")
             ax.annotate(
                 f"robust z = {ROBUST_Z:g}",

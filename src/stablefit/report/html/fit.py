@@ -90,7 +90,7 @@ def _forest(result: FitResult) -> str:
             ax = fig.axes[k]
             ax.set_yticks([])
             ax.spines["left"].set_visible(False)
-            ax.set_ylabel(name, rotation=0, ha="right", va="center")
+            ax.set_ylabel(charts.chart_name(name), rotation=0, ha="right", va="center")
             if not (math.isfinite(low) and math.isfinite(high)):
                 ax.set_xticks([])
                 ax.annotate(
@@ -155,7 +155,7 @@ def _certificate(result: FitResult) -> str:
         charts.number_marks(bars, "digits-bar")
         ax.axvline(cert.digits_apart_from_zeros, color="#111111", lw=1, ls="--")
         ax.set_xlim(0, MAX_DIGITS + 0.5)
-        ax.set_yticks(range(len(shown)), shown)
+        ax.set_yticks(range(len(shown)), [charts.chart_name(name) for name in shown])
         ax.set_ylim(len(shown) - 0.5, -0.5)
         ax.set_xlabel("significant digits that can be trusted")
         ax.set_title("Certificate: trusted digits per coefficient")
