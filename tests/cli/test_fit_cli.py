@@ -376,6 +376,23 @@ def test_exclude_given_twice_leaves_out_both_and_a_quoted_name_may_hold_a_comma(
     assert run.code == 2 and "--exclude 'b,': name the columns" in run.err, run.err
 
 
+def test_the_row_index_pandas_writes_to_parquet_is_not_a_feature(tmp_path, run_cli):
+    """A sampled frame's to_parquet holds its index as '__index_level_0__', which was
+    fitted as a feature without a word."""
+    rng = np.random.default_rng(9)
+    frame = pd.DataFrame({"a": rng.normal(size=40), "b": rng.normal(size=40)})
+    frame["y"] = frame.a - 2 * frame.b + rng.normal(size=40)
+    frame.sample(frac=1, random_state=1).to_parquet(path := tmp_path / "sampled.parquet")
+    frame.sample(frac=1, random_state=1).to_parquet(plain := tmp_path / "plain.parquet",
+                                                    index=False)  # fmt: skip
+    read, expected = stablefit.fit(path, target="y"), stablefit.fit(plain, target="y")
+    assert read.feature_names == ("a", "b")
+    np.testing.assert_array_equal(read.params, expected.params)
+    run = run_cli("fit", path, "--target", "y")
+    assert run.code == 0 and "'__index_level_0__' was left out" in run.out
+    assert "the row index that pandas.to_parquet writes" in " ".join(run.out.split())
+
+
 def test_a_column_without_any_value_is_named_with_the_way_to_leave_it_out(tmp_path, run_cli):
     rng = np.random.default_rng(2)
     frame = pd.DataFrame({"a": rng.normal(size=20), "empty": np.nan})

@@ -103,10 +103,10 @@ def same(a: float, b: float) -> bool:
 HOSTILE_NAMES = ["y", "a b", "speed [m/s]", "dose [/kg]", ":smile:", "e\x1b[31mvil",
                  "tab\there", "crème", "列", "x,y", 'q"uote', "", "x", "  pad  ", "NA", "1e3",
                  "new\nline"]  # fmt: skip
-# What a column without a name of its own is called: blank, or by pandas when it reads
-# one back (a row index written by to_csv). Chosen in place of HOSTILE_NAMES' "", so that
+# What a column without a name of its own is called: blank, or by pandas (a row index
+# written by to_csv and read back, or by to_parquet). Chosen in place of HOSTILE_NAMES' "", so that
 # the seeded cases that never drew "" keep their files (test_fuzz_regressions pins some).
-NO_NAMES = ["", " ", "Unnamed: 0", "Unnamed: 2.1"]
+NO_NAMES = ["", " ", "Unnamed: 0", "Unnamed: 2.1", "__index_level_0__"]
 ODD_CELLS = ["", "NA", "null", "true", "false", "abc", "1,5", '"2"', " 3 ", "1e999", "-nan"]
 
 # How the values of one column are made: each kind is a way real columns go wrong.

@@ -25,13 +25,27 @@ LISTED_NAMES = 20
 PANDAS_UNNAMED = re.compile(r"Unnamed: \d+(\.\d+)?")  # ".1": pandas' second of a name
 
 
+# What pandas.to_parquet names a row index without a name (any index but the default
+# 0, 1, 2, …: after a sort, a sample or a filter).
+PANDAS_PARQUET_INDEX = re.compile(r"__index_level_\d+__")
+
+
 def is_unnamed(name: str) -> bool:
     """Whether a column has no name of its own: blank, or pandas' placeholder for one."""
-    return not name.strip() or PANDAS_UNNAMED.fullmatch(name) is not None
+    return (
+        not name.strip()
+        or PANDAS_UNNAMED.fullmatch(name) is not None
+        or PANDAS_PARQUET_INDEX.fullmatch(name) is not None
+    )
 
 
 def unnamed_reason(name: str, position: int) -> str:
     """Why a column without a name of its own is not a feature (``position`` 1-based)."""
+    if PANDAS_PARQUET_INDEX.fullmatch(name):
+        return (
+            f"column {position} is the row index that pandas.to_parquet writes for a sorted, "
+            "sampled or filtered frame unless index=False; rename it to use it as a feature"
+        )
     if name.strip():
         return (
             f"column {position} has pandas' name for a column without one, as a row index "
