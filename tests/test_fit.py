@@ -317,6 +317,13 @@ def test_polynomial_rejects_bad_degree_and_nan():
         stablefit.fit_polynomial([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], degree=0)
     with pytest.raises(StablefitInputError, match="at row 1;"):
         stablefit.fit_polynomial([1.0, np.nan, 3.0], [1.0, 2.0, 3.0], degree=1)
+    # Two columns were flattened into one x of twice the rows: 'x has 6 values and y has 3'.
+    with pytest.raises(StablefitInputError, match=r"x has shape \(3, 2\); a polynomial is of one"):
+        stablefit.fit_polynomial(np.ones((3, 2)), [1.0, 2.0, 3.0], degree=1)
+    with pytest.raises(StablefitInputError, match="x holds text"):
+        stablefit.fit_polynomial(["1", "b", "3"], [1.0, 2.0, 3.0], degree=1)
+    column = stablefit.fit_polynomial(np.array([[1.0], [2.0], [4.0]]), [1.0, 2.0, 3.0], degree=1)
+    np.testing.assert_allclose(column.params, np.polyfit([1.0, 2.0, 4.0], [1, 2, 3], 1)[::-1])
 
 
 def test_predict_takes_a_tables_features_by_name_in_any_order():

@@ -15,7 +15,7 @@ from stablefit.cov_type import normalize_cov_type
 from stablefit.errors import StablefitInputError
 from stablefit.io import ArraySource, Batch, CachingSource, Source, open_source
 from stablefit.io.columns import quote_names
-from stablefit.io.memory import is_dask_collection
+from stablefit.io.memory import float_array, is_dask_collection
 from stablefit.io.partitions import PartitionedSource, is_distributed, over_partitions
 from stablefit.missing import MISSING_CHOICES, Missing
 from stablefit.parallel import blas_threads_for
@@ -1057,11 +1057,13 @@ def _polynomial_source(x: Any, y: Any) -> Source:
     """x and y as one source of one feature: arrays, or Dask arrays on a cluster."""
     if is_dask_collection(x) or is_dask_collection(y):
         return open_source(x, y)
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.size != y.size:
-        raise StablefitInputError(f"x has {x.size} values and y has {y.size}: they must match")
-    return open_source(x, y, feature_names=["x"])
+    x = float_array(x, "x")
+    if x.ndim > 1 and x.size != x.shape[0]:  # (n, 1) is one column; (n, 2) was flattened
+        raise StablefitInputError(
+            f"x has shape {x.shape}; a polynomial is of one variable: pass one column "
+            "(a 1-D array)."
+        )
+    return open_source(x.reshape(-1), y, feature_names=["x"])
 
 
 @dataclass(frozen=True)
