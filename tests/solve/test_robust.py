@@ -7,6 +7,8 @@ two-way clustered covariances: to 1e-10 relative on random data and on Grunfeld'
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -204,3 +206,41 @@ def test_the_estimator_takes_sample_weights_and_a_covariance_type():
     np.testing.assert_array_equal(model.result_.bse, direct.bse)
     with pytest.raises(stablefit.errors.StablefitInputError, match="must be positive"):
         StableLinearRegression().fit(X, y, sample_weight=-w)
+
+
+def test_fewer_clusters_than_coefficients_test_what_the_covariance_determines():
+    """Three clusters for five coefficients: the cluster-robust covariance has rank 2, and
+    the whole fit ended in 'the restrictions  are not independent'. As statsmodels, the
+    overall Wald F tests the combinations the covariance determines."""
+    _, X, y = random_problem(11, n=60, d=4)
+    keys = np.repeat([0, 1, 2], 20)
+    ours = stablefit.fit(X, y, groups=keys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels: "covariance ... does not have full rank"
+        theirs = sm.OLS(y, sm.add_constant(X)).fit(cov_type="cluster", cov_kwds={"groups": keys})
+        df_num = theirs.wald_test(np.eye(5)[1:], use_f=True, scalar=True).df_num
+    assert ours.f_df_num == df_num == 2
+    np.testing.assert_allclose([ours.fvalue, ours.f_pvalue], [theirs.fvalue, theirs.f_pvalue],
+                               rtol=1e-9)  # fmt: skip
+    assert "2 of 4 restrictions: the covariance has rank 2" in str(ours.summary())
+    assert ours.to_dict()["f_df_num"] == 2
+    with pytest.raises(stablefit.errors.StablefitInputError, match="not independent"):
+        ours.f_test("x0 = 0, x1 = 0, x2 = 0, x3 = 0")  # a test the user writes: all or none
+
+
+@pytest.mark.parametrize("cov_type", ["hc0", "hc2", "hc3"])
+def test_a_robust_fit_without_residuals_or_of_leverage_one_ends_with_a_result(cov_type):
+    """A constant target with a robust covariance (all zero) ended in 'the restrictions
+    are not independent'; a row of leverage 1 under HC2 let NumPy's 'invalid value
+    encountered in sqrt' through to the user."""
+    X = np.column_stack([np.arange(20.0), np.r_[1.0, np.zeros(19)]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        constant = stablefit.fit(X, np.full(20, 5.0), cov_type=cov_type)
+        leverage_one = stablefit.fit(X, np.sin(np.arange(20.0)), cov_type=cov_type)
+    assert np.isnan(constant.fvalue) and "F undefined (the target is constant)" in str(
+        constant.summary()
+    )
+    assert np.isfinite(leverage_one.params).all()
+    if cov_type != "hc0":
+        assert any("leverage 1" in note for note in leverage_one.notes)

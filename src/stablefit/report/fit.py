@@ -67,7 +67,13 @@ def _header_facts(result: FitResult) -> list[str]:
     because = functools.partial(_undefined_because, result)
     overall = _figure(statistic, result.fvalue, ".6g", because)
     if not np.isnan(result.fvalue):
-        overall += f" (p = {result.f_pvalue:.3g})"
+        overall += f" (p = {result.f_pvalue:.3g}"
+        if result.f_df_num < result.df_model:
+            overall += (
+                f"; {result.f_df_num} of {result.df_model} restrictions: the covariance has "
+                f"rank {result.f_df_num}"
+            )
+        overall += ")"
     return [
         f"target {result.target_name}   {method}{weights}   n = {result.n_obs}   "
         f"df model = {result.df_model}   df resid = {result.df_resid}",

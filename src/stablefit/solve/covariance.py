@@ -252,7 +252,9 @@ class RowStatistic:
             else:
                 leverage = np.einsum("ij,ij->i", U, U)
                 complement = 1.0 - (leverage if raw.weights is None else leverage * raw.weights)
-        with np.errstate(divide="ignore"):
+        # A row of leverage 1 (1 - h zero, or below zero by rounding) leaves HC2 and HC3
+        # undefined: NaN here, and the result's notes say so (covariance_notes).
+        with np.errstate(divide="ignore", invalid="ignore"):
             factors = {
                 "HC0": None,
                 "HC2": 1.0 / np.sqrt(complement),

@@ -201,8 +201,15 @@ def restriction_test(
     df_denom: int,
     text: tuple[str, ...],
     names: Sequence[str],
+    reduced_rank: bool = False,
 ) -> RestrictionTest:
-    """Wald test of ``R β = q``: F with (rows, df_denom) degrees of freedom, or χ²."""
+    """Wald test of ``R β = q``: F with (rows, df_denom) degrees of freedom, or χ².
+
+    Restrictions whose covariance is singular are an error, unless ``reduced_rank``: then,
+    as statsmodels' ``wald_test``, the test is of the combinations the covariance
+    determines (its pseudo-inverse, as many degrees of freedom as its rank; NaN for rank
+    0). A cluster-robust covariance of fewer clusters than coefficients is such a one.
+    """
     involved = np.any(R != 0, axis=0)
     undefined = [names[j] for j in np.flatnonzero(involved & ~np.isfinite(np.diag(covariance)))]
     if undefined:
@@ -214,13 +221,20 @@ def restriction_test(
     difference = R @ params - q
     restricted = R[:, used] @ covariance[np.ix_(used, used)] @ R[:, used].T
     singular = np.linalg.svd(restricted, compute_uv=False)
-    if singular[-1] <= singular[0] * 1e-12 * restricted.shape[0]:
+    rows = R.shape[0]
+    if singular[-1] <= singular[0] * 1e-12 * restricted.shape[0] and reduced_rank:
+        rows = int(np.linalg.matrix_rank(restricted))
+        if rows == 0:
+            nan = float("nan")
+            return RestrictionTest(nan, nan, 0, df_denom if use_f else None, "F", text)
+        wald = float(difference @ np.linalg.pinv(restricted) @ difference)
+    elif singular[-1] <= singular[0] * 1e-12 * restricted.shape[0]:
         raise StablefitInputError(
             f"the restrictions {', '.join(text)} are not independent (one follows from the "
             "others): leave the redundant ones out"
         )
-    wald = float(difference @ np.linalg.solve(restricted, difference))
-    rows = R.shape[0]
+    else:
+        wald = float(difference @ np.linalg.solve(restricted, difference))
     # A two-way clustered covariance need not be positive definite, nor then the statistic:
     # its tail probability is that of 0, as in statsmodels.
     if use_f:

@@ -259,7 +259,15 @@ class FitResult:
             df_denom=self.df_inference,
             text=(),
             names=self.param_names,
+            reduced_rank=True,
         )
+
+    @property
+    def f_df_num(self) -> int:
+        """Restrictions the overall F tests: ``df_model``, or fewer when a robust covariance
+        is of lower rank (fewer clusters than coefficients), as in statsmodels."""
+        test = self._overall_test
+        return self.df_model if test is None else test.df_num
 
     @property
     def fvalue(self) -> float:
@@ -479,6 +487,7 @@ class FitResult:
             "rsquared_adj": number(self.rsquared_adj),
             "fvalue": number(self.fvalue),
             "f_pvalue": number(self.f_pvalue),
+            "f_df_num": self.f_df_num,
             "llf": number(self.llf),
             "aic": number(self.aic),
             "bic": number(self.bic),
