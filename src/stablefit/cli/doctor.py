@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +220,8 @@ DEMO_CASES = (
 
 def bundled_csv(name: str) -> Path:
     """Path of a CSV file shipped in ``stablefit/data``."""
+    from importlib import resources
+
     return Path(str(resources.files("stablefit") / "data" / name))
 
 
