@@ -2,11 +2,15 @@
 
 Each command runs in a fresh process, as a user runs it: ``stablefit fit`` and
 ``stablefit doctor`` on a 3-row CSV, and as baselines ``python -c pass`` (Python and the
-site packages) and ``python -c "import numpy"``. The four are interleaved round by round,
-so that the machine's load (these machines are shared) falls on all of them alike. The
-script prints each one's fastest and median wall time and CPU time (user + system, which
-other processes inflate less than the wall time), and each command's median ratio to the
-baselines of its own round, in wall and in CPU time.
+site packages), ``python -c "import numpy"`` and ``python -c "import numpy, scipy.special"``
+(the fit's p-values and intervals need SciPy's distribution functions: with one residual
+degree of freedom, the 3-row fit has them). The baselines load their BLAS with one thread,
+as the command does (it sets OPENBLAS_NUM_THREADS=1 before NumPy loads; OpenBLAS starting
+its other threads costs a bare ``import numpy`` 0.02-0.05 s of CPU). The five are
+interleaved round by round, so that the machine's load (these machines are shared) falls
+on all of them alike. The script prints each one's fastest and median wall time and CPU
+time (user + system, which other processes inflate less than the wall time), and each one's
+median ratio to the baselines timed before it in the same round, in wall and in CPU time.
 
     python benchmarks/bench_startup.py              # 15 rounds
     python benchmarks/bench_startup.py --rounds 30
@@ -25,7 +29,16 @@ import time
 from pathlib import Path
 
 LAUNCHER = "import sys; sys.argv[0] = 'stablefit'; from stablefit_cli import run; run()"
-BASELINES = ("python -c pass", "python -c 'import numpy'")
+BASELINES = (
+    "python -c pass",
+    "python -c 'import numpy'",
+    "python -c 'import numpy, scipy.special'",
+)
+# What the command does before its imports: one BLAS thread unless the user chose.
+ONE_BLAS_THREAD = (
+    "import os\nif 'OPENBLAS_NUM_THREADS' not in os.environ:\n"
+    "    os.environ.update(OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1')\n"
+)
 # Python may write its bytecode caches, as a pip install does when it installs the package
 # (an editable install writes them on the first run): a process that compiles every module
 # from source, as under PYTHONDONTWRITEBYTECODE=1, spends a further 0.1-0.2 s.
@@ -37,7 +50,8 @@ def commands(csv: Path) -> dict[str, list[str]]:
     stablefit = [sys.executable, "-c", LAUNCHER]
     return {
         BASELINES[0]: [sys.executable, "-c", "pass"],
-        BASELINES[1]: [sys.executable, "-c", "import numpy"],
+        BASELINES[1]: [sys.executable, "-c", ONE_BLAS_THREAD + "import numpy"],
+        BASELINES[2]: [sys.executable, "-c", ONE_BLAS_THREAD + "import numpy, scipy.special"],
         "stablefit fit": [*stablefit, "fit", str(csv), "--target", "y"],
         "stablefit doctor": [*stablefit, "doctor", str(csv), "--target", "y"],
     }
@@ -80,21 +94,21 @@ def main() -> None:
                 wall[name].append(seconds[0])
                 cpu[name].append(seconds[1])
     print(f"{args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} at the end")
-    print(f"{'':26} {'wall: fastest':>13} {'median':>7} {'CPU: fastest':>13} {'median':>7}")
+    width = max(map(len, timed))
+    print(f"{'':{width}} {'wall: fastest':>13} {'median':>7} {'CPU: fastest':>13} {'median':>7}")
     for name in timed:
         print(
-            f"{name:26} {min(wall[name]):12.3f}s {statistics.median(wall[name]):6.3f}s "
+            f"{name:{width}} {min(wall[name]):12.3f}s {statistics.median(wall[name]):6.3f}s "
             f"{min(cpu[name]):12.3f}s {statistics.median(cpu[name]):6.3f}s"
         )
-    print("\nmedian ratios to the baselines of the same round (wall, CPU)")
-    for name in list(timed)[1:]:
-        ratios = [
-            f"{median_ratio(wall[name], wall[base]):5.2f}×, "
-            f"{median_ratio(cpu[name], cpu[base]):5.2f}× {base}"
-            for base in BASELINES
-            if base != name
-        ]
-        print(f"{name:26} " + "   ".join(ratios))
+    print("\nmedian ratios to the baselines timed before it in the same round (wall, CPU)")
+    names = list(timed)
+    for index, name in enumerate(names):
+        for base in (base for base in names[:index] if base in BASELINES):
+            print(
+                f"{name:{width}} {median_ratio(wall[name], wall[base]):5.2f}×, "
+                f"{median_ratio(cpu[name], cpu[base]):5.2f}×  {base}"
+            )
 
 
 if __name__ == "__main__":
