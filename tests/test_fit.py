@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import mpmath
 import numpy as np
@@ -265,8 +266,9 @@ def test_summary_of_an_exact_fit_prints_an_infinite_t_beside_its_p_value():
 def test_summary_says_why_a_figure_is_undefined_instead_of_printing_nan(X, y, undefined):
     result = stablefit.fit(X, y)
     frame = pd.DataFrame(X, columns=result.feature_names)
-    reference = sm.OLS(np.asarray(y), sm.add_constant(frame, has_constant="add")).fit()
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels: "the design matrix is rank-deficient"
+        reference = sm.OLS(np.asarray(y), sm.add_constant(frame, has_constant="add")).fit()
         figures = [reference.rsquared, reference.rsquared_adj, reference.fvalue]
     np.testing.assert_array_equal(np.isnan([result.rsquared, result.rsquared_adj,
                                             result.fvalue]), np.isnan(figures))  # fmt: skip

@@ -219,9 +219,9 @@ def test_fewer_clusters_than_coefficients_test_what_the_covariance_determines():
         warnings.simplefilter("ignore")  # statsmodels: "covariance ... does not have full rank"
         theirs = sm.OLS(y, sm.add_constant(X)).fit(cov_type="cluster", cov_kwds={"groups": keys})
         df_num = theirs.wald_test(np.eye(5)[1:], use_f=True, scalar=True).df_num
+        expected = [theirs.fvalue, theirs.f_pvalue]
     assert ours.f_df_num == df_num == 2
-    np.testing.assert_allclose([ours.fvalue, ours.f_pvalue], [theirs.fvalue, theirs.f_pvalue],
-                               rtol=1e-9)  # fmt: skip
+    np.testing.assert_allclose([ours.fvalue, ours.f_pvalue], expected, rtol=1e-9)
     assert "2 of 4 restrictions: the covariance has rank 2" in str(ours.summary())
     assert ours.to_dict()["f_df_num"] == 2
     with pytest.raises(stablefit.errors.StablefitInputError, match="not independent"):
