@@ -390,3 +390,20 @@ def test_a_target_name_passed_as_y_says_to_pass_target():
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [2.0, 4.5, 5.0]})
     with pytest.raises(StablefitInputError, match=re.escape("pass target='y' instead")):
         open_source(frame, "y")
+
+
+def test_an_object_column_of_numbers_kept_as_text_or_decimals_names_a_value():
+    """'dtype object' alone, for a column whose every value converts (a '2' among ints, a
+    Decimal): nothing said which value or how to convert it."""
+    from decimal import Decimal
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 4.0]})
+    for values, shown in [
+        ([1, "2", 3], "'2' (str) at row 1"),
+        ([Decimal("1.5"), None, 2], "Decimal('1.5') (Decimal) at row 0"),
+    ]:
+        with pytest.raises(
+            StablefitInputError,
+            match=re.escape(f"'c': dtype object, e.g. {shown}; pandas.to_numeric"),
+        ):
+            open_source(frame.assign(c=values), target="y")

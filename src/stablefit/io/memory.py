@@ -261,8 +261,19 @@ def describe_pandas(series: Any) -> str:
         return f"dtype {kind}" + (f", e.g. {present.iloc[0]!s}" if len(present) else "")
     numbers = pd.to_numeric(series, errors="coerce").notna().to_numpy()
     bad = np.flatnonzero(series.notna().to_numpy() & ~numbers)
-    if bad.size == 0:
-        return f"dtype {series.dtype}"
+    if bad.size == 0:  # every value converts, but not every one is a number: '2', Decimal
+        kinds = (int, float, bool, np.number, np.bool_)
+        present = series.notna().to_numpy()
+        row = next(
+            (i for i, v in enumerate(series) if present[i] and not isinstance(v, kinds)), None
+        )
+        if row is None:
+            return f"dtype {series.dtype}"
+        value = series.iloc[row]
+        return (
+            f"dtype {series.dtype}, e.g. {value!r} ({type(value).__name__}) at row {row}; "
+            "pandas.to_numeric converts it"
+        )
     return f"dtype {series.dtype}, e.g. {series.iloc[bad[0]]!r} at row {bad[0]}"
 
 
