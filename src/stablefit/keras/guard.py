@@ -205,6 +205,8 @@ class NanGuard(keras.callbacks.Callback):
         if self._settled is not None:
             # Keras's epoch logs are the last step's: a careful step after it has the say.
             logs.update({key: value for key, value in self._settled.items() if key in logs})
+        if self._step.settles:
+            logs.update(self._step.epoch_counts())  # not outputs of the common step
         self._process()
         _warn_if_nothing_trained(epoch, logs or {})
         if self._stopped:
