@@ -11,7 +11,10 @@ each its own model of the same initialization, in the same process:
 - guard sync_free: the same with ``sync_free=True``, the masked update that the guard uses
   on accelerators (no host read per step), timed here on the CPU for its cost;
 - detect_anomaly: the step inside ``torch.autograd.detect_anomaly()``, PyTorch's own tool
-  (it names the backward operation that produced a NaN, and checks every one).
+  (it names the backward operation that produced a NaN, and checks every one);
+- isfinite(loss): the check users write by hand, ``if torch.isfinite(loss):
+  optimizer.step()`` (the loss only, not the gradients; one host read a step): the floor
+  of any guard that decides on the host, step by step.
 
 The variants are interleaved step by step (the order rotating from batch to batch), so
 load from other jobs on a shared machine falls on all of them alike; a round is one epoch
@@ -37,7 +40,7 @@ import torch
 from stablefit.torch import guard
 
 ROWS, FEATURES = 50_000, 10
-VARIANTS = ("plain", "guard", "guard sync_free", "detect_anomaly")
+VARIANTS = ("plain", "guard", "guard sync_free", "detect_anomaly", "isfinite(loss)")
 
 
 def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +76,7 @@ def make_runs(batch_size: int, width: int = 64) -> dict[str, tuple]:
                 steps_per_epoch=-(-ROWS // batch_size),
                 sync_free=name == "guard sync_free",
             )
-        runs[name] = (model, optimizer, loss_fn, name == "detect_anomaly")
+        runs[name] = (model, optimizer, loss_fn, name == "detect_anomaly", name == "isfinite(loss)")
     return runs
 
 
@@ -89,14 +92,15 @@ def epoch(runs: dict[str, tuple], x, y, batch_size: int) -> dict[str, tuple[floa
     for index, (xb, yb) in enumerate(batches):
         turn = index % len(names)
         for name in names[turn:] + names[:turn]:
-            model, optimizer, loss_fn, anomaly = runs[name]
+            model, optimizer, loss_fn, anomaly, checked = runs[name]
             context = torch.autograd.detect_anomaly() if anomaly else contextlib.nullcontext()
             wall, cpu = time.perf_counter(), time.process_time()
             with context:
                 optimizer.zero_grad()
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
-                optimizer.step()
+                if not checked or torch.isfinite(loss):
+                    optimizer.step()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             spent[name] = (spent[name][0] + wall, spent[name][1] + cpu)
     return spent
