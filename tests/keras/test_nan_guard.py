@@ -90,9 +90,9 @@ def test_a_non_finite_step_changes_nothing_and_the_logs_never_show_nan() -> None
     assert all_finite(model)
 
 
-def test_callbacks_listed_before_the_guard_never_see_a_nan_loss() -> None:
-    # TerminateOnNaN first: it reads each batch's loss before the guard has settled a
-    # step with a bad row; that loss must be the metrics as restored, not NaN.
+def test_callbacks_listed_before_the_guard_never_see_a_nan_loss(tmp_path) -> None:
+    # TerminateOnNaN first: it reads each batch's loss after a step with a bad row; that
+    # loss must be the settled step's, not NaN, and no guard-internal value may show.
     x, y = well_conditioned(rows=256)
     x = x.copy()
     x[40, 1] = np.nan
@@ -101,16 +101,27 @@ def test_callbacks_listed_before_the_guard_never_see_a_nan_loss() -> None:
         def __init__(self) -> None:
             super().__init__()
             self.seen: list[float] = []
+            self.keys: set[str] = set()
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             self.seen.append(float((logs or {})["loss"]))
+            self.keys.update(logs or {})
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.keys.update(logs or {})
 
     seen = Losses()
     model = linear_model(3, keras.optimizers.SGD(0.01))
-    callbacks = [seen, keras.callbacks.TerminateOnNaN(), NanGuard()]
+    log_file = tmp_path / "log.csv"
+    callbacks = [keras.callbacks.CSVLogger(str(log_file)), seen, keras.callbacks.TerminateOnNaN(),
+                 NanGuard()]  # fmt: skip
     history = model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=callbacks)
     assert len(history.history["loss"]) == 3 and history.history["bad_rows"] == [1, 1, 1]
     assert len(seen.seen) == 3 * 8 and np.isfinite(seen.seen).all()
+    # The guard's own per-step value never reaches a callback, wherever it is listed.
+    assert seen.keys == {"loss"}, seen.keys
+    header, *rows = log_file.read_text().splitlines()
+    assert "stablefit" not in header and len(rows) == 3
 
 
 def test_weights_that_would_overflow_behind_a_finite_loss_are_never_written() -> None:

@@ -25,11 +25,12 @@ On TensorFlow, where a small model's step costs about as much per graph node as 
 arithmetic, the compiled step is split in two. The *common* step is the model's own plus
 one finiteness test (one sum over the batch, the loss and the gradients), the explosion
 test and the update under one condition; it keeps its batch in variables. A step that
-fails the test changes nothing and logs ``STEP_LOSS`` as ``SETTLE``; the guard, whose
-batch-end hook TensorFlow runs on the training thread before the next step, then runs
-the *careful* step on the kept batch (:meth:`StepGuard.settle`): bad rows masked, the step
-retaken with every check, counted, and reported. With several steps per execution the
-host cannot step in between, so every step is careful there.
+fails the test changes nothing and outputs ``STEP_LOSS`` as ``SETTLE``; Keras's train
+function, wrapped by the guard, then runs the *careful* step on the kept batch
+(:meth:`StepGuard.settle`) before it returns: bad rows masked, the step retaken with every
+check, counted, and reported. So every callback, wherever it is listed, sees the settled
+step's logs, never ``STEP_LOSS``. With several steps per execution the host cannot step
+in between, so every step is careful there.
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ from keras import ops
 
 # Running median of log(gradient norm): each step moves it this far towards the new value.
 _MEDIAN_STEP = 0.05
-#: The key under which the step hands its own loss (NaN when skipped) to the guard's
-#: batch-end hook, which removes it before the progress bar and the history see the logs.
+#: The key under which the step hands its own loss (NaN when skipped) to the guard: on
+#: TensorFlow (one step per execution) to its wrapper of the train function, elsewhere to
+#: its batch-end hook, which removes it before the progress bar and the history see it.
 STEP_LOSS = "stablefit_step_loss"
 #: TensorFlow: the value of ``STEP_LOSS`` for a step that failed the common step's test;
-#: the guard then runs the careful step (:meth:`StepGuard.settle`) on its batch before the
-#: next step. (A separate flag would be one more output of the compiled step.)
+#: the train function then runs the careful step (:meth:`StepGuard.settle`) on its batch
+#: before it returns. (A separate flag would be one more output of the compiled step.)
 SETTLE = -math.inf
 
 
@@ -264,6 +266,10 @@ class StepGuard:
     on_report : callable
         Called with a :class:`StepReport` from inside the step (on the host) when a step
         had bad rows or was skipped.
+    on_step_loss : callable or None
+        TensorFlow, one step per execution: called on the host with each step's own loss
+        (NaN for a skipped step) once the step is settled; the logs then do not carry
+        ``STEP_LOSS``. Elsewhere the logs carry it.
     explosion_factor : float
         A gradient norm this many times its running median makes the step skipped.
     warmup : int
@@ -275,11 +281,13 @@ class StepGuard:
         model: keras.Model,
         on_report: Callable[[StepReport], None],
         *,
+        on_step_loss: Callable[[float], None] | None = None,
         explosion_factor: float = 100.0,
         warmup: int = 10,
     ) -> None:
         self.model = model
         self.on_report = on_report
+        self.on_step_loss = on_step_loss
         self.explosion_factor = explosion_factor
         self.warmup = warmup
         self.backend = keras.backend.backend()
@@ -345,7 +353,7 @@ class StepGuard:
 
             optimizer.stateless_apply = stateless_apply
             model.train_step = self._jax_train_step
-        model.make_train_function(force=True)
+        self._make_train_function()
 
     def uninstall(self) -> None:
         model = self.model
@@ -365,7 +373,30 @@ class StepGuard:
     def retrace(self) -> None:
         """Rebuild the compiled step (after a change it reads at trace time: clipnorm)."""
         self._careful = None
-        self.model.make_train_function(force=True)
+        self._make_train_function()
+
+    def _make_train_function(self) -> None:
+        model = self.model
+        model.make_train_function(force=True)
+        if self.settles:
+            model.train_function = self._settling(model.train_function)
+
+    def _settling(self, train_function: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Keras's train function, with a step that failed the common step's test settled
+        (:meth:`settle`) before it returns: every callback, wherever it is listed, sees the
+        settled logs, and none sees ``STEP_LOSS``, which goes to ``on_step_loss``."""
+
+        def train_function_settled(iterator: Any) -> Any:
+            logs = train_function(iterator)
+            step_loss = float(logs.pop(STEP_LOSS))
+            if step_loss == SETTLE:
+                logs = self.settle()
+                step_loss = logs.pop(STEP_LOSS)
+            if self.on_step_loss is not None:
+                self.on_step_loss(step_loss)
+            return logs
+
+        return train_function_settled
 
     # -- host controls -----------------------------------------------------------------
 
@@ -503,9 +534,9 @@ class StepGuard:
 
         A small model's step costs about as much per graph node as per arithmetic, so this
         step adds only a few nodes to the model's. A step that fails the test changes
-        nothing and logs ``STEP_LOSS`` as ``SETTLE``; the guard then runs
-        :meth:`settle`, the careful step, on its batch (kept in variables) before the next
-        step.
+        nothing and outputs ``STEP_LOSS`` as ``SETTLE``; the train function then runs
+        :meth:`settle`, the careful step, on its batch (kept in variables) before it
+        returns (:meth:`_settling`).
         """
         import tensorflow as tf
 

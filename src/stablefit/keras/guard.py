@@ -35,7 +35,7 @@ from stablefit.guard.phrases import KERAS
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
 from stablefit.keras._rows import fit_arguments, row_key, row_namer
-from stablefit.keras._step import SETTLE, STEP_LOSS, StepGuard, StepReport
+from stablefit.keras._step import STEP_LOSS, StepGuard, StepReport
 
 _ON_FAILURE = ("raise", "warn")
 _SAVE_METHODS = ("save_weights", "save")
@@ -160,14 +160,18 @@ class NanGuard(keras.callbacks.Callback):
         self._observed: list[tuple[int, Any]] = []
         self._reports: list[StepReport] = []
         self._epoch, self._batch = 0, -1
-        self._settled = None
         self._counts = (0, 0)
         self._awaiting_capture = False
         self._stopped = False
         self._failure: str | None = None
         self._rows = row_namer(fit_arguments(model), self.data)
         self._row_events: dict[bytes, Any] = {}
-        self._step = StepGuard(model, self._receive, explosion_factor=self.explosion_factor)
+        self._step = StepGuard(
+            model,
+            self._receive,
+            on_step_loss=self._step_loss,
+            explosion_factor=self.explosion_factor,
+        )
         self._step.install()
         self._install_save_guard()
         self._check_initial_weights()
@@ -175,7 +179,6 @@ class NanGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._batch = epoch, -1
-        self._settled: dict[str, Any] | None = None
         self._counts: tuple[Any, Any] = (0, 0)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -183,16 +186,12 @@ class NanGuard(keras.callbacks.Callback):
         self._batch = batch
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._step.settles:
+            return  # the train function settled the step and handed its loss over
         logs = logs if logs is not None else {}
-        self._settled = None
-        if logs.get(STEP_LOSS) == SETTLE:
-            # TensorFlow runs callbacks on the training thread, before the next step: the
-            # careful step settles this one (its logs replace the common step's).
-            self._settled = self._step.settle()
-            logs.update(self._settled)
         step_loss = logs.pop(STEP_LOSS, None)  # the guard's own: not for display
         counts = (logs.get("skipped_steps"), logs.get("bad_rows"))
-        if self._step.backend == "tensorflow" and not self._step.settles and counts != self._counts:
+        if self._step.backend == "tensorflow" and counts != self._counts:
             # Callbacks run on the training thread here: the slots hold this execution's step.
             self._step.collect()
         self._counts = counts
@@ -202,9 +201,6 @@ class NanGuard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
         logs.pop(STEP_LOSS, None)
-        if self._settled is not None:
-            # Keras's epoch logs are the last step's: a careful step after it has the say.
-            logs.update({key: value for key, value in self._settled.items() if key in logs})
         if self._step.settles:
             logs.update(self._step.epoch_counts())  # not outputs of the common step
         self._process()
@@ -236,6 +232,10 @@ class NanGuard(keras.callbacks.Callback):
         self._apply(verdict, remedy, trigger="loss_spike", loss=None, rate_before=rate)
 
     # -- observing (any thread) and processing (training thread) -------------------------
+
+    def _step_loss(self, step_loss: float) -> None:
+        with self._lock:
+            self._observed.append((self._batch, step_loss))
 
     def _receive(self, report: StepReport) -> None:
         with self._lock:
