@@ -2,12 +2,16 @@
 
 A 100k x 10 regression (noise 0.1 on the target) trained by an MLP Dense(64, relu) -
 Dense(64, relu) - Dense(1) with Adam. Each variant trains its own copy of the model (same
-initial weights) in one ``fit`` of two epochs: the first traces the training step
-(NanGuard installs its guarded step at the start of ``fit``), the second is timed
-(process CPU time and wall time, from callbacks that act only at epoch boundaries). The
-variants run in rotation, round after round, so drift in the machine's load reaches them
-all; reported: the median over rounds of each variant's ratio to the plain run of the
-same round.
+initial weights). The variants are interleaved step by step, the order rotating from step
+to step, so that load from other jobs on a shared machine falls on all of them alike: the
+loop is Keras's own ``fit`` loop for TensorFlow (``CallbackList`` hooks around
+``model.train_function`` on a dataset iterator), run for all variants at once. A round is
+one epoch of every variant (its steps and its epoch hooks, timed in process CPU and wall
+time); reported: the median over rounds of each variant's epoch as a ratio to the plain
+epoch of the same round, and a second plain copy as a control of the method.
+
+LossScaleOptimizer (in float32) is the floor of any guard that works inside the step: it
+only tests the gradients for NaN/inf and applies the update under that condition.
 
 Run: ``python benchmarks/bench_guard.py [--rounds 7] [--batch-sizes 32 256]``.
 """
@@ -55,65 +59,99 @@ def make_model(loss_scale: bool = False) -> keras.Model:
     return model
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Process CPU and wall seconds of each epoch (epoch hooks only: no per-batch cost)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[tuple[float, float]] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = (time.process_time(), time.perf_counter())
-
-    def on_epoch_end(self, epoch, logs=None):
-        cpu, wall = self._start
-        self.seconds.append((time.process_time() - cpu, time.perf_counter() - wall))
-
-
 VARIANTS = {
     "no callback": (False, list),
+    "no callback (control)": (False, list),
     "NanGuard()": (False, lambda: [NanGuard()]),
     "TerminateOnNaN()": (False, lambda: [keras.callbacks.TerminateOnNaN()]),
     "LossScaleOptimizer": (True, list),
 }
 
 
-def second_epoch(model: keras.Model, callbacks: list, x, y, batch_size: int) -> tuple[float, float]:
-    timer = EpochTimer()
-    model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0, callbacks=[timer, *callbacks])
-    for callback in callbacks:
-        for event in getattr(callback, "events", ()):
-            print(f"    guard event (counted in the time): {event.describe()}")
-    return timer.seconds[1]
+def start(names: list[str], batch_size: int, steps: int, rounds: int) -> dict[str, tuple]:
+    """Each variant's model and callbacks, begun as ``fit`` begins them, traced and warm."""
+    runs = {}
+    for name in names:
+        loss_scale, callbacks = VARIANTS[name]
+        model = make_model(loss_scale)
+        hooks = keras.callbacks.CallbackList(
+            callbacks(), add_history=True, model=model, verbose=0, epochs=rounds, steps=steps
+        )
+        model.make_train_function()
+        hooks.on_train_begin()
+        runs[name] = (model, hooks)
+    return runs
+
+
+def one_epoch(runs: dict[str, tuple], epoch: int, x, y, batch_size: int) -> dict[str, tuple]:
+    """(CPU, wall) seconds of one epoch of every variant, interleaved step by step."""
+    import tensorflow as tf
+
+    names = list(runs)
+    iterators = {
+        name: iter(tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)) for name in names
+    }
+    spent = dict.fromkeys(names, (0.0, 0.0))
+    last_logs: dict[str, dict] = {name: {} for name in names}
+
+    def timed(action, name: str, *args) -> None:
+        cpu, wall = time.process_time(), time.perf_counter()
+        action(name, *args)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        spent[name] = (spent[name][0] + cpu, spent[name][1] + wall)
+
+    def begin(name: str) -> None:
+        model, hooks = runs[name]
+        model.reset_metrics()
+        hooks.on_epoch_begin(epoch)
+
+    def step(name: str, index: int) -> None:
+        model, hooks = runs[name]
+        hooks.on_train_batch_begin(index)
+        last_logs[name] = model.train_function(iterators[name])
+        hooks.on_train_batch_end(index, last_logs[name])
+
+    def end(name: str) -> None:
+        model, hooks = runs[name]
+        hooks.on_epoch_end(epoch, dict(model._get_metrics_result_or_logs(last_logs[name])))
+
+    for name in names:
+        timed(begin, name)
+    steps = -(-len(x) // batch_size)
+    for index in range(steps):
+        turn = index % len(names)
+        for name in names[turn:] + names[:turn]:
+            timed(step, name, index)
+    for name in names:
+        timed(end, name)
+    return spent
 
 
 def measure(batch_size: int, rounds: int, x, y) -> dict[str, dict[str, float]]:
-    models = {name: make_model(loss_scale) for name, (loss_scale, _) in VARIANTS.items()}
     names = list(VARIANTS)
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    plain: list[tuple[float, float]] = []
-    for round_number in range(rounds):
-        order = names[round_number % len(names) :] + names[: round_number % len(names)]
-        seconds = {}
-        for name in order:
-            seconds[name] = second_epoch(models[name], VARIANTS[name][1](), x, y, batch_size)
-        base_cpu, base_wall = seconds["no callback"]
-        plain.append(seconds["no callback"])
-        for name in names:
-            cpu[name].append(seconds[name][0] / base_cpu)
-            wall[name].append(seconds[name][1] / base_wall)
-    return {
-        name: {
-            "cpu": statistics.median(cpu[name]) - 1.0,
-            "wall": statistics.median(wall[name]) - 1.0,
-            "cpu_low": min(cpu[name]) - 1.0,
-            "cpu_high": max(cpu[name]) - 1.0,
+    steps = -(-len(x) // batch_size)
+    runs = start(names, batch_size, steps, rounds + 1)
+    one_epoch(runs, 0, x[: 50 * batch_size], y[: 50 * batch_size], batch_size)  # warm-up
+    seconds = [one_epoch(runs, epoch + 1, x, y, batch_size) for epoch in range(rounds)]
+    for _, hooks in runs.values():
+        hooks.on_train_end()
+        for callback in hooks.callbacks:
+            for event in getattr(callback, "events", ()):
+                print(f"    guard event (counted in the time): {event.describe()}")
+    plain = [s["no callback"] for s in seconds]
+    results = {}
+    for name in names:
+        cpu = [s[name][0] / s["no callback"][0] for s in seconds]
+        wall = [s[name][1] / s["no callback"][1] for s in seconds]
+        results[name] = {
+            "cpu": statistics.median(cpu) - 1.0,
+            "wall": statistics.median(wall) - 1.0,
+            "cpu_low": min(cpu) - 1.0,
+            "cpu_high": max(cpu) - 1.0,
             "epoch_cpu": statistics.median(p[0] for p in plain),
             "epoch_wall": statistics.median(p[1] for p in plain),
         }
-        for name in names
-    }
+    return results
 
 
 def main() -> None:

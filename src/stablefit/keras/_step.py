@@ -301,6 +301,7 @@ class StepGuard:
         self._slots: list[Any] | None = None
         self._slot_layout: dict[str, Any] = {}
         self._careful: Any = None
+        self._copier: tuple[tuple[int, ...], Any] | None = None
         self._lock = threading.Lock()
         optimizer = model.optimizer
         self.scaled_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
@@ -399,6 +400,20 @@ class StepGuard:
         return train_function_settled
 
     # -- host controls -----------------------------------------------------------------
+
+    def copy_of(self, variables: list[Any]) -> list[Any]:
+        """The variables' values now, kept apart from them (a snapshot)."""
+        if self.backend != "tensorflow":
+            return [ops.copy(v.value) for v in variables]
+        import tensorflow as tf
+
+        key = tuple(id(v) for v in variables)
+        if self._copier is None or self._copier[0] != key:
+            # One compiled call instead of an eager copy per variable: a snapshot at each
+            # new best loss cost about 2 ms of eager copies, 2% of a small model's training.
+            values = [v.value for v in variables]
+            self._copier = (key, tf.function(lambda: [tf.identity(v) for v in values]))
+        return self._copier[1]()
 
     def epoch_counts(self) -> dict[str, int]:
         """The epoch's skipped steps and bad rows, read from the counters."""

@@ -458,7 +458,7 @@ class NanGuard(keras.callbacks.Callback):
         return [*model.trainable_variables, *model.non_trainable_variables, *optimizer]
 
     def _copy_state(self) -> list[Any]:
-        return [keras.ops.copy(v.value) for v in self._state_variables()]
+        return self._step.copy_of(self._state_variables())
 
     def _restore(self, state: list[Any]) -> None:
         self._sync()
