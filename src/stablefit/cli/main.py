@@ -89,9 +89,9 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or with ``command`` only of those its module defines.
 
-    A command's module imports what the command runs on (``fit``: the solvers; ``doctor``:
-    the diagnosis and rich's tables): building the parser for the command given alone
-    spares the others' imports, a quarter of a small file's run. Built once per process:
+    A command's module imports what the command runs on: building the parser for the
+    command given alone spares the other commands' imports, 0.02-0.04 s of a small file's
+    run. Built once per process:
     ``main`` called again in the same process (a notebook, the fuzz suite) would otherwise
     spend 10 ms on each call in argparse's message look-ups.
     """
