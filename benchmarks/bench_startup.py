@@ -35,10 +35,7 @@ BASELINES = (
     "python -c 'import numpy, scipy.special'",
 )
 # What the command does before its imports: one BLAS thread unless the user chose.
-ONE_BLAS_THREAD = (
-    "import os\nif 'OPENBLAS_NUM_THREADS' not in os.environ:\n"
-    "    os.environ.update(OPENBLAS_NUM_THREADS='1', MKL_NUM_THREADS='1')\n"
-)
+ONE_BLAS_THREAD = "import os\nos.environ.setdefault('OPENBLAS_NUM_THREADS', '1')\n"
 # Python may write its bytecode caches, as a pip install does when it installs the package
 # (an editable install writes them on the first run): a process that compiles every module
 # from source, as under PYTHONDONTWRITEBYTECODE=1, spends a further 0.1-0.2 s.

@@ -270,7 +270,6 @@ def run() -> None:
     signal.signal(signal.SIGINT, _interrupt)
     code = EXIT_INTERRUPTED
     try:
-        _limit_blas_threads()
         _import_command(sys.argv[1:])
         code = main()
         logging.shutdown()
@@ -290,10 +289,11 @@ def run() -> None:
 
 
 def _import_command(argv: Sequence[str]) -> None:
-    """Import the module of the command ``argv`` names, without the garbage collector's
-    passes over the objects of the libraries it loads (10 ms of a small file's run), then
-    freeze those objects out of later passes. An error is left to :func:`main`, which meets
-    it again and says it in one line."""
+    """Import the module of the command ``argv`` names, with one BLAS thread (see
+    :func:`_one_blas_thread`) and without the garbage collector's passes over the objects of
+    the libraries it loads (10 ms of a small file's run), then frozen out of later passes.
+    An error is left to :func:`main`, which meets it again and says it in one line."""
+    one_thread = _one_blas_thread()
     gc.disable()
     try:
         with contextlib.suppress(Exception):
@@ -301,22 +301,25 @@ def _import_command(argv: Sequence[str]) -> None:
     finally:
         gc.freeze()
         gc.enable()
+    if one_thread:  # a BLAS that does not read the variable (MKL's)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
 
 
-def _limit_blas_threads() -> None:
+def _one_blas_thread() -> bool:
+    """Ask for one BLAS thread unless the user chose (OPENBLAS_NUM_THREADS); whether asked.
+
+    One BLAS thread per call: the command spreads its blocks over the cores itself, and
+    OpenBLAS's idle threads spin on a core for a while after they start (SciPy's load in
+    the middle of reading a file), which cost `stablefit doctor` 5%. Set before NumPy loads
+    (this module does not import it), the variable keeps OpenBLAS from starting the other
+    threads at all: starting them took 0.02-0.05 s of CPU.
+    """
     if "OPENBLAS_NUM_THREADS" in os.environ:
-        return
-    # One BLAS thread per call: the command spreads its blocks over the cores itself,
-    # and OpenBLAS's idle threads spin on a core for a while after they start (SciPy's
-    # load in the middle of reading a file), which cost `stablefit doctor` 5%. Set before
-    # NumPy loads (this module does not import it), the variables reach every BLAS the
-    # command loads, OpenBLAS's or MKL's, which then never starts its other threads:
-    # starting them took 0.03-0.05 s of CPU. threadpoolctl limits any loaded before.
+        return False
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    os.environ["MKL_NUM_THREADS"] = "1"
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1, user_api="blas")
+    return True
 
 
 if __name__ == "__main__":
