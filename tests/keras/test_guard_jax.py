@@ -23,14 +23,30 @@ warnings.simplefilter("ignore")
 assert keras.backend.backend() == "jax"
 out = {}
 
+
+class Keys(keras.callbacks.Callback):
+    # Listed before the guard: the keys of every log it is shown.
+    def __init__(self):
+        super().__init__()
+        self.keys = set()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.keys.update(logs or {})
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.keys.update(logs or {})
+
+
 # A NaN once in x: the row is left out, the run matches the clean one.
 x, y = well_conditioned(rows=512)
 clean = linear_model(3, keras.optimizers.SGD(0.1))
 clean.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
 model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
 data = CorruptedBatches(x, y, batch_size=16, corrupt={5: "x"})
-history = model.fit(data, epochs=3, verbose=0, callbacks=[guard])
-out["nan_once"] = {"causes": [e.cause for e in guard.events], "finite": all_finite(model),
+keys = Keys()
+history = model.fit(data, epochs=3, verbose=0, callbacks=[keys, guard])
+out["nan_once"] = {"keys": sorted(keys.keys),
+                   "causes": [e.cause for e in guard.events], "finite": all_finite(model),
                    "named": guard.events[0].evidence.get("dataset_rows"),
                    "corrupted": data.corrupted,
                    "ratio": clean_loss(model, x, y) / clean_loss(clean, x, y),
@@ -89,6 +105,7 @@ def test_the_guard_works_on_the_jax_backend() -> None:
     assert nan_once["causes"] == ["data"] and nan_once["finite"]
     assert nan_once["bad_rows"][0] == 1 and all(v == v for v in nan_once["loss"])
     assert nan_once["ratio"] <= 1.5
+    assert nan_once["keys"] == ["bad_rows", "loss", "skipped_steps"]  # not the guard's own
     assert nan_once["named"] == [[nan_once["corrupted"][0], 0]]
     assert out["numpy_row"] == [[[37], ["x[:, 1]"], 2]]
     skip = out["skip"]

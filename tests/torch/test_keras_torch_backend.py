@@ -40,8 +40,14 @@ SCENARIO = textwrap.dedent(
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     guard = NanGuard()
-    history = model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[guard])
+    shown = set()  # the keys of the logs a callback listed before the guard is shown
+    keys = keras.callbacks.LambdaCallback(
+        on_batch_end=lambda batch, logs: shown.update(logs),
+        on_epoch_end=lambda epoch, logs: shown.update(logs),
+    )
+    history = model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[keys, guard])
     result["bad_row"] = {
+        "keys": sorted(shown),
         "epochs": len(history.history["loss"]),
         "events": len(guard.events),
         "weights_finite": weights_finite(model),
@@ -92,6 +98,7 @@ def test_nanguard_protects_training_on_keras_s_torch_backend() -> None:
     assert bad_row["epochs"] == 3 and bad_row["events"] >= 1 and bad_row["weights_finite"]
     assert bad_row["named"] == [["data", [40], ["x[:, 1]"], 3]]
     assert bad_row["bad_rows"] == [1, 1, 1]
+    assert bad_row["keys"] == ["bad_rows", "loss", "skipped_steps"]  # not the guard's own
     assert all(loss == loss for loss in bad_row["loss"])  # no NaN in the history
     example = result["example_1"]
     assert example["events"] >= 1 and example["weights_finite"]

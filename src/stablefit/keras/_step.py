@@ -267,9 +267,10 @@ class StepGuard:
         Called with a :class:`StepReport` from inside the step (on the host) when a step
         had bad rows or was skipped.
     on_step_loss : callable or None
-        TensorFlow, one step per execution: called on the host with each step's own loss
-        (NaN for a skipped step) once the step is settled; the logs then do not carry
-        ``STEP_LOSS``. Elsewhere the logs carry it.
+        Called on the training thread with each step's own loss (NaN for a skipped step),
+        which the logs then do not carry: on TensorFlow with one step per execution a
+        float, once the step is settled; elsewhere the backend's scalar, not yet read.
+        None: the logs carry it as ``STEP_LOSS``.
     explosion_factor : float
         A gradient norm this many times its running median makes the step skipped.
     warmup : int
@@ -379,8 +380,12 @@ class StepGuard:
     def _make_train_function(self) -> None:
         model = self.model
         model.make_train_function(force=True)
+        if self.on_step_loss is None:
+            return
         if self.settles:
             model.train_function = self._settling(model.train_function)
+        else:
+            model.train_function = self._handing_over(model.train_function)
 
     def _settling(self, train_function: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Keras's train function, with a step that failed the common step's test settled
@@ -398,6 +403,19 @@ class StepGuard:
             return logs
 
         return train_function_settled
+
+    def _handing_over(self, train_function: Callable[..., Any]) -> Callable[..., Any]:
+        """Keras's train function (any backend), with ``STEP_LOSS`` taken out of its logs
+        and handed to ``on_step_loss`` as it is (not read: JAX may still be computing it),
+        so that no callback sees it."""
+
+        def train_function_handing_over(*args: Any) -> Any:
+            result = train_function(*args)
+            logs = result[0] if isinstance(result, tuple) else result  # JAX: (logs, state)
+            self.on_step_loss(logs.pop(STEP_LOSS))
+            return result
+
+        return train_function_handing_over
 
     # -- host controls -----------------------------------------------------------------
 
@@ -417,7 +435,12 @@ class StepGuard:
 
     def epoch_counts(self) -> dict[str, int]:
         """The epoch's skipped steps and bad rows, read from the counters."""
-        return {key: int(value.numpy()) for key, value in self.counters.result().items()}
+        return {key: int(ops.convert_to_numpy(v)) for key, v in self.counters.result().items()}
+
+    def trained_steps(self) -> int:
+        """The epoch's steps that updated the model, read from the counters."""
+        counters = self.counters
+        return int(counters.epoch_steps.numpy()) - int(counters.skipped_steps.numpy())
 
     def median_gradient_norm(self) -> float | None:
         """The running median gradient norm, None during the warm-up."""

@@ -35,7 +35,7 @@ from stablefit.guard.phrases import KERAS
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
 from stablefit.keras._rows import fit_arguments, row_key, row_namer
-from stablefit.keras._step import STEP_LOSS, StepGuard, StepReport
+from stablefit.keras._step import StepGuard, StepReport
 
 _ON_FAILURE = ("raise", "warn")
 _SAVE_METHODS = ("save_weights", "save")
@@ -158,6 +158,7 @@ class NanGuard(keras.callbacks.Callback):
         self._core.events = self.events
         self._lock = threading.Lock()
         self._observed: list[tuple[int, Any]] = []
+        self._handed: list[tuple[int, Any]] = []
         self._reports: list[StepReport] = []
         self._epoch, self._batch = 0, -1
         self._counts = (0, 0)
@@ -189,25 +190,39 @@ class NanGuard(keras.callbacks.Callback):
         if self._step.settles:
             return  # the train function settled the step and handed its loss over
         logs = logs if logs is not None else {}
-        step_loss = logs.pop(STEP_LOSS, None)  # the guard's own: not for display
         counts = (logs.get("skipped_steps"), logs.get("bad_rows"))
         if self._step.backend == "tensorflow" and counts != self._counts:
             # Callbacks run on the training thread here: the slots hold this execution's step.
             self._step.collect()
         self._counts = counts
         with self._lock:
-            self._observed.append((batch, step_loss))
+            ready = [(at, loss) for at, loss in self._handed if at <= batch]
+            self._handed = [(at, loss) for at, loss in self._handed if at > batch]
+        # Read here, where Keras may run this hook off the training thread (JAX), so that
+        # the training thread never waits for a step to finish.
+        observed = [(at, float(loss)) for at, loss in ready]
+        with self._lock:
+            self._observed.extend(observed)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
-        logs.pop(STEP_LOSS, None)
-        if self._step.settles:
-            logs.update(self._step.epoch_counts())  # not outputs of the common step
+        self._sync()
+        # From the counters, not the step's outputs (the common step does not output them),
+        # and the metrics as no value when nothing trained: Keras's epoch logs may be its
+        # means of no steps, 0.0.
+        logs.update(self._step.epoch_counts())
+        if self._step.trained_steps() == 0:
+            logs.update(
+                {
+                    key: math.nan
+                    for key, value in logs.items()
+                    if key not in _COUNTS and isinstance(value, float)
+                }
+            )
         self._process()
-        _warn_if_nothing_trained(epoch, logs or {})
+        _warn_if_nothing_trained(epoch, logs)
         if self._stopped:
             return
-        self._sync()
         bad = self._first_nonfinite_variable()
         if bad is not None:
             self._nonfinite_weights(bad)
@@ -233,9 +248,12 @@ class NanGuard(keras.callbacks.Callback):
 
     # -- observing (any thread) and processing (training thread) -------------------------
 
-    def _step_loss(self, step_loss: float) -> None:
+    def _step_loss(self, step_loss: Any) -> None:
         with self._lock:
-            self._observed.append((self._batch, step_loss))
+            if self._step.settles:
+                self._observed.append((self._batch, step_loss))
+            else:
+                self._handed.append((self._batch, step_loss))  # read by the batch-end hook
 
     def _receive(self, report: StepReport) -> None:
         with self._lock:
@@ -545,6 +563,9 @@ class NanGuard(keras.callbacks.Callback):
             raise StablefitInputError(
                 "NanGuard: the model has no optimizer; call model.compile(optimizer=...) first."
             )
+
+
+_COUNTS = ("skipped_steps", "bad_rows")
 
 
 def _warn_if_nothing_trained(epoch: int, logs: dict[str, Any]) -> None:
