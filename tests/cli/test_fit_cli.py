@@ -365,6 +365,10 @@ def test_exclude_given_twice_leaves_out_both_and_a_quoted_name_may_hold_a_comma(
     assert run.code == 0, run.err
     assert run_cli("fit", path, "--target", "y", "--exclude", "a,b,a", "--json", "-").code == 0
     written = json.loads(
+        run_cli("fit", path, "--target", "y", "--exclude", "a, b", "--json", "-").out
+    )
+    assert list(written["features"]) == ["c,d", "e"]
+    written = json.loads(
         run_cli(
             "fit", path, "--target", "y", "--exclude", "a", "--exclude", 'b,"c,d"', "--json", "-"
         ).out
@@ -374,6 +378,15 @@ def test_exclude_given_twice_leaves_out_both_and_a_quoted_name_may_hold_a_comma(
     assert "2 features (b, c,d)" in " ".join(run.out.split()), run.out
     run = run_cli("fit", path, "--target", "y", "--exclude", "a", "--exclude", "b,")
     assert run.code == 2 and "--exclude 'b,': name the columns" in run.err, run.err
+
+
+def test_exclude_keeps_the_spaces_of_a_name_that_has_them(tmp_path, run_cli):
+    """--exclude ' x' stripped the name and left out the column 'x' instead of ' x'."""
+    (path := tmp_path / "spaced.csv").write_text("x, x,y\n1,2,3\n2,1,4\n3,3,6\n4,5,1\n6,1,2\n")
+    # The name as given first; without its spaces only where no column has them ('y, x').
+    for given, kept in ((" x", "x"), ('" x"', "x"), ("x", " x"), ("y, x", "x"), ("y,x", " x")):
+        run = run_cli("fit", path, "--target", "y", "--exclude", given, "--json", "-")
+        assert run.code == 0 and list(json.loads(run.out)["features"]) == [kept], (given, run)
 
 
 def test_the_row_index_pandas_writes_to_parquet_is_not_a_feature(tmp_path, run_cli):

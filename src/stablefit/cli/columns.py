@@ -20,11 +20,13 @@ def add_exclude_argument(parser: argparse.ArgumentParser) -> None:
 
 def excluded_columns(args: argparse.Namespace) -> list[str]:
     """The names given to every ``--exclude`` (each option's list read as one CSV row, so
-    that a quoted name may hold a comma), each checked to be a name."""
+    that a quoted name may hold a comma), each checked to be a name. Spaces around a name
+    are kept: the column ' x' is excluded by that name, and 'a, b' names b where the table
+    has no column ' b' (:func:`stablefit.io.columns.select_columns`)."""
     names: list[str] = []
     for given in args.exclude or ():
-        listed = [name.strip() for name in next(csv.reader([given]), [])]
-        if not listed or not all(listed):
+        listed = next(csv.reader([given]), [])
+        if not listed or not all(name.strip() for name in listed):
             raise StablefitInputError(
                 f"--exclude {given!r}: name the columns separated by commas, e.g. "
                 "--exclude notes,empty"

@@ -190,12 +190,15 @@ def select_columns(
                 f"({describe(target_position)}); choose a numeric target column or convert "
                 "its values to numbers."
             )
-    absent = [name for name in choice.exclude if name not in names]
+    # A name as given ('" x"' names the column ' x'), else without its spaces ('a, b').
+    exclude = [
+        name if name in names or name.strip() not in names else name.strip()
+        for name in choice.exclude
+    ]
+    absent = [name for name in exclude if name not in names]
     if absent:
         raise missing_columns_error(absent, names, origin)
-    candidates = [
-        p for p in range(len(names)) if p != target_position and names[p] not in choice.exclude
-    ]
+    candidates = [p for p in range(len(names)) if p != target_position and names[p] not in exclude]
     if choice.columns is not None:
         absent = [name for name in choice.columns if name not in names]
         if absent:
@@ -229,7 +232,7 @@ def select_columns(
         left_out = [
             f"{quote_names(which)} {why}"
             for which, why in (
-                (list(choice.exclude), "excluded"),
+                (exclude, "excluded"),
                 ([names[p] for p in text_columns], "dropped as non-numeric"),
                 ([names[p] for p in unnamed], "left out as unnamed"),
             )
