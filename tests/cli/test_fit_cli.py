@@ -423,6 +423,6 @@ def test_a_column_without_any_value_is_named_with_the_way_to_leave_it_out(tmp_pa
     got = [written["intercept"]["coef"], written["features"]["a"]["coef"]]
     np.testing.assert_allclose(got, expected.params, rtol=1e-15)
     run = run_cli("doctor", path, "--target", "y", "--exclude", "empty")
-    assert run.code in (0, 1) and "1 features (a)" in run.out, run.err
+    assert run.code in (0, 1) and "1 feature (a)" in run.out, run.err
     run = run_cli("fit", path, "--target", "y", "--exclude", "nope")
     assert run.code == 2 and "missing column(s) 'nope'" in run.err

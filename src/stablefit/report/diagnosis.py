@@ -15,6 +15,7 @@ from rich.padding import Padding
 from rich.text import Text
 
 from stablefit.diagnose import COMPARISON_OPTIMIZER
+from stablefit.diagnose.checks.common import plural
 from stablefit.diagnose.checks.forecast import describe_forecast
 from stablefit.diagnose.findings import Diagnosis, Finding, format_number
 from stablefit.diagnose.frameworks import KERAS, LABELS
@@ -41,8 +42,8 @@ def _header(diagnosis: Diagnosis) -> Text:
         names += f", … ({len(facts.feature_names)} in all)"
     text = Text()
     text.append(visible(f"{facts.origin}: "), style="bold")
-    text.append(f"{facts.n_rows} rows ({facts.n_complete} complete), ")
-    text.append(visible(f"{len(facts.feature_names)} features ({names})"))
+    text.append(f"{plural(facts.n_rows, 'row')} ({facts.n_complete} complete), ")
+    text.append(visible(f"{plural(len(facts.feature_names), 'feature')} ({names})"))
     text.append(visible(f", target {facts.target_name}" if facts.target_name else ", no target"))
     if facts.left_out:
         text.append("\n" + visible(facts.left_out_text()))

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stablefit.diagnose.checks.collinearity import VIF_INFO, VIF_WARNING
+from stablefit.diagnose.checks.common import plural
 from stablefit.diagnose.checks.forecast import OPTIMIZER_NAMES, optimizer_label
 from stablefit.diagnose.checks.outliers import ROBUST_Z
 from stablefit.diagnose.findings import Diagnosis, Finding
@@ -90,8 +91,8 @@ def _facts_line(diagnosis: Diagnosis) -> str:
     facts, settings = diagnosis.facts, diagnosis.settings
     target = f"target <b>{text(facts.target_name)}</b>" if facts.target_name else "no target"
     return (
-        f"{facts.n_rows} rows ({facts.n_complete} complete), "
-        f"{len(facts.feature_names)} features, {target}. Forecast for a Keras Dense(1) "
+        f"{plural(facts.n_rows, 'row')} ({facts.n_complete} complete), "
+        f"{plural(len(facts.feature_names), 'feature')}, {target}. Forecast for a Keras Dense(1) "
         f"model, mean squared error, {text(settings.get('epochs'))} epochs, batch size "
         f"{text(settings.get('batch_size'))}, {text(settings.get('dtype'))}."
         + (f" {text(facts.left_out_text())}" if facts.left_out else "")
