@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+import stablefit
 from stablefit.diagnose.checks import CheckOptions, run_checks
 from stablefit.diagnose.checks.collinearity import (
     check_collinearity,
@@ -153,6 +154,24 @@ def test_constant_column_named_with_its_value(rng):
         summary_of(X, rng.normal(size=30), ["a", "b", "c"]), CheckOptions(intercept=False)
     )
     assert without_bias.severity == "info"
+
+
+def test_a_column_float64_rounds_to_one_value_says_the_rounding_may_be_why(rng, tmp_path):
+    """Ids 2^62 + i and a target 2^63 - 1 - i read as one float64 value each: the doctor
+    called them constant without a word about the rounding."""
+    rows = [f"{float(v)!r},{2**62 + i},{2**63 - 1 - i}" for i, v in enumerate(rng.normal(size=20))]
+    (path := tmp_path / "ids.csv").write_text("x,id,y\n" + "\n".join(rows) + "\n")
+    findings = [f for f in stablefit.diagnose(str(path), target="y").findings if f.code == "SF111"]
+    messages = {f.title: " ".join(f.message.split()) for f in findings}
+    assert (
+        "multiple of 1024: values in the file that differ by up to 512"
+        in messages["Constant feature"]
+    )
+    assert "multiple of 2048" in messages["Constant target"]
+    X = rng.normal(size=(30, 2))
+    X[:, 1] = 7.5  # an ordinary constant: no word about rounding
+    (constant,) = check_constant(summary_of(X, rng.normal(size=30), ["a", "b"]))
+    assert "2^53" not in constant.message
 
 
 def test_planted_exact_combination_is_recovered_with_coefficients(rng):

@@ -166,6 +166,20 @@ def _regress(
     ]
 
 
+def _rounding_may_hide(values: dict[str, float]) -> str:
+    """For constant columns beyond 2^53: that float64 may have made them so (integers a
+    little apart in the file, such as ids 2^62 + i, all read as one value)."""
+    beyond = [abs(v) for v in values.values() if abs(v) >= 2.0**53]
+    if not beyond:
+        return ""
+    spacing = float(np.spacing(max(beyond)))
+    return (
+        f" Beyond 2^53, float64 keeps integers only to a multiple of {spacing:g}: values in "
+        f"the file that differ by up to {spacing / 2:g} read as one, so the column may vary "
+        "there; subtract an offset before saving it to keep them apart."
+    )
+
+
 def check_constant(summary: Summary, options: CheckOptions | None = None) -> list[Finding]:
     """SF111: columns with a single value (over at least two finite values)."""
     options = options or CheckOptions()
@@ -189,7 +203,7 @@ def check_constant(summary: Summary, options: CheckOptions | None = None) -> lis
                 severity="warning" if options.intercept else "info",
                 title="Constant feature",
                 message=f"{join_names(names)} never change{'s' if len(names) == 1 else ''} "
-                f"({shown}): {role}.",
+                f"({shown}): {role}.{_rounding_may_hide(values)}",
                 evidence={"columns": names, "values": values},
                 fix=f"Drop {join_names(names)} from the features.",
             )
@@ -202,7 +216,8 @@ def check_constant(summary: Summary, options: CheckOptions | None = None) -> lis
                 severity="info",
                 title="Constant target",
                 message=f"The target {summary.names[t]} is always {format_number(value)}: "
-                "the model needs nothing but its bias.",
+                "the model needs nothing but its bias."
+                + _rounding_may_hide({summary.names[t]: value}),
                 evidence={"columns": [summary.names[t]], "values": {summary.names[t]: value}},
                 fix="Check that the right column was chosen as the target.",
             )
