@@ -389,6 +389,15 @@ def test_exclude_keeps_the_spaces_of_a_name_that_has_them(tmp_path, run_cli):
         assert run.code == 0 and list(json.loads(run.out)["features"]) == [kept], (given, run)
 
 
+def test_a_delimiter_ending_every_line_is_not_called_a_row_index(tmp_path):
+    """The empty last column of 'x,y,' lines was explained as pandas' row index."""
+    (path := tmp_path / "trailing.csv").write_text("x,y,\n1,2,\n2,3,\n3,5,\n4,4,\n")
+    result = stablefit.fit(path, target="y")
+    assert result.feature_names == ("x",)
+    (note,) = [note for note in result.notes if "Column ''" in note]
+    assert "a delimiter ending each line" in note and "row index" not in note
+
+
 def test_the_row_index_pandas_writes_to_parquet_is_not_a_feature(tmp_path, run_cli):
     """A sampled frame's to_parquet holds its index as '__index_level_0__', which was
     fitted as a feature without a word."""

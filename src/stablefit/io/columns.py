@@ -39,8 +39,15 @@ def is_unnamed(name: str) -> bool:
     )
 
 
-def unnamed_reason(name: str, position: int) -> str:
-    """Why a column without a name of its own is not a feature (``position`` 1-based)."""
+def unnamed_reason(name: str, position: int, *, last: bool = False) -> str:
+    """Why a column without a name of its own is not a feature (``position`` 1-based;
+    ``last``: the table's last column, which a delimiter ending every line makes)."""
+    if last and position > 1 and not name.strip():
+        return (
+            f"column {position} has no name, as the empty column that a delimiter ending "
+            "each line makes, which some spreadsheet exports write; give it a name to use it "
+            "as a feature"
+        )
     if PANDAS_PARQUET_INDEX.fullmatch(name):
         return (
             f"column {position} is the row index that pandas.to_parquet writes for a sorted, "
@@ -226,7 +233,10 @@ def select_columns(
         )
     dropped = tuple(
         DroppedColumn(names[p], f"not numeric: {describe(p)}") for p in text_columns
-    ) + tuple(DroppedColumn(names[p], unnamed_reason(names[p], p + 1)) for p in unnamed)
+    ) + tuple(
+        DroppedColumn(names[p], unnamed_reason(names[p], p + 1, last=p + 1 == len(names)))
+        for p in unnamed
+    )
     features = tuple(p for p in candidates if numeric[p])
     if not features:
         left_out = [
