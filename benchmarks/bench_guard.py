@@ -166,7 +166,12 @@ def main() -> None:
         "pool threads spinning for work blur process CPU time); 0 for TensorFlow's default",
     )
     args = parser.parse_args()
-    if args.threads and keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit(
+            "bench_guard.py drives Keras's fit loop for TensorFlow step by step: run it with "
+            f"KERAS_BACKEND=tensorflow (this is {keras.backend.backend()!r})"
+        )
+    if args.threads:
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
