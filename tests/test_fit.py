@@ -277,6 +277,10 @@ def test_summary_says_why_a_figure_is_undefined_instead_of_printing_nan(X, y, un
         assert phrase in text and phrase in html
     for shown in (text, html):
         assert not re.search(r"(=|\bp =)\s*nan", shown, re.IGNORECASE), shown
+    written = result.to_dict()  # each null of a figure with its reason beside it
+    figures = ("rsquared", "rsquared_adj", "resid_std", "fvalue", "f_pvalue", "llf", "aic", "bic")
+    nulls = {name for name in figures if written[name] is None}
+    assert nulls and nulls == set(written["undefined"]), (nulls, written["undefined"])
 
 
 def test_a_coefficient_that_cannot_be_told_from_zero_has_its_bound_in_the_note():

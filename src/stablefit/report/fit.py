@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -42,21 +40,12 @@ def trusted_digits_text(result: FitResult) -> str:
     return f"{cert.digits_apart_from_zeros} trusted digits ({', '.join(zeros)}{more})"
 
 
-def _undefined_because(result: FitResult, *, of_rsquared: bool = False) -> str:
-    """Why a figure of the header is undefined (NaN), in the words that replace it."""
-    nothing_to_explain = "the target is constant" if result.has_intercept else "the target is 0"
-    if of_rsquared or (result.sst <= 0 and result.df_resid > 0):
-        return nothing_to_explain
-    if result.df_resid <= 0:
-        return "no residual degrees of freedom"
-    if result.df_model <= 0:
-        return "no coefficient besides the intercept"
-    return "see the notes"
-
-
-def _figure(name: str, value: float, spec: str, because: Callable[[], str]) -> str:
+def _figure(result: FitResult, label: str, name: str, spec: str) -> str:
     """``R² = 0.97``; a NaN never printed as such: ``R² undefined (the target is constant)``."""
-    return f"{name} undefined ({because()})" if np.isnan(value) else f"{name} = {value:{spec}}"
+    value = getattr(result, name)
+    if np.isnan(value):
+        return f"{label} undefined ({result.undefined_figures[name]})"
+    return f"{label} = {value:{spec}}"
 
 
 def _header_facts(result: FitResult) -> list[str]:
@@ -64,8 +53,7 @@ def _header_facts(result: FitResult) -> list[str]:
     method = "weighted least squares" if result.weights_name else "least squares"
     weights = f" (weights {result.weights_name!r})" if result.weights_name else ""
     statistic = "F" if result.cov_type == "nonrobust" else "Wald F"
-    because = functools.partial(_undefined_because, result)
-    overall = _figure(statistic, result.fvalue, ".6g", because)
+    overall = _figure(result, statistic, "fvalue", ".6g")
     if not np.isnan(result.fvalue):
         overall += f" (p = {result.f_pvalue:.3g}"
         if result.f_df_num < result.df_model:
@@ -77,9 +65,9 @@ def _header_facts(result: FitResult) -> list[str]:
     return [
         f"target {result.target_name}   {method}{weights}   n = {result.n_obs}   "
         f"df model = {result.df_model}   df resid = {result.df_resid}",
-        f"{_figure('R²', result.rsquared, '.10g', lambda: because(of_rsquared=True))}   "
-        f"{_figure('adj. R²', result.rsquared_adj, '.10g', because)}   "
-        f"{_figure('residual SD', result.resid_std, '.10g', because)}",
+        f"{_figure(result, 'R²', 'rsquared', '.10g')}   "
+        f"{_figure(result, 'adj. R²', 'rsquared_adj', '.10g')}   "
+        f"{_figure(result, 'residual SD', 'resid_std', '.10g')}",
         f"{overall}   "
         f"log-likelihood = {result.llf:.8g}   AIC = {result.aic:.8g}   BIC = {result.bic:.8g}",
         f"covariance: {result.cov_type}"

@@ -263,6 +263,38 @@ class FitResult:
         )
 
     @property
+    def undefined_figures(self) -> dict[str, str]:
+        """Why each undefined figure of the fit is so, by attribute name (of ``rsquared``,
+        ``rsquared_adj``, ``resid_std``, ``fvalue``, ``f_pvalue`` when NaN; ``llf``,
+        ``aic``, ``bic`` when infinite): the summary prints the reason in place of a NaN,
+        and JSON holds it beside the null."""
+        nothing_to_explain = "the target is constant" if self.has_intercept else "the target is 0"
+        if self.sst <= 0 and self.df_resid > 0:
+            because = nothing_to_explain
+        elif self.df_resid <= 0:
+            because = "no residual degrees of freedom"
+        elif self.df_model <= 0:
+            because = "no coefficient besides the intercept"
+        else:
+            because = "see the notes"
+        figures = {
+            "rsquared": self.rsquared,
+            "rsquared_adj": self.rsquared_adj,
+            "resid_std": self.resid_std,
+            "fvalue": self.fvalue,
+            "f_pvalue": self.f_pvalue,
+        }
+        reasons = {
+            name: nothing_to_explain if name == "rsquared" else because
+            for name, value in figures.items()
+            if np.isnan(value)
+        }
+        if self.sse <= 0:  # JSON writes their infinities as null too
+            unbounded = "the residuals are zero: the likelihood is unbounded"
+            reasons.update(dict.fromkeys(("llf", "aic", "bic"), unbounded))
+        return reasons
+
+    @property
     def f_df_num(self) -> int:
         """Restrictions the overall F tests: ``df_model``, or fewer when a robust covariance
         is of lower rank (fewer clusters than coefficients), as in statsmodels."""
@@ -488,6 +520,7 @@ class FitResult:
             "fvalue": number(self.fvalue),
             "f_pvalue": number(self.f_pvalue),
             "f_df_num": self.f_df_num,
+            "undefined": self.undefined_figures,
             "llf": number(self.llf),
             "aic": number(self.aic),
             "bic": number(self.bic),
