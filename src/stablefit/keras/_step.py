@@ -200,7 +200,7 @@ def batch_rows(data: Any) -> Any:
 
 
 #: The guard's own counts among the logs: never hidden.
-_COUNT_KEYS = ("skipped_steps", "bad_rows")
+COUNT_KEYS = ("skipped_steps", "bad_rows")
 
 
 def honest_logs(logs: dict[str, Any], trained_steps: Any) -> dict[str, Any]:
@@ -212,7 +212,7 @@ def honest_logs(logs: dict[str, Any], trained_steps: Any) -> dict[str, Any]:
     """
 
     def hide(key: str, value: Any) -> Any:
-        if key in _COUNT_KEYS or "float" not in str(getattr(value, "dtype", "")):
+        if key in COUNT_KEYS or "float" not in str(getattr(value, "dtype", "")):
             return value
         return ops.where(trained_steps > 0, value, ops.full_like(value, np.nan))
 
@@ -398,8 +398,7 @@ class StepGuard:
             if step_loss == SETTLE:
                 logs = self.settle()
                 step_loss = logs.pop(STEP_LOSS)
-            if self.on_step_loss is not None:
-                self.on_step_loss(step_loss)
+            self.on_step_loss(step_loss)
             return logs
 
         return train_function_settled
@@ -600,7 +599,7 @@ class StepGuard:
             _tf_add(variable, added)
         # The counts are read once an epoch (:meth:`epoch_counts`): each output of the step
         # costs Keras about 30 µs of Python a step to hand over, as much as 20 graph nodes.
-        logs = {key: value for key, value in logs.items() if key not in _COUNT_KEYS}
+        logs = {key: value for key, value in logs.items() if key not in COUNT_KEYS}
         loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
         return {**logs, STEP_LOSS: tf.where(ok, loss, tf.constant(SETTLE, "float32"))}
 
@@ -648,7 +647,7 @@ class StepGuard:
         if bool(arrays[-1]):
             self._receive(self._slot_layout, arrays[:-1])
         return {
-            key: np.asarray(value).item() for key, value in logs.items() if key not in _COUNT_KEYS
+            key: np.asarray(value).item() for key, value in logs.items() if key not in COUNT_KEYS
         }
 
     def _kept_batch(self) -> tuple[Any, ...]:

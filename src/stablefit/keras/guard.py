@@ -35,7 +35,7 @@ from stablefit.guard.phrases import KERAS
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
 from stablefit.keras._rows import fit_arguments, row_key, row_namer
-from stablefit.keras._step import StepGuard, StepReport
+from stablefit.keras._step import COUNT_KEYS, StepGuard, StepReport
 
 _ON_FAILURE = ("raise", "warn")
 _SAVE_METHODS = ("save_weights", "save")
@@ -216,7 +216,7 @@ class NanGuard(keras.callbacks.Callback):
                 {
                     key: math.nan
                     for key, value in logs.items()
-                    if key not in _COUNTS and isinstance(value, float)
+                    if key not in COUNT_KEYS and isinstance(value, float)
                 }
             )
         self._process()
@@ -563,9 +563,6 @@ class NanGuard(keras.callbacks.Callback):
             raise StablefitInputError(
                 "NanGuard: the model has no optimizer; call model.compile(optimizer=...) first."
             )
-
-
-_COUNTS = ("skipped_steps", "bad_rows")
 
 
 def _warn_if_nothing_trained(epoch: int, logs: dict[str, Any]) -> None:
