@@ -222,17 +222,18 @@ def restriction_test(
     restricted = R[:, used] @ covariance[np.ix_(used, used)] @ R[:, used].T
     singular = np.linalg.svd(restricted, compute_uv=False)
     rows = R.shape[0]
-    if singular[-1] <= singular[0] * 1e-12 * restricted.shape[0] and reduced_rank:
+    dependent = singular[-1] <= singular[0] * 1e-12 * restricted.shape[0]
+    if dependent and not reduced_rank:
+        raise StablefitInputError(
+            f"the restrictions {', '.join(text)} are not independent (one follows from the "
+            "others): leave the redundant ones out"
+        )
+    if dependent:
         rows = int(np.linalg.matrix_rank(restricted))
         if rows == 0:
             nan = float("nan")
             return RestrictionTest(nan, nan, 0, df_denom if use_f else None, "F", text)
         wald = float(difference @ np.linalg.pinv(restricted) @ difference)
-    elif singular[-1] <= singular[0] * 1e-12 * restricted.shape[0]:
-        raise StablefitInputError(
-            f"the restrictions {', '.join(text)} are not independent (one follows from the "
-            "others): leave the redundant ones out"
-        )
     else:
         wald = float(difference @ np.linalg.solve(restricted, difference))
     # A two-way clustered covariance need not be positive definite, nor then the statistic:
