@@ -79,6 +79,8 @@ class Chunk:
 
     data: pa.Buffer
     has_header: bool
+    # The buffer ``data`` lies in, free for a later chunk once this one is parsed.
+    storage: bytearray | None = None
 
 
 class ChunkParseError(Exception):
@@ -122,6 +124,16 @@ def read_into(stream: BinaryIO, view: memoryview) -> int:
             break
         filled += count
     return filled
+
+
+def take_buffer(free: list[bytearray], size: int) -> bytearray:
+    """A buffer of at least ``size`` bytes from ``free`` (dropping those too small), else a
+    new one with room for the partial lines that later chunks start with."""
+    while free:
+        buffer = free.pop()
+        if len(buffer) >= size:
+            return buffer
+    return bytearray(size + (size >> 6))
 
 
 def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
@@ -419,38 +431,54 @@ class CsvSource:
 
     def batches(self) -> Iterator[Batch]:
         rows = 0
+        # Buffers of parsed chunks, filled again with later ones: a new buffer for each
+        # chunk was zero-filled while holding the GIL, and its pages faulted in and handed
+        # back to the system, every 4 MiB.
+        free: list[bytearray] = []
         with ThreadPoolExecutor(self.workers) as pool:
             pending: deque[tuple[Chunk, Future[Batch]]] = deque()
             try:
-                for chunk in self._all_chunks():
+                for chunk in self._all_chunks(free):
                     pending.append((chunk, pool.submit(self._parse, chunk)))
                     if len(pending) > self.workers:
-                        block = self._result(*pending.popleft(), rows)
+                        block = self._parsed(*pending.popleft(), rows, free)
                         yield from self._split(block, rows)
                         rows += block.n_rows
                 while pending:
-                    block = self._result(*pending.popleft(), rows)
+                    block = self._parsed(*pending.popleft(), rows, free)
                     yield from self._split(block, rows)
                     rows += block.n_rows
             finally:
                 for _, future in pending:
                     future.cancel()
 
-    def _all_chunks(self) -> Iterator[Chunk]:
-        """The file's chunks, read into their own buffers; an error if the file changes."""
+    def _parsed(
+        self, chunk: Chunk, future: Future[Batch], rows_before: int, free: list[bytearray]
+    ) -> Batch:
+        """The chunk's rows (see :meth:`_result`); its buffer then goes to ``free``."""
+        block = self._result(chunk, future, rows_before)
+        if chunk.storage is not None:
+            free.append(chunk.storage)
+        return block
+
+    def _all_chunks(self, free: list[bytearray]) -> Iterator[Chunk]:
+        """The file's chunks, read into buffers of ``free`` or new ones; an error if the
+        file changes."""
         before = file_state(self.path)
         if self.state is not None and before != self.state:
             raise changed_error(self.path)
         try:
             with open_text(self.path) as stream:
-                yield from self._chunks(stream)
+                yield from self._chunks(stream, free)
         except READ_ERRORS as error:
             raise unreadable(self.path, error) from None
         if file_state(self.path) != before:
             raise changed_error(self.path)
 
-    def _chunks(self, stream: BinaryIO) -> Iterator[Chunk]:
-        """Whole lines, about ``chunk_bytes`` at a time, each in its own buffer.
+    def _chunks(self, stream: BinaryIO, free: list[bytearray]) -> Iterator[Chunk]:
+        """Whole lines, about ``chunk_bytes`` at a time, each in a buffer of its own until
+        it is parsed: one of ``free`` (where the caller puts the buffers of parsed chunks)
+        when one is large enough, else a new one.
 
         Each buffer is filled in place and handed to the parser without a copy; only the
         partial line at its end is copied into the next one.
@@ -458,21 +486,24 @@ class CsvSource:
         rest = b""
         first = True
         while True:
-            buffer = bytearray(len(rest) + self.chunk_bytes)
-            buffer[: len(rest)] = rest
-            filled = len(rest) + read_into(stream, memoryview(buffer)[len(rest) :])
-            if filled < len(buffer):  # the end of the file
+            size = len(rest) + self.chunk_bytes
+            buffer = take_buffer(free, size)
+            view = memoryview(buffer)[:size]
+            view[: len(rest)] = rest
+            filled = len(rest) + read_into(stream, view[len(rest) :])
+            if filled < size:  # the end of the file
                 if filled:
-                    yield Chunk(pa.py_buffer(memoryview(buffer)[:filled]), first)
+                    yield Chunk(pa.py_buffer(view[:filled]), first, buffer)
                 return
-            cut = buffer.rfind(b"\n") + 1
+            cut = buffer.rfind(b"\n", 0, size) + 1
             if cut == 0:
                 if filled > MAX_LINE_BYTES:
                     raise read_error(self.path, long_line_message(filled))
-                rest = bytes(buffer)
+                rest = bytes(view)
+                free.append(buffer)
                 continue
-            yield Chunk(pa.py_buffer(memoryview(buffer)[:cut]), first)
-            rest = bytes(memoryview(buffer)[cut:])
+            rest = bytes(view[cut:])
+            yield Chunk(pa.py_buffer(view[:cut]), first, buffer)
             first = False
 
     def _read_table(
