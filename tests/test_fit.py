@@ -13,7 +13,7 @@ import pytest
 import statsmodels.api as sm
 
 import stablefit
-from stablefit.errors import StablefitInputError
+from stablefit.errors import StablefitInputError, StablefitWarning
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -330,6 +330,26 @@ def test_polynomial_rejects_bad_degree_and_nan():
         stablefit.fit_polynomial(["1", "b", "3"], [1.0, 2.0, 3.0], degree=1)
     column = stablefit.fit_polynomial(np.array([[1.0], [2.0], [4.0]]), [1.0, 2.0, 3.0], degree=1)
     np.testing.assert_allclose(column.params, np.polyfit([1.0, 2.0, 4.0], [1, 2, 3], 1)[::-1])
+
+
+def test_a_prediction_without_a_value_is_never_silent():
+    """predict() returned NaN and inf for rows with a NaN, an inf, or features whose
+    prediction overflows, without a word."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 2))
+    result = stablefit.fit(X, X @ [1.0, 2.0] + rng.normal(size=40))
+    new = np.array([[1.0, 2.0], [np.nan, 1.0], [1.0, -np.inf], [1e308, 1e308]])
+    expected = (
+        r"3 of 4 rows have no finite prediction: 2 with a missing or infinite feature value "
+        r"\(rows 1, 2\); 1 whose prediction overflows a double.*\(row 3: rescale"
+    )
+    for predict in (result.predict, lambda x: result.get_prediction(x).predicted):
+        with pytest.warns(StablefitWarning, match=expected):
+            predicted = predict(new)
+        assert np.isfinite(predicted[0]) and not np.isfinite(predicted[1:]).any()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            predict(new[:1])
 
 
 def test_predict_takes_a_tables_features_by_name_in_any_order():

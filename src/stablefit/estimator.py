@@ -10,6 +10,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from stablefit.missing import MISSING_CHOICES
 from stablefit.pipeline import fit
+from stablefit.solve.prediction import warn_if_undefined
 from stablefit.solve.result import FitResult
 
 
@@ -97,4 +98,7 @@ class StableLinearRegression(RegressorMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return X @ self.coef_ + self.intercept_
+        with np.errstate(over="ignore", invalid="ignore"):
+            predicted = X @ self.coef_ + self.intercept_
+        warn_if_undefined(X, predicted)  # finite features whose prediction overflows
+        return predicted

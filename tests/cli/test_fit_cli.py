@@ -292,6 +292,23 @@ def test_predict_leaves_rows_with_missing_features_empty_and_says_so(model_json,
     assert lines[0] == "prediction" and lines[2] == "" and len(lines) == 4
 
 
+def test_predict_tells_an_overflowing_prediction_from_a_missing_feature(
+    model_json, tmp_path, run_cli
+):
+    """Finite features of 1e308 were reported as 'a missing or infinite feature value', and
+    the intervals printed NumPy's 'invalid value encountered in subtract'."""
+    data = tmp_path / "far.csv"
+    data.write_text("rooms,area_m2\n2,50\ninf,60\n1e308,1e308\n")
+    out = tmp_path / "predictions.csv"
+    run = run_cli("predict", model_json, data, "--intervals", "-o", out)
+    assert run.code == 0, run.err
+    assert "1 with a missing or infinite feature value (line 3)" in run.err
+    assert "1 whose prediction overflows a double" in run.err and "(line 4:" in run.err
+    assert "invalid value" not in run.err
+    lines = out.read_text().splitlines()
+    assert lines[2].strip(",") == "" and lines[3].strip(",") == "" and len(lines) == 4
+
+
 def test_predict_names_a_missing_model_feature(model_json, tmp_path, run_cli):
     data, _ = new_houses(tmp_path, columns=("area_m2", "city"))
     run = run_cli("predict", model_json, data, "-o", tmp_path / "p.csv")

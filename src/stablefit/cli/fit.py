@@ -11,7 +11,7 @@ import argparse
 import json
 import math
 import sys
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,9 @@ from stablefit.io import Schema, Source, open_source
 from stablefit.missing import MISSING_CHOICES
 from stablefit.report.plain import visible_lines
 from stablefit.report.terminal import PlainConsole
+
+if TYPE_CHECKING:
+    from stablefit.solve.prediction import UndefinedPredictions
 
 # Rows without a prediction named in the warning.
 LISTED_ROWS = 20
@@ -113,7 +116,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Predict the target for each row of DATA with a model saved by "
         "'stablefit fit --save'. DATA needs the model's feature columns (by name, in any "
         "order; other columns are ignored). Writes a CSV with one 'prediction' per row, in "
-        "the rows' order; a row with a missing feature value gets an empty prediction. "
+        "the rows' order; a row with a missing feature value, or whose prediction "
+        "overflows, gets an empty prediction and a warning. "
         "With --intervals, also the standard error of each predicted mean and confidence and "
         "prediction intervals from the fit's covariance.",
     )
@@ -252,12 +256,12 @@ def run_predict(args: argparse.Namespace) -> int:
             "'stablefit fit DATA --target COL --save MODEL.json'"
         )
     with args.outputs.open("output") as stream:
-        n_missing, first_rows = write_predictions(model, source, stream, alpha)
-    if n_missing:
-        rows = source.schema.format_rows(first_rows, total=n_missing)
+        undefined = write_predictions(model, source, stream, alpha)
+    if len(undefined):
         print(
-            f"stablefit predict: warning: {n_missing} row(s) have a missing or infinite "
-            f"feature value, so no prediction ({rows}); their prediction is left empty.",
+            f"stablefit predict: warning: {len(undefined)} row(s) have no prediction: "
+            f"{undefined.describe(source.schema.format_rows)}; their prediction is left "
+            "empty.",
             file=sys.stderr,
         )
     return 0
@@ -265,14 +269,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def write_predictions(
     model: Any, source: Source, stream: BinaryIO, alpha: float | None = None
-) -> tuple[int, list[int]]:
+) -> UndefinedPredictions:
     """Write one prediction per row (with ``alpha``, also its standard error and the
-    confidence and prediction intervals); return how many are missing and the first such
-    rows."""
-    from stablefit.solve.prediction import FRAME_COLUMNS
+    confidence and prediction intervals); return the rows without one (the first
+    ``LISTED_ROWS`` of each kind, with their counts)."""
+    from stablefit.solve.prediction import FRAME_COLUMNS, UndefinedPredictions
 
-    n_missing = 0
-    first_rows: list[int] = []
+    counts = [0, 0]
+    listed: list[list[int]] = [[], []]
     columns = ("prediction",) if alpha is None else ("prediction", *FRAME_COLUMNS[1:])
     writer = PredictionWriter(stream, columns)
     for batch in source.batches():
@@ -280,12 +284,14 @@ def write_predictions(
             values = [np.asarray(model.predict(batch.X), dtype=np.float64)]
         else:
             values = list(model.predict_intervals(batch.X).columns(alpha).values())
-        missing = np.flatnonzero(~np.isfinite(values[0]))
-        n_missing += missing.size
-        first_rows.extend((missing[: LISTED_ROWS - len(first_rows)] + batch.first_row).tolist())
+        undefined = UndefinedPredictions.of(batch.X, values[0])
+        for kind, rows in enumerate((undefined.missing, undefined.overflow)):
+            counts[kind] += rows.size
+            room = LISTED_ROWS - len(listed[kind])
+            listed[kind].extend((rows[:room] + batch.first_row).tolist())
         writer.write(values)
     writer.close()
-    return n_missing, first_rows
+    return UndefinedPredictions(np.array(listed[0]), np.array(listed[1]), *counts)
 
 
 class PredictionWriter:

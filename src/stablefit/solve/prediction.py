@@ -10,12 +10,13 @@ normal distribution when ``use_t`` is off.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from stablefit.errors import StablefitInputError
+from stablefit.errors import StablefitInputError, StablefitWarning
 from stablefit.solve.linalg import special
 
 FRAME_COLUMNS = (
@@ -26,6 +27,59 @@ FRAME_COLUMNS = (
     "obs_ci_lower",
     "obs_ci_upper",
 )
+
+
+@dataclass(frozen=True)
+class UndefinedPredictions:
+    """Rows without a finite prediction, by reason: their 0-based indices (perhaps only
+    the first ones) and how many there are."""
+
+    #: Rows with a NaN or infinite feature value.
+    missing: np.ndarray
+    #: Rows of finite features whose prediction overflows a double.
+    overflow: np.ndarray
+    n_missing: int
+    n_overflow: int
+
+    @classmethod
+    def of(cls, X: np.ndarray, predicted: np.ndarray) -> UndefinedPredictions:
+        missing = ~np.isfinite(X).all(axis=1)
+        missing_rows = np.flatnonzero(missing)
+        overflow_rows = np.flatnonzero(~np.isfinite(predicted) & ~missing)
+        return cls(missing_rows, overflow_rows, missing_rows.size, overflow_rows.size)
+
+    def __len__(self) -> int:
+        return self.n_missing + self.n_overflow
+
+    def describe(self, format_rows: Any) -> str:
+        """The reasons, each with its rows as ``format_rows(indices, total=n)`` names
+        them (:meth:`stablefit.io.Schema.format_rows`)."""
+        parts = []
+        if self.n_missing:
+            rows = format_rows(self.missing, total=self.n_missing)
+            parts.append(f"{self.n_missing} with a missing or infinite feature value ({rows})")
+        if self.n_overflow:
+            rows = format_rows(self.overflow, total=self.n_overflow)
+            parts.append(
+                f"{self.n_overflow} whose prediction overflows a double, its features being "
+                f"finite ({rows}: rescale those features)"
+            )
+        return "; ".join(parts)
+
+
+def warn_if_undefined(X: np.ndarray, predicted: np.ndarray) -> None:
+    """Warn of the rows of ``X`` (0-based) whose prediction is NaN or inf: never silent."""
+    undefined = UndefinedPredictions.of(X, predicted)
+    if len(undefined):
+        from stablefit.io.schema import Schema
+
+        rows = Schema(feature_names=()).format_rows
+        warnings.warn(
+            f"{len(undefined)} of {len(predicted)} rows have no finite prediction: "
+            f"{undefined.describe(rows)}",
+            StablefitWarning,
+            stacklevel=3,
+        )
 
 
 def critical_value(alpha: float, df: float, use_t: bool) -> float:
@@ -131,7 +185,8 @@ class Prediction:
     def conf_int(self, alpha: float = 0.05, *, obs: bool = False) -> np.ndarray:
         """(n, 2) intervals for the mean, or for a new observation with ``obs=True``."""
         half = critical_value(alpha, self.df, self.use_t) * (self.se_obs if obs else self.se_mean)
-        return np.column_stack([self.predicted - half, self.predicted + half])
+        with np.errstate(invalid="ignore"):  # inf - inf: a row without a prediction
+            return np.column_stack([self.predicted - half, self.predicted + half])
 
     def columns(self, alpha: float = 0.05) -> dict[str, np.ndarray]:
         """The columns of :meth:`summary_frame` as arrays."""

@@ -21,6 +21,7 @@ from stablefit.solve.prediction import (
     PredictionBasis,
     critical_value,
     predict_with_intervals,
+    warn_if_undefined,
 )
 from stablefit.solve.restrictions import RestrictionTest, parse_restrictions, restriction_test
 
@@ -434,8 +435,12 @@ class FitResult:
         order, or a table (pandas, polars, Arrow) holding them by name, in any order."""
         X = self._features(X)
         if self._prediction is not None:
-            return self._prediction.mean(X, self.coef)
-        return X @ self.coef + self.intercept
+            predicted = self._prediction.mean(X, self.coef)
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):
+                predicted = X @ self.coef + self.intercept
+        warn_if_undefined(X, predicted)
+        return predicted
 
     def _features(self, X: Any) -> np.ndarray:
         from stablefit.io.sources import table_features
@@ -469,7 +474,10 @@ class FitResult:
         """
         if self._prediction is None:
             raise StablefitInputError("this result has no covariance to predict intervals from")
-        return predict_with_intervals(self._features(X), self.coef, self._prediction, weights)
+        X = self._features(X)
+        prediction = predict_with_intervals(X, self.coef, self._prediction, weights)
+        warn_if_undefined(X, prediction.predicted)
+        return prediction
 
     def to_dict(self) -> dict:
         """JSON-ready: feature names as keys, NaN written as null and explained in notes."""
