@@ -962,8 +962,9 @@ def _certificate(
     values = refinement.params_hi
     raw_R = np.linalg.solve(T.T, R.T).T
     # A coefficient that is exactly 0 has no relative error; its digits are counted
-    # relative to the size at which it would explain the whole target, ‖y‖ / ‖A e_j‖.
-    with np.errstate(divide="ignore"):
+    # relative to the size at which it would explain the whole target, ‖y‖ / ‖A e_j‖
+    # (none when both underflow to 0: then no digit is counted).
+    with np.errstate(divide="ignore", invalid="ignore"):
         natural = refinement.target_norm / np.linalg.norm(raw_R, axis=0)
     kept = trusted_digits(np.where(values == 0, natural, values), refinement.error_bound)
     # At the returned solution Ãᵀr = -ÃᵀÃe, so ‖Ãᵀr‖ ≤ ‖R‖·‖R e‖. For a (nearly) exact

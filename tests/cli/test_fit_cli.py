@@ -399,11 +399,27 @@ def test_exclude_given_twice_leaves_out_both_and_a_quoted_name_may_hold_a_comma(
 
 def test_exclude_keeps_the_spaces_of_a_name_that_has_them(tmp_path, run_cli):
     """--exclude ' x' stripped the name and left out the column 'x' instead of ' x'."""
-    (path := tmp_path / "spaced.csv").write_text("x, x,y\n1,2,3\n2,1,4\n3,3,6\n4,5,1\n6,1,2\n")
-    # The name as given first; without its spaces only where no column has them ('y, x').
-    for given, kept in ((" x", "x"), ('" x"', "x"), ("x", " x"), ("y, x", "x"), ("y,x", " x")):
+    (path := tmp_path / "spaced.csv").write_text(
+        "x, x,z,y\n1,2,0,3\n2,1,1,4\n3,3,0,6\n4,5,1,1\n6,1,0,2\n7,2,1,5\n"
+    )
+    # The name as given first; without its spaces only where no column has them ('z, x').
+    for given, kept in (
+        (" x", ["x", "z"]),
+        ('" x"', ["x", "z"]),
+        ("x", [" x", "z"]),
+        ("z, x", ["x"]),
+        ("z,x", [" x"]),
+    ):
         run = run_cli("fit", path, "--target", "y", "--exclude", given, "--json", "-")
-        assert run.code == 0 and list(json.loads(run.out)["features"]) == [kept], (given, run)
+        assert run.code == 0 and list(json.loads(run.out)["features"]) == kept, (given, run)
+
+
+def test_excluding_the_target_is_an_error_not_ignored(tmp_path, run_cli):
+    """--exclude naming the target was accepted without a word (and the target fitted)."""
+    (path := tmp_path / "t.csv").write_text("x,y\n1,2\n2,1\n3,3\n4,5\n")
+    for command in ("fit", "doctor"):
+        run = run_cli(command, path, "--target", "y", "--exclude", "x,y")
+        assert run.code == 2 and "'y' is both the target and excluded" in run.err, run
 
 
 def test_a_delimiter_ending_every_line_is_not_called_a_row_index(tmp_path):

@@ -124,6 +124,25 @@ def test_recommendation_converges_when_re_forecast_on_scaled_data(optimizer: str
     assert again.predicted_final_loss == pytest.approx(recommended.predicted_final_loss)
 
 
+def test_a_recommendation_after_dropping_bad_rows_reads_and_standardizes() -> None:
+    """With a NaN row, the fix read 'Train with drop the rows with NaN/inf, then standardize
+    scaling, SGD ...' and its code did not standardize (it compared the scaling to
+    'standardize' exactly)."""
+    from stablefit.diagnose.checks.forecast import forecast_findings
+
+    X, y = EXAMPLE_1
+    X, y = np.vstack([X, [[4.0, np.nan]]]), np.append(y, 40.0)
+    forecast = forecast_training(summary_of(X, y), optimizer="sgd")
+    recommended = forecast.recommended
+    assert recommended.scaling == "drop the rows with NaN/inf, then standardize"
+    assert "Normalization" in recommended.code and "X, y = X[finite], y[finite]" in recommended.code
+    namespace = {"X": X, "y": y}
+    exec(recommended.code.split("normalizer =")[0], namespace)  # its data preparation
+    np.testing.assert_array_equal(namespace["X"], X[:3])
+    (finding,) = [f for f in forecast_findings(forecast, {}) if f.code == "SF201"]
+    assert finding.fix.startswith("Drop the rows with NaN/inf, then train with standardized ")
+
+
 def test_recommended_code_runs_as_python_source() -> None:
     code = forecast_training(summary_of(*EXAMPLE_1), optimizer="sgd").recommended.code
     compile(code, "<recommended>", "exec")

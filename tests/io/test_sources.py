@@ -123,6 +123,22 @@ def test_blank_line_is_a_row_of_missing_values_so_line_numbers_stay_right(tmp_pa
     np.testing.assert_array_equal(y, [2, np.nan, 4])
 
 
+@pytest.mark.parametrize("name", ["tail.csv", "tail.csv.gz"])
+@pytest.mark.parametrize("chunk_bytes", [7, 12, 1 << 20])
+@pytest.mark.parametrize("tail", ["\n\n", "\n\n\n\n", "\r\n\r\n", "\n\r\n\n"])
+def test_blank_lines_at_the_end_of_a_file_are_no_rows(tmp_path, name, chunk_bytes, tail):
+    """A file ending in blank lines (an editor's, a concatenation's) was read with a row of
+    NaN for each, so the fit stopped on 'missing values'; pandas and pyarrow skip them.
+    Chunks as short as a line, or cut inside the blank lines, end the same."""
+    text = "x,y\n1,2\n\n3,4\n5,6" + tail
+    path = write_text_file(tmp_path / name, text)
+    source = open_source(path, target="y")
+    source.chunk_bytes = chunk_bytes
+    X, y, _, _ = gather(source)
+    np.testing.assert_array_equal(X[:, 0], [1, np.nan, 3, 5])  # the blank line between rows stays
+    np.testing.assert_array_equal(y, [2, np.nan, 4, 6])
+
+
 def test_csv_types_come_from_all_rows_not_just_the_first_block(tmp_path):
     # Integers in the first blocks, a decimal and an empty cell far later.
     lines = ["n,y"] + [f"{i},1" for i in range(700_000)] + ["2.5,1", ",1"]

@@ -200,11 +200,27 @@ def training_code(
     epochs: int,
     batch_size: int,
     drop_last: bool = False,
+    drop_rows: bool = False,
 ) -> str:
-    """A snippet that trains ``config`` on ``X``, ``y`` in its framework."""
+    """A snippet that trains ``config`` on ``X``, ``y`` in its framework (``drop_rows``:
+    on the rows without a NaN or inf once cast to float32)."""
     if config.framework == TORCH:
-        return _torch_code(config, standardize, large_offset, epochs, batch_size, drop_last)
-    return _keras_code(config, standardize, large_offset, epochs, batch_size)
+        code = _torch_code(config, standardize, large_offset, epochs, batch_size, drop_last)
+    else:
+        code = _keras_code(config, standardize, large_offset, epochs, batch_size)
+    if not drop_rows:
+        return code
+    imports, _, rest = code.partition("\n\n")
+    return "\n\n".join([imports, DROP_ROWS_CODE, rest])
+
+
+# The rows the model can train on, as it sees them: in float32.
+DROP_ROWS_CODE = """\
+# Leave out the rows with a NaN or inf in float32, the type the model computes in.
+X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+finite = np.isfinite(X.astype(np.float32)).all(axis=1)
+finite &= np.isfinite(y.astype(np.float32)).reshape(len(X), -1).all(axis=1)
+X, y = X[finite], y[finite]"""
 
 
 def _keras_code(

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 
 #: The recommendation tries at most this many epochs before saying nothing converges.
 MAX_RECOMMENDED_EPOCHS = 1000
+#: The first step of a recommendation made on the rows the data can train on.
+DROP_ROWS = "drop the rows with NaN/inf"
 _FLOAT_TYPES = {"float32": np.float32, "float64": np.float64}
 #: Epochs a LossHistory keeps at most: a plot needs no more, whatever ``epochs`` was.
 HISTORY_POINTS = 1000
@@ -715,18 +717,19 @@ def _recommend(
     tried at the framework's defaults.
     """
     loader = {"batch_size": batch_size, "drop_last": drop_last}
-    drop = "drop the rows with NaN/inf, then " if drop_rows else ""
     if user_outcome == "converges":
         note = "the configuration as given converges" + (
             " once those rows are dropped" if drop_rows else ""
         )
-        scaling = "drop the rows with NaN/inf" if drop_rows else "none"
+        scaling = DROP_ROWS if drop_rows else "none"
         return _recommendation(
             scaling, config, epochs, loader, user_final, "converges", problem, note, user_run
         )
     intercept = BIAS in problem.quadratic.names
     scaled = problem.standardized() if intercept else problem
-    scaling = drop + ("standardize" if intercept else "none")
+    scaling = "standardize" if intercept else "none"
+    if drop_rows:
+        scaling = DROP_ROWS if scaling == "none" else f"{DROP_ROWS}, then {scaling}"
     lambda_max = Spectrum.of(scaled.quadratic).lambda_max
     optimizers = [config.name] + [name for name in ("adam", "sgd") if name != config.name]
     best: tuple[float, OptimizerConfig, int, Outcome, Run] | None = None
@@ -820,7 +823,8 @@ def _code(
     large_offset = bool(np.any(np.abs(means) > 1e4 * np.where(std > 0, std, np.inf)))
     return training_code(
         config,
-        standardize=scaling == "standardize",
+        standardize=scaling.endswith("standardize"),
+        drop_rows=scaling.startswith(DROP_ROWS),
         large_offset=large_offset,
         epochs=epochs,
         batch_size=loader["batch_size"],

@@ -205,6 +205,12 @@ def select_columns(
     absent = [name for name in exclude if name not in names]
     if absent:
         raise missing_columns_error(absent, names, origin)
+    if target is not None and target in exclude:
+        raise StablefitInputError(
+            f"{origin}: {target!r} is both the target and excluded; the target is never a "
+            f"feature: leave {target!r} out of the excluded columns (--exclude), or choose "
+            "another target."
+        )
     candidates = [p for p in range(len(names)) if p != target_position and names[p] not in exclude]
     if choice.columns is not None:
         absent = [name for name in choice.columns if name not in names]

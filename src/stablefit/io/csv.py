@@ -12,9 +12,10 @@ process with SIGBUS if another program truncated the file while it is read); a f
 changes while it is read (its size, inode or modification time) is an error naming it,
 as is a compressed file that is cut short or not compressed at all.
 
-Blank lines are kept as rows of missing values rather than skipped: that keeps every
-row's file line number right, and a blank line shows up as missing values at its line
-instead of vanishing silently. Quoted values must not contain line breaks (the file is
+Blank lines between rows are kept as rows of missing values rather than skipped: that
+keeps every row's file line number right, and a blank line shows up as missing values at
+its line instead of vanishing silently. Blank lines at the end of the file are no rows (as
+for pandas and pyarrow). Quoted values must not contain line breaks (the file is
 cut into chunks at line breaks): such a value is an error naming its line. The file must be
 UTF-8 (ASCII is); other bytes in its header or its values are an error naming the line.
 """
@@ -83,6 +84,18 @@ class Chunk:
     storage: bytearray | None = None
 
 
+def after_last_line(buffer: bytearray, end: int) -> int:
+    """Where the last line with content before ``end`` ends, its line break included:
+    the blank lines after it left out (0 when there are only blank lines)."""
+    content = end
+    while content and buffer[content - 1] in b"\r\n":
+        content -= 1
+    if content == 0:
+        return 0
+    line_break = buffer.find(b"\n", content, end)
+    return end if line_break < 0 else line_break + 1
+
+
 class ChunkParseError(Exception):
     """Raised in a worker; the reader turns it into a message naming the line."""
 
@@ -102,7 +115,8 @@ def ragged_row_error(path: Path, line: int, row: pa_csv.InvalidRow) -> Stablefit
     text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
     return read_error(
         path,
-        f"line {line} has {row.actual_columns} fields where the header has "
+        f"line {line} has {row.actual_columns} field{'' if row.actual_columns == 1 else 's'} "
+        "where the header has "
         f"{row.expected_columns}: {text!r}. Fix that line (a stray or missing delimiter, "
         "or an unquoted delimiter inside a value).",
     )
@@ -491,11 +505,14 @@ class CsvSource:
             view = memoryview(buffer)[:size]
             view[: len(rest)] = rest
             filled = len(rest) + read_into(stream, view[len(rest) :])
-            if filled < size:  # the end of the file
-                if filled:
-                    yield Chunk(pa.py_buffer(view[:filled]), first, buffer)
+            if filled < size:  # the end of the file: its blank lines are no rows
+                end = after_last_line(buffer, filled)
+                if end:
+                    yield Chunk(pa.py_buffer(view[:end]), first, buffer)
                 return
+            # Blank lines at the cut wait for the next chunk, in case the file ends there.
             cut = buffer.rfind(b"\n", 0, size) + 1
+            cut = after_last_line(buffer, cut) or cut
             if cut == 0:
                 if filled > MAX_LINE_BYTES:
                     raise read_error(self.path, long_line_message(filled))

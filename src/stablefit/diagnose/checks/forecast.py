@@ -81,9 +81,16 @@ def _recommendation(forecast: Any) -> tuple[str, str | None]:
     rec = forecast.recommended
     if rec is None:
         return "No simulated configuration converged: use the exact fit, stablefit.fit.", None
-    scaling = SCALING_PHRASES.get(rec.scaling, f"{rec.scaling} scaling, ")
+    # Loaded by now (the forecast made the recommendation); not on this module's import.
+    from stablefit.diagnose.training import DROP_ROWS
+
+    dropped, _, scaling = rec.scaling.rpartition(", then ")
+    if scaling == DROP_ROWS:
+        dropped, scaling = DROP_ROWS, "none"
+    lead = f"{dropped[:1].upper()}{dropped[1:]}, then train with " if dropped else "Train with "
     sentence = (
-        f"Train with {scaling}{OPTIMIZER_NAMES.get(rec.optimizer, rec.optimizer)} at "
+        f"{lead}{SCALING_PHRASES.get(scaling, f'{scaling} scaling, ')}"
+        f"{OPTIMIZER_NAMES.get(rec.optimizer, rec.optimizer)} at "
         f"lr {format_number(rec.learning_rate)} for {rec.epochs} epochs (batch size "
         f"{rec.batch_size}): the same simulation reaches loss "
         f"{format_number(rec.predicted_final_loss)} ({rec.outcome})."
