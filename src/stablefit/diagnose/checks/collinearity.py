@@ -184,7 +184,12 @@ def check_constant(summary: Summary, options: CheckOptions | None = None) -> lis
     """SF111: columns with a single value (over at least two finite values)."""
     options = options or CheckOptions()
     columns = summary.columns
-    constant = [j for j in range(summary.p) if columns.count[j] >= 2 and columns.m2[j] == 0]
+    # Both: a spread whose square underflows (values near 1e-300) leaves m2 at 0 too.
+    constant = [
+        j
+        for j in range(summary.p)
+        if columns.count[j] >= 2 and columns.m2[j] == 0 and columns.min[j] == columns.max[j]
+    ]
     findings = []
     t = target_index(summary)
     features = [j for j in constant if j != t]
