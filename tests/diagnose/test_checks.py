@@ -156,6 +156,15 @@ def test_constant_column_named_with_its_value(rng):
     assert without_bias.severity == "info"
 
 
+def test_values_near_1e_minus_300_are_not_called_constant(rng):
+    """The squares of their spread underflow float64, so their sum of squared deviations
+    is 0: the doctor said 'x never changes' of values that all differ."""
+    X = rng.normal(size=(30, 2))
+    X[:, 0] *= 1e-301
+    y = 1e-322 * np.arange(30.0)  # subnormal, and differing
+    assert check_constant(summary_of(X, y, ["tiny", "b"])) == []
+
+
 def test_a_column_float64_rounds_to_one_value_says_the_rounding_may_be_why(rng, tmp_path):
     """Ids 2^62 + i and a target 2^63 - 1 - i read as one float64 value each: the doctor
     called them constant without a word about the rounding."""
