@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from stablefit.errors import StablefitInputError
+from stablefit.errors import StablefitInputError, StablefitWarning
 from stablefit.io.schema import DroppedColumn
 
 # How many column names an error message lists before saying "and N more".
@@ -206,10 +207,11 @@ def select_columns(
     if absent:
         raise missing_columns_error(absent, names, origin)
     if target is not None and target in exclude:
-        raise StablefitInputError(
-            f"{origin}: {target!r} is both the target and excluded; the target is never a "
-            f"feature: leave {target!r} out of the excluded columns (--exclude), or choose "
-            "another target."
+        warnings.warn(
+            f"{origin}: {target!r} is the target, which is never a feature: excluding it "
+            "changes nothing (was another column meant?)",
+            StablefitWarning,
+            stacklevel=2,
         )
     candidates = [p for p in range(len(names)) if p != target_position and names[p] not in exclude]
     if choice.columns is not None:

@@ -35,7 +35,8 @@ SMALLEST = 2.0**-1074
 def condition_number(R: np.ndarray) -> float:
     """2-norm condition number of a triangular factor (inf when singular)."""
     singular = np.linalg.svd(R, compute_uv=False)
-    return float(singular[0] / singular[-1]) if singular[-1] > 0 else float("inf")
+    with np.errstate(over="ignore"):  # beyond 1.8e308 it is inf, as for a singular one
+        return float(singular[0] / singular[-1]) if singular[-1] > 0 else float("inf")
 
 
 def qr_contraction_bound(R: np.ndarray) -> float:
