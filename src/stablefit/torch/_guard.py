@@ -228,20 +228,21 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if loss is None and torch.is_tensor(result):
             loss = result.detach()  # a closure's loss (Lightning's training step)
         masked = self._masked_step() if self.sync_free else None
-        flag = self._nonfinite_flag(loss, kept=masked is not None)
         sampled = self._step % NORM_EVERY == 0
         if masked is not None:
+            flag = self._nonfinite_flag(loss)
             masked.step(flag, self._update)
             norm = _gradient_norm(self._params) if sampled else None
             self._pending.append(_Pending(self._step, flag, loss, dict(self._seen), norm))
             self._held += _nbytes(self._seen.get("inputs")) + _nbytes(self._seen.get("target"))
         else:
-            self._settle()  # steps left from before the optimizer's state changed
-            finite = not flag.item()
+            if self._pending:
+                self._settle()  # steps left from before the optimizer's state changed
+            value = None if loss is None else _value(loss)
+            finite = self._gradients_finite() and (value is None or _finite(value, loss))
             if finite:
                 self._update()
             self._at = self._step
-            value = None if loss is None else _value(loss)
             self._act(finite, value, _norm_value(self._params) if sampled else None)
         self._step += 1
         epoch_ends = self._step % self.epoch_steps == 0
@@ -262,13 +263,29 @@ class GuardedOptimizer(torch.optim.Optimizer):
             nn.utils.clip_grad_norm_(self._params, self.clipnorm)
         self.optimizer.step()
 
-    def _nonfinite_flag(self, loss: torch.Tensor | None, kept: bool = False) -> torch.Tensor:
-        """A one-element tensor on the parameters' device, nonzero when a gradient (or
-        the loss) holds a NaN or an inf: computed there, not read. ``kept``: a new tensor
-        (the step's flag waits to be read), not the one reused from step to step."""
+    def _gradients_finite(self) -> bool:
+        """Whether every gradient is finite, read at once (the CPU's way, and a step the
+        device cannot cancel). One fused check per device and dtype into a flag kept from
+        step to step: it is zeroed only after it was found set, as a clean step leaves it
+        at zero."""
+        finite = True
+        for params, one, found in self._kinds:
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                # Multiplies by 1 in place (exact) while it looks for NaN/inf: one fused op.
+                torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+                if found.item():
+                    found.zero_()
+                    finite = False
+        return finite
+
+    def _nonfinite_flag(self, loss: torch.Tensor | None) -> torch.Tensor:
+        """A new one-element tensor on the parameters' device, nonzero when a gradient
+        (or the loss) holds a NaN or an inf: computed there, not read (the step's flag
+        waits for the next read)."""
         flags = []
         unchecked = loss
-        for params, one, reused in self._kinds:
+        for params, one, _ in self._kinds:
             grads = [p.grad for p in params if p.grad is not None]
             if (
                 unchecked is not None
@@ -277,9 +294,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
             ):
                 grads.append(unchecked)  # its own detached copy: multiplied by 1, exactly
                 unchecked = None
-            found = torch.zeros(1, device=one.device) if kept else reused.zero_()
+            found = torch.zeros(1, device=one.device)
             if grads:
-                # Multiplies by 1 in place (exact) while it looks for NaN/inf: one fused op.
                 torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
             flags.append(found)
         if unchecked is not None:
@@ -440,10 +456,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
         loss.backward()
         self._seen.pop("loss", None)
         loss = loss.detach()
-        if not self._nonfinite_flag(loss).item():
+        value = _value(loss)
+        if self._gradients_finite() and _finite(value, loss):
             self._skipped -= 1
             self._update()
-            self._act(True, _value(loss), None)
+            self._act(True, value, None)
         for p, grad in zip(self._params, grads, strict=True):
             p.grad = grad
 
@@ -826,6 +843,14 @@ def _read(values: list[Any]) -> list[Any]:
 def _value(loss: torch.Tensor) -> float:
     """A loss as a Python float (the sum of its entries when it is not a scalar)."""
     return loss.item() if loss.numel() == 1 else float(loss.detach().float().sum())
+
+
+def _finite(value: float, loss: torch.Tensor) -> bool:
+    """Whether every entry of ``loss`` is finite, given ``value`` = ``_value(loss)`` (a
+    sum of finite entries may overflow: those entries are looked at)."""
+    if math.isfinite(value):
+        return True
+    return loss.numel() > 1 and bool(torch.isfinite(loss).all())
 
 
 def _clone(value: Any) -> Any:
