@@ -84,9 +84,10 @@ class GuardCore:
 
     def observe(self, loss: float) -> str | None:
         """Record a step's finite loss; ``"loss_spike"`` when the smoothed loss spiked."""
-        self.history.add(loss)
+        history = self.history
+        history.add(loss)
         self._steps_since_snapshot += 1
-        return "loss_spike" if self.history.is_spike() else None
+        return "loss_spike" if history.is_spike() else None
 
     def wants_snapshot(self) -> bool:
         """Whether a mid-epoch snapshot is worth taking now (a new best loss)."""

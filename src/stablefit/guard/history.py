@@ -53,11 +53,11 @@ class LossHistory:
         self.recent.append(loss)
         if self.first is None:
             self.first = loss
-        if self.smoothed is None:
-            self.smoothed = loss
-        else:
-            self.smoothed += self.smoothing * (loss - self.smoothed)
-        self.minimum = min(self.minimum, self.smoothed)
+        smoothed = self.smoothed
+        smoothed = loss if smoothed is None else smoothed + self.smoothing * (loss - smoothed)
+        self.smoothed = smoothed
+        if smoothed < self.minimum:  # min() without its call: this runs every step
+            self.minimum = smoothed
 
     def is_spike(self) -> bool:
         """Whether the smoothed loss is ``spike_factor`` times its running minimum.

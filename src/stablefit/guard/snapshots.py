@@ -62,7 +62,8 @@ class BestStates:
 
     def wants(self, smoothed_loss: float | None, *, steps_since: int) -> bool:
         """Whether a mid-epoch copy is worth taking now: a new best, ``gap`` steps on."""
-        if smoothed_loss is None or not math.isfinite(smoothed_loss) or steps_since < self.gap:
+        # The step count first: it answers no on all but one step in ``gap``.
+        if steps_since < self.gap or smoothed_loss is None or not math.isfinite(smoothed_loss):
             return False
         best = self.best_loss()
         return best is None or smoothed_loss < best

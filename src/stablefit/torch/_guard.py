@@ -185,14 +185,20 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if args and torch.is_grad_enabled():
             seen = self._seen
             seen["inputs"] = args[0]
-            seen["autocast"] = _autocast_state(self._device_type)
+            device = self._device_type  # autocast as the replay must repeat it
+            seen["autocast"] = (
+                (device, torch.get_autocast_dtype(device))
+                if torch.is_autocast_enabled(device)
+                else None
+            )
 
     def _see_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
         if torch.is_grad_enabled() and len(args) >= 2:
             # Not the predictions, nor the loss's graph: holding them would keep the
             # step's activations alive. The replay computes the predictions again.
-            self._seen["target"] = args[1]
-            self._seen["loss"] = output.detach() if torch.is_tensor(output) else output
+            seen = self._seen
+            seen["target"] = args[1]
+            seen["loss"] = output.detach() if torch.is_tensor(output) else output
 
     # -- the step ---------------------------------------------------------------------
 
@@ -366,10 +372,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
             self._norms.append(norm)
         if loss is None:
             return False
-        if self.core.observe(loss) == "loss_spike":
+        core = self.core
+        if core.observe(loss) == "loss_spike":
             return self._event("loss_spike", loss)
-        if self.core.wants_snapshot():
-            self.core.keep(*self._position(), self._copy_state())
+        if core.wants_snapshot():
+            core.keep(*self._position(), self._copy_state())
         return False
 
     def _position(self) -> tuple[int, int]:
@@ -778,12 +785,6 @@ class _Pending:
     loss: torch.Tensor | None
     seen: dict[str, Any]
     norm: torch.Tensor | None
-
-
-def _autocast_state(device: str) -> tuple[str, torch.dtype] | None:
-    if torch.is_autocast_enabled(device):
-        return device, torch.get_autocast_dtype(device)
-    return None
 
 
 def _autocast(state: tuple[str, torch.dtype] | None) -> Any:
