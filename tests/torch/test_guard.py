@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -183,6 +185,41 @@ def test_log_of_zero_in_a_loss_stops_with_cause_loss_function_and_no_rate_cut(gu
     # The fix in PyTorch's words, not Keras's.
     assert "nn.BCEWithLogitsLoss" in message and "from_logits" not in message
     assert all_finite(model)
+
+
+class InfOnShortBatches(torch.nn.Module):
+    """MSE plus inf on a batch of fewer than ``rows`` rows: that loss is not finite, its
+    gradients are."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def forward(self, p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = torch.nn.functional.mse_loss(p, y)
+        return loss + math.inf if len(y) < self.rows else loss
+
+
+def test_a_non_finite_loss_with_finite_gradients_is_not_stepped(guard) -> None:
+    X, y = regression_data()
+    model = mlp()
+    loss_fn = InfOnShortBatches(BATCH)
+    optimizer = guard(
+        torch.optim.SGD(model.parameters(), lr=0.1), model, loss_fn, on_failure="warn"
+    )
+    weights = [model[0].weight.detach().clone()]
+    with pytest.warns(RuntimeWarning, match="cause loss function"):
+        for start, stop in [(0, BATCH), (BATCH, 2 * BATCH), (2 * BATCH, 2 * BATCH + 8)]:
+            optimizer.zero_grad()
+            loss_fn(model(X[start:stop]), y[start:stop]).backward()
+            assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+            optimizer.step()
+            weights.append(model[0].weight.detach().clone())
+        assert optimizer.skipped_steps == 1
+    assert [e.cause for e in optimizer.events] == ["loss_function"]
+    # Two steps taken; the third detected by its loss alone, and training stopped on the
+    # weights kept before the first.
+    assert not torch.equal(weights[0], weights[2]) and torch.equal(weights[0], weights[3])
 
 
 def test_a_cut_survives_a_learning_rate_scheduler(guard) -> None:
