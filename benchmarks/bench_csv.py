@@ -12,11 +12,15 @@ two kinds: numbers rounded to 10 decimals (``-12.8534662944``), and full precisi
 
     python benchmarks/bench_csv.py --megabytes 1000
     python benchmarks/bench_csv.py --megabytes 3000 --no-pandas --kinds full   # beyond the cache
+    python benchmarks/bench_csv.py --keep /tmp/bench-csv   # write the files once, reuse them
+
+Without ``--keep`` the files are written to a temporary folder and deleted afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -59,6 +63,27 @@ def write_csv(path: Path, megabytes: float, kind: str = "10-digit", seed: int = 
             rows_total += rows
             written = path.stat().st_size
     return rows_total
+
+
+def count_rows(path: Path) -> int:
+    """Data rows of a CSV file written by :func:`write_csv` (its lines but the header)."""
+    lines = 0
+    with path.open("rb") as file:
+        while block := file.read(1 << 24):
+            lines += block.count(b"\n")
+    return lines - 1
+
+
+def csv_file(folder: Path, megabytes: float, kind: str) -> tuple[Path, int]:
+    """The CSV of that size and kind in ``folder``, written unless it is there already; and
+    its number of rows."""
+    path = folder / f"{kind}-{megabytes:g}MB.csv"
+    if path.exists():
+        return path, count_rows(path)
+    partial = path.with_suffix(".partial")
+    rows = write_csv(partial, megabytes, kind)
+    partial.replace(path)
+    return path, rows
 
 
 def peak_rss_of(command: list[str]) -> tuple[float, float]:
@@ -126,6 +151,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=list(KINDS))
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas baseline")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="write the CSVs into DIR and keep them; a later run reuses the files it finds "
+        "there (of the same size and kind)",
+    )
     args = parser.parse_args()
     print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as folder:
@@ -148,9 +180,13 @@ def main() -> None:
                     check=False,
                 )
     for kind in args.kinds:
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"{kind}.csv"
-            rows = write_csv(path, args.megabytes, kind)
+        with contextlib.ExitStack() as stack:
+            if args.keep is None:
+                folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            else:
+                folder = args.keep
+                folder.mkdir(parents=True, exist_ok=True)
+            path, rows = csv_file(folder, args.megabytes, kind)
             size = path.stat().st_size / 1e6
             print(f"\n{kind} file: {size:.0f} MB, {rows} rows x {COLUMNS + 1} columns")
             compare(path, args.repeats, args.no_pandas)
