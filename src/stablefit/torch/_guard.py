@@ -35,8 +35,8 @@ where the model lives, because reading a value on the host waits for the device:
 
 Either way the loss is read with the flag (for the loss history, which spots a spike).
 Hooks on the model and on the loss module keep references to the step's inputs, target
-and (detached) loss. In-memory snapshots of the model and optimizer state are taken at
-epoch ends and at new best losses.
+and loss (until ``step()`` takes it). In-memory snapshots of the model and optimizer
+state are taken at epoch ends and at new best losses.
 
 At an event (a non-finite loss or gradient, a loss spike): the batch is replayed layer by
 layer; :func:`stablefit.guard.classify` names the cause and
@@ -197,11 +197,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def _see_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
         if torch.is_grad_enabled() and len(args) >= 2:
-            # Not the predictions, nor the loss's graph: holding them would keep the
-            # step's activations alive. The replay computes the predictions again.
+            # Not the predictions: the replay computes them again. The loss as it is
+            # (no detach() a step): it holds the step's activations no longer than the
+            # user's own ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
             seen["target"] = args[1]
-            seen["loss"] = output.detach() if torch.is_tensor(output) else output
+            seen["loss"] = output
 
     # -- the step ---------------------------------------------------------------------
 
@@ -235,10 +236,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
             return result
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
-            loss = result.detach()  # a closure's loss (Lightning's training step)
+            loss = result  # a closure's loss (Lightning's training step)
         masked = self._masked_step() if self.sync_free else None
         sampled = self._step % NORM_EVERY == 0
         if masked is not None:
+            if loss is not None:
+                loss = loss.detach()  # kept until the read: its value, not its graph
             flag = self._nonfinite_flag(loss)
             masked.step(flag, self._update)
             norm = _gradient_norm(self._params) if sampled else None
