@@ -167,6 +167,20 @@ def test_best_states_restore_the_lowest_smoothed_loss_and_forget_the_failed_path
     assert states.best() is good and len(states) == 1
 
 
+def test_a_copy_gets_the_loss_measured_at_its_weights_not_the_one_before_its_step() -> None:
+    """A step's loss is measured before its update, the copy after it. On a diverging
+    step the copy carried the good loss before the step, and a rollback restored it."""
+    core = GuardCore(snapshot_gap=1)
+    core.keep(0, -1, "initial")
+    assert core.observe(1.0) is None  # the initial weights' loss
+    core.keep(0, 0, "after the first step")
+    core.observe(1e30)  # ... whose own loss is huge
+    assert core.rollback_target().state == "initial"
+    assert core.rollback_target().loss == 1.0
+    core.keep(0, 1, "not yet measured")
+    assert core.rollback_target().state == "initial"  # unconfirmed: not a candidate
+
+
 def test_loss_history_spots_spikes_and_growth_but_not_noise() -> None:
     rng = np.random.default_rng(0)
     noisy = LossHistory(spike_factor=10)

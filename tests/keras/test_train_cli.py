@@ -50,6 +50,14 @@ def test_sgd_on_example_1_is_stopped_by_the_guard_with_the_reason(capsys) -> Non
     # The model holds the last good weights: finite coefficients are printed.
     trained = re.search(r"│ x1\s+│\s+(\S+)", output)
     assert trained and np.isfinite(float(trained.group(1)))
+    # The best weights seen are the initial ones: the copy after the first step was kept
+    # with the loss measured before that step (1.36e12) while its own was 1.2e34, and the
+    # guard restored it. And the message's line breaks were printed as '\n'.
+    loss = re.search(r"│ loss \(MSE\)\s+│\s+(\S+)", output)
+    before = re.search(r"\(([0-9.e+]+) before training\)", words)
+    assert loss and before and float(loss.group(1)) <= float(before.group(1)), output
+    assert "restored the weights from the start of epoch 1" in words
+    assert "\\n" not in output
 
 
 def test_without_the_guard_sgd_on_example_1_ends_in_nan(capsys) -> None:

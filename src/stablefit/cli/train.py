@@ -382,7 +382,8 @@ def _print_guard(console: PlainConsole, guard: Any, stopped: str | None) -> None
         console.print("NanGuard: off (--no-guard)")
         return
     if stopped is not None:
-        console.print(stopped)
+        for line in stopped.splitlines():  # the console shows a line break as an escape
+            console.print(line)
         return
     if not guard.events:
         console.print("NanGuard: no non-finite loss or weight during training, no loss spike")

@@ -79,6 +79,7 @@ class GuardCore:
         self.events: list[GuardEvent] = []
         self._data_events: dict[Hashable, int] = {}
         self._steps_since_snapshot = 0
+        self._unconfirmed: Snapshot | None = None
 
     # -- per step --------------------------------------------------------------------
 
@@ -86,6 +87,10 @@ class GuardCore:
         """Record a step's finite loss; ``"loss_spike"`` when the smoothed loss spiked."""
         history = self.history
         history.add(loss)
+        if self._unconfirmed is not None:
+            # The first loss measured at the last copy's weights: that copy's own loss.
+            self.states.confirm(self._unconfirmed, history.smoothed)
+            self._unconfirmed = None
         self._steps_since_snapshot += 1
         return "loss_spike" if history.is_spike() else None
 
@@ -94,8 +99,11 @@ class GuardCore:
         return self.states.wants(self.history.smoothed, steps_since=self._steps_since_snapshot)
 
     def keep(self, epoch: int, batch: int, state: Any) -> None:
-        """Keep the adapter's copy ``state`` taken after ``(epoch, batch)``."""
-        self.states.add(Snapshot(epoch, batch, self.history.smoothed, state))
+        """Keep the adapter's copy ``state`` taken after ``(epoch, batch)``; the next
+        observed loss, the first at its weights, confirms its loss."""
+        snapshot = Snapshot(epoch, batch, self.history.smoothed, state, confirmed=False)
+        self.states.add(snapshot)
+        self._unconfirmed = snapshot
         self._steps_since_snapshot = 0
 
     def rollback_target(self) -> Snapshot | None:
@@ -169,6 +177,8 @@ class GuardCore:
             self.states.forget_after(restored)
             self.history.restart(restored.loss)
             self._steps_since_snapshot = 0
+            # The next loss is measured at the restored weights, not at a forgotten copy's.
+            self._unconfirmed = None if restored.confirmed else restored
         elif trigger == "loss_spike":
             self.history.rebase()
         done = _what_was_done(remedy, restored, learning_rate_before, learning_rate_after, clipnorm)

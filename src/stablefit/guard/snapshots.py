@@ -19,14 +19,18 @@ class Snapshot:
     truth value to compare by.
 
     ``batch`` is -1 for a copy taken before the epoch's first batch. ``loss`` is the
-    smoothed loss when it was taken (None before any step). ``state`` is the adapter's
-    copy, opaque here.
+    smoothed loss at its weights (None before any step). ``state`` is the adapter's copy,
+    opaque here. ``confirmed``: whether ``loss`` was measured at these weights; a copy is
+    taken after a step whose loss was measured *before* its update, so its own loss is
+    known only from the next step (:meth:`BestStates.confirm`). A diverging step's copy
+    would otherwise carry the good loss of the weights before it.
     """
 
     epoch: int
     batch: int
     loss: float | None
     state: Any
+    confirmed: bool = True
 
 
 class BestStates:
@@ -73,21 +77,35 @@ class BestStates:
         return min(losses) if losses else None
 
     def add(self, snapshot: Snapshot) -> None:
-        """Keep ``snapshot``; the oldest non-best one is dropped beyond ``keep``."""
+        """Keep ``snapshot``; the oldest non-best one is dropped beyond ``keep``. An
+        unconfirmed one becomes the best only once :meth:`confirm` gives its loss."""
         self.newest = [*self.newest, snapshot][-self.keep :]
+        if snapshot.confirmed or self.best_snapshot is None:
+            self._consider(snapshot)
+
+    def confirm(self, snapshot: Snapshot, loss: float) -> None:
+        """``loss``, measured at ``snapshot``'s weights, is its loss."""
+        snapshot.loss, snapshot.confirmed = loss, True
+        self._consider(snapshot)
+
+    def _consider(self, snapshot: Snapshot) -> None:
         best = self.best_snapshot
-        if best is None or (
-            snapshot.loss is not None and (best.loss is None or snapshot.loss <= best.loss)
+        if (
+            best is None
+            or not best.confirmed
+            or (snapshot.loss is not None and (best.loss is None or snapshot.loss <= best.loss))
         ):
             self.best_snapshot = snapshot
 
     def best(self) -> Snapshot | None:
-        """The snapshot with the lowest smoothed loss (the initial one if none has a loss)."""
+        """The confirmed snapshot with the lowest smoothed loss (the initial one if none
+        has a loss; an unconfirmed one only when no other is left)."""
         candidates = self._all()
-        with_loss = [s for s in candidates if s.loss is not None]
+        confirmed = [s for s in candidates if s.confirmed] or candidates
+        with_loss = [s for s in confirmed if s.loss is not None]
         if with_loss:
             return min(with_loss, key=lambda s: s.loss)
-        return candidates[0] if candidates else None
+        return confirmed[0] if confirmed else None
 
     def forget_after(self, snapshot: Snapshot) -> None:
         """After a rollback to ``snapshot``, the newer copies lie on the failed path."""
