@@ -187,6 +187,30 @@ def test_log_of_zero_in_a_loss_stops_with_cause_loss_function_and_no_rate_cut(gu
     assert all_finite(model)
 
 
+def test_example_1_stops_with_cause_learning_rate_at_its_bound(guard) -> None:
+    """The seed's Example 1 with SGD(lr=0.01): the second step's MSELoss is inf because its
+    predictions (3e27) overflow when squared, which the guard called a loss-function bug.
+    Its cause is the learning rate, 4.7e10 times the stable bound; the model is left with
+    its initial weights, the best it had."""
+    X = torch.tensor([[1.0, 1e6], [2.0, 2e6], [3.0, 3e6]])
+    y = torch.tensor([[10.0], [20.0], [30.0]])
+    torch.manual_seed(0)
+    model, loss_fn = torch.nn.Linear(2, 1), torch.nn.MSELoss()
+    with torch.no_grad():
+        initial = loss_fn(model(X), y).item()
+    optimizer = guard(torch.optim.SGD(model.parameters(), lr=0.01), model, loss_fn)
+    with pytest.raises(NonFiniteTrainingError, match="cause learning rate") as error:
+        for _ in range(10):
+            optimizer.zero_grad()
+            loss_fn(model(X), y).backward()
+            optimizer.step()
+    (event,) = optimizer.events
+    assert (event.cause, event.action) == ("learning_rate", "stopped")
+    assert "SGD is stable only for learning rates below 2.14e-13" in str(error.value)
+    with torch.no_grad():
+        assert loss_fn(model(X), y).item() == initial
+
+
 class InfOnShortBatches(torch.nn.Module):
     """MSE plus inf on a batch of fewer than ``rows`` rows: that loss is not finite, its
     gradients are."""

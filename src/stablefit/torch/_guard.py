@@ -403,7 +403,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         context = Context(
             trigger=trigger,
             learning_rate=rate,
-            optimizer=self._name,
+            optimizer=type(self.optimizer).__name__,
             growth=self.core.history.growth(),
             gradient_norm_median=statistics.median(self._norms) if self._norms else None,
             curvature=lambda: self._curvature(target, rate),
@@ -531,6 +531,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
             loss_name=None if self.loss_fn is None else _name(self.loss_fn),
             loss_value=loss_value,
             offending_predictions=offending,
+            largest_target=_largest(target),
+            largest_input=_largest(inputs),
+            largest_prediction=_largest(prediction),
             gradient_norm=_norm_value(self._params),
         )
 
@@ -598,7 +601,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             finally:
                 if current is not None:
                     self._restore(current)
-            method = "hessian power iteration"
+            method = "Hessian power iteration on the batch"
         if lam is None or not math.isfinite(lam):
             lam = None if growth is None else curvature_from_growth(growth, rate)
             method = "loss growth rate"
@@ -821,6 +824,13 @@ def _gradient_norm(params: list[torch.Tensor]) -> torch.Tensor | None:
     if any(n.device != device for n in norms):
         norms = [n.to(device) for n in norms]
     return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _largest(value: Any) -> float | None:
+    """The largest magnitude in a float tensor (None for anything else, or no values)."""
+    if not torch.is_tensor(value) or not value.is_floating_point() or value.numel() == 0:
+        return None
+    return float(value.detach().abs().max())
 
 
 def _nbytes(value: Any) -> int:
