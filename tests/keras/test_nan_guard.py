@@ -258,6 +258,28 @@ def test_the_model_is_left_as_it_was_given_after_fit() -> None:
     assert "skipped_steps" not in history.history
 
 
+@pytest.mark.parametrize("steps_per_execution", [1, 4])
+def test_a_model_compiled_for_xla_is_guarded_and_given_back_with_xla(steps_per_execution) -> None:
+    """With jit_compile=True (Keras's default on TensorFlow with a GPU) the first step
+    failed inside XLA: 'Shape of resource Variable cannot be changed after
+    initialization'."""
+    x, y = well_conditioned(rows=100)  # batches of 32, then 4 rows
+    x[37, 1] = np.nan
+    model = linear_model(3, keras.optimizers.SGD(0.1))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="mse",
+        jit_compile=True,
+        steps_per_execution=steps_per_execution,
+    )
+    guard = NanGuard()
+    with pytest.warns(StablefitWarning, match="trains without XLA while the guard is on"):
+        history = model.fit(x, y, epochs=3, verbose=0, callbacks=[guard])
+    assert [(e.cause, e.action) for e in guard.events] == [("data", "masked")]
+    assert np.isfinite(history.history["loss"]).all() and all_finite(model)
+    assert model.jit_compile
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

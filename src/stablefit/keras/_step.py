@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,8 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+
+from stablefit.errors import StablefitWarning
 
 # Running median of log(gradient norm): each step moves it this far towards the new value.
 _MEDIAN_STEP = 0.05
@@ -304,6 +307,7 @@ class StepGuard:
         self._careful: Any = None
         self._copier: tuple[tuple[int, ...], Any] | None = None
         self._lock = threading.Lock()
+        self._without_xla = False
         optimizer = model.optimizer
         self.scaled_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         #: The optimizer whose update rule moves the weights (the inner one under a loss
@@ -319,6 +323,19 @@ class StepGuard:
     def install(self) -> None:
         model = self.model
         optimizer = model.optimizer
+        if self.backend == "tensorflow" and model.jit_compile:
+            # The guarded step keeps its batch in variables shaped like the batch, and XLA
+            # compiles no assignment that changes a variable's shape (the last, smaller
+            # batch would). Keras turns XLA on by default when TensorFlow sees a GPU.
+            self._without_xla = True
+            model.jit_compile = False
+            warnings.warn(
+                "NanGuard: the model was compiled with jit_compile=True (Keras's default "
+                "with a GPU); it trains without XLA while the guard is on, and with XLA "
+                "again after fit",
+                StablefitWarning,
+                stacklevel=3,
+            )
         model._metrics.append(self.counters)
         original_update = self.updating._backend_update_step
 
@@ -365,6 +382,8 @@ class StepGuard:
         vars(model).pop("train_step", None)
         if self.counters in model._metrics:
             model._metrics.remove(self.counters)
+        if self._without_xla:
+            model.jit_compile = True
         model.make_train_function(force=True)
 
     def _explosion_factor(self) -> float:
