@@ -280,6 +280,59 @@ def test_a_model_compiled_for_xla_is_guarded_and_given_back_with_xla(steps_per_e
     assert model.jit_compile
 
 
+class OwnTrainStep(keras.Model):
+    """The custom training step of Keras's guides: ``x, y = data``, the loss computed
+    inline (none compiled), ``apply_gradients``, a raw loss logged."""
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = keras.ops.mean((self(x, training=True)[:, 0] - y) ** 2)
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables, strict=True))
+        return {"loss": loss}
+
+
+def own_train_step_model(learning_rate: float) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    model = OwnTrainStep(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    return model
+
+
+def test_a_model_with_its_own_train_step_is_guarded() -> None:
+    """Such a model failed at its first bad row ('too many values to unpack': the guard
+    passed sample weights), then logged 0.0 for a masked step, and a learning rate too
+    high ended in a ValueError from the replay ('No loss to compute')."""
+    x, y = well_conditioned(rows=256)
+    x[100, 1] = np.nan
+    model = own_train_step_model(0.01)
+    seen = []
+    logger = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"]))
+    )
+    guard = NanGuard()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[guard, logger])
+    assert [(e.cause, e.action) for e in guard.events] == [("data", "masked")]
+    assert all(np.isfinite(seen)) and 0.0 not in seen and all_finite(model)
+    x, y = well_conditioned(rows=256)
+    model = own_train_step_model(5.0)  # diverges at once
+    guard = NanGuard()
+    model.fit(x, y, epochs=5, verbose=0, callbacks=[guard])
+    assert [e.cause for e in guard.events][:1] == ["learning_rate"]
+    assert guard.events[0].learning_rate_after < 5.0
+    clean = own_train_step_model(0.1)
+    clean.fit(x, y, epochs=5, verbose=0)  # (its history reads 0.0: Keras's unused tracker)
+
+    def mse(m: keras.Model) -> float:
+        return float(np.mean((m.predict(x, verbose=0)[:, 0] - y) ** 2))
+
+    assert mse(model) <= 1.5 * mse(clean) and all_finite(model)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

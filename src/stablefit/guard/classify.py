@@ -166,12 +166,18 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
             return _within_bound(context, curvature)
     if exploding is not None:
         return _exploding(replay, context, exploding, phrases)
+    replayed = (
+        "the loss were finite when the batch was replayed"
+        if replay.loss_value is not None
+        else "the predictions were finite when the batch was replayed (not the loss: the "
+        "model's own train_step computes it)"
+    )
     return Verdict(
         cause="unknown",
         finding=(
             "the step's loss or gradients were not finite, but the inputs, the layers' "
-            "outputs and the loss were finite when the batch was replayed, the loss was not "
-            "rising and the gradient norm was ordinary"
+            f"outputs and {replayed}, the loss was not rising and the gradient norm was "
+            "ordinary"
         ),
         fix="look for randomness in the model (dropout, noise layers) or a custom train step",
         evidence={"gradient_norm": replay.gradient_norm},

@@ -61,6 +61,16 @@ def replay_batch(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Repl
     overflow, nonfinite_layer = _layer_by_layer(model, x)
     predictions = keras.ops.convert_to_numpy(model(x, training=False))
     predictions_finite = bool(np.isfinite(predictions).all())
+    if not has_loss(model):
+        # Nothing to replay the loss with: the model's own train_step computes it.
+        return Replay(
+            overflow=overflow,
+            nonfinite_layer=nonfinite_layer,
+            predictions_finite=predictions_finite,
+            largest_target=_largest(y),
+            largest_input=_largest(x),
+            largest_prediction=_largest(predictions),
+        )
     loss = _loss_value(model, x, y, sample_weight, predictions)
     offending: tuple[float, ...] = ()
     if predictions_finite and not math.isfinite(loss):
@@ -77,6 +87,15 @@ def replay_batch(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Repl
         largest_input=_largest(x),
         largest_prediction=_largest(predictions),
         gradient_norm=gradient_norm(model, x, y, sample_weight),
+    )
+
+
+def has_loss(model: keras.Model) -> bool:
+    """Whether the model computes its loss outside its train_step: one compiled, or a
+    ``compute_loss`` of its own (a custom train_step may compute it inline instead)."""
+    return (
+        getattr(model, "_compile_loss", None) is not None
+        or type(model).compute_loss is not keras.Model.compute_loss
     )
 
 
@@ -327,7 +346,10 @@ def hessian_vector_product(
 def estimate_curvature(
     model: keras.Model, optimizer: keras.optimizers.Optimizer, x: Any, y: Any, sample_weight: Any
 ) -> Curvature | None:
-    """The largest eigenvalue of the (preconditioned) Hessian on this batch, and its bound."""
+    """The largest eigenvalue of the (preconditioned) Hessian on this batch, and its bound
+    (None without a loss to differentiate twice)."""
+    if not has_loss(model):
+        return None
     settings = forecast_settings(optimizer)
     name = str(settings["optimizer"]).lower()
     size, hvp = hessian_vector_product(model, x, y, sample_weight)

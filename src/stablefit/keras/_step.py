@@ -153,15 +153,36 @@ def _zero_nonfinite(structure: Any) -> Any:
     return keras.tree.map_structure(clean, structure)
 
 
-def mask_bad_rows(data: Any) -> tuple[tuple[Any, Any, Any], Any, Any]:
-    """``(x, y, sample_weight)`` with bad rows weighted 0 and zeroed; ``row_ok``; count."""
+def mask_bad_rows(data: Any, *, drop: bool = True) -> tuple[tuple[Any, ...], Any, Any]:
+    """The batch for the model's ``train_step`` with its bad rows left out; ``row_ok``;
+    how many rows were bad.
+
+    Given sample weights, the bad rows get weight 0 and their values zeroed. Without, the
+    batch keeps the form it was given (a ``train_step`` of the model's own may unpack
+    ``x, y = data``): with ``drop`` the bad rows are removed, else (JAX, whose compiled
+    step needs fixed shapes) weights are added.
+    """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     tensors = _float_tensors(x) + _float_tensors(y)
     if sample_weight is not None:
         tensors += _float_tensors(sample_weight)
     if not tensors:
-        return (x, y, sample_weight), None, ops.zeros((), "int32")
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight), None, ops.zeros((), "int32")
     row_ok = _rows_finite(tensors)
+    bad = ops.sum(ops.cast(ops.logical_not(row_ok), "int32"))
+    if sample_weight is None and drop:
+        kept = ops.nonzero(row_ok)[0]
+
+        def take(t: Any) -> Any:
+            return t if t is None else ops.take(t, kept, axis=0)
+
+        return (
+            keras.utils.pack_x_y_sample_weight(
+                keras.tree.map_structure(take, x), keras.tree.map_structure(take, y)
+            ),
+            row_ok,
+            bad,
+        )
     weight = ops.cast(row_ok, "float32")
     if sample_weight is not None:
         sample_weight = _zero_nonfinite(sample_weight)
@@ -172,7 +193,6 @@ def mask_bad_rows(data: Any) -> tuple[tuple[Any, Any, Any], Any, Any]:
             return ops.cast(w, "float32") * ops.reshape(row_weight, shape)
 
         weight = keras.tree.map_structure(combine, sample_weight)
-    bad = ops.sum(ops.cast(ops.logical_not(row_ok), "int32"))
     return (_zero_nonfinite(x), _zero_nonfinite(y), weight), row_ok, bad
 
 
@@ -222,6 +242,21 @@ def honest_logs(logs: dict[str, Any], trained_steps: Any) -> dict[str, Any]:
     return {key: hide(key, value) for key, value in logs.items()}
 
 
+def settled_logs(logs: dict[str, Any], metrics: dict[str, Any], ok: Any) -> dict[str, Any]:
+    """The careful step's logs: its metrics as they stand (restored when the step was
+    skipped), except that a value the model's own ``train_step`` logs under a metric's name
+    stands when the step trained (a custom step may log its loss while Keras's loss
+    tracker, never updated, reads 0.0)."""
+
+    def choose(key: str, value: Any) -> Any:
+        own = logs.get(key)
+        if own is None or getattr(own, "shape", None) != getattr(value, "shape", None):
+            return value
+        return ops.where(ok, own, value)
+
+    return {**logs, **{key: choose(key, value) for key, value in metrics.items()}}
+
+
 def gradient_norm_squared(grads: list[Any]) -> Any:
     """The squared global norm (inf or NaN when a gradient is not finite)."""
     grads = [ops.cast(g, "float32") for g in grads if g is not None]
@@ -269,11 +304,10 @@ class StepGuard:
     on_report : callable
         Called with a :class:`StepReport` from inside the step (on the host) when a step
         had bad rows or was skipped.
-    on_step_loss : callable or None
+    on_step_loss : callable
         Called on the training thread with each step's own loss (NaN for a skipped step),
         which the logs then do not carry: on TensorFlow with one step per execution a
         float, once the step is settled; elsewhere the backend's scalar, not yet read.
-        None: the logs carry it as ``STEP_LOSS``.
     explosion_factor : float
         A gradient norm this many times its running median makes the step skipped.
     warmup : int
@@ -285,7 +319,7 @@ class StepGuard:
         model: keras.Model,
         on_report: Callable[[StepReport], None],
         *,
-        on_step_loss: Callable[[float], None] | None = None,
+        on_step_loss: Callable[[Any], None],
         explosion_factor: float = 100.0,
         warmup: int = 10,
     ) -> None:
@@ -399,8 +433,6 @@ class StepGuard:
     def _make_train_function(self) -> None:
         model = self.model
         model.make_train_function(force=True)
-        if self.on_step_loss is None:
-            return
         if self.settles:
             model.train_function = self._settling(model.train_function)
         else:
@@ -565,6 +597,17 @@ class StepGuard:
         counters.finite_steps.assign_add(tf.cast(median_ok, "int32"))
         self._stash.update(ok=ok, norm_squared=norm_squared)
 
+    def _own_loss(self, logs: dict[str, Any], default: Any = None) -> Any:
+        """The step's loss as the optimizer was given it (Keras's ``train_step`` passes it
+        to ``scale_loss``), else the scalar a ``train_step`` of the model's own logs as
+        ``loss``; ``default`` without either."""
+        loss = self._stash.get("loss")
+        if loss is not None:
+            return loss
+        logged = logs.get("loss")
+        scalar = logged is not None and len(getattr(logged, "shape", (0,))) == 0
+        return logged if scalar and "float" in str(logged.dtype) else default
+
     def _restorable(self) -> list[Any]:
         """What a skipped step leaves as it was, besides the weights and optimizer state."""
         model = self.model
@@ -607,11 +650,9 @@ class StepGuard:
         self._tf_keep_batch(data)
         logs = type(model).train_step(model, data)
         ok = self._stash.get("ok", tf.constant(True))
+        # A step that failed is settled before the train function returns: its logs,
+        # read before this restore, are replaced by the careful step's (:meth:`settle`).
         self._restore_unless(ok, restorable, before)
-        if restorable:
-            # The step's logs were read before the restore: a callback listed before the
-            # guard (TerminateOnNaN, say) must see the metrics as restored, not a NaN loss.
-            logs = tf.cond(ok, lambda: logs, lambda: {**logs, **model.get_metrics_result()})
         counters = self.counters
         rows = batch_rows(data)
         for variable, added in zip(_fed(counters), (1, rows, rows), strict=True):
@@ -619,7 +660,7 @@ class StepGuard:
         # The counts are read once an epoch (:meth:`epoch_counts`): each output of the step
         # costs Keras about 30 µs of Python a step to hand over, as much as 20 graph nodes.
         logs = {key: value for key, value in logs.items() if key not in COUNT_KEYS}
-        loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
+        loss = tf.cast(self._own_loss(logs, tf.constant(np.nan)), "float32")
         return {**logs, STEP_LOSS: tf.where(ok, loss, tf.constant(SETTLE, "float32"))}
 
     def _tf_keep_batch(self, data: Any) -> None:
@@ -688,12 +729,12 @@ class StepGuard:
         import tensorflow as tf
 
         model = self.model
-        (x, y, weight), row_ok, bad = mask_bad_rows(data)
+        batch, row_ok, bad = mask_bad_rows(data)
         restorable = self._restorable()
         before = [tf.identity(v.value) for v in restorable]
         self._stash.clear()
         self._stash["no_rows"] = no_rows(row_ok)
-        logs = type(model).train_step(model, (x, y, weight))
+        logs = type(model).train_step(model, batch)
         ok = self._stash.get("ok", tf.constant(True))
         self._restore_unless(ok, restorable, before)
         counters = self.counters
@@ -709,12 +750,12 @@ class StepGuard:
         counters.skipped_steps.assign_add(1 - tf.cast(ok, "int32"))
         counters.bad_rows.assign_add(bad)
         counters.capture.assign(0)
-        loss = tf.cast(self._stash.get("loss", tf.constant(np.nan)), "float32")
+        loss = tf.cast(self._own_loss(logs, tf.constant(np.nan)), "float32")
         norm_squared = self._stash.get("norm_squared", tf.constant(np.nan))
         trained = tf.identity(counters.epoch_steps.value) - tf.identity(
             counters.skipped_steps.value
         )
-        logs = honest_logs({**logs, **model.get_metrics_result()}, trained)
+        logs = honest_logs(settled_logs(logs, model.get_metrics_result(), ok), trained)
         logs[STEP_LOSS] = tf.where(ok, loss, tf.constant(np.nan, "float32"))
         tensors = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))["tensors"]
         if row_ok is None:
@@ -791,14 +832,14 @@ class StepGuard:
 
     def _eager_train_step(self, data: Any) -> Any:
         model = self.model
-        (x, y, weight), row_ok, bad = mask_bad_rows(data)
+        batch, row_ok, bad = mask_bad_rows(data)
         counter_variables = self.counters.variables
         guarded = [v for v in model.metrics_variables if not any(v is c for c in counter_variables)]
         guarded += [v for v in model.non_trainable_variables if "float" in str(v.dtype)]
         before = [ops.copy(v.value) for v in guarded]
         self._stash.clear()
         self._stash["no_rows"] = no_rows(row_ok)
-        logs = type(model).train_step(model, (x, y, weight))
+        logs = type(model).train_step(model, batch)
         ok = bool(self._stash.get("ok", True))
         if not ok:
             for variable, value in zip(guarded, before, strict=True):
@@ -817,7 +858,7 @@ class StepGuard:
             fed = [counters.epoch_steps - 1, counters.epoch_rows - rows, counters.fit_rows - rows]
             where = [int(ops.convert_to_numpy(value)) for value in fed]
             flat = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))
-            loss = self._stash.get("loss")
+            loss = self._own_loss(logs)
             norm_squared = self._stash.get("norm_squared")
             values = [
                 *flat["tensors"],
@@ -830,10 +871,10 @@ class StepGuard:
                 np.nan if norm_squared is None else norm_squared,
             ]
             self._receive(flat, [np.asarray(ops.convert_to_numpy(v)) for v in values])
-        loss = self._stash.get("loss")
+        loss = self._own_loss(logs)
         step_loss = float(ops.convert_to_numpy(loss)) if ok and loss is not None else math.nan
         trained = counters.epoch_steps.value - counters.skipped_steps.value
-        logs = honest_logs({**logs, **model.get_metrics_result()}, trained)
+        logs = honest_logs(settled_logs(logs, model.get_metrics_result(), ok), trained)
         return {**logs, STEP_LOSS: step_loss}
 
     # -- JAX ---------------------------------------------------------------------------
@@ -859,10 +900,10 @@ class StepGuard:
                 "fit_rows",
             )
         }
-        (x, y, weight), row_ok, bad = mask_bad_rows(data)
+        batch, row_ok, bad = mask_bad_rows(data, drop=False)
         self._stash.clear()
         self._stash["lr_scale"] = metrics_vars[at["learning_rate_scale"]]
-        _, new_state = type(model).train_step(model, state, (x, y, weight))
+        _, new_state = type(model).train_step(model, state, batch)
         new_trainable, new_non_trainable, new_optimizer_vars, new_metrics_vars = new_state
         loss = self._unscaled_loss(metrics_vars, new_metrics_vars)
         norm_squared = self._stash.get("norm_squared")
