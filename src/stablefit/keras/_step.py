@@ -47,6 +47,7 @@ import numpy as np
 from keras import ops
 
 from stablefit.errors import StablefitWarning
+from stablefit.keras._replay import has_loss
 
 # Running median of log(gradient norm): each step moves it this far towards the new value.
 _MEDIAN_STEP = 0.05
@@ -242,19 +243,15 @@ def honest_logs(logs: dict[str, Any], trained_steps: Any) -> dict[str, Any]:
     return {key: hide(key, value) for key, value in logs.items()}
 
 
-def settled_logs(logs: dict[str, Any], metrics: dict[str, Any], ok: Any) -> dict[str, Any]:
-    """The careful step's logs: its metrics as they stand (restored when the step was
-    skipped), except that a value the model's own ``train_step`` logs under a metric's name
-    stands when the step trained (a custom step may log its loss while Keras's loss
-    tracker, never updated, reads 0.0)."""
-
-    def choose(key: str, value: Any) -> Any:
-        own = logs.get(key)
-        if own is None or getattr(own, "shape", None) != getattr(value, "shape", None):
-            return value
-        return ops.where(ok, own, value)
-
-    return {**logs, **{key: choose(key, value) for key, value in metrics.items()}}
+def settled_logs(logs: dict[str, Any], metrics: dict[str, Any], own_loss: bool) -> dict[str, Any]:
+    """The careful step's logs: its metrics as they stand now (restored when the step was
+    skipped, counted), but with ``own_loss`` (no loss compiled: the model's own
+    ``train_step`` computes it) the loss it logs, not Keras's loss tracker, never updated,
+    which reads 0.0."""
+    merged = {**logs, **metrics}
+    if own_loss and "loss" in logs:
+        merged["loss"] = logs["loss"]
+    return merged
 
 
 def gradient_norm_squared(grads: list[Any]) -> Any:
@@ -755,7 +752,9 @@ class StepGuard:
         trained = tf.identity(counters.epoch_steps.value) - tf.identity(
             counters.skipped_steps.value
         )
-        logs = honest_logs(settled_logs(logs, model.get_metrics_result(), ok), trained)
+        logs = honest_logs(
+            settled_logs(logs, model.get_metrics_result(), not has_loss(model)), trained
+        )
         logs[STEP_LOSS] = tf.where(ok, loss, tf.constant(np.nan, "float32"))
         tensors = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))["tensors"]
         if row_ok is None:
@@ -874,7 +873,9 @@ class StepGuard:
         loss = self._own_loss(logs)
         step_loss = float(ops.convert_to_numpy(loss)) if ok and loss is not None else math.nan
         trained = counters.epoch_steps.value - counters.skipped_steps.value
-        logs = honest_logs(settled_logs(logs, model.get_metrics_result(), ok), trained)
+        logs = honest_logs(
+            settled_logs(logs, model.get_metrics_result(), not has_loss(model)), trained
+        )
         return {**logs, STEP_LOSS: step_loss}
 
     # -- JAX ---------------------------------------------------------------------------
