@@ -90,6 +90,15 @@ def test_a_py_dataset_row_is_named_by_the_batch_keras_asked_for(data, shuffle) -
     assert "row 5 of dataset[2] with NaN or inf in x[:, 1]" in event.message
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_py_dataset_read_by_worker_threads_names_the_row(data, shuffle) -> None:
+    """With workers=2 the batches are fetched ahead, in any order: the row was named only
+    with shuffle=False, by the step's place in the epoch."""
+    event = train(Batches(*data, workers=2), shuffle=shuffle)
+    assert event.evidence["dataset_rows"] == [[2, 5]] and event.columns == ("x[:, 1]",)
+    assert "row 5 of dataset[2] with NaN or inf in x[:, 1]" in event.message
+
+
 def test_a_checked_tf_dataset_names_the_row_of_the_stream_and_its_column(data) -> None:
     x, y = data
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)

@@ -12,10 +12,11 @@ a step:
   :class:`~stablefit.keras._step.GuardCounters`). A ``keras.utils.PyDataset`` names a row
   as "row p of dataset[k]": ``k`` is the index Keras asked the dataset for at that step
   (the guard notes the order of Keras's requests, so ``fit``'s shuffling of the batches
-  does not matter), or the step's place in the epoch when ``fit`` reads the dataset with
-  workers of its own in order (``shuffle=False``). A tf.data dataset or a generator marked
-  with :func:`checked` names it by its place in the stream: the rows read before its
-  batch plus its position in it.
+  does not matter); read by worker threads, a batch's bad rows are noted as they are
+  fetched and found again by their values; read by worker processes, the step's place in
+  the epoch when ``fit`` reads the dataset in order (``shuffle=False``). A tf.data
+  dataset or a generator marked with :func:`checked` names it by its place in the
+  stream: the rows read before its batch plus its position in it.
 
 :func:`fit_arguments` reads ``fit``'s arguments (never changing them) from the frame of
 Keras's own running ``Model.fit`` of the guarded model: Keras offers callbacks no other
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +38,8 @@ import numpy as np
 from stablefit.guard.core import row_list
 
 #: Streams marked with :func:`checked`, and the feature names given with them.
+#: Batches with bad rows a PyDataset read by worker threads is remembered by.
+NOTED_BATCHES = 1024
 _CHECKED: weakref.WeakKeyDictionary[Any, tuple[str, ...] | None] = weakref.WeakKeyDictionary()
 
 
@@ -265,6 +269,106 @@ class _RequestOrder:
         return indices[step] if 0 <= step < len(indices) else None
 
 
+class FetchedBadRows(RowNamer):
+    """Rows of a ``keras.utils.PyDataset`` read by worker threads: "row p of dataset[k]".
+
+    The threads fetch batches ahead and in any order, so the step does not say which
+    index it trained on. Instead, until :meth:`close`, the dataset the workers read is
+    replaced by a :class:`_BadRowsNoted`, which keeps each fetched batch's rows holding a
+    NaN or inf with their index; a step's bad rows are found among them by their values.
+    """
+
+    def __init__(self, adapter: Any) -> None:
+        self._adapter = adapter
+        self._noted = _BadRowsNoted(adapter.py_dataset)
+        adapter.py_dataset = adapter.enqueuer.py_dataset = self._noted
+
+    def locate(self, report: Any, positions: np.ndarray) -> Located:
+        batch = [*report.inputs, *report.targets]
+        dtypes = [np.asarray(a).dtype for a in batch]
+        wanted = {row_key(batch, int(p)): int(p) for p in positions}
+        pairs = sorted(
+            {
+                (index, wanted_at)
+                for index, at, rows in self._noted.snapshot()
+                if len(rows) == len(batch)
+                for i, p in enumerate(at)
+                if (wanted_at := wanted.get(row_key(_cast(rows, dtypes), i))) is not None
+                and wanted_at == p
+            }
+        )
+        if not pairs:
+            return Located()
+        k = pairs[0][0]
+        shown = [pair for pair in pairs if pair[0] == k]
+        return Located(
+            where=f"{_plural('row', shown)} {row_list(p for _, p in shown)} of dataset[{k}]",
+            evidence={"dataset_rows": [list(pair) for pair in pairs]},
+        )
+
+    def close(self) -> None:
+        adapter, noted = self._adapter, self._noted
+        if adapter.py_dataset is noted:
+            adapter.py_dataset = noted.dataset
+        if getattr(adapter.enqueuer, "py_dataset", None) is noted:
+            adapter.enqueuer.py_dataset = noted.dataset
+
+
+class _BadRowsNoted:
+    """A ``PyDataset`` as Keras's worker threads see it, noting the fetched batches' rows
+    that hold a NaN or inf: (index, their positions, their values), the latest
+    ``NOTED_BATCHES``. (Not reset at an epoch's start: the workers start fetching before
+    the dataset hears of it.)"""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self._noted: deque[tuple[int, list[int], list[np.ndarray]]] = deque(maxlen=NOTED_BATCHES)
+
+    def __getitem__(self, index: int) -> Any:
+        batch = self.dataset[index]
+        parts, weights = _batch_parts(batch)
+        bad = None
+        for part in [*parts, *weights]:
+            if part.dtype.kind == "f" and part.ndim >= 1:
+                rows = ~np.isfinite(part.reshape(len(part), -1)).all(axis=1)
+                bad = rows if bad is None else bad | rows
+        if bad is not None and bad.any():
+            at = np.flatnonzero(bad)
+            # One append: safe from several fetching threads.
+            self._noted.append((int(index), at.tolist(), [part[at] for part in parts]))
+        return batch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dataset, name)
+
+    def snapshot(self) -> list[tuple[int, list[int], list[np.ndarray]]]:
+        return list(self._noted)
+
+
+def _batch_parts(batch: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A PyDataset batch's inputs and targets, and its sample weights, as arrays (the
+    forms Keras accepts: a dict of inputs, an array, or a tuple of one to three)."""
+    if isinstance(batch, dict):
+        return [_as_numpy(leaf) for leaf in _leaves(batch)], []
+    if isinstance(batch, np.ndarray):
+        batch = (batch,)
+    items = list(batch)
+    weights = _leaves(items[2]) if len(items) == 3 else []
+    parts = [_as_numpy(leaf) for item in items[:2] for leaf in _leaves(item)]
+    return parts, [_as_numpy(w) for w in weights]
+
+
+def _cast(rows: list[np.ndarray], dtypes: list[np.dtype]) -> list[np.ndarray]:
+    """Noted rows at the dtypes the step had (Keras may cast float64 to float32)."""
+    return [
+        r.astype(d) if d.kind == "f" and r.dtype != d else r
+        for r, d in zip(rows, dtypes, strict=True)
+    ]
+
+
 class StreamRows(RowNamer):
     """Rows of a stream marked with :func:`checked`, counted by the compiled step."""
 
@@ -299,6 +403,14 @@ def row_namer(arguments: FitArguments | None, data: tuple[Any, Any] | None) -> R
             if arguments.steps_per_epoch is None:
                 return PyDatasetRows(adapter)
             return RowNamer()  # an epoch may start mid-way through the dataset
+        enqueuer = getattr(adapter, "enqueuer", None)
+        if (
+            getattr(adapter, "py_dataset", None) is x
+            and getattr(enqueuer, "py_dataset", None) is x
+            and not getattr(x, "use_multiprocessing", True)
+            and not getattr(enqueuer, "running", False)
+        ):
+            return FetchedBadRows(adapter)
         ordered = not arguments.shuffle or getattr(x, "num_batches", None) is None
         return PyDatasetRows() if ordered and arguments.steps_per_epoch is None else RowNamer()
     try:
