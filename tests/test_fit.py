@@ -332,6 +332,17 @@ def test_polynomial_rejects_bad_degree_and_nan():
     np.testing.assert_allclose(column.params, np.polyfit([1.0, 2.0, 4.0], [1, 2, 3], 1)[::-1])
 
 
+@pytest.mark.parametrize("intercept", [True, False])
+def test_a_target_in_the_subnormal_range_is_refused_not_called_zero(intercept):
+    """y near 1e-322: its squares underflowed to 0, and the fit said 'R² undefined (the
+    target is 0)', log-likelihood inf, and a coefficient with no trusted digit."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(20, 2))
+    y = 1e-322 * np.round(rng.normal(size=20) * 3)
+    with pytest.raises(StablefitInputError, match=r"the target 'y' holds values .* subnormal"):
+        stablefit.fit(X, y, intercept=intercept)
+
+
 def test_a_prediction_without_a_value_is_never_silent():
     """predict() returned NaN and inf for rows with a NaN, an inf, or features whose
     prediction overflows, without a word."""

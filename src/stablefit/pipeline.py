@@ -495,6 +495,15 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
                 "Multiply the column by a power of ten (e.g. 1e300) and divide its "
                 "coefficient by the same."
             )
+    spread, largest = cols.max[d] - cols.min[d], cols.max_abs[d]
+    if 0 < spread < SMALLEST_SPREAD or 0 < largest < SMALLEST_SPREAD:
+        # Its sums of squares would underflow to 0: "the target is 0", R² undefined.
+        raise StablefitInputError(
+            f"the target '{names[d]}' holds values no larger than {largest:.3g} varying by "
+            f"{spread:.3g}, within float64's subnormal range (fewer than 53 significant "
+            "bits), where its squares underflow to 0. Multiply the target by a power of ten "
+            "(e.g. 1e300) and divide the coefficients by the same."
+        )
     bad = [j for j in range(summary.p) if cols.n_nan[j] or cols.n_inf[j]]
     if missing == "error" and bad:
         parts = []
