@@ -156,6 +156,23 @@ def test_constant_column_named_with_its_value(rng):
     assert without_bias.severity == "info"
 
 
+def test_a_column_below_float32s_normal_range_is_named_with_the_bits_it_keeps(rng):
+    """Values near 1e-41 keep 14 bits in float32 and values near 1e-50 become 0 there; the
+    doctor said nothing, or told to subtract an offset (SF134)."""
+    X = np.column_stack(
+        [rng.normal(size=40), rng.normal(size=40) * 1e-41, rng.normal(size=40) * 1e-50]
+    )
+    y = X[:, 0] + rng.normal(size=40)
+    findings = run_checks(summary_of(X, y, ["a", "tiny", "gone"]))
+    (finding,) = [f for f in findings if f.code == "SF136"]
+    bits = {c["column"]: c["bits"] for c in finding.evidence["columns"]}
+    assert bits["gone"] == 0 and 12 <= bits["tiny"] <= 15 and "a" not in bits
+    assert np.float32(1e-50) == 0 and "Multiply tiny and gone by a power of ten" in finding.fix
+    assert not [f for f in findings if f.code == "SF134"]
+    float64 = run_checks(summary_of(X, y, ["a", "tiny", "gone"]), CheckOptions(dtype="float64"))
+    assert not [f for f in float64 if f.code == "SF136"]
+
+
 def test_values_near_1e_minus_300_are_not_called_constant(rng):
     """The squares of their spread underflow float64, so their sum of squared deviations
     is 0: the doctor said 'x never changes' of values that all differ."""

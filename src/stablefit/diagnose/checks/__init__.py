@@ -24,6 +24,7 @@ from stablefit.diagnose.checks.precision import (
     check_out_of_range,
     check_resolution,
     check_square_overflow,
+    check_underflow,
 )
 from stablefit.diagnose.checks.scale import (
     check_offsets,
@@ -52,6 +53,7 @@ DATA_CHECKS: tuple[Check, ...] = (
     check_batch_overflow,
     check_resolution,
     check_integer_range,
+    check_underflow,
     check_outliers,
 )
 

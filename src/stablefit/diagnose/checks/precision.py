@@ -1,9 +1,10 @@
-"""Hazards of the training precision (float32 by default in Keras and PyTorch): SF131–SF135.
+"""Hazards of the training precision (float32 by default in Keras and PyTorch): SF131–SF136.
 
 The framework casts the data to the model's dtype. A value beyond its range becomes inf; a value
 whose square exceeds it makes the squared error inf; a batch's sum of squares can overflow
-where no single square does; and far from zero the dtype's spacing (128 near a timestamp of
-1.7e9 in float32) can swallow a column's whole variation.
+where no single square does; far from zero the dtype's spacing (128 near a timestamp of
+1.7e9 in float32) can swallow a column's whole variation; and a column whose every value
+lies below the dtype's smallest normal number (1.2e-38 in float32) keeps few bits or none.
 """
 
 from __future__ import annotations
@@ -169,8 +170,8 @@ def check_resolution(summary: Summary, options: CheckOptions | None = None) -> l
     for j in range(summary.p):
         if not (columns.count[j] >= 2 and np.isfinite(std[j]) and std[j] > 0):
             continue
-        if columns.max_abs[j] > fmax:
-            continue
+        if columns.max_abs[j] > fmax or columns.max_abs[j] < float(options.finfo.tiny):
+            continue  # SF131, SF136
         spacing = float(np.spacing(dtype.type(columns.max_abs[j])))
         steps = float(std[j] / spacing)
         if steps < RESOLUTION_STEPS:
@@ -203,6 +204,45 @@ def check_resolution(summary: Summary, options: CheckOptions | None = None) -> l
             fix=f"Subtract an offset from {join_names(names)} (e.g. its training mean, or the "
             "first timestamp) in float64, before the cast.",
             fix_code="X[:, j] = X[:, j] - X_train[:, j].mean()   # in float64, before training",
+        )
+    ]
+
+
+def check_underflow(summary: Summary, options: CheckOptions | None = None) -> list[Finding]:
+    """SF136: columns whose every value lies below the dtype's smallest normal number."""
+    options = options or CheckOptions()
+    normal = float(options.finfo.tiny)
+    least = float(options.finfo.smallest_subnormal)
+    columns = summary.columns
+    items = []
+    for j in range(summary.p):
+        largest = float(columns.max_abs[j])
+        if columns.count[j] and 0 < largest < normal:
+            # A subnormal keeps the bits between it and the smallest subnormal.
+            bits = max(0, int(np.floor(np.log2(largest / least))) + 1) if largest > 0 else 0
+            items.append({"column": summary.names[j], "max_abs": largest, "bits": bits})
+    if not items:
+        return []
+    shown = "; ".join(
+        f"{it['column']}: values up to {format_number(it['max_abs'])} keep "
+        + (f"at most {it['bits']} significant bits" if it["bits"] else "no bit: they become 0")
+        for it in items[:5]
+    )
+    names = [it["column"] for it in items]
+    power = int(np.ceil(-np.log10(min(it["max_abs"] for it in items))))
+    return [
+        Finding(
+            code="SF136",
+            severity="warning",
+            title=f"Values below {options.dtype}'s normal range",
+            message=f"{shown}. Every value of {join_names(names)} lies below "
+            f"{options.dtype}'s smallest normal number, {format_number(normal)}: the cast to "
+            f"{options.dtype} rounds them to its subnormals, which hold fewer than its 24 "
+            f"bits (none below {format_number(least / 2)}).",
+            evidence={"dtype": options.dtype, "normal_limit": normal, "columns": items},
+            fix=f"Multiply {join_names(names)} by a power of ten (e.g. 1e{power}) in float64, "
+            "before the cast, or standardize them.",
+            fix_code=f"X[:, j] = X[:, j] * 1e{power}   # in float64, before training",
         )
     ]
 
