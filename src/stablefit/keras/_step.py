@@ -172,6 +172,8 @@ def mask_bad_rows(data: Any, *, drop: bool = True) -> tuple[tuple[Any, ...], Any
     row_ok = _rows_finite(tensors)
     bad = ops.sum(ops.cast(ops.logical_not(row_ok), "int32"))
     if sample_weight is None and drop:
+        if keras.backend.backend() != "tensorflow" and bool(ops.all(row_ok)):
+            return data, row_ok, bad  # eager, every step: no copy of a clean batch
         kept = ops.nonzero(row_ok)[0]
 
         def take(t: Any) -> Any:
