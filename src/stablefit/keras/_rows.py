@@ -37,9 +37,9 @@ import numpy as np
 
 from stablefit.guard.core import row_list
 
-#: Streams marked with :func:`checked`, and the feature names given with them.
-#: Batches with bad rows a PyDataset read by worker threads is remembered by.
+#: How many batches with bad rows a PyDataset read by worker threads is remembered by.
 NOTED_BATCHES = 1024
+#: Streams marked with :func:`checked`, and the feature names given with them.
 _CHECKED: weakref.WeakKeyDictionary[Any, tuple[str, ...] | None] = weakref.WeakKeyDictionary()
 
 
