@@ -251,3 +251,18 @@ def test_column_names_of_hundreds_of_characters_leave_the_charts_room():
         pages = [stablefit.fit(X, y).to_html(), stablefit.diagnose(X, y).to_html()]
     for page in pages:
         assert "a" * 39 + "…" in page and long_a in page  # cut on the charts, whole in tables
+
+
+def test_column_names_with_a_tab_or_dollar_signs_are_drawn_as_written():
+    """A tab had no glyph (three matplotlib warnings under the command) and a name with two
+    dollar signs was drawn in matplotlib's math mode ('$a$' as an italic a)."""
+    from stablefit.report.html.charts import chart_name
+
+    assert chart_name("a\tb") == "a\\tb" and chart_name("cost $a$") == r"cost \$a\$"
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"a\tb": rng.normal(size=100), "cost $a$ \\frac": rng.normal(size=100)})
+    y = X["a\tb"] + rng.normal(size=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pages = [stablefit.fit(X, y).to_html(), stablefit.diagnose(X, y).to_html()]
+    assert all("cost $a$ \\frac" in page for page in pages)  # the tables hold it whole

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stablefit.errors import StablefitInputError
+from stablefit.report.plain import visible
 
 OUTCOME_COLOURS = {"diverges": "#c0392b", "stalls": "#e0a526", "converges": "#2e9e4f"}
 SERIES_COLOURS = ("#1f5fa8", "#c0392b", "#2e9e4f", "#8e44ad", "#d35400", "#16a085", "#7f8c8d")
@@ -54,8 +55,12 @@ CHART_NAME_CHARS = 40
 
 
 def chart_name(name: str) -> str:
-    """A column name as a chart's axis or legend shows it: cut to ``CHART_NAME_CHARS``."""
-    return name if len(name) <= CHART_NAME_CHARS else name[: CHART_NAME_CHARS - 1] + "…"
+    """A column name as a chart's axis or legend shows it: control characters as escapes
+    (matplotlib has no glyph for a tab), a dollar sign as itself (a pair would start
+    matplotlib's math mode), cut to ``CHART_NAME_CHARS``."""
+    name = visible(name)
+    name = name if len(name) <= CHART_NAME_CHARS else name[: CHART_NAME_CHARS - 1] + "…"
+    return name.replace("$", r"\$")
 
 
 def ensure_matplotlib() -> None:
