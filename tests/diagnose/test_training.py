@@ -139,6 +139,12 @@ def test_a_recommendation_after_dropping_bad_rows_reads_and_standardizes() -> No
     namespace = {"X": X, "y": y}
     exec(recommended.code.split("normalizer =")[0], namespace)  # its data preparation
     np.testing.assert_array_equal(namespace["X"], X[:3])
+    # Values beyond float32's range are not rows to drop: every row of this file has one,
+    # and the fix dropped them all. Scaled in float64 they train.
+    X, y = np.array([[1.0, 2e38], [2.0, 5e38], [3.0, 3e38], [4.0, 9e38]]), np.arange(4.0)
+    recommended = forecast_training(summary_of(X, y), optimizer="sgd").recommended
+    assert recommended.scaling == "standardize"
+    assert "finite" not in recommended.code and "StandardScaler" in recommended.code
     (finding,) = [f for f in forecast_findings(forecast, {}) if f.code == "SF201"]
     assert finding.fix.startswith("Drop the rows with NaN/inf, then train with standardized ")
 

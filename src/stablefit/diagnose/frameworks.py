@@ -203,7 +203,7 @@ def training_code(
     drop_rows: bool = False,
 ) -> str:
     """A snippet that trains ``config`` on ``X``, ``y`` in its framework (``drop_rows``:
-    on the rows without a NaN or inf once cast to float32)."""
+    on the rows without a NaN or inf)."""
     if config.framework == TORCH:
         code = _torch_code(config, standardize, large_offset, epochs, batch_size, drop_last)
     else:
@@ -214,12 +214,12 @@ def training_code(
     return "\n\n".join([imports, DROP_ROWS_CODE, rest])
 
 
-# The rows the model can train on, as it sees them: in float32.
+# The rows holding a NaN or inf left out (values beyond float32's range are the scaling's
+# to bring back, in float64: dropping them could leave no row).
 DROP_ROWS_CODE = """\
-# Leave out the rows with a NaN or inf in float32, the type the model computes in.
+# Leave out the rows with a NaN or inf.
 X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
-finite = np.isfinite(X.astype(np.float32)).all(axis=1)
-finite &= np.isfinite(y.astype(np.float32)).reshape(len(X), -1).all(axis=1)
+finite = np.isfinite(X).all(axis=1) & np.isfinite(y).reshape(len(X), -1).all(axis=1)
 X, y = X[finite], y[finite]"""
 
 
@@ -233,7 +233,7 @@ def _keras_code(
             "from sklearn.preprocessing import StandardScaler",
             "",
             "# Standardize in float64 before Keras casts to float32: the features have",
-            "# offsets float32 cannot resolve.",
+            "# values or offsets float32 cannot hold.",
             "scaler = StandardScaler()",
             "X = scaler.fit_transform(np.asarray(X, dtype=np.float64))",
             "# Later: model.predict(scaler.transform(X_new))",
@@ -268,7 +268,7 @@ def _torch_code(
 ) -> str:
     lines = ["import numpy as np", "import torch", "from torch import nn", ""]
     if standardize:
-        why = "  # float32 cannot resolve the features' offsets" if large_offset else ""
+        why = "  # float32 cannot hold the features' values or offsets" if large_offset else ""
         lines += [
             f"# Standardize in float64, before the cast to float32.{why}",
             "X = np.asarray(X, dtype=np.float64)",

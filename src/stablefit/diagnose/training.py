@@ -512,7 +512,8 @@ def forecast_training(
             seeds=seeds,
             optimal_loss=optimal_loss,
             resolution=resolution,
-            drop_rows=bool(unusable),
+            # Rows with NaN/inf; values beyond the float type's range are the scaling's.
+            drop_rows=summary.n_complete < summary.n_rows,
             drop_last=drop_last,
             user_run=run,
         ),
@@ -819,8 +820,12 @@ def _code(
     d = problem.p - int(BIAS in quad.names)
     means = quad.a[:d]
     std = np.sqrt(np.maximum(np.diag(quad.Q[:d, :d]), 0.0) / quad.n)
-    # float32 cannot resolve small deviations from a large offset: center in float64 first.
-    large_offset = bool(np.any(np.abs(means) > 1e4 * np.where(std > 0, std, np.inf)))
+    # float32 cannot resolve small deviations from a large offset, nor hold values beyond
+    # its range: standardize in float64 first.
+    large_offset = bool(
+        np.any(np.abs(means) > 1e4 * np.where(std > 0, std, np.inf))
+        or np.any(np.abs(means) + std > np.finfo(np.float32).max)
+    )
     return training_code(
         config,
         standardize=scaling.endswith("standardize"),
