@@ -106,6 +106,13 @@ class GuardCore:
         self._unconfirmed = snapshot
         self._steps_since_snapshot = 0
 
+    def start_over(self, epoch: int, batch: int, state: Any) -> None:
+        """The adapter's model was given another state from outside (a checkpoint
+        loaded): forget the copies and losses of the state before it, keep ``state``."""
+        self.states = BestStates(keep=self.states.keep, gap=self.states.gap)
+        self.history.restart(None)
+        self.keep(epoch, batch, state)
+
     def rollback_target(self) -> Snapshot | None:
         """The snapshot a rollback restores: the lowest smoothed loss kept."""
         return self.states.best()

@@ -34,16 +34,19 @@ where the model lives, because reading a value on the host waits for the device:
   the loss is finite: each a tensor operation fewer on every step.
 
 Either way the loss is read with the flag (for the loss history, which spots a spike).
-Hooks on the model and on the loss module keep references to the step's inputs, target
-and loss (until ``step()`` takes it). In-memory snapshots of the model and optimizer
-state are taken at epoch ends and at new best losses.
+Hooks on the model and on the loss module keep references to the inputs and targets of
+every forward since the last ``step()`` (gradient accumulation: a bad row in any of them
+spoils the step) and to the loss (until ``step()`` takes it). In-memory snapshots of the
+model and optimizer state are taken at epoch ends and at new best losses, and anew when a
+state is loaded into the model or the optimizer (a resumed checkpoint).
 
 At an event (a non-finite loss or gradient, a loss spike): the batch is replayed layer by
 layer; :func:`stablefit.guard.classify` names the cause and
 :class:`stablefit.guard.RemedyPolicy` the remedy, which is applied here exactly: bad rows
-are left out and the step retaken on the others; a learning-rate event restores the best
-snapshot and sets the rate through ``param_groups`` (and the base rates of the
-optimizer's ``lr_scheduler``s, so the cut survives them); exploding gradients get a
+are left out and the step retaken on the others (buffers the bad forward made NaN, such as
+BatchNorm's running statistics, put back from the newest snapshot); a learning-rate event
+restores the best snapshot and sets the rate through ``param_groups`` (and the base rates
+of the optimizer's ``lr_scheduler``s, so the cut survives them); exploding gradients get a
 gradient-norm clip; a loss-function or precision problem stops training with the reason.
 """
 
@@ -87,6 +90,10 @@ READ_EVERY = 16
 HELD_BYTES = 256 * 2**20
 #: Steps between two samples of the gradient norm (its running median detects explosions).
 NORM_EVERY = 16
+#: Forwards since the last step whose batches are kept (gradient accumulation); beyond it
+#: the oldest are let go (forwards with gradients but no step, e.g. an evaluation outside
+#: ``torch.no_grad()``, would otherwise hold every batch until the next step).
+ACCUMULATED = 64
 #: Without ``steps_per_epoch``, the guard's "epoch" (retry window, snapshots) is this long.
 DEFAULT_EPOCH_STEPS = 100
 _LOW_PRECISION = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
@@ -177,7 +184,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._settling = False
         self._norms: deque[float] = deque(maxlen=64)
         self._seen: dict[str, Any] = {}
-        self._hooks = [model.register_forward_hook(self._see_model)]
+        self._hooks = [
+            model.register_forward_hook(self._see_model),
+            model.register_load_state_dict_post_hook(self._start_over),
+        ]
         if isinstance(loss_fn, nn.Module):
             self._hooks.append(loss_fn.register_forward_hook(self._see_loss))
         self.core.keep(0, -1, self._copy_state())
@@ -188,6 +198,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if args and torch.is_grad_enabled():
             seen = self._seen
             seen["inputs"] = args[0]
+            # Every forward since the last step (gradient accumulation): a bad row in any
+            # of them made the step's gradients non-finite.
+            _append_bounded(seen.setdefault("all_inputs", []), args[0])
             device = self._device_type  # autocast as the replay must repeat it
             seen["autocast"] = (
                 (device, torch.get_autocast_dtype(device))
@@ -202,6 +215,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             # user's own ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
             seen["target"] = args[1]
+            _append_bounded(seen.setdefault("all_targets", []), args[1])
             seen["loss"] = output
 
     # -- the step ---------------------------------------------------------------------
@@ -233,6 +247,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 result = closure()
         if self.stopped:
+            self._seen = {}
             return result
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
@@ -256,6 +271,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
                 self._update()
             self._at = self._step
             self._act(finite, value, _norm_value(self._params) if sampled else None)
+        self._seen = {}  # the next step's forwards start a new batch
         self._step += 1
         epoch_ends = self._step % self.epoch_steps == 0
         if self._pending and (
@@ -394,6 +410,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _event(self, trigger: str, loss_value: float | None) -> bool:
         """Name the cause of the step being acted on and apply the remedy. Whether the
         remedy changed the weights or the rate (a bad-rows retake does neither)."""
+        self._seen = _whole_batch(self._seen)
+        self._repair_buffers()
         replay = self._replay()
         if replay.bad_positions:
             self._data_event(replay, loss_value)
@@ -433,6 +451,24 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if remedy.action == "stopped":
             self._stop(event, remedy.reason)
         return True
+
+    def _repair_buffers(self) -> None:
+        """Running statistics (BatchNorm's) that the failed step's forward made NaN/inf,
+        back to their values in the newest copy: a skipped update leaves the parameters
+        as they were, but the forward had already averaged the bad batch into these,
+        and every later evaluation would have been NaN."""
+        newest = self.core.states.newest
+        if not newest:
+            return
+        kept = newest[-1].state["model"]
+        with torch.no_grad():
+            for name, buffer in self.model.named_buffers():
+                if (
+                    name in kept
+                    and buffer.is_floating_point()
+                    and not bool(torch.isfinite(buffer).all())
+                ):
+                    buffer.copy_(kept[name])
 
     def _data_event(self, replay: Replay, loss_value: float | None) -> None:
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
@@ -618,10 +654,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
         group's rate): the cut survives ``scheduler.step()``."""
         for group in self.param_groups:
             group["lr"] = group["lr"] * factor
-            if "initial_lr" in group:
-                group["initial_lr"] = group["initial_lr"] * factor
+            # OneCycleLR recomputes the rate from these three, kept in the group.
+            for key in ("initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] = group[key] * factor
         for scheduler in _schedulers_of(self, self.optimizer):
             scheduler.base_lrs = [rate * factor for rate in scheduler.base_lrs]
+            if hasattr(scheduler, "max_lrs"):  # CyclicLR's upper rates
+                scheduler.max_lrs = [rate * factor for rate in scheduler.max_lrs]
             if hasattr(scheduler, "_last_lr"):
                 scheduler._last_lr = [g["lr"] for g in self.param_groups]
 
@@ -686,10 +726,26 @@ class GuardedOptimizer(torch.optim.Optimizer):
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._settle()
         self.optimizer.load_state_dict(state_dict)
         self._masked = None
         self.param_groups = self.optimizer.param_groups
         self.state = self.optimizer.state
+        self._start_over()
+
+    def _start_over(self, *_: Any) -> None:
+        """A checkpoint was loaded (into the model or the optimizer): the copies kept so
+        far hold the state before it (often the untrained model), so a rollback would
+        throw the checkpoint away. They are replaced by a copy of the loaded state; steps
+        not yet read are counted but not acted on (their remedies would undo the load)."""
+        if self._pending:
+            flags = _read([p.nonfinite for p in self._pending])
+            skipped = sum(1 for flag in flags if flag)
+            if self._masked is not None:
+                self._masked.uncount(skipped)
+            self._skipped += skipped
+            self._pending, self._held = [], 0
+        self.core.start_over(self.epoch, self.batch - 1, self._copy_state())
 
     def __repr__(self) -> str:
         return f"guard({self.optimizer!r})"
@@ -794,6 +850,28 @@ class _Pending:
     loss: torch.Tensor | None
     seen: dict[str, Any]
     norm: torch.Tensor | None
+
+
+def _append_bounded(kept: list[Any], value: Any) -> None:
+    kept.append(value)
+    if len(kept) > ACCUMULATED:
+        del kept[0]
+
+
+def _whole_batch(seen: dict[str, Any]) -> dict[str, Any]:
+    """What the hooks saw, with the inputs (and targets) of every forward since the last
+    step joined into one batch when there were several (gradient accumulation) and they
+    join; otherwise as it is (the last forward's)."""
+    inputs, targets = seen.get("all_inputs", []), seen.get("all_targets", [])
+    if len(inputs) < 2 or (targets and len(targets) != len(inputs)):
+        return seen
+    try:
+        joined = {**seen, "inputs": torch.cat(inputs)}
+        if targets:
+            joined["target"] = torch.cat(targets)
+    except (RuntimeError, TypeError):
+        return seen
+    return joined
 
 
 def _autocast(state: tuple[str, torch.dtype] | None) -> Any:
