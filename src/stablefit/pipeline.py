@@ -504,19 +504,27 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
             "bits), where its squares underflow to 0. Multiply the target by a power of ten "
             "(e.g. 1e300) and divide the coefficients by the same."
         )
+
+    def non_finite(j: int) -> str:
+        kinds = [
+            f"{count} {kind} ({schema.format_rows(rows, total=int(count))})"
+            for kind, count, rows in (
+                ("NaN", cols.n_nan[j], cols.nan_rows[j]),
+                ("inf", cols.n_inf[j], cols.inf_rows[j]),
+            )
+            if count
+        ]
+        return " and ".join(kinds)
+
+    # Before the advice on missing values: no choice of missing= can help here.
+    if cols.count[d] == 0:
+        raise StablefitInputError(
+            f"the target '{names[d]}' has no finite value ({non_finite(d)}): there is "
+            "nothing to fit. Name the column to predict with target= (--target COL)."
+        )
     bad = [j for j in range(summary.p) if cols.n_nan[j] or cols.n_inf[j]]
     if missing == "error" and bad:
-        parts = []
-        for j in bad:
-            kinds = [
-                f"{count} {kind} ({schema.format_rows(rows, total=int(count))})"
-                for kind, count, rows in (
-                    ("NaN", cols.n_nan[j], cols.nan_rows[j]),
-                    ("inf", cols.n_inf[j], cols.inf_rows[j]),
-                )
-                if count
-            ]
-            parts.append(f"'{names[j]}' has {' and '.join(kinds)}")
+        parts = [f"'{names[j]}' has {non_finite(j)}" for j in bad]
         empty = [names[j] for j in bad if j < d and cols.count[j] == 0]
         if empty:
             raise StablefitInputError(
@@ -529,8 +537,6 @@ def _validate(summary: Summary, source: Source, missing: str) -> None:
             + ". Use missing='drop' (--missing drop) to leave those rows out, or "
             "missing='impute' to fill features with their column median."
         )
-    if summary.has_target and cols.count[d] == 0:
-        raise StablefitInputError(f"the target '{names[d]}' has no finite value")
     usable = int(cols.count[d]) if missing == "impute" else summary.n_complete
     if usable < 2:
         empty = [names[j] for j in range(d) if cols.count[j] == 0]

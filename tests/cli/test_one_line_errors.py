@@ -120,6 +120,19 @@ def test_an_empty_column_with_missing_drop_is_named(tmp_path, run_cli):
     one_line(run_cli("fit", path, "--target", "y", "--missing", "drop"), "'e' has no finite value")
 
 
+@pytest.mark.parametrize("missing", ["error", "drop", "impute"])
+def test_a_target_without_values_is_not_sent_to_missing_drop(missing, tmp_path, run_cli):
+    """No choice of --missing helps a target with no value (nulls in a Parquet file): the
+    error says so instead of suggesting --missing drop, which dropped every row."""
+    path = tmp_path / "empty_target.parquet"
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0, 4.0], "y": pa.nulls(4, pa.float64())}), path)
+    one_line(
+        run_cli("fit", path, "--target", "y", "--missing", missing),
+        "the target 'y' has no finite value (4 NaN (rows 0, 1, 2, 3))",
+        "--target COL",
+    )
+
+
 def test_wide_files_and_long_forecasts_are_refused_up_front(tmp_path, run_cli):
     path = tmp_path / "wide.csv"
     names = [f"x{j}" for j in range(2_500)]
