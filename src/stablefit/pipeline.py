@@ -19,7 +19,7 @@ from stablefit.io.memory import float_array, is_dask_collection
 from stablefit.io.partitions import PartitionedSource, is_distributed, over_partitions
 from stablefit.missing import MISSING_CHOICES, Missing
 from stablefit.parallel import blas_threads_for
-from stablefit.rowdata import RowData, column_names, row_data, with_rows
+from stablefit.rowdata import RowData, column_names, refuse_the_target, row_data, with_rows
 from stablefit.solve.accuracy import (
     UNIT_ROUNDOFF,
     cholesky_contraction_bound,
@@ -157,6 +157,7 @@ def fit(
         )
     cov_type = default_cov_type(cov_type, groups)
     weights_name, group_names = column_names(X, weights, groups)
+    refuse_the_target(target, weights_name, group_names)
     source = open_source(
         X,
         y,

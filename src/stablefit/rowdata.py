@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,6 +294,21 @@ def column_names(data: Any, weights: Any, groups: Any) -> tuple[str | None, tupl
             "the weights and cluster keys as arrays with one value per row"
         )
     return weights_name, group_names
+
+
+def refuse_the_target(
+    target: str | None, weights_name: str | None, group_names: Sequence[str]
+) -> None:
+    """Refuse a weights or cluster column that is the target column (which would be taken
+    out of the fit's features with a warning and then weight or cluster it by itself)."""
+    named = [("weights", "weights=", "--weights", weights_name)]
+    named += [("cluster", "groups=", "--cluster", name) for name in group_names]
+    for role, keyword, flag, name in named:
+        if name is not None and name == target:
+            raise StablefitInputError(
+                f"the {role} column {name!r} is the target: name another column with "
+                f"{keyword} ({flag} COL), or another target"
+            )
 
 
 def row_data(data: Any, weights: Any, groups: Any, n_rows: int | None) -> RowData | None:

@@ -11,6 +11,7 @@ import pytest
 import statsmodels.api as sm
 
 import stablefit
+from stablefit.errors import StablefitInputError
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,26 @@ def test_bad_weights_in_a_file_exit_2_naming_lines(tmp_path, run_cli):
     assert run.code == 2 and "--cluster" in run.err
     run = run_cli("fit", data, "--target", "y", "--cluster", "nope")
     assert run.code == 2 and "'nope'" in run.err
+
+
+@pytest.mark.parametrize(
+    ("option", "phrase"),
+    [
+        (["--cluster", "invest"], "the cluster column 'invest' is the target"),
+        (["--cluster", "firm,invest"], "the cluster column 'invest' is the target"),
+        (["--weights", "invest"], "the weights column 'invest' is the target"),
+    ],
+)
+def test_the_target_is_neither_weights_nor_cluster(grunfeld_csv, run_cli, option, phrase):
+    """Clustering by the target fitted 200 one-row clusters after a warning that the target
+    'is never a feature'; weighting by it named its zeros as bad weights."""
+    run = run_cli("fit", grunfeld_csv, "--target", "invest", *option)
+    assert run.code == 2 and run.out == "", run.out
+    assert run.err.count("\n") == 1 and phrase in run.err and "warning" not in run.err
+    frame = pd.read_csv(grunfeld_csv)
+    named = {"weights": option[1]} if option[0] == "--weights" else {"groups": option[1].split(",")}
+    with pytest.raises(StablefitInputError, match=phrase):
+        stablefit.fit(frame, target="invest", **named)
 
 
 def test_saved_model_predicts_with_the_fits_intervals(

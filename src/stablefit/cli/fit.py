@@ -153,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
     from stablefit.pipeline import default_cov_type, fit_source
-    from stablefit.rowdata import row_data
+    from stablefit.rowdata import refuse_the_target, row_data
 
     if args.html:
         from stablefit.report.html.charts import ensure_matplotlib
@@ -166,6 +166,7 @@ def run_fit(args: argparse.Namespace) -> int:
             raise StablefitInputError(
                 f"--cluster {args.cluster!r}: name one column, or two separated by a comma"
             )
+    refuse_the_target(args.target, args.weights, clusters or ())
     with run_for(args) as run:
         source = open_source(
             args.data,
