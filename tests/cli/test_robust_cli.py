@@ -155,3 +155,31 @@ def test_saved_model_predicts_with_the_fits_intervals(
     plain = run_cli("predict", model, new, "-o", tmp_path / "plain.csv")
     assert plain.code == 0
     assert list(pd.read_csv(tmp_path / "plain.csv").columns) == ["prediction"]
+
+
+def test_intervals_at_tiny_alpha_are_finite(grunfeld_csv, grunfeld_frame, tmp_path, run_cli):
+    """1 - alpha/2 rounds to 1 below alpha = 1e-16: the quantile came out infinite and every
+    interval an empty cell, without a word. SciPy's upper tail (isf) is the reference."""
+    from scipy import stats
+
+    model = tmp_path / "model.json"
+    fitted = run_cli(
+        "fit", grunfeld_csv, "--target", "invest", "--exclude", "firm", "--save", model
+    )
+    assert fitted.code == 0, fitted.err
+    new = tmp_path / "new.csv"
+    grunfeld_frame.iloc[:5].drop(columns=["invest", "firm"]).to_csv(new, index=False)
+    out = tmp_path / "predictions.csv"
+    run = run_cli("predict", model, new, "--intervals", "--alpha", "1e-20", "-o", out)
+    assert run.code == 0 and run.err == "", run.err
+    written = pd.read_csv(out)
+    assert np.isfinite(written.to_numpy()).all()
+    library = stablefit.fit(grunfeld_frame, target="invest", drop_non_numeric=True)
+    quantile = stats.t.isf(0.5e-20, library.df_resid)
+    half = written["mean_ci_upper"] - written["prediction"]
+    np.testing.assert_allclose(half, quantile * written["mean_se"], rtol=1e-13)
+    np.testing.assert_allclose(
+        library.conf_int(1e-20)[:, 1] - library.coef, quantile * library.bse[1:], rtol=1e-13
+    )
+    tiny = run_cli("predict", model, new, "--intervals", "--alpha", "5e-324")
+    assert tiny.code == 2 and tiny.out == "" and "above 1e-323" in tiny.err

@@ -249,8 +249,10 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     source = open_source(args.data, columns=list(model.feature_names))
     alpha = args.alpha if args.intervals else None
-    if alpha is not None and not 0.0 < alpha < 1.0:
-        raise StablefitInputError(f"--alpha {alpha}: it must lie strictly between 0 and 1")
+    if alpha is not None and not 0.0 < alpha / 2.0 < 0.5:  # half of 5e-324 is 0
+        raise StablefitInputError(
+            f"--alpha {alpha}: it must lie strictly between 0 and 1 (and above 1e-323)"
+        )
     if alpha is not None and model.prediction_basis is None:
         raise StablefitInputError(
             f"{args.model}: the model holds no covariance for intervals; save it again with "

@@ -84,12 +84,14 @@ def warn_if_undefined(X: np.ndarray, predicted: np.ndarray) -> None:
 
 def critical_value(alpha: float, df: float, use_t: bool) -> float:
     """The two-sided 1 - alpha quantile of t(df), or of the standard normal."""
-    if not 0.0 < alpha < 1.0:
-        raise StablefitInputError(f"alpha must lie in (0, 1), got {alpha}")
+    if not 0.0 < alpha / 2.0 < 0.5:  # half of 5e-324 is 0
+        raise StablefitInputError(f"alpha must lie in (0, 1), above 1e-323, got {alpha}")
+    # From the lower tail, -q(alpha/2): 1 - alpha/2 rounds to 1 for alpha below 1e-16 (an
+    # infinite quantile, empty intervals) and keeps few digits of alpha near 1.
     if use_t:
         # Undefined without degrees of freedom (and then no need to import SciPy).
-        return float(special().stdtrit(df, 1.0 - alpha / 2.0)) if df > 0 else float("nan")
-    return float(special().ndtri(1.0 - alpha / 2.0))
+        return -float(special().stdtrit(df, alpha / 2.0)) if df > 0 else float("nan")
+    return -float(special().ndtri(alpha / 2.0))
 
 
 @dataclass(frozen=True)
