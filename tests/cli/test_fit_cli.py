@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import stablefit
+from stablefit.errors import StablefitWarning
 from stablefit.io.csv import SNIFF_BYTES
 
 
@@ -307,6 +308,33 @@ def test_predict_tells_an_overflowing_prediction_from_a_missing_feature(
     assert "invalid value" not in run.err
     lines = out.read_text().splitlines()
     assert lines[2].strip(",") == "" and lines[3].strip(",") == "" and len(lines) == 4
+
+
+def test_predict_does_not_call_a_row_empty_for_a_gap_in_a_collinear_column(tmp_path, run_cli):
+    """A NaN in a column left out as collinear (coefficient 0) leaves the prediction finite:
+    it was written, and a warning said that row's prediction was left empty."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30)})
+    frame["twice_a"] = 2 * frame["a"]
+    frame["y"] = 1 + frame["a"] - frame["b"] + rng.normal(size=30)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    model = tmp_path / "model.json"
+    assert run_cli("fit", tmp_path / "train.csv", "--target", "y", "--save", model).code == 0
+    new = tmp_path / "new.csv"
+    new.write_text("a,b,twice_a\n1,2,\n,1,3\n")
+    out = tmp_path / "predictions.csv"
+    run = run_cli("predict", model, new, "--intervals", "-o", out)
+    assert run.code == 0, run.err
+    assert "1 row(s) have no prediction: 1 with a missing or infinite feature value (line 3)" in (
+        run.err
+    )
+    written = pd.read_csv(out)
+    library = stablefit.fit(frame, target="y")
+    expected = library.get_prediction([[1.0, 2.0, 0.0]]).summary_frame()
+    np.testing.assert_allclose(written.iloc[0], expected.iloc[0], rtol=1e-15)
+    assert written.iloc[1].isna().all()
+    with pytest.warns(StablefitWarning, match="1 of 2 rows .* \\(row 1\\)"):
+        library.predict([[1.0, 2.0, np.nan], [np.nan, 1.0, 3.0]])
 
 
 def test_predict_names_a_missing_model_feature(model_json, tmp_path, run_cli):

@@ -43,9 +43,12 @@ class UndefinedPredictions:
 
     @classmethod
     def of(cls, X: np.ndarray, predicted: np.ndarray) -> UndefinedPredictions:
-        missing = ~np.isfinite(X).all(axis=1)
+        # A NaN in a column left out as collinear (coefficient 0) leaves the prediction
+        # finite: only rows without one are reported.
+        undefined = ~np.isfinite(predicted)
+        missing = undefined & ~np.isfinite(X).all(axis=1)
         missing_rows = np.flatnonzero(missing)
-        overflow_rows = np.flatnonzero(~np.isfinite(predicted) & ~missing)
+        overflow_rows = np.flatnonzero(undefined & ~missing)
         return cls(missing_rows, overflow_rows, missing_rows.size, overflow_rows.size)
 
     def __len__(self) -> int:
