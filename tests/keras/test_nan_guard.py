@@ -333,6 +333,33 @@ def test_a_model_with_its_own_train_step_is_guarded() -> None:
     assert mse(model) <= 1.5 * mse(clean) and all_finite(model)
 
 
+def test_an_absurd_learning_rate_in_a_model_with_its_own_train_step_is_cut_and_trains() -> None:
+    """With no loss to replay, the first failed step was 'cause unknown: look for randomness
+    in the model' five times over, then the guard stopped; the skipped steps logged inf."""
+    x, y = well_conditioned(rows=256)
+    model = own_train_step_model(1e18)
+    seen = []
+    logger = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"]))
+    )
+    guard = NanGuard()
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[guard, logger])
+    assert guard.events and {e.cause for e in guard.events} == {"learning_rate"}
+    assert "the weights diverged" in guard.events[0].message
+    # The rate set comes from the loss's growth, not from ten-fold cuts.
+    assert 0.1 < model.optimizer.learning_rate.numpy() < 1.0
+    steps = 256 // 32
+    skipped = [e.epoch * steps + e.batch for e in guard.events if e.trigger == "nonfinite_step"]
+    assert skipped and all(np.isfinite(seen[i]) for i in skipped)
+    clean = own_train_step_model(0.1)
+    clean.fit(x, y, epochs=3, verbose=0)
+
+    def mse(m: keras.Model) -> float:
+        return float(np.mean((m.predict(x, verbose=0)[:, 0] - y) ** 2))
+
+    assert mse(model) <= 1.5 * mse(clean) and all_finite(model)
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

@@ -12,6 +12,7 @@ from stablefit.guard.curvature import (
     Curvature,
     curvature_from_growth,
     geometric_growth,
+    growth_curvature,
     power_iteration,
     stable_learning_rate,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "classify",
     "curvature_from_growth",
     "geometric_growth",
+    "growth_curvature",
     "power_iteration",
     "stable_learning_rate",
 ]

@@ -152,16 +152,18 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
     ):
         return _gradient_overflow(replay, phrases)
     exploding = _explosion_ratio(replay, context)
-    suspect_rate = context.trigger == "loss_spike" or context.growth is not None
+    suspect_rate = (
+        context.trigger == "loss_spike" or context.growth is not None or _diverged(replay)
+    )
     if suspect_rate or exploding is None:
         curvature = context.curvature() if context.curvature is not None else None
         bound = None if curvature is None else curvature.stable_learning_rate
         rate = context.learning_rate
         if bound is not None and rate is not None and rate > bound:
-            return _learning_rate(context, curvature, phrases)
+            return _learning_rate(replay, context, curvature, phrases)
         if suspect_rate and exploding is None and bound is None:
             # No bound to check: the rise decides.
-            return _learning_rate(context, curvature, phrases)
+            return _learning_rate(replay, context, curvature, phrases)
         if suspect_rate and exploding is None:
             return _within_bound(context, curvature)
     if exploding is not None:
@@ -274,6 +276,19 @@ def _loss_function(replay: Replay, phrases: Phrasebook) -> Verdict:
     )
 
 
+def _diverged(replay: Replay) -> bool:
+    """Whether the predictions are too large for their squares in float32 while the inputs
+    and targets are not: the weights have diverged (what a loss growing from one step to
+    the next shows, when the loss is not known or not finite)."""
+    prediction = replay.largest_prediction
+    return (
+        prediction is not None
+        and prediction > FLOAT32_SQUARE_LIMIT
+        and (replay.largest_input or 0.0) <= LARGE_INPUT
+        and (replay.largest_target or 0.0) <= FLOAT32_SQUARE_LIMIT
+    )
+
+
 def _explosion_ratio(replay: Replay, context: Context) -> float | None:
     norm, median = replay.gradient_norm, context.gradient_norm_median
     if norm is None or median is None or not median > 0:
@@ -317,14 +332,23 @@ def _exploding(replay: Replay, context: Context, ratio: float, phrases: Phrasebo
     )
 
 
-def _learning_rate(context: Context, curvature: Curvature | None, phrases: Phrasebook) -> Verdict:
+def _learning_rate(
+    replay: Replay, context: Context, curvature: Curvature | None, phrases: Phrasebook
+) -> Verdict:
     rate = context.learning_rate
     parts = []
+    evidence: dict[str, Any] = {"learning_rate": rate, "growth_per_step": context.growth}
     if context.growth is not None:
         parts.append(f"the loss grew {format_number(context.growth)} times a step")
     elif context.trigger == "loss_spike":
         parts.append("the smoothed loss rose far above its running minimum")
-    evidence: dict[str, Any] = {"learning_rate": rate, "growth_per_step": context.growth}
+    elif _diverged(replay):
+        parts.append(
+            f"the predictions reach {format_number(replay.largest_prediction or math.inf)} "
+            f"where the targets are at most {format_number(replay.largest_target or 0.0)}: "
+            "the weights diverged"
+        )
+        evidence["largest_prediction"] = replay.largest_prediction
     bound = None
     if curvature is not None:
         bound = curvature.stable_learning_rate

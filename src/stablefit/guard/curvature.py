@@ -146,6 +146,33 @@ def curvature_from_growth(growth_per_step: float, learning_rate: float) -> float
     return (1.0 + math.sqrt(growth_per_step)) / learning_rate
 
 
+def growth_curvature(
+    growth_per_step: float | None,
+    learning_rate: float,
+    optimizer: str,
+    *,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+) -> Curvature | None:
+    """The curvature that plain-curvature optimizers' (SGD's) loss growth shows, with its
+    learning-rate bound: what an adapter falls back to without a Hessian (no loss to
+    differentiate twice, or a product that was not finite). None for other optimizers or
+    without a rise.
+
+    Examples
+    --------
+    >>> growth_curvature(9.0, 0.1, "sgd").stable_learning_rate
+    0.05
+    """
+    if growth_per_step is None or optimizer.lower() not in PLAIN_CURVATURE:
+        return None
+    lam = curvature_from_growth(growth_per_step, learning_rate)
+    if lam is None:
+        return None
+    bound = stable_learning_rate(lam, optimizer, momentum=momentum, nesterov=nesterov)
+    return Curvature(lam, "loss growth rate", False, bound)
+
+
 def geometric_growth(losses: Sequence[float], *, min_ratio: float = 4.0) -> float | None:
     """The loss's growth factor per step when ``losses`` end in a geometric rise, else None.
 

@@ -86,8 +86,10 @@ class RemedyPolicy:
         The learning rate set after a learning-rate event is this fraction of the
         stability bound (and at most this fraction of the rate that failed).
     max_cut : float
-        When the bound is more than this many times below the rate that failed, no
-        learning rate trains the model in reasonable time: the guard stops and says so.
+        When the bound is more than this many times below the rate that failed (or, for
+        a rate above 1, below 1), no learning rate trains the model in reasonable time:
+        the guard stops and says so. A rate above 1 that far above an ordinary bound is
+        the rate's fault, not the curvature's: the guard sets the bound's rate and goes on.
     clip_factor : float
         ``clipnorm`` is set to this many times the running median gradient norm.
     fallback_factor : float
@@ -146,7 +148,7 @@ class RemedyPolicy:
         if bound is None and curvature is None:
             new_rate = self.fallback_factor * rate
         new_rate = min(new_rate, self.safety * rate)
-        if new_rate < rate / self.max_cut:
+        if new_rate < min(rate, 1.0) / self.max_cut:
             return Remedy(
                 action="stopped",
                 rollback=True,

@@ -107,6 +107,11 @@ class GuardCounters(keras.metrics.Metric):
         # skipped and sent to the host (a loss spike needs a batch to replay).
         self.learning_rate_scale = self.add_variable((), "ones", dtype="float32", name="lr_scale")
         self.capture = self.add_variable((), "zeros", dtype="int32", name="capture")
+        # The last finite loss a model's own train_step logged (it stands in for a skipped
+        # step's, which is not finite: no NaN reaches the progress bar or the history).
+        self.own_loss = self.add_variable(
+            (), keras.initializers.Constant(np.nan), dtype="float32", name="own_loss"
+        )
 
     def update_state(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError("updated by the guarded train step only")
@@ -245,14 +250,23 @@ def honest_logs(logs: dict[str, Any], trained_steps: Any) -> dict[str, Any]:
     return {key: hide(key, value) for key, value in logs.items()}
 
 
-def settled_logs(logs: dict[str, Any], metrics: dict[str, Any], own_loss: bool) -> dict[str, Any]:
+def settled_logs(
+    logs: dict[str, Any], metrics: dict[str, Any], last_own_loss: Any | None
+) -> dict[str, Any]:
     """The careful step's logs: its metrics as they stand now (restored when the step was
-    skipped, counted), but with ``own_loss`` (no loss compiled: the model's own
-    ``train_step`` computes it) the loss it logs, not Keras's loss tracker, never updated,
-    which reads 0.0."""
+    skipped, counted), but for a model whose own ``train_step`` computes its loss (none
+    compiled; ``last_own_loss`` is then the variable holding the last finite one) the loss
+    it logs, not Keras's loss tracker, never updated, which reads 0.0. A logged loss that
+    is not finite, a skipped step's, is replaced by the last finite one."""
     merged = {**logs, **metrics}
-    if own_loss and "loss" in logs:
-        merged["loss"] = logs["loss"]
+    loss = logs.get("loss")
+    if last_own_loss is None or loss is None:
+        return merged
+    if len(getattr(loss, "shape", (0,))) == 0 and "float" in str(loss.dtype):
+        shown = ops.where(ops.isfinite(loss), ops.cast(loss, "float32"), last_own_loss.value)
+        last_own_loss.assign(shown)
+        loss = ops.cast(shown, loss.dtype)
+    merged["loss"] = loss
     return merged
 
 
@@ -607,6 +621,11 @@ class StepGuard:
         scalar = logged is not None and len(getattr(logged, "shape", (0,))) == 0
         return logged if scalar and "float" in str(logged.dtype) else default
 
+    def _last_own_loss(self) -> Any | None:
+        """The variable holding the last finite loss the model's own train_step logged;
+        None when a loss is compiled (its tracker is restored instead)."""
+        return None if has_loss(self.model) else self.counters.own_loss
+
     def _restorable(self) -> list[Any]:
         """What a skipped step leaves as it was, besides the weights and optimizer state."""
         model = self.model
@@ -660,6 +679,10 @@ class StepGuard:
         # costs Keras about 30 µs of Python a step to hand over, as much as 20 graph nodes.
         logs = {key: value for key, value in logs.items() if key not in COUNT_KEYS}
         loss = tf.cast(self._own_loss(logs, tf.constant(np.nan)), "float32")
+        last_own_loss = self._last_own_loss()
+        if last_own_loss is not None:  # (for a failed step the careful step's logs count)
+            finite = tf.logical_and(ok, tf.math.is_finite(loss))
+            last_own_loss.assign(tf.where(finite, loss, last_own_loss.value))
         return {**logs, STEP_LOSS: tf.where(ok, loss, tf.constant(SETTLE, "float32"))}
 
     def _tf_keep_batch(self, data: Any) -> None:
@@ -755,7 +778,7 @@ class StepGuard:
             counters.skipped_steps.value
         )
         logs = honest_logs(
-            settled_logs(logs, model.get_metrics_result(), not has_loss(model)), trained
+            settled_logs(logs, model.get_metrics_result(), self._last_own_loss()), trained
         )
         logs[STEP_LOSS] = tf.where(ok, loss, tf.constant(np.nan, "float32"))
         tensors = _flat_batch(*keras.utils.unpack_x_y_sample_weight(data))["tensors"]
@@ -876,7 +899,7 @@ class StepGuard:
         step_loss = float(ops.convert_to_numpy(loss)) if ok and loss is not None else math.nan
         trained = counters.epoch_steps.value - counters.skipped_steps.value
         logs = honest_logs(
-            settled_logs(logs, model.get_metrics_result(), not has_loss(model)), trained
+            settled_logs(logs, model.get_metrics_result(), self._last_own_loss()), trained
         )
         return {**logs, STEP_LOSS: step_loss}
 

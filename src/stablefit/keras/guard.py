@@ -29,6 +29,7 @@ from stablefit.guard import (
     Replay,
     Snapshot,
     Verdict,
+    growth_curvature,
 )
 from stablefit.guard.events import position
 from stablefit.guard.phrases import KERAS
@@ -62,12 +63,17 @@ class NanGuard(keras.callbacks.Callback):
     fits: bad rows are only left out (each distinct row reported once, with a count, its
     index in the user's data and its columns); a
     learning-rate problem rolls back to the best recent weights and sets the learning rate
-    below the stability bound of the curvature measured on the batch; exploding gradients
+    below the stability bound of the curvature measured on the batch (for SGD, from the
+    loss's growth when the model has no loss to differentiate twice); exploding gradients
     set ``clipnorm`` from the running median gradient norm; a loss-function or precision
     problem stops training with the explanation. A learning-rate cut is a factor on top of
     whatever a schedule or ``LearningRateScheduler`` sets; under mixed precision the inner
     optimizer is the one remedied. Every event is also emitted as a
     :class:`~stablefit.errors.StablefitWarning`.
+
+    A model whose own ``train_step`` computes its loss (none compiled) is guarded too; the
+    optimizer sees only its gradients, so a step whose loss alone overflows is applied and
+    the next one is caught, and a skipped step logs the last finite loss instead of its own.
 
     While the guard is in the callback list, every ``model.save_weights``/``model.save``
     call (``ModelCheckpoint``, ``BackupAndRestore``) first checks that the weights are
@@ -368,13 +374,25 @@ class NanGuard(keras.callbacks.Callback):
             if target is not None:
                 saved.append(self._copy_state())
                 self._restore(target.state)
-            return estimate_curvature(self.model, self._step.updating, x, y, sample_weight)
+            estimate = estimate_curvature(self.model, self._step.updating, x, y, sample_weight)
+            if estimate is not None:
+                return estimate
+            settings = forecast_settings(self._step.updating)
+            return growth_curvature(
+                growth,
+                rate,
+                str(settings["optimizer"]),
+                momentum=settings["momentum"],
+                nesterov=settings["nesterov"],
+            )
+
+        growth = self._core.history.growth(report.loss)
 
         context = Context(
             trigger=trigger,
             learning_rate=rate,
             optimizer=type(self._step.updating).__name__,
-            growth=self._core.history.growth(report.loss),
+            growth=growth,
             gradient_norm_median=self._step.median_gradient_norm(),
             curvature=curvature,
         )

@@ -74,7 +74,7 @@ from stablefit.guard import (
     NonFiniteTrainingError,
     Replay,
     Snapshot,
-    curvature_from_growth,
+    growth_curvature,
     stable_learning_rate,
 )
 from stablefit.guard.events import position
@@ -637,14 +637,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
             finally:
                 if current is not None:
                     self._restore(current)
-            method = "Hessian power iteration on the batch"
         if lam is None or not math.isfinite(lam):
-            lam = None if growth is None else curvature_from_growth(growth, rate)
-            method = "loss growth rate"
-        if lam is None:
-            return None
+            return growth_curvature(growth, rate, "sgd", momentum=momentum, nesterov=nesterov)
         bound = stable_learning_rate(lam, "sgd", momentum=momentum, nesterov=nesterov)
-        return Curvature(lam, method, False, bound)
+        return Curvature(lam, "Hessian power iteration on the batch", False, bound)
 
     # -- remedies ---------------------------------------------------------------------
 
