@@ -235,7 +235,8 @@ def fit_source(
         assert isinstance(source, PartitionedSource)
         source = source.kept(summary.n_rows * summary.p * 8)
     schema = summary.schema
-    n_side_missing = 0 if rows is None else rows.check(schema, missing)
+    largest = float(np.nanmax(summary.columns.max_abs, initial=0.0))
+    n_side_missing = 0 if rows is None else rows.check(schema, missing, largest)
     if cov_type == "cluster" and (rows is None or not rows.n_ways):
         raise StablefitInputError(
             "cov_type='cluster' needs cluster keys: pass groups= (one or two columns of "

@@ -191,13 +191,16 @@ class RowData:
             "weights and cluster keys need one value per row of the data."
         )
 
-    def check(self, schema: Schema, missing: str) -> int:
-        """Refuse weights that are zero, negative or infinite, naming rows; count rows with a
-        missing weight or key, refused when ``missing="error"``. Returns that count."""
+    def check(self, schema: Schema, missing: str, largest_value: float = 0.0) -> int:
+        """Refuse weights that are zero, negative or infinite, naming rows, or so large that
+        their products with the data's ``largest_value`` overflow what the solver squares;
+        count rows with a missing weight or key, refused when ``missing="error"``. Returns
+        that count."""
         bad: list[int] = []
         n_bad = 0
         absent: list[int] = []
         n_absent = 0
+        heaviest, heaviest_row = 0.0, 0
         for chunk in self.chunks():
             if chunk.weights is not None:
                 with np.errstate(invalid="ignore"):
@@ -205,6 +208,9 @@ class RowData:
                 rows = np.union1d(rows, np.flatnonzero(np.isinf(chunk.weights)))
                 n_bad += rows.size
                 bad.extend((rows[: LISTED_ROWS - len(bad)] + chunk.first_row).tolist())
+                finite = np.where(np.isfinite(chunk.weights), chunk.weights, 0.0)
+                if finite.size and finite.max() > heaviest:
+                    heaviest, heaviest_row = finite.max(), chunk.first_row + finite.argmax()
             rows = np.flatnonzero(~chunk.usable())
             n_absent += rows.size
             absent.extend((rows[: LISTED_ROWS - len(absent)] + chunk.first_row).tolist())
@@ -213,6 +219,14 @@ class RowData:
                 f"weights {self.weights_name!r} must be positive and finite; {n_bad} are not "
                 f"({schema.format_rows(bad, total=n_bad)}). Remove those rows (a zero weight "
                 "would leave a row out) or correct the weights."
+            )
+        if heaviest * largest_value > LARGEST_WEIGHTED:
+            raise StablefitInputError(
+                f"weights {self.weights_name!r} reach {heaviest:.3g} "
+                f"({schema.format_rows([heaviest_row], total=1)}) and the data "
+                f"{largest_value:.3g}: their products, beyond {LARGEST_WEIGHTED:.0e}, overflow "
+                "float64 when squared. Divide the weights by a power of ten: the coefficients, "
+                "standard errors and tests do not change."
             )
         if n_absent and missing == "error":
             names = " or ".join(repr(n) for n in (self.weights_name, *self.group_names) if n)
@@ -294,6 +308,11 @@ def column_names(data: Any, weights: Any, groups: Any) -> tuple[str | None, tupl
             "the weights and cluster keys as arrays with one value per row"
         )
     return weights_name, group_names
+
+
+# Weighted values w·v beyond this have squares beyond float64's range (as values beyond
+# 1e150 have, which the fit refuses).
+LARGEST_WEIGHTED = 1e150
 
 
 def refuse_the_target(

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 import mpmath
 import numpy as np
+import pandas as pd
 import pytest
 import statsmodels.api as sm
 
 import stablefit
+from stablefit.cli.main import main
 from stablefit.errors import StablefitInputError
 from stablefit.io import ArraySource, Batch, Schema
 from stablefit.pipeline import fit_source
@@ -98,6 +100,26 @@ def test_bad_weights_are_errors_naming_rows(weights, match):
     X = np.arange(20.0).reshape(10, 2) ** 1.5
     with pytest.raises(StablefitInputError, match=match):
         stablefit.fit(X, np.arange(10.0), weights=weights)
+
+
+def test_weights_whose_products_with_the_data_overflow_are_refused(tmp_path, capsys):
+    """Weights up to 1e195 on data near 10 (their squares overflow): an OverflowError from
+    the total sum of squares with an intercept, and without one a fit that called a column
+    collinear and claimed 15 digits of coefficients with none right."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(size=30)
+    w = np.exp(rng.uniform(0, np.log(1e200), 30))
+    heaviest = int(np.argmax(w))
+    for intercept in (True, False):
+        with pytest.raises(StablefitInputError, match=rf"reach .*\(row {heaviest}\).*power of ten"):
+            stablefit.fit(X, y, weights=w, intercept=intercept)
+    path = tmp_path / "heavy.csv"
+    columns = {"a": X[:, 0], "b": X[:, 1], "c": X[:, 2], "w": w, "y": y}
+    pd.DataFrame(columns).to_csv(path, index=False)
+    assert main(["fit", str(path), "--target", "y", "--weights", "w"]) == 2
+    err = capsys.readouterr().err
+    assert f"(line {heaviest + 2})" in err and len(err.splitlines()) == 1
 
 
 def test_missing_weights_and_keys_are_errors_or_dropped_rows():
