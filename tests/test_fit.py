@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from fractions import Fraction
 
 import mpmath
 import numpy as np
@@ -56,6 +57,27 @@ def test_a_combination_with_negative_terms_is_written_with_minus_signs():
     X = np.column_stack([a, b, 2 * a - 3 * b - 0.5])
     result = stablefit.fit(X, a + b + rng.normal(size=40), feature_names=["a", "b", "c"])
     assert [d.relation for d in result.dropped] == ["c = 2·a - 3·b - 0.5"]
+
+
+def test_a_column_collinear_up_to_rounding_is_not_called_exactly_collinear():
+    """c = a + b computed in float64 differs from a + b in its last bits on most rows: the
+    note called it 'exactly collinear' and the certificate's 15 digits read as digits of the
+    exact fit of all three columns, whose coefficients are those roundings' noise."""
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=40), rng.normal(size=40)
+    c = a + b
+    assert any(
+        Fraction(ci) != Fraction(ai) + Fraction(bi) for ai, bi, ci in zip(a, b, c, strict=True)
+    )
+    y = a - b + rng.normal(size=40)
+    result = stablefit.fit(np.column_stack([a, b, c]), y, feature_names=["a", "b", "c"])
+    assert [d.relation for d in result.dropped] == ["c = 1·a + 1·b"]
+    (note,) = [n for n in result.notes if "'c'" in n]
+    assert "exactly" not in note and "to within rounding" in note
+    assert "the certificate is that of the fit without it" in note
+    without = stablefit.fit(np.column_stack([a, b]), y)
+    np.testing.assert_array_equal(result.params[:3], without.params)
+    assert result.certificate.digits_per_coef[:3] == without.certificate.digits_per_coef
 
 
 def test_constant_column_is_left_out_with_its_value():

@@ -17,8 +17,8 @@ from stablefit.solve.result import FitResult
 class StableLinearRegression(RegressorMixin, BaseEstimator):
     """Ordinary least squares, exact to the digits its certificate states.
 
-    Unlike ``LinearRegression``, exactly collinear features are reported and left out
-    (``dropped_features_``) rather than silently replaced by a minimum-norm answer, and
+    Unlike ``LinearRegression``, features collinear to within rounding are reported and left
+    out (``dropped_features_``) rather than silently replaced by a minimum-norm answer, and
     ``certificate_`` says how many digits of ``coef_`` can be trusted.
 
     Parameters

@@ -656,14 +656,16 @@ def _solve(
     keep_features = np.flatnonzero(kept[offset:]).tolist()
     for feature in dropped[:LISTED_RELATIONS]:
         notes.append(
-            f"'{feature.name}' is exactly collinear ({feature.relation}): it was left out "
-            "(coefficient 0, no standard error); its effect is carried by the others."
+            f"'{feature.name}' is collinear with the columns before it to within rounding "
+            f"({feature.relation}; the sine of its angle to their span is below "
+            f"{COLLINEAR_SINE:.0e}): it was left out (coefficient 0, no standard error); its "
+            "effect is carried by the others, and the certificate is that of the fit without it."
         )
     if len(dropped) > LISTED_RELATIONS:
         notes.append(
-            f"{len(dropped) - LISTED_RELATIONS:,} more columns are exactly collinear with the "
-            f"ones kept and were left out too ({len(keep_features):,} kept, {rows:,} rows): "
-            "the JSON report (--json) names them all under dropped_features."
+            f"{len(dropped) - LISTED_RELATIONS:,} more columns are collinear to within "
+            f"rounding with the ones kept and were left out too ({len(keep_features):,} kept, "
+            f"{rows:,} rows): the JSON report (--json) names them all under dropped_features."
         )
     if dependent:
         design, R = _restrict(design, R, keep_features)

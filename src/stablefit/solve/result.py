@@ -42,7 +42,7 @@ class DroppedFeature:
 class FitResult:
     """A least-squares fit in the units of the data (statsmodels-style results object).
 
-    Coefficients of features that were left out as exactly collinear are 0 with NaN
+    Coefficients of features that were left out as collinear (to within rounding) are 0 with NaN
     standard errors; ``dropped`` and ``notes`` say which and why.
 
     Attributes
