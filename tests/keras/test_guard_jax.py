@@ -87,6 +87,46 @@ except NonFiniteTrainingError as error:
 out["example_1"] = {"events": [(e.cause, e.action) for e in guard.events],
                     "bound": guard.events[-1].evidence.get("stable_learning_rate"),
                     "message": message, "finite": all_finite(model)}
+
+
+# The custom train_step of Keras's JAX guide (``x, y = data``) failed at its first step
+# ("too many values to unpack": the guard added sample weights to every batch).
+class GuideModel(keras.Model):
+    def compute_loss_and_updates(self, trainable, non_trainable, x, y):
+        y_pred, non_trainable = self.stateless_call(trainable, non_trainable, x, training=True)
+        return self.compute_loss(x, y, y_pred), (y_pred, non_trainable)
+
+    def train_step(self, state, data):
+        import jax
+
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        x, y = data
+        grad_fn = jax.value_and_grad(self.compute_loss_and_updates, has_aux=True)
+        (loss, (y_pred, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y)
+        trainable, optimizer_variables = self.optimizer.stateless_apply(
+            optimizer_variables, grads, trainable)
+        new_metrics, logs = [], {}
+        for metric in self.metrics:
+            held = metrics_variables[len(new_metrics):len(new_metrics) + len(metric.variables)]
+            if metric.name == "loss":
+                held = metric.stateless_update_state(held, loss)
+            logs[metric.name] = metric.stateless_result(held)
+            new_metrics += held
+        return logs, (trainable, non_trainable, optimizer_variables, new_metrics)
+
+
+x, y = well_conditioned(rows=256)
+x[100, 1] = np.nan
+inputs = keras.Input((3,))
+model = GuideModel(inputs, keras.layers.Dense(1)(inputs))
+model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+keras.utils.set_random_seed(0)
+guard = NanGuard()
+history = model.fit(x, y, epochs=3, verbose=0, callbacks=[guard])
+out["own_step"] = {"events": [(e.cause, e.action, e.rows, e.count) for e in guard.events],
+                   "message": guard.events[0].message if guard.events else "",
+                   "skipped": history.history["skipped_steps"], "finite": all_finite(model),
+                   "loss": history.history["loss"]}
 print(json.dumps(out))
 """
 
@@ -118,3 +158,8 @@ def test_the_guard_works_on_the_jax_backend() -> None:
     assert abs(example["bound"] / 2.14e-13 - 1) < 5e-3
     assert "2.14e-13" in example["message"] and "SF201" in example["message"]
     assert example["finite"]
+    own = out["own_step"]
+    # The bad row's batch is skipped whole (no sample weights to give it weight 0).
+    assert own["events"] == [["data", "masked", [100], 3]] and own["skipped"] == [1, 1, 1]
+    assert "the step of its batch was skipped" in own["message"]
+    assert own["finite"] and all(v == v for v in own["loss"]) and own["loss"][-1] < 1.0

@@ -219,7 +219,7 @@ class GuardCore:
         learning_rate: float | None = None,
         where: str | None = None,
         evidence: dict[str, Any] | None = None,
-        whole_batch: bool = False,
+        whole_batch: bool | str = False,
     ) -> GuardEvent | None:
         """Bad rows left out of a step: a new event, or None when ``key`` was seen before.
 
@@ -227,7 +227,8 @@ class GuardCore:
         so a permanently bad row makes one event whose ``count`` grows each time. ``where``
         words the rows when they are not ``rows`` "of the data" (e.g. "row 3 of
         dataset[12]"); ``evidence`` adds to the event's evidence; ``whole_batch`` says
-        that no row of the batch was left (its step was skipped).
+        that no row of the batch was left (its step was skipped), or, as a phrase, why the
+        step was skipped with the batch's other rows.
         """
         if key in self._data_events:
             index = self._data_events[key]
@@ -249,7 +250,9 @@ class GuardCore:
             message=(
                 f"{where} with NaN or inf in {', '.join(replay.bad_columns) or 'the inputs'}; "
                 + (
-                    "every row of the batch was left out, so its step was skipped (the "
+                    f"the step of its batch was skipped, as {whole_batch} (the "
+                    if isinstance(whole_batch, str)
+                    else "every row of the batch was left out, so its step was skipped (the "
                     if whole_batch
                     else "left out of the step (the other rows trained as usual, the "
                 )

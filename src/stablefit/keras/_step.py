@@ -159,14 +159,18 @@ def _zero_nonfinite(structure: Any) -> Any:
     return keras.tree.map_structure(clean, structure)
 
 
-def mask_bad_rows(data: Any, *, drop: bool = True) -> tuple[tuple[Any, ...], Any, Any]:
+def mask_bad_rows(
+    data: Any, *, drop: bool = True, add_weights: bool = True
+) -> tuple[tuple[Any, ...], Any, Any]:
     """The batch for the model's ``train_step`` with its bad rows left out; ``row_ok``;
     how many rows were bad.
 
     Given sample weights, the bad rows get weight 0 and their values zeroed. Without, the
     batch keeps the form it was given (a ``train_step`` of the model's own may unpack
     ``x, y = data``): with ``drop`` the bad rows are removed, else (JAX, whose compiled
-    step needs fixed shapes) weights are added.
+    step needs fixed shapes) weights are added, or, without ``add_weights`` (a
+    ``train_step`` of the model's own, which may take none), the bad rows' values are
+    zeroed and the caller must skip the step when there are any.
     """
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     tensors = _float_tensors(x) + _float_tensors(y)
@@ -188,6 +192,12 @@ def mask_bad_rows(data: Any, *, drop: bool = True) -> tuple[tuple[Any, ...], Any
             keras.utils.pack_x_y_sample_weight(
                 keras.tree.map_structure(take, x), keras.tree.map_structure(take, y)
             ),
+            row_ok,
+            bad,
+        )
+    if sample_weight is None and not add_weights:
+        return (
+            keras.utils.pack_x_y_sample_weight(_zero_nonfinite(x), _zero_nonfinite(y)),
             row_ok,
             bad,
         )
@@ -364,6 +374,14 @@ class StepGuard:
         #: (:meth:`settle`) before the next; otherwise every step is careful and a rare one
         #: is handed over by :meth:`collect` when the logged counts change.
         self.settles = self.backend == "tensorflow" and model.steps_per_execution == 1
+        #: The model has a ``train_step`` of its own (which may unpack ``x, y = data``).
+        self.own_step = type(model).train_step is not keras.Model.train_step
+
+    def skips_bad_batches(self, *, weighted: bool) -> bool:
+        """Whether a batch with bad rows is skipped whole rather than weighted: on JAX, whose
+        compiled step cannot drop rows, for a ``train_step`` of the model's own given no
+        sample weights (``weighted`` False; it may take none)."""
+        return self.backend == "jax" and self.own_step and not weighted
 
     # -- installing --------------------------------------------------------------------
 
@@ -926,7 +944,7 @@ class StepGuard:
                 "fit_rows",
             )
         }
-        batch, row_ok, bad = mask_bad_rows(data, drop=False)
+        batch, row_ok, bad = mask_bad_rows(data, drop=False, add_weights=not self.own_step)
         self._stash.clear()
         self._stash["lr_scale"] = metrics_vars[at["learning_rate_scale"]]
         _, new_state = type(model).train_step(model, state, batch)
@@ -950,6 +968,10 @@ class StepGuard:
             )
             ok = median_ok
         empty = no_rows(row_ok)
+        if self.skips_bad_batches(
+            weighted=keras.utils.unpack_x_y_sample_weight(data)[2] is not None
+        ):
+            empty = jnp.logical_or(empty, bad > 0)
         median_ok = jnp.logical_and(median_ok, jnp.logical_not(empty))
         ok = jnp.logical_and(ok, jnp.logical_not(jnp.logical_or(capture, empty)))
 

@@ -74,6 +74,8 @@ class NanGuard(keras.callbacks.Callback):
     A model whose own ``train_step`` computes its loss (none compiled) is guarded too; the
     optimizer sees only its gradients, so a step whose loss alone overflows is applied and
     the next one is caught, and a skipped step logs the last finite loss instead of its own.
+    On JAX, whose compiled step cannot drop rows, such a model fitted without sample
+    weights has a batch with bad rows skipped whole (its ``train_step`` may take none).
 
     While the guard is in the callback list, every ``model.save_weights``/``model.save``
     call (``ModelCheckpoint``, ``BackupAndRestore``) first checks that the weights are
@@ -301,13 +303,21 @@ class NanGuard(keras.callbacks.Callback):
 
     def _handle(self, report: StepReport) -> None:
         self._sync()
+        whole_batch: bool | str = not report.row_ok.any()
+        if not report.row_ok.all() and self._step.skips_bad_batches(
+            weighted=report.sample_weight is not None
+        ):
+            whole_batch = (
+                "the model's own train_step takes no sample weights and JAX's compiled step "
+                "cannot drop rows"
+            )
         if not report.row_ok.all():
-            self._data_event(report)
+            self._data_event(report, whole_batch=whole_batch)
         if report.step_ok:
             return
-        if not report.row_ok.any():
-            # Skipped for having no row to learn from: nothing failed. A capture it used
-            # up is asked for again.
+        if whole_batch:
+            # Skipped for having no row to learn from (or, on JAX, any bad row: see
+            # skips_bad_batches): nothing failed. A capture it used up is asked for again.
             if self._awaiting_capture:
                 self._step.capture_next_step()
             return
@@ -321,7 +331,7 @@ class NanGuard(keras.callbacks.Callback):
 
     # -- data events -------------------------------------------------------------------
 
-    def _data_event(self, report: StepReport) -> None:
+    def _data_event(self, report: StepReport, *, whole_batch: bool | str) -> None:
         """One event per new bad row (by its values); rows seen before count on theirs."""
         positions = np.flatnonzero(~report.row_ok)
         batch = [*report.inputs, *report.targets]
@@ -347,7 +357,7 @@ class NanGuard(keras.callbacks.Callback):
             where=located.where,
             evidence=located.evidence,
             learning_rate=rate,
-            whole_batch=not report.row_ok.any(),
+            whole_batch=whole_batch,
         )
         self._row_events.update(dict.fromkeys(key, key))
         if event is not None:
