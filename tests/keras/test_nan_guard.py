@@ -376,3 +376,61 @@ def test_bad_parameters_are_named(option: str, value: object) -> None:
     model = sgd_on_example_1()
     with pytest.raises(StablefitInputError, match=rf"NanGuard\({option}="):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[NanGuard(**{option: value})])
+
+
+def test_validation_leaves_the_training_logs_and_counts_as_they_are() -> None:
+    x, y = well_conditioned(rows=256)
+    x[40, 1] = np.nan
+    validation = well_conditioned(rows=64, seed=1)
+    runs = {}
+    for name, extra in (("plain", {}), ("validated", {"validation_data": validation})):
+        model = linear_model(3, keras.optimizers.SGD(0.1))
+        history = model.fit(
+            x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[NanGuard()],
+            **extra,
+        )  # fmt: skip
+        runs[name] = (history.history, model)
+    plain, (validated, model) = runs["plain"][0], runs["validated"]
+    # evaluate() at each epoch's end reset the guard's counters: every training loss was
+    # logged as NaN (no step seemed to have trained), the counts as 0, and the counters
+    # showed up as val_skipped_steps / val_bad_rows.
+    assert (
+        validated["loss"] == pytest.approx(plain["loss"]) and np.isfinite(validated["loss"]).all()
+    )
+    assert validated["bad_rows"] == plain["bad_rows"] == [1, 1]
+    assert np.isfinite(validated["val_loss"]).all()
+    assert sorted(validated) == ["bad_rows", "loss", "skipped_steps", "val_loss"]
+    # ... and evaluate() after fit returned the counters beside the loss.
+    assert isinstance(model.evaluate(*validation, verbose=0), float)
+
+
+def test_a_nan_in_validation_data_is_said_with_its_row() -> None:
+    x, y = well_conditioned(rows=128)
+    x_val, y_val = well_conditioned(rows=32, seed=1)
+    x_val[3, 0] = np.nan
+    model = linear_model(3, keras.optimizers.SGD(0.1))
+    with pytest.warns(StablefitWarning, match="val_loss not finite") as caught:
+        history = model.fit(
+            x, y, batch_size=32, epochs=2, verbose=0, validation_data=(x_val, y_val),
+            callbacks=[NanGuard()],
+        )  # fmt: skip
+    said = [str(w.message) for w in caught if "val_loss" in str(w.message)]
+    assert len(said) == 1 and "row 3 of x" in said[0] and "Training is not affected" in said[0]
+    assert np.isfinite(history.history["loss"]).all() and all_finite(model)
+
+
+def test_a_nan_sample_weight_is_named_as_the_weight_not_the_inputs() -> None:
+    x, y = well_conditioned(rows=128)
+    weights = np.ones(len(x), dtype="float32")
+    weights[40] = np.nan
+    model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
+    model.fit(
+        x, y, sample_weight=weights, batch_size=32, epochs=2, shuffle=False, verbose=0,
+        callbacks=[guard],
+    )  # fmt: skip
+    [event] = guard.events
+    # The event said "NaN or inf in the inputs" and told the user to drop or impute the
+    # rows, whose inputs and targets were fine.
+    assert event.rows == (40,) and event.columns == ("sample_weight",)
+    assert "in sample_weight" in event.message and "class_weight" in event.fix
+    assert all_finite(model)

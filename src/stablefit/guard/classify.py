@@ -189,10 +189,13 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
 def _data(replay: Replay) -> Verdict:
     columns = ", ".join(replay.bad_columns) or "the inputs"
     rows = len(replay.bad_positions)
+    fix = "drop or impute those rows before training (`stablefit doctor` lists them)"
+    if replay.bad_columns == ("sample_weight",):
+        fix = "give those rows finite weights (sample_weight=, or the class_weight= they came from)"
     return Verdict(
         cause="data",
         finding=f"{rows} row(s) with NaN or inf in {columns}",
-        fix="drop or impute those rows before training (`stablefit doctor` lists them)",
+        fix=fix,
         evidence={
             "batch_positions": list(replay.bad_positions),
             "columns": list(replay.bad_columns),

@@ -30,8 +30,10 @@ def bad_columns(
     targets: Sequence[np.ndarray],
     rows: np.ndarray,
     feature_names: Sequence[str] | None,
+    sample_weight: np.ndarray | None = None,
 ) -> tuple[str, ...]:
-    """The columns holding a non-finite value in ``rows``, named as the user knows them."""
+    """The columns holding a non-finite value in ``rows``, named as the user knows them
+    (``"sample_weight"`` for the rows' weights, which ``class_weight`` makes too)."""
     names: list[str] = []
     for number, array in enumerate(inputs):
         prefix = "x" if len(inputs) == 1 else f"input {number}"
@@ -39,6 +41,8 @@ def bad_columns(
     for number, array in enumerate(targets):
         prefix = "y" if len(targets) == 1 else f"target {number}"
         names += _columns(np.asarray(array)[rows], prefix, None)
+    if sample_weight is not None:
+        names += _columns(np.asarray(sample_weight)[rows], "sample_weight", None)
     return tuple(names)
 
 

@@ -104,6 +104,8 @@ class FitArguments:
     steps_per_epoch: int | None = None
     #: Keras's data adapter of this ``fit`` (what it reads the batches from), if found.
     adapter: Any = None
+    #: ``validation_data`` as ``fit`` holds it (after ``validation_split`` took its part).
+    validation_data: Any = None
 
 
 def fit_arguments(model: Any) -> FitArguments | None:
@@ -130,6 +132,7 @@ def fit_arguments(model: Any) -> FitArguments | None:
                     shuffle=names.get("shuffle", True),
                     steps_per_epoch=names.get("steps_per_epoch"),
                     adapter=getattr(iterator, "data_adapter", None),
+                    validation_data=names.get("validation_data"),
                 )
             frame = frame.f_back
         return None

@@ -89,8 +89,11 @@ class StepReport:
 class GuardCounters(keras.metrics.Metric):
     """Skipped steps and bad rows of the epoch; the running median gradient norm.
 
-    ``result()`` gives the two epoch counts; :meth:`reset_state` (at each epoch start)
-    clears the epoch's counts, not the median nor the rows fed since ``fit`` began.
+    ``result()`` gives the two epoch counts; :meth:`start_epoch` (the guard's
+    ``on_epoch_begin``) clears them, not the median nor the rows fed since ``fit`` began.
+    Keras's own resets of the model's metrics change nothing: ``evaluate`` makes one
+    (``fit``'s validation at each epoch's end, before the guard reads the epoch's counts).
+    ``reporting`` False (while ``fit`` validates) leaves the counts out of the logs.
     """
 
     def __init__(self) -> None:
@@ -112,15 +115,21 @@ class GuardCounters(keras.metrics.Metric):
         self.own_loss = self.add_variable(
             (), keras.initializers.Constant(np.nan), dtype="float32", name="own_loss"
         )
+        self.reporting = True
 
     def update_state(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError("updated by the guarded train step only")
 
     def result(self) -> dict[str, Any]:
+        if not self.reporting:
+            return {}
         # A tensor, not the variable: logs are turned into Python numbers.
         return {"skipped_steps": self.skipped_steps + 0, "bad_rows": self.bad_rows + 0}
 
     def reset_state(self) -> None:
+        pass  # see start_epoch
+
+    def start_epoch(self) -> None:
         for variable in (self.skipped_steps, self.bad_rows, self.epoch_steps, self.epoch_rows):
             variable.assign(0)
 
@@ -450,6 +459,10 @@ class StepGuard:
         if self._without_xla:
             model.jit_compile = True
         model.make_train_function(force=True)
+        if model.test_function is not None:
+            # Made by fit's validation with the counters among the metrics: evaluate()
+            # after fit would have returned them beside the loss.
+            model.make_test_function(force=True)
 
     def _explosion_factor(self) -> float:
         # Once the gradients are clipped, a large norm is clipped, not skipped.

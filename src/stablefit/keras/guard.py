@@ -31,6 +31,7 @@ from stablefit.guard import (
     Verdict,
     growth_curvature,
 )
+from stablefit.guard.core import row_list
 from stablefit.guard.events import position
 from stablefit.guard.phrases import KERAS
 from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
@@ -173,7 +174,9 @@ class NanGuard(keras.callbacks.Callback):
         self._awaiting_capture = False
         self._stopped = False
         self._failure: str | None = None
-        self._rows = row_namer(fit_arguments(model), self.data)
+        arguments = fit_arguments(model)
+        self._validation = None if arguments is None else arguments.validation_data
+        self._rows = row_namer(arguments, self.data)
         self._row_events: dict[bytes, Any] = {}
         self._step = StepGuard(
             model,
@@ -189,6 +192,15 @@ class NanGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch, self._batch = epoch, -1
         self._counts: tuple[Any, Any] = (0, 0)
+        self._step.counters.start_epoch()
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # Validation logs the model's metrics, the guard's counters among them: they count
+        # training steps, not validation ones.
+        self._step.counters.reporting = False
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._step.counters.reporting = True
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._process()
@@ -228,7 +240,8 @@ class NanGuard(keras.callbacks.Callback):
                 }
             )
         self._process()
-        _warn_if_nothing_trained(epoch, logs)
+        if not _warn_if_nothing_trained(epoch, logs):
+            self._warn_if_validation_nonfinite(epoch, logs)
         if self._stopped:
             return
         bad = self._first_nonfinite_variable()
@@ -238,6 +251,31 @@ class NanGuard(keras.callbacks.Callback):
         last = (self.params or {}).get("steps") or (self._batch + 1)
         self._core.keep(epoch, last - 1, self._copy_state())
         self._core.epoch_end()
+
+    def _warn_if_validation_nonfinite(self, epoch: int, logs: dict[str, Any]) -> None:
+        """Say why a validation metric is NaN/inf (once a ``fit``): the guard keeps bad rows
+        out of training steps, while Keras's validation averages every row."""
+        names = [
+            key
+            for key, value in logs.items()
+            if key.startswith("val_") and isinstance(value, float) and not math.isfinite(value)
+        ]
+        if not names or self._validation is None:
+            return
+        where = _nonfinite_rows_in(self._validation)
+        self._validation = None  # said once
+        cause = (
+            f"validation_data holds NaN or inf in {where}"
+            if where
+            else "the validation data or the model's predictions on it hold NaN or inf"
+        )
+        warnings.warn(
+            f"NanGuard: epoch {epoch + 1}: {', '.join(names)} not finite: {cause}. Training "
+            "is not affected (the guard leaves bad rows out of training steps; validation "
+            "averages every row). Fix: drop or impute those rows of the validation data.",
+            StablefitWarning,
+            stacklevel=2,
+        )
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._process()
@@ -346,7 +384,9 @@ class NanGuard(keras.callbacks.Callback):
         if not len(fresh):
             return
         key = tuple(k for k in keys if k not in self._row_events)
-        columns = bad_columns(report.inputs, report.targets, fresh, self._names())
+        columns = bad_columns(
+            report.inputs, report.targets, fresh, self._names(), report.sample_weight
+        )
         located = self._rows.locate(report, fresh)
         event = self._core.data_event(
             epoch=self._epoch,
@@ -593,8 +633,27 @@ class NanGuard(keras.callbacks.Callback):
             )
 
 
-def _warn_if_nothing_trained(epoch: int, logs: dict[str, Any]) -> None:
-    """Say so when every step of the epoch was skipped: its logged loss is NaN.
+def _nonfinite_rows_in(validation: Any) -> str:
+    """Where the arrays of ``validation_data`` (x, y[, sample_weight]) hold NaN/inf, in
+    words ("rows 3, 17 of x"); empty when there is none or it cannot be read as arrays."""
+    parts = validation if isinstance(validation, (tuple, list)) else (validation,)
+    found = []
+    for name, part in zip(("x", "y", "sample_weight"), parts, strict=False):
+        try:
+            values = np.asarray(part, dtype=np.float64)
+        except (TypeError, ValueError):
+            continue
+        if values.ndim == 0 or not values.size:
+            continue
+        rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+        if len(rows):
+            found.append(f"{'row' if len(rows) == 1 else 'rows'} {row_list(rows)} of {name}")
+    return "; ".join(found)
+
+
+def _warn_if_nothing_trained(epoch: int, logs: dict[str, Any]) -> bool:
+    """Say so when every step of the epoch was skipped: its logged loss is NaN (whether
+    it was said).
 
     Keras's average of no steps is 0.0, which reads as a perfect epoch (and as the best one
     to ``EarlyStopping`` and ``ModelCheckpoint(save_best_only=True)``); the guarded step
@@ -603,7 +662,7 @@ def _warn_if_nothing_trained(epoch: int, logs: dict[str, Any]) -> None:
     """
     skipped, loss = logs.get("skipped_steps"), logs.get("loss")
     if not skipped or loss is None or math.isfinite(float(loss)):
-        return
+        return False
     steps = "its only step was" if skipped == 1 else f"all {int(skipped)} of its steps were"
     warnings.warn(
         f"NanGuard: epoch {epoch + 1}: {steps} skipped (see the guard's events for why), so "
@@ -613,6 +672,7 @@ def _warn_if_nothing_trained(epoch: int, logs: dict[str, Any]) -> None:
         StablefitWarning,
         stacklevel=2,
     )
+    return True
 
 
 def _positive_int(name: str, value: Any, *, minimum: int) -> None:
