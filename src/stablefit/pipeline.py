@@ -789,6 +789,12 @@ def _solve(
     full_cov[np.ix_(kept, kept)] = covariance.matrix
     param_names = ("intercept",) * offset + tuple(names)
     notes += covariance_notes(covariance, inference.use_t, full_cov, param_names)
+    if inference.group_names and covariance.cov_type != "cluster":
+        notes.append(
+            f"Cluster keys {quote_names(inference.group_names)} were given but are not used: "
+            f"the covariance is {covariance.cov_type} (cov_type); get_robustcov('cluster') "
+            "(on the command line, --cluster without --cov-type) gives clustered errors."
+        )
     digits = np.zeros(d + offset, dtype=int)
     digits[kept] = certificate.digits_per_coef
     bounds = np.full(d + offset, np.nan)

@@ -183,3 +183,19 @@ def test_intervals_at_tiny_alpha_are_finite(grunfeld_csv, grunfeld_frame, tmp_pa
     )
     tiny = run_cli("predict", model, new, "--intervals", "--alpha", "5e-324")
     assert tiny.code == 2 and tiny.out == "" and "above 1e-323" in tiny.err
+
+
+def test_clusters_given_with_another_covariance_are_said_to_be_unused(grunfeld_csv, run_cli):
+    """--cluster firm --cov-type hc1 printed HC1 errors, firm left out of the features, and no
+    word that the clusters were not used."""
+    run = run_cli(
+        "fit", grunfeld_csv, "--target", "invest", "--cluster", "firm", "--cov-type", "hc1"
+    )
+    assert run.code == 0, run.err
+    assert "Cluster keys 'firm' were given but are not used: the covariance is HC1" in run.out
+    frame = pd.read_csv(grunfeld_csv)
+    hc1 = stablefit.fit(frame, target="invest", groups="firm", cov_type="HC1")
+    assert any("are not used" in note for note in hc1.notes)
+    clustered = hc1.get_robustcov("cluster")
+    assert not any("are not used" in note for note in clustered.notes)
+    assert clustered.cov_type == "cluster" and clustered.n_groups == (11,)

@@ -591,6 +591,7 @@ COVARIANCE_NOTE_PREFIXES = (
     "HC3 is undefined",
     "The two-way clustered covariance",
     "The variance of ",
+    "Cluster keys ",
 )
 
 
