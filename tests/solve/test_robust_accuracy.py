@@ -148,6 +148,10 @@ def test_cluster_needs_keys_and_two_clusters():
         stablefit.fit(X, y, cov_type="cluster")
     with pytest.raises(StablefitInputError, match="at least 2 clusters"):
         stablefit.fit(X, y, groups=np.zeros(6))
+    # The column and the fix are named (the message gave neither).
+    one_firm = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "firm": "GM", "y": y})
+    with pytest.raises(StablefitInputError, match=r"hold 1 of 'firm' .*--cov-type hc1"):
+        stablefit.fit(one_firm, target="y", groups="firm")
     with pytest.raises(StablefitInputError, match="not a covariance type"):
         stablefit.fit(X, y, cov_type="HC4")
     with pytest.raises(StablefitInputError, match=r"one or two ways|one or two columns"):

@@ -493,8 +493,11 @@ class CovarianceBuilder:
         n, k = self.n_obs, self.n_params
         counts = tuple(part.keys.size for part in parts[:2])
         if min(counts) < 2:
+            which = names[counts.index(min(counts))]
             raise StablefitInputError(
-                f"clustering needs at least 2 clusters; the data hold {min(counts)}"
+                f"clustering needs at least 2 clusters; the data hold {min(counts)} of "
+                f"{which!r} (in the rows fitted). Cluster by a column with more values, or "
+                "use a heteroskedasticity-robust covariance: cov_type='HC1' (--cov-type hc1)."
             )
         signs = [1.0] if len(parts) == 1 else [1.0, 1.0, -1.0]
         total = np.zeros((k, k))
