@@ -338,7 +338,11 @@ def row_data(data: Any, weights: Any, groups: Any, n_rows: int | None) -> RowDat
     weights_name, group_names = column_names(data, weights, groups)
     named = [n for n in (weights_name, *group_names) if n is not None]
     if len(set(named)) < len(named):
-        raise StablefitInputError(f"the same column is named twice: {named}")
+        twice = next(name for name in named if named.count(name) > 1)
+        raise StablefitInputError(
+            f"{twice!r} is named twice among the weights and cluster keys: a column serves "
+            "once, as the weights (weights=, --weights) or as cluster keys (groups=, --cluster)"
+        )
     weight_values = None
     if weights is not None and weights_name is None:
         weight_values = _weight_array(weights, n_rows)

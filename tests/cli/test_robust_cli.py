@@ -107,6 +107,8 @@ def test_bad_weights_in_a_file_exit_2_naming_lines(tmp_path, run_cli):
     assert run.code == 2 and "--cluster" in run.err
     run = run_cli("fit", data, "--target", "y", "--cluster", "nope")
     assert run.code == 2 and "'nope'" in run.err
+    run = run_cli("fit", data, "--target", "y", "--cluster", "x", "--weights", "x")
+    assert run.code == 2 and "'x' is named twice" in run.err and "--cluster)" in run.err
 
 
 @pytest.mark.parametrize(
