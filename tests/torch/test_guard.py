@@ -409,3 +409,26 @@ def test_a_rollback_after_resuming_restores_the_loaded_checkpoint(order: str, gu
         assert torch.equal(resumed.state_dict()[key], value), key
     steps = {i: s["step"] for i, s in optimizer.state_dict()["state"].items()}
     assert steps == {i: s["step"] for i, s in checkpoint["optimizer"]["state"].items()}
+
+
+def test_an_evaluation_forward_between_steps_is_not_trained_on_by_a_retake(guard) -> None:
+    X, y = regression_data()
+    bad = X.clone()
+    bad[40, 1] = math.nan
+    loss_fn = torch.nn.MSELoss()
+    weights = []
+    for gradients in (False, True):
+        model = mlp()
+        optimizer = guard(torch.optim.SGD(model.parameters(), lr=0.1), model, loss_fn)
+        for start in range(0, ROWS, BATCH):
+            model.train()
+            optimizer.zero_grad()
+            loss_fn(model(bad[start : start + BATCH]), y[start : start + BATCH]).backward()
+            optimizer.step()
+            model.eval()  # an evaluation that forgot torch.no_grad() (or needs gradients)
+            with torch.set_grad_enabled(gradients):
+                loss_fn(model(X[-BATCH:]), y[-BATCH:])
+        weights.append([p.detach().clone() for p in model.parameters()])
+    # The retake of the bad batch's step ran on its good rows only, as with no_grad.
+    assert [e.cause for e in optimizer.events] == ["data"]
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))

@@ -198,9 +198,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if args and torch.is_grad_enabled():
             seen = self._seen
             seen["inputs"] = args[0]
-            # Every forward since the last step (gradient accumulation): a bad row in any
-            # of them made the step's gradients non-finite.
-            _append_bounded(seen.setdefault("all_inputs", []), args[0])
+            if module.training:
+                # Every training forward since the last step (gradient accumulation): a
+                # bad row in any of them made the step's gradients non-finite. Not an
+                # evaluation's (model.eval() without torch.no_grad()): a retake would
+                # train on it.
+                _append_bounded(seen.setdefault("all_inputs", []), args[0])
             device = self._device_type  # autocast as the replay must repeat it
             seen["autocast"] = (
                 (device, torch.get_autocast_dtype(device))
@@ -215,7 +218,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
             # user's own ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
             seen["target"] = args[1]
-            _append_bounded(seen.setdefault("all_targets", []), args[1])
+            if self.model.training:
+                _append_bounded(seen.setdefault("all_targets", []), args[1])
             seen["loss"] = output
 
     # -- the step ---------------------------------------------------------------------
@@ -855,16 +859,17 @@ def _append_bounded(kept: list[Any], value: Any) -> None:
 
 
 def _whole_batch(seen: dict[str, Any]) -> dict[str, Any]:
-    """What the hooks saw, with the inputs (and targets) of every forward since the last
-    step joined into one batch when there were several (gradient accumulation) and they
-    join; otherwise as it is (the last forward's)."""
+    """What the hooks saw, with the inputs (and targets) of the training forwards since
+    the last step as the batch: joined into one when there were several (gradient
+    accumulation) and they join. As it is (the last forward's) when no training forward
+    was seen (a model trained in eval mode) or they do not pair with the losses."""
     inputs, targets = seen.get("all_inputs", []), seen.get("all_targets", [])
-    if len(inputs) < 2 or (targets and len(targets) != len(inputs)):
+    if not inputs or (targets and len(targets) != len(inputs)):
         return seen
     try:
-        joined = {**seen, "inputs": torch.cat(inputs)}
+        joined = {**seen, "inputs": inputs[0] if len(inputs) == 1 else torch.cat(inputs)}
         if targets:
-            joined["target"] = torch.cat(targets)
+            joined["target"] = targets[0] if len(targets) == 1 else torch.cat(targets)
     except (RuntimeError, TypeError):
         return seen
     return joined
