@@ -69,6 +69,38 @@ def test_a_directory_reads_every_data_file_below_it_but_hidden_ones(table, tmp_p
     assert result.n_obs == N_ROWS
 
 
+def write_frame(frame: pd.DataFrame, path) -> None:
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_files_with_column_names_and_no_rows_add_no_rows(table, tmp_path, suffix):
+    """Dask's ``to_csv``/``to_parquet`` (and Spark's writers) write an empty partition as a
+    file with the columns and no rows: the whole table was refused for it."""
+    write_parts(table, tmp_path, suffix)
+    for name in ("part-0", "part-5"):  # before the first file with rows, and among them
+        write_frame(table.iloc[0:0], tmp_path / (name + suffix))
+    whole = stablefit.fit(table[["a", "b", "c"]], table["y"])
+    parts = stablefit.fit(str(tmp_path), target="y")
+    assert parts.n_obs == N_ROWS
+    np.testing.assert_allclose(
+        parts.params, whole.params, rtol=10.0**-whole.certificate.digits, atol=0
+    )
+    write_frame(table[["a", "b", "y"]].iloc[0:0], tmp_path / f"part-7{suffix}")
+    with pytest.raises(StablefitInputError, match=r"part-7.* no column 'c'"):
+        stablefit.fit(str(tmp_path), target="y")
+
+
+def test_a_table_of_files_without_rows_is_an_error(table, tmp_path):
+    for name in ("part-1.csv", "part-2.csv"):
+        table.iloc[0:0].to_csv(tmp_path / name, index=False)
+    with pytest.raises(StablefitInputError, match="its 2 files have column names but no rows"):
+        stablefit.fit(str(tmp_path), target="y")
+
+
 def test_natural_order():
     names = ["p-10.csv", "p-2.csv", "p-1.csv"]
     assert sorted(names, key=natural_key) == ["p-1.csv", "p-2.csv", "p-10.csv"]

@@ -45,7 +45,7 @@ from stablefit.io.arrow import (
 )
 from stablefit.io.columns import ColumnChoice, Selection
 from stablefit.io.csv_numbers import SKIP, TARGET, parse_plain_numbers
-from stablefit.io.schema import Batch, Schema
+from stablefit.io.schema import Batch, NoRowsError, Schema
 from stablefit.io.signatures import file_signature
 from stablefit.parallel import default_workers
 
@@ -174,8 +174,8 @@ def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
                 parse_options=parse_options(delimiter, None if problem else invalid),
             )
             with reader:
+                names = reader.schema.names  # decoded here: a quoted name may span lines
                 batch = reader.read_next_batch()
-            batch.schema.names  # noqa: B018 (decoded here: a quoted name may span lines)
             return batch
         except UnicodeDecodeError:  # in a name over lines, or past the first block
             if problem is not None:
@@ -184,8 +184,8 @@ def read_first_block(path: Path, delimiter: str) -> pa.RecordBatch:
                 path, "the header holds bytes that are not UTF-8 text; save the file as UTF-8."
             ) from None
         except StopIteration:
-            raise read_error(
-                path, "the file has a header line but no data rows; nothing to read."
+            raise NoRowsError(
+                f"{path}: the file has a header line but no data rows; nothing to read.", names
             ) from None
         except pa.ArrowInvalid as error:
             # A block without one whole line: pyarrow says it straddles, or, for the

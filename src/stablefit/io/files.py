@@ -29,13 +29,14 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
+import pyarrow as pa
 
 from stablefit.errors import StablefitInputError
 from stablefit.io import csv, parquet
 from stablefit.io.arrow import describe_column, is_numeric_type
 from stablefit.io.columns import ColumnChoice, quote_names, select_columns
 from stablefit.io.partitions import OffsetSource, Partition, PartitionedSource, part_offset
-from stablefit.io.schema import Batch, Schema, Source
+from stablefit.io.schema import Batch, NoRowsError, Schema, Source
 
 GLOB_CHARACTERS = "*?["
 HIVE_MISSING = "__HIVE_DEFAULT_PARTITION__"
@@ -152,11 +153,19 @@ class FileReader:
     batch_rows: int
 
     def open(self, payload: object = None) -> Source:
-        sample = (
-            parquet.read_sample(self.path)
-            if self.delimiter is None
-            else csv.read_sample(self.path, self.delimiter)
-        )
+        try:
+            sample = read_sample(self.path, self.delimiter)
+        except NoRowsError as empty:
+            self.check_columns([str(name) for name in empty.columns])
+            label, offset = ("row", 0) if self.delimiter is None else ("line", csv.FIRST_DATA_LINE)
+            schema = Schema(
+                feature_names=self.feature_names,
+                target_name=self.target,
+                row_label=label,
+                row_offset=offset,
+                origin=str(self.path),
+            )
+            return OffsetSource(NoRows(schema), part_offset(self.index))
         self.check_columns([str(name) for name in sample.schema.names])
         file_features = tuple(
             name
@@ -208,6 +217,21 @@ class FileReader:
 
 
 @dataclass
+class NoRows:
+    """A file of the table with its column names and no rows."""
+
+    schema: Schema
+
+    def batches(self) -> Iterator[Batch]:
+        return iter(())
+
+
+def read_sample(path: Path, delimiter: str | None) -> pa.RecordBatch:
+    """The first rows of a CSV file (``delimiter``) or of a Parquet file (None)."""
+    return parquet.read_sample(path) if delimiter is None else csv.read_sample(path, delimiter)
+
+
+@dataclass
 class KeyColumns:
     """A file's source with the Hive key columns put among its features."""
 
@@ -224,6 +248,23 @@ class KeyColumns:
                 if value is not None:
                     X[:, j] = value
             yield Batch(X, batch.y, batch.first_row)
+
+
+def first_with_rows(
+    pattern: str, paths: Sequence[Path], delimiter: str | None
+) -> tuple[Path, pa.RecordBatch]:
+    """The first file with rows and its first rows, which decide the table's columns (the
+    files before it have column names and no rows: empty partitions); an error when no
+    file has rows."""
+    for path in paths:
+        try:
+            return path, read_sample(path, delimiter)
+        except NoRowsError:
+            if len(paths) == 1:
+                raise
+    raise StablefitInputError(
+        f"{pattern}: its {len(paths)} files have column names but no rows; nothing to read."
+    )
 
 
 def open_files(pattern: str, *, choice: ColumnChoice, batch_rows: int) -> PartitionedSource:
@@ -247,8 +288,7 @@ def open_files(pattern: str, *, choice: ColumnChoice, batch_rows: int) -> Partit
                 f"{pattern}: {paths[0]} lies below the partition keys {list(keys[0])} but "
                 f"{path} below {list(file_keys)}; the files of one table need the same keys."
             )
-    first = paths[0]
-    sample = parquet.read_sample(first) if delimiter is None else csv.read_sample(first, delimiter)
+    first, sample = first_with_rows(pattern, paths, delimiter)
     file_names = [str(name) for name in sample.schema.names]
     key_names = list(keys[0])
     clash = [name for name in key_names if name in file_names]

@@ -17,7 +17,7 @@ import pyarrow as pa
 from stablefit.errors import StablefitInputError
 from stablefit.io.arrow import batch_from_arrow, schema_of, select_arrow_columns
 from stablefit.io.columns import ColumnChoice
-from stablefit.io.schema import Batch, Schema
+from stablefit.io.schema import Batch, NoRowsError, Schema
 from stablefit.io.signatures import not_parquet_signature
 
 if TYPE_CHECKING:
@@ -71,7 +71,9 @@ def read_sample(path: Path) -> pa.RecordBatch:
     with open_parquet(path) as parquet, decoding(path):
         num_rows = parquet.metadata.num_rows
         if num_rows == 0:
-            raise StablefitInputError(f"{path}: the file has columns but no rows.")
+            raise NoRowsError(
+                f"{path}: the file has columns but no rows.", parquet.schema_arrow.names
+            )
         first = next(parquet.iter_batches(batch_size=SAMPLE_ROWS), None)
     if first is None:  # the footer counts rows that no page holds
         raise unreadable(path, ValueError(f"no rows, although it says it has {num_rows:,}"))

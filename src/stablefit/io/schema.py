@@ -8,6 +8,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from stablefit.errors import StablefitInputError
+
 
 @dataclass(frozen=True)
 class DroppedColumn:
@@ -15,6 +17,16 @@ class DroppedColumn:
 
     name: str
     reason: str
+
+
+class NoRowsError(StablefitInputError):
+    """A file with column names but no rows (``columns``): an error for a file on its own;
+    among the files of one table, a part that adds no rows (as Dask and Spark write for an
+    empty partition)."""
+
+    def __init__(self, message: str, columns: Iterable[str]) -> None:
+        super().__init__(message)
+        self.columns = tuple(columns)
 
 
 # Row numbers of a partitioned source: (partition << PART_BITS) + row within the partition
