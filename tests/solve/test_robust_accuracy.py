@@ -285,6 +285,23 @@ def test_weighted_offset_data_against_50_digits():
     assert digits(ours.bse, se) >= 12
 
 
+@pytest.mark.parametrize("intercept", [True, False])
+def test_weights_spanning_many_decades_keep_the_certified_digits(intercept):
+    """Weights from 1e-60 to 1e60: the rounding bound multiplied unweighted norms by the
+    largest weight, and the certificate claimed no digit (every coefficient 'zero to within'
+    its bound) for coefficients correct to 16. Weighted norms bound the same rounding."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 3))
+    y = X @ [1.0, 2.0, 3.0] + rng.normal(size=30)
+    w = 10.0 ** rng.uniform(-60, 60, 30)
+    columns = sm.add_constant(X) if intercept else X
+    beta, se = reference(columns, y, "nonrobust", w=w)
+    ours = stablefit.fit(X, y, weights=w, intercept=intercept)
+    assert ours.certificate.digits >= 14 and ours.certificate.zeros == ()
+    assert digits(ours.params, beta) >= ours.certificate.digits
+    assert digits(ours.bse, se) >= 13
+
+
 def test_a_result_does_not_keep_the_files_data_alive(tmp_path):
     """get_robustcov reads a file again when it needs a pass; the parsed copy kept for the
     fit's own passes is not held by the result."""

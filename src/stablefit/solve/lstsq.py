@@ -246,6 +246,7 @@ class _PassTotals:
     largest_residual: float = 0.0
     largest_target: float = 0.0
     largest_weight: float = 1.0
+    weighted: bool = False
 
     def __add__(self, other: _PassTotals) -> _PassTotals:
         gram = None
@@ -266,6 +267,7 @@ class _PassTotals:
             max(self.largest_residual, other.largest_residual),
             max(self.largest_target, other.largest_target),
             max(self.largest_weight, other.largest_weight),
+            self.weighted or other.weighted,
         )
 
     def norms(self) -> tuple[float, float]:
@@ -277,6 +279,13 @@ class _PassTotals:
         if self.largest_weight == 1.0 and self.yy >= NORMAL_SQUARES:
             target = np.sqrt(self.yy)
         return float(residual), float(target)
+
+    def weighted_norms(self) -> tuple[float, float] | None:
+        """(‖W^½r‖, ‖W^½y‖) of a weighted pass, None without weights or where their squares
+        are below float64's normal range."""
+        if not self.weighted or min(self.sse, self.yy) < NORMAL_SQUARES:
+            return None
+        return float(np.sqrt(self.sse)), float(np.sqrt(self.yy))
 
 
 def _pass(
@@ -317,6 +326,7 @@ def _pass(
             largest_residual=sums.largest_residual,
             largest_target=sums.largest_target,
             largest_weight=1.0 if w is None else float(w.max(initial=0.0)),
+            weighted=w is not None,
         )
         if statistic is not None:
             part.statistics = statistic(raw, r_hi, r_lo)
@@ -396,6 +406,7 @@ def refine(
                 target_norm=target_norm,
                 residual_norm=residual_norm,
                 largest_weight=totals.largest_weight,
+                weighted_norms=totals.weighted_norms(),
             )
         delta = _solve_normal(R, g)
         before = params_hi, params_lo
