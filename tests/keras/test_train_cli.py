@@ -113,3 +113,17 @@ def test_text_columns_are_an_error_unless_dropped(tmp_path, capsys) -> None:
     output = capsys.readouterr().out
     assert code == 0, output
     assert "│ x " in output and "│ city" not in output
+
+
+def test_a_divergence_no_learning_rate_fixes_prints_no_nan_bound(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(64)
+    path = tmp_path / "huge_target.csv"
+    path.write_text("a,y\n" + "".join(f"{v!r},{v * 1e30!r}\n" for v in a.tolist()))
+    code = main(["train", str(path), "--target", "y", "--epochs", "1"])
+    output = " ".join(capsys.readouterr().out.split())  # as one line, whatever the width
+    # The forecast's first line said "stable for lr < NaN" (Adam's divergence here is the
+    # squares of targets near 1e30 overflowing float32, which no learning rate fixes).
+    assert code == 1 and "forecast for Adam" in output
+    assert "diverges (non-finite loss at epoch 1)" in output
+    assert "lr < NaN" not in output

@@ -288,10 +288,10 @@ def _settings(
 
 def _outcome(forecast: Any) -> str:
     if forecast.outcome == "diverges":
-        return (
-            f"diverges (non-finite loss at epoch {forecast.first_nonfinite_epoch}; stable for "
-            f"lr < {format_number(forecast.max_stable_learning_rate or float('nan'))})"
-        )
+        bound = forecast.max_stable_learning_rate
+        # No bound when no learning rate helps (the loss's squares overflow float32).
+        stable = "" if bound is None else f"; stable for lr < {format_number(bound)}"
+        return f"diverges (non-finite loss at epoch {forecast.first_nonfinite_epoch}{stable})"
     final = forecast.predicted_final_loss
     loss = "" if final is None else f", final loss about {format_number(final)}"
     return f"{forecast.outcome}{loss}"
