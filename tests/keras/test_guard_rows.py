@@ -172,3 +172,24 @@ def test_several_steps_per_execution_still_mask_count_and_name_the_row(data) -> 
     assert np.isfinite(history.history["loss"]).all()
     [event] = guard.events
     assert (event.cause, event.rows, event.count) == ("data", (37,), EPOCHS)
+
+
+def test_a_bad_target_of_a_model_with_named_outputs_is_named_by_its_key() -> None:
+    x, y = well_conditioned(rows=128)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    outputs = {"price": keras.layers.Dense(1)(hidden), "volume": keras.layers.Dense(1)(hidden)}
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss={"price": "mse", "volume": "mse"})
+    volume = y.copy()
+    volume[40] = np.nan
+    guard = NanGuard()
+    model.fit(
+        x, {"price": y, "volume": volume}, batch_size=32, epochs=1, shuffle=False, verbose=0,
+        callbacks=[guard],
+    )  # fmt: skip
+    [event] = guard.events
+    # It was "target 1": the place of 'volume' among the flattened targets.
+    assert event.rows == (40,) and event.columns == ("y['volume']",)
+    assert "in y['volume']" in event.message and all_finite(model)

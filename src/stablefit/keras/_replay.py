@@ -31,19 +31,32 @@ def bad_columns(
     rows: np.ndarray,
     feature_names: Sequence[str] | None,
     sample_weight: np.ndarray | None = None,
+    structure: Any = None,
 ) -> tuple[str, ...]:
     """The columns holding a non-finite value in ``rows``, named as the user knows them
-    (``"sample_weight"`` for the rows' weights, which ``class_weight`` makes too)."""
+    (``"sample_weight"`` for the rows' weights, which ``class_weight`` makes too; an
+    input or target given in a dict by its key). ``structure``: ``(x, y)`` structures."""
+    x_structure, y_structure = structure if structure is not None else (None, None)
     names: list[str] = []
+    prefixes = _leaf_names(x_structure, len(inputs), "x", "input")
     for number, array in enumerate(inputs):
-        prefix = "x" if len(inputs) == 1 else f"input {number}"
-        names += _columns(np.asarray(array)[rows], prefix, feature_names if number == 0 else None)
+        columns = feature_names if number == 0 else None
+        names += _columns(np.asarray(array)[rows], prefixes[number], columns)
+    prefixes = _leaf_names(y_structure, len(targets), "y", "target")
     for number, array in enumerate(targets):
-        prefix = "y" if len(targets) == 1 else f"target {number}"
-        names += _columns(np.asarray(array)[rows], prefix, None)
+        names += _columns(np.asarray(array)[rows], prefixes[number], None)
     if sample_weight is not None:
         names += _columns(np.asarray(sample_weight)[rows], "sample_weight", None)
     return tuple(names)
+
+
+def _leaf_names(structure: Any, count: int, one: str, many: str) -> list[str]:
+    """Names of a structure's ``count`` arrays: ``y['b']`` when it is a dict (of dicts),
+    else ``one`` for a single array and "``many`` 0", "``many`` 1", ... for several."""
+    paths = [] if structure is None else [p for p, _ in keras.tree.flatten_with_path(structure)]
+    if len(paths) == count and all(p and all(isinstance(k, str) for k in p) for p in paths):
+        return [one + "".join(f"[{key!r}]" for key in path) for path in paths]
+    return [one] if count == 1 else [f"{many} {number}" for number in range(count)]
 
 
 def _columns(values: np.ndarray, prefix: str, names: Sequence[str] | None) -> list[str]:

@@ -385,7 +385,12 @@ class NanGuard(keras.callbacks.Callback):
             return
         key = tuple(k for k in keys if k not in self._row_events)
         columns = bad_columns(
-            report.inputs, report.targets, fresh, self._names(), report.sample_weight
+            report.inputs,
+            report.targets,
+            fresh,
+            self._names(),
+            report.sample_weight,
+            report.structure,
         )
         located = self._rows.locate(report, fresh)
         event = self._core.data_event(
