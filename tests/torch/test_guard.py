@@ -432,3 +432,24 @@ def test_an_evaluation_forward_between_steps_is_not_trained_on_by_a_retake(guard
     # The retake of the bad batch's step ran on its good rows only, as with no_grad.
     assert [e.cause for e in optimizer.events] == ["data"]
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+
+
+def test_a_group_added_for_fine_tuning_is_guarded_too(guard) -> None:
+    X, y = regression_data()
+    X[200, 1] = math.nan  # reached after the first layer is unfrozen
+    model, loss_fn = mlp(), torch.nn.MSELoss()
+    model[0].requires_grad_(False)
+    optimizer = guard(
+        torch.optim.SGD(model[2].parameters(), lr=0.1, momentum=0.9), model, loss_fn, data=(X, y)
+    )
+    for start in range(0, ROWS, BATCH):
+        if start == 4 * BATCH:
+            model[0].requires_grad_(True)
+            optimizer.add_param_group({"params": list(model[0].parameters()), "lr": 0.01})
+        optimizer.zero_grad()
+        loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH]).backward()
+        optimizer.step()
+    # The guard checked and masked only the parameters it was built with: on the
+    # sync-free path the new group took the NaN update.
+    assert [(e.cause, e.rows) for e in optimizer.events] == [("data", (200,))]
+    assert all_finite(model) and len(optimizer.optimizer.param_groups) == 2

@@ -163,20 +163,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.clipnorm: float | None = None
         self.stopped = False
         self._name = _FORECAST_NAMES.get(type(optimizer), type(optimizer).__name__.lower())
-        self._params = [p for g in self.param_groups for p in g["params"]]
-        # The fused check takes tensors of one device and dtype at a time.
-        kinds: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-        for p in self._params:
-            kinds.setdefault((p.device, p.dtype), []).append(p)
-        self._kinds = [
-            (params, torch.ones(1, device=device), torch.zeros(1, device=device))
-            for (device, _), params in kinds.items()
-        ]
+        self._masked: MaskedStep | None = None
+        self._watch_parameters()
         self._device_type = self._kinds[0][1].device.type
         if sync_free is None:
             sync_free = self._device_type != "cpu"
         self.sync_free = sync_free
-        self._masked: MaskedStep | None = None
         self._step = 0  # steps offered to the guard (applied or not)
         self._at = 0  # the step being acted on
         self._pending: list[_Pending] = []  # steps taken, their outcome not yet read
@@ -191,6 +183,31 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if isinstance(loss_fn, nn.Module):
             self._hooks.append(loss_fn.register_forward_hook(self._see_loss))
         self.core.keep(0, -1, self._copy_state())
+
+    def _watch_parameters(self) -> None:
+        """The parameters every step checks, masks and copies: those of every group."""
+        self._params = [p for g in self.param_groups for p in g["params"]]
+        # The fused check takes tensors of one device and dtype at a time.
+        kinds: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for p in self._params:
+            kinds.setdefault((p.device, p.dtype), []).append(p)
+        self._kinds = [
+            (params, torch.ones(1, device=device), torch.zeros(1, device=device))
+            for (device, _), params in kinds.items()
+        ]
+        self._masked = None  # the masked update copies the parameters it was built on
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the wrapped optimizer (e.g. layers unfrozen for fine-tuning);
+        the guard checks its parameters from the next step on."""
+        if "optimizer" not in vars(self):
+            # torch's Optimizer.__init__ building the groups this wrapper then shares.
+            super().add_param_group(param_group)
+            return
+        self._settle()  # the steps not yet read were taken without the new group
+        self.optimizer.add_param_group(param_group)
+        self.param_groups = self.optimizer.param_groups
+        self._watch_parameters()
 
     # -- what the hooks see (references, no copies, no synchronisation) ----------------
 
@@ -728,9 +745,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._settle()
         self.optimizer.load_state_dict(state_dict)
-        self._masked = None
         self.param_groups = self.optimizer.param_groups
         self.state = self.optimizer.state
+        self._watch_parameters()
         self._start_over()
 
     def _start_over(self, *_: Any) -> None:
