@@ -728,6 +728,16 @@ def _solve(
             f"{rows} rows the double-double Gram matrix that would sharpen them "
             f"(condition number {condition:.3g}) was not formed."
         )
+    elif refinement.gram is not None:
+        # The covariance from the double-double Gram matrix keeps about κ²·u² of it.
+        stderr_digits = int(-np.log10(condition**2 * UNIT_ROUNDOFF**2))
+        if stderr_digits < FEW_DIGITS:
+            notes.append(
+                f"Standard errors carry about {max(0, stderr_digits)} significant digits or "
+                "more: their covariance, from the double-double Gram matrix, loses digits "
+                f"with the square of the condition number ({condition:.3g}); the "
+                "coefficients' digits are the certificate's."
+            )
     df_resid = n - k
     if df_resid <= 0:
         notes.append(

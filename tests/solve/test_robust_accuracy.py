@@ -302,6 +302,21 @@ def test_weights_spanning_many_decades_keep_the_certified_digits(intercept):
     assert digits(ours.bse, se) >= 13
 
 
+def test_standard_errors_that_keep_fewer_digits_say_how_many():
+    """Columns near 6.2e10 varying by 0.04, without an intercept (condition number 2.6e12):
+    coefficients correct to 16 digits, standard errors to 8 (statsmodels': none), and no
+    word of it. The note's count must not exceed the digits there."""
+    rng = np.random.default_rng(5)
+    X = 6.2e10 + 0.043 * rng.normal(size=(300, 3))
+    y = X @ rng.normal(size=3) + 0.1 * rng.normal(size=300)
+    beta, se = reference(X, y, "nonrobust")
+    ours = stablefit.fit(X, y, intercept=False)
+    assert digits(ours.params, beta) >= ours.certificate.digits >= 15
+    (note,) = [n for n in ours.notes if "Standard errors carry" in n]
+    stated = int(note.split("about ")[1].split(" ")[0])
+    assert 5 <= stated <= digits(ours.bse, se) < 13
+
+
 def test_a_result_does_not_keep_the_files_data_alive(tmp_path):
     """get_robustcov reads a file again when it needs a pass; the parsed copy kept for the
     fit's own passes is not held by the result."""
