@@ -453,3 +453,39 @@ def test_a_group_added_for_fine_tuning_is_guarded_too(guard) -> None:
     # sync-free path the new group took the NaN update.
     assert [(e.cause, e.rows) for e in optimizer.events] == [("data", (200,))]
     assert all_finite(model) and len(optimizer.optimizer.param_groups) == 2
+
+
+def test_a_bad_row_is_named_when_gradscaler_skips_its_step(guard) -> None:
+    X, y = regression_data()
+    X[40, 1] = math.nan
+    model, loss_fn = mlp(), torch.nn.MSELoss()
+    optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn, data=(X, y))
+    scaler = torch.amp.GradScaler("cpu")
+    for _ in range(3):
+        for start in range(0, ROWS, BATCH):
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH])
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)  # finds the NaN gradients: optimizer.step() is not called
+            scaler.update()
+    # GradScaler skipped the batch each epoch, silently: no event, only a halved scale.
+    [event] = optimizer.events
+    assert (event.cause, event.rows, event.count) == ("data", (40,), 3)
+    assert "step() was not called" in event.message and optimizer.skipped_steps == 3
+    assert all_finite(model)
+
+
+def test_a_forward_before_zero_grad_is_not_taken_for_a_skipped_step(guard) -> None:
+    X, y = regression_data()
+    X[40, 1] = math.nan
+    model, loss_fn = mlp(), torch.nn.MSELoss()
+    optimizer = guard(torch.optim.SGD(model.parameters(), lr=0.1), model, loss_fn, data=(X, y))
+    for _ in range(2):
+        for start in range(0, ROWS, BATCH):
+            loss = loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    [event] = optimizer.events
+    assert (event.rows, event.count) == ((40,), 2) and optimizer.skipped_steps == 0

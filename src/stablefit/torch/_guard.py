@@ -164,6 +164,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.stopped = False
         self._name = _FORECAST_NAMES.get(type(optimizer), type(optimizer).__name__.lower())
         self._masked: MaskedStep | None = None
+        self._stepped_gradient: torch.Tensor | None = None
         self._watch_parameters()
         self._device_type = self._kinds[0][1].device.type
         if sync_free is None:
@@ -293,6 +294,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             self._at = self._step
             self._act(finite, value, _norm_value(self._params) if sampled else None)
         self._seen = {}  # the next step's forwards start a new batch
+        self._stepped_gradient = _first_gradient(self._params)
         self._step += 1
         epoch_ends = self._step % self.epoch_steps == 0
         if self._pending and (
@@ -305,7 +307,34 @@ class GuardedOptimizer(torch.optim.Optimizer):
         return result
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        if self._seen.get("all_inputs") and self._gradients_not_stepped():
+            self._skipped_elsewhere()
         self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def _gradients_not_stepped(self) -> bool:
+        """Whether the gradients were computed after the last ``step()`` and are being
+        cleared without one: a step skipped outside the guard (``GradScaler`` found them
+        non-finite). Told by identity: ``backward()`` after ``zero_grad()`` makes new
+        gradient tensors (not with ``set_to_none=False``, which zeroes them in place)."""
+        grad = _first_gradient(self._params)
+        return grad is not None and grad is not self._stepped_gradient
+
+    def _skipped_elsewhere(self) -> None:
+        """A batch whose step was not taken: its bad rows are named as in any step (a
+        permanently bad row would otherwise only halve GradScaler's scale each epoch)."""
+        self._settle()
+        self._seen = _whole_batch(self._seen)
+        self._at = self._step
+        self._skipped += 1
+        replay = self._bad_rows_replay()
+        if replay is not None:
+            self._data_event(
+                replay,
+                None,
+                skipped_by="step() was not called for it (GradScaler skips a step whose "
+                "gradients are not finite)",
+            )
+        self._seen = {}
 
     def _update(self) -> None:
         if self.clipnorm is not None:
@@ -491,7 +520,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
                 ):
                     buffer.copy_(kept[name])
 
-    def _data_event(self, replay: Replay, loss_value: float | None) -> None:
+    def _data_event(
+        self, replay: Replay, loss_value: float | None, *, skipped_by: str | None = None
+    ) -> None:
+        """Name the bad rows and retake the step without them (unless ``skipped_by``
+        something else, which decided the step already)."""
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
         bad = np.asarray(replay.bad_positions)
         rows = self._rows_in_data(inputs, target, bad)
@@ -505,8 +538,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
             rows=rows,
             loss=loss_value,
             learning_rate=float(self.param_groups[0]["lr"]),
+            whole_batch=skipped_by or False,
         )
-        self._retake_without(bad)
+        if skipped_by is None:
+            self._retake_without(bad)
 
     def _retake_without(self, bad: np.ndarray) -> None:
         """The step again on the batch's other rows (the loss module's mean over them)."""
@@ -558,18 +593,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
         target = self._seen.get("target")
         if inputs is None or not torch.is_tensor(inputs) or len(inputs) == 0:
             return Replay(gradient_norm=_norm_value(self._params))
-        bad_inputs = ~torch.isfinite(inputs.detach()).reshape(len(inputs), -1)
-        bad_target = (
-            ~torch.isfinite(target.detach()).reshape(len(target), -1)
-            if torch.is_tensor(target) and target.is_floating_point()
-            else torch.zeros(len(inputs), 1, dtype=torch.bool)
-        )
-        bad_rows = (bad_inputs.any(dim=1) | bad_target.any(dim=1)).nonzero().flatten()
-        if len(bad_rows):
-            columns = [f"x[:, {j}]" for j in bad_inputs.any(dim=0).nonzero().flatten().tolist()]
-            if bad_target.any():
-                columns.append("y")
-            return Replay(bad_positions=tuple(bad_rows.tolist()), bad_columns=tuple(columns))
+        found = self._bad_rows_replay()
+        if found is not None:
+            return found
         overflow, nonfinite_layer, prediction = self._forward_by_layer(inputs)
         predictions_finite = bool(torch.isfinite(prediction).all())
         loss_finite, loss_value, offending = True, None, ()
@@ -593,6 +619,25 @@ class GuardedOptimizer(torch.optim.Optimizer):
             largest_prediction=_largest(prediction),
             gradient_norm=_norm_value(self._params),
         )
+
+    def _bad_rows_replay(self) -> Replay | None:
+        """The batch's rows holding NaN/inf in its inputs or target, None without any."""
+        inputs, target = self._seen.get("inputs"), self._seen.get("target")
+        if inputs is None or not torch.is_tensor(inputs) or len(inputs) == 0:
+            return None
+        bad_inputs = ~torch.isfinite(inputs.detach()).reshape(len(inputs), -1)
+        bad_target = (
+            ~torch.isfinite(target.detach()).reshape(len(target), -1)
+            if torch.is_tensor(target) and target.is_floating_point()
+            else torch.zeros(len(inputs), 1, dtype=torch.bool)
+        )
+        bad_rows = (bad_inputs.any(dim=1) | bad_target.any(dim=1)).nonzero().flatten()
+        if len(bad_rows):
+            columns = [f"x[:, {j}]" for j in bad_inputs.any(dim=0).nonzero().flatten().tolist()]
+            if bad_target.any():
+                columns.append("y")
+            return Replay(bad_positions=tuple(bad_rows.tolist()), bad_columns=tuple(columns))
+        return None
 
     def _forward_by_layer(self, inputs: torch.Tensor) -> tuple[Any, str | None, torch.Tensor]:
         """The model's output, the first low-precision layer that overflowed on finite
@@ -920,6 +965,10 @@ def _gradient_norm(params: list[torch.Tensor]) -> torch.Tensor | None:
     if any(n.device != device for n in norms):
         norms = [n.to(device) for n in norms]
     return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _first_gradient(params: list[torch.Tensor]) -> torch.Tensor | None:
+    return next((g for p in params if (g := p.grad) is not None), None)
 
 
 def _largest(value: Any) -> float | None:
