@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
+from stablefit.diagnose.frameworks import training_code  # noqa: E402
+from stablefit.diagnose.optimizers import OptimizerConfig  # noqa: E402
 from stablefit.diagnose.training import forecast_training  # noqa: E402
 from stablefit.summary import Summary  # noqa: E402
 from tests.validation.datasets import (  # noqa: E402
@@ -279,6 +281,36 @@ def test_recommended_code_converges_in_keras(data: str, optimizer: str) -> None:
     excess = losses - forecast.optimal_loss
     assert np.isfinite(losses).all()
     assert excess[-1] <= 0.01 * excess[0] + forecast.loss_resolution
+
+
+@pytest.mark.keras
+def test_a_run_converging_far_above_the_optimum_is_told_to_standardize() -> None:
+    """Adam at 0.001 on features of scales 1e-3 to 1e5 "converged" by the share of its
+    initial excess (from 1e9 to about 1e3) and nothing was said: the code to paste was the
+    configuration as given, while on standardized features the same Adam ends at the
+    optimum. Checked in Keras: as given, far above; the recommended code, at the optimum."""
+    import stablefit
+
+    rng = np.random.default_rng(0)
+    scales = np.logspace(-3, 5, 10)
+    X = rng.normal(size=(1000, 10)) * scales
+    y = (X[:, :3] / scales[:3]).sum(axis=1) + rng.normal(size=1000)
+    diagnosis = stablefit.diagnose(X, y)
+    forecast = diagnosis.training
+    assert forecast.outcome == "converges" and forecast.recommended.scaling == "standardize"
+    assert "SF203" in [f.code for f in diagnosis.findings]
+    as_given = training_code(
+        OptimizerConfig("adam", 0.001), standardize=False, large_offset=False, epochs=100,
+        batch_size=32,
+    )  # fmt: skip
+    finals = {}
+    for name, code in (("as given", as_given), ("recommended", forecast.recommended.code)):
+        keras.utils.set_random_seed(0)
+        namespace = {"X": X, "y": y}
+        exec(code, namespace)  # as the user would paste it
+        finals[name] = namespace["model"].history.history["loss"][-1]
+    assert finals["recommended"] <= 1.5 * forecast.optimal_loss
+    assert finals["as given"] >= 2.0 * finals["recommended"]
 
 
 def _main() -> None:

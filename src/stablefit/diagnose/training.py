@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stablefit.diagnose.findings import format_number
 from stablefit.diagnose.frameworks import (
     DEFAULT_LEARNING_RATES,
     KERAS,
@@ -57,6 +58,10 @@ if TYPE_CHECKING:
 
 #: The recommendation tries at most this many epochs before saying nothing converges.
 MAX_RECOMMENDED_EPOCHS = 1000
+#: A converging configuration whose final loss is more than this many times the optimum is
+#: compared with the same on standardized features, recommended when it ends this many
+#: times lower.
+FAR_ABOVE = 2.0
 #: The first step of a recommendation made on the rows the data can train on.
 DROP_ROWS = "drop the rows with NaN/inf"
 _FLOAT_TYPES = {"float32": np.float32, "float64": np.float64}
@@ -718,19 +723,44 @@ def _recommend(
     tried at the framework's defaults.
     """
     loader = {"batch_size": batch_size, "drop_last": drop_last}
-    if user_outcome == "converges":
-        note = "the configuration as given converges" + (
-            " once those rows are dropped" if drop_rows else ""
-        )
-        scaling = DROP_ROWS if drop_rows else "none"
-        return _recommendation(
-            scaling, config, epochs, loader, user_final, "converges", problem, note, user_run
-        )
     intercept = BIAS in problem.quadratic.names
     scaled = problem.standardized() if intercept else problem
     scaling = "standardize" if intercept else "none"
     if drop_rows:
         scaling = DROP_ROWS if scaling == "none" else f"{DROP_ROWS}, then {scaling}"
+    if user_outcome == "converges":
+        note = "the configuration as given converges" + (
+            " once those rows are dropped" if drop_rows else ""
+        )
+        as_given = DROP_ROWS if drop_rows else "none"
+        if (
+            intercept
+            and optimal_loss > 0
+            and user_final is not None
+            and user_final > FAR_ABOVE * optimal_loss + resolution
+        ):
+            # Converging by the share of the initial excess, but to a loss far above the
+            # optimum: the same optimizer and rate on standardized features may end far lower.
+            runs = simulate(
+                scaled, config, batch_size=batch_size, epochs=epochs, dtype=dtype, seeds=seeds,
+                drop_last=drop_last,
+            )  # fmt: skip
+            run = runs.of_rate(0, len(seeds))
+            verdict = judge(run, optimal_loss, resolution)
+            final = float(np.median(verdict.final_loss))
+            if verdict.outcome == "converges" and final <= user_final / FAR_ABOVE:
+                note = (
+                    f"the configuration as given converges, but to a loss of "
+                    f"{format_number(user_final)}, {format_number(user_final / optimal_loss)} "
+                    f"times the optimum; on standardized features the same optimizer and "
+                    f"rate reach {format_number(final)}"
+                )
+                return _recommendation(
+                    scaling, config, epochs, loader, final, "converges", problem, note, run
+                )
+        return _recommendation(
+            as_given, config, epochs, loader, user_final, "converges", problem, note, user_run
+        )
     lambda_max = Spectrum.of(scaled.quadratic).lambda_max
     optimizers = [config.name] + [name for name in ("adam", "sgd") if name != config.name]
     best: tuple[float, OptimizerConfig, int, Outcome, Run] | None = None

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from stablefit.diagnose import Diagnosis, Finding, diagnose
+from stablefit.diagnose.checks.forecast import FORECAST_CODES
 from stablefit.diagnose.findings import format_number
 from stablefit.diagnose.model_findings import (
     HESSIAN_ITERATIONS,
@@ -29,7 +30,6 @@ from stablefit.errors import StablefitInputError
 from stablefit.keras._optimizer import forecast_settings, learning_rate_object
 
 _MSE_NAMES = {"mse", "mean_squared_error", "MeanSquaredError"}
-_FORECAST_CODES = ("SF201", "SF202")
 
 
 def preflight(
@@ -97,7 +97,7 @@ def preflight(
             diagnosis = dataclasses.replace(diagnosis, training=training)
         return _with_findings(diagnosis, weight_findings)
     diagnosis = diagnose(x, y, batch_size=batch_size, epochs=epochs, dtype=dtype, **settings)
-    data_findings = [f for f in diagnosis.findings if f.code not in _FORECAST_CODES]
+    data_findings = [f for f in diagnosis.findings if f.code not in FORECAST_CODES]
     if not weight_findings:
         data_findings += _curvature_findings(model, x, y, settings)
     return Diagnosis(

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from stablefit.diagnose import Diagnosis, Finding, diagnose
+from stablefit.diagnose.checks.forecast import FORECAST_CODES
 from stablefit.diagnose.model_findings import (
     HESSIAN_ITERATIONS,
     curvature_finding,
@@ -28,7 +29,6 @@ from stablefit.errors import StablefitInputError
 from stablefit.guard.curvature import power_iteration
 from stablefit.torch._optimizer import read_optimizer
 
-_FORECAST_CODES = ("SF201", "SF202")
 _FLOAT_TYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
@@ -143,7 +143,7 @@ def preflight(
         framework="torch",
         **settings,
     )
-    data_findings = [f for f in diagnosis.findings if f.code not in _FORECAST_CODES]
+    data_findings = [f for f in diagnosis.findings if f.code not in FORECAST_CODES]
     if not weight_findings:
         why = _why_no_forecast(linear, loss_fn, dtype, read.unsimulated)
         data_findings += [

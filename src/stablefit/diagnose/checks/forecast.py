@@ -12,6 +12,9 @@ from typing import Any
 
 from stablefit.diagnose.findings import Finding, format_number
 
+#: The codes of the training forecast's findings (the rest are about the data).
+FORECAST_CODES = ("SF201", "SF202", "SF203")
+
 OPTIMIZER_NAMES = {
     "sgd": "SGD",
     "adam": "Adam",
@@ -101,7 +104,8 @@ def _recommendation(forecast: Any) -> tuple[str, str | None]:
 def forecast_findings(
     forecast: Any, settings: dict[str, Any], *, cause: str | None = None
 ) -> list[Finding]:
-    """SF201 when the forecast diverges, SF202 when it stalls; nothing when it converges.
+    """SF201 when the forecast diverges, SF202 when it stalls, SF203 when it converges far
+    above the optimum and standardized features end far lower; nothing otherwise.
 
     ``cause`` says why the loss is non-finite from the first epoch whatever the optimizer
     (NaN or inf rows, values beyond the dtype's range), when that is the reason.
@@ -145,6 +149,24 @@ def forecast_findings(
                 message=headline + ": the excess loss over the optimum stays above 1% of its "
                 f"initial value ({format_number(forecast.initial_loss)}).",
                 evidence=evidence | {"initial_loss": forecast.initial_loss},
+                fix=fix,
+                fix_code=fix_code,
+            )
+        ]
+    rec = forecast.recommended
+    if rec is not None and rec.scaling.endswith("standardize") and forecast.optimal_loss > 0:
+        # A forecast that converges gets a standardized recommendation only when it ends
+        # far above the optimum and standardizing ends far lower (see training._recommend).
+        ratio = forecast.predicted_final_loss / forecast.optimal_loss
+        return [
+            Finding(
+                code="SF203",
+                severity="warning",
+                title="Training converges, but far above the optimum",
+                message=headline + f": {format_number(ratio)} times the optimum after "
+                f"{forecast.epochs} epochs; on standardized features the same optimizer and "
+                f"learning rate reach {format_number(rec.predicted_final_loss)}.",
+                evidence=evidence | {"standardized_final_loss": rec.predicted_final_loss},
                 fix=fix,
                 fix_code=fix_code,
             )
