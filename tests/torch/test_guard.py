@@ -61,6 +61,19 @@ def train(model, optimizer, loss_fn, X, y, *, epochs: int = 20, scheduler=None) 
     return history
 
 
+def train_mixed_precision(model, optimizer, loss_fn, X, y, *, epochs: int) -> None:
+    """The loop of torch's automatic mixed precision recipe: autocast, GradScaler."""
+    scaler = torch.amp.GradScaler("cpu")
+    for _ in range(epochs):
+        for start in range(0, len(X), BATCH):
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH])
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+
 def clean_loss(model, X, y) -> float:
     with torch.no_grad():
         good = torch.isfinite(X).all(dim=1) & torch.isfinite(y).all(dim=1)
@@ -269,16 +282,8 @@ def test_gradscaler_and_autocast_work_through_the_guard(guard) -> None:
     model = mlp()
     loss_fn = torch.nn.MSELoss()
     optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn)
-    scaler = torch.amp.GradScaler("cpu")
     before = clean_loss(model, X, y)
-    for _ in range(5):
-        for start in range(0, ROWS, BATCH):
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH])
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+    train_mixed_precision(model, optimizer, loss_fn, X, y, epochs=5)
     assert optimizer.events == [] and all_finite(model)
     assert clean_loss(model, X, y) < 0.5 * before
 
@@ -460,15 +465,8 @@ def test_a_bad_row_is_named_when_gradscaler_skips_its_step(guard) -> None:
     X[40, 1] = math.nan
     model, loss_fn = mlp(), torch.nn.MSELoss()
     optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn, data=(X, y))
-    scaler = torch.amp.GradScaler("cpu")
-    for _ in range(3):
-        for start in range(0, ROWS, BATCH):
-            optimizer.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH])
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)  # finds the NaN gradients: optimizer.step() is not called
-            scaler.update()
+    # GradScaler finds the NaN gradients: optimizer.step() is not called for that batch.
+    train_mixed_precision(model, optimizer, loss_fn, X, y, epochs=3)
     # GradScaler skipped the batch each epoch, silently: no event, only a halved scale.
     [event] = optimizer.events
     assert (event.cause, event.rows, event.count) == ("data", (40,), 3)
