@@ -487,3 +487,37 @@ def test_a_forward_before_zero_grad_is_not_taken_for_a_skipped_step(guard) -> No
             optimizer.step()
     [event] = optimizer.events
     assert (event.rows, event.count) == ((40,), 2) and optimizer.skipped_steps == 0
+
+
+class DictOutput(torch.nn.Module):
+    """A model returning a dict, as Hugging Face models do; the loss takes one entry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = relu_mlp()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        prediction = self.net(x)
+        return {"prediction": prediction, "mean": prediction.mean()}
+
+
+@pytest.mark.parametrize("failure", ["bad_row", "learning_rate"])
+def test_a_model_returning_a_dict_is_replayed_and_retaken(failure: str, guard) -> None:
+    X, y = regression_data()
+    if failure == "bad_row":
+        X[40, 1] = math.nan
+    model, loss_fn = DictOutput(), torch.nn.MSELoss()
+    rate = 0.05 if failure == "bad_row" else 3.0
+    optimizer = guard(torch.optim.SGD(model.parameters(), lr=rate), model, loss_fn, data=(X, y))
+    for _ in range(3):
+        for start in range(0, ROWS, BATCH):
+            optimizer.zero_grad()
+            output = model(X[start : start + BATCH])
+            loss_fn(output["prediction"], y[start : start + BATCH]).backward()
+            optimizer.step()
+    # The replay and the retake gave the loss the whole dict: TypeError / AttributeError.
+    causes = {e.cause for e in optimizer.events}
+    assert causes == ({"data"} if failure == "bad_row" else {"learning_rate"})
+    assert all_finite(model)
+    if failure == "learning_rate":  # the curvature, too, from the dict's prediction
+        assert "Hessian power iteration" in optimizer.events[0].message

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from stablefit.guard import (
     Context,
@@ -216,6 +217,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if args and torch.is_grad_enabled():
             seen = self._seen
             seen["inputs"] = args[0]
+            if not torch.is_tensor(output):
+                seen["output"] = output  # a dict or tuple: the loss takes one of its tensors
             if module.training:
                 # Every training forward since the last step (gradient accumulation): a
                 # bad row in any of them made the step's gradients non-finite. Not an
@@ -236,6 +239,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             # user's own ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
             seen["target"] = args[1]
+            seen["prediction"] = args[0]
             if self.model.training:
                 _append_bounded(seen.setdefault("all_targets", []), args[1])
             seen["loss"] = output
@@ -548,16 +552,17 @@ class GuardedOptimizer(torch.optim.Optimizer):
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
         if not isinstance(self.loss_fn, nn.Module) or inputs is None or target is None:
             return  # the step stays skipped: there is no way to recompute it
+        pick = _prediction_picker(self._seen)
         keep = torch.ones(len(inputs), dtype=torch.bool)
         keep[torch.as_tensor(bad, dtype=torch.long)] = False
-        if not keep.any():
+        if not keep.any() or pick is None:
             return
         # The user's gradients are put back after: a read of ``events`` between their
         # backward() and step() acts on earlier steps.
         grads = [p.grad for p in self._params]
         self.optimizer.zero_grad()
         with torch.enable_grad(), _autocast(self._seen.get("autocast")):
-            loss = self.loss_fn(self.model(inputs[keep]), target[keep])
+            loss = self.loss_fn(pick(self.model(inputs[keep])), target[keep])
         loss.backward()
         self._seen.pop("loss", None)
         loss = loss.detach()
@@ -596,10 +601,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
         found = self._bad_rows_replay()
         if found is not None:
             return found
-        overflow, nonfinite_layer, prediction = self._forward_by_layer(inputs)
-        predictions_finite = bool(torch.isfinite(prediction).all())
+        overflow, nonfinite_layer, output = self._forward_by_layer(inputs)
+        pick = _prediction_picker(self._seen)
+        prediction = None if pick is None else pick(output)
+        predictions_finite = all(
+            bool(torch.isfinite(t).all()) for t in _tensors(output if pick is None else prediction)
+        )
         loss_finite, loss_value, offending = True, None, ()
-        if self.loss_fn is not None and target is not None:
+        if self.loss_fn is not None and target is not None and prediction is not None:
             with torch.no_grad(), _autocast(self._seen.get("autocast")):
                 loss = self.loss_fn(prediction, target)
             loss_value = _value(loss)
@@ -694,12 +703,22 @@ class GuardedOptimizer(torch.optim.Optimizer):
             return None
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
         lam = None
-        if self.loss_fn is not None and torch.is_tensor(inputs) and target is not None:
+        pick = _prediction_picker(self._seen)
+        if (
+            self.loss_fn is not None
+            and torch.is_tensor(inputs)
+            and target is not None
+            and pick is not None
+        ):
+
+            def loss_fn(output: Any, target: Any) -> Any:
+                return self.loss_fn(pick(output), target)
+
             current = self._copy_state() if snapshot is not None else None
             try:
                 if snapshot is not None:
                     self._restore(snapshot.state)
-                lam = hessian_max_eigenvalue(self.model, self.loss_fn, inputs, target)
+                lam = hessian_max_eigenvalue(self.model, loss_fn, inputs, target)
             finally:
                 if current is not None:
                     self._restore(current)
@@ -965,6 +984,25 @@ def _gradient_norm(params: list[torch.Tensor]) -> torch.Tensor | None:
     if any(n.device != device for n in norms):
         norms = [n.to(device) for n in norms]
     return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _prediction_picker(seen: dict[str, Any]) -> Any:
+    """How to take from the model's output what the loss was given: the output itself
+    when it is a tensor, the same leaf of a dict or tuple output (a model returning
+    ``{"logits": ..., ...}``), None when the loss was given something computed from it."""
+    output = seen.get("output")
+    if output is None:
+        return lambda out: out
+    leaves = tree_flatten(output)[0]
+    prediction = seen.get("prediction")
+    at = next((i for i, leaf in enumerate(leaves) if leaf is prediction), None)
+    if at is None:
+        return None
+    return lambda out: tree_flatten(out)[0][at]
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    return [leaf for leaf in tree_flatten(value)[0] if torch.is_tensor(leaf)]
 
 
 def _first_gradient(params: list[torch.Tensor]) -> torch.Tensor | None:
