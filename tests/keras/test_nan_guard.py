@@ -434,3 +434,17 @@ def test_a_nan_sample_weight_is_named_as_the_weight_not_the_inputs() -> None:
     assert event.rows == (40,) and event.columns == ("sample_weight",)
     assert "in sample_weight" in event.message and "class_weight" in event.fix
     assert all_finite(model)
+
+
+def test_a_nan_in_the_validation_split_is_named_by_its_row_in_x() -> None:
+    x, y = well_conditioned(rows=160)
+    x[150, 0] = np.nan  # in the last 10%, which validation_split=0.1 holds out
+    model = linear_model(3, keras.optimizers.SGD(0.1))
+    with pytest.warns(StablefitWarning, match="val_loss not finite") as caught:
+        model.fit(
+            x, y, batch_size=32, epochs=1, verbose=0, validation_split=0.1,
+            callbacks=[NanGuard()],
+        )  # fmt: skip
+    [said] = [str(w.message) for w in caught if "val_loss" in str(w.message)]
+    # It said "row 6 of x": the row's place in the split, not in the x the user gave.
+    assert "validation split (validation_split=0.1)" in said and "row 150 of x" in said

@@ -106,6 +106,7 @@ class FitArguments:
     adapter: Any = None
     #: ``validation_data`` as ``fit`` holds it (after ``validation_split`` took its part).
     validation_data: Any = None
+    validation_split: float = 0.0
 
 
 def fit_arguments(model: Any) -> FitArguments | None:
@@ -133,6 +134,7 @@ def fit_arguments(model: Any) -> FitArguments | None:
                     steps_per_epoch=names.get("steps_per_epoch"),
                     adapter=getattr(iterator, "data_adapter", None),
                     validation_data=names.get("validation_data"),
+                    validation_split=names.get("validation_split") or 0.0,
                 )
             frame = frame.f_back
         return None

@@ -176,6 +176,8 @@ class NanGuard(keras.callbacks.Callback):
         self._failure: str | None = None
         arguments = fit_arguments(model)
         self._validation = None if arguments is None else arguments.validation_data
+        # Rows of a validation_split are numbered in x: after the rows fit trains on.
+        self._validation_split = _split_from(arguments)
         self._rows = row_namer(arguments, self.data)
         self._row_events: dict[bytes, Any] = {}
         self._step = StepGuard(
@@ -262,10 +264,12 @@ class NanGuard(keras.callbacks.Callback):
         ]
         if not names or self._validation is None:
             return
-        where = _nonfinite_rows_in(self._validation)
+        split = self._validation_split
+        where = _nonfinite_rows_in(self._validation, offset=split[1] if split else 0)
         self._validation = None  # said once
+        source = f"the validation split (validation_split={split[0]:g})" if split else None
         cause = (
-            f"validation_data holds NaN or inf in {where}"
+            f"{source or 'validation_data'} holds NaN or inf in {where}"
             if where
             else "the validation data or the model's predictions on it hold NaN or inf"
         )
@@ -638,9 +642,23 @@ class NanGuard(keras.callbacks.Callback):
             )
 
 
-def _nonfinite_rows_in(validation: Any) -> str:
+def _split_from(arguments: Any) -> tuple[float, int] | None:
+    """``(validation_split, rows fit trains on)`` when the validation data are the last
+    rows of the NumPy ``x`` fit was given (a view of the same array as the rows before)."""
+    if arguments is None or not arguments.validation_split:
+        return None
+    validation = arguments.validation_data
+    first = validation[0] if isinstance(validation, (tuple, list)) and validation else None
+    base = getattr(arguments.x, "base", None)
+    if base is None or getattr(first, "base", None) is not base:
+        return None
+    return float(arguments.validation_split), len(arguments.x)
+
+
+def _nonfinite_rows_in(validation: Any, *, offset: int = 0) -> str:
     """Where the arrays of ``validation_data`` (x, y[, sample_weight]) hold NaN/inf, in
-    words ("rows 3, 17 of x"); empty when there is none or it cannot be read as arrays."""
+    words ("rows 3, 17 of x", numbered from ``offset``); empty when there is none or it
+    cannot be read as arrays."""
     parts = validation if isinstance(validation, (tuple, list)) else (validation,)
     found = []
     for name, part in zip(("x", "y", "sample_weight"), parts, strict=False):
@@ -650,7 +668,7 @@ def _nonfinite_rows_in(validation: Any) -> str:
             continue
         if values.ndim == 0 or not values.size:
             continue
-        rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+        rows = offset + np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
         if len(rows):
             found.append(f"{'row' if len(rows) == 1 else 'rows'} {row_list(rows)} of {name}")
     return "; ".join(found)
