@@ -191,6 +191,8 @@ def test_missing_drop_counts_rows_and_matches_clean_fit():
     assert result.n_dropped_rows == 2 and result.n_obs == 98
     np.testing.assert_allclose(result.params, clean.params, rtol=1e-13)
     assert any("2 rows" in note for note in result.notes)
+    one = stablefit.fit(Xn[4:], y[4:], missing="drop")
+    assert any("1 row with NaN or inf was left out" in note for note in one.notes)
 
 
 def test_missing_impute_uses_column_median():

@@ -715,11 +715,12 @@ def _solve(
         ) from None
     n, k = refinement.n_obs, R.shape[1]
     if rows > n:
+        one = rows - n == 1
         notes.insert(
             len(notes) - len(dropped),
-            f"{rows - n} rows with NaN or inf"
+            f"{rows - n} {'row' if one else 'rows'} with NaN or inf"
             + (" or a missing weight or cluster key" if weighted or inference.group_names else "")
-            + f" were left out (missing='{missing}').",
+            + f" {'was' if one else 'were'} left out (missing='{missing}').",
         )
     if condition > GRAM_REFINEMENT_CONDITION and refinement.gram is None:
         stderr_digits = max(0, int(-np.log10(8 * k_params * condition * UNIT_ROUNDOFF)))
