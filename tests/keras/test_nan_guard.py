@@ -303,6 +303,21 @@ def own_train_step_model(learning_rate: float) -> keras.Model:
     return model
 
 
+def batch_losses() -> tuple[list[float], keras.callbacks.Callback]:
+    """A list and a callback appending each batch's logged loss to it."""
+    seen: list[float] = []
+    logger = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"]))
+    )
+    return seen, logger
+
+
+def mse(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+    """The mean squared error of the predictions (a model with its own train_step compiles
+    no loss for ``clean_loss``'s ``evaluate``)."""
+    return float(np.mean((model.predict(x, verbose=0)[:, 0] - y) ** 2))
+
+
 def test_a_model_with_its_own_train_step_is_guarded() -> None:
     """Such a model failed at its first bad row ('too many values to unpack': the guard
     passed sample weights), then logged 0.0 for a masked step, and a learning rate too
@@ -310,10 +325,7 @@ def test_a_model_with_its_own_train_step_is_guarded() -> None:
     x, y = well_conditioned(rows=256)
     x[100, 1] = np.nan
     model = own_train_step_model(0.01)
-    seen = []
-    logger = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"]))
-    )
+    seen, logger = batch_losses()
     guard = NanGuard()
     model.fit(x, y, epochs=2, verbose=0, callbacks=[guard, logger])
     assert [(e.cause, e.action) for e in guard.events] == [("data", "masked")]
@@ -326,11 +338,7 @@ def test_a_model_with_its_own_train_step_is_guarded() -> None:
     assert guard.events[0].learning_rate_after < 5.0
     clean = own_train_step_model(0.1)
     clean.fit(x, y, epochs=5, verbose=0)  # (its history reads 0.0: Keras's unused tracker)
-
-    def mse(m: keras.Model) -> float:
-        return float(np.mean((m.predict(x, verbose=0)[:, 0] - y) ** 2))
-
-    assert mse(model) <= 1.5 * mse(clean) and all_finite(model)
+    assert mse(model, x, y) <= 1.5 * mse(clean, x, y) and all_finite(model)
 
 
 def test_an_absurd_learning_rate_in_a_model_with_its_own_train_step_is_cut_and_trains() -> None:
@@ -338,10 +346,7 @@ def test_an_absurd_learning_rate_in_a_model_with_its_own_train_step_is_cut_and_t
     in the model' five times over, then the guard stopped; the skipped steps logged inf."""
     x, y = well_conditioned(rows=256)
     model = own_train_step_model(1e18)
-    seen = []
-    logger = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: seen.append(float(logs["loss"]))
-    )
+    seen, logger = batch_losses()
     guard = NanGuard()
     model.fit(x, y, epochs=3, verbose=0, callbacks=[guard, logger])
     assert guard.events and {e.cause for e in guard.events} == {"learning_rate"}
@@ -353,11 +358,7 @@ def test_an_absurd_learning_rate_in_a_model_with_its_own_train_step_is_cut_and_t
     assert skipped and all(np.isfinite(seen[i]) for i in skipped)
     clean = own_train_step_model(0.1)
     clean.fit(x, y, epochs=3, verbose=0)
-
-    def mse(m: keras.Model) -> float:
-        return float(np.mean((m.predict(x, verbose=0)[:, 0] - y) ** 2))
-
-    assert mse(model) <= 1.5 * mse(clean) and all_finite(model)
+    assert mse(model, x, y) <= 1.5 * mse(clean, x, y) and all_finite(model)
 
 
 @pytest.mark.parametrize(
