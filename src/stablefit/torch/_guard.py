@@ -234,9 +234,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def _see_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
         if torch.is_grad_enabled() and len(args) >= 2:
-            # Not the predictions: the replay computes them again. The loss as it is
-            # (no detach() a step): it holds the step's activations no longer than the
-            # user's own ``loss`` does, until backward() frees them; step() takes it.
+            # The predictions only to tell which entry of a dict or tuple output the loss
+            # was given (the replay computes them again). The loss as it is (no detach()
+            # a step): it holds the step's activations no longer than the user's own
+            # ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
             seen["target"] = args[1]
             seen["prediction"] = args[0]
