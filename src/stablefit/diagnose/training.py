@@ -724,7 +724,6 @@ def _recommend(
     """
     loader = {"batch_size": batch_size, "drop_last": drop_last}
     intercept = BIAS in problem.quadratic.names
-    scaled = problem.standardized() if intercept else problem
     scaling = "standardize" if intercept else "none"
     if drop_rows:
         scaling = DROP_ROWS if scaling == "none" else f"{DROP_ROWS}, then {scaling}"
@@ -742,8 +741,8 @@ def _recommend(
             # Converging by the share of the initial excess, but to a loss far above the
             # optimum: the same optimizer and rate on standardized features may end far lower.
             runs = simulate(
-                scaled, config, batch_size=batch_size, epochs=epochs, dtype=dtype, seeds=seeds,
-                drop_last=drop_last,
+                problem.standardized(), config, batch_size=batch_size, epochs=epochs,
+                dtype=dtype, seeds=seeds, drop_last=drop_last,
             )  # fmt: skip
             run = runs.of_rate(0, len(seeds))
             verdict = judge(run, optimal_loss, resolution)
@@ -761,6 +760,7 @@ def _recommend(
         return _recommendation(
             as_given, config, epochs, loader, user_final, "converges", problem, note, user_run
         )
+    scaled = problem.standardized() if intercept else problem
     lambda_max = Spectrum.of(scaled.quadratic).lambda_max
     optimizers = [config.name] + [name for name in ("adam", "sgd") if name != config.name]
     best: tuple[float, OptimizerConfig, int, Outcome, Run] | None = None
