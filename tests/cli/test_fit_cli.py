@@ -185,10 +185,11 @@ def test_unwritable_json_path_exits_2(numeric_houses_csv, tmp_path, run_cli):
     assert run.code == 2 and "does not exist" in run.err
 
 
-@pytest.mark.parametrize("command", ["fit", "predict"])
+@pytest.mark.parametrize("command", ["fit", "predict", "doctor", "demo", "train"])
 def test_help(command, run_cli):
     run = run_cli(command, "--help")
     assert run.code == 0 and "usage: stablefit " + command in run.out
+    assert "%%" not in run.out  # argparse formats help strings, not descriptions
 
 
 def test_the_installed_command_runs_as_a_real_process(numeric_houses_csv, tmp_path):

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit",
         help="the exact least-squares fit of a CSV or Parquet file",
         description="Fit the target column on every other numeric column, exactly: "
-        "coefficients in the data's units with standard errors, t, p and 95%% intervals, "
+        "coefficients in the data's units with standard errors, t, p and 95% intervals, "
         "R², the residual SD, and a certificate of how many digits can be trusted. "
         "Exit code 0 on success, 2 for unusable input.",
     )
