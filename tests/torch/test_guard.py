@@ -61,12 +61,14 @@ def train(model, optimizer, loss_fn, X, y, *, epochs: int = 20, scheduler=None) 
     return history
 
 
-def train_mixed_precision(model, optimizer, loss_fn, X, y, *, epochs: int) -> None:
+def train_mixed_precision(
+    model, optimizer, loss_fn, X, y, *, epochs: int, set_to_none: bool = True
+) -> None:
     """The loop of torch's automatic mixed precision recipe: autocast, GradScaler."""
     scaler = torch.amp.GradScaler("cpu")
     for _ in range(epochs):
         for start in range(0, len(X), BATCH):
-            optimizer.zero_grad()
+            optimizer.zero_grad(set_to_none=set_to_none)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH])
             scaler.scale(loss).backward()
@@ -460,13 +462,15 @@ def test_a_group_added_for_fine_tuning_is_guarded_too(guard) -> None:
     assert all_finite(model) and len(optimizer.optimizer.param_groups) == 2
 
 
-def test_a_bad_row_is_named_when_gradscaler_skips_its_step(guard) -> None:
+@pytest.mark.parametrize("set_to_none", [True, False], ids=["set_to_none", "zeroed_in_place"])
+def test_a_bad_row_is_named_when_gradscaler_skips_its_step(set_to_none: bool, guard) -> None:
     X, y = regression_data()
     X[40, 1] = math.nan
     model, loss_fn = mlp(), torch.nn.MSELoss()
     optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn, data=(X, y))
     # GradScaler finds the NaN gradients: optimizer.step() is not called for that batch.
-    train_mixed_precision(model, optimizer, loss_fn, X, y, epochs=3)
+    # zero_grad(set_to_none=False) keeps the same gradient tensors from step to step.
+    train_mixed_precision(model, optimizer, loss_fn, X, y, epochs=3, set_to_none=set_to_none)
     # GradScaler skipped the batch each epoch, silently: no event, only a halved scale.
     [event] = optimizer.events
     assert (event.cause, event.rows, event.count) == ("data", (40,), 3)

@@ -166,6 +166,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._name = _FORECAST_NAMES.get(type(optimizer), type(optimizer).__name__.lower())
         self._masked: MaskedStep | None = None
         self._stepped_gradient: torch.Tensor | None = None
+        self._stepped_version = 0  # in-place changes to it when it was stepped
         self._watch_parameters()
         self._device_type = self._kinds[0][1].device.type
         if sync_free is None:
@@ -300,6 +301,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
             self._act(finite, value, _norm_value(self._params) if sampled else None)
         self._seen = {}  # the next step's forwards start a new batch
         self._stepped_gradient = _first_gradient(self._params)
+        if self._stepped_gradient is not None:
+            self._stepped_version = self._stepped_gradient._version
         self._step += 1
         epoch_ends = self._step % self.epoch_steps == 0
         if self._pending and (
@@ -320,9 +323,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
         """Whether the gradients were computed after the last ``step()`` and are being
         cleared without one: a step skipped outside the guard (``GradScaler`` found them
         non-finite). Told by identity: ``backward()`` after ``zero_grad()`` makes new
-        gradient tensors (not with ``set_to_none=False``, which zeroes them in place)."""
+        gradient tensors; after ``zero_grad(set_to_none=False)`` it accumulates into the
+        zeroed ones in place, which moves their version counter."""
         grad = _first_gradient(self._params)
-        return grad is not None and grad is not self._stepped_gradient
+        return grad is not None and (
+            grad is not self._stepped_gradient or grad._version != self._stepped_version
+        )
 
     def _skipped_elsewhere(self) -> None:
         """A batch whose step was not taken: its bad rows are named as in any step (a
