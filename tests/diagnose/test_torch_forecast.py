@@ -234,7 +234,16 @@ def test_torch_defaults_and_options_in_the_forecast() -> None:
             "betas",
         ),
         ({"framework": "torch", "optimizer": "adam", "dampening": 0.1}, "dampening"),
-        ({"optimizer": "sgd", "dampening": 0.1}, "dampening"),
+        ({"optimizer": "sgd", "dampening": 0.1}, "dampening: an option of PyTorch's sgd, not"),
+        ({"optimizer": "adam", "weight_decay": 0.1}, "weight decay for 'adamw' only"),
+        (
+            {"framework": "torch", "optimizer": "adam", "optimizer_options": {"epsilon": 1e-7}},
+            "epsilon: an option of Keras's adam, not of PyTorch's: drop it or give",
+        ),
+        (
+            {"framework": "torch", "optimizer": "sgd", "optimizer_options": {"rho": 0.9}},
+            r"it simulates dampening, weight_decay\); drop it",
+        ),
         ({"optimizer": "sgd", "drop_last": True}, "drop_last=True is a torch"),
         ({"framework": "torch", "batch_size": 10, "drop_last": True}, "leaves no batch"),
     ],

@@ -152,10 +152,22 @@ def _resolve_options(framework: str, name: str, options: Mapping[str, Any]) -> d
     defaults = OPTION_DEFAULTS[framework][name]
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        known = ", ".join(defaults) or "none"
+        other = TORCH if framework == KERAS else KERAS
+        # Every Keras 3 optimizer takes weight_decay; stablefit simulates it for AdamW only.
+        if framework == KERAS and "weight_decay" in unknown:
+            raise StablefitInputError(
+                f"weight_decay: stablefit simulates Keras's weight decay for 'adamw' only, "
+                f"not for {name!r}: drop it or choose 'adamw'"
+            )
+        if set(unknown) <= set(OPTION_DEFAULTS[other][name]):
+            raise StablefitInputError(
+                f"{', '.join(unknown)}: an option of {LABELS[other]}'s {name}, not of "
+                f"{LABELS[framework]}'s: drop it or give framework={other!r}"
+            )
+        known = ", ".join(defaults) or "only the learning rate, momentum and nesterov"
         raise StablefitInputError(
             f"{', '.join(unknown)}: not a hyperparameter of {LABELS[framework]}'s "
-            f"{name} that stablefit simulates (it simulates: {known})"
+            f"{name} that stablefit simulates (it simulates {known}); drop it"
         )
     resolved = dict(defaults)
     for key, value in options.items():
