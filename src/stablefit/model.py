@@ -65,9 +65,10 @@ class LinearModel:
         with np.errstate(invalid="ignore", over="ignore"):
             return X @ self.coef + self.intercept
 
-    def predict_intervals(self, X: Any) -> Prediction:
+    def predict_intervals(self, X: Any, weights: Any = None) -> Prediction:
         """Predictions with standard errors and intervals (see
-        :meth:`stablefit.FitResult.get_prediction`); rows with a missing feature get NaN."""
+        :meth:`stablefit.FitResult.get_prediction`, also for ``weights``, the new rows'
+        weights after a weighted fit); rows with a missing feature get NaN."""
         from stablefit.solve.prediction import predict_with_intervals
 
         if self.prediction_basis is None:
@@ -76,7 +77,7 @@ class LinearModel:
                 "stablefit 0.1's 'fit --save'"
             )
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        return predict_with_intervals(X, self.coef, self.prediction_basis)
+        return predict_with_intervals(X, self.coef, self.prediction_basis, weights)
 
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {

@@ -861,6 +861,7 @@ def _solve(
             scale=sigma2,
             df_resid=df_resid,
             use_t=inference.use_t,
+            weights_name=inference.weights_name,
         ),
         residual_sample=residuals,
     )

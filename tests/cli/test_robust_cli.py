@@ -11,7 +11,7 @@ import pytest
 import statsmodels.api as sm
 
 import stablefit
-from stablefit.errors import StablefitInputError
+from stablefit.errors import StablefitInputError, StablefitWarning
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +201,45 @@ def test_clusters_given_with_another_covariance_are_said_to_be_unused(grunfeld_c
     clustered = hc1.get_robustcov("cluster")
     assert not any("are not used" in note for note in clustered.notes)
     assert clustered.cov_type == "cluster" and clustered.n_groups == (11,)
+
+
+def test_intervals_after_a_weighted_fit_take_the_new_rows_weights(
+    grunfeld_csv, grunfeld_frame, tmp_path, run_cli
+):
+    """After a weighted fit, predict --intervals gave every new row weight 1 without a word:
+    prediction intervals of rows of weight 0.5 came out narrower than theirs. statsmodels'
+    WLS get_prediction(weights=) is the reference; without --weights the command stops."""
+    model = tmp_path / "model.json"
+    fitted = run_cli(
+        "fit", grunfeld_csv, "--target", "invest", "--weights", "w", "--exclude", "firm",
+        "--save", model,
+    )  # fmt: skip
+    assert fitted.code == 0, fitted.err
+    new_rows = grunfeld_frame.iloc[::25].drop(columns=["invest", "firm"])
+    new_rows = new_rows.assign(w=np.linspace(0.25, 4.0, len(new_rows)))
+    new = tmp_path / "new.csv"
+    new_rows.to_csv(new, index=False)
+    out = tmp_path / "predictions.csv"
+    run = run_cli("predict", model, new, "--intervals", "--weights", "w", "-o", out)
+    assert run.code == 0 and run.err == "", run.err
+    features = ["value", "capital", "year"]
+    wls = sm.WLS(
+        grunfeld_frame["invest"],
+        sm.add_constant(grunfeld_frame[features]),
+        weights=grunfeld_frame["w"],
+    ).fit()
+    theirs = wls.get_prediction(
+        sm.add_constant(new_rows[features], has_constant="add"), weights=new_rows["w"]
+    ).summary_frame(alpha=0.05)
+    written = pd.read_csv(out)
+    # statsmodels fits the raw year (condition number 1e6): agreement to 1e-8, not 1e-15.
+    np.testing.assert_allclose(written.iloc[:, 1:], theirs.iloc[:, 1:], rtol=1e-8)
+    unit = run_cli("predict", model, new, "--intervals", "-o", tmp_path / "unit.csv")
+    assert unit.code == 2 and unit.out == "" and "--weights COL" in unit.err
+    assert "fitted with weights 'w'" in unit.err and not (tmp_path / "unit.csv").exists()
+    new_rows.assign(w=[1.0, np.nan, 0.0, 2.0, 1.0, -1.0, 1.0, 1.0, 1.0]).to_csv(new, index=False)
+    bad = run_cli("predict", model, new, "--intervals", "--weights", "w", "-o", out)
+    assert bad.code == 2 and "3 are not (lines 3, 4, 7)" in bad.err, bad.err
+    library = stablefit.fit(grunfeld_frame.drop(columns="firm"), target="invest", weights="w")
+    with pytest.warns(StablefitWarning, match="take weight 1"):
+        library.get_prediction(new_rows[features])

@@ -119,7 +119,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the rows' order; a row with a missing feature value, or whose prediction "
         "overflows, gets an empty prediction and a warning. "
         "With --intervals, also the standard error of each predicted mean and confidence and "
-        "prediction intervals from the fit's covariance.",
+        "prediction intervals from the fit's covariance; after a weighted fit, the "
+        "prediction intervals need each row's weight (--weights).",
     )
     add_input_argument(
         predict, "model", metavar="MODEL.json", help="a model saved by 'stablefit fit'"
@@ -138,6 +139,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="add columns mean_se, mean_ci_lower, mean_ci_upper, obs_ci_lower, obs_ci_upper "
         "(as statsmodels' summary_frame)",
+    )
+    predict.add_argument(
+        "--weights",
+        metavar="COL",
+        help="with --intervals: each row's weight, as the fit's --weights (a new "
+        "observation's variance is σ²/weight); needed after a weighted fit",
     )
     predict.add_argument(
         "--alpha",
@@ -258,6 +265,7 @@ def run_predict(args: argparse.Namespace) -> int:
             f"{args.model}: the model holds no covariance for intervals; save it again with "
             "'stablefit fit DATA --target COL --save MODEL.json'"
         )
+    source = with_new_weights(args, model, source)
     with args.outputs.open("output") as stream:
         undefined = write_predictions(model, source, stream, alpha)
     if len(undefined):
@@ -268,6 +276,45 @@ def run_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def with_new_weights(args: argparse.Namespace, model: Any, source: Source) -> Source:
+    """``source`` with each row's weight from ``--weights`` attached, checked before any
+    output; refused without ``--intervals`` (predictions do not depend on weights) and
+    required for the intervals of a weighted fit (a new observation's variance is σ²/w)."""
+    from stablefit.rowdata import LISTED_ROWS as LISTED_WEIGHTS
+    from stablefit.rowdata import row_data, with_rows
+
+    fitted_with = model.prediction_basis and model.prediction_basis.weights_name
+    if args.weights is None:
+        if args.intervals and fitted_with:
+            raise StablefitInputError(
+                f"{args.model}: the model was fitted with weights {fitted_with!r}, and a new "
+                "observation's interval depends on its weight (variance σ²/weight): give each "
+                "row's weight with --weights COL (a column of DATA, as the fit's)"
+            )
+        return source
+    if not args.intervals:
+        raise StablefitInputError(
+            "--weights serves the intervals of new observations; add --intervals (the "
+            "predictions themselves do not depend on weights)"
+        )
+    rows = row_data(args.data, args.weights, None, None)
+    assert rows is not None
+    bad: list[int] = []
+    n_bad = 0
+    for chunk in rows.chunks():
+        with np.errstate(invalid="ignore"):
+            found = np.flatnonzero(~(chunk.weights > 0) | np.isinf(chunk.weights))
+        n_bad += found.size
+        bad.extend((found[: LISTED_WEIGHTS - len(bad)] + chunk.first_row).tolist())
+    if n_bad:
+        raise StablefitInputError(
+            f"--weights {args.weights!r} must be positive and finite on every row; {n_bad} "
+            f"are not ({source.schema.format_rows(bad, total=n_bad)}). Correct or fill in "
+            "those weights: a new observation's variance is σ²/weight."
+        )
+    return with_rows(source, rows)
 
 
 def write_predictions(
@@ -286,7 +333,8 @@ def write_predictions(
         if alpha is None:
             values = [np.asarray(model.predict(batch.X), dtype=np.float64)]
         else:
-            values = list(model.predict_intervals(batch.X).columns(alpha).values())
+            weights = 1.0 if batch.weights is None else batch.weights
+            values = list(model.predict_intervals(batch.X, weights).columns(alpha).values())
         undefined = UndefinedPredictions.of(batch.X, values[0])
         for kind, rows in enumerate((undefined.missing, undefined.overflow)):
             counts[kind] += rows.size

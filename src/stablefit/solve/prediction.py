@@ -103,7 +103,8 @@ class PredictionBasis:
     (the kept features' means), the intercept at the shifts ``c + shift·b`` (formed in
     double-double), the covariance of ``[c + shift·b, b]`` (intercept first when fitted),
     the residual variance and degrees of freedom. ``kept`` indexes the kept features among
-    all."""
+    all; ``weights_name`` names the fit's weights (None without), whose scale σ² is that of
+    a row of weight 1."""
 
     shift: np.ndarray
     centered_intercept: float
@@ -113,6 +114,7 @@ class PredictionBasis:
     scale: float
     df_resid: int
     use_t: bool
+    weights_name: str | None = None
 
     def mean(self, X: np.ndarray, coef: np.ndarray) -> np.ndarray:
         """``c + X b`` as ``(c + shift·b) + (X - shift) b``: near the data's means the
@@ -137,6 +139,7 @@ class PredictionBasis:
             "scale": self.scale,
             "df_resid": self.df_resid,
             "use_t": self.use_t,
+            "weights": self.weights_name,
         }
 
     @classmethod
@@ -160,6 +163,7 @@ class PredictionBasis:
             scale=float(document["scale"]),
             df_resid=int(document["df_resid"]),
             use_t=bool(document["use_t"]),
+            weights_name=_optional_name(document.get("weights")),
         )
 
 
@@ -221,15 +225,56 @@ def predict_with_intervals(
     X: np.ndarray,
     coef: np.ndarray,
     basis: PredictionBasis,
-    weights: np.ndarray | float = 1.0,
+    weights: Any = None,
 ) -> Prediction:
-    """A :class:`Prediction` for the rows of X (all features, in the fitted order)."""
+    """A :class:`Prediction` for the rows of X (all features, in the fitted order).
+
+    ``weights`` are the new rows' weights (one, or one per row), as statsmodels' WLS
+    ``get_prediction(weights=)``: a new observation's variance is σ²/weight. None takes
+    weight 1, with a warning when the fit was weighted (σ² is then the variance of a row
+    of weight 1, which the new rows need not be).
+    """
     predicted = basis.mean(X, coef)
     var_mean = basis.mean_variance(X)
-    weights = np.asarray(weights, dtype=np.float64)
-    if np.any(~(weights > 0)) or not np.all(np.isfinite(weights)):
-        raise StablefitInputError("weights of new observations must be positive and finite")
+    if weights is None:
+        if basis.weights_name is not None:
+            warnings.warn(
+                f"the fit is weighted by {basis.weights_name!r}: the intervals of new "
+                "observations (obs_ci) take weight 1 for every row; pass weights= (each "
+                "row's weight, as the fit's) for theirs",
+                StablefitWarning,
+                stacklevel=3,
+            )
+        weights = 1.0
+    weights = new_weights(weights, X.shape[0])
     with np.errstate(invalid="ignore"):
         se_mean = np.sqrt(var_mean)
         se_obs = np.sqrt(var_mean + basis.scale / weights)
     return Prediction(predicted, se_mean, se_obs, basis.df_resid, basis.use_t)
+
+
+def new_weights(weights: Any, n_rows: int) -> np.ndarray:
+    """The new rows' weights as floats: one for all rows, or one per row, each positive
+    and finite; an error names the rows that are not."""
+    from stablefit.io.memory import float_array
+
+    values = float_array(weights, "weights")
+    if values.ndim > 1 or values.size not in (1, n_rows):
+        raise StablefitInputError(
+            f"weights has shape {values.shape}; give one weight, or one per row ({n_rows})"
+        )
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~(values > 0) | np.isinf(values))
+    if bad.size:
+        from stablefit.io.schema import Schema
+
+        rows = Schema(feature_names=()).format_rows(bad, total=bad.size)
+        raise StablefitInputError(
+            f"weights of new observations must be positive and finite; {bad.size} are not "
+            f"({rows}): a new observation's variance is σ²/weight"
+        )
+    return values
+
+
+def _optional_name(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -456,12 +456,14 @@ class FitResult:
             )
         return X
 
-    def get_prediction(self, X: Any, *, weights: Any = 1.0) -> Prediction:
+    def get_prediction(self, X: Any, *, weights: Any = None) -> Prediction:
         """Predicted means with standard errors, confidence and prediction intervals.
 
         ``.summary_frame(alpha)`` gives statsmodels' columns (mean, mean_se,
         mean_ci_lower, mean_ci_upper, obs_ci_lower, obs_ci_upper). ``weights`` are those of
-        the new observations (WLS: a new observation's variance is σ²/weight).
+        the new observations, one or one per row (WLS: a new observation's variance is
+        σ²/weight, as statsmodels' ``get_prediction(weights=)``); without them each row
+        takes weight 1, with a warning after a weighted fit.
 
         Examples
         --------
