@@ -155,10 +155,11 @@ def test_prediction_intervals_agree_with_statsmodels(cov_type, weighted):
     model = sm.WLS(y, exog, weights=w) if weighted else sm.OLS(y, exog)
     theirs = model.fit(cov_type=cov_type, use_t=True)
     new = X[:5] + rng.normal(size=(5, X.shape[1]))
-    frame = ours.get_prediction(new + offset).summary_frame(alpha=0.1)
-    reference = theirs.get_prediction(sm.add_constant(new, has_constant="add")).summary_frame(
-        alpha=0.1
-    )
+    w_new = rng.uniform(0.5, 2.0, 5) if weighted else None
+    frame = ours.get_prediction(new + offset, weights=w_new).summary_frame(alpha=0.1)
+    reference = theirs.get_prediction(
+        sm.add_constant(new, has_constant="add"), weights=w_new
+    ).summary_frame(alpha=0.1)
     assert list(frame.columns) == list(reference.columns)
     # A bound near 0 is a difference of mean and half-width: relative to their size
     size = np.abs(frame.to_numpy()).max(axis=1, keepdims=True)
