@@ -85,6 +85,23 @@ def test_a_permanently_bad_row_is_named_once_with_a_count_and_training_goes_on(
     assert clean_loss(model, x[clean], y[clean]) <= 1.5 * reference
 
 
+def test_a_bad_row_fitted_again_is_one_event_said_once_a_fit_as_the_same_row() -> None:
+    x, y = well_conditioned(rows=128)
+    x[17, 2] = np.inf
+    model, guard = sgd_linear(), NanGuard()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[guard])
+    with pytest.warns(StablefitWarning) as said:
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[guard])
+    [again] = [str(w.message) for w in said if "row 17" in str(w.message)]
+    assert "again as in an earlier fit" in again and "seen 3 times" in again
+    [event] = guard.events  # one bad row, one event, counted across both fits
+    assert (event.rows, event.count) == ((17,), 4)
+    # The same values at another index of other data: that row is named, not row 17.
+    moved = np.roll(x, -14, axis=0), np.roll(y, -14)
+    model.fit(*moved, batch_size=16, epochs=1, verbose=0, callbacks=[guard])
+    assert [(e.rows, e.count) for e in guard.events] == [((17,), 4), ((3,), 1)]
+
+
 def test_six_one_off_bad_batches_over_thirty_epochs_never_stop_training() -> None:
     x, y = well_conditioned(rows=256)
     reference = sgd_linear()

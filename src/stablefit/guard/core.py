@@ -270,6 +270,21 @@ class GuardCore:
         self.events.append(event)
         return event
 
+    def continue_rows_of(self, earlier: GuardCore) -> None:
+        """Count bad rows ``earlier`` (the same guard's core in an earlier ``fit``) reported
+        on its events: a permanently bad row stays one event across fits."""
+        self._data_events.update(earlier._data_events)
+
+    def reported(self, key: Hashable) -> GuardEvent | None:
+        """The data event of the rows ``key``, None when they were not reported."""
+        index = self._data_events.get(key)
+        return None if index is None else self.events[index]
+
+    def forget_rows(self, key: Hashable) -> None:
+        """Report the rows ``key`` anew when next seen (they turned out to be other rows
+        with the same values)."""
+        self._data_events.pop(key, None)
+
     def failure_message(
         self,
         event: GuardEvent,

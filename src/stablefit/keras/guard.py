@@ -62,7 +62,8 @@ class NanGuard(keras.callbacks.Callback):
     whose ``cause`` is ``"data"``, ``"learning_rate"``, ``"exploding_gradients"``,
     ``"loss_function"``, ``"precision"`` or ``"unknown"``, and applies the remedy that
     fits: bad rows are only left out (each distinct row reported once, with a count, its
-    index in the user's data and its columns); a
+    index in the user's data and its columns; fitted again with the same guard, a row
+    already reported counts on its event and is said once a fit as the same row); a
     learning-rate problem rolls back to the best recent weights and sets the learning rate
     below the stability bound of the curvature measured on the batch (for SGD, from the
     loss's growth when the model has no loss to differentiate twice); exploding gradients
@@ -158,6 +159,7 @@ class NanGuard(keras.callbacks.Callback):
         optimizer = model.optimizer
         if not optimizer.built and model.built:
             optimizer.build(model.trainable_variables)
+        earlier = getattr(self, "_core", None)
         self._core = GuardCore(
             max_retries=self.max_retries,
             spike_factor=self.spike_factor,
@@ -165,6 +167,14 @@ class NanGuard(keras.callbacks.Callback):
             phrases=KERAS,
         )
         self._core.events = self.events
+        if earlier is not None and earlier.events is self.events:
+            # Fitted again: a row reported in an earlier fit counts on its event (said
+            # again once in this fit, as the same row), not as a new finding.
+            self._core.continue_rows_of(earlier)
+            self._rows_of_earlier_fits = set(self._row_events.values())
+        else:
+            self._row_events: dict[bytes, Any] = {}
+            self._rows_of_earlier_fits: set[Any] = set()
         self._lock = threading.Lock()
         self._observed: list[tuple[int, Any]] = []
         self._handed: list[tuple[int, Any]] = []
@@ -179,7 +189,6 @@ class NanGuard(keras.callbacks.Callback):
         # Rows of a validation_split are numbered in x: after the rows fit trains on.
         self._validation_split = _split_from(arguments)
         self._rows = row_namer(arguments, self.data)
-        self._row_events: dict[bytes, Any] = {}
         self._step = StepGuard(
             model,
             self._receive,
@@ -378,10 +387,15 @@ class NanGuard(keras.callbacks.Callback):
         positions = np.flatnonzero(~report.row_ok)
         batch = [*report.inputs, *report.targets]
         keys = [row_key(batch, int(p)) for p in positions]
+        if self._rows_of_earlier_fits:
+            self._forget_rows_found_elsewhere(report, positions, keys)
         batch_index = report.step_in_epoch if report.step_in_epoch >= 0 else max(self._batch, 0)
         rate = self._rate()
         for seen in dict.fromkeys(self._row_events[k] for k in keys if k in self._row_events):
             self._core.data_event(epoch=self._epoch, batch=batch_index, key=seen, replay=Replay())
+            if seen in self._rows_of_earlier_fits:
+                self._rows_of_earlier_fits.discard(seen)
+                self._say_seen_again(self._core.reported(seen), batch_index)
         fresh = np.array(
             [p for p, k in zip(positions, keys, strict=True) if k not in self._row_events]
         )
@@ -411,6 +425,50 @@ class NanGuard(keras.callbacks.Callback):
         self._row_events.update(dict.fromkeys(key, key))
         if event is not None:
             warnings.warn(f"NanGuard: {event.describe()}", StablefitWarning, stacklevel=2)
+
+    def _forget_rows_found_elsewhere(
+        self, report: StepReport, positions: np.ndarray, keys: list[bytes]
+    ) -> None:
+        """Rows with the values of rows an earlier fit reported, found in this fit's data
+        at other places (other data, or reordered): reported anew where they are now, so
+        that no event names a row of other data."""
+        earlier = [
+            (p, group)
+            for p, k in zip(positions, keys, strict=True)
+            if (group := self._row_events.get(k)) in self._rows_of_earlier_fits
+        ]
+        if not earlier:
+            return
+        located = self._rows.locate(report, np.array([p for p, _ in earlier]))
+        groups = set(dict.fromkeys(group for _, group in earlier))
+        events = [self._core.reported(group) for group in groups]
+        rows = {r for event in events if event for r in event.rows}
+        pairs = {
+            tuple(pair)
+            for event in events
+            if event
+            for pair in event.evidence.get("dataset_rows", [])
+        }
+        located_pairs = {tuple(pair) for pair in located.evidence.get("dataset_rows", [])}
+        if set(located.rows) <= rows and located_pairs <= pairs:
+            return
+        for group in groups:
+            self._core.forget_rows(group)
+            self._rows_of_earlier_fits.discard(group)
+            for key in group:
+                self._row_events.pop(key, None)
+
+    def _say_seen_again(self, event: GuardEvent | None, batch: int) -> None:
+        """Once a fit, a row reported in an earlier fit: the same row, still left out."""
+        if event is None:
+            return
+        warnings.warn(
+            f"NanGuard: {position(self._epoch, batch)}: data, again as in an earlier fit "
+            f"(reported there at {position(event.epoch, event.batch)}; seen {event.count} "
+            f"times in all): {event.message}",
+            StablefitWarning,
+            stacklevel=3,
+        )
 
     def _names(self) -> Sequence[str] | None:
         if self.feature_names is not None:
