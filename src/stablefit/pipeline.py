@@ -654,13 +654,8 @@ def _solve(
         for i, k in enumerate(dependent)
     )
     keep_features = np.flatnonzero(kept[offset:]).tolist()
-    for feature in dropped[:LISTED_RELATIONS]:
-        notes.append(
-            f"'{feature.name}' is collinear with the columns before it to within rounding "
-            f"({feature.relation}; the sine of its angle to their span is below "
-            f"{COLLINEAR_SINE:.0e}): it was left out (coefficient 0, no standard error); its "
-            "effect is carried by the others, and the certificate is that of the fit without it."
-        )
+    for feature, k in zip(dropped[:LISTED_RELATIONS], dependent, strict=False):
+        notes.append(_dropped_note(feature, R, design, k, kept))
     if len(dropped) > LISTED_RELATIONS:
         notes.append(
             f"{len(dropped) - LISTED_RELATIONS:,} more columns are collinear to within "
@@ -928,10 +923,9 @@ def _relation(
 ) -> str:
     """'x2 = 1e+06·x1 + 0' — the column as a combination of the kept columns before it."""
     offset = int(design.intercept)
-    before = np.flatnonzero(kept[:k]).tolist()
+    before, Qt_col = _combination(R, k, kept)
     if not before:
         return f"{names[k - offset]} is zero"
-    Qt_col = np.linalg.lstsq(R[:, before], R[:, k], rcond=None)[0]
     scale_k = design.scale[k - offset]
     terms, constant = [], design.shift[k - offset]
     for c, i in zip(Qt_col, before, strict=True):
@@ -951,6 +945,66 @@ def _relation(
         f" - {term[1:]}" if term.startswith("-") else f" + {term}" for term in terms[1:]
     )
     return f"{names[k - offset]} = {sum_text}"
+
+
+def _combination(R: np.ndarray, k: int, kept: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The kept columns before column k of R, and the least-squares combination of them
+    closest to it (in the scaled coordinates)."""
+    before = np.flatnonzero(kept[:k]).tolist()
+    if not before:
+        return before, np.zeros(0)
+    return before, np.linalg.lstsq(R[:, before], R[:, k], rcond=None)[0]
+
+
+def _rounding_sine(R: np.ndarray, design: ScaledDesign, k: int, kept: np.ndarray) -> float:
+    """The sine of column k's angle to the kept columns before it that the rounding of the
+    values explains: each value x rounded by up to u·|x| moves the column and those it
+    combines by at most u times their raw norms (in the scaled coordinates, where columns
+    far from zero are centered: there the raw norms dwarf the centered ones)."""
+    offset = int(design.intercept)
+    raw_R = np.linalg.solve(design.transform().T, R.T).T
+    raw_norms = np.linalg.norm(raw_R, axis=0) * np.diag(design.transform())
+    if offset:
+        raw_norms[0] = 0.0  # the intercept's column of ones is exact
+    before, combination = _combination(R, k, kept)
+    moved = raw_norms[k] + np.abs(combination) @ raw_norms[before]
+    length = np.linalg.norm(R[:, k])
+    # A column that is 0 once centered (a constant) is all rounding.
+    return float(UNIT_ROUNDOFF * moved / length) if length else float("inf")
+
+
+# A column whose sine is beyond this many times what rounding explains was left out though
+# its values tell it from the others (the QR's own error is a few units of rounding).
+ROUNDING_MARGIN = 16.0
+
+
+def _dropped_note(
+    feature: DroppedFeature, R: np.ndarray, design: ScaledDesign, k: int, kept: np.ndarray
+) -> str:
+    """Why a column was left out, with the sine of its angle to the columns before it; a
+    sine beyond what the rounding of the values explains is said to be one, with how to fit
+    the column (the certificate being that of the fit without it)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sine = float(abs(R[k, k]) / np.linalg.norm(R[:, k]))
+    rounding = _rounding_sine(R, design, k, kept)
+    sine_text = f"{sine:.1e}" if sine else "0"
+    if not sine > ROUNDING_MARGIN * rounding or " = " not in feature.relation:
+        return (
+            f"'{feature.name}' is collinear with the columns before it to within rounding "
+            f"({feature.relation}; the sine of its angle to their span is {sine_text}, below "
+            f"{COLLINEAR_SINE:.0e}): it was left out (coefficient 0, no standard error); its "
+            "effect is carried by the others, and the certificate is that of the fit without it."
+        )
+    combination = feature.relation.split(" = ", 1)[1]
+    return (
+        f"'{feature.name}' is nearly collinear with the columns before it ({feature.relation}; "
+        f"the sine of its angle to their span is {sine_text}, below {COLLINEAR_SINE:.0e}): it "
+        "was left out (coefficient 0, no standard error), and the certificate is that of the "
+        f"fit without it. The rounding of the values explains a sine of {rounding:.1e} at "
+        f"most, so the exact fit that keeps '{feature.name}' is another one, with other "
+        f"coefficients: to get it, replace '{feature.name}' by its difference from that "
+        f"combination, {feature.name} - ({combination})."
+    )
 
 
 # Below this many trusted digits, a note says which coefficients and why.

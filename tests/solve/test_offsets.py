@@ -181,3 +181,37 @@ def test_integers_that_float64_rounds_to_one_value_are_named_in_a_note(tmp_path)
         (note,) = [note for note in notes if f"Column '{name}'" in note]
         assert f"reads as one value, {value}, beyond 2^53" in note, note
         assert f"multiple of {spacing}:" in note and "constant here even if it is not" in note
+
+
+def test_a_column_left_out_beyond_rounding_is_said_to_be_with_how_to_fit_it():
+    """Two columns near 1e15 without an intercept: b's sine to a is 4e-14, below the
+    solver's 1e-13, so b is left out. The values are exact, so the exact fit keeps b
+    (coefficients near ±2.4, not 4e-14 and 0): the note said 'collinear to within rounding'
+    and the certificate '15 trusted digits' with no word of which fit. The reparametrized
+    fit the note proposes gives the exact coefficients, checked in rational arithmetic."""
+    rng = np.random.default_rng(0)
+    u, v = rng.integers(0, 100, (2, 40)).astype(float)
+    X = np.column_stack([1e15 + u, 1e15 + v])
+    y = 3 * u - 2 * v + rng.integers(-5, 5, 40)
+    result = stablefit.fit(X, y, intercept=False)
+    assert [d.name for d in result.dropped] == ["x1"]
+    note = next(note for note in result.notes if "'x1'" in note)
+    assert "'x1' is nearly collinear" in note and "within rounding" not in note
+    assert "replace 'x1' by its difference from that combination, x1 - (1·x0)" in note
+    assert "trusted digits of the fit without 'x1'" in str(result.summary())
+    # What is certified is the fit without x1, to the digits claimed.
+    kept_exact = exact_fit([X[:, 0]], y).solution[0]
+    assert digits_achieved(result.coef[0], kept_exact, 1.0) >= result.certificate.digits
+    exact = exact_fit([X[:, 0], X[:, 1]], y).solution
+    assert abs(float(exact[1])) > 1.0  # the fit that keeps x1 is another one
+    refit = stablefit.fit(np.column_stack([X[:, 0], X[:, 1] - X[:, 0]]), y, intercept=False)
+    assert not refit.dropped
+    achieved = [digits_achieved(refit.coef[0], exact[0] + exact[1], 1.0)]
+    achieved += [digits_achieved(refit.coef[1], exact[1], 1.0)]
+    assert min(achieved) >= refit.certificate.digits >= 13, (achieved, refit.certificate)
+    # Columns computed from others, far from zero and centered by the intercept, are still
+    # collinear to within rounding: their sines (near 4e-14) are what rounding explains.
+    x = rng.normal(size=(40, 2)) * [1.0, 1e3] + [0.0, 1e6]
+    rounded = stablefit.fit(np.column_stack([x, x[:, 0] + x[:, 1]]), rng.normal(size=40))
+    assert [d.name for d in rounded.dropped] == ["x2"]
+    assert "'x2' is collinear with the columns before it to within rounding" in rounded.notes[0]

@@ -28,16 +28,22 @@ def _p_value(value: float) -> str:
 
 
 def trusted_digits_text(result: FitResult) -> str:
-    """``15 trusted digits``, beside it the coefficients that cannot be told from zero
-    (rounding noise where the value is 0: no digit of theirs is significant, so the count
-    is of the others) with the bound on each."""
+    """``15 trusted digits``, of the fit without the columns left out as collinear when
+    there are any, beside it the coefficients that cannot be told from zero (rounding noise
+    where the value is 0: no digit of theirs is significant, so the count is of the others)
+    with the bound on each."""
     cert = result.certificate
+    without = ""
+    if result.dropped:
+        left_out = ", ".join(repr(d.name) for d in result.dropped[:3])
+        more = f" and {len(result.dropped) - 3} more" if len(result.dropped) > 3 else ""
+        without = f" of the fit without {left_out}{more}"
     if not cert.zeros:
-        return f"{cert.digits} trusted digits"
+        return f"{cert.digits} trusted digits{without}"
     names = result.param_names
     zeros = [f"{names[i]} zero to within {cert.error_bounds[i]:.1e}" for i in cert.zeros[:3]]
     more = f" and {len(cert.zeros) - 3} more" if len(cert.zeros) > 3 else ""
-    return f"{cert.digits_apart_from_zeros} trusted digits ({', '.join(zeros)}{more})"
+    return f"{cert.digits_apart_from_zeros} trusted digits{without} ({', '.join(zeros)}{more})"
 
 
 def _figure(result: FitResult, label: str, name: str, spec: str) -> str:
