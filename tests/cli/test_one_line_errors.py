@@ -17,6 +17,12 @@ import pytest
 from stablefit.cli.main import EXIT_BUG
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def zstd(data: bytes) -> bytes:
+    return pa.compress(data, codec="zstd", asbytes=True)
+
+
 PLAIN = b"x,z,y\n1,2,3.5\n2,1,4\n3,5,9.25\n4,4,7\n5,0,6.5\n"
 
 
@@ -46,6 +52,9 @@ FILES = {
     "image.csv": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 4, "NUL byte"),
     "cut.csv.gz": (gzip.compress(PLAIN + b"1,2,%r\n" % np.pi * 9)[:-9], "not a complete gzip"),
     "plain.csv.gz": (PLAIN, "not a complete gzip file"),
+    "cut.csv.zst": (zstd(PLAIN + b"1,2,%r\n" % np.pi * 9)[:-9], "not a complete zstd file"),
+    "plain.csv.zst": (PLAIN, "not a complete zstd file"),
+    "zstd.csv": (zstd(PLAIN), "zstd-compressed, not CSV text; give it a name ending in .csv.zst"),
 }
 
 

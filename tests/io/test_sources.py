@@ -58,6 +58,8 @@ def all_sources(frame: pd.DataFrame, tmp_path, batch_rows: int) -> dict[str, obj
     write_csv(frame, csv_path)
     gz_path = tmp_path / "data.csv.gz"
     gz_path.write_bytes(gzip.compress(csv_path.read_bytes()))
+    zst_path = tmp_path / "data.csv.zst"  # as Polars and DuckDB write with compression="zstd"
+    zst_path.write_bytes(pa.compress(csv_path.read_bytes(), codec="zstd", asbytes=True))
     tsv_path = tmp_path / "data.tsv"
     write_csv(frame, tsv_path, sep="\t")
     parquet_path = tmp_path / "data.parquet"
@@ -78,6 +80,7 @@ def all_sources(frame: pd.DataFrame, tmp_path, batch_rows: int) -> dict[str, obj
         "csv": open_source(csv_path, **by_name),
         "csv str path": open_source(str(csv_path), **by_name),
         "csv.gz": open_source(gz_path, **by_name),
+        "csv.zst": open_source(zst_path, **by_name),
         "tsv": open_source(tsv_path, **by_name),
         "parquet": open_source(parquet_path, **by_name),
     }

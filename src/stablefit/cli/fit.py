@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 # Rows without a prediction named in the warning.
 LISTED_ROWS = 20
 DATA_HELP = (
-    "CSV (.csv, .csv.gz, .tsv) or Parquet file, or a directory or quoted glob of them "
-    "('data/part-*.parquet') read as one table"
+    "CSV (.csv, .tsv; .csv.gz, .csv.zst compressed) or Parquet file, or a directory or "
+    "quoted glob of them ('data/part-*.parquet') read as one table"
 )
 
 

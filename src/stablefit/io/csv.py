@@ -1,4 +1,4 @@
-"""CSV and TSV files (optionally gzip-compressed) read in bounded, parallel chunks.
+"""CSV and TSV files (optionally gzip- or zstd-compressed) read in bounded, parallel chunks.
 
 The header and the column types come from the first block, read with
 :func:`pyarrow.csv.open_csv`. Each pass then cuts the file at line breaks into chunks of a
@@ -238,7 +238,7 @@ def check_header(path: Path, start: bytes, delimiter: str) -> None:
 
 
 def read_start(path: Path, size: int) -> bytes:
-    """The first ``size`` bytes of the file's text (decompressed for ``.gz``)."""
+    """The first ``size`` bytes of the file's text (decompressed for ``.gz``, ``.zst``)."""
     try:
         with open_text(path) as stream:
             return stream.read(size)
@@ -247,13 +247,17 @@ def read_start(path: Path, size: int) -> bytes:
 
 
 def open_text(path: Path) -> BinaryIO:
-    """The file's bytes as a stream, decompressed for ``.gz``.
+    """The file's bytes as a stream, decompressed for ``.gz`` and ``.zst``.
 
     Python's gzip reader checks the end of the stream (its length and CRC): pyarrow's
-    returns the part of a truncated file it could decompress, without an error.
+    returns the part of a truncated file it could decompress, without an error. pyarrow's
+    zstd reader refuses a truncated stream.
     """
-    if path.name.lower().endswith(".gz"):
+    name = path.name.lower()
+    if name.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
+    if name.endswith(".zst"):
+        return pa.CompressedInputStream(pa.OSFile(str(path)), "zstd")  # type: ignore[return-value]
     return open(path, "rb", buffering=0)
 
 
@@ -268,6 +272,14 @@ def unreadable(path: Path, error: BaseException) -> StablefitInputError:
             path,
             f"not a complete gzip file ({text}); the file is cut short or not compressed: "
             "compress it again, or drop the .gz from its name if it is plain text.",
+        )
+    if path.name.lower().endswith(".zst") and any(
+        clue in text.lower() for clue in ("zstd", "compressed")
+    ):
+        return read_error(
+            path,
+            f"not a complete zstd file ({text}); the file is cut short or not compressed: "
+            "compress it again, or drop the .zst from its name if it is plain text.",
         )
     if isinstance(error, OSError) and error.strerror:
         text = error.strerror

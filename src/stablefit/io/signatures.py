@@ -17,6 +17,7 @@ SIGNATURES = (
      f"save the sheet as CSV, e.g. {READ_EXCEL}"),
     (b"PAR1", "a Parquet file", "give it a name ending in .parquet"),
     (b"\x1f\x8b", "gzip-compressed", "give it a name ending in .csv.gz or .tsv.gz"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "give it a name ending in .csv.zst or .tsv.zst"),
 )  # fmt: skip
 
 # Bytes read to tell text from a binary format.

@@ -31,8 +31,10 @@ from stablefit.io.schema import Source
 FILE_KINDS: dict[str, str | None] = {
     ".csv": ",",
     ".csv.gz": ",",
+    ".csv.zst": ",",
     ".tsv": "\t",
     ".tsv.gz": "\t",
+    ".tsv.zst": "\t",
     ".parquet": None,
     ".pq": None,
 }
@@ -55,11 +57,12 @@ def open_source(
     Parameters
     ----------
     data : path, array-like, DataFrame, Series or Arrow table
-        A CSV (``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``) or Parquet (``.parquet``,
-        ``.pq``) file with a header; a directory or a glob pattern (``"data/*.parquet"``)
-        of such files, read as one table (:mod:`stablefit.io.files`); a NumPy array (2-D,
-        or 1-D for one feature); a pandas or polars DataFrame or Series; a pyarrow Table,
-        RecordBatch or Array; a Dask DataFrame, Series or Array.
+        A CSV (``.csv``, ``.tsv``, or compressed: ``.csv.gz``, ``.csv.zst``) or Parquet
+        (``.parquet``, ``.pq``) file with a header; a directory or a glob pattern
+        (``"data/*.parquet"``) of such files, read as one table
+        (:mod:`stablefit.io.files`); a NumPy array (2-D, or 1-D for one feature); a pandas
+        or polars DataFrame or Series; a pyarrow Table, RecordBatch or Array; a Dask
+        DataFrame, Series or Array.
     y : array-like, optional
         The target as its own array (or Series), one value per row of ``data``.
     target : str, optional
