@@ -125,6 +125,17 @@ def test_doctor_nan_file_exits_1(tmp_path, capsys):
     assert "SF102" in text and "line 3" in text
 
 
+def test_doctor_values_whose_squares_overflow_print_no_nan_optimum(tmp_path, capsys):
+    """A value of 1e308 leaves no least-squares optimum to compute: the forecast printed
+    'optimum NaN' (its JSON says null with the reason)."""
+    path = tmp_path / "huge.csv"
+    path.write_text("a,b,y\n1,2,3\n2,1,4\n1e308,3,9\n4,4,7\n5,0,6\n")
+    assert main(["doctor", str(path), "--target", "y"]) == 1
+    text = flat(capsys.readouterr().out)
+    assert "initial loss inf, optimum not computable" in text and "NaN," not in text
+    assert "optimum NaN" not in text
+
+
 def test_doctor_as_a_command_prints_no_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "stablefit.cli.main", "doctor", str(tmp_path / "x.csv")],

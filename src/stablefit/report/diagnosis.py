@@ -8,6 +8,7 @@ terminal it has colour; written to a file or a pipe it is plain text.
 from __future__ import annotations
 
 import io
+import math
 from typing import IO, Any
 
 from rich.console import Group, RenderableType
@@ -72,6 +73,14 @@ def _framework(settings: dict[str, Any]) -> str:
     return "" if framework == KERAS else f"{LABELS[framework]}: "
 
 
+def _optimum(loss: float) -> str:
+    """``optimum 0.42``; a NaN is never printed: the optimum was not computable (values
+    whose squares overflow float64; the forecast's notes say why)."""
+    if math.isnan(loss):
+        return "optimum not computable"
+    return f"optimum {format_number(loss)}"
+
+
 def _what_will_happen(diagnosis: Diagnosis) -> list[RenderableType]:
     training = diagnosis.training
     parts: list[RenderableType] = [_heading("What will happen")]
@@ -87,8 +96,7 @@ def _what_will_happen(diagnosis: Diagnosis) -> list[RenderableType]:
             Text(
                 f"{_framework(settings)}{epochs} epochs, batch size {batch}, "
                 f"{settings.get('dtype')}; initial loss "
-                f"{format_number(training.initial_loss)}, optimum "
-                f"{format_number(training.optimal_loss)}",
+                f"{format_number(training.initial_loss)}, {_optimum(training.optimal_loss)}",
                 style="dim",
             ),
             2,
