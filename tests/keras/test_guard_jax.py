@@ -128,6 +128,41 @@ out["own_step"] = {"events": [(e.cause, e.action, e.rows, e.count) for e in guar
                    "skipped": history.history["skipped_steps"], "finite": all_finite(model),
                    "loss": history.history["loss"]}
 
+# A train_step of its own computing its loss inline (none compiled, no loss metric): a
+# target of 1e20 overflows the loss while the gradients stay finite. That update was
+# applied and nothing said.
+class InlineLoss(keras.Model):
+    def train_step(self, state, data):
+        import jax
+
+        trainable, non_trainable, optimizer_variables, metrics_variables = state
+        x, y = data
+
+        def loss_of(weights):
+            y_pred, _ = self.stateless_call(weights, non_trainable, x, training=True)
+            return keras.ops.mean((y_pred[:, 0] - y) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_of)(trainable)
+        trainable, optimizer_variables = self.optimizer.stateless_apply(
+            optimizer_variables, grads, trainable)
+        return {"loss": loss}, (trainable, non_trainable, optimizer_variables, metrics_variables)
+
+
+x, y = well_conditioned(rows=128)
+y[100] = 1e20
+keras.utils.set_random_seed(0)
+inputs = keras.Input((3,))
+model = InlineLoss(inputs, keras.layers.Dense(1)(inputs))
+model.compile(optimizer=keras.optimizers.SGD(0.01))
+model.fit(x[:96], y[:96], batch_size=32, epochs=1, verbose=0)
+before = [np.array(v.numpy()) for v in model.weights]
+guard = NanGuard(on_failure="warn")
+model.fit(x[96:], y[96:], batch_size=32, epochs=1, verbose=0, callbacks=[guard])
+out["own_loss_overflow"] = {
+    "unchanged": all(np.array_equal(a, np.array(v.numpy())) for a, v in zip(before, model.weights)),
+    "events": [(e.batch, e.cause) for e in guard.events]}
+
+
 # The guarded step has no effect JAX must keep (jax.debug.callback's would be one): such a
 # step leaves JAX's fast dispatch path, which made a small model's epoch 3.8 times as long.
 import jax
@@ -178,3 +213,5 @@ def test_the_guard_works_on_the_jax_backend() -> None:
     assert own["events"] == [["data", "masked", [100], 3]] and own["skipped"] == [1, 1, 1]
     assert "the step of its batch was skipped" in own["message"]
     assert own["finite"] and all(v == v for v in own["loss"]) and own["loss"][-1] < 1.0
+    overflow = out["own_loss_overflow"]
+    assert overflow["unchanged"] and overflow["events"] == [[0, "precision"]]

@@ -361,6 +361,24 @@ def test_an_absurd_learning_rate_in_a_model_with_its_own_train_step_is_cut_and_t
     assert mse(model, x, y) <= 1.5 * mse(clean, x, y) and all_finite(model)
 
 
+def test_a_step_whose_loss_alone_overflows_in_its_own_train_step_is_skipped() -> None:
+    """The optimizer sees only the gradients of such a model: a target of 1e20 squares
+    past float32 while the gradients stay finite, and that update was applied (the next
+    step failed, taken for a learning rate too high)."""
+    x, y = well_conditioned(rows=128)
+    y[100] = 1e20
+    model = own_train_step_model(0.01)
+    model.fit(x[:96], y[:96], batch_size=32, epochs=1, verbose=0)
+    before = [np.array(v.numpy()) for v in [*model.weights, *model.optimizer.variables]]
+    guard = NanGuard(on_failure="warn")
+    model.fit(x[96:], y[96:], batch_size=32, epochs=1, verbose=0, callbacks=[guard])
+    after = [np.array(v.numpy()) for v in [*model.weights, *model.optimizer.variables]]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    [event] = guard.events
+    assert (event.batch, event.cause, event.action) == (0, "precision", "stopped")
+    assert "the targets reach 1e20" in event.message
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

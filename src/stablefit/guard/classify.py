@@ -23,6 +23,9 @@ EXPLODING_FACTOR = 100.0
 FLOAT32_SQUARE_LIMIT = 1.8e19
 #: Inputs above this make gradients (products of inputs and residuals) overflow float32.
 LARGE_INPUT = 1e18
+#: Predictions this many times the largest input and target (and 1) mean diverged weights:
+#: a batch's squares of them overflow float32 before each one does.
+DIVERGED_RATIO = 1e8
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
     if replay.predictions_finite and not replay.loss_finite:
         if (replay.largest_target or 0.0) > FLOAT32_SQUARE_LIMIT:
             return _loss_overflow(replay)
-        if (replay.largest_prediction or 0.0) <= FLOAT32_SQUARE_LIMIT:
+        if (replay.largest_prediction or 0.0) <= FLOAT32_SQUARE_LIMIT and not _diverged(replay):
             return _loss_function(replay, phrases)
         # Predictions this large mean the weights diverged: the loss only reports it.
     norm = replay.gradient_norm
@@ -280,15 +283,20 @@ def _loss_function(replay: Replay, phrases: Phrasebook) -> Verdict:
 
 
 def _diverged(replay: Replay) -> bool:
-    """Whether the predictions are too large for their squares in float32 while the inputs
-    and targets are not: the weights have diverged (what a loss growing from one step to
-    the next shows, when the loss is not known or not finite)."""
+    """Whether the predictions are too large for their squares in float32, or
+    ``DIVERGED_RATIO`` times the inputs and targets, while those are not: the weights have
+    diverged (what a loss growing from one step to the next shows, when the loss is not
+    known or not finite)."""
     prediction = replay.largest_prediction
+    largest_input, largest_target = replay.largest_input or 0.0, replay.largest_target or 0.0
+    if prediction is None:
+        return False
+    if prediction > DIVERGED_RATIO * max(largest_input, largest_target, 1.0):
+        return True
     return (
-        prediction is not None
-        and prediction > FLOAT32_SQUARE_LIMIT
-        and (replay.largest_input or 0.0) <= LARGE_INPUT
-        and (replay.largest_target or 0.0) <= FLOAT32_SQUARE_LIMIT
+        prediction > FLOAT32_SQUARE_LIMIT
+        and largest_input <= LARGE_INPUT
+        and largest_target <= FLOAT32_SQUARE_LIMIT
     )
 
 

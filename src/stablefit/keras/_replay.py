@@ -73,8 +73,14 @@ def _columns(values: np.ndarray, prefix: str, names: Sequence[str] | None) -> li
     return [f"{prefix}[:, {j}]" for j in columns]
 
 
-def replay_batch(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Replay:
-    """What went wrong in this (finite) batch at the model's current weights."""
+def replay_batch(
+    model: keras.Model, x: Any, y: Any, sample_weight: Any, *, step_loss: float | None = None
+) -> Replay:
+    """What went wrong in this (finite) batch at the model's current weights.
+
+    ``step_loss``: the loss the step logged on this batch at these weights, which stands
+    for the replayed loss of a model whose own train_step computes it.
+    """
     overflow, nonfinite_layer = _layer_by_layer(model, x)
     predictions = keras.ops.convert_to_numpy(model(x, training=False))
     predictions_finite = bool(np.isfinite(predictions).all())
@@ -84,6 +90,8 @@ def replay_batch(model: keras.Model, x: Any, y: Any, sample_weight: Any) -> Repl
             overflow=overflow,
             nonfinite_layer=nonfinite_layer,
             predictions_finite=predictions_finite,
+            loss_finite=step_loss is None or math.isfinite(step_loss),
+            loss_value=step_loss,
             largest_target=_largest(y),
             largest_input=_largest(x),
             largest_prediction=_largest(predictions),

@@ -436,7 +436,22 @@ class StepGuard:
                 return original_scale_loss(loss)
 
             def apply(grads: Any, trainable_variables: Any = None) -> None:
-                guarded_apply(original_apply, list(grads), trainable_variables)
+                grads = list(grads)
+                if self.own_step and "loss" not in self._stash:
+                    # A train_step of the model's own gives the optimizer no loss: the
+                    # update waits for the loss it logs (see _train_step), so that a step
+                    # whose loss alone overflows is skipped too. A second update in one
+                    # step is applied at once, after the first, as the step asked.
+                    first = self._stash.pop("deferred", None)
+                    if first is None:
+                        self._stash["deferred"] = (grads, trainable_variables)
+                        return
+                    guarded_apply(original_apply, *first)
+                guarded_apply(original_apply, grads, trainable_variables)
+
+            self._deferred_apply = lambda grads, variables: guarded_apply(
+                original_apply, grads, variables
+            )
 
             optimizer.scale_loss = scale_loss
             optimizer.apply = apply
@@ -646,6 +661,16 @@ class StepGuard:
         counters.finite_steps.assign_add(tf.cast(median_ok, "int32"))
         self._stash.update(ok=ok, norm_squared=norm_squared)
 
+    def _train_step(self, data: Any) -> dict[str, Any]:
+        """The model's ``train_step`` on ``data``, its update decided with the loss it
+        logs when it computes its own (the update was deferred until it returned)."""
+        logs = type(self.model).train_step(self.model, data)
+        deferred = self._stash.pop("deferred", None)
+        if deferred is not None:
+            self._stash["loss"] = self._own_loss(logs)
+            self._deferred_apply(*deferred)
+        return logs
+
     def _own_loss(self, logs: dict[str, Any], default: Any = None) -> Any:
         """The step's loss as the optimizer was given it (Keras's ``train_step`` passes it
         to ``scale_loss``), else the scalar a ``train_step`` of the model's own logs as
@@ -693,7 +718,6 @@ class StepGuard:
         """
         import tensorflow as tf
 
-        model = self.model
         if not self.settles:
             return self._tf_careful_every_step(data)
         restorable = self._restorable()
@@ -702,7 +726,7 @@ class StepGuard:
         self._stash.clear()
         self._stash.update(common=True, batch_sums=batch_sums(data))
         self._tf_keep_batch(data)
-        logs = type(model).train_step(model, data)
+        logs = self._train_step(data)
         ok = self._stash.get("ok", tf.constant(True))
         # A step that failed is settled before the train function returns: its logs,
         # read before this restore, are replaced by the careful step's (:meth:`settle`).
@@ -792,7 +816,7 @@ class StepGuard:
         before = [tf.identity(v.value) for v in restorable]
         self._stash.clear()
         self._stash["no_rows"] = no_rows(row_ok)
-        logs = type(model).train_step(model, batch)
+        logs = self._train_step(batch)
         ok = self._stash.get("ok", tf.constant(True))
         self._restore_unless(ok, restorable, before)
         counters = self.counters
@@ -899,7 +923,7 @@ class StepGuard:
         before = [ops.copy(v.value) for v in guarded]
         self._stash.clear()
         self._stash["no_rows"] = no_rows(row_ok)
-        logs = type(model).train_step(model, batch)
+        logs = self._train_step(batch)
         ok = bool(self._stash.get("ok", True))
         if not ok:
             for variable, value in zip(guarded, before, strict=True):
@@ -965,9 +989,12 @@ class StepGuard:
         batch, row_ok, bad = mask_bad_rows(data, drop=False, add_weights=not self.own_step)
         self._stash.clear()
         self._stash["lr_scale"] = metrics_vars[at["learning_rate_scale"]]
-        _, new_state = type(model).train_step(model, state, batch)
+        step_logs, new_state = type(model).train_step(model, state, batch)
         new_trainable, new_non_trainable, new_optimizer_vars, new_metrics_vars = new_state
         loss = self._unscaled_loss(metrics_vars, new_metrics_vars)
+        if self.own_step and not has_loss(model):
+            # Its loss is what it logs (it may update no loss metric).
+            loss = self._own_loss(step_logs, loss)
         norm_squared = self._stash.get("norm_squared")
         finite_steps = metrics_vars[at["finite_steps"]]
         log_median = metrics_vars[at["log_norm_median"]]

@@ -73,9 +73,10 @@ class NanGuard(keras.callbacks.Callback):
     optimizer is the one remedied. Every event is also emitted as a
     :class:`~stablefit.errors.StablefitWarning`.
 
-    A model whose own ``train_step`` computes its loss (none compiled) is guarded too; the
-    optimizer sees only its gradients, so a step whose loss alone overflows is applied and
-    the next one is caught, and a skipped step logs the last finite loss instead of its own.
+    A model whose own ``train_step`` computes its loss (none compiled) is guarded too: its
+    update waits until the step returns, and is skipped when the loss it logs as ``loss``
+    is not finite, as when the gradients are not; a skipped step logs the last finite loss
+    instead of its own. (A second update within one such step is applied as it comes.)
     On JAX, whose compiled step cannot drop rows, such a model fitted without sample
     weights has a batch with bad rows skipped whole (its ``train_step`` may take none).
 
@@ -480,7 +481,7 @@ class NanGuard(keras.callbacks.Callback):
     def _failed_step(self, report: StepReport, trigger: str) -> None:
         self._sync()
         x, y, sample_weight = _finite_rows(report)
-        replay = replay_batch(self.model, x, y, sample_weight)
+        replay = replay_batch(self.model, x, y, sample_weight, step_loss=report.loss)
         saved: list[Any] = []
         rate = self._rate()
 
