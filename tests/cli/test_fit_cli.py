@@ -400,6 +400,35 @@ def test_the_row_index_pandas_writes_by_default_is_not_a_feature(tmp_path, run_c
     assert stablefit.fit(pd.read_csv(twice), target="y").feature_names == ("a", "b")
 
 
+def test_several_columns_without_a_name_are_left_out_each_with_its_reason(tmp_path, run_cli):
+    """A spreadsheet export ending each line with two delimiters ('x1,x2,y,,') was refused as
+    'duplicate column names ('' at positions 4, 5)'; one such column was left out."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"a": rng.normal(size=30), "b": rng.normal(size=30)})
+    frame["y"] = frame.a - 2 * frame.b + rng.normal(size=30)
+    frame.to_csv(plain := tmp_path / "plain.csv", index=False)
+    lines = plain.read_text().splitlines()
+    (exported := tmp_path / "exported.csv").write_text("".join(f"{line},,\n" for line in lines))
+    blank = ["a,,b,y"] + [f"{a},,{b},{y}" for a, b, y in (row.split(",") for row in lines[1:])]
+    (middle := tmp_path / "middle.csv").write_text("\n".join(blank) + "\n")
+    expected = stablefit.fit(plain, target="y")
+    for path, reasons in (
+        (exported, ["column 4 has no name, as the empty column that a delimiter ending each "
+                    "line makes", "column 5 has no name, as the empty column"]),
+        (middle, ["column 2 has no name, its header cell being empty"]),
+    ):  # fmt: skip
+        run = run_cli("fit", path, "--target", "y", "--json", tmp_path / "fit.json")
+        assert run.code == 0, run.err
+        report = json.loads((tmp_path / "fit.json").read_text())
+        assert [report["features"][name]["coef"] for name in "ab"] == list(expected.coef)
+        notes = " ".join(report["notes"])
+        assert all(reason in notes for reason in reasons), notes
+        assert "row index" not in notes
+    (twice := tmp_path / "twice.csv").write_text("a,a,y\n1,2,3\n2,1,4\n3,3,7\n")
+    refused = run_cli("fit", twice, "--target", "y")
+    assert refused.code == 2 and "duplicate column names ('a' at positions 1, 2)" in refused.err
+
+
 def test_exclude_given_twice_leaves_out_both_and_a_quoted_name_may_hold_a_comma(tmp_path, run_cli):
     """``--exclude a --exclude b`` kept only b (argparse's last value wins), and a column
     named ``c,d`` could not be named at all."""

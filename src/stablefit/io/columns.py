@@ -42,7 +42,8 @@ def is_unnamed(name: str) -> bool:
 
 def unnamed_reason(name: str, position: int, *, last: bool = False) -> str:
     """Why a column without a name of its own is not a feature (``position`` 1-based;
-    ``last``: the table's last column, which a delimiter ending every line makes)."""
+    ``last``: it and every column after it are blank, as the empty columns a delimiter
+    ending every line makes, one per delimiter)."""
     if last and position > 1 and not name.strip():
         return (
             f"column {position} has no name, as the empty column that a delimiter ending "
@@ -59,6 +60,11 @@ def unnamed_reason(name: str, position: int, *, last: bool = False) -> str:
             f"column {position} has pandas' name for a column without one, as a row index "
             "written by pandas.to_csv (unless index=False) and read back; rename it to use "
             "it as a feature"
+        )
+    if position > 1:
+        return (
+            f"column {position} has no name, its header cell being empty; give it a name to "
+            "use it as a feature"
         )
     return (
         f"column {position} has no name, as the row index that pandas.to_csv writes unless "
@@ -99,11 +105,14 @@ def quote_names(names: Sequence[str], limit: int = LISTED_NAMES) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def check_unique(names: Sequence[str], origin: str) -> None:
-    """Raise when a column name appears more than once: a name must say which column."""
+def check_unique(names: Sequence[str], origin: str, *, blank_may_repeat: bool = False) -> None:
+    """Raise when a column name appears more than once: a name must say which column.
+    ``blank_may_repeat``: a table's columns without a name (never features, so never
+    ambiguous) may be several, as the empty columns of a spreadsheet export."""
     positions: dict[str, list[int]] = {}
     for position, name in enumerate(names):
-        positions.setdefault(name, []).append(position)
+        if name.strip() or not blank_may_repeat:
+            positions.setdefault(name, []).append(position)
     repeated = {name: where for name, where in positions.items() if len(where) > 1}
     if repeated:
         detail = "; ".join(
@@ -185,7 +194,7 @@ def select_columns(
         Duplicate names, a missing or non-numeric target, missing requested columns,
         non-numeric features (unless dropped), or no feature column left.
     """
-    check_unique(names, origin)
+    check_unique(names, origin, blank_may_repeat=True)
     target, drop_non_numeric = choice.target, choice.drop_non_numeric
     target_position = None
     if target is not None:
@@ -242,7 +251,9 @@ def select_columns(
     dropped = tuple(
         DroppedColumn(names[p], f"not numeric: {describe(p)}") for p in text_columns
     ) + tuple(
-        DroppedColumn(names[p], unnamed_reason(names[p], p + 1, last=p + 1 == len(names)))
+        DroppedColumn(
+            names[p], unnamed_reason(names[p], p + 1, last=not "".join(names[p:]).strip())
+        )
         for p in unnamed
     )
     features = tuple(p for p in candidates if numeric[p])

@@ -83,7 +83,7 @@ def side_columns(data: Any, names: Sequence[str], *, numeric: Sequence[str] = ()
 
 
 def _check_present(names: Sequence[str], available: Sequence[str], origin: str) -> None:
-    check_unique(available, origin)
+    check_unique(available, origin, blank_may_repeat=True)
     absent = [name for name in names if name not in available]
     if absent:
         raise missing_columns_error(absent, available, origin)
