@@ -313,6 +313,38 @@ def test_a_run_converging_far_above_the_optimum_is_told_to_standardize() -> None
     assert finals["as given"] >= 2.0 * finals["recommended"]
 
 
+@pytest.mark.keras
+def test_a_run_far_above_the_optimum_gets_a_rate_that_reaches_it() -> None:
+    """Adam at 0.001 on a target of scale 1e4 "converged" to 1e4 times the optimum, and the
+    same Adam on standardized features ends far above it too (each step moves a weight by
+    about the learning rate): the code to paste was the configuration as given. The search
+    over optimizers and rates finds one that ends at the optimum. Checked in Keras."""
+    import stablefit
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((1000, 20)) * rng.uniform(0.1, 1000, 20)
+    y = X @ rng.standard_normal(20) + rng.standard_normal(1000)
+    diagnosis = stablefit.diagnose(X, y)
+    forecast = diagnosis.training
+    recommended = forecast.recommended
+    assert forecast.outcome == "converges" and recommended.scaling == "standardize"
+    assert (recommended.optimizer, recommended.learning_rate) != ("adam", 0.001)
+    [finding] = [f for f in diagnosis.findings if f.code == "SF203"]
+    assert f"lr {recommended.learning_rate:g} for 100 epochs reaches" in finding.message
+    as_given = training_code(
+        OptimizerConfig("adam", 0.001), standardize=False, large_offset=False, epochs=100,
+        batch_size=32,
+    )  # fmt: skip
+    finals = {}
+    for name, code in (("as given", as_given), ("recommended", recommended.code)):
+        keras.utils.set_random_seed(0)
+        namespace = {"X": X, "y": y}
+        exec(code, namespace)  # as the user would paste it
+        finals[name] = namespace["model"].history.history["loss"][-1]
+    assert finals["recommended"] <= 1.5 * forecast.optimal_loss
+    assert finals["as given"] >= 100 * finals["recommended"]
+
+
 def _main() -> None:
     start = time.perf_counter()
     results = [c for config in CONFIGS for c in compare(config)]

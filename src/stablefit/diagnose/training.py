@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -723,6 +723,13 @@ def _recommend(
     tried at the framework's defaults.
     """
     loader = {"batch_size": batch_size, "drop_last": drop_last}
+    search = {
+        "epochs": epochs,
+        "dtype": dtype,
+        "seeds": seeds,
+        "optimal_loss": optimal_loss,
+        "resolution": resolution,
+    }
     intercept = BIAS in problem.quadratic.names
     scaling = "standardize" if intercept else "none"
     if drop_rows:
@@ -747,20 +754,55 @@ def _recommend(
             run = runs.of_rate(0, len(seeds))
             verdict = judge(run, optimal_loss, resolution)
             final = float(np.median(verdict.final_loss))
+            far = (
+                f"the configuration as given converges, but to a loss of "
+                f"{format_number(user_final)}, {format_number(user_final / optimal_loss)} "
+                "times the optimum"
+            )
             if verdict.outcome == "converges" and final <= user_final / FAR_ABOVE:
                 note = (
-                    f"the configuration as given converges, but to a loss of "
-                    f"{format_number(user_final)}, {format_number(user_final / optimal_loss)} "
-                    f"times the optimum; on standardized features the same optimizer and "
-                    f"rate reach {format_number(final)}"
+                    f"{far}; on standardized features the same optimizer and rate reach "
+                    f"{format_number(final)}"
                 )
                 return _recommendation(
                     scaling, config, epochs, loader, final, "converges", problem, note, run
                 )
+            # The same rate is too small for the standardized weights too (a large target
+            # scale, say): the search may find a rate or optimizer that ends near the optimum.
+            below = FAR_ABOVE * optimal_loss + resolution
+            found = _search(problem, config, scaling, loader, below=below, **search)
+            if (
+                found is not None
+                and found.outcome == "converges"
+                and found.predicted_final_loss <= below
+            ):
+                return replace(found, note=f"{far}; {found.note}")
         return _recommendation(
             as_given, config, epochs, loader, user_final, "converges", problem, note, user_run
         )
-    scaled = problem.standardized() if intercept else problem
+    return _search(problem, config, scaling, loader, **search)
+
+
+def _search(
+    problem: Problem,
+    config: OptimizerConfig,
+    scaling: str,
+    loader: dict[str, Any],
+    *,
+    epochs: int,
+    dtype: type,
+    seeds: tuple[int, ...],
+    optimal_loss: float,
+    resolution: float,
+    below: float = math.inf,
+) -> Recommendation | None:
+    """The converging configuration that ends lowest, on scaled data, trying the user's
+    optimizer, then Adam and SGD, on learning rates below the stability bound and for
+    ``epochs`` up to ten times as many (at most ``MAX_RECOMMENDED_EPOCHS``); else the one
+    that gets closest. Only a configuration that ends ``below`` that loss counts as
+    converging."""
+    batch_size, drop_last = loader["batch_size"], loader["drop_last"]
+    scaled = problem.standardized() if BIAS in problem.quadratic.names else problem
     lambda_max = Spectrum.of(scaled.quadratic).lambda_max
     optimizers = [config.name] + [name for name in ("adam", "sgd") if name != config.name]
     best: tuple[float, OptimizerConfig, int, Outcome, Run] | None = None
@@ -792,7 +834,7 @@ def _recommend(
                     continue
                 candidate = base.with_learning_rate(rate)
                 final = float(np.median(verdict.final_loss))
-                if verdict.outcome == "converges":
+                if verdict.outcome == "converges" and final <= below:
                     converging.append((final, candidate, run))
                 elif best is None or final < best[0]:
                     best = (final, candidate, tries, verdict.outcome, run)

@@ -158,14 +158,25 @@ def forecast_findings(
         # A forecast that converges gets a standardized recommendation only when it ends
         # far above the optimum and standardizing ends far lower (see training._recommend).
         ratio = forecast.predicted_final_loss / forecast.optimal_loss
+        same = (rec.optimizer, rec.learning_rate, rec.epochs) == (
+            forecast.optimizer,
+            forecast.learning_rate,
+            forecast.epochs,
+        )
+        trained = (
+            "the same optimizer and learning rate reach"
+            if same
+            else f"{OPTIMIZER_NAMES.get(rec.optimizer, rec.optimizer)} at lr "
+            f"{format_number(rec.learning_rate)} for {rec.epochs} epochs reaches"
+        )
         return [
             Finding(
                 code="SF203",
                 severity="warning",
                 title="Training converges, but far above the optimum",
                 message=headline + f": {format_number(ratio)} times the optimum after "
-                f"{forecast.epochs} epochs; on standardized features the same optimizer and "
-                f"learning rate reach {format_number(rec.predicted_final_loss)}.",
+                f"{forecast.epochs} epochs; on standardized features {trained} "
+                f"{format_number(rec.predicted_final_loss)}.",
                 evidence=evidence | {"standardized_final_loss": rec.predicted_final_loss},
                 fix=fix,
                 fix_code=fix_code,
