@@ -149,3 +149,29 @@ def residuals(request, monkeypatch):
 @given(problems())
 def test_claimed_digits_never_exceed_achieved_ones(residuals, problem):
     check(*problem)
+
+
+def test_the_residual_sum_of_squares_of_a_near_exact_weighted_fit_keeps_its_digits():
+    """Two rows of weight 4^41 and 4^30 nearly decide this fit, and decide that x1 is
+    collinear with x0: without it, refinement starts from zero, and its last step removed
+    all but 1e-5 of the sum of squares it measured. The rest, formed as that sum minus the
+    step's ‖Rδ‖², kept 9 digits: the residual SD (printed to 10) and every standard error
+    were wrong from their 9th digit, beside 15 certified digits of the coefficients. Exact
+    rational arithmetic is the reference."""
+    x = np.array([252.5, 305.0, 216.0, -308.5, -114.0, 36.5, 423.0, 444.5])
+    x1 = np.array([115.0, -449.5, 105.5, 358.5, 252.0, 462.0, -454.0, -238.0])
+    y = np.array([9, -1.25, 8.25, -61.5625, 36.4375, -1, 49, 42.375]) * 2.0**20
+    w = 4.0 ** np.array([30, -45, -10, -10, 41, -40, -18, -23])
+    result = stablefit.fit(np.column_stack([x, x1]), y, weights=w)
+    assert [d.name for d in result.dropped] == ["x1"]
+    root_w = np.sqrt(w)  # exact: the weights are powers of 4
+    exact = exact_fit([root_w, x * root_w], y * root_w)
+    sse = sum(r * r for r in exact.residual)
+    assert digits_achieved(result.sse, sse, 1.0) >= 14
+    variances = [sse / 6 * exact.gram_inverse[i][i] for i in range(2)]
+    for ours, variance in zip(result.bse[:2], variances, strict=True):
+        assert digits_achieved(ours**2, variance, 1.0) >= 13
+    achieved = [
+        digits_achieved(b, e, 1.0) for b, e in zip(result.params[:2], exact.solution, strict=True)
+    ]
+    assert min(achieved) >= 15, achieved

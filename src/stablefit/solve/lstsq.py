@@ -363,7 +363,8 @@ def refine(
     for small problems) instead of double-double, and no rounding noise is left.
 
     Refinement stops when, for every coefficient on its own, what is left (by the
-    contraction) is below a quarter of a unit in its last place; when the corrections
+    contraction) is below a quarter of a unit in its last place and the last step left the
+    sum of squares its digits (:func:`_sse_settled`); when the corrections
     stop shrinking; or after ``max_steps`` passes. ``statistic`` is gathered in every
     pass, from that pass's residuals; the last pass's total (residuals of the final
     iterate but one, which differ from the final ones by less than the certified digits)
@@ -438,9 +439,26 @@ def refine(
         finished = bool(np.all(left <= 2.0**-55 * size))
         result.converged = finished or bool(np.all(left <= result.noise_bound))
         shrinking = step == 1 or correction <= 0.5 * result.corrections[-2]
-        if finished or not shrinking:
+        if (finished and _sse_settled(result)) or not shrinking:
             break
     return result
+
+
+# The sum of squares after a step is the pass's minus the step's ‖Rδ‖²; that difference
+# keeps its digits while the step's share is below this (a step that removes most of the
+# sum, as near an exact fit, leaves it to the rounding of ‖Rδ‖²: 5 digits of 15 were lost).
+SETTLED_SHARE = 2.0**-20
+
+
+def _sse_settled(result: Refinement) -> bool:
+    """Whether the last step's correction is small beside the sum of squares it leaves
+    (or that sum is rounding noise of the target): a pass at the new iterate would not
+    change its digits."""
+    correction = result.corrections[-1]
+    return (
+        correction**2 <= SETTLED_SHARE * result.sse
+        or result.residual_norm <= UNIT_ROUNDOFF * result.target_norm
+    )
 
 
 def _remaining(correction: float, contraction: float, noise: float) -> float:
