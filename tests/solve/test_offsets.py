@@ -198,7 +198,9 @@ def test_a_column_left_out_beyond_rounding_is_said_to_be_with_how_to_fit_it():
     note = next(note for note in result.notes if "'x1'" in note)
     assert "'x1' is nearly collinear" in note and "within rounding" not in note
     assert "replace 'x1' by its difference from that combination, x1 - (1·x0)" in note
-    assert "trusted digits of the fit without 'x1'" in str(result.summary())
+    summary = str(result.summary())
+    assert "trusted digits of the fit without 'x1'" in summary
+    assert "cond. no. 1 without 'x1'" in summary  # that of the columns fitted
     # What is certified is the fit without x1, to the digits claimed.
     kept_exact = exact_fit([X[:, 0]], y).solution[0]
     assert digits_achieved(result.coef[0], kept_exact, 1.0) >= result.certificate.digits

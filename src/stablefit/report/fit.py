@@ -27,17 +27,20 @@ def _p_value(value: float) -> str:
     return f"{value:>8.3g}" if value >= 1e-4 else "  <1e-04"
 
 
+def _without(result: FitResult) -> str:
+    """``without 'b', 'c' and 2 more``: the columns left out as collinear."""
+    left_out = ", ".join(repr(d.name) for d in result.dropped[:3])
+    more = f" and {len(result.dropped) - 3} more" if len(result.dropped) > 3 else ""
+    return f"without {left_out}{more}"
+
+
 def trusted_digits_text(result: FitResult) -> str:
     """``15 trusted digits``, of the fit without the columns left out as collinear when
     there are any, beside it the coefficients that cannot be told from zero (rounding noise
     where the value is 0: no digit of theirs is significant, so the count is of the others)
     with the bound on each."""
     cert = result.certificate
-    without = ""
-    if result.dropped:
-        left_out = ", ".join(repr(d.name) for d in result.dropped[:3])
-        more = f" and {len(result.dropped) - 3} more" if len(result.dropped) > 3 else ""
-        without = f" of the fit without {left_out}{more}"
+    without = f" of the fit {_without(result)}" if result.dropped else ""
     if not cert.zeros:
         return f"{cert.digits} trusted digits{without}"
     names = result.param_names
@@ -79,7 +82,8 @@ def _header_facts(result: FitResult) -> list[str]:
         f"covariance: {result.cov_type}"
         + (f" ({', '.join(map(str, result.n_groups))} clusters)" if result.n_groups else "")
         + (f"   t on {result.df_inference} df" if result.use_t else "   z (normal)")
-        + f"   cond. no. {result.condition_number:.4g}",
+        + f"   cond. no. {result.condition_number:.4g}"
+        + (f" {_without(result)}" if result.dropped else ""),
         f"certificate: {trusted_digits_text(result)}   "
         f"condition number {cert.condition_number:.3g} "
         f"(raw {cert.condition_number_raw:.3g})   backward error {cert.backward_error:.2g}   "

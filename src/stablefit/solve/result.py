@@ -333,8 +333,9 @@ class FitResult:
     @property
     def condition_number(self) -> float:
         """Condition number of the design as given (``[1, X]``, weighted for WLS): the
-        "Cond. No." statsmodels prints. The solver's own, after centering and scaling, is
-        ``certificate.condition_number``."""
+        "Cond. No." statsmodels prints, of the columns fitted (those left out as collinear,
+        ``dropped``, would make it that of a nearly singular design). The solver's own,
+        after centering and scaling, is ``certificate.condition_number``."""
         return self.certificate.condition_number_raw
 
     def wald_test(
