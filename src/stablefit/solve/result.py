@@ -610,8 +610,9 @@ def covariance_notes(
     if overflowed:
         notes.append(
             f"The variance of {', '.join(map(repr, overflowed))} is beyond float64's range "
-            "(above 1.8e308), so its standard error is infinite and its t, p and interval "
-            "carry no information; rescale the feature (its coefficient is exact)."
+            "(above 1.8e308), so its standard error is given as inf and its t, p and interval "
+            "carry no information; multiply the feature by a power of ten to get them. Its "
+            "coefficient is not affected: the certificate gives its digits."
         )
     if covariance.cov_type == "nonrobust" and use_t:
         return notes
