@@ -118,7 +118,7 @@ def test_six_one_off_bad_batches_over_thirty_epochs_never_stop_training() -> Non
 # -- the learning rate: roll back to the best weights, set the rate the curvature allows --
 
 
-def mlp(rate: float) -> keras.Model:
+def mlp(rate: float, optimizer: type = keras.optimizers.SGD) -> keras.Model:
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -128,7 +128,7 @@ def mlp(rate: float) -> keras.Model:
             keras.layers.Dense(1),
         ]
     )
-    model.compile(optimizer=keras.optimizers.SGD(rate), loss="mse")
+    model.compile(optimizer=optimizer(rate), loss="mse")
     return model
 
 
@@ -151,6 +151,25 @@ def test_an_mlp_with_a_learning_rate_too_high_recovers_at_a_measured_rate() -> N
     assert first.learning_rate_after == pytest.approx(0.5 * bound)  # a measured rate, not 2 * 0.1
     assert f"below {bound:.3g}" in first.message
     assert clean_loss(model, x, y) <= 1.5 * clean_loss(well_configured, x, y)
+
+
+def test_an_absurd_adamw_learning_rate_is_set_from_the_preconditioned_curvature() -> None:
+    """Adam has no second moments at the start of training, where the rollback goes: the
+    rate was cut ten-fold per event until gradients were taken for exploding and the guard
+    gave up; AdamW's weight decay kept the absurd rate (Keras decays by the optimizer's)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 4)).astype("float32")
+    y = np.tanh(x @ np.array([1.0, -2.0, 0.5, 0.0], dtype="float32"))
+    adam = keras.optimizers.AdamW
+    well_configured = mlp(0.01, adam)
+    well_configured.fit(x, y, batch_size=32, epochs=5, verbose=0)
+    model, guard = mlp(1e6, adam), NanGuard()
+    model.fit(x, y, batch_size=32, epochs=5, verbose=0, callbacks=[guard])
+    [event] = guard.events  # one event, not a cascade
+    assert (event.cause, event.action) == ("learning_rate", "rolled_back")
+    assert event.learning_rate_after == pytest.approx(0.5 * event.evidence["stable_learning_rate"])
+    assert "preconditioned Hessian" in event.message
+    assert all_finite(model) and clean_loss(model, x, y) <= 1.5 * clean_loss(well_configured, x, y)
 
 
 def test_example_1_with_sgd_stops_at_the_first_event_with_its_stability_bound() -> None:

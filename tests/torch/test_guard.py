@@ -174,6 +174,27 @@ def test_a_learning_rate_too_high_for_an_mlp_is_rolled_back_and_lowered(guard) -
     assert clean_loss(model, X, y) <= 1.5 * clean_loss(well, X, y)
 
 
+@pytest.mark.parametrize("optimizer", ["Adam", "AdamW"])
+def test_an_absurd_adam_learning_rate_is_set_from_the_preconditioned_curvature(
+    optimizer: str, guard
+) -> None:
+    """Adam has no second moments at the start of training, where the rollback goes: the
+    rate was cut ten-fold per event (1e6 -> 1e5 -> ...) until the guard gave up."""
+    X, y = regression_data()
+    loss_fn, adam = torch.nn.MSELoss(), getattr(torch.optim, optimizer)
+    model = mlp()
+    optimizer = guard(adam(model.parameters(), lr=1e6), model, loss_fn, steps_per_epoch=8)
+    train(model, optimizer, loss_fn, X, y, epochs=10)
+    [event] = optimizer.events  # one event, not a cascade
+    assert (event.cause, event.action) == ("learning_rate", "rolled_back")
+    bound = event.evidence["stable_learning_rate"]
+    assert event.learning_rate_after == pytest.approx(0.5 * bound)
+    assert "preconditioned Hessian" in event.message
+    well = mlp()
+    train(well, adam(well.parameters(), lr=0.01), loss_fn, X, y, epochs=10)
+    assert all_finite(model) and clean_loss(model, X, y) <= 1.5 * clean_loss(well, X, y)
+
+
 class LogLoss(torch.nn.Module):
     """Binary cross-entropy written by hand on probabilities: log(0) for a saturated one."""
 

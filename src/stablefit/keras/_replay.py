@@ -380,6 +380,11 @@ def estimate_curvature(
     size, hvp = hessian_vector_product(model, x, y, sample_weight)
     scale = _preconditioner(optimizer, model.trainable_variables)
     if scale is None and name != "sgd":
+        # Before the optimizer's first update (a rollback to the start of training
+        # restores none): its second moments as this batch's squared gradient.
+        gradient = _flatten(_gradients(model, x, y, sample_weight))
+        scale = _preconditioner(optimizer, model.trainable_variables, gradient=gradient)
+    if scale is None and name != "sgd":
         return None
     if scale is not None:
         root = np.sqrt(scale)
@@ -403,20 +408,24 @@ def estimate_curvature(
     return Curvature(lambda_max, "Hessian power iteration on the batch", scale is not None, bound)
 
 
-def _preconditioner(optimizer: Any, variables: Sequence[Any]) -> np.ndarray | None:
+def _preconditioner(
+    optimizer: Any, variables: Sequence[Any], *, gradient: np.ndarray | None = None
+) -> np.ndarray | None:
     """``sqrt(v̂) + ε`` of an Adam/RMSprop-style optimizer, flat; None for others.
 
-    None also before the first update, when the second moments are still zero.
+    Before the first update, when the second moments are still zero: None, or given a
+    ``gradient`` (flat), ``|gradient| + ε`` (Adam's bias-corrected ``v̂`` after its first
+    update, what RMSprop's average of squares tends to).
     """
     velocities = getattr(optimizer, "_velocities", None)
     if not velocities or len(velocities) != len(variables):
         return None
     steps = int(optimizer.iterations.numpy())
+    epsilon = float(getattr(optimizer, "epsilon", 1e-7))
     if steps == 0:
-        return None
+        return None if gradient is None else np.abs(gradient) + epsilon
     second = _flatten([v.numpy() for v in velocities])
     beta_2 = getattr(optimizer, "beta_2", None)
     if beta_2 is not None:  # Adam's bias correction
         second = second / (1.0 - float(beta_2) ** steps)
-    epsilon = float(getattr(optimizer, "epsilon", 1e-7))
     return np.sqrt(second) + epsilon

@@ -415,16 +415,32 @@ class StepGuard:
                 stacklevel=3,
             )
         model._metrics.append(self.counters)
-        original_update = self.updating._backend_update_step
+        updating = self.updating
+        original_update = updating._backend_update_step
+        original_decay = updating._apply_weight_decay
+
+        def rate_scale() -> Any:
+            scale = self._stash.get("lr_scale")
+            return self.counters.learning_rate_scale.value if scale is None else scale
 
         def update_step(grads: Any, variables: Any, learning_rate: Any) -> Any:
-            scale = self._stash.get("lr_scale")
-            if scale is None:
-                scale = self.counters.learning_rate_scale.value
-            rate = ops.cast(learning_rate, "float32") * scale
+            rate = ops.cast(learning_rate, "float32") * rate_scale()
             return original_update(grads, variables, rate)
 
-        self.updating._backend_update_step = update_step
+        def apply_weight_decay(variables: Any) -> Any:
+            # Keras decays by learning_rate * weight_decay with the optimizer's own rate:
+            # the cut applies to the decay too (AdamW's at an absurd rate diverges alone).
+            decay = updating.weight_decay
+            if decay is None:
+                return original_decay(variables)
+            updating.weight_decay = ops.cast(decay, "float32") * rate_scale()
+            try:
+                return original_decay(variables)
+            finally:
+                updating.weight_decay = decay
+
+        updating._backend_update_step = update_step
+        updating._apply_weight_decay = apply_weight_decay
         if self.backend in ("tensorflow", "torch"):
             original_apply = optimizer.apply
             original_scale_loss = optimizer.scale_loss
@@ -472,6 +488,7 @@ class StepGuard:
         for name in ("apply", "scale_loss", "stateless_apply"):
             vars(model.optimizer).pop(name, None)
         vars(self.updating).pop("_backend_update_step", None)
+        vars(self.updating).pop("_apply_weight_decay", None)
         vars(model).pop("train_step", None)
         if self.counters in model._metrics:
             model._metrics.remove(self.counters)

@@ -98,6 +98,8 @@ ACCUMULATED = 64
 #: Without ``steps_per_epoch``, the guard's "epoch" (retry window, snapshots) is this long.
 DEFAULT_EPOCH_STEPS = 100
 _LOW_PRECISION = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
+#: Optimizers whose stability bound is on the Hessian preconditioned by their moments.
+_ADAPTIVE = ("adam", "adamw", "rmsprop")
 
 
 class GuardedOptimizer(torch.optim.Optimizer):
@@ -702,11 +704,13 @@ class GuardedOptimizer(torch.optim.Optimizer):
         return tuple(values[:8])
 
     def _curvature(self, snapshot: Snapshot | None, rate: float) -> Curvature | None:
-        """λmax of the loss on this batch at the weights a rollback restores (SGD only)."""
+        """λmax of the loss on this batch at the weights a rollback restores: of the
+        Hessian for SGD, preconditioned by the second moments for Adam, AdamW, RMSprop."""
         growth = self.core.history.growth()
         momentum = float(self.param_groups[0].get("momentum", 0.0) or 0.0)
         nesterov = bool(self.param_groups[0].get("nesterov", False))
-        if self._name != "sgd":
+        adaptive = self._name in _ADAPTIVE
+        if self._name != "sgd" and not adaptive:
             return None
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
         lam = None
@@ -725,14 +729,44 @@ class GuardedOptimizer(torch.optim.Optimizer):
             try:
                 if snapshot is not None:
                     self._restore(snapshot.state)
-                lam = hessian_max_eigenvalue(self.model, loss_fn, inputs, target)
+                lam = hessian_max_eigenvalue(
+                    self.model,
+                    loss_fn,
+                    inputs,
+                    target,
+                    preconditioner=self._preconditioner if adaptive else None,
+                )
             finally:
                 if current is not None:
                     self._restore(current)
         if lam is None or not math.isfinite(lam):
-            return growth_curvature(growth, rate, "sgd", momentum=momentum, nesterov=nesterov)
-        bound = stable_learning_rate(lam, "sgd", momentum=momentum, nesterov=nesterov)
-        return Curvature(lam, "Hessian power iteration on the batch", False, bound)
+            return growth_curvature(growth, rate, self._name, momentum=momentum, nesterov=nesterov)
+        betas = self.param_groups[0].get("betas", (0.9, 0.999))
+        bound = stable_learning_rate(
+            lam, self._name, momentum=momentum, nesterov=nesterov, beta_1=betas[0]
+        )
+        return Curvature(lam, "Hessian power iteration on the batch", adaptive, bound)
+
+    def _preconditioner(self, gradient: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``sqrt(v̂) + eps`` of Adam, AdamW or RMSprop for each parameter (by name), from
+        its state; for a parameter without state (before the first update: a rollback to
+        the start restores none), ``|gradient| + eps`` (Adam's bias-corrected ``v̂`` after
+        its first update, what RMSprop's average of squares tends to)."""
+        group = self.param_groups[0]
+        adam = self._name in ("adam", "adamw")
+        key = "exp_avg_sq" if adam else "square_avg"
+        parameters = dict(self.model.named_parameters())
+        scales = {}
+        for name, grad in gradient.items():
+            state = self.state.get(parameters[name], {})
+            if key not in state:
+                scales[name] = grad.detach().double().abs() + group["eps"]
+                continue
+            second = state[key].detach().double()
+            if adam:  # Adam's bias correction
+                second = second / (1.0 - group["betas"][1] ** float(state["step"]))
+            scales[name] = second.sqrt() + group["eps"]
+        return scales
 
     # -- remedies ---------------------------------------------------------------------
 

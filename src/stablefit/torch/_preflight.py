@@ -11,6 +11,7 @@ Hessian-vector products (``torch.func``, reverse over reverse); it is labelled a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -300,7 +301,12 @@ def _curvature_findings(
 
 
 def hessian_max_eigenvalue(
-    model: nn.Module, loss_fn: Any, inputs: torch.Tensor, target: torch.Tensor
+    model: nn.Module,
+    loss_fn: Any,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    preconditioner: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
 ) -> float:
     """Largest-magnitude eigenvalue of the loss's Hessian at the model's current weights.
 
@@ -309,6 +315,10 @@ def hessian_max_eigenvalue(
     ``torch.func``: the ``vjp`` of the loss's ``grad``, with the model in eval mode (no
     dropout, batch-norm statistics as they are). An estimate: it converges at the rate of
     the two largest eigenvalues' ratio.
+
+    ``preconditioner`` maps the gradient (by parameter name) to an adaptive optimizer's
+    ``sqrt(v̂) + eps``, ``P``: the eigenvalue is then that of ``P^-1/2 H P^-1/2``, which
+    bounds Adam's and RMSprop's learning rates.
     """
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
@@ -318,24 +328,36 @@ def hessian_max_eigenvalue(
     def loss_of(weights: dict[str, torch.Tensor]) -> torch.Tensor:
         return loss_fn(torch.func.functional_call(model, weights, (inputs,)), target)
 
-    # The Hessian is symmetric: the vector-Jacobian product of the gradient is the
-    # Hessian-vector product, and one backward graph serves every iteration.
-    _, gradient_vjp = torch.func.vjp(torch.func.grad(loss_of), params)
+    def hvp_at(gradient_vjp: Any, root: Any) -> Callable[[np.ndarray], np.ndarray]:
+        def hvp(vector: np.ndarray) -> np.ndarray:
+            pieces = torch.split(torch.as_tensor(vector / root), sizes)
+            tangent = {
+                name: piece.reshape(shape).to(params[name])
+                for name, piece, shape in zip(names, pieces, shapes, strict=True)
+            }
+            (product,) = gradient_vjp(tangent)
+            flat = torch.cat([product[name].reshape(-1).double().cpu() for name in names])
+            return flat.numpy() / root
 
-    def hvp(vector: np.ndarray) -> np.ndarray:
-        pieces = torch.split(torch.as_tensor(vector), sizes)
-        tangent = {
-            name: piece.reshape(shape).to(params[name])
-            for name, piece, shape in zip(names, pieces, shapes, strict=True)
-        }
-        (product,) = gradient_vjp(tangent)
-        return torch.cat([product[name].reshape(-1).double().cpu() for name in names]).numpy()
+        return hvp
 
     training = model.training
-    model.eval()
+    model.eval()  # before the forward the products differentiate
     try:
+        # The Hessian is symmetric: the vector-Jacobian product of the gradient is the
+        # Hessian-vector product, and one backward graph serves every iteration.
+        gradient, gradient_vjp = torch.func.vjp(torch.func.grad(loss_of), params)
+        root: Any = 1.0
+        if preconditioner is not None:
+            scales = preconditioner(gradient)
+            flat = torch.cat([scales[name].reshape(-1).double().cpu() for name in names])
+            root = flat.sqrt().numpy()
         return power_iteration(
-            hvp, sum(sizes), iterations=HESSIAN_ITERATIONS, tolerance=0.0, seed=0
+            hvp_at(gradient_vjp, root),
+            sum(sizes),
+            iterations=HESSIAN_ITERATIONS,
+            tolerance=0.0,
+            seed=0,
         )
     finally:
         model.train(training)
