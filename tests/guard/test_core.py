@@ -266,15 +266,6 @@ def test_events_serialize_to_plain_json_and_read_as_one_line() -> None:
     )
 
 
-@pytest.mark.parametrize("module", ["curvature", "history", "phrases", "policy", "snapshots"])
-def test_the_docstring_examples_run(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(f"stablefit.guard.{module}"))
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_a_rise_the_curvature_does_not_explain_is_no_learning_rate_event() -> None:
     # Near an exact fit the loss's relative noise is large: a smoothed loss 4 times its
     # minimum with the learning rate well within the curvature's bound is not divergence.

@@ -1,0 +1,193 @@
+"""What README.md and docs/ tell a user to type is what the code accepts and does: every
+command line in them parses with the command's own parser, every ``--flag`` they name
+exists, the finding codes they document are the ones the checks emit, every key of the
+diagnosis JSON is documented, the README's Python snippets run (and give the values their
+comments show), and the docstrings' examples run."""
+
+from __future__ import annotations
+
+import ast
+import doctest
+import importlib
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import stablefit
+from stablefit.cli.main import build_parser
+from stablefit.errors import StablefitWarning
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "src" / "stablefit"
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = {path.name: path.read_text(encoding="utf-8") for path in sorted(ROOT.glob("docs/*.md"))}
+FINDINGS = DOCS["findings.md"]
+SEED = SOURCE / "data" / "seed_example1.csv"
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+def readme_block(language: str, first_line: str) -> str:
+    (block,) = [b for b in code_blocks(README, language) if b.startswith(first_line)]
+    return block
+
+
+def command_lines() -> list[str]:
+    """Every ``stablefit ...`` command of the docs' shell blocks."""
+    lines = []
+    for text in (README, *DOCS.values()):
+        for block in code_blocks(text, "bash"):
+            for line in block.splitlines():
+                command = line.split(" # ")[0].strip()
+                for part in command.split("&&"):
+                    if part.strip().startswith("stablefit "):
+                        lines.append(part.strip())
+    return lines
+
+
+@pytest.mark.parametrize("line", command_lines())
+def test_every_command_line_in_the_docs_parses(line: str) -> None:
+    # The command's own parser: an unknown or misspelt flag, a value outside its choices,
+    # a missing required option all end in SystemExit.
+    build_parser().parse_args(shlex.split(line)[1:])
+
+
+def test_every_flag_the_docs_name_exists() -> None:
+    # Prose names flags without their command ("--exclude COL[,COL] (fit, doctor,
+    # train)"); each must be some command's. The benchmarks' section names the benchmark
+    # scripts' own options, and is left out.
+    user_docs = README.split("\n## Benchmarks")[0] + "".join(DOCS.values())
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", user_docs))
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    known = {
+        flag
+        for subparser in commands.choices.values()
+        for action in subparser._actions
+        for flag in action.option_strings
+    }
+    assert named and named <= known, sorted(named - known)
+
+
+def emitted_codes() -> set[str]:
+    codes = set()
+    for path in SOURCE.rglob("*.py"):
+        codes |= set(re.findall(r"[\"'](SF\d{3})[\"']", path.read_text(encoding="utf-8")))
+    return codes
+
+
+def test_the_findings_table_documents_exactly_the_codes_the_checks_emit() -> None:
+    documented = set(re.findall(r"^\| (SF\d{3}) \|", FINDINGS, re.M))
+    assert documented == emitted_codes()
+    first, last = re.search(r"\(`(SF\d{3})`…`(SF\d{3})`\)", README).groups()
+    doctor_codes = {code for code in documented if code < "SF300"}  # SF30x: preflight
+    assert (first, last) == (min(doctor_codes), max(doctor_codes))
+
+
+def test_every_key_of_the_diagnosis_json_is_documented() -> None:
+    written = stablefit.diagnose(str(SEED), target="y", optimizer="sgd").to_dict()
+    keys = set(written) | set(written["data"]) | set(written["settings"])
+    keys |= set(written["training"]) | set(written["training"]["recommended"])
+    keys |= set(written["findings"][0])
+    undocumented = {
+        key for key in keys if f"`{key}`" not in FINDINGS and f'"{key}"' not in FINDINGS
+    }
+    assert not undocumented, sorted(undocumented)
+    assert written["schema_version"] == int(re.search(r"`schema_version` (\d+)", FINDINGS)[1])
+
+
+def run_snippet(block: str, namespace: dict) -> None:
+    """Runs a README block statement by statement; a statement whose comment is a Python
+    literal (``outcome  # "diverges"``) must give that value."""
+    for statement in ast.parse(block).body:
+        code = ast.get_source_segment(block, statement)
+        line = block.splitlines()[statement.end_lineno - 1]
+        comment = line.split("#", 1)[1].strip() if "#" in line else ""
+        try:
+            expected = ast.literal_eval(comment)
+        except (ValueError, SyntaxError):
+            expected = None
+        if isinstance(statement, ast.Expr):
+            value = eval(compile(code, "README.md", "eval"), namespace)
+            if expected is not None:
+                assert value == expected, (code, value, expected)
+        else:
+            exec(compile(code, "README.md", "exec"), namespace)
+
+
+def test_the_readme_forecast_snippet_gives_what_its_comments_say() -> None:
+    seed = pd.read_csv(SEED)  # the seed's Example 1, which the README speaks of
+    namespace = {"X": seed[["x1", "x2"]].to_numpy(), "y": seed["y"].to_numpy()}
+    run_snippet(readme_block("python", "import stablefit\ndiagnosis = "), namespace)
+    assert "converg" in namespace["diagnosis"].training.recommended.note
+
+
+def test_the_readme_fit_snippets_run() -> None:
+    rng = np.random.default_rng(0)
+    n = 120
+    X = pd.DataFrame(rng.normal(size=(n, 3)) * [1.0, 2.0, 3.0], columns=["x1", "x2", "x3"])
+    y = X @ [1.0, 1.0, 0.0] + rng.normal(size=n)
+    panel = X.assign(invest=y, firm=np.repeat(np.arange(12), n // 12))
+    namespace = {
+        "stablefit": stablefit,
+        "X": X,
+        "y": y,
+        "x": np.linspace(0.0, 1.0, n),
+        "w": rng.uniform(0.5, 2.0, n),
+        "df": panel,
+        "X_new": X.head(5),
+    }
+    run_snippet(readme_block("python", "result = stablefit.fit(X, y)"), dict(namespace))
+    robust = readme_block("python", 'result = stablefit.fit(df, target="invest"')
+    with pytest.warns(StablefitWarning, match="take weight 1"):  # as the README says
+        run_snippet(robust, namespace)
+    assert namespace["result"].cov_type == "HC1"
+
+
+def test_the_readme_torch_snippets_run() -> None:
+    torch = pytest.importorskip("torch")
+    importlib.import_module("stablefit.torch")  # the snippets name stablefit.torch
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(64, 3)).astype("float32")
+    y = (X @ np.array([1.0, -2.0, 0.5], dtype="float32")).reshape(-1, 1)
+    model = torch.nn.Linear(3, 1)
+    loss_fn = torch.nn.MSELoss()
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
+    namespace = {
+        "stablefit": stablefit,
+        "torch": torch,
+        "X": X,
+        "y": y,
+        "model": model,
+        "loss_fn": loss_fn,
+        "optimizer": torch.optim.SGD(model.parameters(), lr=0.01),
+        "loader": torch.utils.data.DataLoader(dataset, batch_size=32),
+    }
+    run_snippet(readme_block("python", "stablefit.diagnose(X, y, framework="), namespace)
+    assert namespace["diagnosis"].training.framework == "torch"
+    run_snippet(readme_block("python", "optimizer = stablefit.torch.guard("), namespace)
+    assert namespace["optimizer"].events == []
+
+
+def modules_with_examples() -> list[str]:
+    names = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        if ">>> " in path.read_text(encoding="utf-8"):
+            parts = path.relative_to(SOURCE.parent).with_suffix("").parts
+            names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+@pytest.mark.parametrize("module", modules_with_examples())
+def test_the_docstring_examples_run(module: str) -> None:
+    for framework in ("keras", "torch"):
+        if module.startswith(f"stablefit.{framework}"):
+            pytest.importorskip(framework)
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
