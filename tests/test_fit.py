@@ -375,8 +375,9 @@ def test_a_prediction_without_a_value_is_never_silent():
     result = stablefit.fit(X, X @ [1.0, 2.0] + rng.normal(size=40))
     new = np.array([[1.0, 2.0], [np.nan, 1.0], [1.0, -np.inf], [1e308, 1e308]])
     expected = (
-        r"3 of 4 rows have no finite prediction: 2 with a missing or infinite feature value "
-        r"\(rows 1, 2\); 1 whose prediction overflows a double.*\(row 3: rescale"
+        r"3 of 4 rows have no finite prediction( or standard error)?: 2 with a missing or "
+        r"infinite feature value \(rows 1, 2\); 1 whose prediction( or standard error)? "
+        r"overflows a double.*\(row 3: rescale"
     )
     for predict in (result.predict, lambda x: result.get_prediction(x).predicted):
         with pytest.warns(StablefitWarning, match=expected):

@@ -243,3 +243,37 @@ def test_intervals_after_a_weighted_fit_take_the_new_rows_weights(
     library = stablefit.fit(grunfeld_frame.drop(columns="firm"), target="invest", weights="w")
     with pytest.warns(StablefitWarning, match="take weight 1"):
         library.get_prediction(new_rows[features])
+
+
+def test_intervals_of_rows_far_out_are_computed_or_named(grunfeld_csv, tmp_path, run_cli):
+    """A row at 1e160 has a standard error near 1e159, whose square overflows: its mean_se
+    and intervals were empty cells without a word. A bound beyond float64 (a row at 1e298
+    at alpha 1e-300) is an empty cell named in the warning, with no NumPy warning."""
+    model = tmp_path / "model.json"
+    fitted = run_cli("fit", grunfeld_csv, "--target", "invest", "--exclude", "firm,w,year",
+                     "--save", model)  # fmt: skip
+    assert fitted.code == 0, fitted.err
+    library = stablefit.fit(pd.read_csv(grunfeld_csv)[["value", "capital", "invest"]],
+                            target="invest")  # fmt: skip
+    new = tmp_path / "far.csv"
+    new.write_text("value,capital\n1e160,0\n0,1e200\n1e298,0\n")
+    out = tmp_path / "predictions.csv"
+    run = run_cli("predict", model, new, "--intervals", "-o", out)
+    assert run.code == 0 and run.err == "", run.err
+    written = pd.read_csv(out)
+    # Far out, x'Vx is the variance of the slope times x² (the centering is lost in x).
+    expected = np.array([1e160 * library.bse[1], 1e200 * library.bse[2], 1e298 * library.bse[1]])
+    np.testing.assert_allclose(written["mean_se"], expected, rtol=1e-13)
+    assert np.isfinite(written.to_numpy()).all()
+    # A slope of about 0.01 with a standard error of 0.1 at 1e308, at alpha 1e-300.
+    rng = np.random.default_rng(4)
+    pd.DataFrame({"x": np.arange(40) % 7, "y": rng.normal(size=40)}).to_csv(
+        noise := tmp_path / "noise.csv", index=False
+    )
+    assert run_cli("fit", noise, "--target", "y", "--save", model).code == 0
+    new.write_text("x\n1\n1e308\n")
+    tiny = run_cli("predict", model, new, "--intervals", "--alpha", "1e-300", "-o", out)
+    assert tiny.code == 0 and "overflow encountered" not in tiny.err
+    assert "1 row(s) have no prediction or interval" in tiny.err and "(line 3" in tiny.err
+    written = pd.read_csv(out)
+    assert np.isfinite(written.iloc[1, :2]).all() and written.iloc[1, 2:].isna().all()

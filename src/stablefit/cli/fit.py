@@ -269,10 +269,11 @@ def run_predict(args: argparse.Namespace) -> int:
     with args.outputs.open("output") as stream:
         undefined = write_predictions(model, source, stream, alpha)
     if len(undefined):
+        what = "prediction" if alpha is None else "prediction or interval"
         print(
-            f"stablefit predict: warning: {len(undefined)} row(s) have no prediction: "
-            f"{undefined.describe(source.schema.format_rows)}; their prediction is left "
-            "empty.",
+            f"stablefit predict: warning: {len(undefined)} row(s) have no {what}: "
+            f"{undefined.describe(source.schema.format_rows, what)}; what is not finite is "
+            "left empty.",
             file=sys.stderr,
         )
     return 0
@@ -335,7 +336,7 @@ def write_predictions(
         else:
             weights = 1.0 if batch.weights is None else batch.weights
             values = list(model.predict_intervals(batch.X, weights).columns(alpha).values())
-        undefined = UndefinedPredictions.of(batch.X, values[0])
+        undefined = UndefinedPredictions.of(batch.X, *values)
         for kind, rows in enumerate((undefined.missing, undefined.overflow)):
             counts[kind] += rows.size
             room = LISTED_ROWS - len(listed[kind])

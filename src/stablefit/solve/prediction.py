@@ -36,16 +36,18 @@ class UndefinedPredictions:
 
     #: Rows with a NaN or infinite feature value.
     missing: np.ndarray
-    #: Rows of finite features whose prediction overflows a double.
+    #: Rows of finite features whose prediction (or its interval) overflows a double.
     overflow: np.ndarray
     n_missing: int
     n_overflow: int
 
     @classmethod
-    def of(cls, X: np.ndarray, predicted: np.ndarray) -> UndefinedPredictions:
+    def of(cls, X: np.ndarray, *columns: np.ndarray) -> UndefinedPredictions:
+        """The rows of X where one of ``columns`` (the prediction, perhaps with its standard
+        error and intervals) is not finite."""
         # A NaN in a column left out as collinear (coefficient 0) leaves the prediction
         # finite: only rows without one are reported.
-        undefined = ~np.isfinite(predicted)
+        undefined = ~np.isfinite(np.column_stack(columns)).all(axis=1)
         missing = undefined & ~np.isfinite(X).all(axis=1)
         missing_rows = np.flatnonzero(missing)
         overflow_rows = np.flatnonzero(undefined & ~missing)
@@ -54,9 +56,9 @@ class UndefinedPredictions:
     def __len__(self) -> int:
         return self.n_missing + self.n_overflow
 
-    def describe(self, format_rows: Any) -> str:
+    def describe(self, format_rows: Any, what: str = "prediction") -> str:
         """The reasons, each with its rows as ``format_rows(indices, total=n)`` names
-        them (:meth:`stablefit.io.Schema.format_rows`)."""
+        them (:meth:`stablefit.io.Schema.format_rows`); ``what`` overflows."""
         parts = []
         if self.n_missing:
             rows = format_rows(self.missing, total=self.n_missing)
@@ -64,22 +66,24 @@ class UndefinedPredictions:
         if self.n_overflow:
             rows = format_rows(self.overflow, total=self.n_overflow)
             parts.append(
-                f"{self.n_overflow} whose prediction overflows a double, its features being "
+                f"{self.n_overflow} whose {what} overflows a double, its features being "
                 f"finite ({rows}: rescale those features)"
             )
         return "; ".join(parts)
 
 
-def warn_if_undefined(X: np.ndarray, predicted: np.ndarray) -> None:
-    """Warn of the rows of ``X`` (0-based) whose prediction is NaN or inf: never silent."""
-    undefined = UndefinedPredictions.of(X, predicted)
+def warn_if_undefined(X: np.ndarray, predicted: np.ndarray, *more: np.ndarray) -> None:
+    """Warn of the rows of ``X`` (0-based) whose prediction (or what comes with it, ``more``)
+    is NaN or inf: never silent."""
+    undefined = UndefinedPredictions.of(X, predicted, *more)
     if len(undefined):
         from stablefit.io.schema import Schema
 
         rows = Schema(feature_names=()).format_rows
+        what = "prediction or standard error" if more else "prediction"
         warnings.warn(
-            f"{len(undefined)} of {len(predicted)} rows have no finite prediction: "
-            f"{undefined.describe(rows)}",
+            f"{len(undefined)} of {len(predicted)} rows have no finite {what}: "
+            f"{undefined.describe(rows, what)}",
             StablefitWarning,
             stacklevel=3,
         )
@@ -122,12 +126,18 @@ class PredictionBasis:
         with np.errstate(invalid="ignore", over="ignore"):
             return self.centered_intercept + (X[:, self.kept] - self.shift) @ coef[self.kept]
 
-    def mean_variance(self, X: np.ndarray) -> np.ndarray:
-        centered = X[:, self.kept] - self.shift
-        if self.has_intercept:
-            centered = np.column_stack([np.ones(X.shape[0]), centered])
+    def mean_se(self, X: np.ndarray) -> np.ndarray:
+        """√(xᵀVx) in centered coordinates, each row divided by its largest entry first
+        (and the result multiplied back): a row far out (1e160) has a standard error within
+        float64's range whose square is not."""
         with np.errstate(invalid="ignore", over="ignore"):
-            return np.einsum("ij,ij->i", centered @ self.centered_covariance, centered)
+            centered = X[:, self.kept] - self.shift
+            if self.has_intercept:
+                centered = np.column_stack([np.ones(X.shape[0]), centered])
+            size = np.max(np.abs(centered), axis=1, initial=0.0)
+            unit = centered / np.where((size > 0) & np.isfinite(size), size, 1.0)[:, None]
+            form = np.einsum("ij,ij->i", unit @ self.centered_covariance, unit)
+            return size * np.sqrt(form)
 
     def to_dict(self, feature_names: tuple[str, ...]) -> dict[str, Any]:
         names = [feature_names[j] for j in self.kept]
@@ -193,8 +203,12 @@ class Prediction:
 
     def conf_int(self, alpha: float = 0.05, *, obs: bool = False) -> np.ndarray:
         """(n, 2) intervals for the mean, or for a new observation with ``obs=True``."""
-        half = critical_value(alpha, self.df, self.use_t) * (self.se_obs if obs else self.se_mean)
-        with np.errstate(invalid="ignore"):  # inf - inf: a row without a prediction
+        # Beyond float64 (a row far out at a tiny alpha) a bound is infinite; inf - inf: a
+        # row without a prediction. Callers report such rows.
+        with np.errstate(invalid="ignore", over="ignore"):
+            half = critical_value(alpha, self.df, self.use_t) * (
+                self.se_obs if obs else self.se_mean
+            )
             return np.column_stack([self.predicted - half, self.predicted + half])
 
     def columns(self, alpha: float = 0.05) -> dict[str, np.ndarray]:
@@ -235,7 +249,7 @@ def predict_with_intervals(
     of weight 1, which the new rows need not be).
     """
     predicted = basis.mean(X, coef)
-    var_mean = basis.mean_variance(X)
+    se_mean = basis.mean_se(X)
     if weights is None:
         if basis.weights_name is not None:
             warnings.warn(
@@ -247,9 +261,8 @@ def predict_with_intervals(
             )
         weights = 1.0
     weights = new_weights(weights, X.shape[0])
-    with np.errstate(invalid="ignore"):
-        se_mean = np.sqrt(var_mean)
-        se_obs = np.sqrt(var_mean + basis.scale / weights)
+    with np.errstate(invalid="ignore", over="ignore"):
+        se_obs = np.hypot(se_mean, np.sqrt(basis.scale / weights))
     return Prediction(predicted, se_mean, se_obs, basis.df_resid, basis.use_t)
 
 

@@ -479,7 +479,7 @@ class FitResult:
             raise StablefitInputError("this result has no covariance to predict intervals from")
         X = self._features(X)
         prediction = predict_with_intervals(X, self.coef, self._prediction, weights)
-        warn_if_undefined(X, prediction.predicted)
+        warn_if_undefined(X, prediction.predicted, prediction.se_obs)
         return prediction
 
     def to_dict(self) -> dict:
