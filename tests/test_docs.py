@@ -102,6 +102,36 @@ def test_every_key_of_the_diagnosis_json_is_documented() -> None:
     assert written["schema_version"] == int(re.search(r"`schema_version` (\d+)", FINDINGS)[1])
 
 
+def test_the_guard_vocabulary_in_the_readme_is_the_guards() -> None:
+    # GuardEvent's fields, its triggers and actions, and the table of causes.
+    import dataclasses
+
+    from stablefit.guard import ACTIONS, CAUSES, TRIGGERS, GuardEvent
+
+    sentence = README[README.index("`GuardEvent` is a plain dataclass") :].split(". ")[0]
+    fields = re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", sentence))
+    assert fields[1:] == [field.name for field in dataclasses.fields(GuardEvent)]
+    listed = {
+        name: re.search(rf"`{name}`\s*\(([^)]*)\)", sentence)[1] for name in ("trigger", "action")
+    }
+    assert re.findall(r"`(\w+)`", listed["trigger"]) == list(TRIGGERS)
+    assert re.findall(r"`(\w+)`", listed["action"]) == list(ACTIONS)
+    table = README[README.index("| cause | found by | remedy |") :].split("\n\n")[0]
+    assert re.findall(r"^\| `(\w+)` \|", table, re.M) == list(CAUSES)
+
+
+def test_every_file_the_docs_cite_exists() -> None:
+    cited = set()
+    for text in (README, *DOCS.values()):
+        cited |= set(re.findall(r"`((?:tests|benchmarks|stablefit|solve)/[\w/.-]+\.py)`", text))
+    missing = [
+        path
+        for path in cited
+        if not any((base / path).exists() for base in (ROOT, ROOT / "src", SOURCE))
+    ]
+    assert cited and not missing, missing
+
+
 def run_snippet(block: str, namespace: dict) -> None:
     """Runs a README block statement by statement; a statement whose comment is a Python
     literal (``outcome  # "diverges"``) must give that value."""
