@@ -10,6 +10,7 @@ with tf.keras on the CPU.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pandas as pd
@@ -99,6 +100,49 @@ def test_a_py_dataset_read_by_worker_threads_names_the_row(data, shuffle) -> Non
     assert "row 5 of dataset[2] with NaN or inf in x[:, 1]" in event.message
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_py_dataset_read_by_worker_processes_never_names_a_wrong_row(data, shuffle) -> None:
+    """The processes fetch batches in an order shuffled out of the guard's sight: with
+    shuffle=True no row of the dataset is named, and the message says why and what names
+    it (it said '1 row(s) with NaN or inf', nothing more)."""
+    event = train(Batches(*data, workers=2, use_multiprocessing=True), shuffle=shuffle)
+    if shuffle:
+        assert "dataset_rows" not in event.evidence and event.evidence["batch_positions"] == [5]
+        assert event.message.startswith("row 5 of its batch (not named in your data: worker")
+        assert "fit with shuffle=False, or use_multiprocessing=False" in event.message
+    else:
+        assert event.evidence["dataset_rows"] == [[2, 5]]
+
+
+class SameRowTwice(Batches):
+    """Rows 37 and 53 (row 5 of dataset[2] and of dataset[3]) hold the same values, and
+    dataset[2] is served only once dataset[3] was fetched: both are noted at its step."""
+
+    def __init__(self, x, y, **options) -> None:
+        super().__init__(x, y, **options)
+        self.third_fetched = threading.Event()
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if k == 3:
+            self.third_fetched.set()
+        elif k == 2:
+            self.third_fetched.wait(timeout=30)
+        return super().__getitem__(k)
+
+
+def test_rows_of_the_same_values_in_two_fetched_batches_are_not_named_as_one() -> None:
+    """Found by their values, such a row was named as row 5 of dataset[2] whichever of the
+    two batches the step trained on."""
+    x, y = well_conditioned(rows=ROWS)
+    x[[37, 53]] = np.nan
+    y[53] = y[37]
+    model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
+    model.fit(SameRowTwice(x, y, workers=2), epochs=1, verbose=0, callbacks=[guard])
+    [event] = guard.events  # the same values: one event, seen twice
+    assert event.count == 2 and "dataset_rows" not in event.evidence
+    assert event.message.startswith("row 5 of dataset[2] or dataset[3] (batches holding rows")
+
+
 def test_a_checked_tf_dataset_names_the_row_of_the_stream_and_its_column(data) -> None:
     x, y = data
     batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
@@ -124,7 +168,8 @@ def test_an_unmarked_stream_still_gives_the_rows_place_in_its_batch(data) -> Non
     x, y = data
     event = train(tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH))
     assert event.rows == () and event.evidence["batch_positions"] == [5]
-    assert event.message.startswith("1 row(s) with NaN or inf in x[:, 1]")
+    assert event.message.startswith("row 5 of its batch (not named in your data: mark a tf.data")
+    assert "stablefit.keras.checked(dataset)" in event.message
 
 
 @pytest.mark.parametrize("given", [np.zeros((4, 2)), [1, 2, 3]])

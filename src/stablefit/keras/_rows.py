@@ -21,7 +21,10 @@ a step:
 :func:`fit_arguments` reads ``fit``'s arguments (never changing them) from the frame of
 Keras's own running ``Model.fit`` of the guarded model: Keras offers callbacks no other
 way to see them. When it finds none (a custom training loop), or the input is a stream
-not marked with :func:`checked`, a data event names the rows' positions in the batch.
+not marked with :func:`checked`, a data event names the rows' positions in the batch and
+says why it cannot name them in the data (:attr:`RowNamer.unnamed`). A row found by its
+values in several batches fetched by worker threads is named with each candidate batch,
+never as one of them.
 """
 
 from __future__ import annotations
@@ -152,12 +155,27 @@ class Located:
 
 
 class RowNamer:
-    """Names a batch's bad rows; the base names none (their positions in the batch)."""
+    """Names a batch's bad rows; the base names none (their positions in the batch).
+
+    ``unnamed``: why a row is not named in the user's data, and how to have it named.
+    """
 
     feature_names: tuple[str, ...] | None = None
+    unnamed = "fit's data were not found; NanGuard(data=(x, y)) names rows by their values in x, y"
+
+    def __init__(self, unnamed: str | None = None) -> None:
+        if unnamed is not None:
+            self.unnamed = unnamed
 
     def locate(self, report: Any, positions: np.ndarray) -> Located:
         return Located()
+
+    def in_batch(self, positions: Sequence[int]) -> str:
+        """Words for rows not named in the data: their positions in the batch, and why."""
+        return (
+            f"{_plural('row', positions)} {row_list(positions)} of its batch (not named in "
+            f"your data: {self.unnamed})"
+        )
 
     def close(self) -> None:
         """Undo what naming needed while ``fit`` ran (at its end)."""
@@ -165,6 +183,8 @@ class RowNamer:
 
 class ArrayRows(RowNamer):
     """Rows of in-memory arrays, found by their values among the arrays' bad rows."""
+
+    unnamed = "their values are not among the rows of the arrays given"
 
     def __init__(self, x: Any, y: Any = None, sample_weight: Any = None) -> None:
         self._parts = [*_leaves(x), *_leaves(y)]
@@ -219,6 +239,8 @@ class PyDatasetRows(RowNamer):
     epoch: step ``s`` of the epoch trained on ``dataset[order[s]]`` whatever the
     shuffling. Without it the dataset must be read in order: ``k = s``.
     """
+
+    unnamed = "the dataset index of the batch was not noted"
 
     def __init__(self, adapter: Any = None) -> None:
         self._adapter = adapter
@@ -283,6 +305,8 @@ class FetchedBadRows(RowNamer):
     NaN or inf with their index; a step's bad rows are found among them by their values.
     """
 
+    unnamed = f"the batch was fetched more than {NOTED_BATCHES} batches with bad rows ago"
+
     def __init__(self, adapter: Any) -> None:
         self._adapter = adapter
         self._noted = _BadRowsNoted(adapter.py_dataset)
@@ -304,10 +328,20 @@ class FetchedBadRows(RowNamer):
         )
         if not pairs:
             return Located()
-        k = pairs[0][0]
-        shown = [pair for pair in pairs if pair[0] == k]
+        indices = sorted({k for k, _ in pairs})
+        if len(indices) > 1:
+            # Rows of the same values at the same place in several batches fetched: which
+            # of them this step trained on is not known, and none is named as if it were.
+            at = sorted({p for _, p in pairs})
+            batches = " or ".join(f"dataset[{k}]" for k in indices[:4])
+            return Located(
+                where=f"{_plural('row', at)} {row_list(at)} of {batches} (batches holding "
+                "rows of the same values there)",
+                evidence={"dataset_rows_candidates": [list(pair) for pair in pairs]},
+            )
+        k = indices[0]
         return Located(
-            where=f"{_plural('row', shown)} {row_list(p for _, p in shown)} of dataset[{k}]",
+            where=f"{_plural('row', pairs)} {row_list(p for _, p in pairs)} of dataset[{k}]",
             evidence={"dataset_rows": [list(pair) for pair in pairs]},
         )
 
@@ -377,6 +411,8 @@ def _cast(rows: list[np.ndarray], dtypes: list[np.dtype]) -> list[np.ndarray]:
 class StreamRows(RowNamer):
     """Rows of a stream marked with :func:`checked`, counted by the compiled step."""
 
+    unnamed = "the count of rows read overflowed"
+
     def __init__(self, feature_names: tuple[str, ...] | None, *, per_epoch: bool) -> None:
         self.feature_names = feature_names
         self.per_epoch = per_epoch
@@ -404,10 +440,12 @@ def row_namer(arguments: FitArguments | None, data: tuple[Any, Any] | None) -> R
         return ArrayRows(x, arguments.y, arguments.sample_weight)
     if _is_py_dataset(x):
         adapter = arguments.adapter
+        mid_way = RowNamer(
+            "with steps_per_epoch an epoch may start mid-way through the PyDataset; fit "
+            "without it to have rows named"
+        )
         if getattr(adapter, "py_dataset", None) is x and getattr(adapter, "enqueuer", 1) is None:
-            if arguments.steps_per_epoch is None:
-                return PyDatasetRows(adapter)
-            return RowNamer()  # an epoch may start mid-way through the dataset
+            return PyDatasetRows(adapter) if arguments.steps_per_epoch is None else mid_way
         enqueuer = getattr(adapter, "enqueuer", None)
         if (
             getattr(adapter, "py_dataset", None) is x
@@ -416,14 +454,24 @@ def row_namer(arguments: FitArguments | None, data: tuple[Any, Any] | None) -> R
             and not getattr(enqueuer, "running", False)
         ):
             return FetchedBadRows(adapter)
-        ordered = not arguments.shuffle or getattr(x, "num_batches", None) is None
-        return PyDatasetRows() if ordered and arguments.steps_per_epoch is None else RowNamer()
+        if arguments.steps_per_epoch is not None:
+            return mid_way
+        if not arguments.shuffle or getattr(x, "num_batches", None) is None:
+            return PyDatasetRows()  # read in order by the worker processes
+        return RowNamer(
+            "worker processes fetched the PyDataset's batches in an order shuffled where the "
+            "guard cannot see it; fit with shuffle=False, or use_multiprocessing=False "
+            "(worker threads), to have rows named"
+        )
     try:
         names = _CHECKED.get(x, ...)
     except TypeError:  # not weakly referenceable: never marked
         names = ...
     if names is ...:
-        return RowNamer()
+        return RowNamer(
+            "mark a tf.data dataset or generator with stablefit.keras.checked(dataset) to "
+            "have rows named by their place in it"
+        )
     per_epoch = _is_tf_dataset(x) and arguments.steps_per_epoch is None
     return StreamRows(names, per_epoch=per_epoch)
 

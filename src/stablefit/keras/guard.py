@@ -412,13 +412,16 @@ class NanGuard(keras.callbacks.Callback):
             report.structure,
         )
         located = self._rows.locate(report, fresh)
+        where = located.where
+        if where is None and not located.rows:
+            where = self._rows.in_batch([int(p) for p in fresh])
         event = self._core.data_event(
             epoch=self._epoch,
             batch=batch_index,
             key=key,
             replay=Replay(bad_positions=tuple(int(p) for p in fresh), bad_columns=columns),
             rows=located.rows,
-            where=located.where,
+            where=where,
             evidence=located.evidence,
             learning_rate=rate,
             whole_batch=whole_batch,
