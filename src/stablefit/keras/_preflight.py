@@ -59,6 +59,17 @@ def preflight(
     ------
     StablefitInputError
         When the model is not compiled, or ``x`` does not fit its input.
+
+    Examples
+    --------
+    >>> import keras, numpy as np
+    >>> from stablefit.keras import preflight
+    >>> x = np.array([[1.0, 1e6], [2.0, 2e6], [3.0, 3e6]])
+    >>> model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss="mse")
+    >>> diagnosis = preflight(model, x, np.array([10.0, 20.0, 30.0]))
+    >>> diagnosis.training.outcome, diagnosis.training.first_nonfinite_epoch
+    ('diverges', 3)
     """
     _validate(model, x)
     x = np.asarray(x, dtype=np.float64)
