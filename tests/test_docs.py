@@ -132,6 +132,19 @@ def test_every_file_the_docs_cite_exists() -> None:
     assert cited and not missing, missing
 
 
+def test_every_extra_the_docs_name_is_in_pyproject() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    section = pyproject.split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = set(re.findall(r"^([\w-]+) = \[", section, re.M))
+    named = set()
+    for text in (README, *DOCS.values()):
+        named |= {
+            e for group in re.findall(r"\.?stablefit\[([\w,-]+)\]", text) for e in group.split(",")
+        }
+        named |= {e for group in re.findall(r"'\.\[([\w,-]+)\]'", text) for e in group.split(",")}
+    assert named and named <= extras, sorted(named - extras)
+
+
 def run_snippet(block: str, namespace: dict) -> None:
     """Runs a README block statement by statement; a statement whose comment is a Python
     literal (``outcome  # "diverges"``) must give that value."""
