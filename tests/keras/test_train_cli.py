@@ -77,7 +77,7 @@ def test_rows_with_nan_are_refused_naming_the_line(tmp_path, capsys) -> None:
     code = main(["train", str(path), "--target", "y"])
     error = capsys.readouterr().err
     assert code == 2
-    assert "line 3" in error and "NaN" in error
+    assert "line 3 holds NaN" in error
 
 
 def test_values_beyond_float32_are_refused_naming_column_and_line(tmp_path, capsys) -> None:
@@ -89,6 +89,27 @@ def test_values_beyond_float32_are_refused_naming_column_and_line(tmp_path, caps
     assert code == 2, error
     assert "column(s) 'b', 'y' hold values beyond float32's range" in error
     assert "lines 3, 5" in error and "Rescale" in error
+
+
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (["--seed", "-5"], "--seed -5: give a seed from 0 to 2**32 - 1"),  # was a crash
+        (["--learning-rate", "inf"], "--learning-rate inf: give a positive learning rate"),
+    ],
+)
+def test_a_bad_option_is_a_one_line_error_before_training(tmp_path, capsys, option, said):
+    path = tmp_path / "ok.csv"
+    path.write_text("a,y\n1,2\n2,4\n3,6\n")
+    code = main(["train", str(path), "--target", "y", "--epochs", "1", *option])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and said in error
+
+
+def test_a_directory_is_named_as_one(tmp_path, capsys) -> None:
+    code = main(["train", str(tmp_path), "--target", "y"])
+    assert code == 2
+    assert f"{tmp_path}: a directory; give one CSV or Parquet file" in capsys.readouterr().err
 
 
 def test_a_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:

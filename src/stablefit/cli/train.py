@@ -177,10 +177,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise StablefitInputError(f"--epochs {args.epochs}: give at least 1 epoch (e.g. 100)")
     if args.batch_size < 1:
         raise StablefitInputError(f"--batch-size {args.batch_size}: give at least 1 (e.g. 32)")
-    if args.learning_rate is not None and not args.learning_rate > 0:
+    if args.learning_rate is not None and not 0 < args.learning_rate < math.inf:
         raise StablefitInputError(
             f"--learning-rate {args.learning_rate}: give a positive learning rate (e.g. 0.01)"
         )
+    if not 0 <= args.seed < 2**32:
+        raise StablefitInputError(f"--seed {args.seed}: give a seed from 0 to 2**32 - 1")
 
 
 def _read(
@@ -189,6 +191,8 @@ def _read(
     """The whole file as float64 arrays; rows with NaN/inf are an error naming them."""
     from stablefit.io import open_source
 
+    if Path(path).is_dir():
+        raise StablefitInputError(f"{path}: a directory; give one CSV or Parquet file")
     if not Path(path).is_file():
         raise StablefitInputError(f"{path}: no such file; give a CSV or Parquet file")
     source = open_source(path, target=target, drop_non_numeric=drop_non_numeric, exclude=exclude)
@@ -200,7 +204,8 @@ def _read(
     bad = np.flatnonzero(~(np.isfinite(X).all(axis=1) & np.isfinite(y)))
     if bad.size:
         raise StablefitInputError(
-            f"{path}: {source.schema.format_rows(bad, total=bad.size)} hold NaN, inf or "
+            f"{path}: {source.schema.format_rows(bad, total=bad.size)} "
+            f"{'holds' if bad.size == 1 else 'hold'} NaN, inf or "
             "missing values, and Keras would train on them (loss NaN from the first batch "
             "that holds one); drop or fix those rows (`stablefit doctor` names the columns)"
         )
