@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import doctest
 import importlib
+import inspect
 import re
 import shlex
 from pathlib import Path
@@ -216,6 +217,34 @@ def test_the_readme_torch_snippets_run() -> None:
     assert namespace["diagnosis"].training.framework == "torch"
     run_snippet(readme_block("python", "optimizer = stablefit.torch.guard("), namespace)
     assert namespace["optimizer"].events == []
+
+
+PUBLIC = {
+    "stablefit": ("fit", "fit_polynomial", "diagnose", "StableLinearRegression"),
+    "stablefit.io": ("open_source",),
+    "stablefit.summary": ("summarize",),
+    "stablefit.keras": ("NanGuard", "checked", "preflight"),
+    "stablefit.torch": ("guard", "preflight", "GuardCallback"),
+}
+
+
+def documented_parameters(doc: str) -> list[str]:
+    section = re.search(r"Parameters\n-+\n(.*?)(?:\n\n[A-Z][a-z]+\n-+\n|\Z)", doc, re.S)
+    heads = [line.split(" : ")[0] for line in section[1].splitlines() if line[:1].isalpha()]
+    return [name.strip() for head in heads for name in head.split(",")]
+
+
+@pytest.mark.parametrize(
+    "name", [f"{module}.{name}" for module in PUBLIC for name in PUBLIC[module]]
+)
+def test_every_parameter_of_the_public_api_is_documented_under_its_own_name(name: str) -> None:
+    module, attribute = name.rsplit(".", 1)
+    for framework in ("keras", "torch"):
+        if module == f"stablefit.{framework}":
+            pytest.importorskip(framework)
+    public = getattr(importlib.import_module(module), attribute)
+    parameters = [p for p in inspect.signature(public).parameters if p not in ("self", "options")]
+    assert sorted(documented_parameters(inspect.getdoc(public))) == sorted(parameters)
 
 
 def modules_with_examples() -> list[str]:

@@ -80,7 +80,9 @@ def diagnose(
         As given to ``model.fit`` or a ``DataLoader`` (Keras's default batch size is 32;
         here 100 epochs).
     momentum : float
-        SGD's (or RMSprop's) momentum; ``nesterov`` for Nesterov's variant of SGD.
+        SGD's (or RMSprop's) momentum.
+    nesterov : bool
+        Nesterov's variant of SGD's momentum.
     dtype : {"float32", "float64"}
         The precision the model trains in (both frameworks' default: float32).
     intercept : bool
