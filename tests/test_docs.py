@@ -146,6 +146,12 @@ def test_every_extra_the_docs_name_is_in_pyproject() -> None:
     assert named and named <= extras, sorted(named - extras)
 
 
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    (command,) = [b.strip() for b in code_blocks(README, "bash") if "pytest" in b]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == command
+
+
 def run_snippet(block: str, namespace: dict) -> None:
     """Runs a README block statement by statement; a statement whose comment is a Python
     literal (``outcome  # "diverges"``) must give that value."""
