@@ -74,9 +74,19 @@ def checked(dataset: Any, *, feature_names: Sequence[str] | None = None) -> Any:
 
     Examples
     --------
+    >>> import keras, numpy as np, tensorflow as tf
     >>> from stablefit.keras import NanGuard, checked
-    >>> batches = checked(dataset.batch(32), feature_names=["age", "income"])  # doctest: +SKIP
-    >>> model.fit(batches, epochs=10, callbacks=[NanGuard()])  # doctest: +SKIP
+    >>> x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    >>> y = x.sum(axis=1)
+    >>> x[37, 1] = np.nan
+    >>> dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    >>> batches = checked(dataset.batch(32), feature_names=["age", "income"])
+    >>> model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> guard = NanGuard()
+    >>> history = model.fit(batches, epochs=1, callbacks=[guard], verbose=0)
+    >>> [(event.cause, event.rows, event.columns) for event in guard.events]
+    [('data', (37,), ('income',))]
     """
     from stablefit.errors import StablefitInputError
 

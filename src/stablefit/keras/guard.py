@@ -120,11 +120,17 @@ class NanGuard(keras.callbacks.Callback):
 
     Examples
     --------
+    >>> import keras, numpy as np
     >>> from stablefit.keras import NanGuard
-    >>> guard = NanGuard(data=(x, y))  # doctest: +SKIP
-    >>> model.fit(x, y, epochs=100, callbacks=[guard])  # doctest: +SKIP
-    >>> [event.cause for event in guard.events]  # doctest: +SKIP
-    ['data']
+    >>> x = np.random.default_rng(0).normal(size=(64, 2)).astype("float32")
+    >>> y = x.sum(axis=1)
+    >>> x[5, 1] = np.nan
+    >>> model = keras.Sequential([keras.Input(shape=(2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> guard = NanGuard(data=(x, y))
+    >>> history = model.fit(x, y, epochs=2, callbacks=[guard], verbose=0)
+    >>> [(event.cause, event.rows, event.columns) for event in guard.events]
+    [('data', (5,), ('x[:, 1]',))]
     """
 
     # The batch-end hook only records the values Keras already brought to the host; all
