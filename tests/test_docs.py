@@ -10,6 +10,7 @@ import ast
 import doctest
 import importlib
 import inspect
+import json
 import re
 import shlex
 from pathlib import Path
@@ -101,6 +102,33 @@ def test_every_key_of_the_diagnosis_json_is_documented() -> None:
     }
     assert not undocumented, sorted(undocumented)
     assert written["schema_version"] == int(re.search(r"`schema_version` (\d+)", FINDINGS)[1])
+
+
+def agrees(documented: object, real: object, where: str = "") -> None:
+    """``documented`` (a docs example) is ``real`` but for what it elides: keys named
+    "...", text ending in "...", numbers rounded to three digits."""
+    if isinstance(documented, dict):
+        for key, value in documented.items():
+            if key != "...":
+                assert key in real, where + key
+                agrees(value, real[key], f"{where}{key}.")
+    elif isinstance(documented, list) and documented and isinstance(documented[0], dict):
+        for item in documented:  # findings: the one of the same code
+            (same,) = [r for r in real if r["code"] == item["code"]]
+            agrees(item, same, f"{where}{item['code']}.")
+    elif isinstance(documented, str) and documented.endswith("..."):
+        assert real.startswith(documented[:-3].rstrip()), (where, real)
+    elif isinstance(documented, float):
+        assert real == pytest.approx(documented, rel=5e-3), (where, real)
+    else:
+        assert real == documented, (where, real)
+
+
+def test_the_json_example_of_the_findings_doc_is_what_doctor_writes(monkeypatch) -> None:
+    (example,) = code_blocks(FINDINGS, "json")
+    monkeypatch.chdir(SEED.parent)
+    written = stablefit.diagnose(SEED.name, target="y", optimizer="sgd").to_dict()
+    agrees(json.loads(example), json.loads(json.dumps(written)))
 
 
 def test_the_guard_vocabulary_in_the_readme_is_the_guards() -> None:
