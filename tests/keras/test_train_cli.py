@@ -78,6 +78,8 @@ def test_rows_with_nan_are_refused_naming_the_line(tmp_path, capsys) -> None:
     error = capsys.readouterr().err
     assert code == 2
     assert "line 3 holds NaN" in error
+    # Not "Keras would train on them": with the guard on, Keras would leave them out.
+    assert "exact fit of the same rows" in error and "NanGuard leaves them out" in error
 
 
 def test_values_beyond_float32_are_refused_naming_column_and_line(tmp_path, capsys) -> None:

@@ -206,8 +206,9 @@ def _read(
         raise StablefitInputError(
             f"{path}: {source.schema.format_rows(bad, total=bad.size)} "
             f"{'holds' if bad.size == 1 else 'hold'} NaN, inf or "
-            "missing values, and Keras would train on them (loss NaN from the first batch "
-            "that holds one); drop or fix those rows (`stablefit doctor` names the columns)"
+            "missing values: the command compares training with the exact fit of the same "
+            "rows, which needs every value; drop or fix those rows (`stablefit doctor` names "
+            "the columns), or train in Python, where NanGuard leaves them out"
         )
     _refuse_beyond_float32(path, X, y, source.schema, target)
     return X, y, source.schema.feature_names
