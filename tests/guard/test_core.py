@@ -226,7 +226,7 @@ def test_a_permanently_bad_row_is_one_event_with_a_count() -> None:
     for epoch in range(1, 30):
         assert core.data_event(epoch=epoch, batch=1, key=(17,), replay=replay, rows=(17,)) is None
     assert len(core.events) == 1 and core.events[0].count == 30
-    assert "rows 17 of the data" in first.message and "learning rate is unchanged" in first.message
+    assert "row 17 of the data" in first.message and "learning rate is unchanged" in first.message
     assert core.window.used == 0
 
 

@@ -137,7 +137,7 @@ def test_a_permanently_bad_row_is_named_once_and_training_completes(guard) -> No
     (event,) = optimizer.events
     assert event.rows == (100,) and event.columns == ("y",)
     assert event.count == 20  # once an epoch, one event
-    assert "rows 100 of the data" in event.message
+    assert "row 100 of the data" in event.message
     assert len(history) == 20 and all_finite(model)  # (the loop's own sum holds the inf)
     reference = mlp()
     keep = torch.arange(ROWS) != 100
@@ -512,6 +512,62 @@ def test_a_forward_before_zero_grad_is_not_taken_for_a_skipped_step(guard) -> No
             optimizer.step()
     [event] = optimizer.events
     assert (event.rows, event.count) == ((40,), 2) and optimizer.skipped_steps == 0
+
+
+class TwoInputs(torch.nn.Module):
+    """A model called as ``model(u, v)``, or with ``v`` by keyword."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.u, self.v, self.out = (
+            torch.nn.Linear(2, 8),
+            torch.nn.Linear(2, 8),
+            torch.nn.Linear(8, 1),
+        )
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.u(u) + self.v(v)))
+
+
+@pytest.mark.parametrize("call", ["positional", "keyword"])
+def test_a_bad_row_in_a_models_second_input_is_left_out(call: str, guard) -> None:
+    """The hook kept the first positional input only: the replay called model(u) and
+    crashed the loop (TypeError), and a keyword input was not seen at all, its NaN taken
+    for exploding gradients and 'clipped'."""
+    X, y = regression_data()
+    X[40, 3] = math.nan
+    model, loss_fn = TwoInputs(), torch.nn.MSELoss()
+    optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn)
+    for _ in range(2):
+        for start in range(0, ROWS, BATCH):
+            u, v = X[start : start + BATCH, :2], X[start : start + BATCH, 2:]
+            optimizer.zero_grad()
+            prediction = model(u, v) if call == "positional" else model(u=u, v=v)
+            loss_fn(prediction, y[start : start + BATCH]).backward()
+            optimizer.step()
+    [event] = optimizer.events
+    assert (event.cause, event.action, event.count) == ("data", "masked", 2)
+    assert event.columns == (("input 1",) if call == "positional" else ("v",))
+    assert event.message.startswith("row 8 of its batch (not named in your data: give")
+    assert optimizer.skipped_steps == 0 and all_finite(model)  # retaken on the other rows
+
+
+def test_a_bad_row_is_named_in_data_with_a_functional_loss(guard) -> None:
+    """Without a loss module the targets are not seen: the rows were matched against
+    x and y together, never found, and said as '1 row(s)'."""
+    X, y = regression_data()
+    X[40, 1] = math.nan
+    model = mlp()
+    optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, data=(X, y))
+    for start in range(0, ROWS, BATCH):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(
+            model(X[start : start + BATCH]), y[start : start + BATCH]
+        ).backward()
+        optimizer.step()
+    [event] = optimizer.events
+    assert event.rows == (40,) and "row 40 of the data with NaN or inf in x[:, 1]" in event.message
 
 
 class DictOutput(torch.nn.Module):

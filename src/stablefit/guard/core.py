@@ -237,7 +237,7 @@ class GuardCore:
         verdict = classify(replay, Context(trigger="bad_rows"), self.phrases)
         if where is None:
             where = (
-                f"rows {row_list(rows)} of the data"
+                f"{'row' if len(rows) == 1 else 'rows'} {row_list(rows)} of the data"
                 if rows
                 else f"{len(replay.bad_positions)} row(s)"
             )

@@ -78,6 +78,7 @@ from stablefit.guard import (
     growth_curvature,
     stable_learning_rate,
 )
+from stablefit.guard.core import row_list
 from stablefit.guard.events import position
 from stablefit.guard.phrases import TORCH
 from stablefit.torch._masked import MaskedStep, Unmaskable
@@ -182,7 +183,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._norms: deque[float] = deque(maxlen=64)
         self._seen: dict[str, Any] = {}
         self._hooks = [
-            model.register_forward_hook(self._see_model),
+            model.register_forward_hook(self._see_model, with_kwargs=True),
             model.register_load_state_dict_post_hook(self._start_over),
         ]
         if isinstance(loss_fn, nn.Module):
@@ -216,10 +217,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     # -- what the hooks see (references, no copies, no synchronisation) ----------------
 
-    def _see_model(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if args and torch.is_grad_enabled():
+    def _see_model(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        inputs = _primary(args, kwargs)
+        if inputs is not None and torch.is_grad_enabled():
             seen = self._seen
-            seen["inputs"] = args[0]
+            # The batch's rows: the first tensor the model was given, and the whole call
+            # (several inputs, keyword inputs) to replay it.
+            seen["inputs"] = inputs
+            seen["call"] = (args, kwargs)
             if not torch.is_tensor(output):
                 seen["output"] = output  # a dict or tuple: the loss takes one of its tensors
             if module.training:
@@ -227,7 +232,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
                 # bad row in any of them made the step's gradients non-finite. Not an
                 # evaluation's (model.eval() without torch.no_grad()): a retake would
                 # train on it.
-                _append_bounded(seen.setdefault("all_inputs", []), args[0])
+                _append_bounded(seen.setdefault("all_inputs", []), (args, kwargs))
             device = self._device_type  # autocast as the replay must repeat it
             seen["autocast"] = (
                 (device, torch.get_autocast_dtype(device))
@@ -543,12 +548,24 @@ class GuardedOptimizer(torch.optim.Optimizer):
         rows = self._rows_in_data(inputs, target, bad)
         key = tuple(rows) if rows else _content_key(inputs, target, bad)
         epoch, batch = self._position()
+        where = None
+        if not rows:
+            why = (
+                "give guard(..., data=(X, y)) to have rows named by their values"
+                if self.data is None
+                else "their values are not among the rows of data"
+            )
+            where = (
+                f"{'row' if len(bad) == 1 else 'rows'} {row_list(bad.tolist())} of its batch "
+                f"(not named in your data: {why})"
+            )
         self.core.data_event(
             epoch=epoch,
             batch=batch,
             key=key,
             replay=replay,
             rows=rows,
+            where=where,
             loss=loss_value,
             learning_rate=float(self.param_groups[0]["lr"]),
             whole_batch=skipped_by or False,
@@ -571,7 +588,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         grads = [p.grad for p in self._params]
         self.optimizer.zero_grad()
         with torch.enable_grad(), _autocast(self._seen.get("autocast")):
-            loss = self.loss_fn(pick(self.model(inputs[keep])), target[keep])
+            loss = self.loss_fn(pick(self._forward(keep)), target[keep])
         loss.backward()
         self._seen.pop("loss", None)
         loss = loss.detach()
@@ -589,7 +606,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
             return []
         X = np.asarray(self.data[0], dtype=np.float64).reshape(len(self.data[0]), -1)
         y = np.asarray(self.data[1], dtype=np.float64).reshape(len(X), -1)
-        table = np.hstack([X, y])
+        # Without a loss module the targets are not seen: the rows are matched by x alone.
+        table = np.hstack([X, y]) if torch.is_tensor(target) else X
         candidates = np.flatnonzero(~np.isfinite(table).all(axis=1))
         batch = _rows_as_numpy(inputs, target)
         found = []
@@ -649,13 +667,37 @@ class GuardedOptimizer(torch.optim.Optimizer):
             if torch.is_tensor(target) and target.is_floating_point()
             else torch.zeros(len(inputs), 1, dtype=torch.bool)
         )
-        bad_rows = (bad_inputs.any(dim=1) | bad_target.any(dim=1)).nonzero().flatten()
+        bad = bad_inputs.any(dim=1) | bad_target.any(dim=1)
+        others = []  # the model's other float inputs of the batch's rows, by name
+        args, kwargs = self._seen.get("call") or ((inputs,), {})
+        named = [(f"input {i}", a) for i, a in enumerate(args)] + list(kwargs.items())
+        for name, value in named:
+            if (
+                torch.is_tensor(value)
+                and value is not inputs
+                and value.is_floating_point()
+                and value.ndim >= 1
+                and len(value) == len(inputs)
+            ):
+                rows = ~torch.isfinite(value.detach()).reshape(len(value), -1).all(dim=1)
+                if rows.any():
+                    others.append(name)
+                    bad = bad | rows.to(bad.device)
+        bad_rows = bad.nonzero().flatten()
         if len(bad_rows):
             columns = [f"x[:, {j}]" for j in bad_inputs.any(dim=0).nonzero().flatten().tolist()]
+            columns += others
             if bad_target.any():
                 columns.append("y")
             return Replay(bad_positions=tuple(bad_rows.tolist()), bad_columns=tuple(columns))
         return None
+
+    def _forward(self, keep: torch.Tensor | None = None) -> Any:
+        """The model on the batch the hooks saw (its rows ``keep`` only, when given)."""
+        args, kwargs = self._seen.get("call") or ((self._seen["inputs"],), {})
+        if keep is not None:
+            args, kwargs = _rows_of((args, kwargs), len(self._seen["inputs"]), keep)
+        return self.model(*args, **kwargs)
 
     def _forward_by_layer(self, inputs: torch.Tensor) -> tuple[Any, str | None, torch.Tensor]:
         """The model's output, the first low-precision layer that overflowed on finite
@@ -685,7 +727,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         ]
         try:
             with torch.no_grad(), _autocast(self._seen.get("autocast")):
-                output = self.model(inputs)
+                output = self._forward()
         finally:
             for handle in handles:
                 handle.remove()
@@ -715,11 +757,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
         lam = None
         pick = _prediction_picker(self._seen)
+        args, kwargs = self._seen.get("call") or ((inputs,), {})
         if (
             self.loss_fn is not None
             and torch.is_tensor(inputs)
             and target is not None
             and pick is not None
+            and len(args) == 1
+            and not kwargs  # the Hessian's functional call takes the one input
         ):
 
             def loss_fn(output: Any, target: Any) -> Any:
@@ -985,16 +1030,50 @@ def _whole_batch(seen: dict[str, Any]) -> dict[str, Any]:
     the last step as the batch: joined into one when there were several (gradient
     accumulation) and they join. As it is (the last forward's) when no training forward
     was seen (a model trained in eval mode) or they do not pair with the losses."""
-    inputs, targets = seen.get("all_inputs", []), seen.get("all_targets", [])
-    if not inputs or (targets and len(targets) != len(inputs)):
+    calls, targets = seen.get("all_inputs", []), seen.get("all_targets", [])
+    if not calls or (targets and len(targets) != len(calls)):
         return seen
     try:
-        joined = {**seen, "inputs": inputs[0] if len(inputs) == 1 else torch.cat(inputs)}
+        call = calls[0] if len(calls) == 1 else _joined_calls(calls)
+        joined = {**seen, "call": call, "inputs": _primary(*call)}
         if targets:
             joined["target"] = targets[0] if len(targets) == 1 else torch.cat(targets)
-    except (RuntimeError, TypeError):
+    except (RuntimeError, TypeError, KeyError, IndexError):
         return seen
     return joined
+
+
+def _primary(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The tensor whose rows are the batch's: the model's first tensor input."""
+    first = next((a for a in args if torch.is_tensor(a)), None)
+    if first is None:
+        first = next((v for v in kwargs.values() if torch.is_tensor(v)), None)
+    return first
+
+
+def _rows_of(call: tuple[tuple, dict], rows: int, keep: torch.Tensor) -> tuple[tuple, dict]:
+    """A forward's inputs, each tensor of the batch's ``rows`` rows cut to ``keep``."""
+
+    def cut(value: Any) -> Any:
+        if torch.is_tensor(value) and value.ndim >= 1 and len(value) == rows:
+            return value[keep.to(value.device)]
+        return value
+
+    args, kwargs = call
+    return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
+
+
+def _joined_calls(calls: list[tuple[tuple, dict]]) -> tuple[tuple, dict]:
+    """The inputs of several forwards (gradient accumulation) as one batch: each tensor
+    joined with its counterparts, anything else as the first forward had it."""
+    first_args, first_kwargs = calls[0]
+
+    def join(values: list[Any]) -> Any:
+        return torch.cat(values) if torch.is_tensor(values[0]) else values[0]
+
+    args = tuple(join([c[0][i] for c in calls]) for i in range(len(first_args)))
+    kwargs = {key: join([c[1][key] for c in calls]) for key in first_kwargs}
+    return args, kwargs
 
 
 def _autocast(state: tuple[str, torch.dtype] | None) -> Any:
