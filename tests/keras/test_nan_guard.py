@@ -379,6 +379,19 @@ def test_a_step_whose_loss_alone_overflows_in_its_own_train_step_is_skipped() ->
     assert "the targets reach 1e20" in event.message
 
 
+def test_a_failed_step_is_placed_at_its_batch_with_several_steps_per_execution() -> None:
+    """It was placed at the execution's first batch (batch 1 for batch 4)."""
+    x, y = well_conditioned(rows=128)
+    y[100] = 1e30  # batch 4 of 32 rows: its squared error overflows
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", steps_per_execution=4)
+    guard = NanGuard(on_failure="warn")
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.batch, event.cause) == (3, "precision")
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

@@ -526,7 +526,9 @@ class NanGuard(keras.callbacks.Callback):
         verdict, remedy = self._core.decide(replay, context, clipnorm=self._step.updating.clipnorm)
         if saved and not remedy.rollback:
             self._restore(saved[0])
-        self._apply(verdict, remedy, trigger=trigger, loss=report.loss, rate_before=rate)
+        # With several steps per execution the callbacks' batch is the execution's.
+        at = report.step_in_epoch if report.step_in_epoch >= 0 else None
+        self._apply(verdict, remedy, trigger=trigger, loss=report.loss, rate_before=rate, batch=at)
 
     def _nonfinite_weights(self, bad: tuple[str, float]) -> None:
         verdict = Verdict(
@@ -546,7 +548,7 @@ class NanGuard(keras.callbacks.Callback):
 
     def _apply(
         self, verdict: Verdict, remedy: Remedy, *, trigger: str, loss: float | None,
-        rate_before: float | None,
+        rate_before: float | None, batch: int | None = None,
     ) -> None:  # fmt: skip
         restored: Snapshot | None = None
         if remedy.rollback:
@@ -562,7 +564,7 @@ class NanGuard(keras.callbacks.Callback):
             self._step.retrace()
         event = self._core.record(
             epoch=self._epoch,
-            batch=max(self._batch, 0),
+            batch=max(self._batch, 0) if batch is None else batch,
             trigger=trigger,
             verdict=verdict,
             remedy=remedy,
