@@ -23,17 +23,7 @@ import warnings
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
-from bench_guard import FEATURES, ROWS, make_data, make_model
-
-from stablefit.keras import NanGuard
-
-VARIANTS = {
-    "no callback": (False, list),
-    "no callback (control)": (False, list),
-    "NanGuard()": (False, lambda: [NanGuard()]),
-    "TerminateOnNaN()": (False, lambda: [keras.callbacks.TerminateOnNaN()]),
-    "LossScaleOptimizer": (True, list),
-}
+from bench_guard import FEATURES, ROWS, VARIANTS, make_data, make_model
 
 
 class EpochTimes(keras.callbacks.Callback):
