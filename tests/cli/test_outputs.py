@@ -217,3 +217,19 @@ def test_sigterm_during_predict_leaves_no_file(model_json, tmp_path, houses_writ
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["all_houses.csv", "numeric_houses.csv", "model.json", "many.csv"]
     )
+
+
+@pytest.mark.parametrize("kind", ["written whole", "streamed"])
+def test_a_signal_as_an_output_is_staged_leaves_nothing(tmp_path, monkeypatch, kind):
+    from stablefit.cli.outputs import plan_outputs
+    from tests.report.test_files import interrupted_once_the_temporary_exists
+
+    outputs = plan_outputs({}, {"out": ("-o", str(tmp_path / "out.csv"))})
+    with interrupted_once_the_temporary_exists(monkeypatch), pytest.raises(KeyboardInterrupt):
+        if kind == "written whole":
+            outputs.write_bytes("out", b"rows")
+        else:
+            with outputs.open("out") as stream:
+                stream.write(b"rows")
+    outputs.discard()
+    assert list(tmp_path.iterdir()) == []

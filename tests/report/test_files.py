@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,41 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def interrupted_once_the_temporary_exists(monkeypatch) -> Iterator[None]:
+    """A real SIGINT, sent the moment the temporary file exists: the narrowest window.
+
+    Another thread is alive meanwhile, as BLAS's are in a real run: the kernel may hand
+    it the signal, which the interpreter still handles in the main thread.
+    """
+    create = tempfile.mkstemp
+
+    def create_then_interrupt(*args, **kwargs):
+        made = create(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", create_then_interrupt)
+    idle = threading.Event()
+    other = threading.Thread(target=idle.wait)
+    other.start()
+    try:
+        yield
+    finally:
+        idle.set()
+        other.join()
+
+
+def test_a_signal_as_the_temporary_is_created_leaves_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "out.csv"
+    write_bytes_atomic(path, b"old")
+    with (
+        interrupted_once_the_temporary_exists(monkeypatch),
+        pytest.raises(KeyboardInterrupt),
+        open_atomic(path) as stream,
+    ):
+        stream.write(b"new")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.csv"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from stablefit.errors import StablefitInputError
-from stablefit.report.files import StagedFile, cannot_write
+from stablefit.report.files import StagedFile, cannot_write, signals_held
 
 STDOUT = "-"
 # Paths that name an open file descriptor: written through, whatever the descriptor is.
@@ -238,8 +238,7 @@ class Outputs:
     def write_bytes(self, dest: str, data: bytes) -> None:
         where = self.destinations[dest]
         if where.kind == "file":
-            staged = StagedFile(where.target)
-            self._staged.append(staged)
+            staged = self._stage(where.target)
             try:
                 staged.stream.write(data)
             except OSError as error:
@@ -256,9 +255,7 @@ class Outputs:
         """
         where = self.destinations[dest]
         if where.kind == "file":
-            staged = StagedFile(where.target)
-            self._staged.append(staged)
-            yield staged.stream
+            yield self._stage(where.target).stream
             return
         if where.kind == "stdout":
             sys.stdout.flush()
@@ -272,6 +269,14 @@ class Outputs:
         with _mapped_errors(where), stream:
             yield stream
 
+    def _stage(self, target: str) -> StagedFile:
+        # A signal between the temporary file's creation and its registration here would
+        # leave that file behind: the discard on the way out would not know it.
+        with signals_held():
+            staged = StagedFile(target)
+            self._staged.append(staged)
+        return staged
+
     def commit(self) -> None:
         """Write what waits for the standard output or a stream, then put files in place.
 
@@ -282,7 +287,7 @@ class Outputs:
         staged, self._staged = self._staged, []
         files = [item for item in staged if isinstance(item, StagedFile)]
         streams = [item for item in staged if not isinstance(item, StagedFile)]
-        with _signals_held():
+        with signals_held():
             try:
                 for item in (*files, *streams):
                     item.finish()
@@ -350,20 +355,3 @@ def _mapped_errors(where: Destination) -> Iterator[None]:
         yield
     except OSError as error:
         raise cannot_write(where.path, error) from None
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait (when this is the main thread) until the block is done."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -104,6 +106,33 @@ class StagedFile:
 
 
 @contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (when this is the main thread) until the block is done.
+
+    The Python handlers are swapped for one that only records the signal, which is raised
+    again on the way out. Blocking the signals in this thread's mask would not do: the
+    kernel then hands a signal sent to the process to another thread (BLAS's, Arrow's),
+    and the interpreter still runs the handler here, in the middle of the block.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if handler not in (signal.SIG_IGN, None):
+            previous[signum] = signal.signal(signum, lambda signum, _: arrived.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
 def open_atomic(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A binary stream whose content replaces ``path`` only once the block completes.
 
@@ -113,11 +142,15 @@ def open_atomic(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         When the directory does not exist, ``path`` is a directory, or the file cannot be
         written (permissions, disk full); nothing is left behind.
     """
-    staged = StagedFile(path)
+    staged = None
     try:
+        # A signal just after the temporary file's creation would otherwise find no owner.
+        with signals_held():
+            staged = StagedFile(path)
         yield staged.stream
     except BaseException as error:
-        staged.discard()
+        if staged is not None:
+            staged.discard()
         if isinstance(error, OSError):
             raise cannot_write(path, error) from None
         raise
