@@ -233,3 +233,26 @@ def test_a_signal_as_an_output_is_staged_leaves_nothing(tmp_path, monkeypatch, k
                 stream.write(b"rows")
     outputs.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_signal_during_the_commit_waits_and_is_told_truthfully(
+    numeric_houses_csv, tmp_path, run_cli, monkeypatch
+):
+    """Ctrl-C while the first of two files is put in place: both land whole, the exit is
+    the interrupt's, and the message does not claim that nothing was written."""
+    put_in_place = os.replace
+
+    def replace_then_interrupt(*args, **kwargs):
+        put_in_place(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    json_path, model_path = tmp_path / "fit.json", tmp_path / "model.json"
+    run = run_cli(
+        "fit", numeric_houses_csv, "--target", "price", "--json", json_path, "--save", model_path
+    )
+    assert run.code == 130, run.err
+    assert "after the output files were written" in run.err
+    assert json.loads(json_path.read_text())["target"] == "price"
+    assert json.loads(model_path.read_text())
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

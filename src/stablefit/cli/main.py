@@ -15,7 +15,9 @@ However a run ends, it ends in one line on stderr, never a traceback:
 - 130 for Ctrl-C (SIGINT), 128 + the signal's number for SIGTERM and SIGHUP;
 - 70 for anything unexpected: a bug, said as such, with the traceback written to a file.
 
-On any exit but success no output file of the run is left, nor any temporary file.
+On any exit but success no output file of the run is left, nor any temporary file. A
+signal that arrives while the files are put in place waits until they all are; the run
+then exits as interrupted and says that its files were written.
 """
 
 from __future__ import annotations
@@ -147,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt:
         outputs.discard()
-        say(command, "interrupted; no output file was written.")
+        say(command, f"interrupted; {_what_was_written(outputs)}")
         return EXIT_INTERRUPTED
     except Terminated as stop:
         outputs.discard()
-        say(command, f"stopped by {stop}; no output file was written.")
+        say(command, f"stopped by {stop}; {_what_was_written(outputs)}")
         return 128 + stop.signum
     except SystemExit:
         outputs.discard()
@@ -163,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the promise: a bug is said to be one, without a traceback
         outputs.discard()
         if RECEIVED:
-            say(command, "interrupted; no output file was written.")
+            say(command, f"interrupted; {_what_was_written(outputs)}")
             return 128 + RECEIVED[0]
         say(command, bug_message(error))
         return EXIT_BUG
@@ -177,6 +179,12 @@ def _flush_stdout() -> None:
         raise
     except OSError as error:
         raise StablefitInputError(environment_message(error)) from None
+
+
+def _what_was_written(outputs: Outputs) -> str:
+    if outputs.committed:
+        return "it came after the output files were written, which are complete."
+    return "no output file was written."
 
 
 def _commit_after_stdout_left(command: str, outputs: Outputs) -> int:

@@ -220,6 +220,8 @@ class Outputs:
     """A run's outputs: staged while the command works, committed or discarded at its end."""
 
     destinations: dict[str, Destination] = field(default_factory=dict)
+    #: Whether the files are in place: a signal that waited for the commit comes after.
+    committed: bool = False
     _staged: list[Any] = field(default_factory=list)
 
     def given(self, dest: str) -> bool:
@@ -293,6 +295,7 @@ class Outputs:
                     item.finish()
                 for item in files:
                     item.commit()
+                self.committed = bool(staged)
             except BaseException:
                 for item in staged:
                     item.discard()
