@@ -5,7 +5,7 @@ Linear(64, 1) with Adam and ``nn.MSELoss``, in an ordinary loop (``zero_grad``, 
 loss, ``backward``, ``step``) over shuffled batches of the in-memory tensors. Variants,
 each its own model of the same initialization, in the same process:
 
-- plain: the loop as written;
+- plain: the loop as written, and plain again, a second copy: the method's control;
 - guard: ``optimizer = stablefit.torch.guard(torch.optim.Adam(...), model, loss_fn)``, on
   the CPU reading each step's flag and loss (its default there);
 - guard sync_free: the same with ``sync_free=True``, the masked update that the guard uses
@@ -40,7 +40,14 @@ import torch
 from stablefit.torch import guard
 
 ROWS, FEATURES = 50_000, 10
-VARIANTS = ("plain", "guard", "guard sync_free", "detect_anomaly", "isfinite(loss)")
+VARIANTS = (
+    "plain",
+    "plain again",
+    "guard",
+    "guard sync_free",
+    "detect_anomaly",
+    "isfinite(loss)",
+)
 
 
 def make_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,9 +70,11 @@ def make_model(width: int = 64) -> torch.nn.Module:
 
 
 def make_runs(batch_size: int, width: int = 64) -> dict[str, tuple]:
-    loss_fn = torch.nn.MSELoss()
     runs = {}
     for name in VARIANTS:
+        # A loss module of its own: a guard's hook on a shared one would run in every
+        # variant's step, and charge its cost to the plain loop too.
+        loss_fn = torch.nn.MSELoss()
         model = make_model(width)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         if name.startswith("guard"):
