@@ -236,6 +236,25 @@ def test_a_semicolon_separated_csv_is_named_as_such(tmp_path):
     assert open_source(path, target="y").schema.feature_names == ("a;1",)
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("# exported 2026-11-30\nx,y\n1,2\n2,4\n", "line 1, '# exported 2026-11-30', looks"),
+        ("\ufeff# units: m\nx,y\n1,2\n2,4\n", "line 1, '# units: m', looks like a comment"),
+        ("x,y\n1,2\n# a note\n2,4\n", "line 3, '# a note', looks like a comment"),
+        ("x,y\n" + "1,2\n" * 300_000 + "# late\n2,4\n", "line 300002, '# late', looks"),
+    ],
+    ids=["before the header", "after a byte-order mark", "a row", "a row past the first block"],
+)
+def test_a_comment_line_is_named_as_one(tmp_path, text, said):
+    path = write_text_file(tmp_path / "commented.csv", text)
+    with pytest.raises(StablefitInputError, match=f"{said}.*grep -v '\\^#'"):
+        gather(open_source(path, target="y"))
+    # A header whose first name starts with '#' is a header, not a comment.
+    path = write_text_file(tmp_path / "hash.csv", "#id,x,y\n1,1,2\n2,3,4\n3,4,7\n")
+    assert open_source(path, target="y").schema.feature_names == ("#id", "x")
+
+
 def test_without_target_there_is_no_y(tmp_path):
     path = tmp_path / "features.csv"
     path.write_text("a,b\n1,2\n3,4\n")

@@ -22,6 +22,7 @@ UTF-8 (ASCII is); other bytes in its header or its values are an error naming th
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import zlib
@@ -105,6 +106,13 @@ class ChunkParseError(Exception):
         self.invalid_row = invalid_row
 
 
+COMMENT_FIX = (
+    "looks like a comment: stablefit reads the first line as the header and every other "
+    "line as data, with no comment lines. Delete the comment lines (e.g. grep -v '^#' "
+    "in.csv > out.csv, or pandas.read_csv(path, comment='#').to_csv(new_path, index=False))."
+)
+
+
 def read_error(path: Path, message: str) -> StablefitInputError:
     return StablefitInputError(f"{path}: {message}")
 
@@ -113,6 +121,8 @@ def ragged_row_error(path: Path, line: int, row: pa_csv.InvalidRow) -> Stablefit
     if row.text.count('"') % 2:
         return read_error(path, QUOTED_LINE_BREAK.format(line=line))
     text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
+    if row.text.lstrip().startswith("#"):
+        return read_error(path, f"line {line}, {text!r}, {COMMENT_FIX}")
     return read_error(
         path,
         f"line {line} has {row.actual_columns} field{'' if row.actual_columns == 1 else 's'} "
@@ -225,6 +235,12 @@ def check_header(path: Path, start: bytes, delimiter: str) -> None:
             "columns you need to a narrower file first (e.g. pandas.read_csv(path, "
             "usecols=[...]).to_csv(...)).",
         )
+    next_line = start[len(header) + 1 :].partition(b"\n")[0]
+    commented = header.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"#")
+    if commented and next_line.count(delimiter.encode()) + 1 > columns:
+        shown = header.decode("utf-8-sig", "replace").strip()
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise read_error(path, f"line 1, {shown!r}, {COMMENT_FIX}")
     if delimiter == "," and columns == 1 and b";" in header:
         shown = header.decode("utf-8", "replace").strip()
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
