@@ -120,6 +120,8 @@ class FitArguments:
     #: ``validation_data`` as ``fit`` holds it (after ``validation_split`` took its part).
     validation_data: Any = None
     validation_split: float = 0.0
+    #: The callbacks of this ``fit`` (a ``keras.callbacks.CallbackList`` once it made one).
+    callbacks: Any = None
 
 
 def fit_arguments(model: Any) -> FitArguments | None:
@@ -148,6 +150,7 @@ def fit_arguments(model: Any) -> FitArguments | None:
                     adapter=getattr(iterator, "data_adapter", None),
                     validation_data=names.get("validation_data"),
                     validation_split=names.get("validation_split") or 0.0,
+                    callbacks=names.get("callbacks"),
                 )
             frame = frame.f_back
         return None

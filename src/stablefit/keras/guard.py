@@ -163,6 +163,8 @@ class NanGuard(keras.callbacks.Callback):
     # -- Keras hooks -------------------------------------------------------------------
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if getattr(self, "_step", None) is not None:
+            self._finish()  # its last fit ended by an exception (see _install_model_hooks)
         self._validate_params()
         model = self.model
         optimizer = model.optimizer
@@ -205,7 +207,7 @@ class NanGuard(keras.callbacks.Callback):
             explosion_factor=self.explosion_factor,
         )
         self._step.install()
-        self._install_save_guard()
+        self._install_model_hooks()
         self._check_initial_weights()
         self._core.keep(0, -1, self._copy_state())
 
@@ -615,7 +617,7 @@ class NanGuard(keras.callbacks.Callback):
         self._step.uninstall()
         if scale != 1.0:
             scale_learning_rate(self._step.updating, scale)
-        self._uninstall_save_guard()
+        self._uninstall_model_hooks()
         self._rows.close()
         self._step = None
 
@@ -671,15 +673,26 @@ class NanGuard(keras.callbacks.Callback):
         epochs = (self.params or {}).get("epochs") or 100
         return _explain_with_diagnosis(x, y, settings, batch_size=batch_size, epochs=epochs)
 
-    # -- checkpoint safety -------------------------------------------------------------
+    # -- checkpoint safety, and the end of a fit Keras does not announce ---------------
 
-    def _install_save_guard(self) -> None:
+    def _install_model_hooks(self) -> None:
+        """Check the weights at every save; take the guard off after a fit that raised.
+
+        Keras calls no ``on_train_end`` when ``fit`` ends by an exception (another
+        callback's, the data's, a KeyboardInterrupt): the guarded step would stay on the
+        model, taking the rows out of the next fit without a guard and breaking the next
+        guard's. So the model's next ``fit`` (``make_train_function``, called before any
+        callback), ``train_on_batch`` or save outside this guard's ``fit`` takes it off
+        first, as ``on_train_end`` would have (a learning-rate cut goes into the optimizer).
+        """
         model = self.model
         for name in _SAVE_METHODS:
             original = getattr(type(model), name)
 
             def guarded(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-                if not self._stopped and getattr(self, "_step", None) is not None:
+                if not self._in_own_fit():
+                    self._finish()
+                elif not self._stopped and getattr(self, "_step", None) is not None:
                     self._sync()
                     bad = self._first_nonfinite_variable()
                     if bad is not None:
@@ -690,9 +703,26 @@ class NanGuard(keras.callbacks.Callback):
             # ModelCheckpoint and BackupAndRestore write through the check whatever their
             # place in the callback list.
             setattr(model, name, guarded)
+        make_train_function = type(model).make_train_function
 
-    def _uninstall_save_guard(self) -> None:
-        for name in _SAVE_METHODS:
+        def make_train_function_after_this_fit(force: bool = False) -> Any:
+            # The guard's own rebuilds force one; Keras's fit and train_on_batch do not.
+            if not force and not self._in_own_fit():
+                self._finish()
+            return make_train_function(model, force=force)
+
+        model.make_train_function = make_train_function_after_this_fit
+
+    def _in_own_fit(self) -> bool:
+        """Whether the innermost running ``fit`` of the model has this guard among its
+        callbacks (a new ``fit`` with the same guard counts: its on_train_begin restarts it)."""
+        arguments = fit_arguments(self.model)
+        callbacks = None if arguments is None else arguments.callbacks
+        listed = getattr(callbacks, "callbacks", callbacks)
+        return isinstance(listed, Sequence) and any(callback is self for callback in listed)
+
+    def _uninstall_model_hooks(self) -> None:
+        for name in (*_SAVE_METHODS, "make_train_function"):
             vars(self.model).pop(name, None)
 
     # -- validation --------------------------------------------------------------------

@@ -1,0 +1,53 @@
+"""NanGuard beside the rest of what users pass to ``model.fit``, on real tf.keras runs.
+
+Other callbacks, sample and class weights, several outputs, a fit that ends by an
+exception or is called again: the guard's rows, events and learning-rate cuts stay right,
+and the model is given back as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from keras_cases import all_finite, keras, linear_model, well_conditioned
+
+from stablefit.keras import NanGuard
+
+pytestmark = [
+    pytest.mark.keras,
+    pytest.mark.filterwarnings("ignore::stablefit.errors.StablefitWarning"),
+]
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Raises at the end of the first epoch, as another callback's failure or Ctrl-C does."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise RuntimeError("interrupted")
+
+
+def test_a_fit_ended_by_an_exception_leaves_no_guard_on_the_model() -> None:
+    """Keras calls no on_train_end when fit raises: the guarded step stayed on the model,
+    so the next fit without a guard still left bad rows out, without a word, and the next
+    guard's fit crashed inside TensorFlow; the learning-rate cut was lost."""
+    x, y = well_conditioned(rows=256)
+    x[20, 0] = np.nan
+    model, guard = linear_model(3, keras.optimizers.SGD(3.0)), NanGuard()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[guard, Interrupt()])
+    cut = [e for e in guard.events if e.cause == "learning_rate"][-1].learning_rate_after
+
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # no guard: Keras as it is
+    assert np.isnan(history.history["loss"][0]) and not all_finite(model)
+    assert "skipped_steps" not in history.history and "train_step" not in vars(model)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(cut, rel=1e-6)
+
+    for fresh in (True, False):  # a new guard, and the interrupted one again
+        model = linear_model(3, keras.optimizers.SGD(0.1))
+        first = NanGuard()
+        with pytest.raises(RuntimeError, match="interrupted"):
+            model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[first, Interrupt()])
+        guard = NanGuard() if fresh else first
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[guard])
+        assert history.history["bad_rows"] == [1, 1] and all_finite(model)
+        assert history.history["loss"][-1] < 0.05
