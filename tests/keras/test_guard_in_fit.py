@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from keras_cases import all_finite, keras, linear_model, well_conditioned
 
+from stablefit.errors import StablefitInputError
 from stablefit.keras import NanGuard
 
 pytestmark = [
@@ -51,3 +52,22 @@ def test_a_fit_ended_by_an_exception_leaves_no_guard_on_the_model() -> None:
         history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[guard])
         assert history.history["bad_rows"] == [1, 1] and all_finite(model)
         assert history.history["loss"][-1] < 0.05
+
+
+@pytest.mark.parametrize("weight", [np.nan, np.inf])
+def test_a_non_finite_class_weight_is_refused_naming_the_class(weight) -> None:
+    """Keras gives every row of the class that weight: the guard left the whole class out,
+    batch after batch, with one data event per batch naming rows 'not among the arrays
+    given', and trained a classifier that never saw the class."""
+    x, _ = well_conditioned(rows=128)
+    labels = (x[:, 0] > 0).astype("int32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    initial = model.get_weights()
+    with pytest.raises(StablefitInputError, match=rf"class \{{1: {weight}\}}.*finite weight"):
+        model.fit(x, labels, class_weight={0: 1.0, 1: weight}, epochs=1, verbose=0,
+                  callbacks=[NanGuard()])  # fmt: skip
+    for before, after in zip(initial, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert "train_step" not in vars(model)

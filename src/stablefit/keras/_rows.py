@@ -113,6 +113,7 @@ class FitArguments:
     x: Any
     y: Any = None
     sample_weight: Any = None
+    class_weight: Any = None
     shuffle: Any = True
     steps_per_epoch: int | None = None
     #: Keras's data adapter of this ``fit`` (what it reads the batches from), if found.
@@ -145,6 +146,7 @@ def fit_arguments(model: Any) -> FitArguments | None:
                     x=names.get("x"),
                     y=names.get("y"),
                     sample_weight=names.get("sample_weight"),
+                    class_weight=names.get("class_weight"),
                     shuffle=names.get("shuffle", True),
                     steps_per_epoch=names.get("steps_per_epoch"),
                     adapter=getattr(iterator, "data_adapter", None),

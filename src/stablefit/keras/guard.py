@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -166,6 +166,8 @@ class NanGuard(keras.callbacks.Callback):
         if getattr(self, "_step", None) is not None:
             self._finish()  # its last fit ended by an exception (see _install_model_hooks)
         self._validate_params()
+        arguments = fit_arguments(self.model)
+        _check_class_weight(None if arguments is None else arguments.class_weight)
         model = self.model
         optimizer = model.optimizer
         if not optimizer.built and model.built:
@@ -195,7 +197,6 @@ class NanGuard(keras.callbacks.Callback):
         self._awaiting_capture = False
         self._stopped = False
         self._failure: str | None = None
-        arguments = fit_arguments(model)
         self._validation = None if arguments is None else arguments.validation_data
         # Rows of a validation_split are numbered in x: after the rows fit trains on.
         self._validation_split = _split_from(arguments)
@@ -749,6 +750,31 @@ class NanGuard(keras.callbacks.Callback):
             raise StablefitInputError(
                 "NanGuard: the model has no optimizer; call model.compile(optimizer=...) first."
             )
+
+
+def _check_class_weight(class_weight: Any) -> None:
+    """Refuse a ``class_weight`` that is not finite: Keras would give every row of that
+    class a NaN/inf sample weight, and the guard would leave the whole class out of
+    training, batch after batch, as if its rows were bad data."""
+    if not isinstance(class_weight, Mapping):
+        return
+    bad = {
+        key: weight
+        for key, weight in class_weight.items()
+        if not math.isfinite(float(np.asarray(weight, dtype=np.float64)))
+    }
+    if bad:
+        said = ", ".join(
+            f"{key!r}: {float(weight)}" if isinstance(key, str) else f"{key}: {float(weight)}"
+            for key, weight in bad.items()
+        )
+        classes = "class" if len(bad) == 1 else "classes"
+        raise StablefitInputError(
+            f"NanGuard: fit(class_weight=...) gives {classes} {{{said}}} a non-finite weight, "
+            f"so every row of {'that class' if len(bad) == 1 else 'those classes'} would be "
+            "left out of training. Fix: give every class a finite weight (e.g. its inverse "
+            "frequency, computed where no class has zero rows)."
+        )
 
 
 def _split_from(arguments: Any) -> tuple[float, int] | None:
