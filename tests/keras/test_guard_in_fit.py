@@ -71,3 +71,40 @@ def test_a_non_finite_class_weight_is_refused_naming_the_class(weight) -> None:
     for before, after in zip(initial, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
     assert "train_step" not in vars(model)
+
+
+def embedding_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Embedding(50, 4),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    return model
+
+
+def test_a_missing_category_code_before_an_embedding_is_a_bad_row() -> None:
+    """A DataFrame's integer column with a missing value is float64 with NaN; Embedding
+    casts it to an index far out of range, and TensorFlow's step stopped fit with
+    'indices[...] = -2147483648 is not in [0, 50)' before the guard could leave the row out."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    codes = pd.DataFrame(rng.integers(0, 50, size=(256, 6)), columns=[f"t{i}" for i in range(6)])
+    y = (codes.sum(axis=1) / 100).to_numpy("float32")
+    clean = embedding_model()
+    clean.fit(codes.drop(index=3), np.delete(y, 3), batch_size=16, epochs=3, verbose=0)
+
+    codes = codes.astype("float64")
+    codes.loc[3, "t2"] = np.nan
+    model, guard = embedding_model(), NanGuard()
+    history = model.fit(codes, y, batch_size=16, epochs=3, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.cause, event.rows, event.columns) == ("data", (3,), ("t2",))
+    assert history.history["bad_rows"] == [1, 1, 1] and all_finite(model)
+    kept = codes.drop(index=3)
+    reference = clean.evaluate(kept, np.delete(y, 3), verbose=0)
+    assert model.evaluate(kept, np.delete(y, 3), verbose=0) <= 1.5 * reference

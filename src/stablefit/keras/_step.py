@@ -226,6 +226,20 @@ def mask_bad_rows(
     return (_zero_nonfinite(x), _zero_nonfinite(y), weight), row_ok, bad
 
 
+#: Layers that cast their inputs to integer indices (a NaN becomes an index far out of
+#: range, an error in TensorFlow's gather on the CPU).
+_INDEXING_LAYERS = ("Embedding", "CategoryEncoding", "IntegerLookup", "Hashing")
+
+
+def takes_indices(model: keras.Model) -> bool:
+    """Whether a layer of the model takes indices, which may come as floats (a DataFrame's
+    integer column with a missing value is float64 with NaN)."""
+    layers = model._flatten_layers(include_self=False, recursive=True)
+    return any(
+        any(kind.__name__ in _INDEXING_LAYERS for kind in type(layer).__mro__) for layer in layers
+    )
+
+
 def no_rows(row_ok: Any) -> Any:
     """Whether every row of the batch was left out (a boolean tensor)."""
     if row_ok is None:
@@ -389,6 +403,8 @@ class StepGuard:
         self.settles = self.backend == "tensorflow" and model.steps_per_execution == 1
         #: The model has a ``train_step`` of its own (which may unpack ``x, y = data``).
         self.own_step = type(model).train_step is not keras.Model.train_step
+        #: A layer turns inputs into indices (see :func:`takes_indices`).
+        self.indexes = takes_indices(model)
 
     def skips_bad_batches(self, *, weighted: bool) -> bool:
         """Whether a batch with bad rows is skipped whole rather than weighted: on JAX, whose
@@ -743,6 +759,11 @@ class StepGuard:
         self._stash.clear()
         self._stash.update(common=True, batch_sums=batch_sums(data))
         self._tf_keep_batch(data)
+        if self.indexes:
+            # A NaN index stops TensorFlow's step with an error before the test can send
+            # the batch to the careful step, which leaves the row out.
+            x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+            data = keras.utils.pack_x_y_sample_weight(_zero_nonfinite(x), y, sample_weight)
         logs = self._train_step(data)
         ok = self._stash.get("ok", tf.constant(True))
         # A step that failed is settled before the train function returns: its logs,
