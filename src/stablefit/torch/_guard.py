@@ -52,12 +52,15 @@ gradient-norm clip; a loss-function or precision problem stops training with the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import math
 import statistics
 import warnings
+import weakref
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +104,9 @@ DEFAULT_EPOCH_STEPS = 100
 _LOW_PRECISION = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 #: Optimizers whose stability bound is on the Hessian preconditioned by their moments.
 _ADAPTIVE = ("adam", "adamw", "rmsprop")
+#: Every guard alive: one loss module may be shared by several (a GAN's discriminator and
+#: generator steps), and each must tell the losses another stepped from its own.
+_GUARDS: weakref.WeakSet[GuardedOptimizer] = weakref.WeakSet()
 
 
 class GuardedOptimizer(torch.optim.Optimizer):
@@ -169,6 +175,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._name = _FORECAST_NAMES.get(type(optimizer), type(optimizer).__name__.lower())
         self._masked: MaskedStep | None = None
         self._stepped_gradient: torch.Tensor | None = None
+        self._stepped_loss: Any = _nothing  # a weak reference to the last step's loss
         self._stepped_version = 0  # in-place changes to it when it was stepped
         self._watch_parameters()
         self._device_type = self._kinds[0][1].device.type
@@ -189,6 +196,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if isinstance(loss_fn, nn.Module):
             self._hooks.append(loss_fn.register_forward_hook(self._see_loss))
         self.core.keep(0, -1, self._copy_state())
+        _GUARDS.add(self)
 
     def _watch_parameters(self) -> None:
         """The parameters every step checks, masks and copies: those of every group."""
@@ -219,14 +227,15 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def _see_model(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         inputs = _primary(args, kwargs)
-        if inputs is not None and torch.is_grad_enabled():
+        if inputs is not None and torch.is_grad_enabled() and not _acting:
             seen = self._seen
             # The batch's rows: the first tensor the model was given, and the whole call
             # (several inputs, keyword inputs) to replay it.
             seen["inputs"] = inputs
             seen["call"] = (args, kwargs)
-            if not torch.is_tensor(output):
-                seen["output"] = output  # a dict or tuple: the loss takes one of its tensors
+            # To tell what the loss was given: the output, one tensor of a dict or tuple
+            # output, or something computed from it (another model's output on it).
+            seen["output"] = output
             if module.training:
                 # Every training forward since the last step (gradient accumulation): a
                 # bad row in any of them made the step's gradients non-finite. Not an
@@ -241,9 +250,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
             )
 
     def _see_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if torch.is_grad_enabled() and len(args) >= 2:
-            # The predictions only to tell which entry of a dict or tuple output the loss
-            # was given (the replay computes them again). The loss as it is (no detach()
+        if torch.is_grad_enabled() and len(args) >= 2 and not _acting:
+            # The predictions only to tell what of the model's output the loss was given
+            # (the replay computes them again). The loss as it is (no detach()
             # a step): it holds the step's activations no longer than the user's own
             # ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
@@ -287,6 +296,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
             loss = result  # a closure's loss (Lightning's training step)
+        self._stepped_loss = _nothing if loss is None else weakref.ref(loss)
         masked = self._masked_step() if self.sync_free else None
         sampled = self._step % NORM_EVERY == 0
         if masked is not None:
@@ -323,8 +333,21 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         if self._seen.get("all_inputs") and self._gradients_not_stepped():
-            self._skipped_elsewhere()
+            # The gradients since the last step are thrown away, and so is what the
+            # forwards that made them showed: a GAN's generator step runs the
+            # discriminator too, whose gradients its own zero_grad() then clears.
+            if not self._stepped_by_another() and not self._gradients_finite():
+                self._skipped_elsewhere()
+            self._seen = {}
         self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def _stepped_by_another(self) -> bool:
+        """Whether the loss the hooks saw last was another guard's step's (the loss
+        module is shared: a GAN's generator loss runs through the discriminator)."""
+        loss = self._seen.get("loss")
+        return loss is not None and any(
+            other is not self and other._stepped_loss() is loss for other in list(_GUARDS)
+        )
 
     def _gradients_not_stepped(self) -> bool:
         """Whether the gradients were computed after the last ``step()`` and are being
@@ -338,21 +361,22 @@ class GuardedOptimizer(torch.optim.Optimizer):
         )
 
     def _skipped_elsewhere(self) -> None:
-        """A batch whose step was not taken: its bad rows are named as in any step (a
-        permanently bad row would otherwise only halve GradScaler's scale each epoch)."""
+        """A batch whose non-finite gradients were cleared without a step: its bad rows
+        are named as in any step (a permanently bad row would otherwise only halve
+        GradScaler's scale each epoch)."""
         self._settle()
         self._seen = _whole_batch(self._seen)
         self._at = self._step
         self._skipped += 1
         replay = self._bad_rows_replay()
         if replay is not None:
-            self._data_event(
-                replay,
-                None,
-                skipped_by="step() was not called for it (GradScaler skips a step whose "
-                "gradients are not finite)",
-            )
-        self._seen = {}
+            with _acting_on_a_step():
+                self._data_event(
+                    replay,
+                    None,
+                    skipped_by="step() was not called for it (GradScaler skips a step whose "
+                    "gradients are not finite)",
+                )
 
     def _update(self) -> None:
         if self.clipnorm is not None:
@@ -478,6 +502,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _event(self, trigger: str, loss_value: float | None) -> bool:
         """Name the cause of the step being acted on and apply the remedy. Whether the
         remedy changed the weights or the rate (a bad-rows retake does neither)."""
+        with _acting_on_a_step():
+            return self._diagnose(trigger, loss_value)
+
+    def _diagnose(self, trigger: str, loss_value: float | None) -> bool:
         self._seen = _whole_batch(self._seen)
         self._repair_buffers()
         replay = self._replay()
@@ -545,11 +573,22 @@ class GuardedOptimizer(torch.optim.Optimizer):
         something else, which decided the step already)."""
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
         bad = np.asarray(replay.bad_positions)
-        rows = self._rows_in_data(inputs, target, bad)
+        loose = self._seen.get("bad_loose_target")
+        rows = [] if loose is not None else self._rows_in_data(inputs, target, bad)
         key = tuple(rows) if rows else _content_key(inputs, target, bad)
         epoch, batch = self._position()
         where = None
-        if not rows:
+        if skipped_by is None:
+            skipped_by = self._retake_blocker()
+        if loose is not None:
+            call, calls = loose
+            target = self._seen["loose_targets"][call]
+            key = ("target", call, _content_key(target, None, bad))
+            where = (
+                f"{'row' if len(bad) == 1 else 'rows'} {row_list(bad.tolist())} of the target "
+                f"of loss_fn's call {call + 1} of {calls} for the batch"
+            )
+        elif not rows:
             why = (
                 "give guard(..., data=(X, y)) to have rows named by their values"
                 if self.data is None
@@ -573,11 +612,27 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if skipped_by is None:
             self._retake_without(bad)
 
+    def _retake_blocker(self) -> str | None:
+        """Why the step cannot be taken again on the batch's other rows (None if it can)."""
+        why = None
+        calls = self._seen.get("loss_calls")
+        if not isinstance(self.loss_fn, nn.Module):
+            why = "loss_fn is not an nn.Module loss given to guard() (such as nn.MSELoss())"
+        elif calls is not None:
+            why = (
+                f"loss_fn was called {calls[0]} times for {calls[1]} forward(s), so its "
+                "targets are not the batch's rows"
+            )
+        elif self._seen.get("target") is None or _prediction_picker(self._seen) is None:
+            why = (
+                "loss_fn was given something computed from the model's output (not the "
+                "output, one of its tensors or a reshape of it)"
+            )
+        return None if why is None else f"the guard cannot compute the loss without them: {why}"
+
     def _retake_without(self, bad: np.ndarray) -> None:
         """The step again on the batch's other rows (the loss module's mean over them)."""
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
-        if not isinstance(self.loss_fn, nn.Module) or inputs is None or target is None:
-            return  # the step stays skipped: there is no way to recompute it
         pick = _prediction_picker(self._seen)
         keep = torch.ones(len(inputs), dtype=torch.bool)
         keep[torch.as_tensor(bad, dtype=torch.long)] = False
@@ -690,6 +745,22 @@ class GuardedOptimizer(torch.optim.Optimizer):
             if bad_target.any():
                 columns.append("y")
             return Replay(bad_positions=tuple(bad_rows.tolist()), bad_columns=tuple(columns))
+        return self._bad_loose_target()
+
+    def _bad_loose_target(self) -> Replay | None:
+        """Rows with NaN/inf in the target of one of several loss_fn calls for a batch
+        (``loss_fn(out[:16], y[:16]) + loss_fn(out[16:], y[16:])``): their rows are that
+        call's, not the batch's."""
+        calls = self._seen.get("loose_targets", [])
+        for call, target in enumerate(calls):
+            if not torch.is_tensor(target) or not target.is_floating_point() or target.ndim < 1:
+                continue
+            bad = ~torch.isfinite(target.detach()).reshape(len(target), -1).all(dim=1)
+            if bad.any():
+                self._seen["bad_loose_target"] = (call, len(calls))
+                return Replay(
+                    bad_positions=tuple(bad.nonzero().flatten().tolist()), bad_columns=("y",)
+                )
         return None
 
     def _forward(self, keep: torch.Tensor | None = None) -> Any:
@@ -1019,6 +1090,26 @@ class _Pending:
     norm: torch.Tensor | None
 
 
+#: Nonzero while a guard replays or retakes a step: what the model and the loss compute
+#: then is the guard's, not the user's next batch (for any guard, as they may share them).
+_acting = 0
+
+
+@contextlib.contextmanager
+def _acting_on_a_step() -> Iterator[None]:
+    global _acting
+    _acting += 1
+    try:
+        yield
+    finally:
+        _acting -= 1
+
+
+def _nothing() -> None:
+    """A weak reference to nothing."""
+    return None
+
+
 def _append_bounded(kept: list[Any], value: Any) -> None:
     kept.append(value)
     if len(kept) > ACCUMULATED:
@@ -1031,15 +1122,28 @@ def _whole_batch(seen: dict[str, Any]) -> dict[str, Any]:
     accumulation) and they join. As it is (the last forward's) when no training forward
     was seen (a model trained in eval mode) or they do not pair with the losses."""
     calls, targets = seen.get("all_inputs", []), seen.get("all_targets", [])
-    if not calls or (targets and len(targets) != len(calls)):
+    if not calls:
         return seen
     try:
         call = calls[0] if len(calls) == 1 else _joined_calls(calls)
         joined = {**seen, "call": call, "inputs": _primary(*call)}
-        if targets:
+        if targets and len(targets) == len(calls):
             joined["target"] = targets[0] if len(targets) == 1 else torch.cat(targets)
     except (RuntimeError, TypeError, KeyError, IndexError):
         return seen
+    target, inputs = joined.get("target"), joined["inputs"]
+    if targets and (
+        len(targets) != len(calls)
+        or not torch.is_tensor(target)
+        or target.ndim == 0
+        or not torch.is_tensor(inputs)
+        or len(target) != len(inputs)
+    ):
+        # loss_fn called several times a forward (on parts of the output, or on other
+        # models' outputs): its targets are not the batch's rows, each is looked at alone.
+        joined.pop("target", None)
+        joined["loss_calls"] = (len(targets), len(calls))
+        joined["loose_targets"] = list(targets)
     return joined
 
 
@@ -1107,18 +1211,37 @@ def _gradient_norm(params: list[torch.Tensor]) -> torch.Tensor | None:
 
 
 def _prediction_picker(seen: dict[str, Any]) -> Any:
-    """How to take from the model's output what the loss was given: the output itself
-    when it is a tensor, the same leaf of a dict or tuple output (a model returning
-    ``{"logits": ..., ...}``), None when the loss was given something computed from it."""
-    output = seen.get("output")
-    if output is None:
-        return lambda out: out
-    leaves = tree_flatten(output)[0]
+    """How to take from the model's output what the loss was given: the output itself,
+    the same leaf of a dict or tuple output (a model returning ``{"logits": ..., ...}``),
+    either reshaped row for row (``output.squeeze(1)``, ``output.view(-1)``). None when
+    the loss was given something computed from it (``torch.sigmoid(output)``, a slice,
+    another model's output on it, as a GAN's generator loss is): the guard cannot
+    compute that again."""
     prediction = seen.get("prediction")
-    at = next((i for i, leaf in enumerate(leaves) if leaf is prediction), None)
-    if at is None:
+    if not torch.is_tensor(prediction):
         return None
-    return lambda out: tree_flatten(out)[0][at]
+    for at, leaf in enumerate(tree_flatten(seen.get("output"))[0]):
+        if leaf is prediction:
+            return lambda out, at=at: tree_flatten(out)[0][at]
+        if _same_rows(leaf, prediction):
+            shape = prediction.shape[1:]
+            return lambda out, at=at: tree_flatten(out)[0][at].reshape(-1, *shape)
+    return None
+
+
+def _same_rows(output: Any, prediction: torch.Tensor) -> bool:
+    """Whether ``prediction`` is ``output`` reshaped with each row's values kept in
+    place: the same memory, both contiguous, as many rows and values."""
+    return (
+        torch.is_tensor(output)
+        and output.ndim >= 1
+        and prediction.ndim >= 1
+        and len(output) == len(prediction)
+        and output.numel() == prediction.numel()
+        and output.data_ptr() == prediction.data_ptr()
+        and output.is_contiguous()
+        and prediction.is_contiguous()
+    )
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
