@@ -1,0 +1,184 @@
+"""``stablefit.torch.guard`` in training loops off the README's path: a loss module shared
+by two guarded optimizers (a GAN), a loss made of several loss_fn calls or of terms the
+guard does not see, a loss given a reshape of the output. Each failure for real."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+from stablefit import torch as stablefit_torch  # noqa: E402
+from tests.torch.test_guard import BATCH, ROWS, all_finite, clean_loss, mlp, regression_data  # noqa: E402
+
+
+@pytest.fixture(params=[None, True], ids=["default", "sync_free"])
+def guard(request):
+    def guarded(*args, **kwargs):
+        return stablefit_torch.guard(*args, sync_free=request.param, **kwargs)
+
+    return guarded
+
+
+def gan_samples(rows: int = 256) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(rows, 2, generator=generator) * torch.tensor([0.5, 2.0]) + 1.0
+
+
+def train_gan(guard, *, bad_noise_at: int | None = None, epochs: int = 6):
+    """The usual GAN loop: one BCEWithLogitsLoss for both networks; the discriminator's
+    step, then the generator's through the discriminator (whose gradients that fills,
+    and its own zero_grad() clears)."""
+    torch.manual_seed(0)
+    discriminator = torch.nn.Sequential(
+        torch.nn.Linear(2, 16), torch.nn.LeakyReLU(0.2), torch.nn.Linear(16, 1)
+    )
+    generator = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    if guard is not None:
+        optimizer_d = guard(optimizer_d, discriminator, loss_fn, steps_per_epoch=4)
+        optimizer_g = guard(optimizer_g, generator, loss_fn, steps_per_epoch=4)
+    real_samples, step = gan_samples(), 0
+    for _ in range(epochs):
+        for start in range(0, len(real_samples), 64):
+            real = real_samples[start : start + 64]
+            noise = torch.randn(64, 4)
+            if step == bad_noise_at:
+                noise[5, 2] = math.nan
+            ones, zeros = torch.ones(64, 1), torch.zeros(64, 1)
+            optimizer_d.zero_grad()
+            fake = generator(noise)
+            loss_d = loss_fn(discriminator(real), ones) + loss_fn(
+                discriminator(fake.detach()), zeros
+            )
+            loss_d.backward()
+            optimizer_d.step()
+            optimizer_g.zero_grad()
+            loss_fn(discriminator(fake), ones).backward()
+            optimizer_g.step()
+            step += 1
+    return discriminator, generator, optimizer_d, optimizer_g
+
+
+def test_a_clean_gan_with_a_shared_loss_is_untouched(guard) -> None:
+    plain_d, plain_g, *_ = train_gan(None)
+    discriminator, generator, optimizer_d, optimizer_g = train_gan(guard)
+    # The generator's backward() fills the discriminator's gradients, which its own
+    # zero_grad() then clears: every discriminator step was counted as skipped.
+    assert optimizer_d.skipped_steps == optimizer_g.skipped_steps == 0
+    assert optimizer_d.events == optimizer_g.events == []
+    for a, b in zip(
+        [*plain_d.parameters(), *plain_g.parameters()],
+        [*discriminator.parameters(), *generator.parameters()],
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+
+
+def test_a_bad_noise_row_in_a_gan_is_named_by_each_guard_once(guard) -> None:
+    discriminator, generator, optimizer_d, optimizer_g = train_gan(guard, bad_noise_at=9)
+    # The generator's retake gave the loss its own output for the discriminator's
+    # (ValueError: target size (63, 1) against input size (63, 2)): the loop crashed.
+    [event_g] = optimizer_g.events
+    assert (event_g.cause, event_g.epoch, event_g.batch) == ("data", 2, 1)
+    assert event_g.columns == ("x[:, 2]",) and event_g.message.startswith("row 5 of its batch")
+    assert "the step of its batch was skipped, as the guard cannot compute the loss" in (
+        event_g.message
+    )
+    assert optimizer_g.skipped_steps == 1
+    # The discriminator trained on the NaN fake row in its own step (row 64 + 5 of its
+    # real and fake rows), left out; the generator's NaN step, whose gradients it then
+    # cleared, is not its own: no second event 'step() was not called (GradScaler...)'.
+    [event_d] = optimizer_d.events
+    assert (event_d.cause, event_d.batch, event_d.action) == ("data", 1, "masked")
+    assert event_d.message.startswith("row 69 of its batch")
+    assert optimizer_d.skipped_steps == 0
+    assert all_finite(discriminator) and all_finite(generator)
+
+
+def train_in_halves(model, optimizer, loss_fn, X, y, *, epochs: int) -> None:
+    """A loss made of two loss_fn calls, one for each half of the batch."""
+    half = BATCH // 2
+    for _ in range(epochs):
+        for start in range(0, ROWS, BATCH):
+            xb, yb = X[start : start + BATCH], y[start : start + BATCH]
+            optimizer.zero_grad()
+            out = model(xb)
+            loss = loss_fn(out[:half], yb[:half]) + loss_fn(out[half:], yb[half:])
+            loss.backward()
+            optimizer.step()
+
+
+def test_a_bad_target_in_one_of_several_loss_calls_is_named_in_that_call(guard) -> None:
+    X, y = regression_data()
+    loss_fn = torch.nn.MSELoss()
+    clean = mlp()
+    train_in_halves(clean, torch.optim.SGD(clean.parameters(), lr=0.05), loss_fn, X, y, epochs=10)
+    bad_y = y.clone()
+    bad_y[5, 0] = math.nan  # in the first call's target, of the first batch
+    model = mlp()
+    optimizer = guard(
+        torch.optim.SGD(model.parameters(), lr=0.05), model, loss_fn, steps_per_epoch=8
+    )
+    train_in_halves(model, optimizer, loss_fn, X, bad_y, epochs=1)
+    train_in_halves(model, optimizer, loss_fn, X, y, epochs=9)
+    # The guard paired the last call's 16 targets with the batch's 32 rows: RuntimeError
+    # in the user's loop.
+    [event] = optimizer.events
+    assert (event.cause, event.batch, event.columns) == ("data", 0, ("y",))
+    assert event.message.startswith("row 5 of the target of loss_fn's call 1 of 2")
+    assert "loss_fn was called 2 times for 1 forward(s)" in event.message
+    assert optimizer.skipped_steps == 1 and all_finite(model)
+    assert clean_loss(model, X, y) <= 1.5 * clean_loss(clean, X, y)
+
+
+def test_a_retake_gives_the_loss_the_output_reshaped_as_the_user_did(guard) -> None:
+    """``loss_fn(model(x).squeeze(1), y)``: the retake gave the loss the (31, 1) output
+    against the (31,) targets, which MSELoss broadcasts to (31, 31), with a warning."""
+    X, y = regression_data()
+    X[5, 0] = math.nan
+    xb, yb = X[:BATCH], y[:BATCH, 0]
+    loss_fn = torch.nn.MSELoss()
+    model, reference = mlp(), mlp()
+    optimizer = guard(torch.optim.SGD(model.parameters(), lr=0.1), model, loss_fn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        optimizer.zero_grad()
+        loss_fn(model(xb).squeeze(1), yb).backward()
+        optimizer.step()
+        events = optimizer.events
+    assert [(e.cause, e.action) for e in events] == [("data", "masked")]
+    assert optimizer.skipped_steps == 0  # retaken on the other 31 rows
+    keep = torch.arange(BATCH) != 5
+    step = torch.optim.SGD(reference.parameters(), lr=0.1)
+    loss_fn(reference(xb[keep]).squeeze(1), yb[keep]).backward()
+    step.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_step_that_cannot_be_retaken_says_its_batch_was_skipped(guard) -> None:
+    X, y = regression_data()
+    X[40, 1] = math.nan
+    model = mlp()
+    optimizer = guard(torch.optim.SGD(model.parameters(), lr=0.05), model, data=(X, y))
+    for start in range(0, ROWS, BATCH):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(
+            model(X[start : start + BATCH]), y[start : start + BATCH]
+        ).backward()
+        optimizer.step()
+    # It said "left out of the step (the other rows trained as usual...)" of a step the
+    # functional loss left no way to take again.
+    [event] = optimizer.events
+    assert optimizer.skipped_steps == 1
+    assert "the step of its batch was skipped, as the guard cannot compute the loss" in (
+        event.message
+    )
+    assert "loss_fn is not an nn.Module loss" in event.message
