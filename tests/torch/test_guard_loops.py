@@ -182,3 +182,35 @@ def test_a_step_that_cannot_be_retaken_says_its_batch_was_skipped(guard) -> None
         event.message
     )
     assert "loss_fn is not an nn.Module loss" in event.message
+
+
+def test_a_nan_in_a_term_the_guard_does_not_see_is_said_so_and_skipped(guard) -> None:
+    """``loss_fn(out, y) + F.mse_loss(out, y_aux)`` with a NaN in ``y_aux``, which only
+    the user's loss sees: its gradient was taken for an exploding one ('the gradient norm
+    reached NaN, inf times its running median'), clipped once an epoch, and the sixth
+    epoch stopped training."""
+    X, y = regression_data()
+    loss_fn = torch.nn.MSELoss()
+    finals = []
+    for bad in (False, True):
+        y_aux = y.clone()
+        if bad:
+            y_aux[50, 0] = math.nan
+        model = mlp()
+        optimizer = guard(
+            torch.optim.SGD(model.parameters(), lr=0.05), model, loss_fn, steps_per_epoch=8
+        )
+        for _ in range(8):
+            for start in range(0, ROWS, BATCH):
+                optimizer.zero_grad()
+                out = model(X[start : start + BATCH])
+                loss = loss_fn(out, y[start : start + BATCH])
+                (loss + torch.nn.functional.mse_loss(out, y_aux[start : start + BATCH])).backward()
+                optimizer.step()
+        finals.append(clean_loss(model, X, y))
+    assert len(optimizer.events) == 8 and optimizer.skipped_steps == 8
+    for event in optimizer.events:
+        assert (event.cause, event.action, event.batch) == ("unknown", "skipped", 1)
+        assert "adds something MSELoss did not compute" in event.message
+    assert optimizer.clipnorm is None and all_finite(model)
+    assert finals[1] <= 1.5 * finals[0]

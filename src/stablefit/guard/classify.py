@@ -68,6 +68,10 @@ class Replay:
         The largest magnitude among the batch's targets, its inputs and the predictions.
     gradient_norm : float or None
         The global gradient norm of the batch at the weights before the step.
+    outside_loss : bool
+        The step's gradients were not finite while those of the loss the adapter
+        replays on the batch are: the loss the user differentiated adds a term the
+        adapter does not see (another loss, a regulariser), and that term is not finite.
     """
 
     bad_positions: tuple[int, ...] = ()
@@ -83,6 +87,7 @@ class Replay:
     largest_input: float | None = None
     largest_prediction: float | None = None
     gradient_norm: float | None = None
+    outside_loss: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,9 +137,11 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
 
     In order: non-finite inputs are data; a low-precision layer overflowing on finite
     inputs is precision; finite predictions with a non-finite loss are the loss function;
-    a loss that spiked or rose geometrically with the learning rate above the curvature's
-    bound (or with no other explanation) is the learning rate; a gradient norm far above
-    its running median is exploding gradients; anything else is unknown.
+    non-finite gradients of a loss whose replayed part has finite ones lie outside what
+    the adapter sees (unknown, said so); a loss that spiked or rose geometrically with the
+    learning rate above the curvature's bound (or with no other explanation) is the
+    learning rate; a gradient norm far above its running median is exploding gradients;
+    anything else is unknown.
     """
     if replay.bad_positions:
         return _data(replay)
@@ -146,6 +153,8 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
         if (replay.largest_prediction or 0.0) <= FLOAT32_SQUARE_LIMIT and not _diverged(replay):
             return _loss_function(replay, phrases)
         # Predictions this large mean the weights diverged: the loss only reports it.
+    if replay.outside_loss:
+        return _outside_loss(replay)
     norm = replay.gradient_norm
     if (
         norm is not None
@@ -279,6 +288,24 @@ def _loss_function(replay: Replay, phrases: Phrasebook) -> Verdict:
             "predictions": list(replay.offending_predictions[:8]),
             "loss_value": replay.loss_value,
         },
+    )
+
+
+def _outside_loss(replay: Replay) -> Verdict:
+    name = replay.loss_name or "the loss"
+    return Verdict(
+        cause="unknown",
+        finding=(
+            f"the step's gradients were {format_number(replay.gradient_norm or math.nan)} in "
+            f"norm, but {name} on the batch and its gradients are finite: the loss "
+            f"backward() was called on adds something {name} did not compute (another "
+            "loss, a regulariser, a target the guard does not see), and that is not finite"
+        ),
+        fix=(
+            "look for NaN or inf in the other terms of the loss and in what they are "
+            "computed from, or give the guard the whole loss as its loss function"
+        ),
+        evidence={"gradient_norm": replay.gradient_norm, "outside_loss": True},
     )
 
 

@@ -4,8 +4,9 @@ Data: the rows are left out in the step itself; nothing else changes. Learning r
 back to the best recent weights and set the rate the curvature allows (or stop when no
 workable rate exists). Exploding gradients: clip at a multiple of the running median
 norm. Loss function and precision: stop with the explanation (a lower learning rate
-cannot fix them). Unknown: skip the step. Every remedy but the data one spends a retry;
-the budget is reset after an epoch without events.
+cannot fix them). Unknown: skip the step. Every remedy but the data one spends a retry
+(and skipping a step whose non-finite part lies outside what the guard sees: none of its
+remedies can change that); the budget is reset after an epoch without events.
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ class RemedyPolicy:
             )
         if cause == "unknown" and trigger == "loss_spike":
             return Remedy(action="skipped")  # a rise the curvature does not explain
+        if cause == "unknown" and verdict.evidence.get("outside_loss"):
+            # Outside what the guard sees: none of its remedies applies, and the skipped
+            # step did no harm (a bad row there comes back every epoch).
+            return Remedy(action="skipped")
         if not window.spend():
             return Remedy(
                 action="stopped",

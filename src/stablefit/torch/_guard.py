@@ -697,6 +697,15 @@ class GuardedOptimizer(torch.optim.Optimizer):
             loss_finite = math.isfinite(loss_value)
             if predictions_finite and not loss_finite:
                 offending = self._offending_predictions(prediction, target)
+        norm = _norm_value(self._params)
+        outside = (
+            loss_value is not None
+            and loss_finite
+            and predictions_finite
+            and nonfinite_layer is None
+            and not math.isfinite(norm)
+            and self._loss_gradients_finite(pick, target)
+        )
         return Replay(
             overflow=overflow,
             nonfinite_layer=nonfinite_layer,
@@ -708,8 +717,22 @@ class GuardedOptimizer(torch.optim.Optimizer):
             largest_target=_largest(target),
             largest_input=_largest(inputs),
             largest_prediction=_largest(prediction),
-            gradient_norm=_norm_value(self._params),
+            gradient_norm=norm,
+            outside_loss=outside,
         )
+
+    def _loss_gradients_finite(self, pick: Any, target: torch.Tensor) -> bool:
+        """Whether the gradients of loss_fn's loss on the batch at the weights now are
+        finite (the step's were not: then a term added to it, which the guard does not
+        see, is what was not)."""
+        trained = [p for p in self._params if p.requires_grad]
+        try:
+            with torch.enable_grad(), _autocast(self._seen.get("autocast")):
+                loss = self.loss_fn(pick(self._forward()), target)
+                gradients = torch.autograd.grad(loss, trained, allow_unused=True)
+        except RuntimeError:  # nothing in it to differentiate
+            return False
+        return all(g is None or bool(torch.isfinite(g).all()) for g in gradients)
 
     def _bad_rows_replay(self) -> Replay | None:
         """The batch's rows holding NaN/inf in its inputs or target, None without any."""
