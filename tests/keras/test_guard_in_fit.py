@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from keras_cases import all_finite, keras, linear_model, well_conditioned
 
-from stablefit.errors import StablefitInputError
+from stablefit.errors import StablefitInputError, StablefitWarning
 from stablefit.keras import NanGuard
 
 pytestmark = [
@@ -108,3 +108,30 @@ def test_a_missing_category_code_before_an_embedding_is_a_bad_row() -> None:
     kept = codes.drop(index=3)
     reference = clean.evaluate(kept, np.delete(y, 3), verbose=0)
     assert model.evaluate(kept, np.delete(y, 3), verbose=0) <= 1.5 * reference
+
+
+def test_a_nan_in_validation_data_names_the_callbacks_it_misleads(tmp_path) -> None:
+    """The guard said 'Training is not affected' while EarlyStopping on val_loss, to which
+    NaN is never an improvement, stopped training and restored the first epoch's weights."""
+    x, y = well_conditioned(rows=256)
+    x_val, y_val = x[:64].copy(), y[:64]
+    x_val[5, 0] = np.nan
+    model = linear_model(3, keras.optimizers.SGD(0.1))
+    callbacks = [
+        NanGuard(),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=1),
+        keras.callbacks.ModelCheckpoint(
+            str(tmp_path / "best.keras"), monitor="val_loss", save_best_only=True
+        ),
+    ]
+    with pytest.warns(StablefitWarning, match="val_loss not finite") as caught:
+        history = model.fit(x, y, batch_size=16, epochs=8, verbose=0,
+                            validation_data=(x_val, y_val), callbacks=callbacks)  # fmt: skip
+    assert len(history.history["loss"]) == 3  # stopped by EarlyStopping, as the warning says
+    [said] = [str(w.message) for w in caught if "val_loss not finite" in str(w.message)]
+    assert "row 5 of x" in said and "Training is not affected" not in said
+    assert "EarlyStopping(monitor='val_loss') sees no improvement and stops training" in said
+    assert "restores the weights of its best epoch (the first epoch's" in said
+    assert "ReduceLROnPlateau(monitor='val_loss') sees no improvement and cuts" in said
+    assert "save_best_only=True) keeps the first epoch's model" in said

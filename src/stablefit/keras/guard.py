@@ -198,6 +198,8 @@ class NanGuard(keras.callbacks.Callback):
         self._stopped = False
         self._failure: str | None = None
         self._validation = None if arguments is None else arguments.validation_data
+        self._callbacks = None if arguments is None else arguments.callbacks
+        self._validated_finite = False  # a finite validation metric was seen in this fit
         # Rows of a validation_split are numbered in x: after the rows fit trains on.
         self._validation_split = _split_from(arguments)
         self._rows = row_namer(arguments, self.data)
@@ -289,7 +291,12 @@ class NanGuard(keras.callbacks.Callback):
             for key, value in logs.items()
             if key.startswith("val_") and isinstance(value, float) and not math.isfinite(value)
         ]
-        if not names or self._validation is None:
+        if not names:
+            self._validated_finite = self._validated_finite or any(
+                k.startswith("val_") for k in logs
+            )
+            return
+        if self._validation is None:
             return
         split = self._validation_split
         where = _nonfinite_rows_in(self._validation, offset=split[1] if split else 0)
@@ -300,10 +307,17 @@ class NanGuard(keras.callbacks.Callback):
             if where
             else "the validation data or the model's predictions on it hold NaN or inf"
         )
+        watching = _watching(self._callbacks, names, first=not self._validated_finite)
+        affected = (
+            "Training is not affected"
+            if not watching
+            else "Training steps are not affected, but " + "; ".join(watching)
+        )
+        monitor = " (or monitor 'loss')" if watching else ""
         warnings.warn(
-            f"NanGuard: epoch {epoch + 1}: {', '.join(names)} not finite: {cause}. Training "
-            "is not affected (the guard leaves bad rows out of training steps; validation "
-            "averages every row). Fix: drop or impute those rows of the validation data.",
+            f"NanGuard: epoch {epoch + 1}: {', '.join(names)} not finite: {cause}. {affected} "
+            "(the guard leaves bad rows out of training steps; validation averages every "
+            f"row). Fix: drop or impute those rows of the validation data{monitor}.",
             StablefitWarning,
             stacklevel=2,
         )
@@ -775,6 +789,43 @@ def _check_class_weight(class_weight: Any) -> None:
             "left out of training. Fix: give every class a finite weight (e.g. its inverse "
             "frequency, computed where no class has zero rows)."
         )
+
+
+def _watching(callbacks: Any, names: Sequence[str], *, first: bool) -> list[str]:
+    """What the callbacks of ``fit`` that monitor one of the non-finite validation metrics
+    ``names`` do with it, in words: a NaN is never an improvement to them, and the first
+    value they see always is (``first``: the metric was never finite)."""
+    listed = getattr(callbacks, "callbacks", callbacks)
+    said = []
+    for callback in listed if isinstance(listed, Sequence) else ():
+        monitor = getattr(callback, "monitor", None)
+        if monitor not in names:
+            continue
+        watch = f"{type(callback).__name__}(monitor={monitor!r})"
+        if isinstance(callback, keras.callbacks.EarlyStopping):
+            restores = ""
+            if callback.restore_best_weights:
+                best = "the first epoch's, whose value was already NaN" if first else "its best"
+                restores = f", then restores the weights of its best epoch ({best})"
+            said.append(
+                f"{watch} sees no improvement and stops training after "
+                f"patience={callback.patience} such epochs{restores}"
+            )
+        elif isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+            said.append(
+                f"{watch} sees no improvement and cuts the learning rate by "
+                f"factor={callback.factor:g} every patience={callback.patience} such epochs"
+            )
+        elif isinstance(callback, keras.callbacks.ModelCheckpoint) and callback.save_best_only:
+            kept = (
+                "keeps the first epoch's model and saves no later one"
+                if first
+                else ("saves no later model")
+            )
+            said.append(f"{watch[:-1]}, save_best_only=True) {kept}")
+        else:
+            said.append(f"{watch} reads it as not finite")
+    return said
 
 
 def _split_from(arguments: Any) -> tuple[float, int] | None:
