@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 from stablefit import torch as stablefit_torch  # noqa: E402
+from stablefit.guard import NonFiniteTrainingError  # noqa: E402
 from tests.torch.test_guard import BATCH, ROWS, all_finite, clean_loss, mlp, regression_data  # noqa: E402
 
 
@@ -214,3 +215,40 @@ def test_a_nan_in_a_term_the_guard_does_not_see_is_said_so_and_skipped(guard) ->
         assert "adds something MSELoss did not compute" in event.message
     assert optimizer.clipnorm is None and all_finite(model)
     assert finals[1] <= 1.5 * finals[0]
+
+
+@pytest.mark.parametrize("scale", [1e4, 1e5], ids=["backward_overflow", "forward_overflow"])
+def test_gradscaler_skipping_every_step_for_a_float16_overflow_is_not_silent(
+    scale: float, guard
+) -> None:
+    """float16 autocast, GradScaler: inputs of 1e5 make the first layer's float16 output
+    overflow on every batch; GradScaler skipped all 40 steps, its scale falling to 6e-8,
+    and the guard said nothing. Inputs of 1e4 overflow only the backward pass at the
+    scale GradScaler starts from: it lowers the scale, a few steps skipped, no event."""
+    X, _ = regression_data()
+    X = X * scale
+    y = torch.tanh(X[:, :1] / scale)
+    model, loss_fn = mlp(), torch.nn.MSELoss()
+    optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn)
+    scaler = torch.amp.GradScaler("cpu")
+
+    def train() -> None:
+        for _ in range(5):
+            for start in range(0, ROWS, BATCH):
+                optimizer.zero_grad()
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss = loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH])
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+
+    if scale == 1e4:
+        train()
+        assert optimizer.events == [] and 0 < optimizer.skipped_steps <= 5
+    else:
+        with pytest.raises(NonFiniteTrainingError, match="cause precision"):
+            train()
+        [event] = optimizer.events
+        assert (event.cause, event.action, event.evidence["layer"]) == ("precision", "stopped", "0")
+        assert "computes in float16" in event.message
+    assert all_finite(model)

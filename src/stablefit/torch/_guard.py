@@ -377,6 +377,20 @@ class GuardedOptimizer(torch.optim.Optimizer):
                     skipped_by="step() was not called for it (GradScaler skips a step whose "
                     "gradients are not finite)",
                 )
+        elif self._forward_overflows():
+            # Not GradScaler's scale finding its level (an overflow in the backward pass,
+            # which a lower scale cures): a float16 layer's output overflows on this
+            # batch, so every later step would be skipped as well, the scale falling
+            # towards zero without a word.
+            self._event("nonfinite_step", None)
+
+    def _forward_overflows(self) -> bool:
+        """Whether a low-precision layer's output overflows on the batch the hooks saw."""
+        inputs = self._seen.get("inputs")
+        if not torch.is_tensor(inputs) or self._seen.get("autocast") is None:
+            return False
+        with _acting_on_a_step():
+            return self._forward_by_layer(inputs)[0] is not None
 
     def _update(self) -> None:
         if self.clipnorm is not None:
