@@ -37,6 +37,7 @@ def test_a_fit_ended_by_an_exception_leaves_no_guard_on_the_model() -> None:
     with pytest.raises(RuntimeError, match="interrupted"):
         model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[guard, Interrupt()])
     cut = [e for e in guard.events if e.cause == "learning_rate"][-1].learning_rate_after
+    assert isinstance(model.evaluate(x[21:], y[21:], verbose=0), float)  # no guard counts
 
     history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # no guard: Keras as it is
     assert np.isnan(history.history["loss"][0]) and not all_finite(model)
@@ -135,3 +136,75 @@ def test_a_nan_in_validation_data_names_the_callbacks_it_misleads(tmp_path) -> N
     assert "restores the weights of its best epoch (the first epoch's" in said
     assert "ReduceLROnPlateau(monitor='val_loss') sees no improvement and cuts" in said
     assert "save_best_only=True) keeps the first epoch's model" in said
+
+
+def sine_mlp(rate: float) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(rate), loss="mse")
+    return model
+
+
+class RateJump(keras.callbacks.Callback):
+    """Sets the learning rate to 50 at one batch of one epoch: a divergence to roll back."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.model.optimizer.learning_rate.assign(50.0)
+
+
+def interrupted_with_a_backup(model: keras.Model, x, y, backup: str, *callbacks) -> None:
+    """One epoch of fit with a BackupAndRestore, interrupted at its end."""
+    saving = keras.callbacks.BackupAndRestore(backup)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+                  callbacks=[saving, *callbacks, Interrupt()])  # fmt: skip
+
+
+def test_a_run_resumed_by_backup_and_restore_keeps_the_cut_and_rolls_back_within_itself(
+    tmp_path,
+) -> None:
+    """The backup held the learning rate that diverged (the cut lived in the guard), so the
+    resumed run diverged again; and with the guard listed before BackupAndRestore a
+    rollback restored the weights from before the resume, said as 'the start of epoch 1'."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((512, 4)).astype("float32")
+    y = (np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * x[:, 3]).astype("float32")
+    guard = NanGuard()
+    interrupted_with_a_backup(sine_mlp(2.0), x, y, str(tmp_path / "cut"), guard)
+    [event] = guard.events
+    assert event.cause == "learning_rate"
+    resumed, guard = sine_mlp(2.0), NanGuard()  # as a new process would build it
+    restoring = keras.callbacks.BackupAndRestore(str(tmp_path / "cut"))
+    resumed.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[guard, restoring])
+    assert guard.events == []  # it resumed at the cut rate, and kept it
+    rate = float(resumed.optimizer.learning_rate.numpy())
+    assert rate == pytest.approx(event.learning_rate_after, rel=1e-6)
+
+    model = sine_mlp(0.05)
+    interrupted_with_a_backup(model, x, y, str(tmp_path / "plain"))
+    interrupted = model.evaluate(x, y, verbose=0)
+    resumed, guard = sine_mlp(0.05), NanGuard()
+    restoring = keras.callbacks.BackupAndRestore(str(tmp_path / "plain"))
+    history = resumed.fit(x, y, batch_size=16, epochs=3, verbose=0,
+                          callbacks=[guard, restoring, RateJump(epoch=1, batch=5)])  # fmt: skip
+    [event] = guard.events
+    assert (event.cause, event.action) == ("learning_rate", "rolled_back")
+    assert event.restored_from == (1, -1)
+    assert "restored the weights from the start of epoch 2" in event.message
+    assert len(history.history["loss"]) == 2 and all_finite(resumed)
+    assert resumed.evaluate(x, y, verbose=0) < interrupted

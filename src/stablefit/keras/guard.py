@@ -34,13 +34,20 @@ from stablefit.guard import (
 from stablefit.guard.core import row_list
 from stablefit.guard.events import position
 from stablefit.guard.phrases import KERAS
-from stablefit.keras._optimizer import current_learning_rate, forecast_settings, scale_learning_rate
+from stablefit.keras._optimizer import (
+    current_learning_rate,
+    forecast_settings,
+    learning_rate_object,
+    scale_learning_rate,
+)
 from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
 from stablefit.keras._rows import fit_arguments, row_key, row_namer
 from stablefit.keras._step import COUNT_KEYS, StepGuard, StepReport
 
 _ON_FAILURE = ("raise", "warn")
 _SAVE_METHODS = ("save_weights", "save")
+#: Called by Keras at the start of fit, train_on_batch, evaluate and test_on_batch.
+_MAKE_METHODS = ("make_train_function", "make_test_function")
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -193,6 +200,7 @@ class NanGuard(keras.callbacks.Callback):
         self._handed: list[tuple[int, Any]] = []
         self._reports: list[StepReport] = []
         self._epoch, self._batch = 0, -1
+        self._begun = False  # the first epoch of this fit
         self._counts = (0, 0)
         self._awaiting_capture = False
         self._stopped = False
@@ -215,6 +223,13 @@ class NanGuard(keras.callbacks.Callback):
         self._core.keep(0, -1, self._copy_state())
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._begun:
+            self._begun = True
+            # The weights training starts from, at the epoch it starts at: a callback's
+            # on_train_begin may have loaded others (BackupAndRestore resuming at epoch k),
+            # which a rollback must not trade for the model's weights before them.
+            self._sync()
+            self._core.start_over(epoch, -1, self._copy_state())
         self._epoch, self._batch = epoch, -1
         self._counts: tuple[Any, Any] = (0, 0)
         self._step.counters.start_epoch()
@@ -697,8 +712,9 @@ class NanGuard(keras.callbacks.Callback):
         callback's, the data's, a KeyboardInterrupt): the guarded step would stay on the
         model, taking the rows out of the next fit without a guard and breaking the next
         guard's. So the model's next ``fit`` (``make_train_function``, called before any
-        callback), ``train_on_batch`` or save outside this guard's ``fit`` takes it off
-        first, as ``on_train_end`` would have (a learning-rate cut goes into the optimizer).
+        callback), ``train_on_batch``, ``evaluate`` or save outside this guard's ``fit``
+        takes it off first, as ``on_train_end`` would have (a learning-rate cut goes into
+        the optimizer).
         """
         model = self.model
         for name in _SAVE_METHODS:
@@ -712,21 +728,40 @@ class NanGuard(keras.callbacks.Callback):
                     bad = self._first_nonfinite_variable()
                     if bad is not None:
                         self._nonfinite_weights(bad)
+                    return self._with_rate_in_use(lambda: _original(model, *args, **kwargs))
                 return _original(model, *args, **kwargs)
 
             # An instance attribute shadows the method for this model only, so
             # ModelCheckpoint and BackupAndRestore write through the check whatever their
             # place in the callback list.
             setattr(model, name, guarded)
-        make_train_function = type(model).make_train_function
+        for name in _MAKE_METHODS:
+            make = getattr(type(model), name)
 
-        def make_train_function_after_this_fit(force: bool = False) -> Any:
-            # The guard's own rebuilds force one; Keras's fit and train_on_batch do not.
-            if not force and not self._in_own_fit():
-                self._finish()
-            return make_train_function(model, force=force)
+            def make_after_this_fit(force: bool = False, _make: Any = make) -> Any:
+                # The guard's own rebuilds force one; Keras's fit, evaluate (fit's
+                # validation too: inside this fit) and train_on_batch do not.
+                if not force and not self._in_own_fit():
+                    self._finish()
+                return _make(model, force=force)
 
-        model.make_train_function = make_train_function_after_this_fit
+            setattr(model, name, make_after_this_fit)
+
+    def _with_rate_in_use(self, save: Any) -> Any:
+        """Run ``save`` with the optimizer's learning-rate variable holding the rate the
+        updates use (the guard's cut included), as it will after ``fit``: a run resumed
+        from the file (BackupAndRestore) starts at the cut rate, not at the one that
+        diverged. (A schedule is no variable: the file holds none to set.)"""
+        scale = self._step.learning_rate_scale()
+        rate = learning_rate_object(self._step.updating)
+        if scale == 1.0 or not isinstance(rate, keras.Variable):
+            return save()
+        given = rate.numpy()
+        rate.assign(given * scale)
+        try:
+            return save()
+        finally:
+            rate.assign(given)
 
     def _in_own_fit(self) -> bool:
         """Whether the innermost running ``fit`` of the model has this guard among its
@@ -737,7 +772,7 @@ class NanGuard(keras.callbacks.Callback):
         return isinstance(listed, Sequence) and any(callback is self for callback in listed)
 
     def _uninstall_model_hooks(self) -> None:
-        for name in (*_SAVE_METHODS, "make_train_function"):
+        for name in (*_SAVE_METHODS, *_MAKE_METHODS):
             vars(self.model).pop(name, None)
 
     # -- validation --------------------------------------------------------------------
