@@ -92,6 +92,9 @@ def test_a_bad_noise_row_in_a_gan_is_named_by_each_guard_once(guard) -> None:
     assert "the step of its batch was skipped, as the guard cannot compute the loss" in (
         event_g.message
     )
+    # Its loss is the discriminator's output on its own: not the discriminator step's
+    # two losses, which the hook on the shared loss saw as well.
+    assert "loss_fn was given something computed from the model's output" in event_g.message
     assert optimizer_g.skipped_steps == 1
     # The discriminator trained on the NaN fake row in its own step (row 64 + 5 of its
     # real and fake rows), left out; the generator's NaN step, whose gradients it then
@@ -252,3 +255,35 @@ def test_gradscaler_skipping_every_step_for_a_float16_overflow_is_not_silent(
         assert (event.cause, event.action, event.evidence["layer"]) == ("precision", "stopped", "0")
         assert "computes in float16" in event.message
     assert all_finite(model)
+
+
+def lbfgs_closure(model, optimizer, loss_fn, xb, yb):
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def test_lbfgs_steps_through_the_guard_and_a_bad_row_is_left_out(guard) -> None:
+    """LBFGS's step must be given the closure (it evaluates the loss several times a
+    step): the guard called it without, and the first step raised TypeError."""
+    X, y = regression_data()
+    bad = X.clone()
+    bad[37, 0] = math.nan
+    loss_fn = torch.nn.MSELoss()
+    model, reference = mlp(), mlp()
+    optimizer = guard(torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5), model, loss_fn)
+    plain = torch.optim.LBFGS(reference.parameters(), lr=0.5, max_iter=5)
+    for start in range(0, ROWS, BATCH):
+        xb, yb = bad[start : start + BATCH], y[start : start + BATCH]
+        keep = torch.isfinite(xb).all(dim=1)
+        optimizer.step(lbfgs_closure(model, optimizer, loss_fn, xb, yb))
+        plain.step(lbfgs_closure(reference, plain, loss_fn, xb[keep], yb[keep]))
+    [event] = optimizer.events
+    assert (event.cause, event.action, event.batch) == ("data", "masked", 1)
+    assert optimizer.skipped_steps == 0
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)  # the retake is LBFGS's step on the other 31 rows

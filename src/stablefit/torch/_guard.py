@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import inspect
 import math
 import statistics
 import warnings
@@ -173,6 +174,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self.clipnorm: float | None = None
         self.stopped = False
         self._name = _FORECAST_NAMES.get(type(optimizer), type(optimizer).__name__.lower())
+        self._needs_closure = _closure_required(optimizer)
         self._masked: MaskedStep | None = None
         self._stepped_gradient: torch.Tensor | None = None
         self._stepped_loss: Any = _nothing  # a weak reference to the last step's loss
@@ -256,6 +258,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
             # a step): it holds the step's activations no longer than the user's own
             # ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
+            if not _computed_from(args[0], seen.get("output")):
+                return  # another model's loss (a GAN's other network, a reference model)
             seen["target"] = args[1]
             seen["prediction"] = args[0]
             if self.model.training:
@@ -303,7 +307,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             if loss is not None:
                 loss = loss.detach()  # kept until the read: its value, not its graph
             flag = self._nonfinite_flag(loss)
-            masked.step(flag, self._update)
+            masked.step(flag, lambda: self._update(closure))
             norm = _gradient_norm(self._params) if sampled else None
             self._pending.append(_Pending(self._step, flag, loss, dict(self._seen), norm))
             self._held += _nbytes(self._seen.get("inputs")) + _nbytes(self._seen.get("target"))
@@ -313,7 +317,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             value = None if loss is None else _value(loss)
             finite = self._gradients_finite() and (value is None or _finite(value, loss))
             if finite:
-                self._update()
+                self._update(closure)
             self._at = self._step
             self._act(finite, value, _norm_value(self._params) if sampled else None)
         self._seen = {}  # the next step's forwards start a new batch
@@ -392,10 +396,13 @@ class GuardedOptimizer(torch.optim.Optimizer):
         with _acting_on_a_step():
             return self._forward_by_layer(inputs)[0] is not None
 
-    def _update(self) -> None:
+    def _update(self, closure: Any = None) -> None:
         if self.clipnorm is not None:
             nn.utils.clip_grad_norm_(self._params, self.clipnorm)
-        self.optimizer.step()
+        if self._needs_closure:  # LBFGS evaluates the loss again, several times a step
+            self.optimizer.step(closure)
+        else:
+            self.optimizer.step()
 
     def _gradients_finite(self) -> bool:
         """Whether every gradient is finite, read at once (the CPU's way, and a step the
@@ -655,16 +662,20 @@ class GuardedOptimizer(torch.optim.Optimizer):
         # The user's gradients are put back after: a read of ``events`` between their
         # backward() and step() acts on earlier steps.
         grads = [p.grad for p in self._params]
-        self.optimizer.zero_grad()
-        with torch.enable_grad(), _autocast(self._seen.get("autocast")):
-            loss = self.loss_fn(pick(self._forward(keep)), target[keep])
-        loss.backward()
+
+        def retake() -> torch.Tensor:
+            self.optimizer.zero_grad()
+            with torch.enable_grad(), _autocast(self._seen.get("autocast")):
+                loss = self.loss_fn(pick(self._forward(keep)), target[keep])
+            loss.backward()
+            return loss
+
+        loss = retake().detach()
         self._seen.pop("loss", None)
-        loss = loss.detach()
         value = _value(loss)
         if self._gradients_finite() and _finite(value, loss):
             self._skipped -= 1
-            self._update()
+            self._update(retake)
             self._act(True, value, None)
         for p, grad in zip(self._params, grads, strict=True):
             p.grad = grad
@@ -1140,6 +1151,50 @@ def _acting_on_a_step() -> Iterator[None]:
         yield
     finally:
         _acting -= 1
+
+
+#: Autograd nodes looked at, at most, to tell whether a loss was computed from the model.
+_GRAPH_NODES = 10_000
+
+
+def _computed_from(prediction: Any, output: Any) -> bool:
+    """Whether what a loss was given comes from the model's last output (itself, a
+    view or slice of it, or computed from it through other modules: a GAN generator's
+    loss through the discriminator), not from another model's. Told by identity or
+    memory first (the common case, at no cost), then by walking the autograd graph.
+    False before the model's first forward since the last step (the loss is of another
+    model's); True when nothing tells it (an output without tensors, a graph too large
+    to walk)."""
+    if output is None:
+        return False
+    leaves = [t for t in tree_flatten(output)[0] if torch.is_tensor(t)]
+    if not leaves or not torch.is_tensor(prediction):
+        return True
+    for leaf in leaves:
+        if leaf is prediction or (
+            leaf.untyped_storage().data_ptr() == prediction.untyped_storage().data_ptr()
+        ):
+            return True
+    ends = {leaf.grad_fn for leaf in leaves if leaf.grad_fn is not None}
+    if not ends:
+        return True
+    visited: set[Any] = set()
+    stack = [prediction.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in visited:
+            continue
+        if node in ends or len(visited) >= _GRAPH_NODES:
+            return True
+        visited.add(node)
+        stack.extend(parent for parent, _ in node.next_functions)
+    return False
+
+
+def _closure_required(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's ``step`` must be given the closure (``LBFGS``)."""
+    closure = inspect.signature(type(optimizer).step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 def _nothing() -> None:
