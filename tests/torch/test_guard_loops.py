@@ -287,3 +287,31 @@ def test_lbfgs_steps_through_the_guard_and_a_bad_row_is_left_out(guard) -> None:
     assert optimizer.skipped_steps == 0
     for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b)  # the retake is LBFGS's step on the other 31 rows
+
+
+def test_a_sequence_batch_flattened_for_the_loss_names_its_bad_step_and_feature(guard) -> None:
+    """``loss_fn(out.reshape(-1, C), y.reshape(-1))`` over (batch, step, feature) inputs:
+    the retake cut the 160 flattened targets with the batch's 16-row mask (IndexError in
+    the loop), and the column was said as ``x[:, 13]``."""
+    torch.manual_seed(0)
+    X = torch.randn(64, 10, 3)
+    Y = (X.sum(-1) > 0).long()
+    X[37, 4, 1] = math.nan
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn, data=(X, Y))
+    for _ in range(3):
+        for start in range(0, 64, 16):
+            optimizer.zero_grad()
+            out = model(X[start : start + 16])
+            loss_fn(out.reshape(-1, 2), Y[start : start + 16].reshape(-1)).backward()
+            optimizer.step()
+    [event] = optimizer.events
+    assert (event.cause, event.rows, event.columns, event.count) == (
+        "data",
+        (37,),
+        ("x[:, 4, 1]",),
+        3,
+    )
+    assert "loss_fn's targets have 160 rows and the batch 16" in event.message
+    assert optimizer.skipped_steps == 3 and all_finite(model)

@@ -636,14 +636,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _retake_blocker(self) -> str | None:
         """Why the step cannot be taken again on the batch's other rows (None if it can)."""
         why = None
-        calls = self._seen.get("loss_calls")
+        unpaired = self._seen.get("unpaired_targets")
         if not isinstance(self.loss_fn, nn.Module):
             why = "loss_fn is not an nn.Module loss given to guard() (such as nn.MSELoss())"
-        elif calls is not None:
-            why = (
-                f"loss_fn was called {calls[0]} times for {calls[1]} forward(s), so its "
-                "targets are not the batch's rows"
-            )
+        elif unpaired is not None:
+            why = f"{unpaired}, so its targets are not the batch's rows"
         elif self._seen.get("target") is None or _prediction_picker(self._seen) is None:
             why = (
                 "loss_fn was given something computed from the model's output (not the "
@@ -788,7 +785,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
                     bad = bad | rows.to(bad.device)
         bad_rows = bad.nonzero().flatten()
         if len(bad_rows):
-            columns = [f"x[:, {j}]" for j in bad_inputs.any(dim=0).nonzero().flatten().tolist()]
+            columns = [
+                _column(j, inputs.shape[1:])
+                for j in bad_inputs.any(dim=0).nonzero().flatten().tolist()
+            ]
             columns += others
             if bad_target.any():
                 columns.append("y")
@@ -1191,6 +1191,17 @@ def _computed_from(prediction: Any, output: Any) -> bool:
     return False
 
 
+def _rows(value: Any) -> int:
+    return len(value) if torch.is_tensor(value) and value.ndim else 0
+
+
+def _column(index: int, shape: torch.Size) -> str:
+    """An input's column by its place in a row: ``x[:, 3]``, or ``x[:, 4, 1]`` for a row
+    of several dimensions (a sequence's step 4, feature 1)."""
+    at = np.unravel_index(index, tuple(shape)) if len(shape) > 1 else (index,)
+    return f"x[:, {', '.join(str(int(i)) for i in at)}]"
+
+
 def _closure_required(optimizer: torch.optim.Optimizer) -> bool:
     """Whether the optimizer's ``step`` must be given the closure (``LBFGS``)."""
     closure = inspect.signature(type(optimizer).step).parameters.get("closure")
@@ -1234,7 +1245,11 @@ def _whole_batch(seen: dict[str, Any]) -> dict[str, Any]:
         # loss_fn called several times a forward (on parts of the output, or on other
         # models' outputs): its targets are not the batch's rows, each is looked at alone.
         joined.pop("target", None)
-        joined["loss_calls"] = (len(targets), len(calls))
+        joined["unpaired_targets"] = (
+            f"loss_fn was called {len(targets)} times for {len(calls)} forward(s)"
+            if len(targets) != len(calls)
+            else f"loss_fn's targets have {_rows(target)} rows and the batch {_rows(inputs)}"
+        )
         joined["loose_targets"] = list(targets)
     return joined
 
