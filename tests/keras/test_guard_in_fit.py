@@ -12,7 +12,7 @@ import pytest
 from keras_cases import all_finite, keras, linear_model, well_conditioned
 
 from stablefit.errors import StablefitInputError, StablefitWarning
-from stablefit.keras import NanGuard
+from stablefit.keras import NanGuard, NonFiniteTrainingError
 
 pytestmark = [
     pytest.mark.keras,
@@ -208,3 +208,33 @@ def test_a_run_resumed_by_backup_and_restore_keeps_the_cut_and_rolls_back_within
     assert "restored the weights from the start of epoch 2" in event.message
     assert len(history.history["loss"]) == 2 and all_finite(resumed)
     assert resumed.evaluate(x, y, verbose=0) < interrupted
+
+
+def log_error(y_true, y_pred):
+    """A custom loss with log(0) for a prediction of exactly 0 (a relu output)."""
+    return keras.ops.mean(keras.ops.square(keras.ops.log(y_pred) - keras.ops.log(y_true)), -1)
+
+
+def test_a_loss_function_bug_in_one_output_of_two_is_named_by_its_output() -> None:
+    """The replay turned the two outputs' predictions into one array and compute_loss
+    raised 'Too few leaves for PyTreeSpec' out of fit: the guard crashed the run it was
+    to explain."""
+    x, y = well_conditioned(rows=128)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    outputs = [
+        keras.layers.Dense(1, name="level")(inputs),
+        keras.layers.Dense(1, activation="relu", name="rate")(inputs),
+    ]
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss=["mse", log_error],
+                  loss_weights=[1.0, 0.5])  # fmt: skip
+    guard = NanGuard()
+    with pytest.raises(NonFiniteTrainingError, match="cause loss function") as raised:
+        model.fit(x, [y, np.exp(x[:, :1])], batch_size=16, epochs=2, verbose=0,
+                  callbacks=[guard])  # fmt: skip
+    [event] = guard.events
+    assert (event.cause, event.action) == ("loss_function", "stopped")
+    assert event.evidence["loss"] == "log_error of output 'rate'"
+    assert event.evidence["predictions"] and set(event.evidence["predictions"]) == {0.0}
+    assert "log_error of output 'rate'" in str(raised.value) and all_finite(model)

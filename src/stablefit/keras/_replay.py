@@ -82,8 +82,9 @@ def replay_batch(
     for the replayed loss of a model whose own train_step computes it.
     """
     overflow, nonfinite_layer = _layer_by_layer(model, x)
-    predictions = keras.ops.convert_to_numpy(model(x, training=False))
-    predictions_finite = bool(np.isfinite(predictions).all())
+    # In the model's output structure: a model with several outputs gives a list or dict.
+    predictions = keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False))
+    predictions_finite = all(np.isfinite(p).all() for p in keras.tree.flatten(predictions))
     if not has_loss(model):
         # Nothing to replay the loss with: the model's own train_step computes it.
         return Replay(
@@ -98,14 +99,15 @@ def replay_batch(
         )
     loss = _loss_value(model, x, y, sample_weight, predictions)
     offending: tuple[float, ...] = ()
+    loss_name = _loss_name(model.loss)
     if predictions_finite and not math.isfinite(loss):
-        offending = _offending_predictions(model, y, predictions)
+        loss_name, offending = _offending_predictions(model, y, predictions)
     return Replay(
         overflow=overflow,
         nonfinite_layer=nonfinite_layer,
         predictions_finite=predictions_finite,
         loss_finite=math.isfinite(loss),
-        loss_name=_loss_name(model),
+        loss_name=loss_name,
         loss_value=loss,
         offending_predictions=offending,
         largest_target=_largest(y),
@@ -189,12 +191,16 @@ def _largest_in_float32(layer: Any, inputs: list[np.ndarray], outputs: list[np.n
 # -- loss ------------------------------------------------------------------------------------
 
 
-def _loss_name(model: keras.Model) -> str | None:
-    loss = model.loss
+def _loss_name(loss: Any) -> str | None:
+    """A loss as the user gave it to compile: its name, or the names of several."""
     if isinstance(loss, str):
         return loss
     if loss is None:
         return None
+    if isinstance(loss, (list, tuple, dict)):
+        named = loss.values() if isinstance(loss, dict) else loss
+        names = [_loss_name(each) for each in named if each is not None]
+        return ", ".join(name for name in names if name) or None
     return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
 
 
@@ -209,26 +215,66 @@ def _loss_value(model: keras.Model, x: Any, y: Any, sample_weight: Any, predicti
 
 
 def _offending_predictions(
-    model: keras.Model, y: Any, predictions: np.ndarray
-) -> tuple[float, ...]:
-    """The predictions of the rows whose loss term is not finite (a few)."""
+    model: keras.Model, y: Any, predictions: Any
+) -> tuple[str | None, tuple[float, ...]]:
+    """The loss whose terms are not finite (that of one output, named, when the model has
+    a loss for each of several) and the predictions of its rows that are not (a few)."""
+    for output, loss, target, predicted in _output_losses(model, y, predictions):
+        name = _loss_name(loss)
+        if output is not None:
+            name = f"{name or 'the loss'} of output {output!r}"
+        terms = _loss_terms(loss, target, predicted)
+        if terms is None or terms.ndim == 0:  # no per-row breakdown
+            if terms is None or not np.isfinite(terms):
+                return name, ()
+            continue
+        rows = np.flatnonzero(~np.isfinite(terms.reshape(len(terms), -1)).all(axis=1))
+        if not len(rows):
+            continue
+        picked = np.asarray(predicted).reshape(len(predicted), -1)[rows[:8]]
+        return name, tuple(float(v) for v in picked.reshape(-1)[:8])
+    return _loss_name(model.loss), ()
+
+
+def _output_losses(model: keras.Model, y: Any, predictions: Any) -> list[tuple[Any, ...]]:
+    """``(output name or None, loss, targets, predictions)`` for each loss compiled: one
+    with no name for a single loss; else one per output, in the order of the losses."""
     loss = model.loss
+    if not isinstance(loss, (list, tuple, dict)) or len(keras.tree.flatten(predictions)) == 1:
+        if isinstance(loss, (list, tuple)) and len(loss) == 1:
+            loss = loss[0]
+        elif isinstance(loss, dict) and len(loss) == 1:
+            loss = next(iter(loss.values()))
+        return [(None, loss, _single(y), _single(predictions))]
+    names = list(getattr(model, "output_names", None) or [])
+
+    def pick(values: Any, index: int, name: str) -> Any:
+        if isinstance(values, dict):
+            return values.get(name)
+        flat = keras.tree.flatten(values)
+        return flat[index] if 0 <= index < len(flat) else None
+
+    if isinstance(loss, dict):
+        items = [(n, each, names.index(n) if n in names else -1) for n, each in loss.items()]
+    else:
+        items = [(names[i] if i < len(names) else str(i), each, i) for i, each in enumerate(loss)]
+    found = [(n, each, pick(y, i, n), pick(predictions, i, n)) for n, each, i in items]
+    return [item for item in found if item[1] is not None and item[3] is not None]
+
+
+def _single(values: Any) -> Any:
+    flat = keras.tree.flatten(values)
+    return flat[0] if len(flat) == 1 else values
+
+
+def _loss_terms(loss: Any, y: Any, predictions: Any) -> np.ndarray | None:
+    """The loss's per-row terms, or None for a loss whose signature does not give them."""
     try:
-        if isinstance(loss, keras.losses.Loss):
-            terms = loss.call(
-                keras.ops.convert_to_tensor(y), keras.ops.convert_to_tensor(predictions)
-            )
-        else:
-            function = keras.losses.get(loss)
-            terms = function(
-                keras.ops.convert_to_tensor(y), keras.ops.convert_to_tensor(predictions)
-            )
-        terms = np.asarray(keras.ops.convert_to_numpy(terms))
+        function = loss.call if isinstance(loss, keras.losses.Loss) else keras.losses.get(loss)
+        terms = function(keras.ops.convert_to_tensor(y), keras.ops.convert_to_tensor(predictions))
+        return np.asarray(keras.ops.convert_to_numpy(terms))
     except Exception:  # an unusual loss signature: no per-row breakdown
-        return ()
-    rows = np.flatnonzero(~np.isfinite(terms.reshape(len(terms), -1)).all(axis=1))
-    picked = predictions.reshape(len(predictions), -1)[rows[:8]]
-    return tuple(float(v) for v in picked.reshape(-1)[:8])
+        return None
 
 
 # -- gradients and curvature (backend by backend) ----------------------------------------------
