@@ -25,27 +25,38 @@ def guard(request):
     return guarded
 
 
-def gan_samples(rows: int = 256) -> torch.Tensor:
+def gan_samples(rows: int = 256, scale: tuple[float, float] = (0.5, 2.0)) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    return torch.randn(rows, 2, generator=generator) * torch.tensor([0.5, 2.0]) + 1.0
+    return torch.randn(rows, 2, generator=generator) * torch.tensor(scale) + 1.0
 
 
-def train_gan(guard, *, bad_noise_at: int | None = None, epochs: int = 6):
-    """The usual GAN loop: one BCEWithLogitsLoss for both networks; the discriminator's
-    step, then the generator's through the discriminator (whose gradients that fills,
-    and its own zero_grad() clears)."""
+def train_gan(
+    guard, *, bad_noise_at: int | None = None, epochs: int = 6, least_squares: bool = False
+):
+    """The usual GAN loop: one BCEWithLogitsLoss (MSELoss for a least-squares GAN) for
+    both networks; the discriminator's step, then the generator's through the
+    discriminator (whose gradients that fills, and its own zero_grad() clears)."""
     torch.manual_seed(0)
+    width = 32 if least_squares else 16
     discriminator = torch.nn.Sequential(
-        torch.nn.Linear(2, 16), torch.nn.LeakyReLU(0.2), torch.nn.Linear(16, 1)
+        torch.nn.Linear(2, width), torch.nn.LeakyReLU(0.2), torch.nn.Linear(width, 1)
     )
-    generator = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    generator = torch.nn.Sequential(
+        torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, 2)
+    )
+    if least_squares:
+        loss_fn = torch.nn.MSELoss()
+        optimizer_d = torch.optim.SGD(discriminator.parameters(), lr=0.05, momentum=0.9)
+    else:
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    real_samples = gan_samples(512, (0.5, 0.5)) if least_squares else gan_samples()
+    steps = len(real_samples) // 64
     if guard is not None:
-        optimizer_d = guard(optimizer_d, discriminator, loss_fn, steps_per_epoch=4)
-        optimizer_g = guard(optimizer_g, generator, loss_fn, steps_per_epoch=4)
-    real_samples, step = gan_samples(), 0
+        optimizer_d = guard(optimizer_d, discriminator, loss_fn, steps_per_epoch=steps)
+        optimizer_g = guard(optimizer_g, generator, loss_fn, steps_per_epoch=steps)
+    step = 0
     for _ in range(epochs):
         for start in range(0, len(real_samples), 64):
             real = real_samples[start : start + 64]
@@ -74,6 +85,25 @@ def test_a_clean_gan_with_a_shared_loss_is_untouched(guard) -> None:
     # zero_grad() then clears: every discriminator step was counted as skipped.
     assert optimizer_d.skipped_steps == optimizer_g.skipped_steps == 0
     assert optimizer_d.events == optimizer_g.events == []
+    for a, b in zip(
+        [*plain_d.parameters(), *plain_g.parameters()],
+        [*discriminator.parameters(), *generator.parameters()],
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+
+
+def test_a_generator_loss_rising_as_its_discriminator_learns_is_no_divergence(guard) -> None:
+    plain_d, plain_g, *_ = train_gan(None, least_squares=True, epochs=3)
+    discriminator, generator, optimizer_d, optimizer_g = train_gan(
+        guard, least_squares=True, epochs=3
+    )
+    # The generator's loss, through a discriminator that learns, rose ten times its
+    # minimum: taken for a learning rate too high, the generator was rolled back to its
+    # untrained weights and its rate cut tenfold, again and again (2e-3 to 2e-15 in 20
+    # epochs), and it never learned the data.
+    assert optimizer_g.events == [] and optimizer_g.param_groups[0]["lr"] == 2e-3
+    assert {(e.cause, e.action) for e in optimizer_d.events} <= {("unknown", "kept")}
     for a, b in zip(
         [*plain_d.parameters(), *plain_g.parameters()],
         [*discriminator.parameters(), *generator.parameters()],

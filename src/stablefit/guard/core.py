@@ -328,6 +328,8 @@ def _what_was_done(
         parts.append("training stopped")
     elif remedy.action == "skipped":
         parts.append("the step was skipped")
+    elif remedy.action == "kept":
+        parts.append("the step was kept")
     if restored is not None:
         loss = "" if restored.loss is None else f", smoothed loss {format_number(restored.loss)}"
         parts.append(f"restored the weights from {position(restored.epoch, restored.batch)}{loss}")

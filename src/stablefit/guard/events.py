@@ -25,9 +25,10 @@ CAUSES = (
 #: non-finite, a gradient norm far above its running median, a smoothed loss far above its
 #: running minimum, or non-finite weights.
 TRIGGERS = ("bad_rows", "nonfinite_step", "gradient_spike", "loss_spike", "nonfinite_weights")
-#: What the guard did: left rows out, skipped the step, rolled back to the best weights
+#: What the guard did: left rows out, skipped the step, kept it (a rise of the loss, seen
+#: after its step, judged no divergence: nothing changed), rolled back to the best weights
 #: (and set the learning rate), set gradient clipping, or stopped training.
-ACTIONS = ("masked", "skipped", "rolled_back", "clipped", "stopped")
+ACTIONS = ("masked", "skipped", "kept", "rolled_back", "clipped", "stopped")
 
 
 class NonFiniteTrainingError(RuntimeError):

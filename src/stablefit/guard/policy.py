@@ -4,9 +4,10 @@ Data: the rows are left out in the step itself; nothing else changes. Learning r
 back to the best recent weights and set the rate the curvature allows (or stop when no
 workable rate exists). Exploding gradients: clip at a multiple of the running median
 norm. Loss function and precision: stop with the explanation (a lower learning rate
-cannot fix them). Unknown: skip the step. Every remedy but the data one spends a retry
-(and skipping a step whose non-finite part lies outside what the guard sees: none of its
-remedies can change that); the budget is reset after an epoch without events.
+cannot fix them). Unknown: skip the step (keep it, for a rise of the loss the curvature
+does not explain, seen after its step). Every remedy spends a retry but the data one,
+a kept step and a step skipped for a non-finite part outside what the guard sees (none
+of its remedies can change that); the budget is reset after an epoch without events.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class RemedyPolicy:
                 reason=f"a lower learning rate cannot fix a {cause.replace('_', ' ')} problem",
             )
         if cause == "unknown" and trigger == "loss_spike":
-            return Remedy(action="skipped")  # a rise the curvature does not explain
+            # A rise the curvature does not explain, seen after its step was taken.
+            return Remedy(action="kept")
         if cause == "unknown" and verdict.evidence.get("outside_loss"):
             # Outside what the guard sees: none of its remedies applies, and the skipped
             # step did no harm (a bad row there comes back every epoch).

@@ -258,8 +258,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
             # a step): it holds the step's activations no longer than the user's own
             # ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
-            if not _computed_from(args[0], seen.get("output")):
+            source = _loss_source(args[0], seen.get("output"))
+            if source is None:
                 return  # another model's loss (a GAN's other network, a reference model)
+            seen["loss_source"] = source
             seen["target"] = args[1]
             seen["prediction"] = args[0]
             if self.model.training:
@@ -509,6 +511,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
             return False
         core = self.core
         if core.observe(loss) == "loss_spike":
+            if self._seen.get("loss_source") == "other_model":
+                # A GAN's generator loss rises as its discriminator learns: a rise of a
+                # loss computed through another trained model says nothing of this
+                # model's learning rate (non-finite steps are still caught).
+                core.history.rebase()
+                return False
             return self._event("loss_spike", loss)
         if core.wants_snapshot():
             core.keep(*self._position(), self._copy_state())
@@ -1157,38 +1165,47 @@ def _acting_on_a_step() -> Iterator[None]:
 _GRAPH_NODES = 10_000
 
 
-def _computed_from(prediction: Any, output: Any) -> bool:
-    """Whether what a loss was given comes from the model's last output (itself, a
-    view or slice of it, or computed from it through other modules: a GAN generator's
-    loss through the discriminator), not from another model's. Told by identity or
-    memory first (the common case, at no cost), then by walking the autograd graph.
-    False before the model's first forward since the last step (the loss is of another
-    model's); True when nothing tells it (an output without tensors, a graph too large
-    to walk)."""
+def _loss_source(prediction: Any, output: Any) -> str | None:
+    """Where what a loss was given comes from: ``"output"`` (the model's last output, a
+    view or slice of it), ``"computed"`` (computed from it), ``"other_model"`` (computed
+    from it through another model's trained parameters: a GAN generator's loss through
+    the discriminator), None (not from it: another model's loss, or a loss before the
+    model's first forward since the last step). Told by identity or memory first (the
+    common case, at no cost), then by walking the autograd graph; ``"output"`` when
+    nothing tells it (an output without tensors, a graph too large to walk)."""
     if output is None:
-        return False
+        return None
     leaves = [t for t in tree_flatten(output)[0] if torch.is_tensor(t)]
     if not leaves or not torch.is_tensor(prediction):
-        return True
+        return "output"
     for leaf in leaves:
         if leaf is prediction or (
             leaf.untyped_storage().data_ptr() == prediction.untyped_storage().data_ptr()
         ):
-            return True
+            return "output"
     ends = {leaf.grad_fn for leaf in leaves if leaf.grad_fn is not None}
     if not ends:
-        return True
+        return "output"
     visited: set[Any] = set()
     stack = [prediction.grad_fn]
+    found, parameters = False, False
     while stack:
         node = stack.pop()
         if node is None or node in visited:
             continue
-        if node in ends or len(visited) >= _GRAPH_NODES:
-            return True
+        if len(visited) >= _GRAPH_NODES:
+            return "output"
         visited.add(node)
+        if node in ends:
+            found = True  # the model's own graph is not walked
+            continue
+        # A trained tensor outside the model (the path from the model's output does not
+        # go through the model's own parameters, which sit below its output).
+        parameters = parameters or hasattr(node, "variable")
         stack.extend(parent for parent, _ in node.next_functions)
-    return False
+    if not found:
+        return None
+    return "other_model" if parameters else "computed"
 
 
 def _rows(value: Any) -> int:
