@@ -12,7 +12,7 @@ import pytest
 from keras_cases import all_finite, keras, linear_model, well_conditioned
 
 from stablefit.errors import StablefitInputError, StablefitWarning
-from stablefit.keras import NanGuard, NonFiniteTrainingError
+from stablefit.keras import NanGuard, NonFiniteTrainingError, checked
 
 pytestmark = [
     pytest.mark.keras,
@@ -238,3 +238,26 @@ def test_a_loss_function_bug_in_one_output_of_two_is_named_by_its_output() -> No
     assert event.evidence["loss"] == "log_error of output 'rate'"
     assert event.evidence["predictions"] and set(event.evidence["predictions"]) == {0.0}
     assert "log_error of output 'rate'" in str(raised.value) and all_finite(model)
+
+
+def test_a_bad_row_beside_a_string_input_is_one_event_with_a_count() -> None:
+    """A row was known by the bytes of its values, and TensorFlow's strings come to NumPy
+    as objects whose bytes are their addresses: the same bad row was a new event at every
+    epoch instead of one event counted."""
+    tf = pytest.importorskip("tensorflow")
+    x, y = well_conditioned(rows=64)
+    x[11, 0] = np.nan
+    cities = np.array(["paris", "rome", "oslo", "lima"])[np.arange(64) % 4][:, None]
+    keras.utils.set_random_seed(0)
+    city, numbers = keras.Input((1,), dtype="string", name="city"), keras.Input((3,), name="num")
+    lookup = keras.layers.StringLookup(vocabulary=["paris", "rome", "oslo", "lima"],
+                                       output_mode="one_hot")(city)  # fmt: skip
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(lookup), numbers])
+    model = keras.Model({"city": city, "num": numbers}, keras.layers.Dense(1)(joined))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    data = tf.data.Dataset.from_tensor_slices(({"city": cities, "num": x}, y)).batch(16)
+    guard = NanGuard()
+    history = model.fit(checked(data), epochs=3, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.rows, event.columns, event.count) == ((11,), ("x['num'][:, 0]",), 3)
+    assert history.history["bad_rows"] == [1, 1, 1] and all_finite(model)

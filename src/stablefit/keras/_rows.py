@@ -503,6 +503,10 @@ def row_key(parts: Sequence[np.ndarray], index: int) -> bytes:
             value = np.where(np.isnan(value), np.nan, value.astype(np.float64) + 0.0)
         elif value.dtype.kind in "biu":
             value = value.astype(np.int64)
+        elif value.dtype.kind == "O":
+            # Strings from TensorFlow come as objects, whose bytes are their addresses.
+            pieces.append(repr(value.tolist()).encode())
+            continue
         pieces.append(np.ascontiguousarray(value).tobytes())
     return b"\0".join(pieces)
 
