@@ -31,11 +31,19 @@ def gan_samples(rows: int = 256, scale: tuple[float, float] = (0.5, 2.0)) -> tor
 
 
 def train_gan(
-    guard, *, bad_noise_at: int | None = None, epochs: int = 6, least_squares: bool = False
+    guard,
+    *,
+    bad_noise_at: int | None = None,
+    bad_real_row: int | None = None,
+    epochs: int = 6,
+    least_squares: bool = False,
+    clear: str = "optimizer",
 ):
     """The usual GAN loop: one BCEWithLogitsLoss (MSELoss for a least-squares GAN) for
     both networks; the discriminator's step, then the generator's through the
-    discriminator (whose gradients that fills, and its own zero_grad() clears)."""
+    discriminator (whose gradients that fills, and its own zero_grad() clears; or
+    ``clear="model"``: ``discriminator.zero_grad()``, as PyTorch's DCGAN tutorial does,
+    which the guard does not see)."""
     torch.manual_seed(0)
     width = 32 if least_squares else 16
     discriminator = torch.nn.Sequential(
@@ -52,6 +60,8 @@ def train_gan(
         optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
     real_samples = gan_samples(512, (0.5, 0.5)) if least_squares else gan_samples()
+    if bad_real_row is not None:
+        real_samples[bad_real_row, 1] = math.nan
     steps = len(real_samples) // 64
     if guard is not None:
         optimizer_d = guard(optimizer_d, discriminator, loss_fn, steps_per_epoch=steps)
@@ -64,14 +74,14 @@ def train_gan(
             if step == bad_noise_at:
                 noise[5, 2] = math.nan
             ones, zeros = torch.ones(64, 1), torch.zeros(64, 1)
-            optimizer_d.zero_grad()
+            (discriminator if clear == "model" else optimizer_d).zero_grad()
             fake = generator(noise)
             loss_d = loss_fn(discriminator(real), ones) + loss_fn(
                 discriminator(fake.detach()), zeros
             )
             loss_d.backward()
             optimizer_d.step()
-            optimizer_g.zero_grad()
+            (generator if clear == "model" else optimizer_g).zero_grad()
             loss_fn(discriminator(fake), ones).backward()
             optimizer_g.step()
             step += 1
@@ -134,6 +144,23 @@ def test_a_bad_noise_row_in_a_gan_is_named_by_each_guard_once(guard) -> None:
     assert event_d.message.startswith("row 69 of its batch")
     assert optimizer_d.skipped_steps == 0
     assert all_finite(discriminator) and all_finite(generator)
+
+
+def test_a_bad_real_row_is_left_out_of_the_discriminator_step_alone(guard) -> None:
+    """With ``discriminator.zero_grad()`` the discriminator's guard kept the generator
+    step's forward through it in the next batch: the retake ran it again and its
+    backward() reached the generator's freed graph (RuntimeError in the loop)."""
+    runs = [train_gan(guard, bad_real_row=70, clear=clear) for clear in ("optimizer", "model")]
+    for discriminator, generator, optimizer_d, optimizer_g in runs:
+        [event] = optimizer_d.events
+        assert (event.cause, event.action, event.count) == ("data", "masked", 6)
+        assert event.message.startswith("row 6 of its batch")  # of its 64 real rows
+        assert optimizer_d.skipped_steps == 0 and optimizer_g.events == []
+        assert all_finite(discriminator) and all_finite(generator)
+    # The retake is the discriminator's step on its own batch without the row, however
+    # the loop clears the gradients (not on the generator step's fakes labelled real).
+    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def train_in_halves(model, optimizer, loss_fn, X, y, *, epochs: int) -> None:

@@ -105,9 +105,10 @@ DEFAULT_EPOCH_STEPS = 100
 _LOW_PRECISION = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 #: Optimizers whose stability bound is on the Hessian preconditioned by their moments.
 _ADAPTIVE = ("adam", "adamw", "rmsprop")
-#: Every guard alive: one loss module may be shared by several (a GAN's discriminator and
-#: generator steps), and each must tell the losses another stepped from its own.
-_GUARDS: weakref.WeakSet[GuardedOptimizer] = weakref.WeakSet()
+#: The losses some guard's step() took, while they live (by id): one loss module, or one
+#: model, may be seen by several guards (a GAN's discriminator forward in the generator's
+#: step), and each must tell another's steps from its own batch.
+_STEPPED_LOSSES: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
 
 
 class GuardedOptimizer(torch.optim.Optimizer):
@@ -177,7 +178,6 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._needs_closure = _closure_required(optimizer)
         self._masked: MaskedStep | None = None
         self._stepped_gradient: torch.Tensor | None = None
-        self._stepped_loss: Any = _nothing  # a weak reference to the last step's loss
         self._stepped_version = 0  # in-place changes to it when it was stepped
         self._watch_parameters()
         self._device_type = self._kinds[0][1].device.type
@@ -198,7 +198,6 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if isinstance(loss_fn, nn.Module):
             self._hooks.append(loss_fn.register_forward_hook(self._see_loss))
         self.core.keep(0, -1, self._copy_state())
-        _GUARDS.add(self)
 
     def _watch_parameters(self) -> None:
         """The parameters every step checks, masks and copies: those of every group."""
@@ -244,6 +243,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
                 # evaluation's (model.eval() without torch.no_grad()): a retake would
                 # train on it.
                 _append_bounded(seen.setdefault("all_inputs", []), (args, kwargs))
+                seen["forwards_seen"] = seen.get("forwards_seen", 0) + 1
             device = self._device_type  # autocast as the replay must repeat it
             seen["autocast"] = (
                 (device, torch.get_autocast_dtype(device))
@@ -266,6 +266,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
             seen["prediction"] = args[0]
             if self.model.training:
                 _append_bounded(seen.setdefault("all_targets", []), args[1])
+                # Each loss, and how many forwards came before it: to leave out of the
+                # batch the forwards of a loss another guard stepped (the GAN generator's
+                # step runs the discriminator, whose zero_grad() may not be called).
+                _append_bounded(seen.setdefault("all_losses", []), output)
+                _append_bounded(seen.setdefault("forwards_at", []), seen.get("forwards_seen", 0))
             seen["loss"] = output
 
     # -- the step ---------------------------------------------------------------------
@@ -302,7 +307,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
             loss = result  # a closure's loss (Lightning's training step)
-        self._stepped_loss = _nothing if loss is None else weakref.ref(loss)
+        if loss is not None:
+            _STEPPED_LOSSES[id(loss)] = loss
         masked = self._masked_step() if self.sync_free else None
         sampled = self._step % NORM_EVERY == 0
         if masked is not None:
@@ -350,10 +356,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _stepped_by_another(self) -> bool:
         """Whether the loss the hooks saw last was another guard's step's (the loss
         module is shared: a GAN's generator loss runs through the discriminator)."""
-        loss = self._seen.get("loss")
-        return loss is not None and any(
-            other is not self and other._stepped_loss() is loss for other in list(_GUARDS)
-        )
+        return _stepped(self._seen.get("loss"))
 
     def _gradients_not_stepped(self) -> bool:
         """Whether the gradients were computed after the last ``step()`` and are being
@@ -824,6 +827,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
         args, kwargs = self._seen.get("call") or ((self._seen["inputs"],), {})
         if keep is not None:
             args, kwargs = _rows_of((args, kwargs), len(self._seen["inputs"]), keep)
+        # Detached: a retake's backward() reaches this model's parameters only, not what
+        # made its inputs (a GAN's generator, whose graph its own step freed).
+        args = tuple(a.detach() if torch.is_tensor(a) else a for a in args)
+        kwargs = {k: v.detach() if torch.is_tensor(v) else v for k, v in kwargs.items()}
         return self.model(*args, **kwargs)
 
     def _forward_by_layer(self, inputs: torch.Tensor) -> tuple[Any, str | None, torch.Tensor]:
@@ -1225,9 +1232,9 @@ def _closure_required(optimizer: torch.optim.Optimizer) -> bool:
     return closure is not None and closure.default is inspect.Parameter.empty
 
 
-def _nothing() -> None:
-    """A weak reference to nothing."""
-    return None
+def _stepped(loss: Any) -> bool:
+    """Whether a guard's step() took ``loss``."""
+    return loss is not None and _STEPPED_LOSSES.get(id(loss)) is loss
 
 
 def _append_bounded(kept: list[Any], value: Any) -> None:
@@ -1241,6 +1248,7 @@ def _whole_batch(seen: dict[str, Any]) -> dict[str, Any]:
     the last step as the batch: joined into one when there were several (gradient
     accumulation) and they join. As it is (the last forward's) when no training forward
     was seen (a model trained in eval mode) or they do not pair with the losses."""
+    seen = _own_calls(seen)
     calls, targets = seen.get("all_inputs", []), seen.get("all_targets", [])
     if not calls:
         return seen
@@ -1269,6 +1277,26 @@ def _whole_batch(seen: dict[str, Any]) -> dict[str, Any]:
         )
         joined["loose_targets"] = list(targets)
     return joined
+
+
+def _own_calls(seen: dict[str, Any]) -> dict[str, Any]:
+    """What the hooks saw, without the forwards and losses up to the last loss another
+    guard's step() took (a GAN generator's step through this discriminator, when the
+    loop clears gradients with ``model.zero_grad()``, which the guard does not see).
+    The last loss is this step's own even when another guard stepped it too (two
+    optimizers on one model's parameters)."""
+    losses = seen.get("all_losses", [])
+    forwards = seen.get("all_inputs", [])
+    taken = [i for i, loss in enumerate(losses[:-1]) if _stepped(loss)]
+    if not taken or seen.get("forwards_seen", 0) != len(forwards):
+        return seen  # none, or more forwards than kept: as they are
+    last = taken[-1]
+    return {
+        **seen,
+        "all_inputs": forwards[seen["forwards_at"][last] :],
+        "all_targets": seen.get("all_targets", [])[last + 1 :],
+        "all_losses": losses[last + 1 :],
+    }
 
 
 def _primary(args: tuple, kwargs: dict) -> torch.Tensor | None:
