@@ -109,6 +109,8 @@ _ADAPTIVE = ("adam", "adamw", "rmsprop")
 #: model, may be seen by several guards (a GAN's discriminator forward in the generator's
 #: step), and each must tell another's steps from its own batch.
 _STEPPED_LOSSES: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+#: The guards alive: with one, none of that bookkeeping is needed (and none is done).
+_GUARDS: weakref.WeakSet[GuardedOptimizer] = weakref.WeakSet()
 
 
 class GuardedOptimizer(torch.optim.Optimizer):
@@ -198,6 +200,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if isinstance(loss_fn, nn.Module):
             self._hooks.append(loss_fn.register_forward_hook(self._see_loss))
         self.core.keep(0, -1, self._copy_state())
+        _GUARDS.add(self)
 
     def _watch_parameters(self) -> None:
         """The parameters every step checks, masks and copies: those of every group."""
@@ -243,7 +246,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
                 # evaluation's (model.eval() without torch.no_grad()): a retake would
                 # train on it.
                 _append_bounded(seen.setdefault("all_inputs", []), (args, kwargs))
-                seen["forwards_seen"] = seen.get("forwards_seen", 0) + 1
+                if len(_GUARDS) > 1:
+                    seen["forwards_seen"] = seen.get("forwards_seen", 0) + 1
             device = self._device_type  # autocast as the replay must repeat it
             seen["autocast"] = (
                 (device, torch.get_autocast_dtype(device))
@@ -266,11 +270,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
             seen["prediction"] = args[0]
             if self.model.training:
                 _append_bounded(seen.setdefault("all_targets", []), args[1])
-                # Each loss, and how many forwards came before it: to leave out of the
-                # batch the forwards of a loss another guard stepped (the GAN generator's
-                # step runs the discriminator, whose zero_grad() may not be called).
-                _append_bounded(seen.setdefault("all_losses", []), output)
-                _append_bounded(seen.setdefault("forwards_at", []), seen.get("forwards_seen", 0))
+                if len(_GUARDS) > 1:
+                    # Each loss, and how many forwards came before it: to leave out of
+                    # the batch the forwards of a loss another guard stepped (the GAN
+                    # generator's step runs the discriminator, whose zero_grad() may not
+                    # be called).
+                    _append_bounded(seen.setdefault("all_losses", []), output)
+                    forwards = seen.get("forwards_seen", 0)
+                    _append_bounded(seen.setdefault("forwards_at", []), forwards)
             seen["loss"] = output
 
     # -- the step ---------------------------------------------------------------------
@@ -307,7 +314,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
             loss = result  # a closure's loss (Lightning's training step)
-        if loss is not None:
+        if loss is not None and len(_GUARDS) > 1:
             _STEPPED_LOSSES[id(loss)] = loss
         masked = self._masked_step() if self.sync_free else None
         sampled = self._step % NORM_EVERY == 0
@@ -1180,6 +1187,8 @@ def _loss_source(prediction: Any, output: Any) -> str | None:
     model's first forward since the last step). Told by identity or memory first (the
     common case, at no cost), then by walking the autograd graph; ``"output"`` when
     nothing tells it (an output without tensors, a graph too large to walk)."""
+    if output is prediction:
+        return "output"
     if output is None:
         return None
     leaves = [t for t in tree_flatten(output)[0] if torch.is_tensor(t)]
