@@ -372,3 +372,40 @@ def test_a_sequence_batch_flattened_for_the_loss_names_its_bad_step_and_feature(
     )
     assert "loss_fn's targets have 160 rows and the batch 16" in event.message
     assert optimizer.skipped_steps == 3 and all_finite(model)
+
+
+@pytest.mark.parametrize("when", ["from_the_start", "written_mid_training"])
+def test_weights_that_hold_nan_before_a_step_are_said_so(when: str, guard) -> None:
+    """A NaN in a weight (a corrupt checkpoint, or code writing into the weights): every
+    step failed alike, each said 'the inputs, the layers' outputs and the predictions were
+    finite when the batch was replayed' (they were not), and the sixth stopped training."""
+    X, y = regression_data()
+    model, loss_fn = mlp(), torch.nn.MSELoss()
+    if when == "from_the_start":
+        with torch.no_grad():
+            model[0].weight[3, 1] = math.nan
+    optimizer = guard(
+        torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn, steps_per_epoch=8
+    )
+    for epoch in range(4):
+        if epoch == 2 and when == "written_mid_training":
+            with torch.no_grad():
+                model[0].weight[3, 1] = math.nan
+        for start in range(0, ROWS, BATCH):
+            optimizer.zero_grad()
+            loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH]).backward()
+            if when == "from_the_start" and start == 0 and epoch == 0:
+                with pytest.raises(NonFiniteTrainingError, match="holds 1 NaN or inf value"):
+                    optimizer.step()
+                break
+            optimizer.step()
+        if optimizer.stopped:
+            break
+    [event] = optimizer.events
+    assert (event.trigger, event.cause) == ("nonfinite_weights", "unknown")
+    assert event.message.startswith("the weight 0.weight holds 1 NaN or inf value(s) of 128")
+    if when == "from_the_start":
+        assert event.action == "stopped" and event.restored_from is None
+    else:  # back to the best copy kept before it, and on
+        assert event.action == "rolled_back" and event.restored_from[0] == 1
+        assert all_finite(model) and not optimizer.stopped

@@ -77,8 +77,10 @@ from stablefit.guard import (
     GuardEvent,
     LayerOverflow,
     NonFiniteTrainingError,
+    Remedy,
     Replay,
     Snapshot,
+    Verdict,
     growth_curvature,
     stable_learning_rate,
 )
@@ -547,12 +549,16 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _diagnose(self, trigger: str, loss_value: float | None) -> bool:
         self._seen = _whole_batch(self._seen)
         self._repair_buffers()
+        rate = float(self.param_groups[0]["lr"])
+        target = self.core.rollback_target()
+        bad_weight = _first_nonfinite(self.model)
+        if bad_weight is not None:
+            verdict, remedy = self._nonfinite_weights(bad_weight, target)
+            return self._apply("nonfinite_weights", verdict, remedy, loss_value, rate, target)
         replay = self._replay()
         if replay.bad_positions:
             self._data_event(replay, loss_value)
             return False
-        rate = float(self.param_groups[0]["lr"])
-        target = self.core.rollback_target()
         context = Context(
             trigger=trigger,
             learning_rate=rate,
@@ -562,6 +568,54 @@ class GuardedOptimizer(torch.optim.Optimizer):
             curvature=lambda: self._curvature(target, rate),
         )
         verdict, remedy = self.core.decide(replay, context, clipnorm=self.clipnorm)
+        return self._apply(trigger, verdict, remedy, loss_value, rate, target)
+
+    def _nonfinite_weights(
+        self, bad: tuple[str, int, int], target: Snapshot | None
+    ) -> tuple[Verdict, Remedy]:
+        """Weights that hold NaN/inf before the step: no update of the guard's made them
+        (it applies none that is not finite), so every step from them fails alike."""
+        name, count, size = bad
+        verdict = Verdict(
+            cause="unknown",
+            finding=(
+                f"the weight {name} holds {count} NaN or inf value(s) of {size} before this "
+                "step; the guard applies no update that is not finite, so they were there "
+                "when training started, were loaded so, or were written by code outside "
+                "the optimizer"
+            ),
+            fix=(
+                "initialise or load finite weights (look for NaN in the checkpoint), and "
+                "look for code that writes into the weights"
+            ),
+            evidence={"parameter": name, "nonfinite_values": count},
+        )
+        if target is None or not _finite_state(target.state["model"]):
+            remedy = Remedy(
+                action="stopped", reason="no copy of the weights the guard kept is finite"
+            )
+        elif not self.core.window.spend():
+            remedy = Remedy(
+                action="stopped",
+                rollback=True,
+                reason=f"{self.core.window.max_retries} remedies since the last clean epoch "
+                "did not help",
+            )
+        else:
+            remedy = Remedy(action="rolled_back", rollback=True)
+        return verdict, remedy
+
+    def _apply(
+        self,
+        trigger: str,
+        verdict: Verdict,
+        remedy: Remedy,
+        loss_value: float | None,
+        rate: float,
+        target: Snapshot | None,
+    ) -> bool:
+        """Apply a remedy and record its event. True (the weights or the rate changed, or
+        training stopped)."""
         restored = None
         if remedy.rollback and target is not None:
             self._restore(target.state)
@@ -584,7 +638,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
             clipnorm=self.clipnorm,
         )
         if remedy.action == "stopped":
-            self._stop(event, remedy.reason)
+            self._stop(
+                event, remedy.reason, restore=remedy.rollback or trigger != "nonfinite_weights"
+            )
         return True
 
     def _repair_buffers(self) -> None:
@@ -1003,9 +1059,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
                     else:
                         state[key] = _clone(value)
 
-    def _stop(self, event: GuardEvent, reason: str) -> None:
+    def _stop(self, event: GuardEvent, reason: str, *, restore: bool = True) -> None:
         self.stopped = True
-        best = self.core.rollback_target()
+        best = self.core.rollback_target() if restore else None
         if best is not None:
             self._restore(best.state)
         message = self.core.failure_message(
@@ -1239,6 +1295,20 @@ def _closure_required(optimizer: torch.optim.Optimizer) -> bool:
     """Whether the optimizer's ``step`` must be given the closure (``LBFGS``)."""
     closure = inspect.signature(type(optimizer).step).parameters.get("closure")
     return closure is not None and closure.default is inspect.Parameter.empty
+
+
+def _first_nonfinite(model: nn.Module) -> tuple[str, int, int] | None:
+    """The first parameter holding NaN/inf: its name, how many such values, its size."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.is_floating_point() and not bool(torch.isfinite(parameter).all()):
+                count = int((~torch.isfinite(parameter)).sum())
+                return name, count, parameter.numel()
+    return None
+
+
+def _finite_state(tensors: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
 
 
 def _stepped(loss: Any) -> bool:
