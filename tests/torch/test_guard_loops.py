@@ -14,7 +14,15 @@ pytestmark = pytest.mark.torch
 
 from stablefit import torch as stablefit_torch  # noqa: E402
 from stablefit.guard import NonFiniteTrainingError  # noqa: E402
-from tests.torch.test_guard import BATCH, ROWS, all_finite, clean_loss, mlp, regression_data  # noqa: E402
+from tests.torch.test_guard import (  # noqa: E402
+    BATCH,
+    ROWS,
+    all_finite,
+    clean_loss,
+    mlp,
+    regression_data,
+    relu_mlp,
+)
 
 
 @pytest.fixture(params=[None, True], ids=["default", "sync_free"])
@@ -409,3 +417,34 @@ def test_weights_that_hold_nan_before_a_step_are_said_so(when: str, guard) -> No
     else:  # back to the best copy kept before it, and on
         assert event.action == "rolled_back" and event.restored_from[0] == 1
         assert all_finite(model) and not optimizer.stopped
+
+
+@pytest.mark.parametrize("failure", ["bad_row", "learning_rate"])
+def test_a_loss_per_row_weighted_outside_loss_fn(failure: str, guard) -> None:
+    """``(MSELoss(reduction="none")(out, y) * weights).mean()``: the retake called
+    backward() on the per-row losses, and the curvature's Hessian wanted a scalar: a
+    RuntimeError in the loop either way."""
+    X, y = regression_data()
+    weights = torch.rand(ROWS, 1, generator=torch.Generator().manual_seed(0))
+    if failure == "bad_row":
+        X[37, 0] = math.nan
+    model = mlp() if failure == "bad_row" else relu_mlp()
+    loss_fn = torch.nn.MSELoss(reduction="none")
+    rate = 0.1 if failure == "bad_row" else 3.0
+    optimizer = guard(
+        torch.optim.SGD(model.parameters(), lr=rate), model, loss_fn, steps_per_epoch=8
+    )
+    for _ in range(3):
+        for start in range(0, ROWS, BATCH):
+            rows = slice(start, start + BATCH)
+            optimizer.zero_grad()
+            (loss_fn(model(X[rows]), y[rows]) * weights[rows]).mean().backward()
+            optimizer.step()
+    if failure == "bad_row":
+        [event] = optimizer.events
+        assert (event.cause, event.count) == ("data", 3) and optimizer.skipped_steps == 3
+        assert "loss_fn gives a loss per row (reduction='none')" in event.message
+    else:
+        assert optimizer.events[0].cause == "learning_rate"
+        assert optimizer.param_groups[0]["lr"] < rate
+    assert all_finite(model)

@@ -662,7 +662,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
                     buffer.copy_(kept[name])
 
     def _data_event(
-        self, replay: Replay, loss_value: float | None, *, skipped_by: str | None = None
+        self, replay: Replay, loss_value: float | None, *, skipped_by: str | bool | None = None
     ) -> None:
         """Name the bad rows and retake the step without them (unless ``skipped_by``
         something else, which decided the step already)."""
@@ -674,7 +674,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         epoch, batch = self._position()
         where = None
         if skipped_by is None:
-            skipped_by = self._retake_blocker()
+            skipped_by = self._retake_blocker(len(bad))
         if loose is not None:
             call, calls = loose
             target = self._seen["loose_targets"][call]
@@ -707,12 +707,18 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if skipped_by is None:
             self._retake_without(bad)
 
-    def _retake_blocker(self) -> str | None:
-        """Why the step cannot be taken again on the batch's other rows (None if it can)."""
+    def _retake_blocker(self, bad_rows: int) -> str | bool | None:
+        """Why the step cannot be taken again on the batch's other rows: True when there
+        are none, a phrase, None when it can."""
         why = None
         unpaired = self._seen.get("unpaired_targets")
+        inputs = self._seen.get("inputs")
+        if torch.is_tensor(inputs) and bad_rows >= len(inputs):
+            return True
         if not isinstance(self.loss_fn, nn.Module):
             why = "loss_fn is not an nn.Module loss given to guard() (such as nn.MSELoss())"
+        elif getattr(self.loss_fn, "reduction", None) == "none":
+            why = "loss_fn gives a loss per row (reduction='none'), combined outside it"
         elif unpaired is not None:
             why = f"{unpaired}, so its targets are not the batch's rows"
         elif self._seen.get("target") is None or _prediction_picker(self._seen) is None:
@@ -734,17 +740,23 @@ class GuardedOptimizer(torch.optim.Optimizer):
         # backward() and step() acts on earlier steps.
         grads = [p.grad for p in self._params]
 
-        def retake() -> torch.Tensor:
+        def retake_loss() -> torch.Tensor:
             self.optimizer.zero_grad()
             with torch.enable_grad(), _autocast(self._seen.get("autocast")):
-                loss = self.loss_fn(pick(self._forward(keep)), target[keep])
+                return self.loss_fn(pick(self._forward(keep)), target[keep])
+
+        def retake() -> torch.Tensor:
+            loss = retake_loss()
             loss.backward()
             return loss
 
-        loss = retake().detach()
+        loss = retake_loss()
         self._seen.pop("loss", None)
+        if loss.numel() == 1:  # not a loss per row, reduced outside loss_fn
+            loss.backward()
+        loss = loss.detach()
         value = _value(loss)
-        if self._gradients_finite() and _finite(value, loss):
+        if loss.numel() == 1 and self._gradients_finite() and _finite(value, loss):
             self._skipped -= 1
             self._update(retake)
             self._act(True, value, None)
@@ -962,6 +974,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
             and pick is not None
             and len(args) == 1
             and not kwargs  # the Hessian's functional call takes the one input
+            # A loss per row is reduced outside loss_fn, in a way the guard does not know:
+            # the curvature comes from the loss's growth.
+            and getattr(self.loss_fn, "reduction", None) != "none"
         ):
 
             def loss_fn(output: Any, target: Any) -> Any:
