@@ -261,3 +261,13 @@ def test_a_bad_row_beside_a_string_input_is_one_event_with_a_count() -> None:
     [event] = guard.events
     assert (event.rows, event.columns, event.count) == ((11,), ("x['num'][:, 0]",), 3)
     assert history.history["bad_rows"] == [1, 1, 1] and all_finite(model)
+
+
+def test_two_guards_in_one_fit_are_refused_and_the_model_trains_on() -> None:
+    """The second guard wrapped the first one's step and fit crashed with KeyError 'no_rows'."""
+    x, y = well_conditioned(rows=64)
+    model = linear_model(3, keras.optimizers.SGD(0.1))
+    with pytest.raises(StablefitInputError, match="2 NanGuards; pass one"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[NanGuard(), NanGuard()])
+    history = model.fit(x, y, epochs=2, verbose=0, callbacks=[NanGuard()])
+    assert history.history["skipped_steps"] == [0, 0] and all_finite(model)

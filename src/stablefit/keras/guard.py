@@ -175,6 +175,7 @@ class NanGuard(keras.callbacks.Callback):
         self._validate_params()
         arguments = fit_arguments(self.model)
         _check_class_weight(None if arguments is None else arguments.class_weight)
+        _check_one_guard(None if arguments is None else arguments.callbacks)
         model = self.model
         optimizer = model.optimizer
         if not optimizer.built and model.built:
@@ -799,6 +800,17 @@ class NanGuard(keras.callbacks.Callback):
             raise StablefitInputError(
                 "NanGuard: the model has no optimizer; call model.compile(optimizer=...) first."
             )
+
+
+def _check_one_guard(callbacks: Any) -> None:
+    """Refuse a ``fit`` given several guards: each would wrap the step the other wraps."""
+    listed = getattr(callbacks, "callbacks", callbacks)
+    guards = [c for c in listed if isinstance(c, NanGuard)] if isinstance(listed, Sequence) else []
+    if len(guards) > 1:
+        raise StablefitInputError(
+            f"NanGuard: fit's callbacks hold {len(guards)} NanGuards; pass one (each would "
+            "wrap the training step the other wraps)."
+        )
 
 
 def _check_class_weight(class_weight: Any) -> None:
