@@ -271,3 +271,31 @@ def test_two_guards_in_one_fit_are_refused_and_the_model_trains_on() -> None:
         model.fit(x, y, epochs=1, verbose=0, callbacks=[NanGuard(), NanGuard()])
     history = model.fit(x, y, epochs=2, verbose=0, callbacks=[NanGuard()])
     assert history.history["skipped_steps"] == [0, 0] and all_finite(model)
+
+
+def test_one_row_of_finite_but_absurd_values_is_bad_data_not_exploding_gradients() -> None:
+    """A 1e30 in float64 data is finite in float32, so no row mask leaves it out, but its
+    square overflows: the guard took it for exploding gradients at every epoch, tightened
+    clipnorm from 20 to 1 and stopped training at epoch 6 advising to clip gradients."""
+    x, y = well_conditioned(rows=256)
+    x, y = x.astype("float64"), y.astype("float64")  # as pandas gives them
+    reference = linear_model(3, keras.optimizers.SGD(0.1))
+    reference.fit(np.delete(x, 20, 0), np.delete(y, 20), batch_size=16, epochs=8, verbose=0)
+    x[20, 1] = 1e30
+    model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
+    history = model.fit(x, y, batch_size=16, epochs=8, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.cause, event.rows, event.columns, event.count) == ("data", (20,), ("x[:, 1]",), 8)
+    assert "values up to 1e+30" in event.message and model.optimizer.clipnorm is None
+    assert history.history["skipped_steps"] == [1] * 8 and all_finite(model)
+    clean = np.delete(x, 20, 0), np.delete(y, 20)
+    assert model.evaluate(*clean, verbose=0) <= 1.5 * reference.evaluate(*clean, verbose=0)
+
+
+def test_targets_all_beyond_what_float32_squares_are_precision_not_data() -> None:
+    x, y = well_conditioned(rows=128)
+    model, guard = linear_model(3, keras.optimizers.Adam(0.01)), NanGuard(on_failure="warn")
+    model.fit(x, y * 1e20, batch_size=32, epochs=1, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.cause, event.action) == ("precision", "stopped")
+    assert "scale the targets" in event.fix and all_finite(model)

@@ -65,7 +65,7 @@ class Snapshots(keras.callbacks.Callback):
 
 
 def test_a_non_finite_step_changes_nothing_and_the_logs_never_show_nan() -> None:
-    # Targets of 1e30 are finite, but their squared error overflows float32: the loss and
+    # A target of 1e30 is finite, but its squared error overflows float32: the loss and
     # the gradients of that batch are not finite.
     x, y = well_conditioned(rows=128)
     y = y.copy()
@@ -73,20 +73,19 @@ def test_a_non_finite_step_changes_nothing_and_the_logs_never_show_nan() -> None
     model = linear_model(3, keras.optimizers.Adam(0.01))
     seen = Snapshots()
     guard = NanGuard(on_failure="warn")
-    with pytest.warns(StablefitWarning, match=r"cause precision"):
+    with pytest.warns(StablefitWarning, match=r"row 70 of the data with values up to 1e\+30"):
         history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
                             callbacks=[guard, seen])  # fmt: skip
     before, skipped = seen.after[1], seen.after[2]  # batch 3 holds row 70
     assert before.keys() == skipped.keys() and any("velocity" in k for k in before)
     for path, value in before.items():
         np.testing.assert_array_equal(value, skipped[path], err_msg=path)
-    # The failed step, and the one after the stop (the guard lets no update through then).
-    assert history.history["skipped_steps"] == [2]
+    assert history.history["skipped_steps"] == [1]
     assert np.isfinite(history.history["loss"]).all()
+    # One row that far beyond the others is bad data (scaling y would not help).
     [event] = guard.events
-    assert (event.trigger, event.cause, event.action) == ("nonfinite_step", "precision", "stopped")
-    assert event.evidence["largest"] == pytest.approx(1e30, rel=1e-6)
-    assert "scale the targets" in event.fix
+    assert (event.trigger, event.cause, event.action) == ("bad_rows", "data", "masked")
+    assert (event.rows, event.columns) == ((70,), ("y",))
     assert all_finite(model)
 
 
@@ -389,7 +388,7 @@ def test_a_failed_step_is_placed_at_its_batch_with_several_steps_per_execution()
     guard = NanGuard(on_failure="warn")
     model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, callbacks=[guard])
     [event] = guard.events
-    assert (event.batch, event.cause) == (3, "precision")
+    assert (event.batch, event.cause, event.rows) == (3, "data", (100,))
 
 
 @pytest.mark.parametrize(

@@ -220,6 +220,7 @@ class GuardCore:
         where: str | None = None,
         evidence: dict[str, Any] | None = None,
         whole_batch: bool | str = False,
+        found: str = "NaN or inf",
     ) -> GuardEvent | None:
         """Bad rows left out of a step: a new event, or None when ``key`` was seen before.
 
@@ -228,7 +229,8 @@ class GuardCore:
         words the rows when they are not ``rows`` "of the data" (e.g. "row 3 of
         dataset[12]"); ``evidence`` adds to the event's evidence; ``whole_batch`` says
         that no row of the batch was left (its step was skipped), or, as a phrase, why the
-        step was skipped with the batch's other rows.
+        step was skipped with the batch's other rows. ``found``: what the rows hold that
+        makes them bad (their values when finite but extreme).
         """
         if key in self._data_events:
             index = self._data_events[key]
@@ -248,7 +250,7 @@ class GuardCore:
             cause="data",
             action="masked",
             message=(
-                f"{where} with NaN or inf in {', '.join(replay.bad_columns) or 'the inputs'}; "
+                f"{where} with {found} in {', '.join(replay.bad_columns) or 'the inputs'}; "
                 + (
                     f"the step of its batch was skipped, as {whole_batch} (the "
                     if isinstance(whole_batch, str)

@@ -21,6 +21,10 @@ from stablefit.guard import Curvature, LayerOverflow, Replay, power_iteration, s
 from stablefit.keras._optimizer import forecast_settings
 
 _LOW_PRECISION = ("float16", "bfloat16")
+#: A row whose values reach this many times the batch's typical row (and 1), and whose own
+#: loss term this many times the others' (or not finite), is extreme data: a value like
+#: 1e30 is finite, so no row mask leaves it out, but its square overflows float32.
+EXTREME_RATIO = 1e6
 #: Power iterations for the curvature estimate at an event.
 CURVATURE_ITERATIONS = 20
 
@@ -115,6 +119,54 @@ def replay_batch(
         largest_prediction=_largest(predictions),
         gradient_norm=gradient_norm(model, x, y, sample_weight),
     )
+
+
+def extreme_rows(model: keras.Model, x: Any, y: Any) -> tuple[np.ndarray, float] | None:
+    """The positions of the batch's extreme rows, and the magnitude above which a value is
+    extreme; None when the step did not fail for a few such rows.
+
+    A row is extreme when its inputs or targets reach ``EXTREME_RATIO`` times the batch's
+    typical row (and 1), and its own loss term is not finite or ``EXTREME_RATIO`` times
+    the others' while theirs are finite; at most a quarter of the batch.
+    """
+    if not has_loss(model):
+        return None
+    leaves = [
+        np.asarray(a, dtype=np.float64)
+        for a in [*keras.tree.flatten(x), *([] if y is None else keras.tree.flatten(y))]
+        if np.asarray(a).dtype.kind == "f" and np.ndim(a) >= 1
+    ]
+    rows = len(leaves[0]) if leaves else 0
+    if rows < 2:
+        return None
+    with np.errstate(invalid="ignore"):
+        magnitude = np.max([np.abs(a.reshape(rows, -1)).max(axis=1) for a in leaves], axis=0)
+    threshold = EXTREME_RATIO * max(float(np.median(magnitude)), 1.0)
+    candidates = magnitude > threshold
+    if not candidates.any() or 4 * candidates.sum() > rows:
+        return None
+    terms = _row_terms(model, x, y)
+    if terms is None or not np.isfinite(terms[~candidates]).all():
+        return None
+    typical = max(float(np.median(np.abs(terms[~candidates]))), 1e-30)
+    with np.errstate(invalid="ignore"):
+        extreme = candidates & ~(np.abs(terms) <= EXTREME_RATIO * typical)
+    return (np.flatnonzero(extreme), threshold) if extreme.any() else None
+
+
+def _row_terms(model: keras.Model, x: Any, y: Any) -> np.ndarray | None:
+    """Each row's loss (summed over the outputs' losses), None when a loss gives no
+    per-row terms."""
+    predictions = keras.tree.map_structure(keras.ops.convert_to_numpy, model(x, training=False))
+    total = None
+    for _, loss, target, predicted in _output_losses(model, y, predictions):
+        terms = _loss_terms(loss, target, predicted)
+        if terms is None or terms.ndim == 0:
+            return None
+        with np.errstate(invalid="ignore", over="ignore"):
+            row = terms.reshape(len(terms), -1).astype(np.float64).sum(axis=1)
+            total = row if total is None else total + row
+    return total
 
 
 def has_loss(model: keras.Model) -> bool:

@@ -212,10 +212,12 @@ class ArrayRows(RowNamer):
         batch = [*report.inputs, *report.targets]
         if len(batch) != len(self._parts):
             return Located()
-        table = self._bad_rows([np.asarray(a).dtype for a in batch])
+        dtypes = [np.asarray(a).dtype for a in batch]
+        table = self._bad_rows(dtypes)
         found: set[int] = set()
         for position in positions:
-            found.update(table.get(row_key(batch, int(position)), ()))
+            rows = table.get(row_key(batch, int(position)))
+            found.update(self._equal_rows(batch, int(position), dtypes) if rows is None else rows)
         rows = tuple(sorted(found))
         if not rows:
             return Located()
@@ -226,6 +228,18 @@ class ArrayRows(RowNamer):
             evidence["index_labels"] = labels
             where += f" (index {row_list(labels)})"
         return Located(rows=rows, where=where, evidence=evidence)
+
+    def _equal_rows(self, batch: list[Any], position: int, dtypes: list[np.dtype]) -> list[int]:
+        """The rows of the arrays equal to the batch's row at ``position``: a row bad for
+        finite values (extreme ones), not among the rows with NaN or inf. One pass over
+        the arrays, at an event."""
+        equal = None
+        for part, value, dtype in zip(self._parts, batch, dtypes, strict=True):
+            values = np.asarray(_as_numpy(part), dtype=dtype if dtype.kind == "f" else None)
+            row = np.asarray(value)[position]
+            same = (values.reshape(len(values), -1) == row.reshape(1, -1)).all(axis=1)
+            equal = same if equal is None else equal & same
+        return [] if equal is None else [int(r) for r in np.flatnonzero(equal)]
 
     def _bad_rows(self, dtypes: list[np.dtype]) -> dict[bytes, list[int]]:
         """Each bad row's key (at the batch's dtypes) -> its indices; built once."""

@@ -40,7 +40,12 @@ from stablefit.keras._optimizer import (
     learning_rate_object,
     scale_learning_rate,
 )
-from stablefit.keras._replay import bad_columns, estimate_curvature, replay_batch
+from stablefit.keras._replay import (
+    bad_columns,
+    estimate_curvature,
+    extreme_rows,
+    replay_batch,
+)
 from stablefit.keras._rows import fit_arguments, row_key, row_namer
 from stablefit.keras._step import COUNT_KEYS, StepGuard, StepReport
 
@@ -431,9 +436,23 @@ class NanGuard(keras.callbacks.Callback):
 
     # -- data events -------------------------------------------------------------------
 
-    def _data_event(self, report: StepReport, *, whole_batch: bool | str) -> None:
-        """One event per new bad row (by its values); rows seen before count on theirs."""
-        positions = np.flatnonzero(~report.row_ok)
+    def _data_event(
+        self,
+        report: StepReport,
+        *,
+        whole_batch: bool | str,
+        positions: np.ndarray | None = None,
+        found: str = "NaN or inf",
+        marked: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+    ) -> None:
+        """One event per new bad row (by its values); rows seen before count on theirs.
+
+        ``positions``: the bad rows (default: those the step left out); ``found``: what
+        they hold; ``marked``: the batch's inputs and targets with the values that make
+        them bad set to inf, for naming the columns (default: the batch as it came).
+        """
+        if positions is None:
+            positions = np.flatnonzero(~report.row_ok)
         batch = [*report.inputs, *report.targets]
         keys = [row_key(batch, int(p)) for p in positions]
         if self._rows_of_earlier_fits:
@@ -451,9 +470,10 @@ class NanGuard(keras.callbacks.Callback):
         if not len(fresh):
             return
         key = tuple(k for k in keys if k not in self._row_events)
+        inputs, targets = marked if marked is not None else (report.inputs, report.targets)
         columns = bad_columns(
-            report.inputs,
-            report.targets,
+            inputs,
+            targets,
             fresh,
             self._names(),
             report.sample_weight,
@@ -473,6 +493,7 @@ class NanGuard(keras.callbacks.Callback):
             evidence=located.evidence,
             learning_rate=rate,
             whole_batch=whole_batch,
+            found=found,
         )
         self._row_events.update(dict.fromkeys(key, key))
         if event is not None:
@@ -532,6 +553,10 @@ class NanGuard(keras.callbacks.Callback):
     def _failed_step(self, report: StepReport, trigger: str) -> None:
         self._sync()
         x, y, sample_weight = _finite_rows(report)
+        extreme = extreme_rows(self.model, x, y)
+        if extreme is not None:
+            self._extreme_rows(report, *extreme)
+            return
         replay = replay_batch(self.model, x, y, sample_weight, step_loss=report.loss)
         saved: list[Any] = []
         rate = self._rate()
@@ -571,6 +596,35 @@ class NanGuard(keras.callbacks.Callback):
         # With several steps per execution the callbacks' batch is the execution's.
         at = report.step_in_epoch if report.step_in_epoch >= 0 else None
         self._apply(verdict, remedy, trigger=trigger, loss=report.loss, rate_before=rate, batch=at)
+
+    def _extreme_rows(self, report: StepReport, kept: np.ndarray, threshold: float) -> None:
+        """A data event for rows whose finite values overflow float32 in the loss or its
+        gradient (1e30 in float64 data): their step was skipped; nothing else changes."""
+        positions = np.flatnonzero(report.row_ok)[kept]
+
+        def mark(arrays: list[np.ndarray]) -> list[np.ndarray]:
+            marked = []
+            for array in arrays:
+                array = np.asarray(array)
+                if array.dtype.kind == "f":
+                    array = np.where(np.abs(array) > threshold, np.inf, array)
+                marked.append(array)
+            return marked
+
+        batch = [np.asarray(a, dtype=np.float64) for a in [*report.inputs, *report.targets]
+                 if np.asarray(a).dtype.kind == "f"]  # fmt: skip
+        largest = max(float(np.abs(a[positions]).max()) for a in batch if a.size)
+        self._data_event(
+            report,
+            whole_batch=(
+                "values that large make the step's loss or gradients explode, and only rows "
+                "with NaN or inf are left out inside the step"
+            ),
+            positions=positions,
+            found=f"values up to {largest:.3g}, beyond {threshold:.3g} (a million times the "
+            "batch's typical row)",
+            marked=(mark(report.inputs), mark(report.targets)),
+        )
 
     def _nonfinite_weights(self, bad: tuple[str, float]) -> None:
         verdict = Verdict(
