@@ -299,3 +299,39 @@ def test_targets_all_beyond_what_float32_squares_are_precision_not_data() -> Non
     [event] = guard.events
     assert (event.cause, event.action) == ("precision", "stopped")
     assert "scale the targets" in event.fix and all_finite(model)
+
+
+def two_output_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = [
+        keras.layers.Dense(1, name="price")(hidden),
+        keras.layers.Dense(1, name="volume")(hidden),
+    ]
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05), loss=["mse", "mae"], loss_weights=[1.0, 0.5]
+    )
+    return model
+
+
+def test_a_nan_target_of_one_output_of_two_is_named_with_the_output() -> None:
+    """It was named 'target 1': the place among the flattened targets, 0- or 1-based?"""
+    x, price = well_conditioned(rows=256)
+    volume = (x @ np.array([0.3, 0.3, -1.0]) + 1).astype("float32")
+    clean = two_output_model()
+    clean.fit(x, [price, volume], batch_size=16, epochs=5, shuffle=False, verbose=0)
+    broken = volume.copy()
+    broken[37] = np.nan
+    model, guard = two_output_model(), NanGuard()
+    history = model.fit(x, [price, broken], batch_size=16, epochs=5, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.cause, event.rows, event.columns) == (
+        "data",
+        (37,),
+        ("target 1 (output 'volume')",),
+    )
+    assert history.history["bad_rows"] == [1] * 5 and all_finite(model)
+    loss, reference = (m.evaluate(x, [price, volume], verbose=0)[0] for m in (model, clean))
+    assert loss <= 1.5 * reference

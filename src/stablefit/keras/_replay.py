@@ -36,10 +36,12 @@ def bad_columns(
     feature_names: Sequence[str] | None,
     sample_weight: np.ndarray | None = None,
     structure: Any = None,
+    output_names: Sequence[str] | None = None,
 ) -> tuple[str, ...]:
     """The columns holding a non-finite value in ``rows``, named as the user knows them
     (``"sample_weight"`` for the rows' weights, which ``class_weight`` makes too; an
-    input or target given in a dict by its key). ``structure``: ``(x, y)`` structures."""
+    input or target given in a dict by its key; one of several targets given in a list
+    with the model's name for its output). ``structure``: ``(x, y)`` structures."""
     x_structure, y_structure = structure if structure is not None else (None, None)
     names: list[str] = []
     prefixes = _leaf_names(x_structure, len(inputs), "x", "input")
@@ -47,6 +49,11 @@ def bad_columns(
         columns = feature_names if number == 0 else None
         names += _columns(np.asarray(array)[rows], prefixes[number], columns)
     prefixes = _leaf_names(y_structure, len(targets), "y", "target")
+    if output_names is not None and len(output_names) == len(targets) > 1:
+        prefixes = [
+            f"{prefix} (output {name!r})" if prefix.startswith("target ") else prefix
+            for prefix, name in zip(prefixes, output_names, strict=True)
+        ]
     for number, array in enumerate(targets):
         names += _columns(np.asarray(array)[rows], prefixes[number], None)
     if sample_weight is not None:

@@ -478,6 +478,7 @@ class NanGuard(keras.callbacks.Callback):
             self._names(),
             report.sample_weight,
             report.structure,
+            getattr(self.model, "output_names", None),
         )
         located = self._rows.locate(report, fresh)
         where = located.where
