@@ -448,3 +448,43 @@ def test_a_loss_per_row_weighted_outside_loss_fn(failure: str, guard) -> None:
         assert optimizer.events[0].cause == "learning_rate"
         assert optimizer.param_groups[0]["lr"] < rate
     assert all_finite(model)
+
+
+class DictInput(torch.nn.Module):
+    """A model called with one dict of inputs, ``model({"u": ..., "v": ...})``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.u, self.v = torch.nn.Linear(2, 16), torch.nn.Linear(2, 16)
+        self.out = torch.nn.Linear(16, 1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.out(torch.relu(self.u(batch["u"]) + self.v(batch["v"])))
+
+
+@pytest.mark.parametrize("failure", ["bad_row", "learning_rate"])
+def test_a_model_given_a_dict_of_inputs(failure: str, guard) -> None:
+    """The guard looked for a tensor among the model's arguments and found none: a NaN
+    row was 'exploding gradients', clipped tighter every epoch, never named."""
+    X, y = regression_data()
+    if failure == "bad_row":
+        X[37, 3] = math.nan
+    model, loss_fn = DictInput(), torch.nn.MSELoss()
+    rate = 0.05 if failure == "bad_row" else 3.0
+    optimizer = guard(
+        torch.optim.SGD(model.parameters(), lr=rate), model, loss_fn, steps_per_epoch=8
+    )
+    for _ in range(3):
+        for start in range(0, ROWS, BATCH):
+            rows = slice(start, start + BATCH)
+            optimizer.zero_grad()
+            loss_fn(model({"u": X[rows, :2], "v": X[rows, 2:]}), y[rows]).backward()
+            optimizer.step()
+    if failure == "bad_row":
+        [event] = optimizer.events
+        assert (event.cause, event.columns, event.count) == ("data", ("input 0['v']",), 3)
+        assert optimizer.skipped_steps == 0 and optimizer.clipnorm is None  # retaken
+    else:
+        assert optimizer.events[0].cause == "learning_rate"
+    assert all_finite(model)

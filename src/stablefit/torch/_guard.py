@@ -68,7 +68,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import (
+    keystr,
+    tree_flatten,
+    tree_flatten_with_path,
+    tree_map,
+    tree_unflatten,
+)
 
 from stablefit.guard import (
     Context,
@@ -855,9 +861,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         )
         bad = bad_inputs.any(dim=1) | bad_target.any(dim=1)
         others = []  # the model's other float inputs of the batch's rows, by name
-        args, kwargs = self._seen.get("call") or ((inputs,), {})
-        named = [(f"input {i}", a) for i, a in enumerate(args)] + list(kwargs.items())
-        for name, value in named:
+        for name, value in _named_inputs(self._seen.get("call") or ((inputs,), {})):
             if (
                 torch.is_tensor(value)
                 and value is not inputs
@@ -904,8 +908,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             args, kwargs = _rows_of((args, kwargs), len(self._seen["inputs"]), keep)
         # Detached: a retake's backward() reaches this model's parameters only, not what
         # made its inputs (a GAN's generator, whose graph its own step freed).
-        args = tuple(a.detach() if torch.is_tensor(a) else a for a in args)
-        kwargs = {k: v.detach() if torch.is_tensor(v) else v for k, v in kwargs.items()}
+        args, kwargs = tree_map(lambda v: v.detach() if torch.is_tensor(v) else v, (args, kwargs))
         return self.model(*args, **kwargs)
 
     def _forward_by_layer(self, inputs: torch.Tensor) -> tuple[Any, str | None, torch.Tensor]:
@@ -973,6 +976,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             and target is not None
             and pick is not None
             and len(args) == 1
+            and args[0] is inputs
             and not kwargs  # the Hessian's functional call takes the one input
             # A loss per row is reduced outside loss_fn, in a way the guard does not know:
             # the curvature comes from the loss's growth.
@@ -1394,11 +1398,30 @@ def _own_calls(seen: dict[str, Any]) -> dict[str, Any]:
 
 
 def _primary(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """The tensor whose rows are the batch's: the model's first tensor input."""
+    """The tensor whose rows are the batch's: the model's first tensor input (inside a
+    dict, list or tuple it was given, ``model({"x": ..., "mask": ...})``)."""
     first = next((a for a in args if torch.is_tensor(a)), None)
     if first is None:
         first = next((v for v in kwargs.values() if torch.is_tensor(v)), None)
+    if first is None:
+        first = next(
+            (leaf for leaf in tree_flatten((args, kwargs))[0] if torch.is_tensor(leaf)), None
+        )
     return first
+
+
+def _named_inputs(call: tuple[tuple, dict]) -> list[tuple[str, Any]]:
+    """A forward's inputs by name: ``input 1``, a keyword's name, ``input 0['v']`` for a
+    tensor inside a dict, list or tuple."""
+    args, kwargs = call
+    named = []
+    for i, arg in enumerate(args):
+        named += [
+            (f"input {i}{keystr(path)}", leaf) for path, leaf in tree_flatten_with_path(arg)[0]
+        ]
+    for key, value in kwargs.items():
+        named += [(f"{key}{keystr(path)}", leaf) for path, leaf in tree_flatten_with_path(value)[0]]
+    return named
 
 
 def _rows_of(call: tuple[tuple, dict], rows: int, keep: torch.Tensor) -> tuple[tuple, dict]:
@@ -1409,21 +1432,21 @@ def _rows_of(call: tuple[tuple, dict], rows: int, keep: torch.Tensor) -> tuple[t
             return value[keep.to(value.device)]
         return value
 
-    args, kwargs = call
-    return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
+    return tree_map(cut, call)
 
 
 def _joined_calls(calls: list[tuple[tuple, dict]]) -> tuple[tuple, dict]:
     """The inputs of several forwards (gradient accumulation) as one batch: each tensor
     joined with its counterparts, anything else as the first forward had it."""
-    first_args, first_kwargs = calls[0]
-
-    def join(values: list[Any]) -> Any:
-        return torch.cat(values) if torch.is_tensor(values[0]) else values[0]
-
-    args = tuple(join([c[0][i] for c in calls]) for i in range(len(first_args)))
-    kwargs = {key: join([c[1][key] for c in calls]) for key in first_kwargs}
-    return args, kwargs
+    flat = [tree_flatten(call) for call in calls]
+    spec = flat[0][1]
+    if any(other != spec for _, other in flat[1:]):
+        raise TypeError("the forwards were given inputs of different structures")
+    joined = [
+        torch.cat(values) if torch.is_tensor(values[0]) else values[0]
+        for values in zip(*(leaves for leaves, _ in flat), strict=True)
+    ]
+    return tree_unflatten(joined, spec)
 
 
 def _autocast(state: tuple[str, torch.dtype] | None) -> Any:
