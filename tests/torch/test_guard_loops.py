@@ -488,3 +488,36 @@ def test_a_model_given_a_dict_of_inputs(failure: str, guard) -> None:
     else:
         assert optimizer.events[0].cause == "learning_rate"
     assert all_finite(model)
+
+
+class Distances(torch.nn.Module):
+    """Distances to learned centres, the square root written by hand: its derivative is
+    infinite at 0, for a row exactly on a centre."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.centres = torch.nn.Parameter(torch.randn(8, 4))
+        self.out = torch.nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        squares = ((x[:, None, :] - self.centres[None]) ** 2).sum(-1)
+        return self.out(torch.sqrt(squares))
+
+
+def test_a_gradient_made_nan_by_the_backward_pass_is_said_so(guard) -> None:
+    """It said 'the inputs, the layers' outputs and the loss were finite ..., the gradient
+    norm was ordinary' (it was NaN) and had the user 'look for randomness in the model'."""
+    X, y = regression_data()
+    model, loss_fn = Distances(), torch.nn.MSELoss()
+    X[5] = model.centres.detach()[2]  # in the first batch, before the centres move
+    optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, loss_fn)
+    for start in range(0, ROWS, BATCH):
+        optimizer.zero_grad()
+        loss_fn(model(X[start : start + BATCH]), y[start : start + BATCH]).backward()
+        optimizer.step()
+    [event] = optimizer.events
+    assert (event.cause, event.action, event.batch) == ("unknown", "skipped", 0)
+    assert "but the gradients are not: an operation's derivative is infinite" in event.message
+    assert "torch.autograd.detect_anomaly()" in event.fix
+    assert optimizer.skipped_steps == 1 and all_finite(model)

@@ -72,6 +72,9 @@ class Replay:
         The step's gradients were not finite while those of the loss the adapter
         replays on the batch are: the loss the user differentiated adds a term the
         adapter does not see (another loss, a regulariser), and that term is not finite.
+    backward_nonfinite : bool
+        The replayed loss and every layer's output are finite but the loss's gradients
+        are not: an operation's derivative is infinite where it was evaluated.
     """
 
     bad_positions: tuple[int, ...] = ()
@@ -88,6 +91,7 @@ class Replay:
     largest_prediction: float | None = None
     gradient_norm: float | None = None
     outside_loss: bool = False
+    backward_nonfinite: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,10 +142,11 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
     In order: non-finite inputs are data; a low-precision layer overflowing on finite
     inputs is precision; finite predictions with a non-finite loss are the loss function;
     non-finite gradients of a loss whose replayed part has finite ones lie outside what
-    the adapter sees (unknown, said so); a loss that spiked or rose geometrically with the
-    learning rate above the curvature's bound (or with no other explanation) is the
-    learning rate; a gradient norm far above its running median is exploding gradients;
-    anything else is unknown.
+    the adapter sees, and non-finite gradients of a finite replayed forward and loss come
+    from an operation's derivative (both unknown, said so); a loss that spiked or rose
+    geometrically with the learning rate above the curvature's bound (or with no other
+    explanation) is the learning rate; a gradient norm far above its running median is
+    exploding gradients; anything else is unknown.
     """
     if replay.bad_positions:
         return _data(replay)
@@ -155,6 +160,8 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
         # Predictions this large mean the weights diverged: the loss only reports it.
     if replay.outside_loss:
         return _outside_loss(replay)
+    if replay.backward_nonfinite:
+        return _backward_nonfinite(replay, phrases)
     norm = replay.gradient_norm
     if (
         norm is not None
@@ -306,6 +313,24 @@ def _outside_loss(replay: Replay) -> Verdict:
             "computed from, or give the guard the whole loss as its loss function"
         ),
         evidence={"gradient_norm": replay.gradient_norm, "outside_loss": True},
+    )
+
+
+def _backward_nonfinite(replay: Replay, phrases: Phrasebook) -> Verdict:
+    name = replay.loss_name or "the loss"
+    return Verdict(
+        cause="unknown",
+        finding=(
+            f"the inputs, every {phrases.layer}'s output and {name} on the batch are finite "
+            "but the gradients are not: an operation's derivative is infinite where the "
+            "batch put it (sqrt or a hand-written norm at 0, pow with an exponent below 1 "
+            "at 0, log at 0, acos or asin at ±1), and inf times 0 makes NaN"
+        ),
+        fix=(
+            "keep that operation off its singular point (sqrt(x + eps), "
+            f"clamp before log or acos); {phrases.find_backward_op}"
+        ),
+        evidence={"gradient_norm": replay.gradient_norm},
     )
 
 

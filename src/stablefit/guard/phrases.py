@@ -32,6 +32,8 @@ class Phrasebook:
         How to clip the gradients by their global norm.
     learning_rate : str
         Where the learning rate is set.
+    find_backward_op : str
+        How to have the framework name the operation whose gradient is not finite.
 
     Examples
     --------
@@ -48,6 +50,7 @@ class Phrasebook:
     loss_from_logits: str
     clip_gradients: str
     learning_rate: str
+    find_backward_op: str
 
 
 #: Words that fit any framework (the default when an adapter gives none).
@@ -61,6 +64,7 @@ NEUTRAL = Phrasebook(
     loss_from_logits="compute the loss from logits (no sigmoid/softmax on the output)",
     clip_gradients="by their global norm, before the update",
     learning_rate="the optimizer's learning rate",
+    find_backward_op="the framework's anomaly detection names the operation",
 )
 
 KERAS = Phrasebook(
@@ -73,6 +77,10 @@ KERAS = Phrasebook(
     ),
     clip_gradients="clipnorm= on the optimizer",
     learning_rate="learning_rate= on the optimizer",
+    find_backward_op=(
+        "the backend's NaN checks name the operation (tf.debugging.enable_check_numerics() "
+        "on TensorFlow, jax_debug_nans on JAX, torch.autograd.detect_anomaly() on PyTorch)"
+    ),
 )
 
 TORCH = Phrasebook(
@@ -95,4 +103,5 @@ TORCH = Phrasebook(
         "loss.backward() and optimizer.step()"
     ),
     learning_rate="lr= on the optimizer, or its param_groups' 'lr'",
+    find_backward_op="with torch.autograd.detect_anomaly(): around one step names the operation",
 )

@@ -812,13 +812,17 @@ class GuardedOptimizer(torch.optim.Optimizer):
             if predictions_finite and not loss_finite:
                 offending = self._offending_predictions(prediction, target)
         norm = _norm_value(self._params)
-        outside = (
-            loss_value is not None
+        # The gradients of the replayed loss, when the step's were not finite and the
+        # forward and loss were: finite, the rest of the user's loss is what was not;
+        # not finite, an operation's backward made them so.
+        replayed_gradients = (
+            self._loss_gradients_finite(pick, target)
+            if loss_value is not None
             and loss_finite
             and predictions_finite
             and nonfinite_layer is None
             and not math.isfinite(norm)
-            and self._loss_gradients_finite(pick, target)
+            else None
         )
         return Replay(
             overflow=overflow,
@@ -832,20 +836,21 @@ class GuardedOptimizer(torch.optim.Optimizer):
             largest_input=_largest(inputs),
             largest_prediction=_largest(prediction),
             gradient_norm=norm,
-            outside_loss=outside,
+            outside_loss=replayed_gradients is True,
+            backward_nonfinite=replayed_gradients is False,
         )
 
-    def _loss_gradients_finite(self, pick: Any, target: torch.Tensor) -> bool:
+    def _loss_gradients_finite(self, pick: Any, target: torch.Tensor) -> bool | None:
         """Whether the gradients of loss_fn's loss on the batch at the weights now are
-        finite (the step's were not: then a term added to it, which the guard does not
-        see, is what was not)."""
+        finite; None when they cannot be taken (a loss per row, nothing to
+        differentiate)."""
         trained = [p for p in self._params if p.requires_grad]
         try:
             with torch.enable_grad(), _autocast(self._seen.get("autocast")):
                 loss = self.loss_fn(pick(self._forward()), target)
                 gradients = torch.autograd.grad(loss, trained, allow_unused=True)
-        except RuntimeError:  # nothing in it to differentiate
-            return False
+        except RuntimeError:
+            return None
         return all(g is None or bool(torch.isfinite(g).all()) for g in gradients)
 
     def _bad_rows_replay(self) -> Replay | None:
