@@ -335,3 +335,26 @@ def test_a_nan_target_of_one_output_of_two_is_named_with_the_output() -> None:
     assert history.history["bad_rows"] == [1] * 5 and all_finite(model)
     loss, reference = (m.evaluate(x, [price, volume], verbose=0)[0] for m in (model, clean))
     assert loss <= 1.5 * reference
+
+
+def normalized_model(x) -> keras.Model:
+    normalize = keras.layers.Normalization(name="scaling")
+    normalize.adapt(x)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), normalize, keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+def test_a_normalization_adapted_on_a_nan_row_is_named_with_the_fix() -> None:
+    """The guard said 're-initialize the model (or load finite weights)': the mean is NaN
+    because Normalization.adapt() averaged a NaN row, which no re-initialisation fixes."""
+    x, y = well_conditioned(rows=128)
+    x[7, 1] = np.nan
+    with pytest.raises(NonFiniteTrainingError, match=r"scaling/mean is already nan") as raised:
+        normalized_model(x).fit(x, y, epochs=1, verbose=0, callbacks=[NanGuard()])
+    assert "'scaling' computed it in adapt() from data holding NaN" in str(raised.value)
+    # The fix it gives works: adapted on the finite rows, the guard leaves the NaN row out.
+    model, guard = normalized_model(x[np.isfinite(x).all(axis=1)]), NanGuard()
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[guard])
+    assert [(e.cause, e.rows) for e in guard.events] == [("data", (7,))] and all_finite(model)

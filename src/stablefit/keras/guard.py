@@ -744,9 +744,16 @@ class NanGuard(keras.callbacks.Callback):
         bad = self._first_nonfinite_variable()
         if bad is not None:
             self._finish()
+            adapted = _adapted_layer(self.model, bad[0])
+            fix = (
+                "re-initialize the model (or load finite weights) before fit()."
+                if adapted is None
+                else f"the layer {adapted!r} computed it in adapt() from data holding NaN or "
+                "inf; adapt it on the rows without them (e.g. x[np.isfinite(x).all(axis=1)])."
+            )
             raise NonFiniteTrainingError(
                 f"NanGuard: the model's weight {bad[0]} is already {bad[1]:g} before training "
-                "starts; re-initialize the model (or load finite weights) before fit()."
+                f"starts; {fix}"
             )
 
     def _diagnosis_text(self) -> str:
@@ -855,6 +862,15 @@ class NanGuard(keras.callbacks.Callback):
             raise StablefitInputError(
                 "NanGuard: the model has no optimizer; call model.compile(optimizer=...) first."
             )
+
+
+def _adapted_layer(model: keras.Model, path: str) -> str | None:
+    """The name of the preprocessing layer (one with ``adapt``, e.g. Normalization) whose
+    statistics include the variable at ``path``; None for any other variable."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if hasattr(layer, "adapt") and any(v.path == path for v in layer.variables):
+            return layer.name
+    return None
 
 
 def _check_one_guard(callbacks: Any) -> None:
