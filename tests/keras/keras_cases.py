@@ -99,3 +99,54 @@ class CorruptedBatches(keras.utils.PyDataset):
 def clean_loss(model, x, y) -> float:
     """The model's loss on the clean data set (what a user compares runs by)."""
     return float(model.evaluate(x, y, batch_size=len(x), verbose=0))
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Raises at the end of the first epoch, as another callback's failure or Ctrl-C does."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        raise RuntimeError("interrupted")
+
+
+def sine_data(rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Four standard-normal features, y = sin(2 x0) + x1 x2 + x3 / 2: an MLP's task."""
+    x = np.random.default_rng(0).standard_normal((rows, 4)).astype("float32")
+    return x, (np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * x[:, 3]).astype("float32")
+
+
+def sine_mlp(rate: float) -> keras.Model:
+    """A 4-32-32-1 tanh MLP compiled with SGD at ``rate`` and MSE, from a fixed seed."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.SGD(rate), loss="mse")
+    return model
+
+
+class RateJump(keras.callbacks.Callback):
+    """Sets the learning rate to 50 at one batch of one epoch: a divergence to roll back."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.model.optimizer.learning_rate.assign(50.0)
+
+
+def interrupted_with_a_backup(model: keras.Model, x, y, backup: str, *callbacks) -> None:
+    """One epoch of fit with a BackupAndRestore, interrupted at its end."""
+    saving = keras.callbacks.BackupAndRestore(backup)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, batch_size=16, epochs=4, verbose=0,
+                  callbacks=[saving, *callbacks, Interrupt()])  # fmt: skip

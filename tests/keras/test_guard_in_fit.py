@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from keras_cases import all_finite, keras, linear_model, well_conditioned
+from keras_cases import (
+    Interrupt,
+    RateJump,
+    all_finite,
+    interrupted_with_a_backup,
+    keras,
+    linear_model,
+    sine_data,
+    sine_mlp,
+    well_conditioned,
+)
 
 from stablefit.errors import StablefitInputError, StablefitWarning
 from stablefit.keras import NanGuard, NonFiniteTrainingError, checked
@@ -18,13 +28,6 @@ pytestmark = [
     pytest.mark.keras,
     pytest.mark.filterwarnings("ignore::stablefit.errors.StablefitWarning"),
 ]
-
-
-class Interrupt(keras.callbacks.Callback):
-    """Raises at the end of the first epoch, as another callback's failure or Ctrl-C does."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        raise RuntimeError("interrupted")
 
 
 def test_a_fit_ended_by_an_exception_leaves_no_guard_on_the_model() -> None:
@@ -138,52 +141,13 @@ def test_a_nan_in_validation_data_names_the_callbacks_it_misleads(tmp_path) -> N
     assert "save_best_only=True) keeps the first epoch's model" in said
 
 
-def sine_mlp(rate: float) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(32, activation="tanh"),
-            keras.layers.Dense(32, activation="tanh"),
-            keras.layers.Dense(1),
-        ]
-    )
-    model.compile(optimizer=keras.optimizers.SGD(rate), loss="mse")
-    return model
-
-
-class RateJump(keras.callbacks.Callback):
-    """Sets the learning rate to 50 at one batch of one epoch: a divergence to roll back."""
-
-    def __init__(self, epoch: int, batch: int) -> None:
-        super().__init__()
-        self.at, self.epoch = (epoch, batch), None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            self.model.optimizer.learning_rate.assign(50.0)
-
-
-def interrupted_with_a_backup(model: keras.Model, x, y, backup: str, *callbacks) -> None:
-    """One epoch of fit with a BackupAndRestore, interrupted at its end."""
-    saving = keras.callbacks.BackupAndRestore(backup)
-    with pytest.raises(RuntimeError, match="interrupted"):
-        model.fit(x, y, batch_size=16, epochs=4, verbose=0,
-                  callbacks=[saving, *callbacks, Interrupt()])  # fmt: skip
-
-
 def test_a_run_resumed_by_backup_and_restore_keeps_the_cut_and_rolls_back_within_itself(
     tmp_path,
 ) -> None:
     """The backup held the learning rate that diverged (the cut lived in the guard), so the
     resumed run diverged again; and with the guard listed before BackupAndRestore a
     rollback restored the weights from before the resume, said as 'the start of epoch 1'."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((512, 4)).astype("float32")
-    y = (np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * x[:, 3]).astype("float32")
+    x, y = sine_data()
     guard = NanGuard()
     interrupted_with_a_backup(sine_mlp(2.0), x, y, str(tmp_path / "cut"), guard)
     [event] = guard.events

@@ -15,8 +15,9 @@ pytestmark = [pytest.mark.keras, pytest.mark.slow]
 PROGRAM = r"""
 import json, sys, warnings
 import numpy as np
-from keras_cases import (CorruptedBatches, all_finite, clean_loss, keras, linear_model,
-                         seed_example_1, well_conditioned)
+from keras_cases import (CorruptedBatches, RateJump, all_finite, clean_loss,
+                         interrupted_with_a_backup, keras, linear_model, seed_example_1,
+                         sine_data, sine_mlp, well_conditioned)
 from stablefit.keras import NanGuard, NonFiniteTrainingError
 
 warnings.simplefilter("ignore")
@@ -59,7 +60,7 @@ model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
 model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[guard])
 out["numpy_row"] = [(e.rows, e.columns, e.count) for e in guard.events]
 
-# A non-finite step (targets of 1e30 overflow the squared error) changes nothing.
+# A non-finite step (a target of 1e30 overflows the squared error: bad data) changes nothing.
 x, y = well_conditioned(rows=128)
 y[70] = 1e30
 model = linear_model(3, keras.optimizers.Adam(0.01))
@@ -176,6 +177,20 @@ state = [[v.value for v in variables] for variables in (
     model.trainable_variables, model.non_trainable_variables, model.optimizer.variables,
     model.metrics_variables)]
 out["effects"] = [str(e) for e in jax.make_jaxpr(model.train_step)(state, (x, y)).effects]
+
+# A run resumed by BackupAndRestore whose learning rate jumps in its first epoch: one
+# rollback, to the weights it resumed from. Each step's loss was read as a difference of
+# the epoch's float32 loss sums: after the divergence's losses (4e9) it came out as 0.0,
+# the guard kept a 'best' at a smoothed loss of 0.29 and rolled back to it at the end.
+import tempfile
+
+x, y = sine_data()
+backup = tempfile.mkdtemp() + "/backup"
+interrupted_with_a_backup(sine_mlp(0.05), x, y, backup)
+model, guard = sine_mlp(0.05), NanGuard()
+model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[
+    guard, keras.callbacks.BackupAndRestore(backup), RateJump(epoch=1, batch=5)])
+out["resumed"] = [(e.cause, e.action, e.restored_from) for e in guard.events]
 print(json.dumps(out))
 """
 
@@ -198,7 +213,7 @@ def test_the_guard_works_on_the_jax_backend() -> None:
     assert nan_once["named"] == [[nan_once["corrupted"][0], 0]]
     assert out["numpy_row"] == [[[37], ["x[:, 1]"], 2]]
     skip = out["skip"]
-    assert skip["unchanged"] and skip["skipped"] == [1] and skip["causes"] == ["precision"]
+    assert skip["unchanged"] and skip["skipped"] == [1] and skip["causes"] == ["data"]
     # The epoch's only step was skipped: its loss is no value (NaN), and the guard says so.
     assert len(skip["loss"]) == 1 and skip["loss"][0] != skip["loss"][0]
     assert len(skip["said"]) == 1 and "epoch 1: its only step was skipped" in skip["said"][0]
@@ -208,6 +223,7 @@ def test_the_guard_works_on_the_jax_backend() -> None:
     assert "2.14e-13" in example["message"] and "SF201" in example["message"]
     assert example["finite"]
     assert out["effects"] == []
+    assert out["resumed"] == [["learning_rate", "rolled_back", [1, -1]]]
     own = out["own_step"]
     # The bad row's batch is skipped whole (no sample weights to give it weight 0).
     assert own["events"] == [["data", "masked", [100], 3]] and own["skipped"] == [1, 1, 1]

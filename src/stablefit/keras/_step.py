@@ -1027,9 +1027,23 @@ class StepGuard:
         batch, row_ok, bad = mask_bad_rows(data, drop=False, add_weights=not self.own_step)
         self._stash.clear()
         self._stash["lr_scale"] = metrics_vars[at["learning_rate_scale"]]
+        # The step adds its loss to the loss metric's total and count starting from zero,
+        # and the epoch's sums are added back after: read as a difference of the epoch's
+        # float32 sums, a step's loss after a huge one (a divergence the guard rolled back)
+        # came out in steps of the sum's precision (0.5, 1.0, ... or 0.0).
+        total, count = self._loss_sums()
+        started = list(metrics_vars)
+        started[total], started[count] = (
+            jnp.zeros_like(started[total]),
+            jnp.zeros_like(started[count]),
+        )
+        state = (trainable, non_trainable, optimizer_vars, started)
         step_logs, new_state = type(model).train_step(model, state, batch)
         new_trainable, new_non_trainable, new_optimizer_vars, new_metrics_vars = new_state
-        loss = self._unscaled_loss(metrics_vars, new_metrics_vars)
+        new_metrics_vars = list(new_metrics_vars)
+        loss = new_metrics_vars[total] / jnp.maximum(new_metrics_vars[count], 1e-30)
+        for i in (total, count):
+            new_metrics_vars[i] = metrics_vars[i] + new_metrics_vars[i]
         if self.own_step and not has_loss(model):
             # Its loss is what it logs (it may update no loss metric).
             loss = self._own_loss(step_logs, loss)
@@ -1119,14 +1133,11 @@ class StepGuard:
         )
         return logs, state
 
-    def _unscaled_loss(self, old_metrics: Any, new_metrics: Any) -> Any:
-        """This step's mean loss, from the change in the loss metric's total and count."""
-        import jax.numpy as jnp
-
+    def _loss_sums(self) -> tuple[int, int]:
+        """The places of the loss metric's total and count among the metrics' variables."""
         index = {id(v): i for i, v in enumerate(self.model.metrics_variables)}
         total, count = (index[id(v)] for v in self.model.metrics[0].variables[:2])
-        added = new_metrics[count] - old_metrics[count]
-        return (new_metrics[total] - old_metrics[total]) / jnp.maximum(added, 1e-30)
+        return total, count
 
     # -- host side ---------------------------------------------------------------------
 
