@@ -1171,7 +1171,10 @@ def guard(
     loss_fn : callable, optional
         The loss. An ``nn.Module`` loss (``nn.MSELoss()``, a custom module) is watched
         through a forward hook: the guard then sees every step's loss and target, tells
-        bad data from a bad loss function, and retakes a step without its bad rows.
+        bad data from a bad loss function, and retakes a step without its bad rows (when
+        the loss was given the model's output, one of its tensors or a reshape of it,
+        reduced inside ``loss_fn``). Its calls on other models' outputs are left aside,
+        so one loss module may serve several guarded optimizers (a GAN's two).
     data : (X, y), optional
         The training data, to name bad rows by their index in it.
     steps_per_epoch : int, optional
