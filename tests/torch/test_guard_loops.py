@@ -521,3 +521,21 @@ def test_a_gradient_made_nan_by_the_backward_pass_is_said_so(guard) -> None:
     assert "but the gradients are not: an operation's derivative is infinite" in event.message
     assert "torch.autograd.detect_anomaly()" in event.fix
     assert optimizer.skipped_steps == 1 and all_finite(model)
+
+
+def test_a_loss_given_its_target_by_keyword(guard) -> None:
+    """``loss_fn(out, target=y)``: the hook on the loss took positional arguments only,
+    so the guard saw no loss and no target: a NaN target was 'exploding gradients' and
+    clipped, and no loss history was kept to see a spike by."""
+    X, y = regression_data()
+    y[50, 0] = math.nan
+    model, loss_fn = mlp(), torch.nn.MSELoss()
+    optimizer = guard(torch.optim.SGD(model.parameters(), lr=0.05), model, loss_fn, data=(X, y))
+    for start in range(0, ROWS, BATCH):
+        optimizer.zero_grad()
+        loss_fn(model(X[start : start + BATCH]), target=y[start : start + BATCH]).backward()
+        optimizer.step()
+    [event] = optimizer.events
+    assert (event.cause, event.rows, event.columns) == ("data", (50,), ("y",))
+    assert optimizer.skipped_steps == 0 and optimizer.clipnorm is None  # retaken
+    assert event.loss is not None and math.isnan(event.loss)  # the step's loss, seen

@@ -206,7 +206,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             model.register_load_state_dict_post_hook(self._start_over),
         ]
         if isinstance(loss_fn, nn.Module):
-            self._hooks.append(loss_fn.register_forward_hook(self._see_loss))
+            self._hooks.append(loss_fn.register_forward_hook(self._see_loss, with_kwargs=True))
         self.core.keep(0, -1, self._copy_state())
         _GUARDS.add(self)
 
@@ -263,21 +263,28 @@ class GuardedOptimizer(torch.optim.Optimizer):
                 else None
             )
 
-    def _see_loss(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if torch.is_grad_enabled() and len(args) >= 2 and not _acting:
+    def _see_loss(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        if len(args) >= 2:
+            prediction, target = args[0], args[1]
+        else:  # loss_fn(out, target=y), loss_fn(input=out, target=y)
+            prediction = args[0] if args else kwargs.get("input")
+            target = kwargs.get("target")
+            if prediction is None or target is None:
+                return
+        if torch.is_grad_enabled() and not _acting:
             # The predictions only to tell what of the model's output the loss was given
             # (the replay computes them again). The loss as it is (no detach()
             # a step): it holds the step's activations no longer than the user's own
             # ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
-            source = _loss_source(args[0], seen.get("output"))
+            source = _loss_source(prediction, seen.get("output"))
             if source is None:
                 return  # another model's loss (a GAN's other network, a reference model)
             seen["loss_source"] = source
-            seen["target"] = args[1]
-            seen["prediction"] = args[0]
+            seen["target"] = target
+            seen["prediction"] = prediction
             if self.model.training:
-                _append_bounded(seen.setdefault("all_targets", []), args[1])
+                _append_bounded(seen.setdefault("all_targets", []), target)
                 if len(_GUARDS) > 1:
                     # Each loss, and how many forwards came before it: to leave out of
                     # the batch the forwards of a loss another guard stepped (the GAN
