@@ -539,3 +539,30 @@ def test_a_loss_given_its_target_by_keyword(guard) -> None:
     assert (event.cause, event.rows, event.columns) == ("data", (50,), ("y",))
     assert optimizer.skipped_steps == 0 and optimizer.clipnorm is None  # retaken
     assert event.loss is not None and math.isnan(event.loss)  # the step's loss, seen
+
+
+def test_a_rollback_restores_what_the_optimizer_trains_outside_the_model(guard) -> None:
+    """``guard(SGD([*encoder.parameters(), *decoder.parameters()]), encoder, loss_fn)``:
+    the copies held the encoder only, so a rollback left the diverged decoder in place;
+    the loss spiked again after every cut (3 to 1.8e-4) until training stopped."""
+    X, y = regression_data()
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU())
+    decoder = torch.nn.Linear(32, 1)
+    loss_fn = torch.nn.MSELoss()
+    optimizer = guard(
+        torch.optim.SGD([*encoder.parameters(), *decoder.parameters()], lr=3.0),
+        encoder,
+        loss_fn,
+        steps_per_epoch=8,
+    )
+    for _ in range(6):
+        for start in range(0, ROWS, BATCH):
+            optimizer.zero_grad()
+            loss_fn(decoder(encoder(X[start : start + BATCH])), y[start : start + BATCH]).backward()
+            optimizer.step()
+    [event] = optimizer.events
+    assert (event.cause, event.action) == ("learning_rate", "rolled_back")
+    assert not optimizer.stopped and all_finite(encoder) and all_finite(decoder)
+    with torch.no_grad():
+        assert loss_fn(decoder(encoder(X)), y).item() < 0.2  # it trains at the rate set

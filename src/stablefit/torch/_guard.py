@@ -213,6 +213,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
     def _watch_parameters(self) -> None:
         """The parameters every step checks, masks and copies: those of every group."""
         self._params = [p for g in self.param_groups for p in g["params"]]
+        self._param_ids = {id(p) for p in self._params}
+        # Trained tensors outside the model (an encoder given as the model, its decoder
+        # in the optimizer; a free nn.Parameter): copied and restored beside it.
+        in_model = {id(p) for p in self.model.parameters()}
+        self._outside = [p for p in self._params if id(p) not in in_model]
         # The fused check takes tensors of one device and dtype at a time.
         kinds: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
         for p in self._params:
@@ -277,7 +282,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             # a step): it holds the step's activations no longer than the user's own
             # ``loss`` does, until backward() frees them; step() takes it.
             seen = self._seen
-            source = _loss_source(prediction, seen.get("output"))
+            source = _loss_source(prediction, seen.get("output"), self._param_ids)
             if source is None:
                 return  # another model's loss (a GAN's other network, a reference model)
             seen["loss_source"] = source
@@ -564,7 +569,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         self._repair_buffers()
         rate = float(self.param_groups[0]["lr"])
         target = self.core.rollback_target()
-        bad_weight = _first_nonfinite(self.model)
+        bad_weight = _first_nonfinite(self.model, self._outside)
         if bad_weight is not None:
             verdict, remedy = self._nonfinite_weights(bad_weight, target)
             return self._apply("nonfinite_weights", verdict, remedy, loss_value, rate, target)
@@ -603,7 +608,9 @@ class GuardedOptimizer(torch.optim.Optimizer):
             ),
             evidence={"parameter": name, "nonfinite_values": count},
         )
-        if target is None or not _finite_state(target.state["model"]):
+        if target is None or not (
+            _finite_state(target.state["model"]) and _finite_state(target.state["outside"])
+        ):
             remedy = Remedy(
                 action="stopped", reason="no copy of the weights the guard kept is finite"
             )
@@ -1061,9 +1068,11 @@ class GuardedOptimizer(torch.optim.Optimizer):
                 scheduler._last_lr = [g["lr"] for g in self.param_groups]
 
     def _copy_state(self) -> dict[str, Any]:
-        """The model's tensors and the optimizer's state, copied in memory."""
+        """The model's tensors, those the optimizer trains outside it, and the
+        optimizer's state, copied in memory."""
         return {
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "outside": {id(p): p.detach().clone() for p in self._outside},
             "optimizer": {
                 id(p): {k: _clone(v) for k, v in self.state[p].items()}
                 for p in self._params
@@ -1078,6 +1087,10 @@ class GuardedOptimizer(torch.optim.Optimizer):
             current = self.model.state_dict()
             for key, value in saved["model"].items():
                 current[key].copy_(value)
+            for p in self._outside:
+                kept = saved["outside"].get(id(p))
+                if kept is not None:
+                    p.copy_(kept)
             for p in self._params:
                 kept = saved["optimizer"].get(id(p))
                 if kept is None:
@@ -1269,14 +1282,15 @@ def _acting_on_a_step() -> Iterator[None]:
 _GRAPH_NODES = 10_000
 
 
-def _loss_source(prediction: Any, output: Any) -> str | None:
+def _loss_source(prediction: Any, output: Any, own: set[int]) -> str | None:
     """Where what a loss was given comes from: ``"output"`` (the model's last output, a
     view or slice of it), ``"computed"`` (computed from it), ``"other_model"`` (computed
-    from it through another model's trained parameters: a GAN generator's loss through
-    the discriminator), None (not from it: another model's loss, or a loss before the
-    model's first forward since the last step). Told by identity or memory first (the
-    common case, at no cost), then by walking the autograd graph; ``"output"`` when
-    nothing tells it (an output without tensors, a graph too large to walk)."""
+    from it through trained parameters not in ``own``, the ids of the optimizer's: a GAN
+    generator's loss through the discriminator), None (not from it: another model's
+    loss, or a loss before the model's first forward since the last step). Told by
+    identity or memory first (the common case, at no cost), then by walking the autograd
+    graph; ``"output"`` when nothing tells it (an output without tensors, a graph too
+    large to walk)."""
     if output is prediction:
         return "output"
     if output is None:
@@ -1305,9 +1319,10 @@ def _loss_source(prediction: Any, output: Any) -> str | None:
         if node in ends:
             found = True  # the model's own graph is not walked
             continue
-        # A trained tensor outside the model (the path from the model's output does not
-        # go through the model's own parameters, which sit below its output).
-        parameters = parameters or hasattr(node, "variable")
+        # A trained tensor the optimizer does not train (a module after the guarded one
+        # whose parameters the optimizer holds is the guard's own).
+        variable = getattr(node, "variable", None)
+        parameters = parameters or (variable is not None and id(variable) not in own)
         stack.extend(parent for parent, _ in node.next_functions)
     if not found:
         return None
@@ -1331,17 +1346,20 @@ def _closure_required(optimizer: torch.optim.Optimizer) -> bool:
     return closure is not None and closure.default is inspect.Parameter.empty
 
 
-def _first_nonfinite(model: nn.Module) -> tuple[str, int, int] | None:
-    """The first parameter holding NaN/inf: its name, how many such values, its size."""
+def _first_nonfinite(model: nn.Module, outside: list[torch.Tensor]) -> tuple[str, int, int] | None:
+    """The first parameter holding NaN/inf (the model's, then the optimizer's others):
+    its name, how many such values, its size."""
+    named = list(model.named_parameters())
+    named += [(f"optimizer parameter {i} (outside the model)", p) for i, p in enumerate(outside)]
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for name, parameter in named:
             if parameter.is_floating_point() and not bool(torch.isfinite(parameter).all()):
                 count = int((~torch.isfinite(parameter)).sum())
                 return name, count, parameter.numel()
     return None
 
 
-def _finite_state(tensors: dict[str, torch.Tensor]) -> bool:
+def _finite_state(tensors: dict[Any, torch.Tensor]) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
 
 
