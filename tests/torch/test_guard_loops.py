@@ -566,3 +566,44 @@ def test_a_rollback_restores_what_the_optimizer_trains_outside_the_model(guard) 
     assert not optimizer.stopped and all_finite(encoder) and all_finite(decoder)
     with torch.no_grad():
         assert loss_fn(decoder(encoder(X)), y).item() < 0.2  # it trains at the rate set
+
+
+class ComputesItsLoss(torch.nn.Module):
+    """A model given the labels that returns its own loss, as Hugging Face models do:
+    ``outputs = model(x, labels=y); outputs["loss"].backward()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = relu_mlp()
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.net(x)
+        return {"logits": logits, "loss": torch.nn.functional.mse_loss(logits, labels)}
+
+
+@pytest.mark.parametrize("failure", ["bad_row", "learning_rate"])
+def test_a_model_that_computes_its_own_loss(failure: str, guard) -> None:
+    """Without loss_fn the guard saw no loss at all: a learning rate too high was
+    'exploding gradients while the loss was not rising', clipped tighter at every step
+    until training stopped; a bad row's step was skipped, not retaken."""
+    X, y = regression_data()
+    if failure == "bad_row":
+        X[37, 0] = math.nan
+    model = ComputesItsLoss()
+    rate = 0.05 if failure == "bad_row" else 3.0
+    optimizer = guard(torch.optim.SGD(model.parameters(), lr=rate), model, steps_per_epoch=8)
+    for _ in range(3):
+        for start in range(0, ROWS, BATCH):
+            rows = slice(start, start + BATCH)
+            optimizer.zero_grad()
+            model(X[rows], labels=y[rows])["loss"].backward()
+            optimizer.step()
+    if failure == "bad_row":
+        [event] = optimizer.events
+        assert (event.cause, event.columns, event.count) == ("data", ("x[:, 0]",), 3)
+        assert optimizer.skipped_steps == 0  # retaken: the model's loss on the other rows
+    else:
+        [event] = optimizer.events
+        assert (event.cause, event.action) == ("learning_rate", "rolled_back")
+        assert "the loss grew" in event.message
+    assert all_finite(model) and optimizer.clipnorm is None

@@ -61,7 +61,7 @@ import statistics
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -334,6 +334,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         loss = self._seen.pop("loss", None)
         if loss is None and torch.is_tensor(result):
             loss = result  # a closure's loss (Lightning's training step)
+        if loss is None and self.loss_fn is None:
+            loss = _loss_in(self._seen.get("output"))  # outputs.loss, as Hugging Face's
         if loss is not None and len(_GUARDS) > 1:
             _STEPPED_LOSSES[id(loss)] = loss
         masked = self._masked_step() if self.sync_free else None
@@ -736,6 +738,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if torch.is_tensor(inputs) and bad_rows >= len(inputs):
             return True
         if not isinstance(self.loss_fn, nn.Module):
+            if self.loss_fn is None and _loss_in(self._seen.get("output")) is not None:
+                return None  # the model computes it again on the other rows
             why = "loss_fn is not an nn.Module loss given to guard() (such as nn.MSELoss())"
         elif getattr(self.loss_fn, "reduction", None) == "none":
             why = "loss_fn gives a loss per row (reduction='none'), combined outside it"
@@ -749,20 +753,24 @@ class GuardedOptimizer(torch.optim.Optimizer):
         return None if why is None else f"the guard cannot compute the loss without them: {why}"
 
     def _retake_without(self, bad: np.ndarray) -> None:
-        """The step again on the batch's other rows (the loss module's mean over them)."""
+        """The step again on the batch's other rows (the loss module's mean over them, or
+        the loss the model computes itself on them)."""
         inputs, target = self._seen.get("inputs"), self._seen.get("target")
         pick = _prediction_picker(self._seen)
         keep = torch.ones(len(inputs), dtype=torch.bool)
         keep[torch.as_tensor(bad, dtype=torch.long)] = False
-        if not keep.any() or pick is None:
+        own_loss = self.loss_fn is None
+        if not keep.any() or (pick is None and not own_loss):
             return
         # The user's gradients are put back after: a read of ``events`` between their
         # backward() and step() acts on earlier steps.
         grads = [p.grad for p in self._params]
 
-        def retake_loss() -> torch.Tensor:
+        def retake_loss() -> Any:
             self.optimizer.zero_grad()
             with torch.enable_grad(), _autocast(self._seen.get("autocast")):
+                if own_loss:
+                    return _loss_in(self._forward(keep))
                 return self.loss_fn(pick(self._forward(keep)), target[keep])
 
         def retake() -> torch.Tensor:
@@ -772,14 +780,15 @@ class GuardedOptimizer(torch.optim.Optimizer):
 
         loss = retake_loss()
         self._seen.pop("loss", None)
-        if loss.numel() == 1:  # not a loss per row, reduced outside loss_fn
+        # Not a loss per row reduced outside loss_fn, nor a model's output without one.
+        if loss is not None and loss.numel() == 1:
             loss.backward()
-        loss = loss.detach()
-        value = _value(loss)
-        if loss.numel() == 1 and self._gradients_finite() and _finite(value, loss):
-            self._skipped -= 1
-            self._update(retake)
-            self._act(True, value, None)
+            loss = loss.detach()
+            value = _value(loss)
+            if self._gradients_finite() and _finite(value, loss):
+                self._skipped -= 1
+                self._update(retake)
+                self._act(True, value, None)
         for p, grad in zip(self._params, grads, strict=True):
             p.grad = grad
 
@@ -1194,7 +1203,9 @@ def guard(
         bad data from a bad loss function, and retakes a step without its bad rows (when
         the loss was given the model's output, one of its tensors or a reshape of it,
         reduced inside ``loss_fn``). Its calls on other models' outputs are left aside,
-        so one loss module may serve several guarded optimizers (a GAN's two).
+        so one loss module may serve several guarded optimizers (a GAN's two). Without
+        it, a loss the model returns beside its predictions (``outputs["loss"]`` or
+        ``outputs.loss``, as Hugging Face models given labels) is the step's.
     data : (X, y), optional
         The training data, to name bad rows by their index in it.
     steps_per_epoch : int, optional
@@ -1344,6 +1355,13 @@ def _closure_required(optimizer: torch.optim.Optimizer) -> bool:
     """Whether the optimizer's ``step`` must be given the closure (``LBFGS``)."""
     closure = inspect.signature(type(optimizer).step).parameters.get("closure")
     return closure is not None and closure.default is inspect.Parameter.empty
+
+
+def _loss_in(output: Any) -> torch.Tensor | None:
+    """The loss a model computes itself and returns beside its predictions (a Hugging
+    Face model given labels: ``outputs["loss"]``, ``outputs.loss``), when it is one."""
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    return loss if torch.is_tensor(loss) and loss.numel() == 1 else None
 
 
 def _first_nonfinite(model: nn.Module, outside: list[torch.Tensor]) -> tuple[str, int, int] | None:
