@@ -322,3 +322,17 @@ def test_a_normalization_adapted_on_a_nan_row_is_named_with_the_fix() -> None:
     model, guard = normalized_model(x[np.isfinite(x).all(axis=1)]), NanGuard()
     model.fit(x, y, epochs=3, verbose=0, callbacks=[guard])
     assert [(e.cause, e.rows) for e in guard.events] == [("data", (7,))] and all_finite(model)
+
+
+def test_a_validation_value_beyond_float32_is_said_with_its_row() -> None:
+    """1e39 is finite in float64 data but inf in float32: val_loss was inf and the guard
+    said only 'the validation data or the model's predictions on it hold NaN or inf'."""
+    x, y = well_conditioned(rows=128)
+    x_val, y_val = x[:32].astype("float64"), y[:32].astype("float64")
+    x_val[9, 2] = 1e39
+    model = linear_model(3, keras.optimizers.SGD(0.1))
+    with pytest.warns(StablefitWarning, match="val_loss not finite") as caught:
+        model.fit(x, y, epochs=1, verbose=0, validation_data=(x_val, y_val),
+                  callbacks=[NanGuard()])  # fmt: skip
+    [said] = [str(w.message) for w in caught if "val_loss not finite" in str(w.message)]
+    assert "row 9 of x (values beyond float32's range)" in said

@@ -961,9 +961,11 @@ def _split_from(arguments: Any) -> tuple[float, int] | None:
 
 def _nonfinite_rows_in(validation: Any, *, offset: int = 0) -> str:
     """Where the arrays of ``validation_data`` (x, y[, sample_weight]) hold NaN/inf, in
-    words ("rows 3, 17 of x", numbered from ``offset``); empty when there is none or it
-    cannot be read as arrays."""
+    words ("rows 3, 17 of x", numbered from ``offset``), and values finite as given but
+    not in Keras's float type (1e39 is inf in float32, as the model gets it); empty when
+    there is none or it cannot be read as arrays."""
     parts = validation if isinstance(validation, (tuple, list)) else (validation,)
+    floatx = keras.config.floatx()
     found = []
     for name, part in zip(("x", "y", "sample_weight"), parts, strict=False):
         try:
@@ -972,9 +974,14 @@ def _nonfinite_rows_in(validation: Any, *, offset: int = 0) -> str:
             continue
         if values.ndim == 0 or not values.size:
             continue
-        rows = offset + np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
-        if len(rows):
-            found.append(f"{'row' if len(rows) == 1 else 'rows'} {row_list(rows)} of {name}")
+        values = values.reshape(len(values), -1)
+        with np.errstate(over="ignore"):
+            beyond = ~np.isfinite(values.astype(floatx)).all(axis=1)
+        bad = ~np.isfinite(values).all(axis=1)
+        for rows, what in ((bad, ""), (beyond & ~bad, f" (values beyond {floatx}'s range)")):
+            at = offset + np.flatnonzero(rows)
+            if len(at):
+                found.append(f"{'row' if len(at) == 1 else 'rows'} {row_list(at)} of {name}{what}")
     return "; ".join(found)
 
 
