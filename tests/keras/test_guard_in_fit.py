@@ -336,3 +336,25 @@ def test_a_validation_value_beyond_float32_is_said_with_its_row() -> None:
                   callbacks=[NanGuard()])  # fmt: skip
     [said] = [str(w.message) for w in caught if "val_loss not finite" in str(w.message)]
     assert "row 9 of x (values beyond float32's range)" in said
+
+
+def test_one_absurd_sample_weight_is_named_as_the_weight_not_the_learning_rate() -> None:
+    """A weight of 1e10 (an inverse propensity near 0) made the batch's curvature 1e9: the
+    guard stopped training at the first event, cause learning rate, telling the user to
+    standardize inputs that were standard normal."""
+    x, y = well_conditioned(rows=256)
+    weights = np.ones(len(x), dtype="float32")
+    weights[40] = 1e10
+    reference = linear_model(3, keras.optimizers.SGD(0.1))
+    reference.fit(x, y, batch_size=16, epochs=4, verbose=0)
+    model, guard = linear_model(3, keras.optimizers.SGD(0.1)), NanGuard()
+    model.fit(x, y, sample_weight=weights, batch_size=16, epochs=4, verbose=0, callbacks=[guard])
+    [event] = guard.events
+    assert (event.cause, event.rows, event.columns, event.count) == (
+        "data",
+        (40,),
+        ("sample_weight",),
+        4,
+    )
+    assert "values up to 1e+10" in event.message and "ordinary size" in event.fix
+    assert model.evaluate(x, y, verbose=0) <= 1.5 * reference.evaluate(x, y, verbose=0)

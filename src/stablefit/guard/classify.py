@@ -210,7 +210,10 @@ def _data(replay: Replay) -> Verdict:
     rows = len(replay.bad_positions)
     fix = "drop or impute those rows before training (`stablefit doctor` lists them)"
     if replay.bad_columns == ("sample_weight",):
-        fix = "give those rows finite weights (sample_weight=, or the class_weight= they came from)"
+        fix = (
+            "give those rows finite weights of an ordinary size (sample_weight=, or the "
+            "class_weight= they came from)"
+        )
     return Verdict(
         cause="data",
         finding=f"{rows} row(s) with NaN or inf in {columns}",

@@ -128,19 +128,23 @@ def replay_batch(
     )
 
 
-def extreme_rows(model: keras.Model, x: Any, y: Any) -> tuple[np.ndarray, float] | None:
+def extreme_rows(
+    model: keras.Model, x: Any, y: Any, sample_weight: Any = None
+) -> tuple[np.ndarray, float] | None:
     """The positions of the batch's extreme rows, and the magnitude above which a value is
     extreme; None when the step did not fail for a few such rows.
 
-    A row is extreme when its inputs or targets reach ``EXTREME_RATIO`` times the batch's
-    typical row (and 1), and its own loss term is not finite or ``EXTREME_RATIO`` times
-    the others' while theirs are finite; at most a quarter of the batch.
+    A row is extreme when its inputs, targets or sample weight reach ``EXTREME_RATIO``
+    times the batch's typical row (and 1), and its own (weighted) loss term is not finite
+    or ``EXTREME_RATIO`` times the others' while theirs are finite; at most a quarter of
+    the batch.
     """
     if not has_loss(model):
         return None
+    weights = [] if sample_weight is None else keras.tree.flatten(sample_weight)[:1]
     leaves = [
         np.asarray(a, dtype=np.float64)
-        for a in [*keras.tree.flatten(x), *([] if y is None else keras.tree.flatten(y))]
+        for a in [*keras.tree.flatten(x), *([] if y is None else keras.tree.flatten(y)), *weights]
         if np.asarray(a).dtype.kind == "f" and np.ndim(a) >= 1
     ]
     rows = len(leaves[0]) if leaves else 0
@@ -153,6 +157,9 @@ def extreme_rows(model: keras.Model, x: Any, y: Any) -> tuple[np.ndarray, float]
     if not candidates.any() or 4 * candidates.sum() > rows:
         return None
     terms = _row_terms(model, x, y)
+    if terms is not None and weights:
+        with np.errstate(invalid="ignore", over="ignore"):
+            terms = terms * np.asarray(weights[0], dtype=np.float64).reshape(rows, -1)[:, 0]
     if terms is None or not np.isfinite(terms[~candidates]).all():
         return None
     typical = max(float(np.median(np.abs(terms[~candidates]))), 1e-30)

@@ -443,13 +443,14 @@ class NanGuard(keras.callbacks.Callback):
         whole_batch: bool | str,
         positions: np.ndarray | None = None,
         found: str = "NaN or inf",
-        marked: tuple[list[np.ndarray], list[np.ndarray]] | None = None,
+        marked: tuple[list[np.ndarray], list[np.ndarray], np.ndarray | None] | None = None,
     ) -> None:
         """One event per new bad row (by its values); rows seen before count on theirs.
 
         ``positions``: the bad rows (default: those the step left out); ``found``: what
         they hold; ``marked``: the batch's inputs and targets with the values that make
-        them bad set to inf, for naming the columns (default: the batch as it came).
+        them bad set to inf, and its sample weights so, for naming the columns (default:
+        the batch as it came).
         """
         if positions is None:
             positions = np.flatnonzero(~report.row_ok)
@@ -470,13 +471,15 @@ class NanGuard(keras.callbacks.Callback):
         if not len(fresh):
             return
         key = tuple(k for k in keys if k not in self._row_events)
-        inputs, targets = marked if marked is not None else (report.inputs, report.targets)
+        inputs, targets, weights = (
+            marked if marked is not None else (report.inputs, report.targets, report.sample_weight)
+        )
         columns = bad_columns(
             inputs,
             targets,
             fresh,
             self._names(),
-            report.sample_weight,
+            weights,
             report.structure,
             getattr(self.model, "output_names", None),
         )
@@ -554,7 +557,7 @@ class NanGuard(keras.callbacks.Callback):
     def _failed_step(self, report: StepReport, trigger: str) -> None:
         self._sync()
         x, y, sample_weight = _finite_rows(report)
-        extreme = extreme_rows(self.model, x, y)
+        extreme = extreme_rows(self.model, x, y, sample_weight)
         if extreme is not None:
             self._extreme_rows(report, *extreme)
             return
@@ -612,8 +615,9 @@ class NanGuard(keras.callbacks.Callback):
                 marked.append(array)
             return marked
 
-        batch = [np.asarray(a, dtype=np.float64) for a in [*report.inputs, *report.targets]
-                 if np.asarray(a).dtype.kind == "f"]  # fmt: skip
+        weights = [] if report.sample_weight is None else [report.sample_weight]
+        given = [*report.inputs, *report.targets, *weights]
+        batch = [np.asarray(a, dtype=np.float64) for a in given if np.asarray(a).dtype.kind == "f"]
         largest = max(float(np.abs(a[positions]).max()) for a in batch if a.size)
         self._data_event(
             report,
@@ -624,7 +628,7 @@ class NanGuard(keras.callbacks.Callback):
             positions=positions,
             found=f"values up to {largest:.3g}, beyond {threshold:.3g} (a million times the "
             "batch's typical row)",
-            marked=(mark(report.inputs), mark(report.targets)),
+            marked=(mark(report.inputs), mark(report.targets), (mark(weights) or [None])[0]),
         )
 
     def _nonfinite_weights(self, bad: tuple[str, float]) -> None:
