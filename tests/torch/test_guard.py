@@ -553,19 +553,27 @@ def test_a_bad_row_in_a_models_second_input_is_left_out(call: str, guard) -> Non
     assert optimizer.skipped_steps == 0 and all_finite(model)  # retaken on the other rows
 
 
-def test_a_bad_row_is_named_in_data_with_a_functional_loss(guard) -> None:
-    """Without a loss module the targets are not seen: the rows were matched against
-    x and y together, never found, and said as '1 row(s)'."""
+def trained_with_a_functional_loss(guard, make_optimizer) -> torch.optim.Optimizer:
+    """An epoch with ``F.mse_loss`` (no loss module) on data with a NaN at row 40."""
     X, y = regression_data()
     X[40, 1] = math.nan
     model = mlp()
-    optimizer = guard(torch.optim.Adam(model.parameters(), lr=0.01), model, data=(X, y))
+    optimizer = guard(make_optimizer(model.parameters()), model, data=(X, y))
     for start in range(0, ROWS, BATCH):
         optimizer.zero_grad()
         torch.nn.functional.mse_loss(
             model(X[start : start + BATCH]), y[start : start + BATCH]
         ).backward()
         optimizer.step()
+    return optimizer
+
+
+def test_a_bad_row_is_named_in_data_with_a_functional_loss(guard) -> None:
+    """Without a loss module the targets are not seen: the rows were matched against
+    x and y together, never found, and said as '1 row(s)'."""
+    optimizer = trained_with_a_functional_loss(
+        guard, lambda parameters: torch.optim.Adam(parameters, lr=0.01)
+    )
     [event] = optimizer.events
     assert event.rows == (40,) and "row 40 of the data with NaN or inf in x[:, 1]" in event.message
 

@@ -22,6 +22,7 @@ from tests.torch.test_guard import (  # noqa: E402
     mlp,
     regression_data,
     relu_mlp,
+    trained_with_a_functional_loss,
 )
 
 
@@ -36,6 +37,16 @@ def guard(request):
 def gan_samples(rows: int = 256, scale: tuple[float, float] = (0.5, 2.0)) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     return torch.randn(rows, 2, generator=generator) * torch.tensor(scale) + 1.0
+
+
+def assert_same_parameters(expected: tuple, got: tuple) -> None:
+    """The models ``got`` hold exactly the weights of the models ``expected``."""
+    for a, b in zip(
+        [p for model in expected for p in model.parameters()],
+        [p for model in got for p in model.parameters()],
+        strict=True,
+    ):
+        assert torch.equal(a, b)
 
 
 def train_gan(
@@ -103,12 +114,7 @@ def test_a_clean_gan_with_a_shared_loss_is_untouched(guard) -> None:
     # zero_grad() then clears: every discriminator step was counted as skipped.
     assert optimizer_d.skipped_steps == optimizer_g.skipped_steps == 0
     assert optimizer_d.events == optimizer_g.events == []
-    for a, b in zip(
-        [*plain_d.parameters(), *plain_g.parameters()],
-        [*discriminator.parameters(), *generator.parameters()],
-        strict=True,
-    ):
-        assert torch.equal(a, b)
+    assert_same_parameters((plain_d, plain_g), (discriminator, generator))
 
 
 def test_a_generator_loss_rising_as_its_discriminator_learns_is_no_divergence(guard) -> None:
@@ -122,12 +128,7 @@ def test_a_generator_loss_rising_as_its_discriminator_learns_is_no_divergence(gu
     # epochs), and it never learned the data.
     assert optimizer_g.events == [] and optimizer_g.param_groups[0]["lr"] == 2e-3
     assert {(e.cause, e.action) for e in optimizer_d.events} <= {("unknown", "kept")}
-    for a, b in zip(
-        [*plain_d.parameters(), *plain_g.parameters()],
-        [*discriminator.parameters(), *generator.parameters()],
-        strict=True,
-    ):
-        assert torch.equal(a, b)
+    assert_same_parameters((plain_d, plain_g), (discriminator, generator))
 
 
 def test_a_bad_noise_row_in_a_gan_is_named_by_each_guard_once(guard) -> None:
@@ -233,16 +234,9 @@ def test_a_retake_gives_the_loss_the_output_reshaped_as_the_user_did(guard) -> N
 
 
 def test_a_step_that_cannot_be_retaken_says_its_batch_was_skipped(guard) -> None:
-    X, y = regression_data()
-    X[40, 1] = math.nan
-    model = mlp()
-    optimizer = guard(torch.optim.SGD(model.parameters(), lr=0.05), model, data=(X, y))
-    for start in range(0, ROWS, BATCH):
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(
-            model(X[start : start + BATCH]), y[start : start + BATCH]
-        ).backward()
-        optimizer.step()
+    optimizer = trained_with_a_functional_loss(
+        guard, lambda parameters: torch.optim.SGD(parameters, lr=0.05)
+    )
     # It said "left out of the step (the other rows trained as usual...)" of a step the
     # functional loss left no way to take again.
     [event] = optimizer.events
