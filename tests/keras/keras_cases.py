@@ -114,8 +114,9 @@ def sine_data(rows: int = 512) -> tuple[np.ndarray, np.ndarray]:
     return x, (np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * x[:, 3]).astype("float32")
 
 
-def sine_mlp(rate: float) -> keras.Model:
-    """A 4-32-32-1 tanh MLP compiled with SGD at ``rate`` and MSE, from a fixed seed."""
+def sine_mlp(rate: float, optimizer: type = keras.optimizers.SGD) -> keras.Model:
+    """A 4-32-32-1 tanh MLP compiled with ``optimizer`` at ``rate`` and MSE, from a fixed
+    seed."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -125,7 +126,7 @@ def sine_mlp(rate: float) -> keras.Model:
             keras.layers.Dense(1),
         ]
     )
-    model.compile(optimizer=keras.optimizers.SGD(rate), loss="mse")
+    model.compile(optimizer=optimizer(rate), loss="mse")
     return model
 
 

@@ -18,6 +18,7 @@ from keras_cases import (
     keras,
     linear_model,
     seed_example_1,
+    sine_mlp,
     well_conditioned,
 )
 
@@ -118,30 +119,16 @@ def test_six_one_off_bad_batches_over_thirty_epochs_never_stop_training() -> Non
 # -- the learning rate: roll back to the best weights, set the rate the curvature allows --
 
 
-def mlp(rate: float, optimizer: type = keras.optimizers.SGD) -> keras.Model:
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(32, activation="tanh"),
-            keras.layers.Dense(32, activation="tanh"),
-            keras.layers.Dense(1),
-        ]
-    )
-    model.compile(optimizer=optimizer(rate), loss="mse")
-    return model
-
-
 def test_an_mlp_with_a_learning_rate_too_high_recovers_at_a_measured_rate() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((512, 4)).astype("float32")
     y = (np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * x[:, 3]).astype("float32")
-    well_configured = mlp(0.05)
+    well_configured = sine_mlp(0.05)
     well_configured.fit(x, y, batch_size=16, epochs=8, verbose=0)
-    broken = mlp(2.0)
+    broken = sine_mlp(2.0)
     assert np.isnan(broken.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][0])
 
-    model, guard = mlp(2.0), NanGuard()
+    model, guard = sine_mlp(2.0), NanGuard()
     history = model.fit(x, y, batch_size=16, epochs=8, verbose=0, callbacks=[guard])
     assert len(history.history["loss"]) == 8 and all_finite(model)
     first = guard.events[0]
@@ -161,9 +148,9 @@ def test_an_absurd_adamw_learning_rate_is_set_from_the_preconditioned_curvature(
     x = rng.standard_normal((256, 4)).astype("float32")
     y = np.tanh(x @ np.array([1.0, -2.0, 0.5, 0.0], dtype="float32"))
     adam = keras.optimizers.AdamW
-    well_configured = mlp(0.01, adam)
+    well_configured = sine_mlp(0.01, adam)
     well_configured.fit(x, y, batch_size=32, epochs=5, verbose=0)
-    model, guard = mlp(1e6, adam), NanGuard()
+    model, guard = sine_mlp(1e6, adam), NanGuard()
     model.fit(x, y, batch_size=32, epochs=5, verbose=0, callbacks=[guard])
     [event] = guard.events  # one event, not a cascade
     assert (event.cause, event.action) == ("learning_rate", "rolled_back")
