@@ -100,8 +100,8 @@ def fit(
     ----------
     X : array-like, DataFrame, pyarrow Table, Dask DataFrame or Array, or path
         The features (and, for tables and files, the target column named by ``target``).
-        A path names a CSV or Parquet file, or a directory or glob of them read as one
-        table.
+        A path names a CSV, Parquet or Feather (Arrow IPC) file, or a directory or glob
+        of them read as one table.
     y : array-like, optional
         The target when it is not a column of ``X``.
     target : str, optional

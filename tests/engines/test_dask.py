@@ -105,6 +105,16 @@ def test_files_read_on_the_workers(client, parquet_parts, one_machine, capsys):
     np.testing.assert_allclose(coef, one_machine.coef, rtol=1e-13)
 
 
+def test_feather_files_read_on_the_workers(client, table, one_machine, tmp_path):
+    """A partition's reader goes to the workers with its file's format."""
+    for i, start in enumerate(range(0, N_ROWS, 1000)):
+        table.iloc[start : start + 1000].reset_index(drop=True).to_feather(
+            tmp_path / f"part-{i}.feather"
+        )
+    fitted = stablefit.fit(str(tmp_path / "part-*.feather"), target="y", engine=client)
+    assert_same_fit(fitted, one_machine)
+
+
 def test_partitions_are_held_between_passes_when_they_fit(client, parquet_parts):
     source = open_source(parquet_parts, target="y", engine=client)
     held = source.kept(nbytes=N_ROWS * 4 * 8)

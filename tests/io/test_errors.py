@@ -53,7 +53,7 @@ def test_unsupported_file_type_lists_the_supported_ones(tmp_path, name):
 
 def test_a_directory_without_data_files(tmp_path):
     (tmp_path / "data.parquet").mkdir()
-    with pytest.raises(StablefitInputError, match="holds no CSV or Parquet files"):
+    with pytest.raises(StablefitInputError, match="holds no CSV, Parquet or Arrow IPC files"):
         open_source(tmp_path / "data.parquet")
 
 

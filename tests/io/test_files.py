@@ -1,4 +1,4 @@
-"""Many files as one table: a glob or a directory of CSV or Parquet files."""
+"""Many files as one table: a glob or a directory of CSV, Parquet or Arrow IPC files."""
 
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ def table() -> pd.DataFrame:
     return frame
 
 
+def write_frame(frame: pd.DataFrame, path) -> None:
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif path.suffix == ".feather":
+        frame.reset_index(drop=True).to_feather(path)
+    else:
+        frame.to_csv(path, index=False)
+
+
 def write_parts(frame: pd.DataFrame, directory, suffix: str, name: str = "part-{}") -> list:
     """The frame cut at PARTS into files part-1, part-2, part-10 (natural order differs
     from the order of the names as text)."""
@@ -38,16 +47,12 @@ def write_parts(frame: pd.DataFrame, directory, suffix: str, name: str = "part-{
     paths = []
     for number, (start, stop) in zip((1, 2, 10), itertools.pairwise(PARTS), strict=True):
         path = directory / (name.format(number) + suffix)
-        part = frame.iloc[start:stop]
-        if suffix == ".parquet":
-            part.to_parquet(path, index=False)
-        else:
-            part.to_csv(path, index=False)
+        write_frame(frame.iloc[start:stop], path)
         paths.append(path)
     return paths
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".feather"])
 def test_a_glob_of_files_is_one_table(table, tmp_path, suffix):
     write_parts(table, tmp_path, suffix)
     source = open_source(str(tmp_path / f"part-*{suffix}"), target="y")
@@ -69,14 +74,7 @@ def test_a_directory_reads_every_data_file_below_it_but_hidden_ones(table, tmp_p
     assert result.n_obs == N_ROWS
 
 
-def write_frame(frame: pd.DataFrame, path) -> None:
-    if path.suffix == ".parquet":
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".feather"])
 def test_files_with_column_names_and_no_rows_add_no_rows(table, tmp_path, suffix):
     """Dask's ``to_csv``/``to_parquet`` (and Spark's writers) write an empty partition as a
     file with the columns and no rows: the whole table was refused for it."""
@@ -159,13 +157,15 @@ def test_files_with_other_columns_are_named_with_the_first_file(table, tmp_path)
 
 def test_mixed_kinds_and_empty_matches_are_errors(table, tmp_path):
     write_parts(table, tmp_path, ".csv")
-    table.to_parquet(tmp_path / "part-3.parquet", index=False)
-    with pytest.raises(StablefitInputError, match="different kinds"):
-        open_source(str(tmp_path / "part-*"), target="y")
+    for other in ("part-3.parquet", "part-3.feather"):
+        write_frame(table, tmp_path / other)
+        with pytest.raises(StablefitInputError, match="different kinds"):
+            open_source(str(tmp_path / "part-*"), target="y")
+        (tmp_path / other).unlink()
     with pytest.raises(StablefitInputError, match="no file matches"):
         open_source(str(tmp_path / "nothing-*.csv"), target="y")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StablefitInputError, match="holds no CSV or Parquet files"):
+    with pytest.raises(StablefitInputError, match="holds no CSV, Parquet or Arrow IPC files"):
         open_source(str(tmp_path / "empty"), target="y")
 
 

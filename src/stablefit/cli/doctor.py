@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         doctor,
         "data",
         metavar="DATA",
-        help="CSV or Parquet file, or a directory or quoted glob of them read as one table",
+        help="CSV, Parquet or Feather file, or a directory or quoted glob of them read as "
+        "one table",
     )
     doctor.add_argument("--target", metavar="COL", help="the target column")
     add_exclude_argument(doctor)

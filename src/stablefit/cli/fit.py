@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 # Rows without a prediction named in the warning.
 LISTED_ROWS = 20
 DATA_HELP = (
-    "CSV (.csv, .tsv; .csv.gz, .csv.zst compressed) or Parquet file, or a directory or "
+    "CSV (.csv, .tsv; .csv.gz, .csv.zst compressed), Parquet or Feather (Arrow IPC) file, "
+    "or a directory or "
     "quoted glob of them ('data/part-*.parquet') read as one table"
 )
 
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fit`` and ``predict``."""
     fit = subparsers.add_parser(
         "fit",
-        help="the exact least-squares fit of a CSV or Parquet file",
+        help="the exact least-squares fit of a CSV, Parquet or Feather file",
         description="Fit the target column on every other numeric column, exactly: "
         "coefficients in the data's units with standard errors, t, p and 95% intervals, "
         "R², the residual SD, and a certificate of how many digits can be trusted. "

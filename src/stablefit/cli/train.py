@@ -40,12 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
         help="train a Keras linear model on a file, guarded against NaN",
-        description="Train a real Keras Dense(1) model (mean squared error) on a CSV or "
-        "Parquet file with stablefit's NanGuard, then print the coefficients in the data's "
-        "units beside the exact least-squares fit. Exit code: 0 when training ends finite, "
-        "1 when it does not, 2 for unusable input.",
+        description="Train a real Keras Dense(1) model (mean squared error) on a CSV, "
+        "Parquet or Feather file with stablefit's NanGuard, then print the coefficients in "
+        "the data's units beside the exact least-squares fit. Exit code: 0 when training "
+        "ends finite, 1 when it does not, 2 for unusable input.",
     )
-    add_input_argument(train, "data", metavar="DATA", help="CSV or Parquet file")
+    add_input_argument(train, "data", metavar="DATA", help="CSV, Parquet or Feather file")
     train.add_argument("--target", metavar="COL", required=True, help="the target column")
     train.add_argument(
         "--optimizer",
@@ -192,9 +192,9 @@ def _read(
     from stablefit.io import open_source
 
     if Path(path).is_dir():
-        raise StablefitInputError(f"{path}: a directory; give one CSV or Parquet file")
+        raise StablefitInputError(f"{path}: a directory; give one CSV, Parquet or Feather file")
     if not Path(path).is_file():
-        raise StablefitInputError(f"{path}: no such file; give a CSV or Parquet file")
+        raise StablefitInputError(f"{path}: no such file; give a CSV, Parquet or Feather file")
     source = open_source(path, target=target, drop_non_numeric=drop_non_numeric, exclude=exclude)
     batches = list(source.batches())
     if not batches:

@@ -62,7 +62,8 @@ def diagnose(
     ----------
     X : array-like, DataFrame, pyarrow Table, Dask DataFrame or Array, path, or Summary
         The features (and the target, when ``target`` names one of its columns). A path
-        names a CSV or Parquet file, or a directory or glob of them read as one table. A
+        names a CSV, Parquet or Feather (Arrow IPC) file, or a directory or glob of them
+        read as one table. A
         :class:`~stablefit.summary.Summary` is used as is, and so is a
         :class:`~stablefit.io.Source` (``target`` is then the source's).
     y : array-like, optional

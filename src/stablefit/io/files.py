@@ -1,6 +1,6 @@
-"""Many files as one table: a directory or a glob of CSV or Parquet files.
+"""Many files as one table: a directory or a glob of CSV, Parquet or Arrow IPC files.
 
-``open_source("data/part-*.parquet")``, ``open_source("data/")`` (every CSV or Parquet file
+``open_source("data/part-*.parquet")``, ``open_source("data/")`` (every data file
 below it, hidden files and names starting with ``_`` left out, as Spark's ``_SUCCESS``)
 read the files as one table, in natural order (``part-2`` before ``part-10``), each
 file a partition (:mod:`stablefit.io.partitions`) read on its own by the single-file
@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 
 from stablefit.errors import StablefitInputError
-from stablefit.io import csv, parquet
 from stablefit.io.arrow import describe_column, is_numeric_type
 from stablefit.io.columns import ColumnChoice, quote_names, select_columns
+from stablefit.io.formats import FILE_FORMATS, FileFormat, file_ending
 from stablefit.io.partitions import OffsetSource, Partition, PartitionedSource, part_offset
 from stablefit.io.schema import Batch, NoRowsError, Schema, Source
 
@@ -98,7 +98,7 @@ def find_files(pattern: str, kinds: Sequence[str]) -> tuple[list[Path], Path]:
         ]
         if not found:
             raise StablefitInputError(
-                f"{pattern}: the directory holds no CSV or Parquet files (looked for "
+                f"{pattern}: the directory holds no CSV, Parquet or Arrow IPC files (looked for "
                 f"{', '.join(kinds)} below it)."
             )
     elif path.exists() or not any(c in pattern for c in GLOB_CHARACTERS):  # one file
@@ -141,7 +141,7 @@ class FileReader:
     """Opens one file of the table, checking that its columns match the first file's."""
 
     path: Path
-    delimiter: str | None
+    format_: FileFormat
     index: int
     reference: Path
     reference_columns: tuple[str, ...]
@@ -154,10 +154,10 @@ class FileReader:
 
     def open(self, payload: object = None) -> Source:
         try:
-            sample = read_sample(self.path, self.delimiter)
+            sample = self.format_.read_sample(self.path)
         except NoRowsError as empty:
             self.check_columns([str(name) for name in empty.columns])
-            label, offset = ("row", 0) if self.delimiter is None else ("line", csv.FIRST_DATA_LINE)
+            label, offset = self.format_.row_label
             schema = Schema(
                 feature_names=self.feature_names,
                 target_name=self.target,
@@ -173,19 +173,9 @@ class FileReader:
             if value is None
         )
         choice = ColumnChoice(target=self.target, columns=file_features)
-        source: Source
-        if self.delimiter is None:
-            source = parquet.ParquetSource.open(
-                self.path, choice=choice, batch_rows=self.batch_rows, sample=sample
-            )
-        else:
-            source = csv.CsvSource.open(
-                self.path,
-                delimiter=self.delimiter,
-                choice=choice,
-                batch_rows=self.batch_rows,
-                sample=sample,
-            )
+        source = self.format_.open(
+            self.path, choice=choice, batch_rows=self.batch_rows, sample=sample
+        )
         if len(file_features) < len(self.feature_names):
             schema = replace(source.schema, feature_names=self.feature_names)
             source = KeyColumns(source, schema, self.key_values)
@@ -226,11 +216,6 @@ class NoRows:
         return iter(())
 
 
-def read_sample(path: Path, delimiter: str | None) -> pa.RecordBatch:
-    """The first rows of a CSV file (``delimiter``) or of a Parquet file (None)."""
-    return parquet.read_sample(path) if delimiter is None else csv.read_sample(path, delimiter)
-
-
 @dataclass
 class KeyColumns:
     """A file's source with the Hive key columns put among its features."""
@@ -251,14 +236,14 @@ class KeyColumns:
 
 
 def first_with_rows(
-    pattern: str, paths: Sequence[Path], delimiter: str | None
+    pattern: str, paths: Sequence[Path], format_: FileFormat
 ) -> tuple[Path, pa.RecordBatch]:
     """The first file with rows and its first rows, which decide the table's columns (the
     files before it have column names and no rows: empty partitions); an error when no
     file has rows."""
     for path in paths:
         try:
-            return path, read_sample(path, delimiter)
+            return path, format_.read_sample(path)
         except NoRowsError:
             if len(paths) == 1:
                 raise
@@ -268,18 +253,17 @@ def first_with_rows(
 
 
 def open_files(pattern: str, *, choice: ColumnChoice, batch_rows: int) -> PartitionedSource:
-    """Every CSV or Parquet file a directory or glob names, as one table (see the module
+    """Every data file a directory or glob names, as one table (see the module
     docstring)."""
-    from stablefit.io.sources import FILE_KINDS, file_kind
-
-    paths, root = find_files(pattern, list(FILE_KINDS))
-    kinds = [file_kind(path) for path in paths]
-    delimiter = FILE_KINDS[kinds[0]]
-    for path, kind in zip(paths, kinds, strict=True):
-        if FILE_KINDS[kind] != delimiter:
+    paths, root = find_files(pattern, list(FILE_FORMATS))
+    endings = [file_ending(path) for path in paths]
+    format_ = FILE_FORMATS[endings[0]]
+    for path, ending in zip(paths, endings, strict=True):
+        if FILE_FORMATS[ending] != format_:
             raise StablefitInputError(
-                f"{pattern}: {paths[0]} and {path} are of different kinds ({kinds[0]}, "
-                f"{kind}); the files of one table must all be CSV, all TSV or all Parquet."
+                f"{pattern}: {paths[0]} and {path} are of different kinds ({endings[0]}, "
+                f"{ending}); the files of one table must all be CSV, all TSV, all Parquet "
+                "or all Arrow IPC."
             )
     keys = [hive_keys(path, root) for path in paths]
     for path, file_keys in zip(paths, keys, strict=True):
@@ -288,7 +272,7 @@ def open_files(pattern: str, *, choice: ColumnChoice, batch_rows: int) -> Partit
                 f"{pattern}: {paths[0]} lies below the partition keys {list(keys[0])} but "
                 f"{path} below {list(file_keys)}; the files of one table need the same keys."
             )
-    first, sample = first_with_rows(pattern, paths, delimiter)
+    first, sample = first_with_rows(pattern, paths, format_)
     file_names = [str(name) for name in sample.schema.names]
     key_names = list(keys[0])
     clash = [name for name in key_names if name in file_names]
@@ -298,7 +282,7 @@ def open_files(pattern: str, *, choice: ColumnChoice, batch_rows: int) -> Partit
             "above it; rename one of them."
         )
     key_values = {name: [key_number(file_keys[name]) for file_keys in keys] for name in key_names}
-    label, offset = ("row", 0) if delimiter is None else ("line", csv.FIRST_DATA_LINE)
+    label, offset = format_.row_label
 
     def describe(position: int) -> str:
         if position < len(file_names):
@@ -332,7 +316,7 @@ def open_files(pattern: str, *, choice: ColumnChoice, batch_rows: int) -> Partit
         Partition(
             FileReader(
                 path=path,
-                delimiter=delimiter,
+                format_=format_,
                 index=index,
                 reference=first,
                 reference_columns=tuple(file_names),

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from stablefit.errors import StablefitInputError
-from stablefit.io.arrow import batch_from_arrow, schema_of, select_arrow_columns
-from stablefit.io.columns import ColumnChoice
-from stablefit.io.schema import Batch, NoRowsError, Schema
+from stablefit.io.schema import NoRowsError
 from stablefit.io.signatures import not_parquet_signature
 
 if TYPE_CHECKING:
@@ -80,49 +77,20 @@ def read_sample(path: Path) -> pa.RecordBatch:
     return first
 
 
-@dataclass
-class ParquetSource:
-    """A Parquet file, read in passes of float64 batches (rows are 0-based "row" numbers)."""
+def column_names(path: Path) -> list[str]:
+    """The names of the file's columns, from its footer."""
+    with open_parquet(path) as parquet:
+        return [str(name) for name in parquet.schema_arrow.names]
 
-    path: Path
-    schema: Schema
-    batch_rows: int = 65536
 
-    @classmethod
-    def open(
-        cls,
-        path: Path,
-        *,
-        choice: ColumnChoice,
-        batch_rows: int,
-        sample: pa.RecordBatch | None = None,
-    ) -> ParquetSource:
-        """Choose the columns from ``sample`` (:func:`read_sample`, read here unless given)."""
-        sample = read_sample(path) if sample is None else sample
-        selection = select_arrow_columns(
-            sample.schema,
-            sample,
-            choice,
-            origin=str(path),
-        )
-        return cls(path=path, schema=schema_of(selection, str(path)), batch_rows=batch_rows)
-
-    def batches(self) -> Iterator[Batch]:
-        names = list(self.schema.feature_names)
-        target = self.schema.target_name
-        columns = names if target is None else [*names, target]
-        rows = 0
-        with open_parquet(self.path) as parquet:
-            record_batches = parquet.iter_batches(batch_size=self.batch_rows, columns=columns)
-            while True:
-                with decoding(self.path):
-                    record_batch = next(record_batches, None)
-                    if record_batch is None:
-                        return
-                    batch = batch_from_arrow(
-                        [record_batch.column(name) for name in names],
-                        None if target is None else record_batch.column(target),
-                        rows,
-                    )
-                rows += batch.n_rows
-                yield batch
+def record_batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The file's rows in order, as record batches of the ``columns`` of at most
+    ``batch_rows`` rows."""
+    with open_parquet(path) as parquet:
+        batches = parquet.iter_batches(batch_size=batch_rows, columns=columns)
+        while True:
+            with decoding(path):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch

@@ -26,14 +26,14 @@ import pyarrow.csv as pa_csv
 from stablefit.errors import StablefitInputError
 from stablefit.io.columns import check_unique, missing_columns_error
 from stablefit.io.csv import FIRST_DATA_LINE, parse_options
+from stablefit.io.formats import file_format
 from stablefit.io.memory import arrow_table, is_arrow, is_pandas, is_polars
-from stablefit.io.parquet import open_parquet
-from stablefit.io.sources import FILE_KINDS, file_kind
 
 Column = pa.Array | pa.ChunkedArray | np.ndarray
 
-# Bytes per block of the streaming CSV reader.
+# Bytes per block of the streaming CSV reader, rows per batch of a binary file.
 SIDE_BLOCK_BYTES = 4 << 20
+SIDE_BATCH_ROWS = 65536
 
 
 @dataclass(frozen=True)
@@ -90,17 +90,17 @@ def _check_present(names: Sequence[str], available: Sequence[str], origin: str) 
 
 
 def _file_columns(path: Path, names: tuple[str, ...], numeric: tuple[str, ...]) -> SideColumns:
-    delimiter = FILE_KINDS[file_kind(path)]
-    if delimiter is None:
-        with open_parquet(path) as parquet:
-            _check_present(names, [str(n) for n in parquet.schema_arrow.names], str(path))
+    format_ = file_format(path)
+    reader = format_.reader
+    if reader is not None:
+        _check_present(names, reader.column_names(path), str(path))
 
-        def parquet_chunks() -> Iterator[list[Column]]:
-            with open_parquet(path) as parquet:
-                for batch in parquet.iter_batches(columns=list(names)):
-                    yield [batch.column(name) for name in names]
+        def binary_chunks() -> Iterator[list[Column]]:
+            for batch in reader.record_batches(path, list(names), SIDE_BATCH_ROWS):
+                yield [batch.column(name) for name in names]
 
-        return SideColumns(names, str(path), parquet_chunks)
+        return SideColumns(names, str(path), binary_chunks)
+    delimiter = format_.delimiter
 
     def csv_chunks() -> Iterator[list[Column]]:
         invalid: list[pa_csv.InvalidRow] = []

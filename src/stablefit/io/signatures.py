@@ -1,7 +1,7 @@
 """What a data file's first bytes say it is, for a file whose name says otherwise: an
 Excel workbook renamed ``.csv``, a Parquet file named ``.csv``, a CSV file named
-``.parquet``. The error then names the format and the fix instead of the symptom (a NUL
-byte in line 1, a Parquet footer without its magic bytes)."""
+``.parquet`` or ``.feather``. The error then names the format and the fix instead of the
+symptom (a NUL byte in line 1, a Parquet footer without its magic bytes)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ SIGNATURES = (
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an Excel .xls workbook",
      f"save the sheet as CSV, e.g. {READ_EXCEL}"),
     (b"PAR1", "a Parquet file", "give it a name ending in .parquet"),
+    (b"ARROW1", "an Arrow IPC (Feather) file", "give it a name ending in .feather or .arrow"),
+    (b"FEA1", "a Feather version 1 file",
+     "write it again as version 2, e.g. pyarrow.feather.write_feather("
+     "pyarrow.feather.read_table(path), new_path)"),
     (b"\x1f\x8b", "gzip-compressed", "give it a name ending in .csv.gz or .tsv.gz"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed", "give it a name ending in .csv.zst or .tsv.zst"),
 )  # fmt: skip
@@ -33,17 +37,22 @@ def file_signature(start: bytes) -> tuple[str, str] | None:
 
 
 def not_parquet_signature(path: Path) -> tuple[str, str] | None:
-    """What a file named as Parquet without Parquet's leading bytes is: a format above, or
-    text (a CSV file, most likely); None for a Parquet file (damaged or not) or unknown
-    bytes."""
+    """What a file named as Parquet without Parquet's leading bytes is (see
+    :func:`misnamed_signature`); None for a Parquet file (damaged or not) or unknown bytes."""
     try:
         with open(path, "rb") as stream:
             start = stream.read(START_BYTES)
     except OSError:
         return None
+    return None if start.startswith(b"PAR1") else misnamed_signature(start)
+
+
+def misnamed_signature(start: bytes) -> tuple[str, str] | None:
+    """What a binary format's file beginning with ``start`` is when its bytes are not that
+    format's: a format above, or text (a CSV file, most likely); None for unknown bytes."""
     known = file_signature(start)
     if known is not None:
-        return None if start.startswith(b"PAR1") else known
+        return known
     try:
         text = start.decode("utf-8")
     except UnicodeDecodeError:

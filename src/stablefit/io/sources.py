@@ -13,8 +13,8 @@ import pyarrow as pa
 
 from stablefit.errors import StablefitInputError
 from stablefit.io.columns import ColumnChoice
-from stablefit.io.csv import CsvSource
 from stablefit.io.files import names_many_files, not_a_file_error, open_files
+from stablefit.io.formats import file_format
 from stablefit.io.memory import (
     array_source,
     is_arrow,
@@ -24,20 +24,7 @@ from stablefit.io.memory import (
     pandas_source,
     table_source,
 )
-from stablefit.io.parquet import ParquetSource
 from stablefit.io.schema import Source
-
-# File name endings and the field delimiter they imply (None: Parquet).
-FILE_KINDS: dict[str, str | None] = {
-    ".csv": ",",
-    ".csv.gz": ",",
-    ".csv.zst": ",",
-    ".tsv": "\t",
-    ".tsv.gz": "\t",
-    ".tsv.zst": "\t",
-    ".parquet": None,
-    ".pq": None,
-}
 
 
 def open_source(
@@ -57,8 +44,9 @@ def open_source(
     Parameters
     ----------
     data : path, array-like, DataFrame, Series or Arrow table
-        A CSV (``.csv``, ``.tsv``, or compressed: ``.csv.gz``, ``.csv.zst``) or Parquet
-        (``.parquet``, ``.pq``) file with a header; a directory or a glob pattern
+        A CSV (``.csv``, ``.tsv``, or compressed: ``.csv.gz``, ``.csv.zst``) file with a
+        header, a Parquet (``.parquet``, ``.pq``) or Arrow IPC file (Feather:
+        ``.feather``, ``.arrow``, ``.arrows``, ``.ipc``); a directory or a glob pattern
         (``"data/*.parquet"``) of such files, read as one table
         (:mod:`stablefit.io.files`); a NumPy array (2-D, or 1-D for one feature); a pandas
         or polars DataFrame or Series; a pyarrow Table, RecordBatch or Array; a Dask
@@ -185,22 +173,6 @@ def instance_of_lazy_polars(data: Any) -> bool:
     return type(data).__name__ == "LazyFrame" and type(data).__module__.startswith("polars")
 
 
-def file_kind(path: Path) -> str:
-    name = path.name.lower()
-    for ending in sorted(FILE_KINDS, key=len, reverse=True):
-        if name.endswith(ending):
-            return ending
-    if str(path) == "-":
-        raise StablefitInputError(
-            "-: data from the standard input cannot be read (every fit reads it more than "
-            "once); save it to a file first, e.g. a .csv, and give that file's path."
-        )
-    raise StablefitInputError(
-        f"{path}: unsupported file type; stablefit reads {', '.join(FILE_KINDS)} files. "
-        "Save the data as CSV or Parquet."
-    )
-
-
 def check_file_args(path: str, y: Any, feature_names: Sequence[str] | None) -> None:
     if y is not None:
         raise StablefitInputError(
@@ -221,13 +193,10 @@ def file_source(
     batch_rows: int,
 ) -> Source:
     check_file_args(str(path), y, feature_names)
-    kind = file_kind(path)
+    format_ = file_format(path)
     if not path.is_file():
         raise not_a_file_error(path)
-    delimiter = FILE_KINDS[kind]
-    if delimiter is None:
-        return ParquetSource.open(path, choice=choice, batch_rows=batch_rows)
-    return CsvSource.open(path, delimiter=delimiter, choice=choice, batch_rows=batch_rows)
+    return format_.open(path, choice=choice, batch_rows=batch_rows)
 
 
 def table_features(X: Any, feature_names: Sequence[str]) -> np.ndarray | None:
