@@ -272,6 +272,41 @@ def test_predict_to_a_file(model_json, numeric_houses_csv, tmp_path, run_cli):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def read_back(path) -> pd.DataFrame:
+    """A predictions file as pyarrow reads its format (pandas needs extra packages for
+    zstd), missing values as NaN."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    name = path.name
+    if name.endswith(".parquet"):
+        return pq.read_table(path).to_pandas()
+    if name.endswith(".arrows"):
+        return pa.ipc.open_stream(pa.OSFile(str(path))).read_all().to_pandas()
+    if name.endswith(".feather"):
+        return pa.ipc.open_file(pa.OSFile(str(path))).read_all().to_pandas()
+    delimiter = "\t" if ".tsv" in name else ","
+    return pa_csv.read_csv(path, parse_options=pa_csv.ParseOptions(delimiter=delimiter)).to_pandas()
+
+
+@pytest.mark.parametrize(
+    "name", ["p.parquet", "p.feather", "p.arrows", "p.tsv", "p.csv.gz", "p.tsv.zst", "p.txt"]
+)
+def test_predict_writes_the_format_its_output_is_named_for(model_json, tmp_path, run_cli, name):
+    """Predictions to 'p.parquet' were CSV text that no Parquet reader opens."""
+    data = tmp_path / "gaps.csv"
+    data.write_text("rooms,area_m2\n2,50\n,60\n3,80\n")
+    csv_run = run_cli("predict", model_json, data, "-o", tmp_path / "p.csv", "--intervals")
+    run = run_cli("predict", model_json, data, "-o", out := tmp_path / name, "--intervals")
+    assert run.code == 0 and csv_run.code == 0, run.err
+    expected = pd.read_csv(tmp_path / "p.csv")
+    written = read_back(out)
+    assert list(written.columns) == list(expected.columns) and len(written) == 3
+    assert written.iloc[1].isna().all()  # the row without a feature value: missing
+    np.testing.assert_array_equal(written.to_numpy(), expected.to_numpy())
+
+
 def test_predict_to_stdout(model_json, numeric_houses_csv, tmp_path, run_cli):
     data, frame = new_houses(tmp_path)
     run = run_cli("predict", model_json, data)

@@ -133,7 +133,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--output",
         metavar="OUT.csv",
         default="-",
-        help="write here instead of to stdout ('-': stdout)",
+        help="write here instead of to stdout ('-': stdout); a name ending in .parquet, "
+        ".feather or .arrow writes that format, .tsv tab-separated, .gz or .zst compressed",
     )
     predict.add_argument(
         "--intervals",
@@ -268,7 +269,7 @@ def run_predict(args: argparse.Namespace) -> int:
         )
     source = with_new_weights(args, model, source)
     with args.outputs.open("output") as stream:
-        undefined = write_predictions(model, source, stream, alpha)
+        undefined = write_predictions(model, source, stream, alpha, name=args.output)
     if len(undefined):
         what = "prediction" if alpha is None else "prediction or interval"
         print(
@@ -320,17 +321,18 @@ def with_new_weights(args: argparse.Namespace, model: Any, source: Source) -> So
 
 
 def write_predictions(
-    model: Any, source: Source, stream: BinaryIO, alpha: float | None = None
+    model: Any, source: Source, stream: BinaryIO, alpha: float | None = None, name: str = "-"
 ) -> UndefinedPredictions:
     """Write one prediction per row (with ``alpha``, also its standard error and the
-    confidence and prediction intervals); return the rows without one (the first
-    ``LISTED_ROWS`` of each kind, with their counts)."""
+    confidence and prediction intervals) in the format ``name`` says (see
+    :class:`PredictionWriter`); return the rows without one (the first ``LISTED_ROWS`` of
+    each kind, with their counts)."""
     from stablefit.solve.prediction import FRAME_COLUMNS, UndefinedPredictions
 
     counts = [0, 0]
     listed: list[list[int]] = [[], []]
     columns = ("prediction",) if alpha is None else ("prediction", *FRAME_COLUMNS[1:])
-    writer = PredictionWriter(stream, columns)
+    writer = PredictionWriter(stream, columns, name)
     for batch in source.batches():
         if alpha is None:
             values = [np.asarray(model.predict(batch.X), dtype=np.float64)]
@@ -348,15 +350,41 @@ def write_predictions(
 
 
 class PredictionWriter:
-    """Columns of numbers written as CSV batch by batch (NaN as an empty cell)."""
+    """Columns of numbers written batch by batch, in the format the output's ``name``
+    says: Parquet (``.parquet``, ``.pq``), Arrow IPC (Feather: ``.feather``, ``.arrow``,
+    ``.ipc``; a stream: ``.arrows``), tab-separated (``.tsv``), compressed by the name's
+    ``.gz`` or ``.zst``; CSV otherwise (the standard output too). A value that is not
+    finite is missing: an empty cell, or null."""
 
-    def __init__(self, stream: BinaryIO, columns: tuple[str, ...] = ("prediction",)):
-        self.schema = pa.schema([(name, pa.float64()) for name in columns])
-        self.writer = pa_csv.CSVWriter(
-            stream,
-            self.schema,
-            write_options=pa_csv.WriteOptions(quoting_style="none", quoting_header="none"),
-        )
+    def __init__(
+        self, stream: BinaryIO, columns: tuple[str, ...] = ("prediction",), name: str = "-"
+    ):
+        from stablefit.io.formats import ARROW_IPC, FILE_FORMATS, PARQUET, TSV, matching_ending
+
+        self.schema = pa.schema([(column, pa.float64()) for column in columns])
+        ending = matching_ending(name)
+        format_ = FILE_FORMATS.get(ending) if ending else None
+        self.compressed = None
+        if ending and ending.endswith((".gz", ".zst")):
+            codec = "gzip" if ending.endswith(".gz") else "zstd"
+            self.compressed = stream = pa.CompressedOutputStream(stream, codec)
+        if format_ == PARQUET:
+            import pyarrow.parquet as pq
+
+            self.writer = pq.ParquetWriter(stream, self.schema)
+        elif format_ == ARROW_IPC:
+            new_writer = pa.ipc.new_stream if ending == ".arrows" else pa.ipc.new_file
+            self.writer = new_writer(stream, self.schema)
+        else:
+            self.writer = pa_csv.CSVWriter(
+                stream,
+                self.schema,
+                write_options=pa_csv.WriteOptions(
+                    quoting_style="none",
+                    quoting_header="none",
+                    delimiter="\t" if format_ == TSV else ",",
+                ),
+            )
 
     def write(self, columns: list[np.ndarray]) -> None:
         arrays = [
@@ -367,3 +395,5 @@ class PredictionWriter:
 
     def close(self) -> None:
         self.writer.close()
+        if self.compressed is not None:
+            self.compressed.close()

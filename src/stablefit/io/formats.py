@@ -90,12 +90,20 @@ FILE_FORMATS: dict[str, FileFormat] = {
 }
 
 
+def matching_ending(name: str) -> str | None:
+    """The ending of ``name`` that names a format (the longest), or None."""
+    name = name.lower()
+    return next(
+        (ending for ending in sorted(FILE_FORMATS, key=len, reverse=True) if name.endswith(ending)),
+        None,
+    )
+
+
 def file_ending(path: Path) -> str:
     """The ending of ``path``'s name that names its format; an error for any other."""
-    name = path.name.lower()
-    for ending in sorted(FILE_FORMATS, key=len, reverse=True):
-        if name.endswith(ending):
-            return ending
+    ending = matching_ending(path.name)
+    if ending is not None:
+        return ending
     if str(path) == "-":
         raise StablefitInputError(
             "-: data from the standard input cannot be read (every fit reads it more than "
