@@ -625,36 +625,40 @@ class StepGuard:
 
         loss = self._stash.get("loss")
         counters = self.counters
-        parts = list(self._stash["batch_sums"])
-        if loss is not None:
-            parts.append(tf.cast(loss, "float32"))
-        norm_squared = None
-        if not self.scaled_loss:
-            # Under a loss scale, non-finite gradients are the LossScaleOptimizer's to skip.
-            norm_squared = gradient_norm_squared(grads)
-            parts.append(norm_squared)
-        total = tf.add_n(parts) if parts else tf.constant(0.0)
-        ok = tf.logical_and(tf.math.is_finite(total), tf.equal(counters.capture.value, 0))
-        factor = self._explosion_factor()
-        if norm_squared is not None:
-            finite_steps, log_median = counters.finite_steps.value, counters.log_norm_median.value
-            log_norm = 0.5 * tf.math.log(tf.maximum(norm_squared, 1e-30))
-            if not math.isinf(factor):
-                ordinary = tf.logical_or(
-                    finite_steps < self.warmup, log_norm < log_median + math.log(factor)
-                )
-                ok = tf.logical_and(ok, ordinary)
+        with tf.name_scope("stablefit_test"):
+            parts = list(self._stash["batch_sums"])
+            if loss is not None:
+                parts.append(tf.cast(loss, "float32"))
+            norm_squared = None
+            if not self.scaled_loss:
+                # Under a loss scale, non-finite gradients are the LossScaleOptimizer's to skip.
+                norm_squared = gradient_norm_squared(grads)
+                parts.append(norm_squared)
+            total = tf.add_n(parts) if parts else tf.constant(0.0)
+            ok = tf.logical_and(tf.math.is_finite(total), tf.equal(counters.capture.value, 0))
+            factor = self._explosion_factor()
+            if norm_squared is not None:
+                finite_steps = counters.finite_steps.value
+                log_median = counters.log_norm_median.value
+                log_norm = 0.5 * tf.math.log(tf.maximum(norm_squared, 1e-30))
+                if not math.isinf(factor):
+                    ordinary = tf.logical_or(
+                        finite_steps < self.warmup, log_norm < log_median + math.log(factor)
+                    )
+                    ok = tf.logical_and(ok, ordinary)
 
         def update() -> Any:
             original(grads, variables)
             if norm_squared is not None:
-                counters.log_norm_median.assign(
-                    updated_median(True, log_norm, finite_steps, log_median)
-                )
-                _tf_add(counters.finite_steps, 1)
+                with tf.name_scope("stablefit_median"):
+                    counters.log_norm_median.assign(
+                        updated_median(True, log_norm, finite_steps, log_median)
+                    )
+                    _tf_add(counters.finite_steps, 1)
             return tf.constant(True)
 
-        tf.cond(ok, update, lambda: tf.constant(False))
+        with tf.name_scope("stablefit_update"):
+            tf.cond(ok, update, lambda: tf.constant(False))
         self._stash["ok"] = ok
 
     def _tf_careful_apply(
@@ -755,10 +759,13 @@ class StepGuard:
             return self._tf_careful_every_step(data)
         restorable = self._restorable()
         # Read before the step updates them (automatic control dependencies keep the order).
-        before = [tf.convert_to_tensor(v.value) for v in restorable]
+        with tf.name_scope("stablefit_restore"):
+            before = [tf.convert_to_tensor(v.value) for v in restorable]
         self._stash.clear()
-        self._stash.update(common=True, batch_sums=batch_sums(data))
-        self._tf_keep_batch(data)
+        with tf.name_scope("stablefit_test"):
+            self._stash.update(common=True, batch_sums=batch_sums(data))
+        with tf.name_scope("stablefit_keep"):
+            self._tf_keep_batch(data)
         if self.indexes:
             # A NaN index stops TensorFlow's step with an error before the test can send
             # the batch to the careful step, which leaves the row out.
@@ -768,20 +775,24 @@ class StepGuard:
         ok = self._stash.get("ok", tf.constant(True))
         # A step that failed is settled before the train function returns: its logs,
         # read before this restore, are replaced by the careful step's (:meth:`settle`).
-        self._restore_unless(ok, restorable, before)
+        with tf.name_scope("stablefit_restore"):
+            self._restore_unless(ok, restorable, before)
         counters = self.counters
-        rows = batch_rows(data)
-        for variable, added in zip(_fed(counters), (1, rows, rows), strict=True):
-            _tf_add(variable, added)
+        with tf.name_scope("stablefit_counts"):
+            rows = batch_rows(data)
+            for variable, added in zip(_fed(counters), (1, rows, rows), strict=True):
+                _tf_add(variable, added)
         # The counts are read once an epoch (:meth:`epoch_counts`): each output of the step
         # costs Keras about 30 µs of Python a step to hand over, as much as 20 graph nodes.
         logs = {key: value for key, value in logs.items() if key not in COUNT_KEYS}
-        loss = tf.cast(self._own_loss(logs, tf.constant(np.nan)), "float32")
-        last_own_loss = self._last_own_loss()
-        if last_own_loss is not None:  # (for a failed step the careful step's logs count)
-            finite = tf.logical_and(ok, tf.math.is_finite(loss))
-            last_own_loss.assign(tf.where(finite, loss, last_own_loss.value))
-        return {**logs, STEP_LOSS: tf.where(ok, loss, tf.constant(SETTLE, "float32"))}
+        with tf.name_scope("stablefit_step_loss"):
+            loss = tf.cast(self._own_loss(logs, tf.constant(np.nan)), "float32")
+            last_own_loss = self._last_own_loss()
+            if last_own_loss is not None:  # (for a failed step the careful step's logs count)
+                finite = tf.logical_and(ok, tf.math.is_finite(loss))
+                last_own_loss.assign(tf.where(finite, loss, last_own_loss.value))
+            step_loss = tf.where(ok, loss, tf.constant(SETTLE, "float32"))
+        return {**logs, STEP_LOSS: step_loss}
 
     def _tf_keep_batch(self, data: Any) -> None:
         """Keep the batch in variables, for the careful step should this one fail.
