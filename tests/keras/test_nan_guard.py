@@ -89,6 +89,33 @@ def test_a_non_finite_step_changes_nothing_and_the_logs_never_show_nan() -> None
     assert all_finite(model)
 
 
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.SGD(0.01, momentum=0.9),
+        lambda: keras.optimizers.AdamW(0.01, weight_decay=0.1),
+        lambda: keras.optimizers.RMSprop(0.01, momentum=0.5),
+    ],
+    ids=["sgd-momentum", "adamw-weight-decay", "rmsprop-momentum"],
+)
+def test_a_skipped_step_leaves_each_keras_optimizers_variables_as_they_were(optimizer) -> None:
+    """Keras's own optimizers get the common step's update undone assignment by assignment
+    (no condition around it): weights, slots, iteration count and weight decay included."""
+    x, y = well_conditioned(rows=128)
+    y = y.copy()
+    y[70] = 1e30  # batch 3: its squared error overflows
+    model = linear_model(3, optimizer())
+    seen = Snapshots()
+    with pytest.warns(StablefitWarning, match="row 70"):
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
+                  callbacks=[NanGuard(on_failure="warn"), seen])  # fmt: skip
+    before, skipped, after = seen.after[1], seen.after[2], seen.after[3]
+    for path, value in before.items():
+        np.testing.assert_array_equal(value, skipped[path], err_msg=path)
+    assert any(not np.array_equal(value, after[path]) for path, value in skipped.items())
+    assert all_finite(model)
+
+
 def test_callbacks_listed_before_the_guard_never_see_a_nan_loss(tmp_path) -> None:
     # TerminateOnNaN first: it reads each batch's loss after a step with a bad row; that
     # loss must be the settled step's, not NaN, and no guard-internal value may show.

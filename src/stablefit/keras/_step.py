@@ -24,7 +24,8 @@ does the batch reach the host, so the guard can replay it (JAX: sent by
 On TensorFlow, where a small model's step costs about as much per graph node as per
 arithmetic, the compiled step is split in two. The *common* step is the model's own plus
 one finiteness test (one sum over the batch, the loss and the gradients), the explosion
-test and the update under one condition; it keeps its batch in variables. A step that
+test and the update applied only when they pass (each assignment of a Keras optimizer
+selected, else the update under one condition); it keeps its batch in variables. A step that
 fails the test changes nothing and outputs ``STEP_LOSS`` as ``SETTLE``; Keras's train
 function, wrapped by the guard, then runs the *careful* step on the kept batch
 (:meth:`StepGuard.settle`) before it returns: bad rows masked, the step retaken with every
@@ -112,7 +113,8 @@ class GuardCounters(keras.metrics.Metric):
         # schedule or LearningRateScheduler cannot undo), and asks for the next step to be
         # skipped and sent to the host (a loss spike needs a batch to replay).
         self.learning_rate_scale = self.add_variable((), "ones", dtype="float32", name="lr_scale")
-        self.capture = self.add_variable((), "zeros", dtype="int32", name="capture")
+        # inf to capture (float: the common step adds it to the sum it tests for finiteness).
+        self.capture = self.add_variable((), "zeros", dtype="float32", name="capture")
         # The last finite loss a model's own train_step logged (it stands in for a skipped
         # step's, which is not finite: no NaN reaches the progress bar or the history).
         self.own_loss = self.add_variable(
@@ -265,6 +267,27 @@ def batch_rows(data: Any) -> Any:
     first = keras.tree.flatten(data)[0]
     return ops.cast(ops.shape(first)[0], "int32")
 
+
+#: Keras's optimizers whose ``update_step`` changes variables only through the optimizer's
+#: ``assign``, ``assign_add`` and ``assign_sub`` (see :meth:`StepGuard._gates_updates`).
+_GATED_OPTIMIZERS = tuple(
+    getattr(keras.optimizers, name)
+    for name in (
+        "SGD",
+        "Adam",
+        "AdamW",
+        "RMSprop",
+        "Adagrad",
+        "Adadelta",
+        "Adamax",
+        "Nadam",
+        "Ftrl",
+        "Lion",
+        "Lamb",
+        "Adafactor",
+    )
+    if hasattr(keras.optimizers, name)
+)
 
 #: The guard's own counts among the logs: never hidden.
 COUNT_KEYS = ("skipped_steps", "bad_rows")
@@ -449,7 +472,13 @@ class StepGuard:
             decay = updating.weight_decay
             if decay is None:
                 return original_decay(variables)
-            updating.weight_decay = ops.cast(decay, "float32") * rate_scale()
+            decay_now = ops.cast(decay, "float32") * rate_scale()
+            gate = self._stash.get("gate")
+            if gate is not None:
+                # A gated update (see _gated_apply): Keras decays each weight directly,
+                # by weight * decay * rate; a decay of 0 leaves the finite weights as they are.
+                decay_now = ops.where(gate, decay_now, 0.0)
+            updating.weight_decay = decay_now
             try:
                 return original_decay(variables)
             finally:
@@ -601,7 +630,7 @@ class StepGuard:
 
     def capture_next_step(self) -> None:
         """Skip the next step and send its batch to the host."""
-        self.counters.capture.assign(1)
+        self.counters.capture.assign(math.inf)
 
     # -- TensorFlow --------------------------------------------------------------------
 
@@ -634,8 +663,9 @@ class StepGuard:
                 # Under a loss scale, non-finite gradients are the LossScaleOptimizer's to skip.
                 norm_squared = gradient_norm_squared(grads)
                 parts.append(norm_squared)
-            total = tf.add_n(parts) if parts else tf.constant(0.0)
-            ok = tf.logical_and(tf.math.is_finite(total), tf.equal(counters.capture.value, 0))
+            # A capture the host asked for is inf: one sum tests it with everything else.
+            parts.append(counters.capture.value)
+            ok = tf.math.is_finite(tf.add_n(parts))
             factor = self._explosion_factor()
             if norm_squared is not None:
                 finite_steps = counters.finite_steps.value
@@ -647,19 +677,104 @@ class StepGuard:
                     )
                     ok = tf.logical_and(ok, ordinary)
 
-        def update() -> Any:
-            original(grads, variables)
-            if norm_squared is not None:
-                with tf.name_scope("stablefit_median"):
-                    counters.log_norm_median.assign(
-                        updated_median(True, log_norm, finite_steps, log_median)
-                    )
-                    _tf_add(counters.finite_steps, 1)
-            return tf.constant(True)
+        def median(moved: Any) -> None:
+            with tf.name_scope("stablefit_median"):
+                counters.log_norm_median.assign(
+                    updated_median(moved, log_norm, finite_steps, log_median)
+                )
+                _tf_add(counters.finite_steps, tf.cast(moved, "int32"))
 
-        with tf.name_scope("stablefit_update"):
-            tf.cond(ok, update, lambda: tf.constant(False))
+        if self._gates_updates():
+            self._gated_apply(ok, original, grads, variables)
+            if norm_squared is not None:
+                median(ok)
+        else:
+
+            def update() -> Any:
+                original(grads, variables)
+                if norm_squared is not None:
+                    median(tf.constant(True))
+                return tf.constant(True)
+
+            with tf.name_scope("stablefit_update"):
+                tf.cond(ok, update, lambda: tf.constant(False))
         self._stash["ok"] = ok
+
+    def _gates_updates(self) -> bool:
+        """Whether the common step's update can be gated assignment by assignment instead
+        of put under a condition: for Keras's own optimizers, whose every change of a
+        variable goes through the optimizer's ``assign``, ``assign_add`` and
+        ``assign_sub``, when nothing else changes variables in ``apply`` (no gradient
+        accumulation, moving average, constraint or variable overwritten by its gradient).
+
+        (A condition costs a Switch node for each variable and gradient it takes in, two
+        or three times the nodes of a select for each assignment.)
+        """
+        optimizer = self.model.optimizer
+        if self.scaled_loss or type(optimizer) not in _GATED_OPTIMIZERS:
+            return False
+        if optimizer.gradient_accumulation_steps or optimizer.use_ema:
+            return False
+        return not any(
+            v.constraint is not None or v.overwrite_with_gradient
+            for v in self.model.trainable_variables
+        )
+
+    def _gated_apply(
+        self, ok: Any, original: Callable[..., Any], grads: list[Any], variables: Any
+    ) -> None:
+        """``original(grads, variables)`` with every assignment of the optimizer left
+        undone when ``ok`` is false: the weights, slots and iteration count unchanged."""
+        import tensorflow as tf
+
+        optimizer = self.model.optimizer
+        assign, assign_add, assign_sub = (
+            optimizer.assign,
+            optimizer.assign_add,
+            optimizer.assign_sub,
+        )
+        zeros: dict[Any, Any] = {}
+
+        def unless_ok(value: Any, otherwise: Callable[[Any], Any]) -> Any:
+            # A NaN update must not reach the variable, even times 0: a select, not a product.
+            with tf.name_scope("stablefit_update"):
+                if isinstance(value, tf.IndexedSlices):
+                    values = tf.where(ok, value.values, otherwise(value))
+                    return tf.IndexedSlices(values, value.indices, value.dense_shape)
+                return tf.where(ok, value, otherwise(value))
+
+        def zero(value: Any) -> Any:
+            dtype = tf.as_dtype(value.dtype)
+            if dtype not in zeros:
+                zeros[dtype] = tf.zeros((), dtype)
+            return zeros[dtype]
+
+        def gated_assign(variable: Any, value: Any) -> None:
+            tensor = variable.value if hasattr(variable, "value") else variable
+            value = (
+                tf.cast(value, tensor.dtype) if not isinstance(value, tf.IndexedSlices) else value
+            )
+
+            def unchanged(update: Any) -> Any:
+                if isinstance(update, tf.IndexedSlices):
+                    return tf.gather(tensor, update.indices)
+                return tensor
+
+            assign(variable, unless_ok(value, unchanged))
+
+        optimizer.assign = gated_assign
+        optimizer.assign_add = lambda variable, value: assign_add(variable, unless_ok(value, zero))
+        optimizer.assign_sub = lambda variable, value: assign_sub(variable, unless_ok(value, zero))
+        self._stash["gate"] = ok
+        try:
+            original(grads, variables)
+        finally:
+            for name in ("assign", "assign_add", "assign_sub"):
+                vars(optimizer).pop(name, None)
+            self._stash.pop("gate")
+        # Keras counts the step after the update, outside the optimizer's assignments.
+        with tf.name_scope("stablefit_update"):
+            _tf_add(optimizer.iterations, tf.where(ok, 0, -1))
 
     def _tf_careful_apply(
         self, original: Callable[..., Any], grads: list[Any], variables: Any
@@ -737,12 +852,9 @@ class StepGuard:
         if not restorable:
             return
 
-        def restore() -> Any:
-            for variable, value in zip(restorable, before, strict=True):
-                variable.assign(value)
-            return tf.constant(False)
-
-        tf.cond(ok, lambda: tf.constant(True), restore)
+        # A select for each variable: fewer graph nodes than a condition taking them in.
+        for variable, value in zip(restorable, before, strict=True):
+            variable.assign(tf.where(ok, variable.value, value))
 
     def _tf_train_step(self, data: Any) -> Any:
         """The common step: the model's own, one finiteness test and a conditional update.
