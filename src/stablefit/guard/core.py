@@ -96,6 +96,8 @@ class GuardCore:
 
     def wants_snapshot(self) -> bool:
         """Whether a mid-epoch snapshot is worth taking now (a new best loss)."""
+        if self._steps_since_snapshot < self.states.gap:
+            return False  # all but one step in the gap, told without a call: every step asks
         return self.states.wants(self.history.smoothed, steps_since=self._steps_since_snapshot)
 
     def keep(self, epoch: int, batch: int, state: Any) -> None:

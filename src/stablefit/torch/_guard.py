@@ -119,6 +119,15 @@ _ADAPTIVE = ("adam", "adamw", "rmsprop")
 _STEPPED_LOSSES: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
 #: The guards alive: with one, none of that bookkeeping is needed (and none is done).
 _GUARDS: weakref.WeakSet[GuardedOptimizer] = weakref.WeakSet()
+#: Whether more than one guard is alive, recounted when a guard is made or collected: the
+#: hooks and ``step()`` read this global on every step, not the set's length.
+_several = False
+
+
+def _count_guards() -> None:
+    global _several
+    # Iterated, not len(): a guard being collected is still in the set, but not alive.
+    _several = sum(1 for _ in _GUARDS) > 1
 
 
 class GuardedOptimizer(torch.optim.Optimizer):
@@ -209,6 +218,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
             self._hooks.append(loss_fn.register_forward_hook(self._see_loss, with_kwargs=True))
         self.core.keep(0, -1, self._copy_state())
         _GUARDS.add(self)
+        weakref.finalize(self, _count_guards)
+        _count_guards()
 
     def _watch_parameters(self) -> None:
         """The parameters every step checks, masks and copies: those of every group."""
@@ -223,7 +234,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         for p in self._params:
             kinds.setdefault((p.device, p.dtype), []).append(p)
         self._kinds = [
-            (params, torch.ones(1, device=device), torch.zeros(1, device=device))
+            (params, torch.ones(1, device=device), *_flag(device))
             for (device, _), params in kinds.items()
         ]
         self._masked = None  # the masked update copies the parameters it was built on
@@ -243,13 +254,15 @@ class GuardedOptimizer(torch.optim.Optimizer):
     # -- what the hooks see (references, no copies, no synchronisation) ----------------
 
     def _see_model(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        inputs = _primary(args, kwargs)
+        # model(x) told without _primary's search: this runs on every forward.
+        inputs = args[0] if args and isinstance(args[0], torch.Tensor) else _primary(args, kwargs)
         if inputs is not None and torch.is_grad_enabled() and not _acting:
             seen = self._seen
             # The batch's rows: the first tensor the model was given, and the whole call
             # (several inputs, keyword inputs) to replay it.
+            call = (args, kwargs)
             seen["inputs"] = inputs
-            seen["call"] = (args, kwargs)
+            seen["call"] = call
             # To tell what the loss was given: the output, one tensor of a dict or tuple
             # output, or something computed from it (another model's output on it).
             seen["output"] = output
@@ -258,8 +271,8 @@ class GuardedOptimizer(torch.optim.Optimizer):
                 # bad row in any of them made the step's gradients non-finite. Not an
                 # evaluation's (model.eval() without torch.no_grad()): a retake would
                 # train on it.
-                _append_bounded(seen.setdefault("all_inputs", []), (args, kwargs))
-                if len(_GUARDS) > 1:
+                _append_bounded(seen, "all_inputs", call)
+                if _several:
                     seen["forwards_seen"] = seen.get("forwards_seen", 0) + 1
             device = self._device_type  # autocast as the replay must repeat it
             seen["autocast"] = (
@@ -289,15 +302,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
             seen["target"] = target
             seen["prediction"] = prediction
             if self.model.training:
-                _append_bounded(seen.setdefault("all_targets", []), target)
-                if len(_GUARDS) > 1:
+                _append_bounded(seen, "all_targets", target)
+                if _several:
                     # Each loss, and how many forwards came before it: to leave out of
                     # the batch the forwards of a loss another guard stepped (the GAN
                     # generator's step runs the discriminator, whose zero_grad() may not
                     # be called).
-                    _append_bounded(seen.setdefault("all_losses", []), output)
-                    forwards = seen.get("forwards_seen", 0)
-                    _append_bounded(seen.setdefault("forwards_at", []), forwards)
+                    _append_bounded(seen, "all_losses", output)
+                    _append_bounded(seen, "forwards_at", seen.get("forwards_seen", 0))
             seen["loss"] = output
 
     # -- the step ---------------------------------------------------------------------
@@ -336,7 +348,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
             loss = result  # a closure's loss (Lightning's training step)
         if loss is None and self.loss_fn is None:
             loss = _loss_in(self._seen.get("output"))  # outputs.loss, as Hugging Face's
-        if loss is not None and len(_GUARDS) > 1:
+        if loss is not None and _several:
             _STEPPED_LOSSES[id(loss)] = loss
         masked = self._masked_step() if self.sync_free else None
         sampled = self._step % NORM_EVERY == 0
@@ -358,9 +370,13 @@ class GuardedOptimizer(torch.optim.Optimizer):
             self._at = self._step
             self._act(finite, value, _norm_value(self._params) if sampled else None)
         self._seen = {}  # the next step's forwards start a new batch
-        self._stepped_gradient = _first_gradient(self._params)
-        if self._stepped_gradient is not None:
-            self._stepped_version = self._stepped_gradient._version
+        # The first parameter's gradient without the search for one (it has one as a rule).
+        gradient = self._params[0].grad
+        if gradient is None:
+            gradient = _first_gradient(self._params)
+        self._stepped_gradient = gradient
+        if gradient is not None:
+            self._stepped_version = gradient._version
         self._step += 1
         epoch_ends = self._step % self.epoch_steps == 0
         if self._pending and (
@@ -444,12 +460,12 @@ class GuardedOptimizer(torch.optim.Optimizer):
         step to step: it is zeroed only after it was found set, as a clean step leaves it
         at zero."""
         finite = True
-        for params, one, found in self._kinds:
+        for params, one, found, found_read in self._kinds:
             grads = [g for p in params if (g := p.grad) is not None]
             if grads:
                 # Multiplies by 1 in place (exact) while it looks for NaN/inf: one fused op.
                 torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
-                if found.item():
+                if found.item() if found_read is None else found_read[0]:
                     found.zero_()
                     finite = False
         return finite
@@ -460,7 +476,7 @@ class GuardedOptimizer(torch.optim.Optimizer):
         waits for the next read)."""
         flags = []
         unchecked = loss
-        for params, one, _ in self._kinds:
+        for params, one, *_ in self._kinds:
             grads = [p.grad for p in params if p.grad is not None]
             if (
                 unchecked is not None
@@ -1386,7 +1402,20 @@ def _stepped(loss: Any) -> bool:
     return loss is not None and _STEPPED_LOSSES.get(id(loss)) is loss
 
 
-def _append_bounded(kept: list[Any], value: Any) -> None:
+def _flag(device: torch.device) -> tuple[torch.Tensor, np.ndarray | None]:
+    """A one-element float flag on ``device``, and on the CPU a NumPy view of its memory:
+    reading that is no torch operation (``item()`` is one, on every step)."""
+    flag = torch.zeros(1, device=device)
+    return flag, flag.numpy() if flag.device.type == "cpu" else None
+
+
+def _append_bounded(seen: dict[str, Any], key: str, value: Any) -> None:
+    """Append ``value`` to the list ``seen[key]`` (made on the first), the oldest let go
+    beyond ``ACCUMULATED``."""
+    kept = seen.get(key)
+    if kept is None:
+        seen[key] = [value]  # the usual batch of one forward: no empty list made first
+        return
     kept.append(value)
     if len(kept) > ACCUMULATED:
         del kept[0]
