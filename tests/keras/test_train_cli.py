@@ -111,7 +111,9 @@ def test_a_bad_option_is_a_one_line_error_before_training(tmp_path, capsys, opti
 def test_a_directory_is_named_as_one(tmp_path, capsys) -> None:
     code = main(["train", str(tmp_path), "--target", "y"])
     assert code == 2
-    assert f"{tmp_path}: a directory; give one CSV, Parquet or Feather file" in capsys.readouterr().err
+    assert (
+        f"{tmp_path}: a directory; give one CSV, Parquet or Feather file" in capsys.readouterr().err
+    )
 
 
 def test_a_missing_file_is_a_one_line_error(tmp_path, capsys) -> None:
