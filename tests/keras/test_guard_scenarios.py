@@ -9,6 +9,8 @@ with the right cause and its fix in the message.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from keras_cases import (
@@ -18,6 +20,7 @@ from keras_cases import (
     keras,
     linear_model,
     seed_example_1,
+    sine_data,
     sine_mlp,
     well_conditioned,
 )
@@ -138,6 +141,28 @@ def test_an_mlp_with_a_learning_rate_too_high_recovers_at_a_measured_rate() -> N
     assert first.learning_rate_after == pytest.approx(0.5 * bound)  # a measured rate, not 2 * 0.1
     assert f"below {bound:.3g}" in first.message
     assert clean_loss(model, x, y) <= 1.5 * clean_loss(well_configured, x, y)
+
+
+def test_a_slow_divergence_under_momentum_within_the_bound_is_rolled_back() -> None:
+    """SGD with momentum 0.9 at half the bound 2(1 + μ)/λ: each step is stretched about 10
+    times, and the loss climbs in rises that each look like noise. Kept as noise, the run
+    ended at 1.99 (the rate set diverged when trained from the start)."""
+    x, y = sine_data()
+    momentum = functools.partial(keras.optimizers.SGD, momentum=0.9)
+    model, guard = sine_mlp(0.3, momentum), NanGuard()
+    model.fit(x, y, batch_size=16, epochs=10, verbose=0, callbacks=[guard])
+    described = [e.describe() for e in guard.events]
+    slow = [e for e in guard.events if "loss_over_best" in e.evidence]
+    assert slow, described
+    assert (slow[0].cause, slow[0].action) == ("learning_rate", "rolled_back"), described
+    assert "slow divergence" in slow[0].message and "momentum 0.9" in slow[0].message
+    chosen = float(model.optimizer.learning_rate.numpy())
+    assert chosen == pytest.approx(slow[-1].learning_rate_after)
+    assert chosen == pytest.approx(0.5 * slow[-1].evidence["safe_learning_rate"])
+    # As good as training at the rate the guard chose for the epochs left after it.
+    well_configured = sine_mlp(chosen, momentum)
+    well_configured.fit(x, y, batch_size=16, epochs=10 - slow[-1].epoch, verbose=0)
+    assert all_finite(model) and clean_loss(model, x, y) <= 1.5 * clean_loss(well_configured, x, y)
 
 
 def test_an_absurd_adamw_learning_rate_is_set_from_the_preconditioned_curvature() -> None:

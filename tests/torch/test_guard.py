@@ -174,6 +174,43 @@ def test_a_learning_rate_too_high_for_an_mlp_is_rolled_back_and_lowered(guard) -
     assert clean_loss(model, X, y) <= 1.5 * clean_loss(well, X, y)
 
 
+def test_a_slow_divergence_within_the_bound_is_not_kept_as_noise(guard) -> None:
+    # SGD with momentum 0.9 at half the bound 2(1 + μ)/λ: each step is stretched about
+    # 10 times, and the loss climbs in rises that each look like noise (unguarded at that
+    # rate, and with such rises kept, the loss ends above 1000).
+    X, y = regression_data()
+    loss_fn = torch.nn.MSELoss()
+    model = mlp()
+    optimizer = guard(
+        torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9),
+        model,
+        loss_fn,
+        steps_per_epoch=ROWS // BATCH,
+    )
+    train(model, optimizer, loss_fn, X, y, epochs=30)
+    described = [e.describe() for e in optimizer.events]
+    slow = [e for e in optimizer.events if "loss_over_best" in e.evidence]
+    assert slow, described
+    assert slow[0].cause == "learning_rate" and slow[0].action == "rolled_back", described
+    assert "slow divergence" in slow[0].message and "momentum 0.9" in slow[0].message
+    chosen = optimizer.param_groups[0]["lr"]
+    assert chosen == slow[-1].learning_rate_after
+    assert chosen <= 0.5 * slow[0].evidence["safe_learning_rate"] * (1 + 1e-9)
+    # As good as training at the rate the guard chose for the epochs left after the
+    # rollback (it restored the initial weights, or later ones).
+    left = 30 - slow[-1].epoch
+    well = mlp()
+    train(
+        well,
+        torch.optim.SGD(well.parameters(), lr=chosen, momentum=0.9),
+        loss_fn,
+        X,
+        y,
+        epochs=left,
+    )
+    assert all_finite(model) and clean_loss(model, X, y) <= 1.5 * clean_loss(well, X, y)
+
+
 @pytest.mark.parametrize("optimizer", ["Adam", "AdamW"])
 def test_an_absurd_adam_learning_rate_is_set_from_the_preconditioned_curvature(
     optimizer: str, guard

@@ -13,6 +13,7 @@ from stablefit.guard.curvature import (
     curvature_from_growth,
     geometric_growth,
     growth_curvature,
+    hessian_curvature,
     power_iteration,
     stable_learning_rate,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "curvature_from_growth",
     "geometric_growth",
     "growth_curvature",
+    "hessian_curvature",
     "power_iteration",
     "stable_learning_rate",
 ]

@@ -115,6 +115,9 @@ class Context:
         Called at most once, when the learning rate is a suspect: the adapter's
         :class:`~stablefit.guard.curvature.Curvature` estimate at the weights the guard
         will restore, or None.
+    runaway : float or None
+        The smoothed loss over its best, when rises kept as noise have added up to a
+        slow divergence (:meth:`~stablefit.guard.history.LossHistory.runaway`).
     """
 
     trigger: str
@@ -123,6 +126,7 @@ class Context:
     growth: float | None = None
     gradient_norm_median: float | None = None
     curvature: Callable[[], Curvature | None] | None = None
+    runaway: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ def classify(replay: Replay, context: Context, phrases: Phrasebook = NEUTRAL) ->
             return _learning_rate(replay, context, curvature, phrases)
         if suspect_rate and exploding is None and bound is None:
             # No bound to check: the rise decides.
+            return _learning_rate(replay, context, curvature, phrases)
+        if suspect_rate and exploding is None and context.runaway is not None:
             return _learning_rate(replay, context, curvature, phrases)
         if suspect_rate and exploding is None:
             return _within_bound(context, curvature)
@@ -404,7 +410,13 @@ def _learning_rate(
     rate = context.learning_rate
     parts = []
     evidence: dict[str, Any] = {"learning_rate": rate, "growth_per_step": context.growth}
-    if context.growth is not None:
+    if context.runaway is not None:
+        parts.append(
+            f"the smoothed loss has climbed to {format_number(context.runaway)} times its best "
+            "through rises that each looked like noise: a slow divergence"
+        )
+        evidence["loss_over_best"] = context.runaway
+    elif context.growth is not None:
         parts.append(f"the loss grew {format_number(context.growth)} times a step")
     elif context.trigger == "loss_spike":
         parts.append("the smoothed loss rose far above its running minimum")
@@ -434,6 +446,15 @@ def _learning_rate(
             curvature_method=curvature.method,
             stable_learning_rate=bound,
         )
+        safe = curvature.safe_learning_rate
+        if context.runaway is not None and safe is not None and bound is not None and safe < bound:
+            parts.append(
+                f"with momentum {format_number(curvature.momentum)} each step is stretched "
+                f"about {format_number(1 / (1 - curvature.momentum))} times, and the rate "
+                f"that holds is {format_number(safe)}"
+            )
+            evidence["safe_learning_rate"] = safe
+            bound = safe
     if rate is not None:
         parts.append(f"the learning rate was {format_number(rate)}")
     fix = (

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from stablefit.diagnose.findings import format_number
@@ -155,6 +156,7 @@ class GuardCore:
         self, replay: Replay, context: Context, *, clipnorm: float | None = None
     ) -> tuple[Verdict, Remedy]:
         """The cause of a failed step and the remedy the adapter must apply."""
+        context = replace(context, runaway=self.history.runaway())
         verdict = classify(replay, context, self.phrases)
         remedy = self.policy.decide(
             verdict,

@@ -38,12 +38,34 @@ class Curvature:
         optimizer's second moments.
     stable_learning_rate : float or None
         The largest stable learning rate for the optimizer, when a bound is known.
+    momentum : float
+        The heavy-ball momentum of an optimizer on the plain Hessian (SGD), else 0.
     """
 
     lambda_max: float
     method: str
     preconditioned: bool
     stable_learning_rate: float | None
+    momentum: float = 0.0
+
+    @property
+    def safe_learning_rate(self) -> float | None:
+        """The rate for a run that diverged slowly within :attr:`stable_learning_rate`.
+
+        Momentum ``μ`` stretches each step to about ``lr/(1 - μ)`` once the gradients
+        agree; on a loss that is not quadratic (or a batch's curvature below the data's)
+        the bound ``2(1 + μ)/λ`` can then still diverge, step by step. Plain gradient
+        descent's bound on that stretched step, ``2(1 - μ)/λ``, is the rate that holds.
+
+        Examples
+        --------
+        >>> round(Curvature(10.0, "Hessian", False, 0.38, momentum=0.9).safe_learning_rate, 6)
+        0.02
+        """
+        bound = self.stable_learning_rate
+        if bound is None or self.preconditioned or not self.momentum > 0:
+            return bound
+        return min(bound, 2.0 * (1.0 - self.momentum) / self.lambda_max)
 
 
 def power_iteration(
@@ -170,7 +192,35 @@ def growth_curvature(
     if lam is None:
         return None
     bound = stable_learning_rate(lam, optimizer, momentum=momentum, nesterov=nesterov)
-    return Curvature(lam, "loss growth rate", False, bound)
+    return Curvature(lam, "loss growth rate", False, bound, momentum=momentum)
+
+
+def hessian_curvature(
+    lambda_max: float,
+    optimizer: str,
+    *,
+    preconditioned: bool,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    beta_1: float = 0.9,
+) -> Curvature:
+    """The :class:`Curvature` a Hessian power iteration on a batch found, with its bound.
+
+    Examples
+    --------
+    >>> hessian_curvature(40.0, "sgd", preconditioned=False).stable_learning_rate
+    0.05
+    """
+    bound = stable_learning_rate(
+        lambda_max, optimizer, momentum=momentum, nesterov=nesterov, beta_1=beta_1
+    )
+    return Curvature(
+        lambda_max,
+        "Hessian power iteration on the batch",
+        preconditioned,
+        bound,
+        momentum=0.0 if preconditioned else momentum,
+    )
 
 
 def geometric_growth(losses: Sequence[float], *, min_ratio: float = 4.0) -> float | None:

@@ -32,6 +32,15 @@ class LossHistory:
     ...     history.add(loss)
     >>> history.is_spike(), round(history.growth(), 1)
     (True, 10.0)
+
+    A rise taken for noise rebases the minimum; the best before it is kept, so a climb
+    made of such rises still shows:
+
+    >>> history.rebase()
+    >>> for loss in [4e3, 4e4]:
+    ...     history.add(loss)
+    >>> round(history.runaway())
+    5199
     """
 
     def __init__(
@@ -44,6 +53,7 @@ class LossHistory:
         self.minimum = math.inf
         self.first: float | None = None
         self.steps = 0
+        self.best_before_rebase: float | None = None
 
     def add(self, loss: float) -> None:
         """Record a finite loss (non-finite ones are skipped steps, not history)."""
@@ -87,7 +97,19 @@ class LossHistory:
     def rebase(self) -> None:
         """Take the current smoothed loss as the new minimum (a rise judged harmless)."""
         if self.smoothed is not None:
+            if self.best_before_rebase is None:
+                self.best_before_rebase = self.minimum
             self.minimum = self.smoothed
+
+    def runaway(self) -> float | None:
+        """The smoothed loss over the best before rises were taken for noise, when it is
+        ``spike_factor`` squared or more: rises that each looked harmless add up to a
+        slow divergence. None otherwise."""
+        best, smoothed = self.best_before_rebase, self.smoothed
+        if best is None or smoothed is None or not best > 0:
+            return None
+        ratio = smoothed / best
+        return ratio if ratio > self.spike_factor**2 else None
 
     def restart(self, loss: float | None) -> None:
         """Start again from restored weights whose smoothed loss was ``loss``.
@@ -96,6 +118,7 @@ class LossHistory:
         so the losses on the way down again are not taken for a spike.
         """
         self.recent.clear()
+        self.best_before_rebase = None
         if loss is not None and math.isfinite(loss):
             self.smoothed = loss
             self.minimum = min(self.minimum, loss)

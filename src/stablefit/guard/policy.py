@@ -149,6 +149,7 @@ class RemedyPolicy:
     def _learning_rate(self, verdict: Verdict, rate: float | None, phrases: Phrasebook) -> Remedy:
         curvature = verdict.curvature
         bound = None if curvature is None else curvature.stable_learning_rate
+        bound = verdict.evidence.get("safe_learning_rate", bound)
         if rate is None or not math.isfinite(rate) or rate <= 0:
             return Remedy(action="rolled_back", rollback=True)
         new_rate = self.safety * rate if bound is None else self.safety * bound

@@ -17,7 +17,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from stablefit.guard import Curvature, LayerOverflow, Replay, power_iteration, stable_learning_rate
+from stablefit.guard import Curvature, LayerOverflow, Replay, hessian_curvature, power_iteration
 from stablefit.keras._optimizer import forecast_settings
 
 _LOW_PRECISION = ("float16", "bfloat16")
@@ -509,15 +509,14 @@ def estimate_curvature(
     lambda_max = power_iteration(operator, size, iterations=CURVATURE_ITERATIONS)
     if not math.isfinite(lambda_max):
         return None
-    beta_1 = float(np.asarray(getattr(optimizer, "beta_1", 0.9)))
-    bound = stable_learning_rate(
+    return hessian_curvature(
         lambda_max,
         name,
+        preconditioned=scale is not None,
         momentum=settings["momentum"],
         nesterov=settings["nesterov"],
-        beta_1=beta_1,
+        beta_1=float(np.asarray(getattr(optimizer, "beta_1", 0.9))),
     )
-    return Curvature(lambda_max, "Hessian power iteration on the batch", scale is not None, bound)
 
 
 def _preconditioner(

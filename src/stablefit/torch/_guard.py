@@ -88,7 +88,7 @@ from stablefit.guard import (
     Snapshot,
     Verdict,
     growth_curvature,
-    stable_learning_rate,
+    hessian_curvature,
 )
 from stablefit.guard.core import row_list
 from stablefit.guard.events import position
@@ -1047,10 +1047,14 @@ class GuardedOptimizer(torch.optim.Optimizer):
         if lam is None or not math.isfinite(lam):
             return growth_curvature(growth, rate, self._name, momentum=momentum, nesterov=nesterov)
         betas = self.param_groups[0].get("betas", (0.9, 0.999))
-        bound = stable_learning_rate(
-            lam, self._name, momentum=momentum, nesterov=nesterov, beta_1=betas[0]
+        return hessian_curvature(
+            lam,
+            self._name,
+            preconditioned=adaptive,
+            momentum=momentum,
+            nesterov=nesterov,
+            beta_1=betas[0],
         )
-        return Curvature(lam, "Hessian power iteration on the batch", adaptive, bound)
 
     def _preconditioner(self, gradient: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``sqrt(v̂) + eps`` of Adam, AdamW or RMSprop for each parameter (by name), from
