@@ -104,6 +104,8 @@ class NanGuard(keras.callbacks.Callback):
     spike_factor : float, default=4.0
         A smoothed loss this many times its running minimum is treated like a non-finite
         step (a diverging run passes through huge finite losses before it overflows).
+        Spikes within the curvature's bound are kept as noise until they add up to its
+        square times the best smoothed loss: a slow divergence, rolled back.
     explosion_factor : float, default=100.0
         A gradient norm this many times its running median makes the step skipped.
     snapshot_gap : int, default=100

@@ -1234,7 +1234,10 @@ def guard(
     max_retries : int
         Remedies allowed since the last clean epoch before the guard stops.
     spike_factor : float
-        A smoothed loss this many times its running minimum is rolled back.
+        A smoothed loss this many times its running minimum is rolled back when the
+        learning rate is above the curvature's bound; within it the rise is kept as noise
+        until such rises add up to its square times the best smoothed loss (a slow
+        divergence, rolled back).
     on_failure : {"raise", "warn"}
         When the guard stops: raise :class:`~stablefit.guard.NonFiniteTrainingError`, or
         warn and skip every later step. Either way the model holds the best weights kept.
